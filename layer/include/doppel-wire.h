@@ -1,0 +1,86 @@
+/* The layer <-> proxy wire contract: fixed-layout little-endian messages on a Unix stream socket.
+ * The TypeScript side is src/proxy/layer-wire.ts; both ship together, so this may change freely,
+ * but the two files must always change in the same commit (test/unit/layer-wire.test.ts checks sizes). */
+#ifndef DOPPEL_WIRE_H
+#define DOPPEL_WIRE_H
+
+#include <stdint.h>
+
+/* The layer finds the proxy's socket path here. */
+#define DP_ENV_SOCKET "DOPPEL_LAYER_SOCKET"
+
+/* Request: header, then `len` payload bytes. */
+struct dp_req_hdr {
+  uint32_t len;
+  uint32_t op;
+};
+
+/* Response: header, then `len` payload bytes. */
+struct dp_resp_hdr {
+  uint32_t len;
+  int32_t status; /* DP_OK, DP_LOCAL, or a negative errno (for DP_OP_GETADDRINFO a negative EAI_* code) */
+};
+
+enum dp_status {
+  DP_OK = 0,    /* done remotely; payload holds the result */
+  DP_LOCAL = 1, /* do the call locally; a non-empty payload is a NUL-terminated path to use instead */
+};
+
+enum dp_op {
+  /* payload: int32 flags (open(2) flags), uint32 mode, path NUL.
+   * DP_OK payload: struct dp_stat, then the whole file's bytes. */
+  DP_OP_OPEN = 1,
+  /* payload: uint32 flags (DP_STAT_NOFOLLOW), path NUL.  DP_OK payload: struct dp_stat. */
+  DP_OP_STAT = 2,
+  /* payload: int32 mode (F_OK/R_OK/W_OK/X_OK), path NUL.  DP_OK payload: empty. */
+  DP_OP_ACCESS = 3,
+  /* payload: path NUL.  DP_OK payload: the link's target, not NUL-terminated. */
+  DP_OP_READLINK = 4,
+  /* payload: path NUL.  DP_OK payload: entries, each struct dp_dirent then name NUL. */
+  DP_OP_LISTDIR = 5,
+  /* payload: path NUL.  DP_OK payload: the canonical path, NUL-terminated. */
+  DP_OP_REALPATH = 6,
+  /* payload: struct dp_gai_req, then name NUL.
+   * DP_OK payload: uint32 count, `count` x struct dp_addr (port 0), then canonical name NUL (may be empty). */
+  DP_OP_GETADDRINFO = 7,
+  /* payload: struct dp_connect_req.  DP_OK payload: struct dp_connect_resp. */
+  DP_OP_CONNECT = 8,
+};
+
+#define DP_STAT_NOFOLLOW 1u
+
+/* A remote stat(2) result; every field 64-bit so both sides agree without packing rules. */
+struct dp_stat {
+  uint64_t dev, ino, mode, nlink, uid, gid, rdev, size, blksize, blocks;
+  int64_t atime_sec, atime_nsec, mtime_sec, mtime_nsec, ctime_sec, ctime_nsec;
+};
+
+struct dp_dirent {
+  uint64_t ino;
+  uint32_t type; /* DT_* value */
+  uint32_t name_len; /* bytes of the name that follows, without its NUL */
+};
+
+/* An IPv4 or IPv6 socket address in one fixed shape. */
+struct dp_addr {
+  uint32_t family; /* AF_INET or AF_INET6 */
+  uint32_t port;   /* host byte order */
+  uint8_t addr[16]; /* IPv4 in the first 4 bytes */
+};
+
+struct dp_gai_req {
+  int32_t family, socktype, protocol, flags; /* from the hints; 0 when hints is NULL */
+};
+
+struct dp_connect_req {
+  uint32_t socktype; /* SOCK_STREAM (others are answered DP_LOCAL for now) */
+  uint32_t reserved;
+  struct dp_addr remote;
+};
+
+struct dp_connect_resp {
+  struct dp_addr via;   /* where the layer connects instead: a proxy listener on loopback */
+  struct dp_addr local; /* the connection's local address on the target, for getsockname */
+};
+
+#endif

@@ -1,0 +1,2 @@
+// Entry point of the doppel CLI.
+console.log('doppel');

@@ -1,0 +1,62 @@
+// What the layer may ask of the proxy, one method per layer request; the session implements it, the layer server calls it.
+
+/** A stat(2) result as the target sees it. */
+export interface RemoteStat {
+  dev: number;
+  ino: number;
+  mode: number;
+  nlink: number;
+  uid: number;
+  gid: number;
+  rdev: number;
+  size: number;
+  blksize: number;
+  blocks: number;
+  atimeSec: number;
+  atimeNsec: number;
+  mtimeSec: number;
+  mtimeNsec: number;
+  ctimeSec: number;
+  ctimeNsec: number;
+}
+
+export interface DirEntry {
+  name: string;
+  ino: number;
+  /** A DT_* value (DT_REG 8, DT_DIR 4, DT_LNK 10, DT_UNKNOWN 0, ...). */
+  type: number;
+}
+
+export interface SockAddr {
+  family: 4 | 6;
+  address: string;
+  port: number;
+}
+
+export interface AddrInfoHints {
+  family: number;
+  socktype: number;
+  protocol: number;
+  flags: number;
+}
+
+/**
+ * How a request was answered: done locally by the layer (optionally on another path),
+ * failed with an errno name (`ENOENT`, or `EAI_NONAME` etc. for getaddrinfo), or done remotely.
+ */
+export type Answer<T> =
+  | { kind: 'local'; path?: string }
+  | { kind: 'error'; code: string }
+  | { kind: 'remote'; value: T };
+
+export interface LayerHandler {
+  open(path: string, flags: number, mode: number): Promise<Answer<{ stat: RemoteStat; data: Uint8Array }>>;
+  stat(path: string, follow: boolean): Promise<Answer<RemoteStat>>;
+  access(path: string, mode: number): Promise<Answer<void>>;
+  readlink(path: string): Promise<Answer<string>>;
+  listdir(path: string): Promise<Answer<DirEntry[]>>;
+  realpath(path: string): Promise<Answer<string>>;
+  getaddrinfo(name: string, hints: AddrInfoHints): Promise<Answer<{ addresses: SockAddr[]; canonicalName: string }>>;
+  /** Relays a connection: `via` is the loopback listener the layer connects to instead, `local` what getsockname reports. */
+  connect(socktype: number, remote: SockAddr): Promise<Answer<{ via: SockAddr; local: SockAddr }>>;
+}
