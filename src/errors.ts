@@ -6,6 +6,8 @@ export interface DoppelErrorOptions {
   hint?: string;
   category?: ErrorCategory;
   cause?: unknown;
+  /** The CLI's exit status for this failure (default 1). */
+  exitCode?: number;
 }
 
 export class DoppelError extends Error {
@@ -13,12 +15,14 @@ export class DoppelError extends Error {
   readonly code: string;
   readonly hint: string | undefined;
   readonly category: ErrorCategory;
+  readonly exitCode: number;
 
   constructor(code: string, message: string, options: DoppelErrorOptions = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.code = code;
     this.hint = options.hint;
     this.category = options.category ?? 'internal';
+    this.exitCode = options.exitCode ?? 1;
   }
 }
 

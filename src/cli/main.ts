@@ -1,2 +1,38 @@
-// Entry point of the doppel CLI.
-console.log('doppel');
+// Entry point of the doppel CLI: registers the commands and renders any error once, with the right exit status.
+import { Command } from 'commander';
+import { readFileSync } from 'node:fs';
+import process from 'node:process';
+import { isDoppelError } from '../errors.ts';
+import { register as registerExec } from './commands/exec.ts';
+import { register as registerSchema } from './commands/schema.ts';
+import { register as registerVerifyConfig } from './commands/verify-config.ts';
+import { renderError } from './render-error.ts';
+
+const { version } = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+
+const program = new Command('doppel')
+  .description('run a local program in the context of a remote target')
+  .version(version)
+  .option('--json-errors', 'print errors as one JSON object on stderr')
+  .showHelpAfterError()
+  .exitOverride();
+
+registerExec(program);
+registerVerifyConfig(program);
+registerSchema(program);
+
+try {
+  await program.parseAsync(process.argv);
+} catch (error) {
+  // commander has already printed its own usage errors, help and version.
+  const code = (error as { code?: string }).code ?? '';
+  if (code.startsWith('commander.')) {
+    process.exitCode = (error as { exitCode?: number }).exitCode ?? 2;
+    if (process.exitCode !== 0) process.exitCode = 2;
+  } else {
+    renderError(error, { json: program.opts<{ jsonErrors?: boolean }>().jsonErrors === true });
+    process.exitCode = isDoppelError(error) ? error.exitCode : 70;
+  }
+}
+// Leftover handles (a closing socket, a timer) must not hold the exit status back.
+process.exit();

@@ -1,0 +1,88 @@
+// `doppel exec`: flags (mirrord's names) for running a program in the target's context.
+import { Command, Option } from 'commander';
+import process from 'node:process';
+import { resolveConfig, type ExecFlags } from '../../config/load.ts';
+import { runExec } from '../exec/run-exec.ts';
+import { createProgress } from '../progress.ts';
+
+interface ExecOptions {
+  target?: string;
+  targetNamespace?: string;
+  agentNamespace?: string;
+  agentImage?: string;
+  agentTtl?: string;
+  agentStartupTimeout?: string;
+  agentLogLevel?: string;
+  ephemeralContainer?: boolean;
+  fsMode?: string;
+  envExclude?: string;
+  envInclude?: string;
+  envFile?: string;
+  steal?: boolean;
+  outgoing?: boolean;
+  tcpOutgoing?: boolean;
+  udpOutgoing?: boolean;
+  remoteDns?: boolean;
+  configFile?: string;
+  context?: string;
+  quiet?: boolean;
+}
+
+export function register(program: Command): void {
+  program
+    .command('exec')
+    .description('run COMMAND locally in the context of the target: its environment, files, DNS and network')
+    .argument('<command...>', 'the program to run and its arguments (put them after --)')
+    .option('-t, --target <target>', 'the target: process/PID, pod/NAME[/container/C], deployment/NAME, ... or targetless')
+    .option('-n, --target-namespace <namespace>', 'Kubernetes namespace of the target')
+    .option('-a, --agent-namespace <namespace>', 'Kubernetes namespace for the agent')
+    .option('-i, --agent-image <image>', 'agent image')
+    .option('--agent-ttl <seconds>', 'seconds the agent waits for a client after the last one left')
+    .option('--agent-startup-timeout <seconds>', 'seconds to wait for the agent to be ready')
+    .option('--agent-log-level <level>', 'agent log level (error, warn, info, debug)')
+    .option('-e, --ephemeral-container', 'run the agent as an ephemeral container in the target pod')
+    .addOption(new Option('--fs-mode <mode>', 'file operations: read (remote reads), write, local, localwithoverrides').choices(['read', 'write', 'local', 'localwithoverrides']))
+    .option('-x, --env-exclude <names>', 'remote environment variables to leave out (;-separated, * and ? wildcards)')
+    .option('-s, --env-include <names>', 'only these remote environment variables (;-separated, * and ? wildcards)')
+    .option('--env-file <path>', 'a .env file whose variables override the remote ones')
+    .option('--steal', 'steal incoming traffic instead of mirroring it')
+    .option('--no-outgoing', 'make outgoing connections locally')
+    .option('--no-tcp-outgoing', 'make outgoing TCP connections locally')
+    .option('--no-udp-outgoing', 'make outgoing UDP locally')
+    .option('--no-remote-dns', 'resolve names locally')
+    .option('-f, --config-file <path>', 'config file (JSON, YAML or TOML; default .doppel/config.* or .mirrord/mirrord.json)')
+    .option('--context <name>', 'kubeconfig context')
+    .option('-q, --quiet', 'no progress lines')
+    .action(async (command: string[], options: ExecOptions) => {
+      const { config } = await resolveConfig({ cwd: process.cwd(), configFile: options.configFile, env: process.env, flags: toFlags(options) });
+      const progress = createProgress({ quiet: options.quiet === true });
+      process.exitCode = await runExec(command, config, progress);
+    });
+}
+
+function toFlags(options: ExecOptions): ExecFlags {
+  return {
+    target: options.target,
+    targetNamespace: options.targetNamespace,
+    agentNamespace: options.agentNamespace,
+    agentImage: options.agentImage,
+    agentTtl: numberFlag(options.agentTtl),
+    agentStartupTimeout: numberFlag(options.agentStartupTimeout),
+    agentLogLevel: options.agentLogLevel,
+    ephemeralContainer: options.ephemeralContainer,
+    fsMode: options.fsMode,
+    envExclude: options.envExclude,
+    envInclude: options.envInclude,
+    envFile: options.envFile,
+    steal: options.steal,
+    noOutgoing: options.outgoing === false ? true : undefined,
+    noTcpOutgoing: options.tcpOutgoing === false ? true : undefined,
+    noUdpOutgoing: options.udpOutgoing === false ? true : undefined,
+    noRemoteDns: options.remoteDns === false ? true : undefined,
+    kubeContext: options.context,
+  };
+}
+
+function numberFlag(value: string | undefined): number | undefined {
+  return value === undefined ? undefined : Number(value);
+}

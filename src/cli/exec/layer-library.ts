@@ -1,0 +1,26 @@
+// Finds the built layer and composes the environment variables that load it into the program and its children.
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { DoppelError } from '../../errors.ts';
+
+const layerPath = fileURLToPath(new URL('../../../layer/build/libdoppel.so', import.meta.url));
+
+export function findLayer(): string {
+  if (!existsSync(layerPath)) {
+    throw new DoppelError('E_LAYER_MISSING', `the layer library is not built (${layerPath} is missing)`, {
+      category: 'usage',
+      hint: 'run `npm install` (or `./dev install`) in the doppel directory; it builds the layer with the system C compiler',
+    });
+  }
+  return layerPath;
+}
+
+export function layerEnvironment(layer: string, socketPath: string, existingPreload: string | undefined): Record<string, string> {
+  const preload = (existingPreload ?? '').split(/[: ]/).filter((entry) => entry !== '' && entry !== layer);
+  return {
+    LD_PRELOAD: [...preload, layer].join(':'),
+    DOPPEL_LAYER_SOCKET: socketPath,
+    // libuv would hand file I/O to io_uring, which no preloaded library can see.
+    UV_USE_IO_URING: '0',
+  };
+}

@@ -1,0 +1,51 @@
+// Runs the user's program with the terminal passed through, relays signals, and reports its exit status the shell way.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { constants } from 'node:os';
+import process from 'node:process';
+import { DoppelError } from '../../errors.ts';
+
+export interface RunningProgram {
+  readonly child: ChildProcess;
+  /** The exit status doppel passes on: the program's code, or 128 + signal number. */
+  readonly status: Promise<number>;
+}
+
+/** Signals a terminal sends to the whole foreground group: the program already has them when stdin is a terminal. */
+const terminalSignals: NodeJS.Signals[] = ['SIGINT', 'SIGQUIT'];
+const relayedSignals: NodeJS.Signals[] = ['SIGTERM', 'SIGHUP', 'SIGUSR1', 'SIGUSR2'];
+
+export function runProgram(command: string[], env: NodeJS.ProcessEnv): RunningProgram {
+  const [file, ...args] = command;
+  if (file === undefined) throw new DoppelError('E_USAGE', 'no command given', { category: 'usage', hint: 'doppel exec --target KIND/NAME -- COMMAND [ARGS...]' });
+  const child = spawn(file, args, { stdio: 'inherit', env });
+  const fromTerminal = process.stdin.isTTY === true;
+  const handlers = new Map<NodeJS.Signals, () => void>();
+  for (const signal of [...terminalSignals, ...relayedSignals]) {
+    const handler = () => {
+      if (fromTerminal && terminalSignals.includes(signal)) return;
+      child.kill(signal);
+    };
+    handlers.set(signal, handler);
+    process.on(signal, handler);
+  }
+  const status = new Promise<number>((resolve, reject) => {
+    const unhook = () => {
+      for (const [signal, handler] of handlers) process.off(signal, handler);
+    };
+    child.once('error', (error: NodeJS.ErrnoException) => {
+      unhook();
+      if (error.code === 'ENOENT') {
+        reject(new DoppelError('E_COMMAND_NOT_FOUND', `command not found: ${file}`, { category: 'usage', hint: 'check the command after --, and that it is on PATH', exitCode: 127 }));
+      } else if (error.code === 'EACCES') {
+        reject(new DoppelError('E_COMMAND_NOT_EXECUTABLE', `cannot run ${file}: permission denied`, { category: 'usage', hint: 'make it executable (chmod +x)', exitCode: 126 }));
+      } else {
+        reject(error);
+      }
+    });
+    child.once('exit', (code, signal) => {
+      unhook();
+      resolve(signal ? 128 + (constants.signals[signal] ?? 0) : (code ?? 1));
+    });
+  });
+  return { child, status };
+}

@@ -1,0 +1,17 @@
+// What every platform hands the CLI once an agent runs next to the target: one byte stream to it, and a way to stop it.
+import type { Duplex } from 'node:stream';
+
+export interface AgentTransport {
+  /** The duplex byte stream that carries the agent protocol. */
+  readonly stream: Duplex;
+  /** Says where the agent runs, for progress lines and errors ("process 1234"). */
+  readonly description: string;
+  /** Settles when the agent is gone, with what was seen of its end. */
+  readonly exited: Promise<string>;
+  /** The agent's last log lines, for error messages. */
+  logTail(): string;
+  /** Ends the agent and removes everything the platform created; safe to call more than once. */
+  stop(): Promise<void>;
+  /** Last resort on a dying CLI: kill synchronously, no waiting. */
+  killNow(): void;
+}

@@ -1,0 +1,102 @@
+// The process platform: runs the agent inside a local process's network namespace (Linux, root), over a socketpair.
+import { spawn, spawnSync } from 'node:child_process';
+import { access, constants, readlink } from 'node:fs/promises';
+import { extname } from 'node:path';
+import process from 'node:process';
+import type { Duplex } from 'node:stream';
+import { fileURLToPath } from 'node:url';
+import { DoppelError } from '../../errors.ts';
+import type { AgentTransport } from '../agent-transport.ts';
+import { createLogTail } from '../log-tail.ts';
+
+export interface ProcessAgentOptions {
+  pid: number;
+  logLevel: string;
+}
+
+const agentMain = fileURLToPath(new URL(`../../agent/main${extname(fileURLToPath(import.meta.url))}`, import.meta.url));
+
+export async function startProcessAgent(options: ProcessAgentOptions): Promise<AgentTransport> {
+  const { pid } = options;
+  await checkTarget(pid);
+  const nsenter = findNsenter();
+  // Only the network namespace is entered: the agent keeps the host's mount namespace and
+  // reaches the target's files through /proc/PID/root. A new session keeps the terminal's
+  // Ctrl-C away from it; it still ends when the socketpair on fd 3 closes.
+  const child = spawn(
+    nsenter,
+    [`--net=/proc/${pid}/ns/net`, '--', process.execPath, agentMain, '--pid', String(pid), '--fd', '3', '--log-level', options.logLevel],
+    { stdio: ['ignore', 'pipe', 'pipe', 'pipe'], detached: true },
+  );
+  const tail = createLogTail(40);
+  child.stdout?.on('data', (chunk: Buffer) => tail.push(chunk));
+  child.stderr?.on('data', (chunk: Buffer) => tail.push(chunk));
+  const exited = new Promise<string>((resolve) => {
+    child.once('error', (error) => resolve(`could not be started: ${error.message}`));
+    child.once('exit', (code, signal) => resolve(signal ? `was killed by ${signal}` : `exited with code ${code}`));
+  });
+  const stream = child.stdio[3] as Duplex;
+  // The agent's end may close before we finish writing; that surfaces through `exited`.
+  stream.on('error', () => {});
+
+  let stopping: Promise<void> | undefined;
+  const killNow = () => {
+    if (child.pid !== undefined && child.exitCode === null && child.signalCode === null) {
+      try {
+        process.kill(-child.pid, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }
+  };
+  return {
+    stream,
+    description: `process ${pid}`,
+    exited,
+    logTail: () => tail.text(),
+    killNow,
+    stop() {
+      stopping ??= (async () => {
+        stream.end();
+        const gone = await Promise.race([exited.then(() => true), delay(5000).then(() => false)]);
+        if (!gone) {
+          killNow();
+          await exited;
+        }
+      })();
+      return stopping;
+    },
+  };
+}
+
+async function checkTarget(pid: number): Promise<void> {
+  if (process.getuid?.() !== 0) {
+    throw new DoppelError('E_PERMISSION_ROOT', `targeting process/${pid} needs root, to enter its network namespace and read its files`, {
+      category: 'permission',
+      hint: 'run doppel with sudo, or as root',
+    });
+  }
+  try {
+    await readlink(`/proc/${pid}/ns/net`);
+    await access(`/proc/${pid}/root`, constants.R_OK);
+  } catch {
+    throw new DoppelError('E_TARGET_NOT_FOUND', `process ${pid} does not exist (or has already exited)`, {
+      category: 'target',
+      hint: 'check the PID with `ps -p PID` and pass a running process as --target process/PID',
+    });
+  }
+}
+
+function findNsenter(): string {
+  const found = spawnSync('sh', ['-c', 'command -v nsenter'], { encoding: 'utf8' });
+  const path = found.stdout.trim();
+  if (found.status !== 0 || path === '') {
+    throw new DoppelError('E_MISSING_TOOL', 'nsenter was not found on PATH; doppel needs it to start the agent in the target\'s network namespace', {
+      category: 'usage',
+      hint: 'install util-linux (Debian: apt-get install util-linux)',
+    });
+  }
+  return path;
+}
+
+const delay = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms).unref());

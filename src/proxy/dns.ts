@@ -1,0 +1,43 @@
+// getaddrinfo from the layer: names the DNS policy sends remote are resolved by the agent, as the target resolves them.
+import type { AgentClient } from './agent-client.ts';
+import type { LayerHandler, SockAddr } from './layer-handler.ts';
+
+export interface DnsDecider {
+  decide(name: string): 'remote' | 'local';
+}
+
+const AF_INET = 2;
+const AF_INET6 = 10;
+
+/** What the agent's errno-style DNS codes mean to getaddrinfo's caller. */
+const eaiByCode: Record<string, string> = {
+  ENOTFOUND: 'EAI_NONAME',
+  ENODATA: 'EAI_NODATA',
+  EAI_NONAME: 'EAI_NONAME',
+  EAI_NODATA: 'EAI_NODATA',
+  ESERVFAIL: 'EAI_AGAIN',
+  ETIMEOUT: 'EAI_AGAIN',
+  ETIMEDOUT: 'EAI_AGAIN',
+  EAI_AGAIN: 'EAI_AGAIN',
+  ECONNREFUSED: 'EAI_AGAIN',
+  EREFUSED: 'EAI_FAIL',
+};
+
+export function createDnsRequests(agent: AgentClient, policy: DnsDecider): Pick<LayerHandler, 'getaddrinfo'> {
+  return {
+    async getaddrinfo(name, hints) {
+      if (policy.decide(name) === 'local') return { kind: 'local' };
+      if (hints.family !== 0 && hints.family !== AF_INET && hints.family !== AF_INET6) return { kind: 'error', code: 'EAI_FAMILY' };
+      const family = hints.family === AF_INET ? 4 : hints.family === AF_INET6 ? 6 : 0;
+      try {
+        const found = await agent.lookup(name, family);
+        const addresses: SockAddr[] = found.addresses.map(({ address, family: f }) => ({ family: f === 6 ? 6 : 4, address, port: 0 }));
+        if (addresses.length === 0) return { kind: 'error', code: 'EAI_NONAME' };
+        return { kind: 'remote', value: { addresses, canonicalName: found.canonicalName ?? name } };
+      } catch (error) {
+        const code = (error as { code?: string }).code ?? '';
+        return { kind: 'error', code: eaiByCode[code] ?? 'EAI_FAIL' };
+      }
+    },
+  };
+}
