@@ -1,7 +1,8 @@
 // The internal proxy: serves every layer connection of one session from a private Unix socket, backed by one agent.
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import process from 'node:process';
 import type { AgentClient } from './agent-client.ts';
 import { createDnsRequests, type DnsDecider } from './dns.ts';
 import { createFileRequests, type FsDecider } from './files.ts';
@@ -23,8 +24,10 @@ export interface Proxy {
 }
 
 export async function startProxy(options: ProxyOptions): Promise<Proxy> {
-  // A fresh 0700 directory keeps other local users off the socket.
-  const dir = await mkdtemp(join(tmpdir(), 'doppel-'));
+  await sweepStaleDirs();
+  // A fresh 0700 directory keeps other local users off the socket; its name carries our PID
+  // so that a later session can remove it if this one is killed before it cleans up.
+  const dir = await mkdtemp(join(tmpdir(), `doppel-${process.pid}-`));
   const socketPath = join(dir, 'layer.sock');
   const outgoing = createOutgoingRequests(options.agent, options.outgoing);
   const handler: LayerHandler = {
@@ -49,5 +52,24 @@ export async function startProxy(options: ProxyOptions): Promise<Proxy> {
   } catch (error) {
     await rm(dir, { recursive: true, force: true });
     throw error;
+  }
+}
+
+/** Removes the socket directories of sessions whose CLI was killed outright. */
+async function sweepStaleDirs(): Promise<void> {
+  const entries = await readdir(tmpdir()).catch(() => [] as string[]);
+  for (const entry of entries) {
+    const owner = /^doppel-(\d+)-/.exec(entry)?.[1];
+    if (owner === undefined || isAlive(Number(owner))) continue;
+    await rm(join(tmpdir(), entry), { recursive: true, force: true }).catch(() => undefined);
+  }
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
