@@ -1,0 +1,146 @@
+// File requests, served through /proc/PID/root with every symlink resolved by hand so nothing escapes that root.
+import { constants, type BigIntStats } from 'node:fs';
+import { access, lstat, open, readdir, readlink } from 'node:fs/promises';
+import { RemoteError } from '../protocol/errors.ts';
+import type { DirEntry, Operations, Stat } from '../protocol/messages.ts';
+
+/** As in Linux's path walk: more links than this in one lookup is ELOOP. */
+const MAX_LINKS = 40;
+
+export interface Files {
+  stat(args: Operations['fs.stat']['args']): Promise<Stat>;
+  read(args: Operations['fs.read']['args']): Promise<Operations['fs.read']['result']>;
+  readdir(args: Operations['fs.readdir']['args']): Promise<Operations['fs.readdir']['result']>;
+  readlink(args: Operations['fs.readlink']['args']): Promise<Operations['fs.readlink']['result']>;
+  access(args: Operations['fs.access']['args']): Promise<Record<string, never>>;
+  realpath(args: Operations['fs.realpath']['args']): Promise<Operations['fs.realpath']['result']>;
+}
+
+export function createFiles(root: string): Files {
+  const resolve = (path: string, followLast: boolean) => resolveInRoot(root, path, followLast);
+  return {
+    async stat({ path, follow }) {
+      const { host } = await resolve(path, follow);
+      return toStat(await lstat(host, { bigint: true }));
+    },
+    async read({ path, offset, length }) {
+      const { host } = await resolve(path, true);
+      // O_NOFOLLOW: a symlink swapped in after the walk must not take us outside the root.
+      const handle = await open(host, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+      try {
+        const stat = toStat(await handle.stat({ bigint: true }));
+        if ((stat.mode & 0o170000) === 0o040000) return { stat, data: new Uint8Array(0), eof: true };
+        const data = Buffer.allocUnsafe(Math.max(0, Math.min(length, 64 * 1024 * 1024)));
+        let filled = 0;
+        while (filled < data.length) {
+          const { bytesRead } = await handle.read(data, filled, data.length - filled, offset + filled);
+          if (bytesRead === 0) break;
+          filled += bytesRead;
+        }
+        return { stat, data: data.subarray(0, filled), eof: filled < data.length };
+      } finally {
+        await handle.close();
+      }
+    },
+    async readdir({ path }) {
+      const { host } = await resolve(path, true);
+      const dirents = await readdir(host, { withFileTypes: true });
+      const entries: DirEntry[] = await Promise.all(
+        dirents.map(async (dirent) => {
+          const ino = await lstat(`${host}/${dirent.name}`, { bigint: true }).then((s) => Number(s.ino), () => 0);
+          return { name: dirent.name, ino, type: direntType(dirent) };
+        }),
+      );
+      return { entries };
+    },
+    async readlink({ path }) {
+      const { host } = await resolve(path, false);
+      return { target: await readlink(host) };
+    },
+    async access({ path, mode }) {
+      const { host } = await resolve(path, true);
+      await access(host, mode);
+      return {};
+    },
+    async realpath({ path }) {
+      const { host, inside } = await resolve(path, true);
+      await lstat(host);
+      return { path: inside };
+    },
+  };
+}
+
+/**
+ * Walks `path` component by component under `root`: `..` stops at the root, and an
+ * absolute symlink restarts at the root, as if the target had chrooted there.
+ */
+export async function resolveInRoot(root: string, path: string, followLast: boolean): Promise<{ host: string; inside: string }> {
+  if (!path.startsWith('/')) throw new RemoteError('EINVAL', `not an absolute path: ${path}`);
+  const pending = path.split('/').filter((part) => part !== '');
+  const resolved: string[] = [];
+  let links = 0;
+  while (pending.length > 0) {
+    const part = pending.shift()!;
+    if (part === '.') continue;
+    if (part === '..') {
+      resolved.pop();
+      continue;
+    }
+    const candidate = `${root}/${[...resolved, part].join('/')}`;
+    const last = pending.length === 0;
+    let isLink = false;
+    try {
+      isLink = (await lstat(candidate)).isSymbolicLink();
+    } catch (error) {
+      if (last && (error as NodeJS.ErrnoException).code === 'ENOENT') {
+        resolved.push(part);
+        break;
+      }
+      throw error;
+    }
+    if (isLink && (!last || followLast)) {
+      if (++links > MAX_LINKS) throw new RemoteError('ELOOP', `too many levels of symbolic links: ${path}`);
+      const target = await readlink(candidate);
+      if (target.startsWith('/')) resolved.length = 0;
+      pending.unshift(...target.split('/').filter((p) => p !== ''));
+      continue;
+    }
+    resolved.push(part);
+  }
+  const inside = `/${resolved.join('/')}`;
+  return { host: resolved.length === 0 ? root : `${root}${inside}`, inside };
+}
+
+function toStat(s: BigIntStats): Stat {
+  return {
+    dev: Number(s.dev),
+    ino: Number(s.ino),
+    mode: Number(s.mode),
+    nlink: Number(s.nlink),
+    uid: Number(s.uid),
+    gid: Number(s.gid),
+    rdev: Number(s.rdev),
+    size: Number(s.size),
+    blksize: Number(s.blksize),
+    blocks: Number(s.blocks),
+    atimeSec: Number(s.atimeNs / 1_000_000_000n),
+    atimeNsec: Number(s.atimeNs % 1_000_000_000n),
+    mtimeSec: Number(s.mtimeNs / 1_000_000_000n),
+    mtimeNsec: Number(s.mtimeNs % 1_000_000_000n),
+    ctimeSec: Number(s.ctimeNs / 1_000_000_000n),
+    ctimeNsec: Number(s.ctimeNs % 1_000_000_000n),
+  };
+}
+
+const DT = { unknown: 0, fifo: 1, chr: 2, dir: 4, blk: 6, reg: 8, lnk: 10, sock: 12 };
+
+function direntType(d: { isFile(): boolean; isDirectory(): boolean; isSymbolicLink(): boolean; isFIFO(): boolean; isSocket(): boolean; isCharacterDevice(): boolean; isBlockDevice(): boolean }): number {
+  if (d.isFile()) return DT.reg;
+  if (d.isDirectory()) return DT.dir;
+  if (d.isSymbolicLink()) return DT.lnk;
+  if (d.isFIFO()) return DT.fifo;
+  if (d.isSocket()) return DT.sock;
+  if (d.isCharacterDevice()) return DT.chr;
+  if (d.isBlockDevice()) return DT.blk;
+  return DT.unknown;
+}

@@ -1,0 +1,87 @@
+// The agent's entry point: serve one client on an inherited fd or a TCP port, from inside the target's network namespace; exit when the client, or the target, is gone.
+import { existsSync, readFileSync } from 'node:fs';
+import { createServer, Socket } from 'node:net';
+import process from 'node:process';
+import type { Duplex } from 'node:stream';
+import { parseArgs } from 'node:util';
+import { isDoppelError } from '../errors.ts';
+import { Connection } from '../protocol/connection.ts';
+import { createLog, parseLogLevel, type Log } from './log.ts';
+import { createRequestHandler } from './serve.ts';
+
+const { version } = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+
+async function main(): Promise<number> {
+  const { values } = parseArgs({
+    options: {
+      pid: { type: 'string' },
+      fd: { type: 'string' },
+      listen: { type: 'string' },
+      'log-level': { type: 'string', default: 'info' },
+      'startup-timeout': { type: 'string', default: '60' },
+    },
+  });
+  const log = createLog(parseLogLevel(values['log-level']!));
+  const pid = Number(values.pid);
+  if (!Number.isInteger(pid) || pid <= 0) return usage(log, '--pid PID is required');
+  if (!existsSync(`/proc/${pid}`)) return usage(log, `process ${pid} does not exist`);
+  const timeoutMs = Number(values['startup-timeout']) * 1000;
+
+  const stream = values.fd !== undefined ? new Socket({ fd: Number(values.fd), readable: true, writable: true }) : values.listen ? await acceptOne(values.listen, timeoutMs, log) : undefined;
+  if (!stream) return usage(log, 'one of --fd N or --listen HOST:PORT is required');
+
+  const connection = await Connection.open(stream, {
+    role: 'agent',
+    software: `doppel-agent ${version}`,
+    handshakeTimeoutMs: timeoutMs,
+    onRequest: createRequestHandler(pid, log),
+  });
+  log.info(`serving ${connection.peer.software} for process ${pid}`);
+
+  const targetGone = new Promise<string>((resolve) => {
+    const timer = setInterval(() => {
+      if (!existsSync(`/proc/${pid}`)) resolve(`target process ${pid} exited`);
+    }, 500);
+    timer.unref();
+  });
+  const signalled = new Promise<string>((resolve) => {
+    for (const signal of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.once(signal, () => resolve(`received ${signal}`));
+  });
+  const why = await Promise.race([connection.closed.then((error) => (error ? `connection failed: ${error.message}` : 'client disconnected')), targetGone, signalled]);
+  log.info(`exiting: ${why}`);
+  connection.close();
+  return 0;
+}
+
+/** For the Kubernetes platform: accept one client on TCP, then stop listening. */
+function acceptOne(listen: string, timeoutMs: number, log: Log): Promise<Duplex> {
+  const at = listen.lastIndexOf(':');
+  const host = listen.slice(0, at);
+  const port = Number(listen.slice(at + 1));
+  return new Promise((resolve, reject) => {
+    const server = createServer((socket) => {
+      clearTimeout(timer);
+      server.close();
+      resolve(socket);
+    });
+    const timer = setTimeout(() => {
+      server.close();
+      reject(new Error(`no client connected within ${timeoutMs / 1000}s`));
+    }, timeoutMs);
+    server.once('error', reject);
+    server.listen(port, host, () => log.info(`listening on ${listen}`));
+  });
+}
+
+function usage(log: Log, message: string): number {
+  log.error(message);
+  return 2;
+}
+
+main().then(
+  (code) => process.exit(code),
+  (error) => {
+    process.stderr.write(`agent: error: ${isDoppelError(error) ? error.message : ((error as Error).stack ?? String(error))}\n`);
+    process.exit(1);
+  },
+);

@@ -1,0 +1,39 @@
+// Routes each request from the proxy to the module of its family.
+import type { RequestHandler } from '../protocol/connection.ts';
+import { RemoteError } from '../protocol/errors.ts';
+import type { Operation, Operations } from '../protocol/messages.ts';
+import { createDns } from './dns.ts';
+import { readEnvironment } from './env.ts';
+import { createFiles } from './files.ts';
+import type { Log } from './log.ts';
+import { createOutgoing } from './outgoing.ts';
+
+export function createRequestHandler(pid: number, log: Log): RequestHandler {
+  const root = `/proc/${pid}/root`;
+  const files = createFiles(root);
+  const lookup = createDns(root);
+  const tcpConnect = createOutgoing(log);
+  const handlers: { [O in Operation]: (args: Operations[O]['args'], connection: Parameters<RequestHandler>[2]) => Promise<Operations[O]['result']> } = {
+    ping: async () => ({ now: Date.now() }),
+    env: async () => ({ vars: await readEnvironment(pid) }),
+    'fs.stat': (args) => files.stat(args),
+    'fs.read': (args) => files.read(args),
+    'fs.readdir': (args) => files.readdir(args),
+    'fs.readlink': (args) => files.readlink(args),
+    'fs.access': (args) => files.access(args),
+    'fs.realpath': (args) => files.realpath(args),
+    'dns.lookup': (args) => lookup(args),
+    'tcp.connect': (args, connection) => tcpConnect(args, connection),
+  };
+  return async (op, args, connection) => {
+    const handler = handlers[op as Operation] as ((args: unknown, connection: Parameters<RequestHandler>[2]) => Promise<unknown>) | undefined;
+    if (!handler) throw new RemoteError('ENOSYS', `unknown operation ${op}`);
+    if (typeof args !== 'object' || args === null) throw new RemoteError('EINVAL', `${op}: arguments must be an object`);
+    try {
+      return await handler(args, connection);
+    } catch (error) {
+      log.debug(`${op} ${JSON.stringify(args)}: ${(error as Error).message}`);
+      throw error;
+    }
+  };
+}

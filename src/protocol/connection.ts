@@ -1,0 +1,285 @@
+// One agent connection, used by both ends: handshake, requests by id, and channels, over any duplex byte stream.
+import type { Duplex } from 'node:stream';
+import { Channel, type ChannelLink } from './channel.ts';
+import { ProtocolError, RemoteError } from './errors.ts';
+import { encodeFrame, FrameDecoder, type Frame } from './frame.ts';
+import { decodeControl, encodeControl, MIN_PEER_VERSION, PROTOCOL_NAME, PROTOCOL_VERSION, type ControlMessage, type Operation, type Operations } from './messages.ts';
+
+export type RequestHandler = (op: string, args: unknown, connection: Connection) => Promise<unknown>;
+
+export interface ConnectionOptions {
+  /** Channel ids a side allocates: the client's are odd, the agent's even, so they never collide. */
+  role: 'client' | 'agent';
+  software: string;
+  features?: string[];
+  handshakeTimeoutMs: number;
+  maxFrame?: number;
+  onRequest?: RequestHandler;
+}
+
+export interface PeerHello {
+  version: number;
+  features: string[];
+  software: string;
+}
+
+export class Connection implements ChannelLink {
+  readonly peer: PeerHello;
+  /** Settles once, when the stream is gone; with the reason if it was not a clean close. */
+  readonly closed: Promise<Error | undefined>;
+  private readonly stream: Duplex;
+  private readonly decoder: FrameDecoder;
+  private readonly onRequest: RequestHandler | undefined;
+  private readonly pending = new Map<number, { resolve(value: unknown): void; reject(error: Error): void }>();
+  private readonly channels = new Map<number, Channel>();
+  private readonly controlQueue: Buffer[] = [];
+  private readonly dataQueue: Buffer[] = [];
+  private waitingDrain = false;
+  private nextRequest = 1;
+  private nextChannel: number;
+  private ended: Error | undefined | null = null;
+  private markClosed!: (reason: Error | undefined) => void;
+
+  private constructor(stream: Duplex, decoder: FrameDecoder, peer: PeerHello, options: ConnectionOptions) {
+    this.stream = stream;
+    this.decoder = decoder;
+    this.peer = peer;
+    this.onRequest = options.onRequest;
+    this.nextChannel = options.role === 'client' ? 1 : 2;
+    this.closed = new Promise((resolve) => (this.markClosed = resolve));
+  }
+
+  /** Sends our hello, waits for the peer's, and returns the connection ready for requests. */
+  static async open(stream: Duplex, options: ConnectionOptions): Promise<Connection> {
+    const decoder = new FrameDecoder(options.maxFrame);
+    const hello: ControlMessage = { t: 'hello', protocol: PROTOCOL_NAME, version: PROTOCOL_VERSION, features: options.features ?? [], software: options.software };
+    stream.write(encodeFrame({ kind: 'control', body: encodeControl(hello) }));
+    const { peer, rest } = await readHello(stream, decoder, options.handshakeTimeoutMs);
+    const connection = new Connection(stream, decoder, peer, options);
+    connection.attach(rest);
+    return connection;
+  }
+
+  request<O extends Operation>(op: O, args: Operations[O]['args']): Promise<Operations[O]['result']> {
+    if (this.ended !== null) return Promise.reject(this.lostError());
+    const id = this.nextRequest++;
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, { resolve: resolve as (value: unknown) => void, reject });
+      this.sendControl({ t: 'req', id, op, args });
+    });
+  }
+
+  /** A new channel with an id from our half of the id space; the peer learns the id from a request. */
+  openChannel(): Channel {
+    const id = this.nextChannel;
+    this.nextChannel += 2;
+    return this.attachChannel(id);
+  }
+
+  /** The local end of a channel whose id the peer chose. */
+  attachChannel(id: number): Channel {
+    if (this.channels.has(id)) throw new ProtocolError('E_PROTOCOL_CHANNEL', `agent stream: channel ${id} is already open`);
+    const channel = new Channel(id, this);
+    this.channels.set(id, channel);
+    return channel;
+  }
+
+  close(): void {
+    this.stream.end();
+    this.shutdown(undefined);
+  }
+
+  sendData(channel: number, bytes: Uint8Array): void {
+    this.enqueue(encodeFrame({ kind: 'data', channel, bytes }), this.dataQueue);
+  }
+
+  sendCredit(channel: number, bytes: number): void {
+    this.enqueue(encodeFrame({ kind: 'credit', channel, bytes }), this.controlQueue);
+  }
+
+  sendClose(channel: number, reset: boolean): void {
+    // Behind the channel's queued data, so an end never overtakes the last bytes.
+    this.enqueue(encodeFrame({ kind: 'close', channel, reset }), this.dataQueue);
+  }
+
+  forget(channel: number): void {
+    this.channels.delete(channel);
+  }
+
+  get openChannels(): number {
+    return this.channels.size;
+  }
+
+  private attach(rest: Frame[]): void {
+    const onData = (chunk: Buffer) => {
+      try {
+        for (const frame of this.decoder.push(chunk)) this.dispatch(frame);
+      } catch (error) {
+        this.fail(error as Error);
+      }
+    };
+    this.stream.on('data', onData);
+    this.stream.on('error', (error) => this.shutdown(error));
+    this.stream.on('close', () => this.shutdown(undefined));
+    this.stream.on('end', () => this.shutdown(undefined));
+    try {
+      for (const frame of rest) this.dispatch(frame);
+    } catch (error) {
+      this.fail(error as Error);
+    }
+    this.stream.resume();
+  }
+
+  private dispatch(frame: Frame): void {
+    switch (frame.kind) {
+      case 'control':
+        this.dispatchControl(decodeControl(frame.body));
+        return;
+      case 'data': {
+        const channel = this.channels.get(frame.channel);
+        // Data racing a reset we sent is dropped; anything beyond the granted window is a broken peer.
+        if (channel && !channel.receive(frame.bytes)) {
+          throw new ProtocolError('E_PROTOCOL_FLOW', `agent stream: channel ${frame.channel} sent beyond its credit`);
+        }
+        return;
+      }
+      case 'credit':
+        this.channels.get(frame.channel)?.receiveCredit(frame.bytes);
+        return;
+      case 'close':
+        this.channels.get(frame.channel)?.receiveClose(frame.reset);
+        return;
+    }
+  }
+
+  private dispatchControl(message: ControlMessage): void {
+    if (message.t === 'res') {
+      const waiter = this.pending.get(message.id);
+      if (!waiter) return;
+      this.pending.delete(message.id);
+      if ('err' in message) waiter.reject(new RemoteError(message.err.code, message.err.message));
+      else waiter.resolve(message.ok);
+      return;
+    }
+    if (message.t === 'req') {
+      void this.answer(message.id, message.op, message.args);
+      return;
+    }
+    throw new ProtocolError('E_PROTOCOL_MESSAGE', 'agent stream: a second hello');
+  }
+
+  private async answer(id: number, op: string, args: unknown): Promise<void> {
+    try {
+      if (!this.onRequest) throw new RemoteError('ENOSYS', `this side serves no requests (${op})`);
+      const ok = await this.onRequest(op, args, this);
+      this.sendControl({ t: 'res', id, ok: ok ?? {} });
+    } catch (error) {
+      const code = typeof (error as { code?: unknown }).code === 'string' ? (error as { code: string }).code : 'EIO';
+      this.sendControl({ t: 'res', id, err: { code, message: (error as Error).message ?? String(error) } });
+    }
+  }
+
+  private sendControl(message: ControlMessage): void {
+    this.enqueue(encodeFrame({ kind: 'control', body: encodeControl(message) }), this.controlQueue);
+  }
+
+  private enqueue(frame: Buffer, queue: Buffer[]): void {
+    if (this.ended !== null) return;
+    queue.push(frame);
+    this.pump();
+  }
+
+  /** Writes control frames before data, so requests never wait behind bulk transfers. */
+  private pump(): void {
+    if (this.waitingDrain) return;
+    for (;;) {
+      const next = this.controlQueue.shift() ?? this.dataQueue.shift();
+      if (next === undefined) return;
+      if (!this.stream.write(next)) {
+        this.waitingDrain = true;
+        this.stream.once('drain', () => {
+          this.waitingDrain = false;
+          this.pump();
+        });
+        return;
+      }
+    }
+  }
+
+  private fail(error: Error): void {
+    this.shutdown(error);
+    this.stream.destroy();
+  }
+
+  private shutdown(reason: Error | undefined): void {
+    if (this.ended !== null) return;
+    this.ended = reason;
+    const lost = this.lostError();
+    for (const waiter of this.pending.values()) waiter.reject(lost);
+    this.pending.clear();
+    for (const channel of this.channels.values()) channel.destroy(Object.assign(new Error('agent connection closed'), { code: 'ECONNRESET' }));
+    this.channels.clear();
+    this.controlQueue.length = 0;
+    this.dataQueue.length = 0;
+    this.markClosed(reason);
+  }
+
+  private lostError(): Error {
+    if (this.ended instanceof ProtocolError) return this.ended;
+    return new ProtocolError('E_PROTOCOL_CLOSED', `the agent connection closed${this.ended ? ` (${this.ended.message})` : ''}`, 'the agent or its target may have exited');
+  }
+}
+
+async function readHello(stream: Duplex, decoder: FrameDecoder, timeoutMs: number): Promise<{ peer: PeerHello; rest: Frame[] }> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => finish(new ProtocolError('E_PROTOCOL_HANDSHAKE', `no handshake from the peer within ${timeoutMs} ms`, 'the other end may not be a doppel agent, or it is stuck')), timeoutMs);
+    const onData = (chunk: Buffer) => {
+      let frames: Frame[];
+      try {
+        frames = decoder.push(chunk);
+      } catch (error) {
+        finish(error as Error);
+        return;
+      }
+      const [first, ...rest] = frames;
+      if (!first) return;
+      try {
+        finish(undefined, { peer: checkHello(first), rest });
+      } catch (error) {
+        finish(error as Error);
+      }
+    };
+    const onEnd = () => finish(new ProtocolError('E_PROTOCOL_CLOSED', 'the peer closed the connection during the handshake', 'the agent may have failed to start'));
+    const onError = (error: Error) => finish(new ProtocolError('E_PROTOCOL_CLOSED', `the connection failed during the handshake: ${error.message}`, 'the agent may have failed to start'));
+    function finish(error: Error | undefined, value?: { peer: PeerHello; rest: Frame[] }) {
+      clearTimeout(timer);
+      stream.off('data', onData);
+      stream.off('end', onEnd);
+      stream.off('close', onEnd);
+      stream.off('error', onError);
+      if (error) {
+        stream.destroy();
+        reject(error);
+      } else {
+        // Hold further bytes until the connection's own listener is attached.
+        stream.pause();
+        resolve(value!);
+      }
+    }
+    stream.on('data', onData);
+    stream.on('end', onEnd);
+    stream.on('close', onEnd);
+    stream.on('error', onError);
+  });
+}
+
+function checkHello(frame: Frame): PeerHello {
+  const message = frame.kind === 'control' ? decodeControl(frame.body) : undefined;
+  if (message?.t !== 'hello' || message.protocol !== PROTOCOL_NAME) {
+    throw new ProtocolError('E_PROTOCOL_HANDSHAKE', 'the peer did not start with a doppel hello', 'the other end is not a doppel agent');
+  }
+  if (message.version < MIN_PEER_VERSION) {
+    throw new ProtocolError('E_PROTOCOL_VERSION', `the peer speaks protocol version ${message.version} (${message.software}); this side needs at least ${MIN_PEER_VERSION}`);
+  }
+  return { version: message.version, features: message.features, software: message.software };
+}

@@ -1,0 +1,102 @@
+// The agent protocol's control messages and request operations. Append-only: each operation names the version that introduced it.
+import { decode, encode } from '@msgpack/msgpack';
+import { ProtocolError } from './errors.ts';
+
+/** Bumped when an operation or field is added; a peer must speak at least MIN_PEER_VERSION. */
+export const PROTOCOL_VERSION = 1;
+export const MIN_PEER_VERSION = 1;
+export const PROTOCOL_NAME = 'doppel-agent';
+
+export interface Stat {
+  dev: number;
+  ino: number;
+  mode: number;
+  nlink: number;
+  uid: number;
+  gid: number;
+  rdev: number;
+  size: number;
+  blksize: number;
+  blocks: number;
+  atimeSec: number;
+  atimeNsec: number;
+  mtimeSec: number;
+  mtimeNsec: number;
+  ctimeSec: number;
+  ctimeNsec: number;
+}
+
+export interface DirEntry {
+  name: string;
+  ino: number;
+  type: number;
+}
+
+/** Every request: its arguments, its result, and the protocol version that introduced it. */
+export interface Operations {
+  ping: { args: Record<string, never>; result: { now: number } };
+  env: { args: Record<string, never>; result: { vars: Record<string, string> } };
+  'fs.stat': { args: { path: string; follow: boolean }; result: Stat };
+  'fs.read': { args: { path: string; offset: number; length: number }; result: { stat: Stat; data: Uint8Array; eof: boolean } };
+  'fs.readdir': { args: { path: string }; result: { entries: DirEntry[] } };
+  'fs.readlink': { args: { path: string }; result: { target: string } };
+  'fs.access': { args: { path: string; mode: number }; result: Record<string, never> };
+  'fs.realpath': { args: { path: string }; result: { path: string } };
+  'dns.lookup': { args: { name: string; family: 0 | 4 | 6 }; result: { addresses: { address: string; family: 4 | 6 }[]; canonicalName: string } };
+  'tcp.connect': { args: { host: string; port: number; channel: number }; result: { localAddress: string; localPort: number } };
+}
+
+export type Operation = keyof Operations;
+
+export const operationSince: Record<Operation, number> = {
+  ping: 1,
+  env: 1,
+  'fs.stat': 1,
+  'fs.read': 1,
+  'fs.readdir': 1,
+  'fs.readlink': 1,
+  'fs.access': 1,
+  'fs.realpath': 1,
+  'dns.lookup': 1,
+  'tcp.connect': 1,
+};
+
+export type ControlMessage =
+  | { t: 'hello'; protocol: string; version: number; features: string[]; software: string }
+  | { t: 'req'; id: number; op: string; args: unknown }
+  | { t: 'res'; id: number; ok: unknown }
+  | { t: 'res'; id: number; err: { code: string; message: string } };
+
+export function encodeControl(message: ControlMessage): Uint8Array {
+  return encode(message);
+}
+
+export function decodeControl(body: Uint8Array): ControlMessage {
+  let value: unknown;
+  try {
+    value = decode(body);
+  } catch (error) {
+    throw new ProtocolError('E_PROTOCOL_MESSAGE', `agent stream: undecodable control message (${(error as Error).message})`);
+  }
+  if (!isControl(value)) throw new ProtocolError('E_PROTOCOL_MESSAGE', 'agent stream: control message of unknown shape');
+  return value;
+}
+
+function isControl(value: unknown): value is ControlMessage {
+  if (typeof value !== 'object' || value === null) return false;
+  const m = value as Record<string, unknown>;
+  switch (m.t) {
+    case 'hello':
+      return typeof m.protocol === 'string' && typeof m.version === 'number' && Array.isArray(m.features) && typeof m.software === 'string';
+    case 'req':
+      return Number.isSafeInteger(m.id) && typeof m.op === 'string' && 'args' in m;
+    case 'res': {
+      if (!Number.isSafeInteger(m.id)) return false;
+      if ('ok' in m) return true;
+      const err = m.err as Record<string, unknown> | undefined;
+      return typeof err === 'object' && err !== null && typeof err.code === 'string' && typeof err.message === 'string';
+    }
+    default:
+      return false;
+  }
+}

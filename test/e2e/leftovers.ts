@@ -1,0 +1,29 @@
+// What a doppel session may leave behind on this machine: agent processes and proxy socket directories. Tests assert there is none.
+import { execFileSync } from 'node:child_process';
+import { readdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+
+export function agentProcesses(pid: number): string[] {
+  let out = '';
+  try {
+    out = execFileSync('pgrep', ['-af', `agent/main\\.(js|ts) --pid ${pid}( |$)`], { encoding: 'utf8' });
+  } catch {
+    return [];
+  }
+  return out.split('\n').filter((line) => line.trim() !== '');
+}
+
+export function proxyDirs(): string[] {
+  return readdirSync(tmpdir()).filter((entry) => /^doppel-\d+-/.test(entry));
+}
+
+/** Waits up to `ms` for the agent of `pid` to be gone; returns what is still there. */
+export async function leftoversAfter(pid: number, ms = 5000): Promise<{ agents: string[]; dirs: string[] }> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const agents = agentProcesses(pid);
+    const dirs = proxyDirs();
+    if ((agents.length === 0 && dirs.length === 0) || Date.now() > deadline) return { agents, dirs };
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}

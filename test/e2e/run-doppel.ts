@@ -1,0 +1,47 @@
+// Runs the real doppel CLI (bin/doppel, the built dist/) the way a user does, and collects what it printed.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+
+export const doppelBin = fileURLToPath(new URL('../../bin/doppel', import.meta.url));
+
+export interface Finished {
+  status: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+}
+
+export interface RunOptions {
+  input?: string;
+  env?: NodeJS.ProcessEnv;
+  cwd?: string;
+  timeoutMs?: number;
+}
+
+export function startDoppel(args: string[], options: RunOptions = {}): { child: ChildProcess; finished: Promise<Finished> } {
+  const child = spawn(doppelBin, args, { env: options.env ?? process.env, cwd: options.cwd, stdio: ['pipe', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout!.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
+  child.stderr!.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
+  if (options.input !== undefined) child.stdin!.end(options.input);
+  else child.stdin!.end();
+  const timer = setTimeout(() => child.kill('SIGKILL'), options.timeoutMs ?? 60_000);
+  const finished = new Promise<Finished>((resolve, reject) => {
+    child.once('error', reject);
+    child.once('close', (status, signal) => {
+      clearTimeout(timer);
+      resolve({ status, signal, stdout, stderr });
+    });
+  });
+  return { child, finished };
+}
+
+export function runDoppel(args: string[], options: RunOptions = {}): Promise<Finished> {
+  return startDoppel(args, options).finished;
+}
+
+/** `doppel exec --target process/PID -q -- COMMAND...` */
+export function execIn(pid: number, command: string[], options: RunOptions & { flags?: string[] } = {}): Promise<Finished> {
+  return runDoppel(['exec', '--target', `process/${pid}`, '-q', ...(options.flags ?? []), '--', ...command], options);
+}
