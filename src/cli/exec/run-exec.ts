@@ -96,7 +96,7 @@ async function handshake(transport: AgentTransport, timeoutMs: number): Promise<
     return await Promise.race([connectAgent(transport.stream, { handshakeTimeoutMs: timeoutMs }), timeout, died]);
   } catch (error) {
     // A broken stream usually means the agent died; say that rather than what the socket saw.
-    const how = await Promise.race([transport.exited, new Promise<undefined>((resolve) => setTimeout(resolve, 200))]);
+    const how = await Promise.race([transport.exited, new Promise<undefined>((resolve) => setTimeout(() => resolve(undefined), 200))]);
     if (how !== undefined && !(error instanceof DoppelError && error.code === 'E_AGENT_START')) throw agentFailedToStart(transport, how);
     throw error;
   } finally {

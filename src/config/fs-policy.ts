@@ -1,0 +1,73 @@
+// Decides, per path, whether a file call is served locally, by the target, or answered "not found" — mirrord's rules and order.
+import { posix } from 'node:path';
+import type { ResolvedConfig } from './schema.ts';
+
+export type FsAction = 'local' | 'remote' | 'not_found';
+
+export interface FsPolicy {
+  decide(path: string, options: { write: boolean }): { action: FsAction; path: string };
+}
+
+export interface RunTimePaths {
+  cwd: string;
+  home: string;
+  tmpdir: string;
+  /** The program's own executable, when known. */
+  executable: string | undefined;
+}
+
+const escape = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+const under = (dir: string) => `^${escape(dir.replace(/\/+$/, ''))}(/|$)`;
+
+/** Paths that stay local whatever the mode: system files, interpreters' own files, and the project. */
+const defaultLocal = [
+  '\\.(so(\\.\\d+)*|sh|rb|d|pyc|py|jar|class|js|pth)$',
+  '(^|/)venv\\.cfg$',
+  '(^|/)jvm\\.cfg$',
+  ...['/proc', '/sys', '/lib', '/lib32', '/lib64', '/libx32', '/etc', '/usr', '/home', '/bin', '/sbin', '/dev', '/opt', '/tmp', '/var/tmp', '/snap', '/run', '/nix'].map(under),
+  '(^|/)node_modules(/|$)',
+  '(^|/)package\\.json$',
+  '(^|/)\\.yarnrc[^/]*$',
+  '(^|/)\\.tool-versions$',
+];
+
+/** Files under local roots that describe the target's network identity, so they come from it. */
+const defaultRemote = ['^/etc/resolv\\.conf$', '^/etc/hosts$', '^/etc/hostname$', under('/etc/ssl/certs')];
+
+export function createFsPolicy(fs: ResolvedConfig['feature']['fs'], paths: RunTimePaths): FsPolicy {
+  const compile = (patterns: string[]) => patterns.map((pattern) => new RegExp(pattern, 'i'));
+  const userNotFound = compile(fs.not_found);
+  const readWrite = compile(fs.read_write);
+  const readOnly = compile(fs.read_only);
+  const userLocal = compile(fs.local);
+  const home = paths.home.replace(/\/+$/, '');
+  const defaultNotFound = compile([under(`${home}/.config/gcloud`), under(`${home}/.kube`), under(`${home}/.azure`)]);
+  const remoteDefaults = compile(defaultRemote);
+  const localDefaults = compile([
+    ...defaultLocal,
+    // The root directory as working directory would make everything local; it is not a project.
+    ...[paths.tmpdir, paths.cwd].filter((dir) => dir.replace(/\/+$/, '') !== '').map(under),
+    ...(home !== '' ? [`^${escape(home)}/\\.`] : []),
+    ...(paths.executable ? [`^${escape(paths.executable)}$`] : []),
+  ]);
+  const mappings = Object.entries(fs.mapping).map(([pattern, replacement]) => ({ regex: new RegExp(pattern, 'i'), replacement }));
+  const matches = (list: RegExp[], path: string) => list.some((regex) => regex.test(path));
+
+  return {
+    decide(original, { write }) {
+      const mapping = mappings.find(({ regex }) => regex.test(original));
+      const path = posix.normalize(mapping ? original.replace(mapping.regex, mapping.replacement) : original);
+      const answer = (action: FsAction) => ({ action, path });
+      if (fs.mode === 'local') return answer('local');
+      if (matches(userNotFound, path)) return answer('not_found');
+      if (matches(readWrite, path)) return answer('remote');
+      if (matches(readOnly, path)) return answer(write ? 'local' : 'remote');
+      if (matches(userLocal, path)) return answer('local');
+      if (fs.mode === 'localwithoverrides') return answer('local');
+      if (matches(defaultNotFound, path)) return answer('not_found');
+      if (matches(remoteDefaults, path)) return answer(write && fs.mode === 'read' ? 'local' : 'remote');
+      if (matches(localDefaults, path)) return answer('local');
+      return answer(fs.mode === 'write' || !write ? 'remote' : 'local');
+    },
+  };
+}

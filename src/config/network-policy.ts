@@ -1,0 +1,130 @@
+// Decides which outgoing connections and DNS names go through the target, from mirrord's filter syntax `[proto://][host|ip|cidr][:port]`.
+import { BlockList, isIP } from 'node:net';
+import { DoppelError } from '../errors.ts';
+import type { Filter, ResolvedConfig } from './schema.ts';
+
+type Way = 'remote' | 'local';
+
+interface Rule {
+  protocol: 'tcp' | 'udp' | undefined;
+  subnet: BlockList | undefined;
+  host: string | undefined;
+  port: number | undefined;
+}
+
+export interface Destination {
+  address: string;
+  port: number;
+  protocol: 'tcp' | 'udp';
+  /** Names the program resolved to this address, when doppel saw the lookup. */
+  hostnames?: string[];
+}
+
+const loopback = new BlockList();
+loopback.addSubnet('127.0.0.0', 8, 'ipv4');
+loopback.addAddress('::1', 'ipv6');
+
+export function isLoopback(address: string): boolean {
+  const family = isIP(address);
+  if (family === 0) return false;
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address)?.[1];
+  if (mapped) return loopback.check(mapped, 'ipv4');
+  return loopback.check(address, family === 4 ? 'ipv4' : 'ipv6');
+}
+
+export function parseRule(text: string): Rule {
+  const bad = () =>
+    new DoppelError('E_CONFIG_INVALID', `invalid network filter "${text}"`, { category: 'config', hint: 'write filters as [tcp://|udp://][host|ip|cidr][:port], e.g. tcp://10.0.0.0/8:5432' });
+  let rest = text.trim();
+  let protocol: Rule['protocol'];
+  const scheme = /^(tcp|udp):\/\//i.exec(rest);
+  if (scheme) {
+    protocol = scheme[1]!.toLowerCase() as 'tcp' | 'udp';
+    rest = rest.slice(scheme[0].length);
+  }
+  let port: number | undefined;
+  const bracketed = /^\[([^\]]+)\](?::(\d+))?$/.exec(rest);
+  let hostPart = rest;
+  if (bracketed) {
+    hostPart = bracketed[1]!;
+    if (bracketed[2] !== undefined) port = Number(bracketed[2]);
+  } else if ((rest.match(/:/g) ?? []).length === 1) {
+    const [h, p] = rest.split(':');
+    hostPart = h!;
+    port = Number(p);
+  } else if (/^:\d+$/.test(rest)) {
+    hostPart = '';
+    port = Number(rest.slice(1));
+  }
+  if (port !== undefined && (!Number.isInteger(port) || port < 0 || port > 65535)) throw bad();
+  let subnet: BlockList | undefined;
+  let host: string | undefined;
+  if (hostPart !== '') {
+    const [ip, bits] = hostPart.split('/');
+    const family = isIP(ip ?? '');
+    if (family !== 0) {
+      subnet = new BlockList();
+      const type = family === 4 ? 'ipv4' : 'ipv6';
+      const prefix = bits === undefined ? (family === 4 ? 32 : 128) : Number(bits);
+      if (!Number.isInteger(prefix) || prefix < 0 || prefix > (family === 4 ? 32 : 128)) throw bad();
+      subnet.addSubnet(ip!, prefix, type);
+    } else if (bits === undefined && /^[a-z0-9*]([a-z0-9-.*]*)$/i.test(hostPart)) {
+      host = hostPart.toLowerCase();
+    } else {
+      throw bad();
+    }
+  }
+  return { protocol, subnet, host, port };
+}
+
+function hostMatches(pattern: string, name: string): boolean {
+  const lower = name.toLowerCase().replace(/\.$/, '');
+  return pattern.startsWith('*.') ? lower.endsWith(pattern.slice(1)) : lower === pattern;
+}
+
+function ruleMatches(rule: Rule, target: Destination): boolean {
+  if (rule.protocol && rule.protocol !== target.protocol) return false;
+  if (rule.port !== undefined && rule.port !== target.port) return false;
+  if (rule.subnet) {
+    const family = isIP(target.address);
+    return family !== 0 && rule.subnet.check(target.address, family === 4 ? 'ipv4' : 'ipv6');
+  }
+  if (rule.host) return (target.hostnames ?? []).some((name) => hostMatches(rule.host!, name));
+  return true;
+}
+
+function compileFilter(filter: Filter | undefined): { way: Way; rules: Rule[] } | undefined {
+  if (!filter) return undefined;
+  if (filter.remote && filter.local) {
+    throw new DoppelError('E_CONFIG_INVALID', 'a network filter takes either "remote" or "local", not both', { category: 'config' });
+  }
+  if (filter.remote) return { way: 'remote', rules: filter.remote.map(parseRule) };
+  if (filter.local) return { way: 'local', rules: filter.local.map(parseRule) };
+  return undefined;
+}
+
+export function createOutgoingPolicy(outgoing: ResolvedConfig['feature']['network']['outgoing']) {
+  const filter = compileFilter(outgoing.filter);
+  return {
+    decide(target: Destination): Way {
+      if (target.protocol === 'tcp' ? !outgoing.tcp : !outgoing.udp) return 'local';
+      const listed = filter?.rules.some((rule) => ruleMatches(rule, target)) ?? false;
+      // Loopback stays local unless a remote filter names it explicitly.
+      if (isLoopback(target.address)) return filter?.way === 'remote' && listed ? 'remote' : 'local';
+      if (!filter) return 'remote';
+      return filter.way === 'remote' ? (listed ? 'remote' : 'local') : listed ? 'local' : 'remote';
+    },
+  };
+}
+
+export function createDnsPolicy(dns: ResolvedConfig['feature']['network']['dns']) {
+  const filter = compileFilter(dns.filter);
+  return {
+    decide(name: string): Way {
+      if (!dns.enabled || name.toLowerCase() === 'localhost' || name.toLowerCase().endsWith('.localhost')) return 'local';
+      if (!filter) return 'remote';
+      const listed = filter.rules.some((rule) => (rule.host ? hostMatches(rule.host, name) : rule.subnet === undefined));
+      return filter.way === 'remote' ? (listed ? 'remote' : 'local') : listed ? 'local' : 'remote';
+    },
+  };
+}
