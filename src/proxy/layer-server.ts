@@ -1,0 +1,93 @@
+// Serves layer connections on a Unix socket: decode each request, ask the handler, write the answer; a bad peer loses only its own connection.
+import { unlink } from 'node:fs/promises';
+import { createServer, type Socket } from 'node:net';
+import type { Answer, LayerHandler } from './layer-handler.ts';
+import { decodeRequest, encodeAnswer, MAX_REQUEST, REQ_HEADER, type LayerRequest } from './layer-wire.ts';
+
+export interface LayerServer {
+  close(): Promise<void>;
+}
+
+export interface LayerServerOptions {
+  socketPath: string;
+  handler: LayerHandler;
+  onError?: (error: Error) => void;
+}
+
+export async function startLayerServer({ socketPath, handler, onError }: LayerServerOptions): Promise<LayerServer> {
+  const sockets = new Set<Socket>();
+  const server = createServer((socket) => {
+    sockets.add(socket);
+    socket.on('close', () => sockets.delete(socket));
+    serve(socket, handler, onError ?? (() => {}));
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(socketPath, () => resolve());
+  });
+  return {
+    async close() {
+      for (const socket of sockets) socket.destroy();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      await unlink(socketPath).catch(() => undefined);
+    },
+  };
+}
+
+function serve(socket: Socket, handler: LayerHandler, onError: (error: Error) => void): void {
+  let buffered: Buffer = Buffer.alloc(0);
+  // Requests on one connection are answered in order; the layer waits for each answer anyway.
+  let queue = Promise.resolve();
+  socket.on('error', () => socket.destroy());
+  socket.on('data', (chunk: Buffer) => {
+    buffered = buffered.length === 0 ? chunk : Buffer.concat([buffered, chunk]);
+    while (buffered.length >= REQ_HEADER) {
+      const length = buffered.readUInt32LE(0);
+      const op = buffered.readUInt32LE(4);
+      if (length > MAX_REQUEST) {
+        onError(new Error(`layer request of ${length} bytes`));
+        socket.destroy();
+        return;
+      }
+      if (buffered.length < REQ_HEADER + length) break;
+      const payload = buffered.subarray(REQ_HEADER, REQ_HEADER + length);
+      buffered = buffered.subarray(REQ_HEADER + length);
+      let request: LayerRequest;
+      try {
+        request = decodeRequest(op, Buffer.from(payload));
+      } catch (error) {
+        onError(error as Error);
+        socket.destroy();
+        return;
+      }
+      queue = queue.then(async () => {
+        const answer = await call(handler, request).catch((error: Error): Answer<never> => {
+          onError(error);
+          return { kind: 'error', code: 'EIO' };
+        });
+        if (!socket.destroyed) socket.write(encodeAnswer(request, answer));
+      });
+    }
+  });
+}
+
+function call(handler: LayerHandler, request: LayerRequest): Promise<Answer<unknown>> {
+  switch (request.op) {
+    case 'open':
+      return handler.open(request.path, request.flags, request.mode);
+    case 'stat':
+      return handler.stat(request.path, request.follow);
+    case 'access':
+      return handler.access(request.path, request.mode);
+    case 'readlink':
+      return handler.readlink(request.path);
+    case 'listdir':
+      return handler.listdir(request.path);
+    case 'realpath':
+      return handler.realpath(request.path);
+    case 'getaddrinfo':
+      return handler.getaddrinfo(request.name, request.hints);
+    case 'connect':
+      return handler.connect(request.socktype, request.remote);
+  }
+}

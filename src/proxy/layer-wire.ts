@@ -1,0 +1,189 @@
+// The layer <-> proxy wire format, mirroring layer/include/doppel-wire.h: fixed little-endian structs, NUL-terminated strings.
+import { isIP } from 'node:net';
+import { constants } from 'node:os';
+import type { AddrInfoHints, Answer, DirEntry, RemoteStat, SockAddr } from './layer-handler.ts';
+
+export const REQ_HEADER = 8;
+export const RESP_HEADER = 8;
+export const STAT_SIZE = 128;
+export const DIRENT_SIZE = 16;
+export const ADDR_SIZE = 24;
+export const GAI_REQ_SIZE = 16;
+export const CONNECT_REQ_SIZE = 8 + ADDR_SIZE;
+export const CONNECT_RESP_SIZE = 2 * ADDR_SIZE;
+/** A request larger than this is not from our layer. */
+export const MAX_REQUEST = 64 * 1024;
+
+export const Op = { open: 1, stat: 2, access: 3, readlink: 4, listdir: 5, realpath: 6, getaddrinfo: 7, connect: 8 } as const;
+const STATUS_OK = 0;
+const STATUS_LOCAL = 1;
+export const STAT_NOFOLLOW = 1;
+
+const AF_INET = 2;
+const AF_INET6 = 10;
+
+/** glibc's getaddrinfo error codes. */
+const eai: Record<string, number> = {
+  EAI_BADFLAGS: -1, EAI_NONAME: -2, EAI_AGAIN: -3, EAI_FAIL: -4, EAI_NODATA: -5, EAI_FAMILY: -6,
+  EAI_SOCKTYPE: -7, EAI_SERVICE: -8, EAI_ADDRFAMILY: -9, EAI_MEMORY: -10, EAI_SYSTEM: -11,
+};
+
+export type LayerRequest =
+  | { op: 'open'; flags: number; mode: number; path: string }
+  | { op: 'stat'; follow: boolean; path: string }
+  | { op: 'access'; mode: number; path: string }
+  | { op: 'readlink' | 'listdir' | 'realpath'; path: string }
+  | { op: 'getaddrinfo'; hints: AddrInfoHints; name: string }
+  | { op: 'connect'; socktype: number; remote: SockAddr };
+
+export class WireError extends Error {}
+
+export function decodeRequest(op: number, payload: Buffer): LayerRequest {
+  const cstring = (offset: number) => {
+    const end = payload.indexOf(0, offset);
+    if (end < 0) throw new WireError(`op ${op}: string without NUL`);
+    return payload.toString('utf8', offset, end);
+  };
+  const need = (n: number) => {
+    if (payload.length < n) throw new WireError(`op ${op}: payload of ${payload.length} bytes, need ${n}`);
+  };
+  switch (op) {
+    case Op.open:
+      need(9);
+      return { op: 'open', flags: payload.readInt32LE(0), mode: payload.readUInt32LE(4), path: cstring(8) };
+    case Op.stat:
+      need(5);
+      return { op: 'stat', follow: (payload.readUInt32LE(0) & STAT_NOFOLLOW) === 0, path: cstring(4) };
+    case Op.access:
+      need(5);
+      return { op: 'access', mode: payload.readInt32LE(0), path: cstring(4) };
+    case Op.readlink:
+      return { op: 'readlink', path: cstring(0) };
+    case Op.listdir:
+      return { op: 'listdir', path: cstring(0) };
+    case Op.realpath:
+      return { op: 'realpath', path: cstring(0) };
+    case Op.getaddrinfo:
+      need(GAI_REQ_SIZE + 1);
+      return {
+        op: 'getaddrinfo',
+        hints: { family: payload.readInt32LE(0), socktype: payload.readInt32LE(4), protocol: payload.readInt32LE(8), flags: payload.readInt32LE(12) },
+        name: cstring(GAI_REQ_SIZE),
+      };
+    case Op.connect:
+      need(CONNECT_REQ_SIZE);
+      return { op: 'connect', socktype: payload.readUInt32LE(0), remote: decodeAddr(payload, 8) };
+    default:
+      throw new WireError(`unknown op ${op}`);
+  }
+}
+
+/** Encodes a whole response (header included) for an answer to `request`. */
+export function encodeAnswer(request: LayerRequest, answer: Answer<unknown>): Buffer {
+  if (answer.kind === 'local') return frame(STATUS_LOCAL, answer.path === undefined ? Buffer.alloc(0) : cstr(answer.path));
+  if (answer.kind === 'error') return frame(errorStatus(request.op, answer.code), Buffer.alloc(0));
+  return frame(STATUS_OK, encodeValue(request, answer.value));
+}
+
+function encodeValue(request: LayerRequest, value: unknown): Buffer {
+  switch (request.op) {
+    case 'open': {
+      const { stat, data } = value as { stat: RemoteStat; data: Uint8Array };
+      return Buffer.concat([encodeStat(stat), data]);
+    }
+    case 'stat':
+      return encodeStat(value as RemoteStat);
+    case 'access':
+      return Buffer.alloc(0);
+    case 'readlink':
+      return Buffer.from(value as string, 'utf8');
+    case 'realpath':
+      return cstr(value as string);
+    case 'listdir':
+      return Buffer.concat((value as DirEntry[]).flatMap(encodeDirent));
+    case 'getaddrinfo': {
+      const { addresses, canonicalName } = value as { addresses: SockAddr[]; canonicalName: string };
+      const count = Buffer.alloc(4);
+      count.writeUInt32LE(addresses.length, 0);
+      return Buffer.concat([count, ...addresses.map(encodeAddr), cstr(canonicalName)]);
+    }
+    case 'connect': {
+      const { via, local } = value as { via: SockAddr; local: SockAddr };
+      return Buffer.concat([encodeAddr(via), encodeAddr(local)]);
+    }
+  }
+}
+
+export function errorStatus(op: LayerRequest['op'], code: string): number {
+  if (op === 'getaddrinfo') return eai[code] ?? eai.EAI_FAIL!;
+  const errno = (constants.errno as Record<string, number>)[code];
+  return -(errno ?? constants.errno.EIO);
+}
+
+function frame(status: number, payload: Buffer): Buffer {
+  const header = Buffer.alloc(RESP_HEADER);
+  header.writeUInt32LE(payload.length, 0);
+  header.writeInt32LE(status, 4);
+  return Buffer.concat([header, payload]);
+}
+
+const cstr = (text: string) => Buffer.concat([Buffer.from(text, 'utf8'), Buffer.alloc(1)]);
+
+export function encodeStat(stat: RemoteStat): Buffer {
+  const out = Buffer.alloc(STAT_SIZE);
+  const fields = [stat.dev, stat.ino, stat.mode, stat.nlink, stat.uid, stat.gid, stat.rdev, stat.size, stat.blksize, stat.blocks,
+    stat.atimeSec, stat.atimeNsec, stat.mtimeSec, stat.mtimeNsec, stat.ctimeSec, stat.ctimeNsec];
+  fields.forEach((value, index) => out.writeBigInt64LE(BigInt(Math.trunc(value)), index * 8));
+  return out;
+}
+
+function encodeDirent(entry: DirEntry): Buffer[] {
+  const name = Buffer.from(entry.name, 'utf8');
+  const head = Buffer.alloc(DIRENT_SIZE);
+  head.writeBigUInt64LE(BigInt(entry.ino), 0);
+  head.writeUInt32LE(entry.type, 8);
+  head.writeUInt32LE(name.length, 12);
+  return [head, name, Buffer.alloc(1)];
+}
+
+export function encodeAddr(addr: SockAddr): Buffer {
+  const out = Buffer.alloc(ADDR_SIZE);
+  out.writeUInt32LE(addr.family === 6 ? AF_INET6 : AF_INET, 0);
+  out.writeUInt32LE(addr.port, 4);
+  ipBytes(addr.address, addr.family).copy(out, 8);
+  return out;
+}
+
+export function decodeAddr(buffer: Buffer, offset: number): SockAddr {
+  const family = buffer.readUInt32LE(offset);
+  const port = buffer.readUInt32LE(offset + 4);
+  const raw = buffer.subarray(offset + 8, offset + 24);
+  if (family === AF_INET) return { family: 4, port, address: Array.from(raw.subarray(0, 4)).join('.') };
+  if (family === AF_INET6) {
+    // An IPv4-mapped address is the IPv4 connection it stands for.
+    if (raw.subarray(0, 10).every((b) => b === 0) && raw[10] === 0xff && raw[11] === 0xff) {
+      return { family: 4, port, address: Array.from(raw.subarray(12, 16)).join('.') };
+    }
+    const groups: string[] = [];
+    for (let i = 0; i < 16; i += 2) groups.push(raw.readUInt16BE(i).toString(16));
+    return { family: 6, port, address: groups.join(':') };
+  }
+  throw new WireError(`address family ${family}`);
+}
+
+function ipBytes(address: string, family: 4 | 6): Buffer {
+  const out = Buffer.alloc(16);
+  if (family === 4) {
+    address.split('.').forEach((octet, index) => out.writeUInt8(Number(octet), index));
+    return out;
+  }
+  if (isIP(address) !== 6) throw new WireError(`not an IPv6 address: ${address}`);
+  // A trailing dotted quad (::ffff:1.2.3.4) is the last two groups.
+  const quad = /(\d+)\.(\d+)\.(\d+)\.(\d+)$/.exec(address);
+  const text = quad ? `${address.slice(0, quad.index)}${((Number(quad[1]) << 8) | Number(quad[2])).toString(16)}:${((Number(quad[3]) << 8) | Number(quad[4])).toString(16)}` : address;
+  const [head = '', tail] = text.split('::');
+  const groups = (part: string | undefined) => (part ? part.split(':') : []);
+  const all = tail === undefined ? groups(head) : [...groups(head), ...Array<string>(8 - groups(head).length - groups(tail).length).fill('0'), ...groups(tail)];
+  all.forEach((group, index) => out.writeUInt16BE(parseInt(group, 16), index * 2));
+  return out;
+}
