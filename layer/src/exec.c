@@ -1,0 +1,150 @@
+/* exec hooks: a program that clears its environment (env -i, launchers) still passes the layer on; static binaries are named. */
+#define _GNU_SOURCE
+#include "layer.h"
+#include <dlfcn.h>
+#include <elf.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+extern char **environ;
+
+/* The variables that must reach every child, captured at load (before the program can change them). */
+static const char *carried[] = {DP_ENV_SOCKET, "DOPPEL_LAYER_LOG", "UV_USE_IO_URING"};
+#define DP_CARRIED (sizeof carried / sizeof carried[0])
+static char *captured[DP_CARRIED];
+static char layer_path[4096];
+
+__attribute__((constructor)) static void capture(void) {
+  for (size_t i = 0; i < DP_CARRIED; i++) {
+    const char *value = getenv(carried[i]);
+    if (value == NULL) continue;
+    size_t n = strlen(carried[i]) + strlen(value) + 2;
+    captured[i] = malloc(n);
+    if (captured[i]) {
+      strcpy(captured[i], carried[i]);
+      strcat(captured[i], "=");
+      strcat(captured[i], value);
+    }
+  }
+  Dl_info info;
+  if (dladdr((void *)capture, &info) && info.dli_fname && strlen(info.dli_fname) < sizeof layer_path) strcpy(layer_path, info.dli_fname);
+}
+
+const char *dp_layer_path(void) { return layer_path; }
+
+static int has_name(const char *entry, const char *name) {
+  size_t n = strlen(name);
+  return strncmp(entry, name, n) == 0 && entry[n] == '=';
+}
+
+/* envp with the carried variables and LD_PRELOAD restored, built in the caller's scratch space:
+ * no allocation, so it is safe between vfork and exec. */
+char *const *dp_fix_env(char *const envp[], char **scratch, size_t scratch_len, char *preload_buf, size_t preload_len) {
+  if (envp == NULL || captured[0] == NULL || layer_path[0] == '\0') return envp;
+  size_t n = 0, out = 0;
+  while (envp[n] != NULL) n++;
+  if (n + DP_CARRIED + 2 > scratch_len) return envp;
+  int preload_ok = 0;
+  for (size_t i = 0; i < n; i++) {
+    const char *e = envp[i];
+    if (has_name(e, "LD_PRELOAD")) {
+      if (strstr(e, layer_path) != NULL) {
+        preload_ok = 1;
+        scratch[out++] = (char *)e;
+      } else if (strlen(e) + strlen(layer_path) + 2 < preload_len) {
+        strcpy(preload_buf, e);
+        strcat(preload_buf, e[11] == '\0' ? "" : ":");
+        strcat(preload_buf, layer_path);
+        scratch[out++] = preload_buf;
+        preload_ok = 1;
+      }
+      continue;
+    }
+    scratch[out++] = (char *)e;
+  }
+  if (!preload_ok && strlen("LD_PRELOAD=") + strlen(layer_path) < preload_len) {
+    strcpy(preload_buf, "LD_PRELOAD=");
+    strcat(preload_buf, layer_path);
+    scratch[out++] = preload_buf;
+  }
+  for (size_t c = 0; c < DP_CARRIED; c++) {
+    if (captured[c] == NULL) continue;
+    int present = 0;
+    for (size_t i = 0; i < out; i++) present |= has_name(scratch[i], carried[c]);
+    if (!present) scratch[out++] = captured[c];
+  }
+  scratch[out] = NULL;
+  return scratch;
+}
+
+/* One line on stderr when the program about to run cannot be reached by LD_PRELOAD. */
+void dp_warn_if_static(const char *path) {
+  if (path == NULL || captured[0] == NULL) return;
+  int fd = real_openat(AT_FDCWD, path, O_RDONLY | O_CLOEXEC, 0);
+  if (fd < 0) return;
+  Elf64_Ehdr eh;
+  int is_static = 0;
+  if (pread(fd, &eh, sizeof eh, 0) == (ssize_t)sizeof eh && memcmp(eh.e_ident, ELFMAG, SELFMAG) == 0 && eh.e_ident[EI_CLASS] == ELFCLASS64 && eh.e_type == ET_EXEC) {
+    is_static = 1;
+    for (int i = 0; i < eh.e_phnum; i++) {
+      Elf64_Phdr ph;
+      if (pread(fd, &ph, sizeof ph, (off_t)(eh.e_phoff + (Elf64_Off)i * eh.e_phentsize)) != (ssize_t)sizeof ph) break;
+      if (ph.p_type == PT_INTERP) is_static = 0;
+    }
+  }
+  real_close(fd);
+  if (is_static) {
+    static const char a[] = "doppel: warning: ";
+    static const char b[] = " is statically linked; doppel cannot follow it, so it runs with the local context only\n";
+    (void)!write(2, a, sizeof a - 1);
+    (void)!write(2, path, strlen(path));
+    (void)!write(2, b, sizeof b - 1);
+  }
+}
+
+#define DP_ENV_SLOTS 4096
+#define DP_FIXED_ENV(envp)                                                        \
+  char *scratch[DP_ENV_SLOTS];                                                    \
+  char preload[8192];                                                             \
+  char *const *fixed = dp_fix_env(envp, scratch, DP_ENV_SLOTS, preload, sizeof preload)
+
+int execve(const char *path, char *const argv[], char *const envp[]) {
+  dp_init();
+  dp_warn_if_static(path);
+  DP_FIXED_ENV(envp);
+  return real_execve(path, argv, fixed);
+}
+
+int execv(const char *path, char *const argv[]) { return execve(path, argv, environ); }
+
+int execvpe(const char *file, char *const argv[], char *const envp[]) {
+  dp_init();
+  if (strchr(file, '/') != NULL) dp_warn_if_static(file);
+  DP_FIXED_ENV(envp);
+  return real_execvpe(file, argv, fixed);
+}
+
+int execvp(const char *file, char *const argv[]) { return execvpe(file, argv, environ); }
+
+int fexecve(int fd, char *const argv[], char *const envp[]) {
+  dp_init();
+  DP_FIXED_ENV(envp);
+  return real_fexecve(fd, argv, fixed);
+}
+
+int posix_spawn(pid_t *pid, const char *path, const posix_spawn_file_actions_t *actions, const posix_spawnattr_t *attr, char *const argv[], char *const envp[]) {
+  dp_init();
+  dp_warn_if_static(path);
+  DP_FIXED_ENV(envp);
+  return real_posix_spawn(pid, path, actions, attr, argv, fixed);
+}
+
+int posix_spawnp(pid_t *pid, const char *file, const posix_spawn_file_actions_t *actions, const posix_spawnattr_t *attr, char *const argv[], char *const envp[]) {
+  dp_init();
+  if (strchr(file, '/') != NULL) dp_warn_if_static(file);
+  DP_FIXED_ENV(envp);
+  return real_posix_spawnp(pid, file, actions, attr, argv, fixed);
+}

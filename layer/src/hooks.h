@@ -1,0 +1,100 @@
+/* The hook table: one line per libc function the layer replaces. Each line declares `real_<name>`,
+ * the next definition of that symbol (libc's), resolved once at load by hooks.c. */
+#ifndef DOPPEL_HOOKS_H
+#define DOPPEL_HOOKS_H
+
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <netdb.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+
+struct statx;
+
+/* X(name, return type, parameter list, required) — an optional symbol may be missing from this libc. */
+#define DP_HOOKS(X) \
+  X(open, int, (const char *, int, ...), 1) \
+  X(open64, int, (const char *, int, ...), 1) \
+  X(openat, int, (int, const char *, int, ...), 1) \
+  X(openat64, int, (int, const char *, int, ...), 1) \
+  X(__open_2, int, (const char *, int), 0) \
+  X(__open64_2, int, (const char *, int), 0) \
+  X(__openat_2, int, (int, const char *, int), 0) \
+  X(__openat64_2, int, (int, const char *, int), 0) \
+  X(creat, int, (const char *, mode_t), 1) \
+  X(creat64, int, (const char *, mode_t), 0) \
+  X(fopen, FILE *, (const char *, const char *), 1) \
+  X(fopen64, FILE *, (const char *, const char *), 1) \
+  X(close, int, (int), 1) \
+  X(dup, int, (int), 1) \
+  X(dup2, int, (int, int), 1) \
+  X(dup3, int, (int, int, int), 1) \
+  X(fcntl, int, (int, int, ...), 1) \
+  X(fcntl64, int, (int, int, ...), 0) \
+  X(stat, int, (const char *, struct stat *), 0) \
+  X(stat64, int, (const char *, struct stat64 *), 0) \
+  X(lstat, int, (const char *, struct stat *), 0) \
+  X(lstat64, int, (const char *, struct stat64 *), 0) \
+  X(fstat, int, (int, struct stat *), 0) \
+  X(fstat64, int, (int, struct stat64 *), 0) \
+  X(fstatat, int, (int, const char *, struct stat *, int), 0) \
+  X(fstatat64, int, (int, const char *, struct stat64 *, int), 0) \
+  X(__xstat, int, (int, const char *, struct stat *), 0) \
+  X(__xstat64, int, (int, const char *, struct stat64 *), 0) \
+  X(__lxstat, int, (int, const char *, struct stat *), 0) \
+  X(__lxstat64, int, (int, const char *, struct stat64 *), 0) \
+  X(__fxstat, int, (int, int, struct stat *), 0) \
+  X(__fxstat64, int, (int, int, struct stat64 *), 0) \
+  X(__fxstatat, int, (int, int, const char *, struct stat *, int), 0) \
+  X(__fxstatat64, int, (int, int, const char *, struct stat64 *, int), 0) \
+  X(statx, int, (int, const char *, int, unsigned int, struct statx *), 0) \
+  X(syscall, long, (long, ...), 1) \
+  X(access, int, (const char *, int), 1) \
+  X(faccessat, int, (int, const char *, int, int), 1) \
+  X(euidaccess, int, (const char *, int), 0) \
+  X(eaccess, int, (const char *, int), 0) \
+  X(readlink, ssize_t, (const char *, char *, size_t), 1) \
+  X(readlinkat, ssize_t, (int, const char *, char *, size_t), 1) \
+  X(realpath, char *, (const char *, char *), 1) \
+  X(__realpath_chk, char *, (const char *, char *, size_t), 0) \
+  X(canonicalize_file_name, char *, (const char *), 0) \
+  X(opendir, DIR *, (const char *), 1) \
+  X(readdir, struct dirent *, (DIR *), 1) \
+  X(readdir64, struct dirent64 *, (DIR *), 1) \
+  X(readdir_r, int, (DIR *, struct dirent *, struct dirent **), 0) \
+  X(readdir64_r, int, (DIR *, struct dirent64 *, struct dirent64 **), 0) \
+  X(closedir, int, (DIR *), 1) \
+  X(dirfd, int, (DIR *), 1) \
+  X(rewinddir, void, (DIR *), 1) \
+  X(telldir, long, (DIR *), 1) \
+  X(seekdir, void, (DIR *, long), 1) \
+  X(scandir, int, (const char *, struct dirent ***, int (*)(const struct dirent *), int (*)(const struct dirent **, const struct dirent **)), 1) \
+  X(scandir64, int, (const char *, struct dirent64 ***, int (*)(const struct dirent64 *), int (*)(const struct dirent64 **, const struct dirent64 **)), 1) \
+  X(getaddrinfo, int, (const char *, const char *, const struct addrinfo *, struct addrinfo **), 1) \
+  X(freeaddrinfo, void, (struct addrinfo *), 1) \
+  X(gethostbyname, struct hostent *, (const char *), 1) \
+  X(gethostbyname2, struct hostent *, (const char *, int), 1) \
+  X(gethostbyname_r, int, (const char *, struct hostent *, char *, size_t, struct hostent **, int *), 1) \
+  X(gethostbyname2_r, int, (const char *, int, struct hostent *, char *, size_t, struct hostent **, int *), 1) \
+  X(connect, int, (int, const struct sockaddr *, socklen_t), 1) \
+  X(getpeername, int, (int, struct sockaddr *, socklen_t *), 1) \
+  X(getsockname, int, (int, struct sockaddr *, socklen_t *), 1) \
+  X(execve, int, (const char *, char *const[], char *const[]), 1) \
+  X(execv, int, (const char *, char *const[]), 1) \
+  X(execvp, int, (const char *, char *const[]), 1) \
+  X(execvpe, int, (const char *, char *const[], char *const[]), 1) \
+  X(fexecve, int, (int, char *const[], char *const[]), 1) \
+  X(posix_spawn, int, (pid_t *, const char *, const posix_spawn_file_actions_t *, const posix_spawnattr_t *, char *const[], char *const[]), 1) \
+  X(posix_spawnp, int, (pid_t *, const char *, const posix_spawn_file_actions_t *, const posix_spawnattr_t *, char *const[], char *const[]), 1)
+
+#define DP_DECLARE_REAL(name, ret, params, required) extern ret(*real_##name) params;
+DP_HOOKS(DP_DECLARE_REAL)
+#undef DP_DECLARE_REAL
+
+/* Resolves every real_* pointer; called once (pthread_once) before any hook does work. */
+void dp_resolve_hooks(void);
+
+#endif

@@ -1,0 +1,110 @@
+/* Outgoing TCP: connect() to a remote address is relayed through the proxy; getpeername/getsockname report the remote view. */
+#define _GNU_SOURCE
+#include "layer.h"
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int to_dp_addr(const struct sockaddr *sa, socklen_t len, struct dp_addr *out) {
+  memset(out, 0, sizeof *out);
+  if (sa->sa_family == AF_INET && len >= (socklen_t)sizeof(struct sockaddr_in)) {
+    const struct sockaddr_in *sin = (const void *)sa;
+    out->family = AF_INET;
+    out->port = ntohs(sin->sin_port);
+    memcpy(out->addr, &sin->sin_addr, 4);
+    return 1;
+  }
+  if (sa->sa_family == AF_INET6 && len >= (socklen_t)sizeof(struct sockaddr_in6)) {
+    const struct sockaddr_in6 *sin6 = (const void *)sa;
+    out->family = AF_INET6;
+    out->port = ntohs(sin6->sin6_port);
+    memcpy(out->addr, &sin6->sin6_addr, 16);
+    return 1;
+  }
+  return 0;
+}
+
+/* A dp_addr as a sockaddr of the socket's own family (IPv4 becomes v4-mapped on an IPv6 socket). */
+static socklen_t from_dp_addr(const struct dp_addr *a, int family, struct sockaddr_storage *out) {
+  memset(out, 0, sizeof *out);
+  if (family == AF_INET6) {
+    struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)out;
+    sin6->sin6_family = AF_INET6;
+    sin6->sin6_port = htons((uint16_t)a->port);
+    if (a->family == AF_INET) {
+      sin6->sin6_addr.s6_addr[10] = 0xff;
+      sin6->sin6_addr.s6_addr[11] = 0xff;
+      memcpy(&sin6->sin6_addr.s6_addr[12], a->addr, 4);
+    } else {
+      memcpy(&sin6->sin6_addr, a->addr, 16);
+    }
+    return sizeof *sin6;
+  }
+  struct sockaddr_in *sin = (struct sockaddr_in *)out;
+  sin->sin_family = AF_INET;
+  sin->sin_port = htons((uint16_t)a->port);
+  memcpy(&sin->sin_addr, a->addr, 4);
+  return sizeof *sin;
+}
+
+int connect(int fd, const struct sockaddr *addr, socklen_t len) {
+  dp_init();
+  struct dp_connect_req req = {0};
+  int type = 0;
+  socklen_t type_len = sizeof type;
+  if (addr == NULL || !to_dp_addr(addr, len, &req.remote) || getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &type_len) < 0 || type != SOCK_STREAM) {
+    return real_connect(fd, addr, len);
+  }
+  if (!dp_enter()) return real_connect(fd, addr, len);
+  req.socktype = (uint32_t)type;
+  char *reply = NULL;
+  uint32_t reply_len;
+  int status = dp_call(DP_OP_CONNECT, &req, sizeof req, NULL, 0, &reply, &reply_len);
+  int r;
+  if (status == DP_LOCAL) {
+    dp_bypassed(DP_BYPASS_POLICY, "connect");
+    r = real_connect(fd, addr, len);
+  } else if (status < 0) {
+    errno = -status;
+    r = -1;
+  } else if (reply_len < sizeof(struct dp_connect_resp)) {
+    errno = EIO;
+    r = -1;
+  } else {
+    struct dp_connect_resp resp;
+    memcpy(&resp, reply, sizeof resp);
+    struct sockaddr_storage via;
+    socklen_t via_len = from_dp_addr(&resp.via, addr->sa_family, &via);
+    struct dp_fdinfo info = {.has_addrs = 1, .peer_len = len < sizeof info.peer ? len : sizeof info.peer};
+    memcpy(&info.peer, addr, info.peer_len);
+    info.local_len = from_dp_addr(&resp.local, addr->sa_family, &info.local);
+    dp_fd_set(fd, &info);
+    /* On a non-blocking socket this may say EINPROGRESS, as the program expects. */
+    r = real_connect(fd, (struct sockaddr *)&via, via_len);
+    if (r < 0 && errno != EINPROGRESS) {
+      int saved = errno;
+      dp_fd_forget(fd);
+      errno = saved;
+    }
+  }
+  int saved = errno;
+  free(reply);
+  dp_leave();
+  errno = saved;
+  return r;
+}
+
+static int report(int fd, struct sockaddr *addr, socklen_t *len, int peer, int (*real)(int, struct sockaddr *, socklen_t *)) {
+  dp_init();
+  struct dp_fdinfo info;
+  if (addr == NULL || len == NULL || !dp_fd_get(fd, &info) || !info.has_addrs) return real(fd, addr, len);
+  const struct sockaddr_storage *src = peer ? &info.peer : &info.local;
+  socklen_t src_len = peer ? info.peer_len : info.local_len;
+  memcpy(addr, src, *len < src_len ? *len : src_len);
+  *len = src_len;
+  return 0;
+}
+
+int getpeername(int fd, struct sockaddr *addr, socklen_t *len) { return report(fd, addr, len, 1, real_getpeername); }
+int getsockname(int fd, struct sockaddr *addr, socklen_t *len) { return report(fd, addr, len, 0, real_getsockname); }

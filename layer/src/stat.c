@@ -1,0 +1,168 @@
+/* stat family hooks, statx, and syscall(SYS_statx) as libuv makes it; remote memfds report the remote file's stat. */
+#define _GNU_SOURCE
+#include "layer.h"
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+void dp_fill_stat(struct stat *st, const struct dp_stat *r) {
+  memset(st, 0, sizeof *st);
+  st->st_dev = r->dev;
+  st->st_ino = r->ino;
+  st->st_mode = (mode_t)r->mode;
+  st->st_nlink = r->nlink;
+  st->st_uid = (uid_t)r->uid;
+  st->st_gid = (gid_t)r->gid;
+  st->st_rdev = r->rdev;
+  st->st_size = (off_t)r->size;
+  st->st_blksize = (blksize_t)r->blksize;
+  st->st_blocks = (blkcnt_t)r->blocks;
+  st->st_atim.tv_sec = r->atime_sec;
+  st->st_atim.tv_nsec = r->atime_nsec;
+  st->st_mtim.tv_sec = r->mtime_sec;
+  st->st_mtim.tv_nsec = r->mtime_nsec;
+  st->st_ctim.tv_sec = r->ctime_sec;
+  st->st_ctim.tv_nsec = r->ctime_nsec;
+}
+
+void dp_fill_statx(struct statx *x, const struct dp_stat *r) {
+  memset(x, 0, sizeof *x);
+  x->stx_mask = STATX_BASIC_STATS;
+  x->stx_blksize = (uint32_t)r->blksize;
+  x->stx_nlink = (uint32_t)r->nlink;
+  x->stx_uid = (uint32_t)r->uid;
+  x->stx_gid = (uint32_t)r->gid;
+  x->stx_mode = (uint16_t)r->mode;
+  x->stx_ino = r->ino;
+  x->stx_size = r->size;
+  x->stx_blocks = r->blocks;
+  x->stx_atime.tv_sec = r->atime_sec;
+  x->stx_atime.tv_nsec = (uint32_t)r->atime_nsec;
+  x->stx_mtime.tv_sec = r->mtime_sec;
+  x->stx_mtime.tv_nsec = (uint32_t)r->mtime_nsec;
+  x->stx_ctime.tv_sec = r->ctime_sec;
+  x->stx_ctime.tv_nsec = (uint32_t)r->ctime_nsec;
+  x->stx_rdev_major = major(r->rdev);
+  x->stx_rdev_minor = minor(r->rdev);
+  x->stx_dev_major = major(r->dev);
+  x->stx_dev_minor = minor(r->dev);
+}
+
+/* The answer for one stat-like call: 1 = filled from remote, 0 = do it locally (on *local), -1 = failed (errno set). */
+static int remote_stat(int dirfd, const char *path, int flags, struct dp_stat *out, char **reply, const char **local) {
+  *reply = NULL;
+  *local = path;
+  if ((flags & AT_EMPTY_PATH) && path != NULL && path[0] == '\0') {
+    struct dp_fdinfo info;
+    if (dirfd >= 0 && dp_fd_get(dirfd, &info) && info.has_stat) {
+      *out = info.stat;
+      return 1;
+    }
+    return 0;
+  }
+  uint32_t head = (flags & AT_SYMLINK_NOFOLLOW) ? DP_STAT_NOFOLLOW : 0;
+  uint32_t len;
+  int status = dp_ask_path(DP_OP_STAT, &head, sizeof head, dirfd, path, reply, &len, local);
+  if (status == DP_LOCAL) return 0;
+  if (status < 0) {
+    errno = -status;
+    return -1;
+  }
+  if (len < sizeof *out) {
+    errno = EIO;
+    return -1;
+  }
+  memcpy(out, *reply, sizeof *out);
+  return 1;
+}
+
+/* Every stat variant funnels here; `local` performs the libc call on the (possibly rewritten) path. */
+#define DP_STAT_BODY(dirfd, path, flags, fill, local_call) \
+  do {                                                     \
+    if (!dp_enter()) return local_call(path);              \
+    struct dp_stat remote;                                 \
+    char *reply;                                           \
+    const char *use;                                       \
+    int r = remote_stat(dirfd, path, flags, &remote, &reply, &use); \
+    if (r == 0) r = local_call(use);                       \
+    else if (r == 1) {                                     \
+      fill;                                                \
+      r = 0;                                               \
+    }                                                      \
+    int saved = errno;                                     \
+    free(reply);                                           \
+    dp_leave();                                            \
+    errno = saved;                                         \
+    return r;                                              \
+  } while (0)
+
+static int at_call(int dirfd, const char *orig, const char *use, struct stat *st, int flags) {
+  return real_fstatat ? real_fstatat(use == orig ? dirfd : AT_FDCWD, use, st, flags) : (errno = ENOSYS, -1);
+}
+
+static int stat_at(int dirfd, const char *path, struct stat *st, int flags) {
+#define LOCAL(p) at_call(dirfd, path, p, st, flags)
+  DP_STAT_BODY(dirfd, path, flags, dp_fill_stat(st, &remote), LOCAL);
+#undef LOCAL
+}
+
+int stat(const char *path, struct stat *st) { dp_init(); return stat_at(AT_FDCWD, path, st, 0); }
+int stat64(const char *path, struct stat64 *st) { dp_init(); return stat_at(AT_FDCWD, path, (struct stat *)st, 0); }
+int lstat(const char *path, struct stat *st) { dp_init(); return stat_at(AT_FDCWD, path, st, AT_SYMLINK_NOFOLLOW); }
+int lstat64(const char *path, struct stat64 *st) { dp_init(); return stat_at(AT_FDCWD, path, (struct stat *)st, AT_SYMLINK_NOFOLLOW); }
+int fstatat(int dirfd, const char *path, struct stat *st, int flags) { dp_init(); return stat_at(dirfd, path, st, flags); }
+int fstatat64(int dirfd, const char *path, struct stat64 *st, int flags) { dp_init(); return stat_at(dirfd, path, (struct stat *)st, flags); }
+int __xstat(int ver, const char *path, struct stat *st) { dp_init(); (void)ver; return stat_at(AT_FDCWD, path, st, 0); }
+int __xstat64(int ver, const char *path, struct stat64 *st) { dp_init(); (void)ver; return stat_at(AT_FDCWD, path, (struct stat *)st, 0); }
+int __lxstat(int ver, const char *path, struct stat *st) { dp_init(); (void)ver; return stat_at(AT_FDCWD, path, st, AT_SYMLINK_NOFOLLOW); }
+int __lxstat64(int ver, const char *path, struct stat64 *st) { dp_init(); (void)ver; return stat_at(AT_FDCWD, path, (struct stat *)st, AT_SYMLINK_NOFOLLOW); }
+int __fxstatat(int ver, int dirfd, const char *path, struct stat *st, int flags) { dp_init(); (void)ver; return stat_at(dirfd, path, st, flags); }
+int __fxstatat64(int ver, int dirfd, const char *path, struct stat64 *st, int flags) { dp_init(); (void)ver; return stat_at(dirfd, path, (struct stat *)st, flags); }
+
+static int fstat_fd(int fd, struct stat *st) {
+  dp_init();
+  struct dp_fdinfo info;
+  if (dp_fd_get(fd, &info) && info.has_stat) {
+    dp_fill_stat(st, &info.stat);
+    return 0;
+  }
+  return real_fstatat ? real_fstatat(fd, "", st, AT_EMPTY_PATH) : (errno = ENOSYS, -1);
+}
+
+int fstat(int fd, struct stat *st) { return fstat_fd(fd, st); }
+int fstat64(int fd, struct stat64 *st) { return fstat_fd(fd, (struct stat *)st); }
+int __fxstat(int ver, int fd, struct stat *st) { (void)ver; return fstat_fd(fd, st); }
+int __fxstat64(int ver, int fd, struct stat64 *st) { (void)ver; return fstat_fd(fd, (struct stat *)st); }
+
+static int statx_local(int dirfd, const char *orig, const char *use, int flags, unsigned mask, struct statx *x) {
+  if (real_statx) return real_statx(use == orig ? dirfd : AT_FDCWD, use, flags, mask, x);
+  return (int)real_syscall(SYS_statx, use == orig ? dirfd : AT_FDCWD, use, flags, mask, x);
+}
+
+static int statx_hook(int dirfd, const char *path, int flags, unsigned mask, struct statx *x) {
+#define LOCAL(p) statx_local(dirfd, path, p, flags, mask, x)
+  DP_STAT_BODY(dirfd, path, flags, dp_fill_statx(x, &remote), LOCAL);
+#undef LOCAL
+}
+
+int statx(int dirfd, const char *path, int flags, unsigned int mask, struct statx *x) {
+  dp_init();
+  return statx_hook(dirfd, path, flags, mask, x);
+}
+
+/* libuv reaches statx through syscall(); every other number passes through untouched. */
+long syscall(long number, ...) {
+  dp_init();
+  va_list ap;
+  va_start(ap, number);
+  long a1 = va_arg(ap, long), a2 = va_arg(ap, long), a3 = va_arg(ap, long);
+  long a4 = va_arg(ap, long), a5 = va_arg(ap, long), a6 = va_arg(ap, long);
+  va_end(ap);
+  if (number == SYS_statx) return statx_hook((int)a1, (const char *)a2, (int)a3, (unsigned)a4, (struct statx *)a5);
+  return real_syscall(number, a1, a2, a3, a4, a5, a6);
+}
