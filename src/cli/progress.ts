@@ -1,4 +1,4 @@
-// Progress display for slow steps: a spinner on a terminal, one plain line per finished step otherwise, always on stderr.
+// Progress for slow steps on stderr: a spinner on a terminal, one plain line per finished step otherwise.
 import ora from 'ora';
 import process from 'node:process';
 
@@ -9,19 +9,23 @@ export interface Progress {
 
 export function createProgress(options: { quiet: boolean }): Progress {
   const started = performance.now();
-  const elapsed = (since: number) => `${((performance.now() - since) / 1000).toFixed(2)}s`;
+  const seconds = (since: number) => `${((performance.now() - since) / 1000).toFixed(2)}s`;
+  const terminal = process.stderr.isTTY === true;
   return {
     async step(text, work) {
       if (options.quiet) return work();
       const since = performance.now();
-      const spinner = ora({ text, stream: process.stderr, prefixText: 'doppel' });
-      if (spinner.isEnabled) spinner.start();
+      const spinner = terminal ? ora({ text, stream: process.stderr, prefixText: 'doppel' }).start() : undefined;
       try {
         const result = await work();
-        spinner.succeed(`${text} (${elapsed(since)}, ${elapsed(started)} total)`);
+        const done = `${text} (${seconds(since)}, ${seconds(started)} total)`;
+        if (spinner) spinner.succeed(done);
+        else process.stderr.write(`doppel: ${done}\n`);
         return result;
       } catch (error) {
-        spinner.fail(`${text} failed after ${elapsed(since)}`);
+        const failed = `${text} failed after ${seconds(since)}`;
+        if (spinner) spinner.fail(failed);
+        else process.stderr.write(`doppel: ${failed}\n`);
         throw error;
       }
     },
