@@ -1,0 +1,56 @@
+// The system calls of the test world: ip commands, and finding and removing worlds (ours or a dead run's).
+import { execFileSync, spawnSync } from 'node:child_process';
+
+export function run(command: string, args: string[]): string {
+  return execFileSync(command, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+}
+
+export function runQuiet(command: string, args: string[]): boolean {
+  return spawnSync(command, args, { stdio: 'ignore' }).status === 0;
+}
+
+export function sh(script: string): string {
+  return spawnSync('sh', ['-c', script], { encoding: 'utf8' }).stdout ?? '';
+}
+
+export function ip(...args: string[]): void {
+  const result = spawnSync('ip', args, { encoding: 'utf8' });
+  if (result.status !== 0) throw new Error(`test world: ip ${args.join(' ')}: ${result.stderr.trim()}`);
+}
+
+/** Worlds present on this machine, from their namespace names `dpw-<index>-<owner pid>-pod|svc`. */
+export function netnsNames(): { index: number; name: string; owner: number }[] {
+  const seen = new Map<string, { index: number; name: string; owner: number }>();
+  for (const line of sh('ip netns list').split('\n')) {
+    const match = /^(dpw-(\d+)-(\d+))-(pod|svc)\b/.exec(line);
+    if (match) seen.set(match[1]!, { index: Number(match[2]), name: match[1]!, owner: Number(match[3]) });
+  }
+  return [...seen.values()];
+}
+
+export function ownerAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** Kills every process inside the world's namespaces, then removes namespaces, links and the route. */
+export async function cleanupWorld(index: number, name: string): Promise<void> {
+  for (const netns of [`${name}-pod`, `${name}-svc`]) {
+    const pids = sh(`ip netns pids ${netns} 2>/dev/null`).split('\n').filter((line) => /^\d+$/.test(line));
+    for (const pid of pids) {
+      try {
+        process.kill(Number(pid), 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }
+    for (let i = 0; i < 100 && pids.some((pid) => ownerAlive(Number(pid))); i++) await new Promise((r) => setTimeout(r, 20));
+    runQuiet('ip', ['netns', 'del', netns]);
+  }
+  runQuiet('ip', ['link', 'del', `dpw${index}h`]);
+  runQuiet('ip', ['route', 'del', 'unreachable', `198.18.${64 + index}.0/24`]);
+}

@@ -1,0 +1,207 @@
+// Builds a realistic "pod" from namespaces for end-to-end tests: a target process with its own network and mount
+// namespaces, and cluster services (DNS, HTTP, redis) in another namespace that only the pod can reach.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import process from 'node:process';
+import { cleanupWorld, ip, netnsNames, ownerAlive, run, runQuiet, sh } from './world-system.ts';
+
+export interface World {
+  readonly name: string;
+  readonly target: {
+    pid: number;
+    /** Variables the target was started with. */
+    env: Record<string, string>;
+    /** Files only the target can see, by path, with their content. */
+    files: Record<string, string>;
+    /** A directory only the target can see, and its entries. */
+    dir: { path: string; entries: string[] };
+    /** A symlink inside the target and the file it points to. */
+    link: { path: string; target: string };
+    /** A 4 KiB file for benchmarks. */
+    benchFile: string;
+    /** The pod's address on the link to the host. */
+    address: string;
+  };
+  readonly services: {
+    dnsServer: string;
+    /** The search domain the pod's resolv.conf lists first (the pod's namespace). */
+    namespace: string;
+    http: { name: string; shortName: string; address: string; port: number; body: string };
+    redis: { name: string; shortName: string; address: string; port: number; key: string; value: string };
+    /** A name only the pod's /etc/hosts knows. */
+    hostsAlias: { name: string; address: string };
+    /** The range only the pod reaches; the host has an unreachable route for it. */
+    range: string;
+  };
+  destroy(): Promise<void>;
+}
+
+const MAX_WORLDS = 64;
+
+export async function createWorld(): Promise<World> {
+  await sweepStaleWorlds();
+  const index = freeIndex();
+  const name = `dpw-${index}-${process.pid}`;
+  const pod = `${name}-pod`;
+  const svc = `${name}-svc`;
+  const hostIf = `dpw${index}h`;
+  const podIf = `dpw${index}p`;
+  const podSvcIf = `dpw${index}s`;
+  const svcIf = `dpw${index}v`;
+  const link = `198.18.${index}`;
+  const svcNet = `198.18.${64 + index}`;
+  const range = `${svcNet}.0/24`;
+  const children: ChildProcess[] = [];
+  const stage = mkdtempSync(join(tmpdir(), `${name}-`));
+
+  let destroyed: Promise<void> | undefined;
+  const destroy = () => {
+    destroyed ??= (async () => {
+      process.off('exit', onExit);
+      for (const child of children) child.kill('SIGKILL');
+      await Promise.all(children.map((child) => (child.exitCode === null && child.signalCode === null ? new Promise((r) => child.once('exit', r)) : undefined)));
+      await cleanupWorld(index, name);
+      rmSync(stage, { recursive: true, force: true });
+    })();
+    return destroyed;
+  };
+  const onExit = () => {
+    for (const child of children) child.kill('SIGKILL');
+    runQuiet('ip', ['netns', 'del', pod]);
+    runQuiet('ip', ['netns', 'del', svc]);
+    runQuiet('ip', ['route', 'del', 'unreachable', range]);
+    rmSync(stage, { recursive: true, force: true });
+  };
+  process.on('exit', onExit);
+
+  try {
+    // Links: host <-> pod, pod <-> services. The host has no route to the services, only an unreachable one.
+    ip('netns', 'add', pod);
+    ip('netns', 'add', svc);
+    ip('link', 'add', hostIf, 'type', 'veth', 'peer', 'name', podIf, 'netns', pod);
+    ip('addr', 'add', `${link}.1/30`, 'dev', hostIf);
+    ip('link', 'set', hostIf, 'up');
+    ip('-n', pod, 'addr', 'add', `${link}.2/30`, 'dev', podIf);
+    ip('-n', pod, 'link', 'set', podIf, 'up');
+    ip('-n', pod, 'link', 'set', 'lo', 'up');
+    ip('-n', pod, 'link', 'add', podSvcIf, 'type', 'veth', 'peer', 'name', svcIf, 'netns', svc);
+    ip('-n', pod, 'addr', 'add', `${svcNet}.1/24`, 'dev', podSvcIf);
+    ip('-n', pod, 'link', 'set', podSvcIf, 'up');
+    for (const host of [2, 10, 11, 12]) ip('-n', svc, 'addr', 'add', `${svcNet}.${host}/24`, 'dev', svcIf);
+    ip('-n', svc, 'link', 'set', svcIf, 'up');
+    ip('-n', svc, 'link', 'set', 'lo', 'up');
+    ip('route', 'add', 'unreachable', range);
+
+    const namespace = 'shop';
+    const services: World['services'] = {
+      dnsServer: `${svcNet}.10`,
+      namespace,
+      http: { name: `api.${namespace}.svc.cluster.local`, shortName: 'api', address: `${svcNet}.11`, port: 8080, body: `hello from api ${randomBytes(4).toString('hex')}` },
+      redis: { name: 'redis.data.svc.cluster.local', shortName: 'redis.data', address: `${svcNet}.12`, port: 6379, key: 'doppel:greeting', value: `redis says ${randomBytes(4).toString('hex')}` },
+      hostsAlias: { name: 'pod-only-alias', address: `${svcNet}.11` },
+      range,
+    };
+
+    children.push(
+      spawnIn(svc, [
+        'dnsmasq', '--no-daemon', '--no-resolv', '--no-hosts', '--conf-file=/dev/null', '--user=root',
+        `--listen-address=${services.dnsServer}`, '--bind-interfaces', `--pid-file=${join(stage, 'dnsmasq.pid')}`,
+        '--local=/cluster.local/', `--address=/${services.http.name}/${services.http.address}`, `--address=/${services.redis.name}/${services.redis.address}`,
+      ]),
+      spawnIn(svc, ['redis-server', '--port', String(services.redis.port), '--bind', services.redis.address, '--save', '', '--appendonly', 'no', '--protected-mode', 'no', '--daemonize', 'no', '--dir', stage]),
+      spawnIn(svc, [
+        process.execPath, '-e',
+        `require('http').createServer((q, s) => s.end(process.env.BODY)).listen(${services.http.port}, '${services.http.address}')`,
+      ], { BODY: services.http.body }),
+    );
+
+    // The target: its own mount namespace with tmpfs over /srv and its own resolv.conf and hosts.
+    const secret = randomBytes(8).toString('hex');
+    const env = { PATH: '/usr/local/bin:/usr/bin:/bin', HOME: '/root', DOPPEL_TEST_SECRET: secret, POD_NAME: `api-${index}`, SERVICE_URL: `http://${services.http.name}:${services.http.port}/` };
+    const files: Record<string, string> = {
+      '/srv/app/config/settings.json': `${JSON.stringify({ pod: `api-${index}`, secret })}\n`,
+      '/srv/app/config/feature-flags': 'checkout=on\n',
+      '/srv/app/data/a.txt': 'alpha\n',
+      '/srv/app/data/b.txt': 'bravo\n',
+      '/srv/app/data/c.txt': 'charlie\n',
+    };
+    for (const [path, content] of Object.entries(files)) {
+      const staged = join(stage, 'root', path);
+      run('mkdir', ['-p', join(staged, '..')]);
+      writeFileSync(staged, content);
+    }
+    writeFileSync(join(stage, 'root', 'srv', 'bench-4k.bin'), randomBytes(4096));
+    writeFileSync(join(stage, 'resolv.conf'), `nameserver ${services.dnsServer}\nsearch ${namespace}.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5 timeout:1 attempts:2\n`);
+    writeFileSync(join(stage, 'hosts'), `127.0.0.1 localhost\n::1 localhost\n${services.hostsAlias.address} ${services.hostsAlias.name}\n`);
+    const setup = [
+      'set -e',
+      'mount -t tmpfs -o mode=0755 doppel-world /srv',
+      `cp -a ${stage}/root/srv/. /srv/`,
+      'ln -s /srv/app/config /srv/app/current',
+      'mkdir /srv/.etc',
+      `cp ${stage}/resolv.conf ${stage}/hosts /srv/.etc/`,
+      'mount --bind /srv/.etc/resolv.conf /etc/resolv.conf',
+      'mount --bind /srv/.etc/hosts /etc/hosts',
+      `exec env -i ${Object.entries(env).map(([k, v]) => `${k}='${v}'`).join(' ')} sleep infinity`,
+    ].join('\n');
+    const target = spawn('ip', ['netns', 'exec', pod, 'unshare', '--mount', '--propagation', 'private', 'sh', '-c', setup], { stdio: ['ignore', 'ignore', 'inherit'] });
+    children.push(target);
+    const pid = target.pid!;
+    await waitFor(`the target ${pid}`, () => runQuiet('grep', ['-qz', `DOPPEL_TEST_SECRET=${secret}`, `/proc/${pid}/environ`]));
+    await waitFor('the cluster services', () => {
+      const listening = sh(`ip netns exec ${svc} ss -Hltun`);
+      return [`${services.dnsServer}:53`, `${services.http.address}:${services.http.port}`, `${services.redis.address}:${services.redis.port}`].every((needle) => listening.includes(needle));
+    });
+    run('ip', ['netns', 'exec', svc, 'redis-cli', '-h', services.redis.address, 'SET', services.redis.key, services.redis.value]);
+    // The staged copies were only the way in; from here the files exist in the target alone.
+    rmSync(join(stage, 'root'), { recursive: true, force: true });
+
+    return {
+      name,
+      target: {
+        pid,
+        env,
+        files,
+        dir: { path: '/srv/app/data', entries: ['a.txt', 'b.txt', 'c.txt'] },
+        link: { path: '/srv/app/current/feature-flags', target: '/srv/app/config/feature-flags' },
+        benchFile: '/srv/bench-4k.bin',
+        address: `${link}.2`,
+      },
+      services,
+      destroy,
+    };
+  } catch (error) {
+    await destroy();
+    throw error;
+  }
+}
+
+/** Removes what earlier runs left when their process died before destroy(). */
+export async function sweepStaleWorlds(): Promise<void> {
+  for (const { index, name, owner } of netnsNames()) {
+    if (!ownerAlive(owner)) await cleanupWorld(index, name);
+  }
+}
+
+function freeIndex(): number {
+  const used = new Set(netnsNames().map((world) => world.index));
+  for (let i = 0; i < MAX_WORLDS; i++) if (!used.has(i)) return i;
+  throw new Error(`more than ${MAX_WORLDS} test worlds exist at once`);
+}
+
+function spawnIn(netns: string, command: string[], env: Record<string, string> = {}): ChildProcess {
+  const child = spawn('ip', ['netns', 'exec', netns, ...command], { stdio: 'ignore', env: { ...process.env, ...env } });
+  child.on('error', () => {});
+  return child;
+}
+
+async function waitFor(what: string, ready: () => boolean, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!ready()) {
+    if (Date.now() > deadline) throw new Error(`test world: ${what} did not come up within ${timeoutMs} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 25));
+  }
+}
