@@ -106,7 +106,7 @@ DIR *opendir(const char *path) {
     }
   }
   int saved = errno;
-  free(reply);
+  dp_free(reply);
   dp_leave();
   errno = saved;
   return result;
@@ -236,7 +236,7 @@ int scandir64(const char *path, struct dirent64 ***out, dp_filter filter, dp_com
   int r = scan_remote(path, out, filter, compar, &reply, &use);
   if (r == DP_SCAN_LOCAL) r = real_scandir64(use, out, filter, compar);
   int saved = errno;
-  free(reply);
+  dp_free(reply);
   dp_leave();
   errno = saved;
   return r;
@@ -250,7 +250,7 @@ int scandir(const char *path, struct dirent ***out, int (*filter)(const struct d
   int r = scan_remote(path, (struct dirent64 ***)out, DP_FN_CAST(dp_filter, filter), DP_FN_CAST(dp_compar, compar), &reply, &use);
   if (r == DP_SCAN_LOCAL) r = real_scandir(use, out, filter, compar);
   int saved = errno;
-  free(reply);
+  dp_free(reply);
   dp_leave();
   errno = saved;
   return r;

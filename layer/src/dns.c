@@ -134,7 +134,7 @@ int getaddrinfo(const char *node, const char *service, const struct addrinfo *hi
     }
   }
   int saved = errno;
-  free(reply);
+  dp_free(reply);
   dp_leave();
   errno = saved;
   return r;
@@ -164,7 +164,7 @@ static int fill_hostent(const char *name, int af, struct hostent *he, char *buf,
   const char *canon;
   int r = resolve_remote(name, af, SOCK_STREAM, 0, 0, &reply, &addrs, &count, &canon);
   if (r <= 0) {
-    free(reply);
+    dp_free(reply);
     if (r == 0) return 1;
     *herr = r == EAI_AGAIN ? TRY_AGAIN : r == EAI_NODATA ? NO_DATA : HOST_NOT_FOUND;
     return -1;
@@ -175,11 +175,11 @@ static int fill_hostent(const char *name, int af, struct hostent *he, char *buf,
   const char *official = canon[0] ? canon : name;
   size_t need = (n + 1) * sizeof(char *) + sizeof(char *) + n * alen + strlen(official) + 1 + sizeof(char *);
   if (need > buflen) {
-    free(reply);
+    dp_free(reply);
     return ERANGE;
   }
   if (n == 0) {
-    free(reply);
+    dp_free(reply);
     *herr = NO_DATA;
     return -1;
   }
@@ -197,7 +197,7 @@ static int fill_hostent(const char *name, int af, struct hostent *he, char *buf,
   aliases[0] = NULL;
   strcpy(data, official);
   *he = (struct hostent){.h_name = data, .h_aliases = aliases, .h_addrtype = af, .h_length = (int)alen, .h_addr_list = addr_list};
-  free(reply);
+  dp_free(reply);
   return 0;
 }
 

@@ -16,12 +16,7 @@ int dp_ask_path(uint32_t op, const void *head, size_t head_len, int dirfd, const
   *reply = NULL;
   *reply_len = 0;
   if (path == NULL || dp_absolute(dirfd, path, abs, sizeof abs) < 0) return DP_LOCAL;
-  char *buf = malloc(head_len + strlen(abs) + 1);
-  if (buf == NULL) return DP_LOCAL;
-  if (head_len > 0) memcpy(buf, head, head_len);
-  strcpy(buf + head_len, abs);
-  int status = dp_call(op, buf, head_len + strlen(abs) + 1, NULL, 0, reply, reply_len);
-  free(buf);
+  int status = dp_call(op, head, head_len, abs, strlen(abs) + 1, reply, reply_len);
   if (status == DP_LOCAL && *reply != NULL && *reply_len > 0) *local_path = *reply;
   return status;
 }
@@ -73,7 +68,7 @@ static int open_at(int dirfd, const char *path, int flags, mode_t mode) {
     fd = materialize(path, reply, len, flags);
   }
   int saved = errno;
-  free(reply);
+  dp_free(reply);
   dp_leave();
   errno = saved;
   return fd;
@@ -148,7 +143,7 @@ static FILE *fopen_hook(const char *path, const char *mode, FILE *(*real)(const 
     }
   }
   int saved = errno;
-  free(reply);
+  dp_free(reply);
   dp_leave();
   errno = saved;
   return file;
@@ -224,7 +219,7 @@ static int access_at(int dirfd, const char *path, int mode, int flags) {
     r = -1;
   }
   int saved = errno;
-  free(reply);
+  dp_free(reply);
   dp_leave();
   errno = saved;
   return r;
@@ -251,7 +246,7 @@ static ssize_t readlink_at(int dirfd, const char *path, char *buf, size_t size) 
     if (r > 0) memcpy(buf, reply, (size_t)r);
   }
   int saved = errno;
-  free(reply);
+  dp_free(reply);
   dp_leave();
   errno = saved;
   return r;
@@ -272,7 +267,7 @@ static char *realpath_hook(const char *path, char *resolved) {
   else if (strlen(reply) >= PATH_MAX) errno = ENAMETOOLONG;
   else r = resolved ? strcpy(resolved, reply) : strdup(reply);
   int saved = errno;
-  free(reply);
+  dp_free(reply);
   dp_leave();
   errno = saved;
   return r;

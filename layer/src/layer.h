@@ -26,8 +26,10 @@ void dp_bypassed(enum dp_bypass why, const char *what);
 void dp_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* One round trip to the proxy. On success returns the status (DP_OK, DP_LOCAL or negative errno/EAI)
- * and sets *reply (malloc'd, may be NULL when empty) and *reply_len. Without a proxy it answers DP_LOCAL. */
+ * and sets *reply (NUL-terminated, NULL when empty) and *reply_len. Without a proxy it answers DP_LOCAL. */
 int dp_call(uint32_t op, const void *a, size_t a_len, const void *b, size_t b_len, char **reply, uint32_t *reply_len);
+/* Releases a reply from dp_call; only the thread's latest reply is valid, so release it before the next call. */
+void dp_free(char *reply);
 /* True if fd is one of the layer's own sockets, which the program must not close. */
 int dp_is_own_fd(int fd);
 

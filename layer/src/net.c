@@ -89,7 +89,7 @@ int connect(int fd, const struct sockaddr *addr, socklen_t len) {
     }
   }
   int saved = errno;
-  free(reply);
+  dp_free(reply);
   dp_leave();
   errno = saved;
   return r;

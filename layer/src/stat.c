@@ -95,7 +95,7 @@ static int remote_stat(int dirfd, const char *path, int flags, struct dp_stat *o
       r = 0;                                               \
     }                                                      \
     int saved = errno;                                     \
-    free(reply);                                           \
+    dp_free(reply);                                           \
     dp_leave();                                            \
     errno = saved;                                         \
     return r;                                              \
