@@ -26,7 +26,12 @@ export function startDoppel(args: string[], options: RunOptions = {}): { child: 
   child.stderr!.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
   if (options.input !== undefined) child.stdin!.end(options.input);
   else child.stdin!.end();
-  const timer = setTimeout(() => child.kill('SIGKILL'), options.timeoutMs ?? 60_000);
+  // A program that outlives a killed doppel would hold the pipes open; drop them so 'close' still comes.
+  const timer = setTimeout(() => {
+    child.kill('SIGKILL');
+    child.stdout!.destroy();
+    child.stderr!.destroy();
+  }, options.timeoutMs ?? 60_000);
   const finished = new Promise<Finished>((resolve, reject) => {
     child.once('error', reject);
     child.once('close', (status, signal) => {

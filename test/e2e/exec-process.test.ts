@@ -1,0 +1,187 @@
+// doppel exec --target process/PID, end to end: real programs under the real layer, a real agent in the test world's namespaces.
+import assert from 'node:assert/strict';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { after, afterEach, before, describe, test } from 'node:test';
+import { needsRoot } from '../support/root.ts';
+import { createWorld, type World } from '../world/world.ts';
+import { leftoversAfter } from './leftovers.ts';
+import { execIn, type Finished } from './run-doppel.ts';
+
+const gate = needsRoot('doppel exec against a process target');
+
+function ok(result: Finished): string {
+  assert.equal(result.status, 0, `doppel exited ${result.status}${result.signal ? ` (${result.signal})` : ''}\nstdout: ${result.stdout}\nstderr: ${result.stderr}`);
+  return result.stdout;
+}
+
+describe('doppel exec --target process/PID', gate, () => {
+  let world: World;
+  let local: Server;
+  let localPort = 0;
+  const pid = () => world.target.pid;
+
+  before(async () => {
+    world = await createWorld();
+    local = createServer((_, res) => res.end('from the developer machine'));
+    await new Promise<void>((resolve) => local.listen(0, '127.0.0.1', resolve));
+    localPort = (local.address() as AddressInfo).port;
+  });
+  after(async () => {
+    local?.close();
+    await world?.destroy();
+  });
+  afterEach(async () => {
+    if (!world) return;
+    const left = await leftoversAfter(pid());
+    assert.deepEqual(left, { agents: [], dirs: [] }, 'a session left an agent process or a socket directory behind');
+  });
+
+  describe('environment', () => {
+    test('sh, node and python3 see the target\'s variables', async () => {
+      const secret = world.target.env.DOPPEL_TEST_SECRET!;
+      assert.equal(ok(await execIn(pid(), ['sh', '-c', 'printf %s "$DOPPEL_TEST_SECRET"'])), secret);
+      assert.equal(ok(await execIn(pid(), ['node', '-e', 'process.stdout.write(process.env.DOPPEL_TEST_SECRET)'])), secret);
+      assert.equal(ok(await execIn(pid(), ['python3', '-c', 'import os,sys; sys.stdout.write(os.environ["POD_NAME"])'])), world.target.env.POD_NAME);
+    });
+
+    test('PATH and HOME stay the developer\'s (mirrord\'s default exclusions)', async () => {
+      const out = ok(await execIn(pid(), ['node', '-e', 'process.stdout.write(JSON.stringify([process.env.PATH, process.env.HOME]))']));
+      assert.deepEqual(JSON.parse(out), [process.env.PATH, process.env.HOME]);
+    });
+
+    test('--env-exclude leaves a variable out', async () => {
+      const out = ok(await execIn(pid(), ['sh', '-c', 'printf "%s|%s" "${DOPPEL_TEST_SECRET:-unset}" "$POD_NAME"'], { flags: ['-x', 'DOPPEL_TEST_*'] }));
+      assert.equal(out, `unset|${world.target.env.POD_NAME}`);
+    });
+  });
+
+  describe('files', () => {
+    const settings = '/srv/app/config/settings.json';
+
+    test('cat, sh and a symlink read files only the target has', async () => {
+      assert.equal(ok(await execIn(pid(), ['cat', settings])), world.target.files[settings]);
+      assert.equal(ok(await execIn(pid(), ['sh', '-c', `cat ${world.target.link.path}`])), world.target.files[world.target.link.target]);
+      assert.deepEqual(ok(await execIn(pid(), ['ls', world.target.dir.path])).trim().split('\n'), world.target.dir.entries);
+    });
+
+    test('node: readFileSync, promises.readFile, statSync, readdirSync, existsSync', async () => {
+      const script = `
+        const fs = require('fs');
+        (async () => {
+          const out = {
+            sync: fs.readFileSync(${JSON.stringify(settings)}, 'utf8'),
+            promise: await fs.promises.readFile(${JSON.stringify(settings)}, 'utf8'),
+            size: fs.statSync(${JSON.stringify(settings)}).size,
+            isDir: fs.statSync(${JSON.stringify(world.target.dir.path)}).isDirectory(),
+            list: fs.readdirSync(${JSON.stringify(world.target.dir.path)}),
+            exists: fs.existsSync(${JSON.stringify(settings)}),
+            missing: fs.existsSync('/srv/app/nope'),
+            many: (await Promise.all(Array.from({ length: 50 }, () => fs.promises.readFile(${JSON.stringify(settings)}, 'utf8')))).every((t) => t === fs.readFileSync(${JSON.stringify(settings)}, 'utf8')),
+          };
+          process.stdout.write(JSON.stringify(out));
+        })();`;
+      const out = JSON.parse(ok(await execIn(pid(), ['node', '-e', script])));
+      const content = world.target.files[settings]!;
+      assert.deepEqual(out, { sync: content, promise: content, size: Buffer.byteLength(content), isDir: true, list: world.target.dir.entries, exists: true, missing: false, many: true });
+    });
+
+    test('python3: open, os.stat, os.listdir', async () => {
+      const script = `import json, os, sys
+p = ${JSON.stringify(settings)}
+sys.stdout.write(json.dumps([open(p).read(), os.stat(p).st_size, sorted(os.listdir(${JSON.stringify(world.target.dir.path)})), os.path.exists('/srv/app/nope')]))`;
+      const content = world.target.files[settings]!;
+      assert.deepEqual(JSON.parse(ok(await execIn(pid(), ['python3', '-c', script]))), [content, Buffer.byteLength(content), world.target.dir.entries, false]);
+    });
+
+    test('a missing remote file is ENOENT, and local paths stay local', async () => {
+      const result = await execIn(pid(), ['cat', '/srv/app/missing']);
+      assert.notEqual(result.status, 0);
+      assert.match(result.stderr, /No such file or directory/);
+      assert.equal(ok(await execIn(pid(), ['cat', 'package.json'])).includes('"name": "doppel"'), true);
+    });
+  });
+
+  describe('DNS', () => {
+    const { escape } = { escape: (s: string) => s.replaceAll('.', '\\.') };
+
+    test('getent resolves cluster names, their short forms, and the target\'s /etc/hosts', async () => {
+      const { redis, http, hostsAlias } = world.services;
+      assert.match(ok(await execIn(pid(), ['getent', 'ahosts', redis.name])), new RegExp(`^${escape(redis.address)}\\s+STREAM`, 'm'));
+      assert.match(ok(await execIn(pid(), ['getent', 'ahosts', redis.shortName])), new RegExp(`^${escape(redis.address)}\\s`, 'm'));
+      assert.match(ok(await execIn(pid(), ['getent', 'hosts', http.shortName])), new RegExp(`^${escape(http.address)}\\s+${escape(http.name)}`, 'm'));
+      assert.match(ok(await execIn(pid(), ['getent', 'hosts', hostsAlias.name])), new RegExp(`^${escape(hostsAlias.address)}\\s`, 'm'));
+      const unknown = await execIn(pid(), ['getent', 'ahosts', 'nothing-here.svc.cluster.local']);
+      assert.equal(unknown.status, 2, unknown.stderr);
+    });
+
+    test('node dns.lookup and python socket.getaddrinfo', async () => {
+      const { redis } = world.services;
+      assert.equal(ok(await execIn(pid(), ['node', '-e', `require('dns').lookup(${JSON.stringify(redis.shortName)}, (e, a) => process.stdout.write(e ? e.code : a))`])), redis.address);
+      assert.equal(ok(await execIn(pid(), ['python3', '-c', `import socket,sys; sys.stdout.write(socket.getaddrinfo(${JSON.stringify(redis.name)}, 6379)[0][4][0])`])), redis.address);
+    });
+  });
+
+  describe('outgoing connections', () => {
+    test('redis-cli and curl reach cluster-only services by name', async () => {
+      const { redis, http } = world.services;
+      assert.equal(ok(await execIn(pid(), ['redis-cli', '-h', redis.shortName, 'GET', redis.key])).trim(), redis.value);
+      assert.equal(ok(await execIn(pid(), ['curl', '-sS', `http://${http.name}:${http.port}/`])), http.body);
+    });
+
+    test('node net.connect and fetch, with getpeername reporting the remote address', async () => {
+      const { redis, http } = world.services;
+      const script = `
+        const net = require('net');
+        const socket = net.connect(${redis.port}, ${JSON.stringify(redis.name)}, () => socket.write('GET ${redis.key}\\r\\n'));
+        socket.once('data', async (data) => {
+          const peer = socket.remoteAddress;
+          socket.end();
+          const body = await (await fetch(${JSON.stringify(`http://${http.shortName}:${http.port}/`)})).text();
+          process.stdout.write(JSON.stringify({ reply: data.toString(), peer, body }));
+        });`;
+      const out = JSON.parse(ok(await execIn(pid(), ['node', '-e', script])));
+      assert.deepEqual(out, { reply: `$${redis.value.length}\r\n${redis.value}\r\n`, peer: redis.address, body: http.body });
+    });
+
+    test('python urllib reaches a service through the search domains', async () => {
+      const { http } = world.services;
+      const script = `import urllib.request,sys; sys.stdout.write(urllib.request.urlopen("http://${http.shortName}:${http.port}/").read().decode())`;
+      assert.equal(ok(await execIn(pid(), ['python3', '-c', script])), http.body);
+    });
+
+    test('loopback stays on the developer machine', async () => {
+      assert.equal(ok(await execIn(pid(), ['curl', '-sS', `http://127.0.0.1:${localPort}/`])), 'from the developer machine');
+    });
+
+    test('a refused remote connection is ECONNREFUSED', async () => {
+      const result = await execIn(pid(), ['node', '-e', `require('net').connect(9, ${JSON.stringify(world.services.redis.address)}).on('error', (e) => process.stdout.write(e.code))`]);
+      assert.equal(ok(result), 'ECONNREFUSED');
+    });
+  });
+
+  describe('child processes', () => {
+    test('sh -c children, node child_process and python subprocess get the same context', async () => {
+      const settings = '/srv/app/config/settings.json';
+      const content = world.target.files[settings]!;
+      assert.equal(ok(await execIn(pid(), ['sh', '-c', `sh -c 'cat ${settings}'`])), content);
+      assert.equal(ok(await execIn(pid(), ['node', '-e', `process.stdout.write(require('child_process').execSync('cat ${settings}'))`])), content);
+      assert.equal(ok(await execIn(pid(), ['python3', '-c', `import subprocess,sys; sys.stdout.write(subprocess.run(["redis-cli","-h","${world.services.redis.name}","GET","${world.services.redis.key}"],capture_output=True,text=True).stdout)`])).trim(), world.services.redis.value);
+    });
+
+    test('a child started with an emptied environment (env -i) keeps the layer', async () => {
+      assert.equal(ok(await execIn(pid(), ['env', '-i', '/bin/cat', '/srv/app/config/feature-flags'])), world.target.files['/srv/app/config/feature-flags']);
+    });
+  });
+
+  describe('the terminal and the exit status', () => {
+    test('the program\'s exit code is doppel\'s', async () => {
+      assert.equal((await execIn(pid(), ['sh', '-c', 'exit 7'])).status, 7);
+      assert.equal((await execIn(pid(), ['sh', '-c', 'kill -TERM $$'])).status, 143);
+    });
+
+    test('stdin and stdout pass through', async () => {
+      assert.equal(ok(await execIn(pid(), ['cat'], { input: 'typed by the user\n' })), 'typed by the user\n');
+    });
+  });
+});
