@@ -87,7 +87,7 @@ void dp_warn_if_static(const char *path) {
   if (fd < 0) return;
   Elf64_Ehdr eh;
   int is_static = 0;
-  if (pread(fd, &eh, sizeof eh, 0) == (ssize_t)sizeof eh && memcmp(eh.e_ident, ELFMAG, SELFMAG) == 0 && eh.e_ident[EI_CLASS] == ELFCLASS64 && eh.e_type == ET_EXEC) {
+  if (pread(fd, &eh, sizeof eh, 0) == (ssize_t)sizeof eh && memcmp(eh.e_ident, ELFMAG, SELFMAG) == 0 && eh.e_ident[EI_CLASS] == ELFCLASS64 && (eh.e_type == ET_EXEC || eh.e_type == ET_DYN)) {
     is_static = 1;
     for (int i = 0; i < eh.e_phnum; i++) {
       Elf64_Phdr ph;

@@ -23,9 +23,8 @@ export function createProgress(options: { quiet: boolean }): Progress {
         else process.stderr.write(`doppel: ${done}\n`);
         return result;
       } catch (error) {
-        const failed = `${text} failed after ${seconds(since)}`;
-        if (spinner) spinner.fail(failed);
-        else process.stderr.write(`doppel: ${failed}\n`);
+        // The error itself is the one line the user reads; the spinner just goes away.
+        spinner?.stop();
         throw error;
       }
     },

@@ -11,9 +11,10 @@ function describe(issue: Issue, path: PropertyKey[]): string[] {
   const where = path.length === 0 ? '(top level)' : path.map(String).join('.');
   switch (issue.code) {
     case 'invalid_union': {
-      // Report the branch that matched the value's type; if none did, list the types that would have.
-      const branches = issue.errors.filter((branch) => !branch.some((i) => i.code === 'invalid_type' && i.path.length === 0));
-      if (branches.length > 0) return describeIssues(branches[0]!, path);
+      // Report the branch that got deepest into the value (it matched its type); if none did, list the types that would have.
+      const depth = (branch: Issue[]) => Math.min(...branch.map((i) => i.path.length));
+      const deepest = [...issue.errors].sort((a, b) => depth(b) - depth(a))[0];
+      if (deepest && depth(deepest) > 0) return describeIssues(deepest, path);
       const expected = issue.errors.flatMap((branch) => branch.filter((i) => i.path.length === 0).map((i) => expectedOf(i)));
       return [`${where}: expected ${[...new Set(expected)].join(' or ')}`];
     }

@@ -106,7 +106,7 @@ async function handshake(transport: AgentTransport, timeoutMs: number): Promise<
 
 function agentFailedToStart(transport: AgentTransport, how: string): DoppelError {
   const said = transport.logTail();
-  return new DoppelError('E_AGENT_START', `the agent in ${transport.description} ${how} before it was ready${said ? `: ${lastLine(said)}` : ''}`, {
+  return new DoppelError('E_AGENT_START', `the agent in ${transport.description} ${how} before it was ready${lastLine(said) ? `: ${lastLine(said)}` : ''}`, {
     category: 'agent',
     hint: 'run with --agent-log-level debug to see the agent\'s log',
   });
@@ -114,10 +114,11 @@ function agentFailedToStart(transport: AgentTransport, how: string): DoppelError
 
 function agentGone(transport: AgentTransport, how: string): DoppelError {
   const said = transport.logTail();
-  return new DoppelError('E_AGENT_LOST', `the agent in ${transport.description} ${how} while the program ran${said ? `: ${lastLine(said)}` : ''}; the program was stopped`, {
+  return new DoppelError('E_AGENT_LOST', `the agent in ${transport.description} ${how} while the program ran${lastLine(said) ? `: ${lastLine(said)}` : ''}; the program was stopped`, {
     category: 'agent',
     hint: 'run doppel exec again; if it keeps happening, run with --agent-log-level debug and report the agent\'s log',
   });
 }
 
-const lastLine = (text: string) => text.trim().split('\n').at(-1) ?? '';
+/** The agent's last word worth showing: its warnings and errors, or what its launcher printed. */
+const lastLine = (text: string) => text.split('\n').filter((line) => line.trim() !== '' && !/^agent: (info|debug):/.test(line)).at(-1) ?? '';

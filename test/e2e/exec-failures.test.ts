@@ -1,0 +1,133 @@
+// doppel exec when things go wrong: bad input, a dying agent, a killed CLI, Ctrl-C — one clear line, the right status, nothing left behind.
+import assert from 'node:assert/strict';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { after, afterEach, before, describe, test } from 'node:test';
+import { needsRoot } from '../support/root.ts';
+import { createWorld, type World } from '../world/world.ts';
+import { agentProcesses, leftoversAfter } from './leftovers.ts';
+import { doppelBin, execIn, runDoppel, startDoppel } from './run-doppel.ts';
+
+const gate = needsRoot('doppel exec failure paths');
+const fixtures = fileURLToPath(new URL('./fixtures/', import.meta.url));
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+async function until<T>(what: string, probe: () => T | undefined, ms = 10_000): Promise<T> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const value = probe();
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(50);
+  }
+}
+
+const alive = (pid: number) => spawnSync('kill', ['-0', String(pid)]).status === 0;
+
+describe('doppel exec failure paths', gate, () => {
+  let world: World;
+  const pid = () => world.target.pid;
+
+  before(async () => {
+    world = await createWorld();
+  });
+  after(async () => {
+    await world?.destroy();
+  });
+  afterEach(async () => {
+    assert.deepEqual(await leftoversAfter(pid()), { agents: [], dirs: [] });
+  });
+
+  test('an unknown target kind is one clear line and exit 1', async () => {
+    const result = await runDoppel(['exec', '--target', 'vm/api', '--', 'true']);
+    assert.equal(result.status, 1);
+    assert.match(result.stderr, /^doppel: unknown target kind "vm" in "vm\/api" \[E_TARGET_KIND\]\n  hint: known kinds: process, container, pod/);
+  });
+
+  test('a PID that does not exist', async () => {
+    const gone = spawnSync('sh', ['-c', 'echo $$'], { encoding: 'utf8' }).stdout.trim();
+    const result = await runDoppel(['exec', '--target', `process/${gone}`, '--', 'true']);
+    assert.equal(result.status, 1);
+    assert.match(result.stderr, new RegExp(`^doppel: process ${gone} does not exist .*\\[E_TARGET_NOT_FOUND\\]`));
+  });
+
+  test('not root', async () => {
+    const result = spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', doppelBin, 'exec', '--target', `process/${pid()}`, '--', 'true'], { encoding: 'utf8' });
+    assert.equal(result.status, 1, result.stderr);
+    assert.match(result.stderr, /needs root.*\[E_PERMISSION_ROOT\]\n  hint: run doppel with sudo/);
+  });
+
+  test('an invalid config file names each bad key path', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'doppel-config-test-'));
+    const file = join(dir, 'bad.json');
+    writeFileSync(file, JSON.stringify({ feature: { fs: { mode: 'raed' } }, agnt: {} }));
+    const result = await runDoppel(['exec', '-f', file, '--target', `process/${pid()}`, '--', 'true']);
+    assert.equal(result.status, 1);
+    assert.match(result.stderr, /invalid configuration in .*bad\.json/);
+    assert.match(result.stderr, /feature\.fs\.mode: expected one of "read"\|"write"\|"local"\|"localwithoverrides"/);
+    assert.match(result.stderr, /agnt: unknown key/);
+    execFileSync('rm', ['-rf', dir]);
+  });
+
+  test('a command that does not exist exits 127', async () => {
+    const result = await execIn(pid(), ['no-such-command-here']);
+    assert.equal(result.status, 127);
+    assert.match(result.stderr, /command not found: no-such-command-here \[E_COMMAND_NOT_FOUND\]/);
+  });
+
+  test('an agent that cannot start (fault injection: a failing nsenter) is one clear line', async () => {
+    const env = { ...process.env, PATH: `${join(fixtures, 'failing-nsenter')}:${process.env.PATH}` };
+    const result = await execIn(pid(), ['true'], { env });
+    assert.equal(result.status, 1);
+    assert.match(result.stderr, /the agent in process \d+ exited with code 1 before it was ready: nsenter: reassociate .* \[E_AGENT_START\]/);
+  });
+
+  test('an agent killed mid-session stops the program and fails clearly', async () => {
+    const { child, finished } = startDoppel(['exec', '--target', `process/${pid()}`, '-q', '--', 'sh', '-c', 'echo $$; exec sleep 30']);
+    let out = '';
+    child.stdout!.on('data', (chunk: Buffer) => (out += chunk));
+    const programPid = Number(await until('the program', () => (out.includes('\n') ? out.trim() : undefined)));
+    const agent = await until('the agent', () => agentProcesses(pid())[0]);
+    process.kill(Number(agent.split(' ')[0]), 'SIGKILL');
+    const result = await finished;
+    assert.equal(result.status, 1);
+    assert.match(result.stderr, /the agent in process \d+ was killed by SIGKILL while the program ran; the program was stopped \[E_AGENT_LOST\]/);
+    assert.equal(alive(programPid), false);
+  });
+
+  test('a CLI killed outright takes its agent with it', async () => {
+    const { child, finished } = startDoppel(['exec', '--target', `process/${pid()}`, '-q', '--', 'sh', '-c', 'echo $$; exec sleep 30']);
+    let out = '';
+    child.stdout!.on('data', (chunk: Buffer) => (out += chunk));
+    const programPid = Number(await until('the program', () => (out.includes('\n') ? out.trim() : undefined)));
+    await until('the agent', () => agentProcesses(pid())[0]);
+    child.kill('SIGKILL');
+    process.kill(programPid, 'SIGKILL');
+    await finished;
+    assert.deepEqual(await leftoversAfter(pid(), 5000).then((l) => l.agents), []);
+    // The next session sweeps the socket directory the killed one could not remove.
+    assert.equal((await execIn(pid(), ['true'])).status, 0);
+  });
+
+  test('Ctrl-C on a terminal reaches the program, not doppel or the agent', async () => {
+    const program = 'import signal,sys,time\nsignal.signal(signal.SIGINT, lambda *a: (print("got SIGINT", flush=True), sys.exit(42)))\nprint("ready", flush=True)\ntime.sleep(30)';
+    const result = spawnSync('python3', [join(fixtures, 'pty-run.py'), doppelBin, 'exec', '--target', `process/${pid()}`, '-q', '--', 'python3', '-c', program], { encoding: 'utf8', timeout: 60_000 });
+    assert.match(result.stdout, /got SIGINT/);
+    assert.equal(result.status, 42, result.stdout + result.stderr);
+  });
+
+  test('a statically linked program gets a warning', async () => {
+    const result = await execIn(pid(), ['/sbin/ldconfig', '--version']);
+    assert.equal(result.status, 0);
+    assert.match(result.stderr, /ldconfig is statically linked: the layer cannot reach it/);
+  });
+
+  test('--help exits 0', async () => {
+    const result = spawnSync(doppelBin, ['exec', '--help'], { encoding: 'utf8' });
+    assert.equal(result.status, 0);
+    assert.match(result.stdout, /--target <target>/);
+  });
+});
