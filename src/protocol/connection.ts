@@ -217,7 +217,7 @@ export class Connection implements ChannelLink {
     const lost = this.lostError();
     for (const waiter of this.pending.values()) waiter.reject(lost);
     this.pending.clear();
-    for (const channel of this.channels.values()) channel.destroy(Object.assign(new Error('agent connection closed'), { code: 'ECONNRESET' }));
+    for (const channel of this.channels.values()) channel.destroy();
     this.channels.clear();
     this.controlQueue.length = 0;
     this.dataQueue.length = 0;
