@@ -43,8 +43,9 @@ static void add_entry(struct dirent64 *e, uint64_t ino, unsigned type, const cha
 static struct dirent64 *parse_listing(const char *reply, uint32_t len, size_t *count) {
   size_t n = 2;
   for (uint32_t off = 0; off + sizeof(struct dp_dirent) <= len;) {
-    const struct dp_dirent *d = (const void *)(reply + off);
-    off += (uint32_t)sizeof *d + d->name_len + 1;
+    struct dp_dirent d;
+    memcpy(&d, reply + off, sizeof d);
+    off += (uint32_t)sizeof d + d.name_len + 1;
     n++;
   }
   struct dirent64 *entries = calloc(n, sizeof *entries);

@@ -1,9 +1,11 @@
 // Finds the built layer and composes the environment variables that load it into the program and its children.
 import { existsSync } from 'node:fs';
+import process from 'node:process';
 import { fileURLToPath } from 'node:url';
 import { DoppelError } from '../../errors.ts';
 
-const layerPath = fileURLToPath(new URL('../../../layer/build/libdoppel.so', import.meta.url));
+// DOPPEL_LAYER_LIBRARY lets the tests run a sanitizer build of the layer.
+const layerPath = process.env.DOPPEL_LAYER_LIBRARY ?? fileURLToPath(new URL('../../../layer/build/libdoppel.so', import.meta.url));
 
 export function findLayer(): string {
   if (!existsSync(layerPath)) {

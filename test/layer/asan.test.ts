@@ -1,0 +1,47 @@
+// The layer under AddressSanitizer and UBSan: real programs through every hook family against a real agent; any report fails the run.
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { after, before, describe, test } from 'node:test';
+import { needsRoot } from '../support/root.ts';
+import { createWorld, type World } from '../world/world.ts';
+import { execIn } from '../e2e/run-doppel.ts';
+
+const layerDir = fileURLToPath(new URL('../../layer/', import.meta.url));
+
+describe('the layer under AddressSanitizer', needsRoot('the sanitizer run'), () => {
+  let world: World;
+  let env: NodeJS.ProcessEnv;
+
+  before(async () => {
+    execFileSync('make', ['-C', layerDir, '--no-print-directory', '-s', 'asan']);
+    const libasan = execFileSync('gcc', ['-print-file-name=libasan.so'], { encoding: 'utf8' }).trim();
+    env = {
+      ...process.env,
+      DOPPEL_LAYER_LIBRARY: `${layerDir}build/asan/libdoppel.so`,
+      LD_PRELOAD: libasan,
+      ASAN_OPTIONS: 'detect_leaks=0:abort_on_error=0:exitcode=99',
+      UBSAN_OPTIONS: 'halt_on_error=1:print_stacktrace=1:exitcode=98',
+    };
+    world = await createWorld();
+  });
+  after(async () => {
+    await world?.destroy();
+  });
+
+  const programs: [string, string[], (w: World) => string][] = [
+    ['cat (open, fstat, read)', ['cat', '/srv/app/config/settings.json'], (w) => w.target.files['/srv/app/config/settings.json']!],
+    ['ls (opendir, readdir, statx)', ['ls', '/srv/app/data'], (w) => `${w.target.dir.entries.join('\n')}\n`],
+    ['getent (getaddrinfo, gethostbyname2)', ['sh', '-c', 'getent ahostsv4 redis.data | head -1 | cut -d" " -f1; getent hosts api | cut -d" " -f1'], (w) => `${w.services.redis.address}\n${w.services.http.address}\n`],
+    ['python3 (connect, getpeername)', ['python3', '-c', 'import socket,sys; s=socket.create_connection(("api",8080)); s.sendall(b"GET / HTTP/1.0\\r\\n\\r\\n"); d=s.recv(4096); print(s.getpeername()[0]); sys.stdout.write(d.split(b"\\r\\n\\r\\n",1)[1].decode())'], (w) => `${w.services.http.address}\n${w.services.http.body}`],
+    ['readlink and realpath', ['sh', '-c', 'readlink /srv/app/current; realpath /srv/app/current/feature-flags'], () => '/srv/app/config\n/srv/app/config/feature-flags\n'],
+  ];
+  for (const [name, command, expected] of programs) {
+    test(name, async () => {
+      const result = await execIn(world.target.pid, command, { env });
+      assert.doesNotMatch(result.stderr, /ERROR: AddressSanitizer|runtime error:/);
+      assert.equal(result.status, 0, result.stderr);
+      assert.equal(result.stdout, expected(world));
+    });
+  }
+});
