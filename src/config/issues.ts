@@ -11,10 +11,10 @@ function describe(issue: Issue, path: PropertyKey[]): string[] {
   const where = path.length === 0 ? '(top level)' : path.map(String).join('.');
   switch (issue.code) {
     case 'invalid_union': {
-      // Report the branch that got deepest into the value (it matched its type); if none did, list the types that would have.
-      const depth = (branch: Issue[]) => Math.min(...branch.map((i) => i.path.length));
-      const deepest = [...issue.errors].sort((a, b) => depth(b) - depth(a))[0];
-      if (deepest && depth(deepest) > 0) return describeIssues(deepest, path);
+      // Report the branch whose type the value has; if none, list the types that would have done.
+      const mismatched = (branch: Issue[]) => branch.some((i) => i.path.length === 0 && (i.code === 'invalid_type' || i.code === 'invalid_value'));
+      const matched = issue.errors.find((branch) => !mismatched(branch));
+      if (matched) return describeIssues(matched, path);
       const expected = issue.errors.flatMap((branch) => branch.filter((i) => i.path.length === 0).map((i) => expectedOf(i)));
       return [`${where}: expected ${[...new Set(expected)].join(' or ')}`];
     }
