@@ -25,8 +25,8 @@ function firstLine(command: string, args: string[]): Promise<number> {
 const world = await createWorld();
 try {
   const pid = String(world.target.pid);
-  const direct = (args: string[]) => ['nsenter', ['-t', pid, '-n', '-m', node, ...args]] as const;
-  const viaDoppel = (args: string[]) => [doppel, ['exec', '-q', '--target', `process/${pid}`, '--', node, ...args]] as const;
+  const direct = (args: string[]): [string, string[]] => ['nsenter', ['-t', pid, '-n', '-m', node, ...args]];
+  const viaDoppel = (args: string[]): [string, string[]] => [doppel, ['exec', '-q', '--target', `process/${pid}`, '--', node, ...args]];
   const startup: [number[], number[]] = [[], []];
   for (let i = 0; i < runs; i++) {
     startup[0].push(await firstLine(...direct(['-e', 'console.log("ready")'])));
