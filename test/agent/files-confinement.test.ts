@@ -1,13 +1,17 @@
 // The agent's path walk stays inside the target's root: `..`, absolute and relative symlinks, and loops cannot leave it.
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, symlinkSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { test } from 'node:test';
+import { after, test } from 'node:test';
 import { createFiles, resolveInRoot } from '../../src/agent/files.ts';
+
+const made: string[] = [];
+after(() => made.forEach((d) => rmSync(d, { recursive: true, force: true })));
 
 function makeRoot(): string {
   const outside = mkdtempSync(join(tmpdir(), 'doppel-outside-'));
+  made.push(outside);
   writeFileSync(join(outside, 'host-secret'), 'host');
   const root = join(outside, 'root');
   mkdirSync(join(root, 'etc'), { recursive: true });

@@ -1,16 +1,22 @@
 // Configuration: formats, precedence, error messages with key paths, target syntax, and the fs/env/network policies.
 import assert from 'node:assert/strict';
-import { mkdtempSync, mkdirSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { test } from 'node:test';
+import { after, test } from 'node:test';
 import { mergeEnvironment } from '../../src/config/env-policy.ts';
 import { createFsPolicy } from '../../src/config/fs-policy.ts';
 import { resolveConfig } from '../../src/config/load.ts';
 import { createDnsPolicy, createOutgoingPolicy } from '../../src/config/network-policy.ts';
 import { parseTarget } from '../../src/config/target.ts';
 
-const dir = () => mkdtempSync(join(tmpdir(), 'doppel-config-'));
+const made: string[] = [];
+after(() => made.forEach((d) => rmSync(d, { recursive: true, force: true })));
+const dir = () => {
+  const d = mkdtempSync(join(tmpdir(), 'doppel-config-'));
+  made.push(d);
+  return d;
+};
 const load = (cwd: string, extra: Partial<Parameters<typeof resolveConfig>[0]> = {}) => resolveConfig({ cwd, env: {}, flags: {}, ...extra });
 
 test('JSON, YAML and TOML of the same settings resolve alike', async () => {
