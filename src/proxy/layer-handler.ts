@@ -1,31 +1,7 @@
 // What the layer may ask of the proxy, one method per layer request; the session implements it, the layer server calls it.
 
-/** A stat(2) result as the target sees it. */
-export interface RemoteStat {
-  dev: number;
-  ino: number;
-  mode: number;
-  nlink: number;
-  uid: number;
-  gid: number;
-  rdev: number;
-  size: number;
-  blksize: number;
-  blocks: number;
-  atimeSec: number;
-  atimeNsec: number;
-  mtimeSec: number;
-  mtimeNsec: number;
-  ctimeSec: number;
-  ctimeNsec: number;
-}
-
-export interface DirEntry {
-  name: string;
-  ino: number;
-  /** A DT_* value (DT_REG 8, DT_DIR 4, DT_LNK 10, DT_UNKNOWN 0, ...). */
-  type: number;
-}
+// A stat result and a directory entry are what the agent sends; the layer gets them unchanged.
+export type { DirEntry, Stat as RemoteStat } from '../protocol/messages.ts';
 
 export interface SockAddr {
   family: 4 | 6;
