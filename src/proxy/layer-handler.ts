@@ -1,7 +1,9 @@
 // What the layer may ask of the proxy, one method per layer request; the session implements it, the layer server calls it.
 
 // A stat result and a directory entry are what the agent sends; the layer gets them unchanged.
-export type { DirEntry, Stat as RemoteStat } from '../protocol/messages.ts';
+import type { DirEntry, Stat as RemoteStat } from '../protocol/messages.ts';
+
+export type { DirEntry, RemoteStat };
 
 export interface SockAddr {
   family: 4 | 6;
