@@ -2,7 +2,7 @@
 // namespaces, and cluster services (DNS, HTTP, redis) in another namespace that only the pod can reach.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import process from 'node:process';
@@ -183,6 +183,10 @@ export async function createWorld(): Promise<World> {
 export async function sweepStaleWorlds(): Promise<void> {
   for (const { index, name, owner } of netnsNames()) {
     if (!ownerAlive(owner)) await cleanupWorld(index, name);
+  }
+  for (const entry of readdirSync(tmpdir())) {
+    const owner = /^dpw-\d+-(\d+)-/.exec(entry)?.[1];
+    if (owner !== undefined && !ownerAlive(Number(owner))) rmSync(join(tmpdir(), entry), { recursive: true, force: true });
   }
 }
 
