@@ -1,0 +1,130 @@
+// Brings the test cluster up and takes it down. Both are idempotent: `up` on a healthy cluster
+// leaves it be, `up` after a crash first clears what the crash left, and `down` is safe to repeat.
+import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, symlinkSync } from 'node:fs';
+import http from 'node:http';
+import https from 'node:https';
+import path from 'node:path';
+import { buildBinaries, type Binaries } from './build-binaries.ts';
+import { makeCertificates, pki } from './certs.ts';
+import {
+  apiserverArgs,
+  containerdConfig,
+  controllerManagerArgs,
+  etcdArgs,
+  kubeletArgs,
+  kubeProxyArgs,
+  schedulerArgs,
+  writeCniConfig,
+} from './component-configs.ts';
+import { pidDir, start, waitReady } from './components.ts';
+import { removeClusterRules, restoreSysctls, saveSysctls, setUpNetwork, tearDownNetwork } from './host-network.ts';
+import { importBaseImages } from './images.ts';
+import { killClusterProcesses, recordNetnsBefore, removeCgroups, removeNetns, unmountAll } from './leftovers.ts';
+import { binDir, containerd, kubeconfigPath, network, nodeName, ports, stateDir } from './settings.ts';
+import { say, step } from './steps.ts';
+import { alive, output, tryCmd } from './system.ts';
+
+const componentPath = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+
+function httpOk(url: string, tls?: https.RequestOptions): Promise<boolean> {
+  return new Promise((resolve) => {
+    const get = url.startsWith('https:') ? https.get : http.get;
+    const request = get(url, { ...tls, timeout: 2000 }, (response) => {
+      response.resume();
+      resolve(response.statusCode === 200);
+    });
+    request.on('error', () => resolve(false));
+    request.on('timeout', () => request.destroy());
+  });
+}
+
+const adminTLS = (): https.RequestOptions => ({
+  ca: readFileSync(pki('ca.crt')),
+  cert: readFileSync(pki('admin.crt')),
+  key: readFileSync(pki('admin.key')),
+});
+
+/** Components that check no client certificate on /healthz; their serving certificates are self-signed. */
+const selfSigned: https.RequestOptions = { rejectUnauthorized: false };
+
+function kubectl(binaries: Binaries, ...args: string[]): string {
+  return output(binaries.path('kubectl'), [`--kubeconfig=${kubeconfigPath}`, ...args]).trim();
+}
+
+function nodeReady(binaries: Binaries): boolean {
+  return kubectl(binaries, 'get', 'node', nodeName, '-o', 'jsonpath={.status.conditions[?(@.type=="Ready")].status}') === 'True';
+}
+
+function componentPids(): number[] {
+  if (!existsSync(pidDir)) return [];
+  return readdirSync(pidDir).map((file) => Number(readFileSync(path.join(pidDir, file), 'utf8')));
+}
+
+async function healthy(binaries: Binaries): Promise<boolean> {
+  const pids = componentPids();
+  if (pids.length < 7 || !pids.every(alive) || !existsSync(pki('admin.key'))) return false;
+  return (await httpOk(`https://${network.nodeIP}:${ports.apiserver}/readyz`, adminTLS())) && nodeReady(binaries);
+}
+
+export async function up(): Promise<void> {
+  const binaries = await buildBinaries();
+  if (await healthy(binaries)) {
+    say('cluster already up');
+    return;
+  }
+  if (existsSync(stateDir)) await step('clear what an earlier run left', down);
+  mkdirSync(binDir, { recursive: true });
+  for (const name of readdirSync(binaries.dir)) {
+    if (!name.startsWith('.')) symlinkSync(binaries.path(name), path.join(binDir, name));
+  }
+  recordNetnsBefore();
+  saveSysctls();
+  await step('node network', setUpNetwork);
+  await step('certificates', makeCertificates);
+
+  const env = { PATH: componentPath };
+  const etcd = start('etcd', binaries.path('etcd'), etcdArgs(), env);
+  await step('etcd', () => waitReady(etcd, 'health', () => httpOk(`http://127.0.0.1:${ports.etcdClient}/health`)));
+
+  const apiserver = start('kube-apiserver', binaries.path('kube-apiserver'), apiserverArgs(), env);
+  await step('kube-apiserver', () =>
+    waitReady(apiserver, '/readyz', () => httpOk(`https://${network.nodeIP}:${ports.apiserver}/readyz`, adminTLS())),
+  );
+  const controllerManager = start('kube-controller-manager', binaries.path('kube-controller-manager'), controllerManagerArgs(), env);
+  const scheduler = start('kube-scheduler', binaries.path('kube-scheduler'), schedulerArgs(), env);
+  await step('kube-controller-manager and kube-scheduler', async () => {
+    await waitReady(controllerManager, '/healthz', () => httpOk('https://127.0.0.1:10257/healthz', selfSigned));
+    await waitReady(scheduler, '/healthz', () => httpOk('https://127.0.0.1:10259/healthz', selfSigned));
+  });
+
+  writeCniConfig();
+  const runtime = start('containerd', '/usr/bin/containerd', ['--config', containerdConfig()], env);
+  await step('containerd', () =>
+    waitReady(runtime, 'API', () => tryCmd('ctr', ['--address', containerd.socket, 'version'])),
+  );
+  await step('images (pause, doppel.test/app:1)', importBaseImages);
+
+  const kubelet = start('kubelet', binaries.path('kubelet'), kubeletArgs(), env);
+  const proxy = start('kube-proxy', binaries.path('kube-proxy'), kubeProxyArgs(), env);
+  await step('kubelet and kube-proxy', async () => {
+    await waitReady(kubelet, '/healthz', () => httpOk('http://127.0.0.1:10248/healthz'));
+    await waitReady(proxy, '/healthz', () => httpOk('http://127.0.0.1:10256/healthz'));
+  });
+  await step(`node ${nodeName} Ready`, () => waitReady(kubelet, 'Ready node', () => nodeReady(binaries)));
+  await step('default service account', () =>
+    waitReady(controllerManager, 'default service account', () => kubectl(binaries, 'get', 'serviceaccount', 'default', '-o', 'name') !== ''),
+  );
+}
+
+/** Removes everything `up` made: processes, mounts, namespaces, cgroups, interfaces, routes, rules, state. */
+export async function down(): Promise<void> {
+  await killClusterProcesses();
+  unmountAll();
+  removeNetns();
+  removeCgroups();
+  tearDownNetwork();
+  removeClusterRules();
+  restoreSysctls();
+  rmSync(stateDir, { recursive: true, force: true });
+  rmSync(path.dirname(containerd.state), { recursive: true, force: true });
+}
