@@ -1,5 +1,6 @@
 // What the host looks like from outside the cluster: compared before `up` and after `down`.
 import { readFileSync } from 'node:fs';
+import { nfacctNames } from './lib/leftovers.ts';
 import { output } from './lib/system.ts';
 
 export interface HostSnapshot {
@@ -8,6 +9,7 @@ export interface HostSnapshot {
   routes: string[];
   mounts: string[];
   rules: string[];
+  nfacct: string[];
 }
 
 /** iptables-save without counters and comments that vary from run to run. */
@@ -27,5 +29,6 @@ export function hostSnapshot(): HostSnapshot {
     routes: output('ip', ['route', 'show', 'table', 'all']).split('\n').filter(Boolean).sort(),
     mounts: readFileSync('/proc/self/mountinfo', 'utf8').split('\n').map((l) => l.split(' ')[4] ?? '').filter(Boolean).sort(),
     rules: rules(),
+    nfacct: nfacctNames().sort(),
   };
 }

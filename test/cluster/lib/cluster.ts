@@ -19,7 +19,7 @@ import {
 import { pidDir, start, waitReady } from './components.ts';
 import { removeClusterRules, restoreSysctls, saveSysctls, setUpNetwork, tearDownNetwork } from './host-network.ts';
 import { importBaseImages } from './images.ts';
-import { killClusterProcesses, recordNetnsBefore, removeCgroups, removeNetns, unmountAll } from './leftovers.ts';
+import { killClusterProcesses, recordHostBefore, removeCgroups, removeNetns, removeNfacct, removeShimSocketDir, unmountAll } from './leftovers.ts';
 import { binDir, containerd, kubeconfigPath, network, nodeName, ports, stateDir } from './settings.ts';
 import { say, step } from './steps.ts';
 import { alive, output, tryCmd } from './system.ts';
@@ -77,7 +77,7 @@ export async function up(): Promise<void> {
   for (const name of readdirSync(binaries.dir)) {
     if (!name.startsWith('.')) symlinkSync(binaries.path(name), path.join(binDir, name));
   }
-  recordNetnsBefore();
+  recordHostBefore();
   saveSysctls();
   await step('node network', setUpNetwork);
   await step('certificates', makeCertificates);
@@ -121,9 +121,11 @@ export async function down(): Promise<void> {
   await killClusterProcesses();
   unmountAll();
   removeNetns();
+  removeShimSocketDir();
   removeCgroups();
   tearDownNetwork();
   removeClusterRules();
+  removeNfacct();
   restoreSysctls();
   rmSync(stateDir, { recursive: true, force: true });
   rmSync(path.dirname(containerd.state), { recursive: true, force: true });

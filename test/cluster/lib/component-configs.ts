@@ -112,6 +112,8 @@ export function writeCniConfig(): void {
   );
 }
 
+const runcRoot = path.join(path.dirname(containerd.state), 'runc');
+
 export function containerdConfig(): string {
   return file(
     'containerd.toml',
@@ -126,6 +128,9 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "${images.pause}"
   enable_selinux = false
+  # This machine withholds CAP_SYS_RESOURCE even from root, so no container may ask for an OOM
+  # score below containerd's own (the pause container asks for -998).
+  restrict_oom_score_adj = true
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "overlayfs"
     default_runtime_name = "runc"
@@ -133,6 +138,7 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
       runtime_type = "io.containerd.runc.v2"
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
         SystemdCgroup = false
+        Root = "${runcRoot}"
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "/usr/lib/cni"
     conf_dir = "${cniConfDir}"
@@ -165,8 +171,10 @@ export function kubeletArgs(): string[] {
         evictionHard: { 'memory.available': '0%', 'nodefs.available': '0%', 'imagefs.available': '0%' },
         serializeImagePulls: false,
         podLogsDir: path.join(stateDir, 'pod-logs'),
-        resolvConf: path.join(stateDir, 'pod-resolv.conf'),
-        podCIDR: nodePodSubnet,
+        clusterDNS: [network.clusterDNSIP],
+        clusterDomain: 'cluster.local',
+        // Pods get the cluster's resolver only, nothing of the host's.
+        resolvConf: '',
         makeIPTablesUtilChains: false,
         protectKernelDefaults: false,
       },
@@ -174,8 +182,6 @@ export function kubeletArgs(): string[] {
       2,
     )}\n`,
   );
-  // Pods get a resolver that points at nothing outside: no cluster DNS runs here yet.
-  file('pod-resolv.conf', `nameserver ${network.clusterDNSIP}\nsearch default.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5\n`);
   return [
     `--config=${config}`,
     `--kubeconfig=${kubeconfigFor('kubelet')}`,

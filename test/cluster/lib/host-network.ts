@@ -1,4 +1,4 @@
-// The node's network on the host: a dummy interface for the node IP, routes that keep the cluster's
+// The node's network on the host: an interface of its own for the node IP, routes that keep the cluster's
 // ranges on this machine, a guard against pod traffic leaving it, and the sysctls the cluster needs.
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -48,14 +48,16 @@ export function setUpNetwork(): void {
   if (existsSync(sysctlPath('net.bridge.bridge-nf-call-iptables'))) {
     writeFileSync(sysctlPath('net.bridge.bridge-nf-call-iptables'), '1\n');
   }
-  cmd('ip', ['link', 'add', network.dummyInterface, 'type', 'dummy']);
-  cmd('ip', ['addr', 'add', `${network.nodeIP}/32`, 'dev', network.dummyInterface]);
-  cmd('ip', ['link', 'set', network.dummyInterface, 'up']);
+  // A bridge with no ports: this kernel has no dummy links, and a portless bridge holds an address
+  // just as well and drops whatever is routed into it.
+  cmd('ip', ['link', 'add', network.nodeInterface, 'type', 'bridge']);
+  cmd('ip', ['addr', 'add', `${network.nodeIP}/32`, 'dev', network.nodeInterface]);
+  cmd('ip', ['link', 'set', network.nodeInterface, 'up']);
   // Anything in the reserved range that nothing here serves is unreachable, never sent off the machine.
   cmd('ip', ['route', 'add', 'unreachable', network.reserved]);
-  // Service addresses exist only as kube-proxy's NAT rules; a route into the dummy interface lets the
+  // Service addresses exist only as kube-proxy's NAT rules; a route into the node interface lets the
   // host itself dial them (the packet is rewritten before it would be dropped there).
-  cmd('ip', ['route', 'add', network.serviceCIDR, 'dev', network.dummyInterface]);
+  cmd('ip', ['route', 'add', network.serviceCIDR, 'dev', network.nodeInterface]);
   // Pods may talk to the cluster's own range and nothing else.
   cmd('iptables', ['-N', guardChain]);
   cmd('iptables', ['-A', guardChain, '-s', network.reserved, '!', '-d', network.reserved, '-j', 'REJECT']);
@@ -63,7 +65,7 @@ export function setUpNetwork(): void {
 }
 
 export function tearDownNetwork(): void {
-  tryCmd('ip', ['link', 'del', network.dummyInterface]);
+  tryCmd('ip', ['link', 'del', network.nodeInterface]);
   tryCmd('ip', ['link', 'del', network.bridge]);
   tryCmd('ip', ['route', 'del', 'unreachable', network.reserved]);
   tryCmd('ip', ['route', 'del', network.serviceCIDR]);

@@ -69,7 +69,10 @@ function pauseImage(): string {
   return packImage(images.pause, rootfs, { entrypoint: ['/pause'] });
 }
 
-/** The test app: answers `/cgi-bin/env` with its environment and `/cgi-bin/file` with a file from its image. */
+/**
+ * The test app: answers `/cgi-bin/env` with its environment, and `/cgi-bin/file` and `/message.txt`
+ * with a file from its image.
+ */
 function testAppImage(): string {
   const rootfs = path.join(cacheDir, 'rootfs', 'app');
   rmSync(rootfs, { recursive: true, force: true });
@@ -88,6 +91,8 @@ function testAppImage(): string {
   cgi('env', 'env | sort');
   cgi('file', 'cat /app/message.txt');
   writeFileSync(path.join(rootfs, 'www/index.html'), 'doppel test app\n');
+  // The same file served statically, with a Content-Length, for clients that cannot see the connection close.
+  symlinkSync('/app/message.txt', path.join(rootfs, 'www/message.txt'));
   return packImage(images.testApp, rootfs, {
     cmd: ['/bin/httpd', '-f', '-v', '-p', '8080', '-h', '/www'],
     env: ['PATH=/bin', 'APP_GREETING=hello-from-image'],

@@ -1,13 +1,26 @@
 // Finds and removes everything a cluster run can leave on the host: processes, mounts, network
 // namespaces, cgroups. `down` uses it to clean up and the test suite uses it to prove nothing is left.
-import { existsSync, readFileSync, readdirSync, readlinkSync, rmdirSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, readlinkSync, rmSync, rmdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { cacheDir, containerd, stateDir } from './settings.ts';
-import { alive, sleep, tryCmd } from './system.ts';
+import { alive, output, sleep, tryCmd } from './system.ts';
 
 const runDir = path.dirname(containerd.state);
 const netnsDir = '/run/netns';
-const netnsBefore = path.join(stateDir, 'netns-before.json');
+/** containerd 1.6 puts shim sockets here whatever its state directory; removed by `down` if `up` made it. */
+const shimSocketDir = '/run/containerd';
+const hostBeforeFile = path.join(stateDir, 'host-before.json');
+
+/** What existed before `up`, so that `down` removes only what the cluster made. */
+interface HostBefore {
+  netns: string[];
+  nfacct: string[];
+  shimSocketDir: boolean;
+}
+
+function hostBefore(): HostBefore | undefined {
+  return existsSync(hostBeforeFile) ? (JSON.parse(read(hostBeforeFile)) as HostBefore) : undefined;
+}
 
 function read(file: string): string {
   try {
@@ -39,18 +52,23 @@ export function clusterProcesses(): { pid: number; command: string }[] {
   return found;
 }
 
+/**
+ * Kills them all at once with SIGKILL: the cluster's state goes with it, so there is nothing to shut
+ * down gracefully, and a pod's PID 1 ignores SIGTERM. Repeats until a scan finds none, since kubelet
+ * or containerd may start something between the scan and the kill.
+ */
 export async function killClusterProcesses(): Promise<void> {
-  for (const signal of ['SIGTERM', 'SIGKILL'] as const) {
+  for (let round = 0; round < 20; round++) {
     const targets = clusterProcesses();
     if (targets.length === 0) return;
     for (const { pid } of targets) {
       try {
-        process.kill(pid, signal);
+        process.kill(pid, 'SIGKILL');
       } catch {
         // already gone
       }
     }
-    for (let i = 0; i < 100 && targets.some(({ pid }) => alive(pid)); i++) await sleep(100);
+    for (let i = 0; i < 50 && targets.some(({ pid }) => alive(pid)); i++) await sleep(20);
   }
 }
 
@@ -80,14 +98,34 @@ function netnsNames(): string[] {
   return existsSync(netnsDir) ? readdirSync(netnsDir).filter((name) => name.startsWith('cni-')) : [];
 }
 
-/** Records the pod namespaces that exist before `up`, so `down` removes only the ones the cluster made. */
-export function recordNetnsBefore(): void {
-  if (!existsSync(netnsBefore)) writeFileSync(netnsBefore, JSON.stringify(netnsNames()));
+export function recordHostBefore(): void {
+  if (existsSync(hostBeforeFile)) return; // a crashed run's record holds the true original
+  const before: HostBefore = { netns: netnsNames(), nfacct: nfacctNames(), shimSocketDir: existsSync(shimSocketDir) };
+  writeFileSync(hostBeforeFile, JSON.stringify(before));
+}
+
+export function removeShimSocketDir(): void {
+  if (hostBefore()?.shimSocketDir === false) rmSync(shimSocketDir, { recursive: true, force: true });
 }
 
 export function clusterNetns(): string[] {
-  const before = new Set<string>(existsSync(netnsBefore) ? (JSON.parse(read(netnsBefore)) as string[]) : []);
+  const before = new Set(hostBefore()?.netns ?? []);
   return netnsNames().filter((name) => !before.has(name));
+}
+
+/** Packet counters (nfnetlink_acct) that kube-proxy's rules use; they outlive the rules. */
+export function nfacctNames(): string[] {
+  return [...output('nfacct', ['list']).matchAll(/= (\S+);$/gm)].map((m) => m[1]!);
+}
+
+export function clusterNfacct(): string[] {
+  const before = new Set(hostBefore()?.nfacct ?? []);
+  return nfacctNames().filter((name) => !before.has(name));
+}
+
+/** Runs after the rules that use them are gone: the kernel refuses to delete a counter in use. */
+export function removeNfacct(): void {
+  for (const name of clusterNfacct()) tryCmd('nfacct', ['delete', name]);
 }
 
 export function removeNetns(): void {

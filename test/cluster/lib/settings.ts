@@ -31,7 +31,7 @@ export const nodeName = 'doppel-node';
 /** Everything below sits in 198.19.0.0/16, reserved for the cluster and unreachable off this machine. */
 export const network = {
   reserved: '198.19.0.0/16',
-  dummyInterface: 'doppel0',
+  nodeInterface: 'doppel0',
   nodeIP: '198.19.0.1',
   podCIDR: '198.19.128.0/17',
   bridge: 'doppelcni0',
