@@ -2,7 +2,8 @@
 // @kubernetes/client-node, takes it down, and checks that nothing it started is left on the host.
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import http from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
@@ -12,7 +13,8 @@ import { needsRoot } from '../support/root.ts';
 import { hostSnapshot } from './host-snapshot.ts';
 import { clusterRules } from './lib/host-network.ts';
 import { clusterCgroups, clusterMounts, clusterNetns, clusterNfacct, clusterProcesses } from './lib/leftovers.ts';
-import { binDir, images, stateDir } from './lib/settings.ts';
+import { loadImage } from './lib/images.ts';
+import { binDir, images, ports, stateDir } from './lib/settings.ts';
 import { manifests, namespace } from './workloads.ts';
 
 const here = import.meta.dirname;
@@ -195,6 +197,31 @@ describe('test cluster', gate, () => {
     assert.match(nodeImages, new RegExp(images.testApp.replace(/[./]/g, '\\$&')));
   });
 
+  test('an image loaded from a root filesystem runs as a pod', async () => {
+    const rootfs = mkdtempSync(path.join(tmpdir(), 'doppel-image-'));
+    try {
+      mkdirSync(path.join(rootfs, 'bin'));
+      copyFileSync('/bin/busybox', path.join(rootfs, 'bin/busybox'));
+      writeFileSync(path.join(rootfs, 'marker'), 'loaded without a registry\n');
+      await loadImage('doppel.test/loaded:1', rootfs, { cmd: ['/bin/busybox', 'cat', '/marker'] });
+    } finally {
+      rmSync(rootfs, { recursive: true, force: true });
+    }
+    kubectl(['run', 'loaded', '-n', namespace, '--image=doppel.test/loaded:1', '--image-pull-policy=Never', '--restart=Never']);
+    kubectl(['wait', '--for=jsonpath={.status.phase}=Succeeded', 'pod/loaded', '-n', namespace, '--timeout=120s']);
+    assert.equal(kubectl(['logs', 'loaded', '-n', namespace]), 'loaded without a registry\n');
+  });
+
+  test('up after a crash clears what the crash left and starts a fresh cluster', () => {
+    for (const { pid } of clusterProcesses()) process.kill(pid, 'SIGKILL');
+    const result = script('up');
+    assert.equal(result.status, 0, result.stderr.slice(-4000));
+    assert.match(result.stderr, /clear what an earlier run left done/);
+    assert.equal(kubectl(['get', 'namespace', namespace, '--ignore-not-found', '-o', 'name']), '', 'the old cluster state survived');
+    kubectl(['run', 'after-crash', '--image', images.testApp, '--image-pull-policy=Never']);
+    kubectl(['wait', '--for=condition=Ready', 'pod/after-crash', '--timeout=120s']);
+  });
+
   test('down removes everything the cluster started', () => {
     const result = script('down');
     assert.equal(result.status, 0, result.stderr);
@@ -208,5 +235,23 @@ describe('test cluster', gate, () => {
     assert.throws(() => readFileSync(path.join(stateDir, 'admin.kubeconfig')));
     const again = script('down');
     assert.equal(again.status, 0, `a second down fails: ${again.stderr}`);
+  });
+
+  test('a component that cannot start fails up with the end of its log, and down cleans up', async () => {
+    // A real fault: etcd's client port is taken.
+    const squatter = net.createServer();
+    await new Promise<void>((resolve) => squatter.listen(ports.etcdClient, '127.0.0.1', resolve));
+    try {
+      const result = script('up');
+      assert.notEqual(result.status, 0);
+      assert.match(result.stderr, /etcd FAILED: etcd exited before health/);
+      assert.match(result.stderr, /--- last lines of \/\S+\/etcd\.log ---\n[\s\S]*address already in use/);
+      assert.match(result.stderr, /test\/cluster\/down removes what it started/);
+    } finally {
+      squatter.close();
+    }
+    assert.equal(script('down').status, 0);
+    assert.deepEqual(clusterProcesses(), []);
+    assert.deepEqual(hostSnapshot(), hostBefore);
   });
 });

@@ -3,13 +3,14 @@
 import process from 'node:process';
 import { up } from './lib/cluster.ts';
 import { kubeconfigPath } from './lib/settings.ts';
-import { say } from './lib/steps.ts';
+import { say, StepError } from './lib/steps.ts';
 
 try {
   await up();
   say('cluster up');
   process.stdout.write(`export KUBECONFIG=${kubeconfigPath}\n`);
-} catch {
-  process.stderr.write('doppel test cluster: up failed; see the lines above, then run test/cluster/down\n');
+} catch (error) {
+  if (error instanceof StepError && !error.logFile) process.stderr.write(`doppel test cluster: ${error.message}\n`);
+  process.stderr.write('doppel test cluster: up failed; see the lines above. test/cluster/down removes what it started.\n');
   process.exitCode = 1;
 }

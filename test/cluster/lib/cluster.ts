@@ -21,7 +21,8 @@ import { removeClusterRules, restoreSysctls, saveSysctls, setUpNetwork, tearDown
 import { importBaseImages } from './images.ts';
 import { killClusterProcesses, recordHostBefore, removeCgroups, removeNetns, removeNfacct, removeShimSocketDir, unmountAll } from './leftovers.ts';
 import { binDir, containerd, kubeconfigPath, network, nodeName, ports, stateDir } from './settings.ts';
-import { say, step } from './steps.ts';
+import { missingPrerequisites } from './prerequisites.ts';
+import { say, step, StepError } from './steps.ts';
 import { alive, output, tryCmd } from './system.ts';
 
 const componentPath = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
@@ -67,6 +68,8 @@ async function healthy(binaries: Binaries): Promise<boolean> {
 }
 
 export async function up(): Promise<void> {
+  const missing = missingPrerequisites();
+  if (missing.length > 0) throw new StepError(`missing prerequisites: ${missing.join('; ')}`);
   const binaries = await buildBinaries();
   if (await healthy(binaries)) {
     say('cluster already up');

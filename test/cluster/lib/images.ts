@@ -99,6 +99,14 @@ function testAppImage(): string {
   });
 }
 
+/**
+ * Loads an image made from a local root filesystem into the running cluster, for images no registry
+ * serves (the doppel agent's). Pods use it by `name` with `imagePullPolicy: Never`.
+ */
+export async function loadImage(name: string, rootfs: string, config: ImageConfig): Promise<void> {
+  await importImage(packImage(name, rootfs, config));
+}
+
 export async function importBaseImages(): Promise<void> {
   for (const archive of [pauseImage(), testAppImage()]) await importImage(archive);
 }
