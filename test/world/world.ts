@@ -41,7 +41,13 @@ export interface World {
 
 const MAX_WORLDS = 64;
 
+/** The programs the world runs, and the Debian package of each: a missing one is named up front. */
+const servicePrograms = { dnsmasq: 'dnsmasq-base', 'redis-server': 'redis-server', 'redis-cli': 'redis-tools' };
+
 export async function createWorld(): Promise<World> {
+  for (const [program, pkg] of Object.entries(servicePrograms)) {
+    if (!sh(`command -v ${program}`).trim()) throw new Error(`test world: ${program} not found: install the Debian package ${pkg}`);
+  }
   await sweepStaleWorlds();
   const index = freeIndex();
   const name = `dpw-${index}-${process.pid}`;
