@@ -1,5 +1,6 @@
 // The system calls of the test world: ip commands, and finding and removing worlds (ours or a dead run's).
 import { execFileSync, spawnSync } from 'node:child_process';
+import { alive } from '../support/process-alive.ts';
 
 export function run(command: string, args: string[]): string {
   return execFileSync(command, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
@@ -28,15 +29,6 @@ export function netnsNames(): { index: number; name: string; owner: number }[] {
   return [...seen.values()];
 }
 
-export function ownerAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 /** Kills every process inside the world's namespaces, then removes namespaces, links and the route. */
 export async function cleanupWorld(index: number, name: string): Promise<void> {
   for (const netns of [`${name}-pod`, `${name}-svc`]) {
@@ -48,7 +40,7 @@ export async function cleanupWorld(index: number, name: string): Promise<void> {
         // already gone
       }
     }
-    for (let i = 0; i < 100 && pids.some((pid) => ownerAlive(Number(pid))); i++) await new Promise((r) => setTimeout(r, 20));
+    for (let i = 0; i < 100 && pids.some((pid) => alive(Number(pid))); i++) await new Promise((r) => setTimeout(r, 20));
     runQuiet('ip', ['netns', 'del', netns]);
   }
   runQuiet('ip', ['link', 'del', `dpw${index}h`]);

@@ -6,7 +6,8 @@ import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import process from 'node:process';
-import { cleanupWorld, ip, netnsNames, ownerAlive, run, runQuiet, sh } from './world-system.ts';
+import { alive } from '../support/process-alive.ts';
+import { cleanupWorld, ip, netnsNames, run, runQuiet, sh } from './world-system.ts';
 
 export interface World {
   readonly name: string;
@@ -188,11 +189,11 @@ export async function createWorld(): Promise<World> {
 /** Removes what earlier runs left when their process died before destroy(). */
 export async function sweepStaleWorlds(): Promise<void> {
   for (const { index, name, owner } of netnsNames()) {
-    if (!ownerAlive(owner)) await cleanupWorld(index, name);
+    if (!alive(owner)) await cleanupWorld(index, name);
   }
   for (const entry of readdirSync(tmpdir())) {
     const owner = /^dpw-\d+-(\d+)-/.exec(entry)?.[1];
-    if (owner !== undefined && !ownerAlive(Number(owner))) rmSync(join(tmpdir(), entry), { recursive: true, force: true });
+    if (owner !== undefined && !alive(Number(owner))) rmSync(join(tmpdir(), entry), { recursive: true, force: true });
   }
 }
 

@@ -23,7 +23,8 @@ import { killClusterProcesses, recordHostBefore, removeCgroups, removeNetns, rem
 import { binDir, containerd, kubeconfigPath, network, nodeName, ports, stateDir } from './settings.ts';
 import { missingPrerequisites } from './prerequisites.ts';
 import { say, step, StepError } from './steps.ts';
-import { alive, output, tryCmd } from './system.ts';
+import { alive } from '../../support/process-alive.ts';
+import { output, tryCmd } from './system.ts';
 
 const componentPath = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 

@@ -4,7 +4,8 @@ import { mkdirSync, openSync, writeFileSync, closeSync } from 'node:fs';
 import path from 'node:path';
 import { logDir, stateDir } from './settings.ts';
 import { StepError } from './steps.ts';
-import { alive, sleep } from './system.ts';
+import { alive } from '../../support/process-alive.ts';
+import { sleep } from './system.ts';
 
 export const pidDir = path.join(stateDir, 'pids');
 

@@ -3,7 +3,8 @@
 import { existsSync, readFileSync, readdirSync, readlinkSync, rmSync, rmdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { cacheDir, containerd, stateDir } from './settings.ts';
-import { alive, output, sleep, tryCmd } from './system.ts';
+import { alive } from '../../support/process-alive.ts';
+import { output, sleep, tryCmd } from './system.ts';
 
 const runDir = path.dirname(containerd.state);
 const netnsDir = '/run/netns';
