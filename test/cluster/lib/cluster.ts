@@ -4,6 +4,7 @@ import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, symlinkSync }
 import http from 'node:http';
 import https from 'node:https';
 import path from 'node:path';
+import { alive } from '../../support/process-alive.ts';
 import { buildBinaries, type Binaries } from './build-binaries.ts';
 import { makeCertificates, pki } from './certs.ts';
 import {
@@ -23,7 +24,6 @@ import { killClusterProcesses, recordHostBefore, removeCgroups, removeNetns, rem
 import { binDir, containerd, kubeconfigPath, network, nodeName, ports, stateDir } from './settings.ts';
 import { missingPrerequisites } from './prerequisites.ts';
 import { say, step, StepError } from './steps.ts';
-import { alive } from '../../support/process-alive.ts';
 import { output, tryCmd } from './system.ts';
 
 const componentPath = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
@@ -76,7 +76,9 @@ export async function up(): Promise<void> {
     say('cluster already up');
     return;
   }
+  // Whatever an earlier run left (a crash, a half-finished up) goes first; the new cluster starts fresh.
   if (existsSync(stateDir)) await step('clear what an earlier run left', down);
+  else await down();
   mkdirSync(binDir, { recursive: true });
   for (const name of readdirSync(binaries.dir)) {
     if (!name.startsWith('.')) symlinkSync(binaries.path(name), path.join(binDir, name));

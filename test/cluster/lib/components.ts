@@ -2,9 +2,9 @@
 import { spawn } from 'node:child_process';
 import { mkdirSync, openSync, writeFileSync, closeSync } from 'node:fs';
 import path from 'node:path';
+import { alive } from '../../support/process-alive.ts';
 import { logDir, stateDir } from './settings.ts';
 import { StepError } from './steps.ts';
-import { alive } from '../../support/process-alive.ts';
 import { sleep } from './system.ts';
 
 export const pidDir = path.join(stateDir, 'pids');

@@ -2,8 +2,8 @@
 // namespaces, cgroups. `down` uses it to clean up and the test suite uses it to prove nothing is left.
 import { existsSync, readFileSync, readdirSync, readlinkSync, rmSync, rmdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { cacheDir, containerd, stateDir } from './settings.ts';
 import { alive } from '../../support/process-alive.ts';
+import { cacheDir, containerd, stateDir } from './settings.ts';
 import { output, sleep, tryCmd } from './system.ts';
 
 const runDir = path.dirname(containerd.state);
