@@ -2,7 +2,7 @@
 // @kubernetes/client-node, takes it down, and checks that nothing it started is left on the host.
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import http from 'node:http';
 import net from 'node:net';
@@ -20,8 +20,8 @@ import { manifests, namespace } from './workloads.ts';
 const here = import.meta.dirname;
 const gate = needsRoot('the Kubernetes cluster suite');
 
-function script(name: 'up' | 'down'): { status: number | null; stdout: string; stderr: string } {
-  const result = spawnSync(path.join(here, name), [], { encoding: 'utf8', timeout: 75 * 60_000 });
+function script(name: 'up' | 'down', env: NodeJS.ProcessEnv = process.env): { status: number | null; stdout: string; stderr: string } {
+  const result = spawnSync(path.join(here, name), [], { encoding: 'utf8', timeout: 75 * 60_000, env });
   return { status: result.status, stdout: result.stdout, stderr: result.stderr };
 }
 
@@ -123,6 +123,18 @@ describe('test cluster', gate, () => {
     const clusterIP = jsonpath('service', 'api', '{.spec.clusterIP}');
     const body = kubectl(['exec', 'db-0', '-n', namespace, '--', 'wget', '-q', '-O', '-', `http://${clusterIP}/cgi-bin/file`]);
     assert.equal(body, 'hello from the doppel test app image\n');
+  });
+
+  test('cluster DNS answers service names from pods, by full name and through the search path', () => {
+    const clusterIP = jsonpath('service', 'api', '{.spec.clusterIP}');
+    const resolved = kubectl(['exec', 'db-0', '-n', namespace, '--', 'nslookup', `api.${namespace}.svc.cluster.local`]);
+    assert.match(resolved, new RegExp(`Address: ${clusterIP.replace(/\./g, '\\.')}$`, 'm'));
+    // The pod's resolv.conf (from kubelet) makes the short name work for any program.
+    assert.match(kubectl(['exec', 'db-0', '-n', namespace, '--', 'cat', '/etc/resolv.conf']), /^search doppel-cluster-test\.svc\.cluster\.local /m);
+    assert.equal(kubectl(['exec', 'db-0', '-n', namespace, '--', 'wget', '-q', '-O', '-', 'http://api/cgi-bin/file']), 'hello from the doppel test app image\n');
+    // Nothing is forwarded off the machine: an outside name does not resolve.
+    const outside = spawnSync(path.join(binDir, 'kubectl'), [`--kubeconfig=${kubeconfig}`, 'exec', 'db-0', '-n', namespace, '--', 'nslookup', 'example.com.'], { encoding: 'utf8' });
+    assert.notEqual(outside.status, 0, outside.stdout);
   });
 
   test('kubectl exec runs in the container and kubectl logs shows its output', () => {
@@ -252,6 +264,15 @@ describe('test cluster', gate, () => {
     }
     assert.equal(script('down').status, 0);
     assert.deepEqual(clusterProcesses(), []);
+    assert.deepEqual(hostSnapshot(), hostBefore);
+  });
+
+  test('a machine without the prerequisites gets one line naming each, and nothing is started', () => {
+    // Go, iptables and the rest are out of reach on a PATH of the bare system directories.
+    const result = script('up', { ...process.env, PATH: '/usr/bin:/bin' });
+    assert.notEqual(result.status, 0);
+    assert.match(result.stderr, /^doppel test cluster: missing prerequisites: .*Go 1\.25 or newer not found.*iptables not found: install iptables/m);
+    assert.equal(existsSync(stateDir), false);
     assert.deepEqual(hostSnapshot(), hostBefore);
   });
 });

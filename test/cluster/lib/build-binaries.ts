@@ -1,4 +1,4 @@
-// Builds Kubernetes and etcd from the Go module proxy into the cache, keyed by versions and build flags.
+// Builds Kubernetes, etcd and CoreDNS from the Go module proxy into the cache, keyed by versions and build flags.
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -16,32 +16,57 @@ function goVersion(): string {
 }
 
 export interface Binaries {
-  dir: string;
+  /** Every binary by name, each in its group's cache directory. */
+  paths: Map<string, string>;
   path(name: string): string;
 }
 
-function binaries(dir: string): Binaries {
-  return { dir, path: (name) => path.join(dir, name) };
+interface Group {
+  name: string;
+  version: string;
+  outputs: readonly string[];
+  build(out: string, log: string): Promise<void>;
 }
 
-/** Builds (or finds in the cache) kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, kube-proxy, kubectl and etcd. */
+const groups: Group[] = [
+  { name: 'kubernetes', version: versions.kubernetes, outputs: kubeCommands, build: buildKubernetes },
+  { name: 'etcd', version: versions.etcd, outputs: ['etcd'], build: buildEtcd },
+  { name: 'coredns', version: versions.coredns, outputs: ['coredns'], build: buildCoreDNS },
+];
+
+/**
+ * Builds (or finds in the cache) the Kubernetes commands, etcd and CoreDNS. Each group has its own
+ * cache directory keyed by its version, the build flags and the Go version, so changing one version
+ * rebuilds one group.
+ */
 export async function buildBinaries(): Promise<Binaries> {
-  const key = cacheKey(versions, goBuild, kubeCommands, goVersion());
-  const dir = path.join(cacheDir, 'bin', key);
-  const complete = path.join(dir, '.complete');
-  if (existsSync(complete)) {
-    say(`binaries: cached in ${dir}`);
-    return binaries(dir);
-  }
-  mkdirSync(dir, { recursive: true });
+  const go = goVersion();
   const logs = path.join(cacheDir, 'logs');
   mkdirSync(logs, { recursive: true });
-  await step(`build Kubernetes ${versions.kubernetes} (${kubeCommands.join(', ')})`, () =>
-    buildKubernetes(dir, path.join(logs, 'build-kubernetes.log')),
-  );
-  await step(`build etcd ${versions.etcd}`, () => buildEtcd(dir, path.join(logs, 'build-etcd.log')));
-  writeFileSync(complete, `${new Date().toISOString()}\n`);
-  return binaries(dir);
+  const paths = new Map<string, string>();
+  for (const group of groups) {
+    const dir = path.join(cacheDir, 'bin', `${group.name}-${group.version}-${cacheKey(group.version, group.outputs, goBuild, go)}`);
+    const complete = path.join(dir, '.complete');
+    if (existsSync(complete)) {
+      say(`${group.name} ${group.version}: cached in ${dir}`);
+    } else {
+      rmSync(dir, { recursive: true, force: true });
+      mkdirSync(dir, { recursive: true });
+      await step(`build ${group.name} ${group.version} (${group.outputs.join(', ')})`, () =>
+        group.build(dir, path.join(logs, `build-${group.name}.log`)),
+      );
+      writeFileSync(complete, `${new Date().toISOString()}\n`);
+    }
+    for (const output of group.outputs) paths.set(output, path.join(dir, output));
+  }
+  return {
+    paths,
+    path(name) {
+      const found = paths.get(name);
+      if (!found) throw new Error(`no binary ${name} is built`);
+      return found;
+    },
+  };
 }
 
 /** A fresh module directory holding only a go.mod; the wrapper is never tidied. */
@@ -98,4 +123,11 @@ async function buildEtcd(out: string, log: string): Promise<void> {
   const cwd = wrapperModule(`etcd-${versions.etcd}`, `module doppel.test/etcd-build\ngo 1.24\nrequire ${module} ${versions.etcd}\n`);
   await run('go', ['get', `${module}@${versions.etcd}`], { log, env: goEnv, cwd });
   await run('go', ['build', '-ldflags', '-s -w', '-o', path.join(out, 'etcd'), module], { log, env: goEnv, cwd });
+}
+
+async function buildCoreDNS(out: string, log: string): Promise<void> {
+  const module = 'github.com/coredns/coredns';
+  const cwd = wrapperModule(`coredns-${versions.coredns}`, `module doppel.test/coredns-build\ngo 1.25.0\nrequire ${module} ${versions.coredns}\n`);
+  await run('go', ['get', `${module}@${versions.coredns}`], { log, env: goEnv, cwd });
+  await run('go', ['build', '-ldflags', '-s -w', '-o', path.join(out, 'coredns'), module], { log, env: goEnv, cwd });
 }

@@ -6,6 +6,7 @@ import https from 'node:https';
 import path from 'node:path';
 import { alive } from '../../support/process-alive.ts';
 import { buildBinaries, type Binaries } from './build-binaries.ts';
+import { clusterDNSManifests } from './cluster-dns.ts';
 import { makeCertificates, pki } from './certs.ts';
 import {
   apiserverArgs,
@@ -21,10 +22,10 @@ import { pidDir, start, waitReady } from './components.ts';
 import { removeClusterRules, restoreSysctls, saveSysctls, setUpNetwork, tearDownNetwork } from './host-network.ts';
 import { importBaseImages } from './images.ts';
 import { killClusterProcesses, recordHostBefore, removeCgroups, removeNetns, removeNfacct, removeShimSocketDir, unmountAll } from './leftovers.ts';
-import { binDir, containerd, kubeconfigPath, network, nodeName, ports, stateDir } from './settings.ts';
+import { binDir, containerd, images, kubeconfigPath, network, nodeName, ports, stateDir } from './settings.ts';
 import { missingPrerequisites } from './prerequisites.ts';
 import { say, step, StepError } from './steps.ts';
-import { output, tryCmd } from './system.ts';
+import { cmd, output, tryCmd } from './system.ts';
 
 const componentPath = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 
@@ -80,9 +81,7 @@ export async function up(): Promise<void> {
   if (existsSync(stateDir)) await step('clear what an earlier run left', down);
   else await down();
   mkdirSync(binDir, { recursive: true });
-  for (const name of readdirSync(binaries.dir)) {
-    if (!name.startsWith('.')) symlinkSync(binaries.path(name), path.join(binDir, name));
-  }
+  for (const [name, file] of binaries.paths) symlinkSync(file, path.join(binDir, name));
   recordHostBefore();
   saveSysctls();
   await step('node network', setUpNetwork);
@@ -108,7 +107,7 @@ export async function up(): Promise<void> {
   await step('containerd', () =>
     waitReady(runtime, 'API', () => tryCmd('ctr', ['--address', containerd.socket, 'version'])),
   );
-  await step('images (pause, doppel.test/app:1)', importBaseImages);
+  await step(`images (${Object.values(images).join(', ')})`, () => importBaseImages(binaries.path('coredns')));
 
   const kubelet = start('kubelet', binaries.path('kubelet'), kubeletArgs(), env);
   const proxy = start('kube-proxy', binaries.path('kube-proxy'), kubeProxyArgs(), env);
@@ -117,6 +116,12 @@ export async function up(): Promise<void> {
     await waitReady(proxy, '/healthz', () => httpOk('http://127.0.0.1:10256/healthz'));
   });
   await step(`node ${nodeName} Ready`, () => waitReady(kubelet, 'Ready node', () => nodeReady(binaries)));
+  await step('cluster DNS (CoreDNS)', () => {
+    cmd(binaries.path('kubectl'), [`--kubeconfig=${kubeconfigPath}`, 'apply', '-f', '-'], JSON.stringify(clusterDNSManifests));
+    return waitReady(kubelet, 'ready CoreDNS', () =>
+      kubectl(binaries, 'get', 'deployment', 'coredns', '-n', 'kube-system', '-o', 'jsonpath={.status.readyReplicas}') === '1',
+    );
+  });
   await step('default service account', () =>
     waitReady(controllerManager, 'default service account', () => kubectl(binaries, 'get', 'serviceaccount', 'default', '-o', 'name') !== ''),
   );

@@ -107,6 +107,15 @@ export async function loadImage(name: string, rootfs: string, config: ImageConfi
   await importImage(packImage(name, rootfs, config));
 }
 
-export async function importBaseImages(): Promise<void> {
-  for (const archive of [pauseImage(), testAppImage()]) await importImage(archive);
+/** CoreDNS is one static Go binary. */
+function coreDNSImage(binary: string): string {
+  const rootfs = path.join(cacheDir, 'rootfs', 'coredns');
+  rmSync(rootfs, { recursive: true, force: true });
+  mkdirSync(rootfs, { recursive: true });
+  copyFileSync(binary, path.join(rootfs, 'coredns'));
+  return packImage(images.coredns, rootfs, { entrypoint: ['/coredns'] });
+}
+
+export async function importBaseImages(coreDNSBinary: string): Promise<void> {
+  for (const archive of [pauseImage(), testAppImage(), coreDNSImage(coreDNSBinary)]) await importImage(archive);
 }

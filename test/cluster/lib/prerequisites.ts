@@ -3,9 +3,10 @@ import { existsSync } from 'node:fs';
 import process from 'node:process';
 import { output } from './system.ts';
 
-/** Each need, and the Debian package (or tool) that brings it. */
+const minimumGo = { major: 1, minor: 25 };
+
+/** Each need, and the Debian package that brings it. */
 const needs: { path: string; from: string }[] = [
-  { path: 'go', from: 'Go (golang-go, or the machine\'s Go toolchain)' },
   { path: 'gcc', from: 'gcc and libc6-dev' },
   { path: '/usr/bin/containerd', from: 'containerd' },
   { path: 'ctr', from: 'containerd' },
@@ -32,5 +33,9 @@ export function missingPrerequisites(): string[] {
     if (!found(need.path)) problems.push(`${need.path} not found: install ${need.from}`);
   }
   if (!output('gcc', ['-print-file-name=libc.a']).includes('/')) problems.push('no static libc for the pause image: install libc6-dev');
+  const go = /go(\d+)\.(\d+)/.exec(output('go', ['env', 'GOVERSION']));
+  if (!go || Number(go[1]) < minimumGo.major || (Number(go[1]) === minimumGo.major && Number(go[2]) < minimumGo.minor)) {
+    problems.push(`Go ${minimumGo.major}.${minimumGo.minor} or newer not found on PATH (CoreDNS needs it; Debian's golang-go is older): install a Go toolchain`);
+  }
   return problems;
 }

@@ -8,6 +8,7 @@ export const versions = {
   /** The staging modules (k8s.io/api, client-go, …) carry the same release as v0.x. */
   kubernetesStaging: 'v0.34.4',
   etcd: 'v3.6.16',
+  coredns: 'v1.14.7',
 } as const;
 
 /** Build inputs that change the binaries; part of the cache key. */
@@ -46,6 +47,7 @@ export const ports = { apiserver: 6443, etcdClient: 2379, etcdPeer: 2380, kubele
 export const images = {
   pause: 'registry.k8s.io/pause:3.10.1',
   testApp: 'doppel.test/app:1',
+  coredns: 'doppel.test/coredns:1.14.7',
 } as const;
 
 export const containerd = {
