@@ -1,5 +1,5 @@
 // Images without a registry: a root filesystem packed as a Docker-format archive and imported into
-// containerd. The pause image is built from Kubernetes' own pause.c; the test app is busybox's httpd.
+// containerd. The pause image is built from Kubernetes' own pause.c, the test app is busybox's httpd, CoreDNS its one binary.
 import { createHash } from 'node:crypto';
 import { chmodSync, copyFileSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
