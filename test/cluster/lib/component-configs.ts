@@ -51,31 +51,32 @@ export function apiserverArgs(): string[] {
   ];
 }
 
-export function controllerManagerArgs(): string[] {
+/** What the controller manager and the scheduler share: one identity, loopback only, no election. */
+function controlPlaneArgs(identity: string): string[] {
+  const kubeconfig = kubeconfigFor(identity);
   return [
-    `--kubeconfig=${kubeconfigFor('controller-manager')}`,
-    `--authentication-kubeconfig=${kubeconfigFor('controller-manager')}`,
-    `--authorization-kubeconfig=${kubeconfigFor('controller-manager')}`,
+    `--kubeconfig=${kubeconfig}`,
+    `--authentication-kubeconfig=${kubeconfig}`,
+    `--authorization-kubeconfig=${kubeconfig}`,
     '--bind-address=127.0.0.1',
-    `--service-account-private-key-file=${pki('service-account.key')}`,
-    `--root-ca-file=${pki('ca.crt')}`,
-    '--use-service-account-credentials=true',
-    `--cluster-cidr=${network.podCIDR}`,
-    `--service-cluster-ip-range=${network.serviceCIDR}`,
     '--leader-elect=false',
     '--profiling=false',
   ];
 }
 
-export function schedulerArgs(): string[] {
+export function controllerManagerArgs(): string[] {
   return [
-    `--kubeconfig=${kubeconfigFor('scheduler')}`,
-    `--authentication-kubeconfig=${kubeconfigFor('scheduler')}`,
-    `--authorization-kubeconfig=${kubeconfigFor('scheduler')}`,
-    '--bind-address=127.0.0.1',
-    '--leader-elect=false',
-    '--profiling=false',
+    ...controlPlaneArgs('controller-manager'),
+    `--service-account-private-key-file=${pki('service-account.key')}`,
+    `--root-ca-file=${pki('ca.crt')}`,
+    '--use-service-account-credentials=true',
+    `--cluster-cidr=${network.podCIDR}`,
+    `--service-cluster-ip-range=${network.serviceCIDR}`,
   ];
+}
+
+export function schedulerArgs(): string[] {
+  return controlPlaneArgs('scheduler');
 }
 
 export const cniConfDir = path.join(stateDir, 'cni', 'net.d');
