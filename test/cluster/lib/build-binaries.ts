@@ -30,8 +30,13 @@ interface Group {
 
 const groups: Group[] = [
   { name: 'kubernetes', version: versions.kubernetes, outputs: kubeCommands, build: buildKubernetes },
-  { name: 'etcd', version: versions.etcd, outputs: ['etcd'], build: buildEtcd },
-  { name: 'coredns', version: versions.coredns, outputs: ['coredns'], build: buildCoreDNS },
+  { name: 'etcd', version: versions.etcd, outputs: ['etcd'], build: buildDependency('etcd', 'go.etcd.io/etcd/server/v3', versions.etcd) },
+  {
+    name: 'coredns',
+    version: versions.coredns,
+    outputs: ['coredns'],
+    build: buildDependency('coredns', 'github.com/coredns/coredns', versions.coredns),
+  },
 ];
 
 /**
@@ -118,16 +123,14 @@ async function buildKubernetes(out: string, log: string): Promise<void> {
   });
 }
 
-async function buildEtcd(out: string, log: string): Promise<void> {
-  const module = 'go.etcd.io/etcd/server/v3';
-  const cwd = wrapperModule(`etcd-${versions.etcd}`, `module doppel.test/etcd-build\ngo 1.24\nrequire ${module} ${versions.etcd}\n`);
-  await run('go', ['get', `${module}@${versions.etcd}`], { log, env: goEnv, cwd });
-  await run('go', ['build', '-ldflags', '-s -w', '-o', path.join(out, 'etcd'), module], { log, env: goEnv, cwd });
-}
-
-async function buildCoreDNS(out: string, log: string): Promise<void> {
-  const module = 'github.com/coredns/coredns';
-  const cwd = wrapperModule(`coredns-${versions.coredns}`, `module doppel.test/coredns-build\ngo 1.25.0\nrequire ${module} ${versions.coredns}\n`);
-  await run('go', ['get', `${module}@${versions.coredns}`], { log, env: goEnv, cwd });
-  await run('go', ['build', '-ldflags', '-s -w', '-o', path.join(out, 'coredns'), module], { log, env: goEnv, cwd });
+/**
+ * A main package whose module is built as an ordinary dependency (its replace lines only apply when it
+ * is the main module): etcd and CoreDNS. `go get` raises the wrapper's go line to what the module needs.
+ */
+function buildDependency(binary: string, module: string, version: string): Group['build'] {
+  return async (out, log) => {
+    const cwd = wrapperModule(`${binary}-${version}`, `module doppel.test/${binary}-build\ngo 1.24\nrequire ${module} ${version}\n`);
+    await run('go', ['get', `${module}@${version}`], { log, env: goEnv, cwd });
+    await run('go', ['build', '-ldflags', '-s -w', '-o', path.join(out, binary), module], { log, env: goEnv, cwd });
+  };
 }

@@ -63,9 +63,12 @@ function componentPids(): number[] {
   return readdirSync(pidDir).map((file) => Number(readFileSync(path.join(pidDir, file), 'utf8')));
 }
 
+/** etcd, kube-apiserver, kube-controller-manager, kube-scheduler, containerd, kubelet, kube-proxy. */
+const componentCount = 7;
+
 async function healthy(binaries: Binaries): Promise<boolean> {
   const pids = componentPids();
-  if (pids.length < 7 || !pids.every(alive) || !existsSync(pki('admin.key'))) return false;
+  if (pids.length < componentCount || !pids.every(alive) || !existsSync(pki('admin.key'))) return false;
   return (await httpOk(`https://${network.nodeIP}:${ports.apiserver}/readyz`, adminTLS())) && nodeReady(binaries);
 }
 

@@ -15,15 +15,11 @@ export interface Component {
   log: string;
 }
 
-export function logFile(name: string): string {
-  return path.join(logDir, `${name}.log`);
-}
-
 /** Starts `command` in its own session so it outlives this script; `down` finds it again by pid file. */
 export function start(name: string, command: string, args: string[], env: Record<string, string> = {}): Component {
   mkdirSync(logDir, { recursive: true });
   mkdirSync(pidDir, { recursive: true });
-  const log = logFile(name);
+  const log = path.join(logDir, `${name}.log`);
   const fd = openSync(log, 'a');
   const child = spawn(command, args, {
     detached: true,

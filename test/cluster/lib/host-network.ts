@@ -71,8 +71,9 @@ export function tearDownNetwork(): void {
   tryCmd('ip', ['route', 'del', network.serviceCIDR]);
 }
 
-/** Chains made by us, kubelet, kube-proxy or the CNI plugins. */
-const clusterChain = /^(KUBE-|CNI-|DOPPEL-CLUSTER-)/;
+/** Chains made by us, kubelet, kube-proxy or the CNI plugins: `clusterChain` matches a name, `mentionsCluster` a rule. */
+const mentionsCluster = /(KUBE-|CNI-|DOPPEL-CLUSTER-)/;
+const clusterChain = new RegExp(`^${mentionsCluster.source}`);
 
 /**
  * Removes every rule that jumps into a cluster chain, then the chains themselves, in every table of
@@ -116,7 +117,7 @@ export function clusterRules(): string[] {
   const lines: string[] = [];
   for (const tool of ['iptables', 'ip6tables']) {
     for (const line of output(`${tool}-save`, []).split('\n')) {
-      if (/(KUBE-|CNI-|DOPPEL-CLUSTER-)/.test(line)) lines.push(`${tool}: ${line}`);
+      if (mentionsCluster.test(line)) lines.push(`${tool}: ${line}`);
     }
   }
   return lines;

@@ -1,6 +1,6 @@
 // Progress lines with elapsed time, and the last lines of the failing component's log when a step fails.
 import { spawn } from 'node:child_process';
-import { createWriteStream, existsSync, readFileSync } from 'node:fs';
+import { appendFileSync, closeSync, existsSync, openSync, readFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import process from 'node:process';
 
@@ -22,7 +22,7 @@ export function say(line: string): void {
   process.stderr.write(`[${elapsed()}] ${line}\n`);
 }
 
-export function logTail(file: string, lines = 30): string {
+function logTail(file: string, lines = 30): string {
   if (!existsSync(file)) return `(no log at ${file})`;
   return readFileSync(file, 'utf8').trimEnd().split('\n').slice(-lines).join('\n');
 }
@@ -53,22 +53,14 @@ export interface RunOptions {
 
 /** Runs a command to completion with its output in a log file; rejects with the log attached. */
 export function run(command: string, args: string[], options: RunOptions): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const out = createWriteStream(options.log, { flags: 'a' });
-    out.write(`$ ${command} ${args.join(' ')}\n`);
-    const child = spawn(command, args, {
-      cwd: options.cwd,
-      env: { ...process.env, ...options.env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    child.stdout.pipe(out, { end: false });
-    child.stderr.pipe(out, { end: false });
-    child.on('error', (error) => out.end(() => reject(new StepError(`${command}: ${error.message}`, options.log))));
+  appendFileSync(options.log, `$ ${command} ${args.join(' ')}\n`);
+  const fd = openSync(options.log, 'a');
+  return new Promise<void>((resolve, reject) => {
+    const child = spawn(command, args, { cwd: options.cwd, env: { ...process.env, ...options.env }, stdio: ['ignore', fd, fd] });
+    child.on('error', (error) => reject(new StepError(`${command}: ${error.message}`, options.log)));
     child.on('close', (code, signal) => {
-      out.end(() => {
-        if (code === 0) resolve();
-        else reject(new StepError(`${command} ${args[0] ?? ''} exited with ${signal ?? code}`, options.log));
-      });
+      if (code === 0) resolve();
+      else reject(new StepError(`${command} ${args[0] ?? ''} exited with ${signal ?? code}`, options.log));
     });
-  });
+  }).finally(() => closeSync(fd));
 }
