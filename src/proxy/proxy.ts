@@ -24,7 +24,6 @@ export interface Proxy {
 }
 
 export async function startProxy(options: ProxyOptions): Promise<Proxy> {
-  await sweepStaleDirs();
   // A fresh 0700 directory keeps other local users off the socket; its name carries our PID
   // so that a later session can remove it if this one is killed before it cleans up.
   const dir = await mkdtemp(join(tmpdir(), `doppel-${process.pid}-`));
@@ -55,8 +54,8 @@ export async function startProxy(options: ProxyOptions): Promise<Proxy> {
   }
 }
 
-/** Removes the socket directories of sessions whose CLI was killed outright. */
-async function sweepStaleDirs(): Promise<void> {
+/** Removes the socket directories of sessions whose CLI was killed outright; every `doppel exec` calls it first. */
+export async function sweepDeadSessionDirs(): Promise<void> {
   const entries = await readdir(tmpdir()).catch(() => [] as string[]);
   for (const entry of entries) {
     const owner = /^doppel-(\d+)-/.exec(entry)?.[1];

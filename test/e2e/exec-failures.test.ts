@@ -1,7 +1,7 @@
 // doppel exec when things go wrong: bad input, a dying agent, a killed CLI, Ctrl-C — one clear line, the right status, nothing left behind.
 import assert from 'node:assert/strict';
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -52,6 +52,28 @@ describe('doppel exec failure paths', gate, () => {
     const result = await runDoppel(['exec', '--target', `process/${gone}`, '--', 'true']);
     assert.equal(result.status, 1);
     assert.match(result.stderr, new RegExp(`^doppel: process ${gone} does not exist .*\\[E_TARGET_NOT_FOUND\\]`));
+  });
+
+  test('a process that exists but cannot be inspected is told apart from a missing one', async () => {
+    // Real refusal: doppel runs as root without CAP_SYS_PTRACE, the target as another user, so the kernel denies /proc/PID/ns/net.
+    const other = spawn('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', 'sleep', '30'], { stdio: 'ignore' });
+    try {
+      await until('the other user\'s process', () => (alive(other.pid!) ? true : undefined));
+      const result = spawnSync('setpriv', ['--bounding-set=-sys_ptrace', '--inh-caps=-sys_ptrace', doppelBin, 'exec', '--target', `process/${other.pid}`, '--', 'true'], { encoding: 'utf8' });
+      assert.equal(result.status, 1, result.stderr);
+      assert.match(result.stderr, new RegExp(`^doppel: not permitted to inspect process ${other.pid} \\(its /proc entries are not readable: /proc/${other.pid}/ns/net: EACCES\\) \\[E_TARGET_ACCESS\\]\n  hint: the process exists`));
+    } finally {
+      other.kill('SIGKILL');
+    }
+  });
+
+  test('a failed start still sweeps what dead sessions left', async () => {
+    const dead = Number(spawnSync('sh', ['-c', 'echo $$'], { encoding: 'utf8' }).stdout.trim());
+    const stale = mkdtempSync(join(tmpdir(), `doppel-${dead}-`));
+    writeFileSync(join(stale, 'layer.sock'), '');
+    const result = await runDoppel(['exec', '--target', 'vm/api', '--', 'true']);
+    assert.equal(result.status, 1);
+    assert.equal(existsSync(stale), false, `${stale} outlived a later doppel start`);
   });
 
   test('not root', async () => {

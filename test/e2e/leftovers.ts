@@ -1,7 +1,8 @@
-// What a doppel session may leave behind on this machine: agent processes and proxy socket directories. Tests assert there is none.
+// What this test run's doppel sessions may leave behind: agent processes and proxy socket directories. Tests assert there is none.
 import { execFileSync } from 'node:child_process';
 import { readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { startedDoppels } from './run-doppel.ts';
 
 export function agentProcesses(pid: number): string[] {
   let out = '';
@@ -13,11 +14,13 @@ export function agentProcesses(pid: number): string[] {
   return out.split('\n').filter((line) => line.trim() !== '');
 }
 
-export function proxyDirs(): string[] {
-  return readdirSync(tmpdir()).filter((entry) => /^doppel-\d+-/.test(entry));
+/** Socket directories of the doppel CLIs this test process started (named `doppel-<CLI pid>-...`), not other runs'. */
+export function proxyDirs(pids: readonly number[] = startedDoppels()): string[] {
+  const ours = new Set(pids.map(String));
+  return readdirSync(tmpdir()).filter((entry) => ours.has(/^doppel-(\d+)-/.exec(entry)?.[1] ?? ''));
 }
 
-/** Waits up to `ms` for the agent of `pid` to be gone; returns what is still there. */
+/** Waits up to `ms` for the agent of `pid` and our sessions' directories to be gone; returns what is still there. */
 export async function leftoversAfter(pid: number, ms = 5000): Promise<{ agents: string[]; dirs: string[] }> {
   const deadline = Date.now() + ms;
   for (;;) {

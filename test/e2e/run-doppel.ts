@@ -18,8 +18,14 @@ export interface RunOptions {
   timeoutMs?: number;
 }
 
+const started: number[] = [];
+
+/** The PIDs of every doppel CLI this test process started (bin/doppel execs node, so the PID is the CLI's). */
+export const startedDoppels = (): readonly number[] => started;
+
 export function startDoppel(args: string[], options: RunOptions = {}): { child: ChildProcess; finished: Promise<Finished> } {
   const child = spawn(doppelBin, args, { env: options.env ?? process.env, cwd: options.cwd, stdio: ['pipe', 'pipe', 'pipe'] });
+  if (child.pid !== undefined) started.push(child.pid);
   let stdout = '';
   let stderr = '';
   child.stdout!.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));

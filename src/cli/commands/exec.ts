@@ -3,6 +3,7 @@ import { Command, Option } from 'commander';
 import process from 'node:process';
 import { resolveConfig, type ExecFlags } from '../../config/load.ts';
 import { runExec } from '../exec/run-exec.ts';
+import { sweepDeadSessionDirs } from '../../proxy/proxy.ts';
 import { createProgress } from '../progress.ts';
 
 interface ExecOptions {
@@ -54,6 +55,8 @@ export function register(program: Command): void {
     .option('--context <name>', 'kubeconfig context')
     .option('-q, --quiet', 'no progress lines')
     .action(async (command: string[], options: ExecOptions) => {
+      // Before anything can fail: what a killed session left must not outlive the next start.
+      await sweepDeadSessionDirs();
       const { config } = await resolveConfig({ cwd: process.cwd(), configFile: options.configFile, env: process.env, flags: toFlags(options) });
       const progress = createProgress({ quiet: options.quiet === true });
       process.exitCode = await runExec(command, config, progress);

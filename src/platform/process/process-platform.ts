@@ -76,14 +76,22 @@ async function checkTarget(pid: number): Promise<void> {
       hint: 'run doppel with sudo, or as root',
     });
   }
-  try {
-    await readlink(`/proc/${pid}/ns/net`);
-    await access(`/proc/${pid}/root`, constants.R_OK);
-  } catch {
-    throw new DoppelError('E_TARGET_NOT_FOUND', `process ${pid} does not exist (or has already exited)`, {
-      category: 'target',
-      hint: 'check the PID with `ps -p PID` and pass a running process as --target process/PID',
-    });
+  for (const entry of [`/proc/${pid}/ns/net`, `/proc/${pid}/root`]) {
+    try {
+      await (entry.endsWith('/net') ? readlink(entry) : access(entry, constants.R_OK));
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code;
+      if (code === 'EACCES' || code === 'EPERM') {
+        throw new DoppelError('E_TARGET_ACCESS', `not permitted to inspect process ${pid} (its /proc entries are not readable: ${entry}: ${code})`, {
+          category: 'permission',
+          hint: 'the process exists but the kernel refuses access (another user namespace, a missing CAP_SYS_PTRACE, or a hardened supervisor); target a process you can inspect, e.g. one started with `sleep 600 &`',
+        });
+      }
+      throw new DoppelError('E_TARGET_NOT_FOUND', `process ${pid} does not exist (or has already exited)`, {
+        category: 'target',
+        hint: 'check the PID with `ps -p PID` and pass a running process as --target process/PID',
+      });
+    }
   }
 }
 
