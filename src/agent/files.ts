@@ -1,15 +1,23 @@
 // File requests, served through /proc/PID/root with every symlink resolved by hand so nothing escapes that root.
 import { constants, type BigIntStats } from 'node:fs';
-import { access, lstat, open, readdir, readlink } from 'node:fs/promises';
+import { access, lstat, open, readdir, readlink, type FileHandle } from 'node:fs/promises';
+import { pipeline } from 'node:stream/promises';
+import type { Connection } from '../protocol/connection.ts';
 import { RemoteError } from '../protocol/errors.ts';
+import { MAX_DATA_CHUNK } from '../protocol/frame.ts';
 import type { DirEntry, Operations, Stat } from '../protocol/messages.ts';
 
 /** As in Linux's path walk: more links than this in one lookup is ELOOP. */
 const MAX_LINKS = 40;
+/** O_NOFOLLOW: a symlink swapped in after the walk must not take us outside the root. */
+const OPEN_FLAGS = constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK;
+const S_IFMT = 0o170000;
+const S_IFDIR = 0o040000;
 
 export interface Files {
   stat(args: Operations['fs.stat']['args']): Promise<Stat>;
   read(args: Operations['fs.read']['args']): Promise<Operations['fs.read']['result']>;
+  fetch(args: Operations['fs.fetch']['args'], connection: Connection): Promise<Operations['fs.fetch']['result']>;
   readdir(args: Operations['fs.readdir']['args']): Promise<Operations['fs.readdir']['result']>;
   readlink(args: Operations['fs.readlink']['args']): Promise<Operations['fs.readlink']['result']>;
   access(args: Operations['fs.access']['args']): Promise<Record<string, never>>;
@@ -25,11 +33,10 @@ export function createFiles(root: string): Files {
     },
     async read({ path, offset, length }) {
       const { host } = await resolve(path, true);
-      // O_NOFOLLOW: a symlink swapped in after the walk must not take us outside the root.
-      const handle = await open(host, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+      const handle = await open(host, OPEN_FLAGS);
       try {
         const stat = toStat(await handle.stat({ bigint: true }));
-        if ((stat.mode & 0o170000) === 0o040000) return { stat, data: new Uint8Array(0), eof: true };
+        if ((stat.mode & S_IFMT) === S_IFDIR) return { stat, data: new Uint8Array(0), eof: true };
         const data = Buffer.allocUnsafe(Math.max(0, Math.min(length, 64 * 1024 * 1024)));
         let filled = 0;
         while (filled < data.length) {
@@ -41,6 +48,29 @@ export function createFiles(root: string): Files {
       } finally {
         await handle.close();
       }
+    },
+    async fetch({ path, channel: id }, connection) {
+      // Attached before the first await, so a reset from a client that gave up (its deadline) finds the channel.
+      const channel = connection.attachChannel(id);
+      channel.on('error', () => undefined);
+      let handle: FileHandle | undefined;
+      let stat: Stat;
+      try {
+        handle = await open((await resolve(path, true)).host, OPEN_FLAGS);
+        stat = toStat(await handle.stat({ bigint: true }));
+      } catch (error) {
+        await handle?.close();
+        channel.end();
+        throw error;
+      }
+      if ((stat.mode & S_IFMT) === S_IFDIR) {
+        await handle.close();
+        channel.end();
+        return { stat };
+      }
+      // Read to the end rather than to stat.size: /proc and sysfs files say 0. A failure resets the channel, which the client reports.
+      pipeline(handle.createReadStream({ highWaterMark: MAX_DATA_CHUNK }), channel).catch(() => undefined);
+      return { stat };
     },
     async readdir({ path }) {
       const { host } = await resolve(path, true);

@@ -13,11 +13,12 @@ export function createRequestHandler(pid: number, log: Log): RequestHandler {
   const files = createFiles(root);
   const lookup = createDns(root);
   const tcpConnect = createOutgoing(log);
-  const handlers: { [O in Operation]: (args: Operations[O]['args'], connection: Parameters<RequestHandler>[2]) => Promise<Operations[O]['result']> } = {
-    ping: async () => ({ now: Date.now() }),
+  // `ping` is answered by the connection itself: it is also the keepalive.
+  const handlers: { [O in Exclude<Operation, 'ping'>]: (args: Operations[O]['args'], connection: Parameters<RequestHandler>[2]) => Promise<Operations[O]['result']> } = {
     env: async () => ({ vars: await readEnvironment(pid) }),
     'fs.stat': (args) => files.stat(args),
     'fs.read': (args) => files.read(args),
+    'fs.fetch': (args, connection) => files.fetch(args, connection),
     'fs.readdir': (args) => files.readdir(args),
     'fs.readlink': (args) => files.readlink(args),
     'fs.access': (args) => files.access(args),
@@ -26,8 +27,7 @@ export function createRequestHandler(pid: number, log: Log): RequestHandler {
     'tcp.connect': (args, connection) => tcpConnect(args, connection),
   };
   return async (op, args, connection) => {
-    const handler = handlers[op as Operation] as ((args: unknown, connection: Parameters<RequestHandler>[2]) => Promise<unknown>) | undefined;
-    if (!handler) throw new RemoteError('ENOSYS', `unknown operation ${op}`);
+    const handler = handlers[op] as (args: unknown, connection: Parameters<RequestHandler>[2]) => Promise<unknown>;
     if (typeof args !== 'object' || args === null) throw new RemoteError('EINVAL', `${op}: arguments must be an object`);
     try {
       return await handler(args, connection);

@@ -40,6 +40,15 @@ export class Channel extends Duplex {
     return true;
   }
 
+  /**
+   * Lets the peer send `bytes` more than the initial window before it waits for us: for a channel whose reader
+   * takes everything at once (a file fetch), so that a long round trip does not cap its throughput.
+   */
+  widen(bytes: number): void {
+    this.allowance += bytes;
+    this.link.sendCredit(this.id, bytes);
+  }
+
   receiveCredit(bytes: number): void {
     this.sendCredit += bytes;
     const waiter = this.creditWaiter;

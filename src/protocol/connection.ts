@@ -1,11 +1,19 @@
-// One agent connection, used by both ends: handshake, requests by id, and channels, over any duplex byte stream.
+// One agent connection, used by both ends: handshake, requests by id with deadlines, keepalives, and channels, over any duplex byte stream.
 import type { Duplex } from 'node:stream';
 import { Channel, type ChannelLink } from './channel.ts';
 import { ProtocolError, RemoteError } from './errors.ts';
 import { encodeFrame, FrameDecoder, type Frame } from './frame.ts';
-import { decodeControl, encodeControl, MIN_PEER_VERSION, PROTOCOL_NAME, PROTOCOL_VERSION, type ControlMessage, type Operation, type Operations } from './messages.ts';
+import { decodeControl, encodeControl, isOperation, MIN_PEER_VERSION, operationSince, PROTOCOL_NAME, PROTOCOL_VERSION, type ControlMessage, type Operation, type Operations } from './messages.ts';
 
-export type RequestHandler = (op: string, args: unknown, connection: Connection) => Promise<unknown>;
+/** Serves the peer's requests; `op` is always one this version knows, and `ping` never reaches it. */
+export type RequestHandler = (op: Exclude<Operation, 'ping'>, args: unknown, connection: Connection) => Promise<unknown>;
+
+/** mirrord's `agent.communication_timeout` default. */
+export const DEFAULT_REQUEST_TIMEOUT_MS = 30_000;
+/** A keepalive goes out this long after the last one was answered... */
+export const DEFAULT_KEEPALIVE_INTERVAL_MS = 2_000;
+/** ...and a link that leaves it unanswered this long is dead: a stall is noticed within 8 s. */
+export const DEFAULT_KEEPALIVE_TIMEOUT_MS = 6_000;
 
 export interface ConnectionOptions {
   /** Channel ids a side allocates: the client's are odd, the agent's even, so they never collide. */
@@ -15,6 +23,10 @@ export interface ConnectionOptions {
   handshakeTimeoutMs: number;
   maxFrame?: number;
   onRequest?: RequestHandler;
+  /** How long a request may wait for its answer (`agent.communication_timeout`). */
+  requestTimeoutMs?: number;
+  keepaliveIntervalMs?: number;
+  keepaliveTimeoutMs?: number;
 }
 
 export interface PeerHello {
@@ -30,7 +42,12 @@ export class Connection implements ChannelLink {
   private readonly stream: Duplex;
   private readonly decoder: FrameDecoder;
   private readonly onRequest: RequestHandler | undefined;
-  private readonly pending = new Map<number, { resolve(value: unknown): void; reject(error: Error): void }>();
+  private readonly role: ConnectionOptions['role'];
+  private readonly requestTimeoutMs: number;
+  private readonly keepaliveIntervalMs: number;
+  private readonly keepaliveTimeoutMs: number;
+  private readonly pending = new Map<number, { resolve(value: unknown): void; reject(error: Error): void; timer: NodeJS.Timeout }>();
+  private keepaliveTimer: NodeJS.Timeout | undefined;
   private readonly channels = new Map<number, Channel>();
   private readonly controlQueue: Buffer[] = [];
   private readonly dataQueue: Buffer[] = [];
@@ -45,6 +62,10 @@ export class Connection implements ChannelLink {
     this.decoder = decoder;
     this.peer = peer;
     this.onRequest = options.onRequest;
+    this.role = options.role;
+    this.requestTimeoutMs = options.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
+    this.keepaliveIntervalMs = options.keepaliveIntervalMs ?? DEFAULT_KEEPALIVE_INTERVAL_MS;
+    this.keepaliveTimeoutMs = options.keepaliveTimeoutMs ?? DEFAULT_KEEPALIVE_TIMEOUT_MS;
     this.nextChannel = options.role === 'client' ? 1 : 2;
     this.closed = new Promise((resolve) => (this.markClosed = resolve));
   }
@@ -57,28 +78,47 @@ export class Connection implements ChannelLink {
     const { peer, rest } = await readHello(stream, decoder, options.handshakeTimeoutMs);
     const connection = new Connection(stream, decoder, peer, options);
     connection.attach(rest);
+    connection.scheduleKeepalive();
     return connection;
   }
 
+  /** Sends a request the peer's version serves; it fails with E_PROTOCOL_TIMEOUT when no answer comes in time. */
   request<O extends Operation>(op: O, args: Operations[O]['args']): Promise<Operations[O]['result']> {
     if (this.ended !== null) return Promise.reject(this.lostError());
-    const id = this.nextRequest++;
-    return new Promise((resolve, reject) => {
-      this.pending.set(id, { resolve: resolve as (value: unknown) => void, reject });
-      this.sendControl({ t: 'req', id, op, args });
-    });
+    if (!this.supports(op)) {
+      return Promise.reject(
+        new ProtocolError('E_PROTOCOL_UNSUPPORTED', `${this.peerName} (${this.peer.software}) speaks protocol ${this.peer.version}; ${op} needs protocol ${operationSince[op] ?? '(unknown operation)'}`, 'use the agent of the same doppel version as the CLI (agent.image)'),
+      );
+    }
+    const timeoutMs = this.requestTimeoutMs;
+    return this.call(op, args, timeoutMs, (reject) =>
+      reject(new ProtocolError('E_PROTOCOL_TIMEOUT', `${this.peerName} did not answer ${op} within ${duration(timeoutMs)}`, 'the agent or the link to it is stuck or slow; raise agent.communication_timeout if it is only slow')),
+    ) as Promise<Operations[O]['result']>;
+  }
+
+  /** Whether the peer's protocol version has `op`: callers pick a fallback with it, `request` refuses without it. */
+  supports(op: Operation): boolean {
+    const since = operationSince[op] as number | undefined;
+    return since !== undefined && since <= this.peer.version;
   }
 
   /** A new channel with an id from our half of the id space; the peer learns the id from a request. */
   openChannel(): Channel {
     const id = this.nextChannel;
     this.nextChannel += 2;
-    return this.attachChannel(id);
+    return this.register(id);
   }
 
   /** The local end of a channel whose id the peer chose. */
   attachChannel(id: number): Channel {
+    if (!Number.isInteger(id) || id <= 0 || id > 0xffffffff || id % 2 === this.nextChannel % 2) {
+      throw new ProtocolError('E_PROTOCOL_CHANNEL', `agent stream: channel ${id} is not one the peer may choose`);
+    }
     if (this.channels.has(id)) throw new ProtocolError('E_PROTOCOL_CHANNEL', `agent stream: channel ${id} is already open`);
+    return this.register(id);
+  }
+
+  private register(id: number): Channel {
     const channel = new Channel(id, this);
     this.channels.set(id, channel);
     return channel;
@@ -154,9 +194,11 @@ export class Connection implements ChannelLink {
 
   private dispatchControl(message: ControlMessage): void {
     if (message.t === 'res') {
+      // No waiter: the answer came after its deadline, and the caller has been told already.
       const waiter = this.pending.get(message.id);
       if (!waiter) return;
       this.pending.delete(message.id);
+      clearTimeout(waiter.timer);
       if ('err' in message) waiter.reject(new RemoteError(message.err.code, message.err.message));
       else waiter.resolve(message.ok);
       return;
@@ -170,13 +212,53 @@ export class Connection implements ChannelLink {
 
   private async answer(id: number, op: string, args: unknown): Promise<void> {
     try {
+      if (!isOperation(op)) throw new RemoteError('ENOSYS', `unknown operation "${op}": this side speaks protocol ${PROTOCOL_VERSION}, an older one than its peer`);
+      if (op === 'ping') {
+        this.sendControl({ t: 'res', id, ok: { now: Date.now() } });
+        return;
+      }
       if (!this.onRequest) throw new RemoteError('ENOSYS', `this side serves no requests (${op})`);
+      // Called synchronously: a handler may attach a channel before any frame behind this request is dispatched.
       const ok = await this.onRequest(op, args, this);
       this.sendControl({ t: 'res', id, ok: ok ?? {} });
     } catch (error) {
       const code = typeof (error as { code?: unknown }).code === 'string' ? (error as { code: string }).code : 'EIO';
       this.sendControl({ t: 'res', id, err: { code, message: (error as Error).message ?? String(error) } });
     }
+  }
+
+  private call(op: string, args: unknown, timeoutMs: number, expire: (reject: (error: Error) => void) => void): Promise<unknown> {
+    const id = this.nextRequest++;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.pending.delete(id);
+        expire(reject);
+      }, timeoutMs);
+      // The stream keeps the process alive while it is open; once it is gone, shutdown clears the timers.
+      timer.unref();
+      this.pending.set(id, { resolve, reject, timer });
+      this.sendControl({ t: 'req', id, op, args });
+    });
+  }
+
+  /**
+   * One `ping` at a time; an unanswered one ends the connection. It proves that the peer still reads and
+   * writes, which bytes arriving alone would not: a peer that stopped reading can keep sending.
+   */
+  private scheduleKeepalive(): void {
+    if (this.ended !== null) return;
+    this.keepaliveTimer = setTimeout(() => {
+      const timeoutMs = this.keepaliveTimeoutMs;
+      const stalled = () => this.fail(new ProtocolError('E_PROTOCOL_STALLED', `the link to ${this.peerName} stalled: no answer to a keepalive within ${duration(timeoutMs)}`, 'the agent, its node or the connection to it stopped responding'));
+      // Any answer will do: a version 1 client answers `ping` with an error.
+      const again = () => this.scheduleKeepalive();
+      this.call('ping', {}, timeoutMs, stalled).then(again, again);
+    }, this.keepaliveIntervalMs);
+    this.keepaliveTimer.unref();
+  }
+
+  private get peerName(): string {
+    return this.role === 'client' ? 'the agent' : 'the proxy';
   }
 
   private sendControl(message: ControlMessage): void {
@@ -214,8 +296,12 @@ export class Connection implements ChannelLink {
   private shutdown(reason: Error | undefined): void {
     if (this.ended !== null) return;
     this.ended = reason;
+    clearTimeout(this.keepaliveTimer);
     const lost = this.lostError();
-    for (const waiter of this.pending.values()) waiter.reject(lost);
+    for (const waiter of this.pending.values()) {
+      clearTimeout(waiter.timer);
+      waiter.reject(lost);
+    }
     this.pending.clear();
     for (const channel of this.channels.values()) channel.destroy();
     this.channels.clear();
@@ -228,6 +314,10 @@ export class Connection implements ChannelLink {
     if (this.ended instanceof ProtocolError) return this.ended;
     return new ProtocolError('E_PROTOCOL_CLOSED', `the agent connection closed${this.ended ? ` (${this.ended.message})` : ''}`, 'the agent or its target may have exited');
   }
+}
+
+function duration(ms: number): string {
+  return ms < 1000 ? `${ms} ms` : `${ms / 1000} s`;
 }
 
 async function readHello(stream: Duplex, decoder: FrameDecoder, timeoutMs: number): Promise<{ peer: PeerHello; rest: Frame[] }> {

@@ -24,10 +24,13 @@ export function encodeFrame(frame: Frame): Buffer {
     case 'control':
       return withHeader(FrameKind.control, frame.body);
     case 'data': {
-      const body = Buffer.allocUnsafe(4 + frame.bytes.length);
-      body.writeUInt32BE(frame.channel, 0);
-      body.set(frame.bytes, 4);
-      return withHeader(FrameKind.data, body);
+      // Built in place: file contents pass through here, and one copy per chunk is enough.
+      const out = Buffer.allocUnsafe(HEADER + 4 + frame.bytes.length);
+      out.writeUInt32BE(1 + 4 + frame.bytes.length, 0);
+      out.writeUInt8(FrameKind.data, 4);
+      out.writeUInt32BE(frame.channel, HEADER);
+      out.set(frame.bytes, HEADER + 4);
+      return out;
     }
     case 'credit': {
       const body = Buffer.allocUnsafe(8);

@@ -3,7 +3,12 @@ import { decode, encode } from '@msgpack/msgpack';
 import { ProtocolError } from './errors.ts';
 
 /** Bumped when an operation or field is added; a peer must speak at least MIN_PEER_VERSION. */
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
+/**
+ * Version 1 peers are still served: the keepalive is the `ping` request every version answers, and a client
+ * facing a version 1 agent fetches files with `fs.read` pieces instead of `fs.fetch`. Agents ship apart from the
+ * CLI (`agent.image` may name any image), so refusing them would buy nothing but a failed session.
+ */
 export const MIN_PEER_VERSION = 1;
 export const PROTOCOL_NAME = 'doppel-agent';
 
@@ -34,9 +39,11 @@ export interface DirEntry {
 
 /** Every request: its arguments, its result, and the protocol version that introduced it. */
 export interface Operations {
+  /** Also the keepalive both ends send: any answer, even an error from a version 1 client, proves the peer reads and writes. */
   ping: { args: Record<string, never>; result: { now: number } };
   env: { args: Record<string, never>; result: { vars: Record<string, string> } };
   'fs.stat': { args: { path: string; follow: boolean }; result: Stat };
+  /** A piece of a file inside one control frame; version 1 agents only have this, newer clients use `fs.fetch`. */
   'fs.read': { args: { path: string; offset: number; length: number }; result: { stat: Stat; data: Uint8Array; eof: boolean } };
   'fs.readdir': { args: { path: string }; result: { entries: DirEntry[] } };
   'fs.readlink': { args: { path: string }; result: { target: string } };
@@ -44,6 +51,8 @@ export interface Operations {
   'fs.realpath': { args: { path: string }; result: { path: string } };
   'dns.lookup': { args: { name: string; family: 0 | 4 | 6 }; result: { addresses: { address: string; family: 4 | 6 }[]; canonicalName: string } };
   'tcp.connect': { args: { host: string; port: number; channel: number }; result: { localAddress: string; localPort: number } };
+  /** The file's stat; its whole content follows as data on `channel` (opened by the client), which then ends. */
+  'fs.fetch': { args: { path: string; channel: number }; result: { stat: Stat } };
 }
 
 export type Operation = keyof Operations;
@@ -59,7 +68,12 @@ export const operationSince: Record<Operation, number> = {
   'fs.realpath': 1,
   'dns.lookup': 1,
   'tcp.connect': 1,
+  'fs.fetch': 2,
 };
+
+export function isOperation(op: string): op is Operation {
+  return Object.hasOwn(operationSince, op);
+}
 
 export type ControlMessage =
   | { t: 'hello'; protocol: string; version: number; features: string[]; software: string }

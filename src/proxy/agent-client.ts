@@ -1,8 +1,9 @@
 // The proxy's side of the agent connection: handshake, then one typed method per agent operation.
 import type { Duplex } from 'node:stream';
 import { readFileSync } from 'node:fs';
-import { Connection } from '../protocol/connection.ts';
+import { Connection, DEFAULT_REQUEST_TIMEOUT_MS } from '../protocol/connection.ts';
 import type { Operations } from '../protocol/messages.ts';
+import { fetchFile, type FetchedFile } from './fetch-file.ts';
 import type { DirEntry, RemoteStat } from './layer-handler.ts';
 
 const { version } = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
@@ -11,7 +12,8 @@ export interface AgentClient {
   readonly connection: Connection;
   env(): Promise<Record<string, string>>;
   stat(path: string, follow: boolean): Promise<RemoteStat>;
-  read(path: string, offset: number, length: number): Promise<{ stat: RemoteStat; data: Uint8Array; eof: boolean }>;
+  /** The stat and the whole content of a file, for the layer's memfd. */
+  fetch(path: string): Promise<FetchedFile>;
   readdir(path: string): Promise<DirEntry[]>;
   readlink(path: string): Promise<string>;
   access(path: string, mode: number): Promise<void>;
@@ -21,13 +23,25 @@ export interface AgentClient {
   close(): void;
 }
 
-export async function connectAgent(stream: Duplex, options: { handshakeTimeoutMs: number }): Promise<AgentClient> {
-  const connection = await Connection.open(stream, { role: 'client', software: `doppel ${version}`, handshakeTimeoutMs: options.handshakeTimeoutMs });
+export interface AgentClientOptions {
+  handshakeTimeoutMs: number;
+  /** `agent.communication_timeout` in ms: the deadline of every request, and of silence within a file transfer. */
+  communicationTimeoutMs?: number;
+}
+
+export async function connectAgent(stream: Duplex, options: AgentClientOptions): Promise<AgentClient> {
+  const communicationTimeoutMs = options.communicationTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
+  const connection = await Connection.open(stream, {
+    role: 'client',
+    software: `doppel ${version}`,
+    handshakeTimeoutMs: options.handshakeTimeoutMs,
+    requestTimeoutMs: communicationTimeoutMs,
+  });
   return {
     connection,
     env: async () => (await connection.request('env', {})).vars,
     stat: (path, follow) => connection.request('fs.stat', { path, follow }),
-    read: (path, offset, length) => connection.request('fs.read', { path, offset, length }),
+    fetch: (path) => fetchFile(connection, path, communicationTimeoutMs),
     readdir: async (path) => (await connection.request('fs.readdir', { path })).entries,
     readlink: async (path) => (await connection.request('fs.readlink', { path })).target,
     access: async (path, mode) => {
