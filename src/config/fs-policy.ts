@@ -14,6 +14,8 @@ export interface RunTimePaths {
   tmpdir: string;
   /** The program's own executable, when known. */
   executable: string | undefined;
+  /** Where the target mounts volumes: read from the target even under local roots such as /etc (mirrord's auto_mount). */
+  targetMounts?: string[];
 }
 
 const escape = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
@@ -42,7 +44,7 @@ export function createFsPolicy(fs: ResolvedConfig['feature']['fs'], paths: RunTi
   const userLocal = compile(fs.local);
   const home = paths.home.replace(/\/+$/, '');
   const defaultNotFound = compile([under(`${home}/.config/gcloud`), under(`${home}/.kube`), under(`${home}/.azure`)]);
-  const remoteDefaults = compile(defaultRemote);
+  const remoteDefaults = compile([...defaultRemote, ...(paths.targetMounts ?? []).filter((dir) => dir.replace(/\/+$/, '') !== '').map(under)]);
   const localDefaults = compile([
     ...defaultLocal,
     // The root directory as working directory would make everything local; it is not a project.

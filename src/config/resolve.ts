@@ -79,7 +79,8 @@ export function resolveConfig(file: ConfigFile): ResolvedConfig {
       disabled_capabilities: agent.disabled_capabilities ?? [],
       privileged: agent.privileged ?? false,
       tolerations: agent.tolerations ?? [{ operator: 'Exists' }],
-      resources: agent.resources ?? { limits: { cpu: '1', memory: '100Mi' } },
+      // mirrord's 100Mi limit is known to kill its agent under load (its #3255); two Node processes need more.
+      resources: agent.resources ?? { requests: { cpu: '10m', memory: '64Mi' }, limits: { cpu: '1', memory: '256Mi' } },
       labels: agent.labels ?? {},
       annotations: agent.annotations ?? {},
       node_selector: agent.node_selector ?? {},

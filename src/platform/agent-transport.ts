@@ -9,9 +9,12 @@ export interface AgentTransport {
   /** Settles when the agent is gone, with what was seen of its end. */
   readonly exited: Promise<string>;
   /** The agent's last log lines, for error messages. */
-  logTail(): string;
+  logTail(): Promise<string>;
   /** Ends the agent and removes everything the platform created; safe to call more than once. */
   stop(): Promise<void>;
   /** Last resort on a dying CLI: kill synchronously, no waiting. */
   killNow(): void;
 }
+
+/** The agent's last word worth showing in an error: its last warning or error, or what its launcher printed. */
+export const lastWord = (log: string): string => log.split('\n').filter((line) => line.trim() !== '' && !/^agent: (info|debug):/.test(line)).at(-1) ?? '';

@@ -8,6 +8,8 @@ import { fileURLToPath } from 'node:url';
 import { DoppelError } from '../../errors.ts';
 import type { AgentTransport } from '../agent-transport.ts';
 import { createLogTail } from '../log-tail.ts';
+import type { Platform } from '../platform.ts';
+import { targetMounts } from './target-mounts.ts';
 
 export interface ProcessAgentOptions {
   pid: number;
@@ -16,7 +18,23 @@ export interface ProcessAgentOptions {
 
 const agentMain = fileURLToPath(new URL(`../../agent/main${extname(fileURLToPath(import.meta.url))}`, import.meta.url));
 
-export async function startProcessAgent(options: ProcessAgentOptions): Promise<AgentTransport> {
+export function createProcessPlatform(options: ProcessAgentOptions): Platform {
+  let transport: AgentTransport | undefined;
+  return {
+    description: `process ${options.pid}`,
+    hasTargetProcess: true,
+    async start(progress) {
+      transport = await progress.step(`starting the agent in process ${options.pid}'s network namespace`, () => startProcessAgent(options));
+      return [transport];
+    },
+    follow: () => ({ stop() {} }),
+    remoteMounts: () => targetMounts(options.pid),
+    stop: async () => transport?.stop(),
+    killNow: () => transport?.killNow(),
+  };
+}
+
+async function startProcessAgent(options: ProcessAgentOptions): Promise<AgentTransport> {
   const { pid } = options;
   await checkTarget(pid);
   const nsenter = findNsenter();
@@ -53,7 +71,7 @@ export async function startProcessAgent(options: ProcessAgentOptions): Promise<A
     stream,
     description: `process ${pid}`,
     exited,
-    logTail: () => tail.text(),
+    logTail: async () => tail.text(),
     killNow,
     stop() {
       stopping ??= (async () => {

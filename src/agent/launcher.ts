@@ -1,0 +1,169 @@
+// The agent's entry point in a Kubernetes pod: listens on the pod's loopback, admits clients holding the session token,
+// and runs one agent per client inside the target container's network namespace, handing it the connection as fd 3.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { createServer, type Socket } from 'node:net';
+import process from 'node:process';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { AUTH_DENIED, AUTH_MAX_LINE, AUTH_OK, tokenMatches } from '../protocol/auth-preface.ts';
+import { findContainerProcess } from './find-container-process.ts';
+import { createLog, parseLogLevel, type Log } from './log.ts';
+
+const agentMain = fileURLToPath(new URL('./main.js', import.meta.url));
+
+interface Settings {
+  containerId: string | undefined;
+  port: number;
+  ttlMs: number;
+  startupMs: number;
+  deadlineMs: number;
+  logLevel: string;
+  token: string;
+}
+
+function readSettings(): Settings {
+  const { values } = parseArgs({
+    options: {
+      'container-id': { type: 'string' },
+      port: { type: 'string' },
+      ttl: { type: 'string', default: '1' },
+      'startup-timeout': { type: 'string', default: '60' },
+      deadline: { type: 'string', default: '86400' },
+      'log-level': { type: 'string', default: 'info' },
+    },
+  });
+  const token = process.env.DOPPEL_AGENT_TOKEN ?? '';
+  const seconds = (name: string, value: string | undefined) => {
+    const n = Number(value);
+    if (!Number.isFinite(n) || n < 0) throw new Error(`--${name} must be a number of seconds`);
+    return n * 1000;
+  };
+  const port = Number(values.port);
+  if (!Number.isInteger(port) || port <= 0 || port > 65535) throw new Error('--port PORT is required');
+  if (token.length < 16) throw new Error('DOPPEL_AGENT_TOKEN must hold the session token');
+  return {
+    containerId: values['container-id'],
+    port,
+    ttlMs: seconds('ttl', values.ttl),
+    startupMs: seconds('startup-timeout', values['startup-timeout']),
+    deadlineMs: seconds('deadline', values.deadline),
+    logLevel: values['log-level']!,
+    token,
+  };
+}
+
+async function main(): Promise<number> {
+  const settings = readSettings();
+  const log = createLog(parseLogLevel(settings.logLevel));
+  // Targetless: the agent serves from this pod's own namespaces, with no target process.
+  const pid = settings.containerId === undefined ? process.pid : await findContainerProcess(settings.containerId);
+  if (pid === undefined) throw new Error(`no process of container ${settings.containerId} runs on this node`);
+  log.info(settings.containerId === undefined ? 'targetless' : `target container ${settings.containerId} is process ${pid}`);
+
+  const agents = new Set<ChildProcess>();
+  let everServed = false;
+  let finish: (why: string) => void = () => {};
+  const finished = new Promise<string>((resolve) => (finish = resolve));
+
+  let idle: NodeJS.Timeout | undefined;
+  const armIdle = () => {
+    clearTimeout(idle);
+    if (agents.size > 0) return;
+    const ms = everServed ? settings.ttlMs : settings.startupMs;
+    idle = setTimeout(() => finish(everServed ? `no client for ${ms / 1000}s after the last one left` : `no client connected within ${ms / 1000}s`), ms);
+  };
+
+  const server = createServer((socket) => {
+    admit(socket, settings.token, log).then(
+      () => {
+        const agent = startAgent(pid, settings, socket, log);
+        everServed = true;
+        agents.add(agent);
+        clearTimeout(idle);
+        agent.once('exit', (code, signal) => {
+          agents.delete(agent);
+          log.info(`agent for a client ended (${signal ?? `code ${code}`})`);
+          armIdle();
+        });
+      },
+      (error: Error) => {
+        log.warn(`refused a client: ${error.message}`);
+        socket.destroy();
+      },
+    );
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(settings.port, '127.0.0.1', resolve);
+  });
+  log.info(`listening on 127.0.0.1:${settings.port}`);
+  armIdle();
+
+  setTimeout(() => finish(`the session's hard deadline of ${settings.deadlineMs / 1000}s passed`), settings.deadlineMs).unref();
+  if (settings.containerId !== undefined) {
+    setInterval(() => {
+      if (!existsSync(`/proc/${pid}`)) finish(`target process ${pid} exited`);
+    }, 500).unref();
+  }
+  for (const signal of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.once(signal, () => finish(`received ${signal}`));
+
+  const why = await finished;
+  log.info(`exiting: ${why}`);
+  server.close();
+  clearTimeout(idle);
+  for (const agent of agents) agent.kill('SIGTERM');
+  return 0;
+}
+
+/** Reads the client's one-line preface and answers it; resolves when the token matched. */
+function admit(socket: Socket, token: string, log: Log): Promise<void> {
+  return new Promise((resolve, reject) => {
+    let line = '';
+    const timer = setTimeout(() => fail(new Error('no preface within 10s')), 10_000);
+    const fail = (error: Error) => {
+      clearTimeout(timer);
+      socket.off('data', onData);
+      reject(error);
+    };
+    const onData = (chunk: Buffer) => {
+      line += chunk.toString('latin1');
+      const end = line.indexOf('\n');
+      if (end < 0) {
+        if (line.length > AUTH_MAX_LINE) fail(new Error('preface too long'));
+        return;
+      }
+      // The client waits for our answer before it speaks the protocol, so nothing may follow the line.
+      socket.pause();
+      socket.off('data', onData);
+      clearTimeout(timer);
+      if (end !== line.length - 1 || !tokenMatches(line.slice(0, end), token)) {
+        socket.end(AUTH_DENIED);
+        reject(new Error('wrong session token'));
+        return;
+      }
+      log.debug('client admitted');
+      resolve();
+    };
+    socket.on('data', onData);
+    socket.once('error', fail);
+  });
+}
+
+/** One agent per client, in the target's network namespace; the launcher keeps no copy of the connection. */
+function startAgent(pid: number, settings: Settings, socket: Socket, log: Log): ChildProcess {
+  const enter = pid === process.pid ? [] : ['nsenter', `--net=/proc/${pid}/ns/net`, '--'];
+  const argv = [...enter, process.execPath, agentMain, '--pid', String(pid), '--fd', '3', '--log-level', settings.logLevel];
+  const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'inherit', 'inherit', socket] });
+  child.once('error', (error) => log.error(`could not start the agent: ${error.message}`));
+  socket.write(AUTH_OK, () => socket.destroy());
+  return child;
+}
+
+main().then(
+  (code) => process.exit(code),
+  (error: Error) => {
+    process.stderr.write(`agent: error: ${error.message}\n`);
+    process.exit(1);
+  },
+);

@@ -1,0 +1,143 @@
+// A session owns all of its agents: the primary serves env, files, DNS and outgoing; every agent will serve incoming.
+// When the primary is lost another takes over; when the last one is lost, the session ends with one clear error.
+import { DoppelError } from '../../errors.ts';
+import { lastWord, type AgentTransport } from '../../platform/agent-transport.ts';
+import type { Platform, StepReporter } from '../../platform/platform.ts';
+import { connectAgent, type AgentClient } from '../../proxy/agent-client.ts';
+
+export interface SessionOptions {
+  handshakeTimeoutMs: number;
+}
+
+export interface Session {
+  /** Requests go to the current primary agent, whichever it is at the time of the call. */
+  readonly agent: AgentClient;
+  /** How many agents the session holds now. */
+  size(): number;
+  /** Settles with the error that ends the session: its last agent was lost. */
+  readonly lost: Promise<DoppelError>;
+  close(): Promise<void>;
+}
+
+interface Member {
+  transport: AgentTransport;
+  client: AgentClient;
+  /** The platform said its replica left, so its end is no surprise. */
+  leaving: boolean;
+}
+
+export async function openSession(platform: Platform, options: SessionOptions, progress: StepReporter): Promise<Session> {
+  const transports = await platform.start(progress);
+  const members: Member[] = [];
+  let closing = false;
+  let endSession: (error: DoppelError) => void = () => {};
+  const lost = new Promise<DoppelError>((resolve) => (endSession = resolve));
+
+  const join = async (transport: AgentTransport) => {
+    const client = await handshake(transport, options.handshakeTimeoutMs);
+    const member: Member = { transport, client, leaving: false };
+    members.push(member);
+    void transport.exited.then((how) => onExit(member, how));
+  };
+  const onExit = async (member: Member, how: string) => {
+    const index = members.indexOf(member);
+    if (index < 0 || closing) return;
+    members.splice(index, 1);
+    member.client.close();
+    if (members.length === 0) {
+      endSession(await agentLost(member.transport, how));
+    } else if (!member.leaving) {
+      progress.warn(`the agent in ${member.transport.description} ${how}; ${index === 0 ? `${members[0]!.transport.description} serves the session now` : 'the session goes on without it'}`);
+    }
+  };
+
+  try {
+    await progress.step(transports.length === 1 ? 'connecting to the agent' : `connecting to ${transports.length} agents`, () => Promise.all(transports.map(join)));
+  } catch (error) {
+    closing = true;
+    for (const member of members) member.client.close();
+    await platform.stop();
+    throw error;
+  }
+
+  const following = platform.follow({
+    joined: (transport) => {
+      join(transport).then(
+        () => progress.warn(`${transport.description} joined the session`),
+        (error: Error) => {
+          progress.warn(`${transport.description} became ready but its agent did not answer: ${error.message}`);
+          void transport.stop();
+        },
+      );
+    },
+    left: (transport, why) => {
+      const member = members.find((m) => m.transport === transport);
+      if (member) member.leaving = true;
+      progress.warn(`${transport.description} left the session: ${why}`);
+    },
+    failed: (description, error) => progress.warn(`${description} became ready but its agent could not start: ${error.message}`),
+  });
+
+  const primary = () => {
+    const member = members[0];
+    if (!member) throw new DoppelError('E_AGENT_LOST', 'the session has no agent left', { category: 'agent' });
+    return member.client;
+  };
+  // Every method and property is looked up on the primary at call time, so a takeover needs no re-wiring.
+  const agent = new Proxy({} as AgentClient, { get: (_, key) => primary()[key as keyof AgentClient] });
+
+  return {
+    agent,
+    size: () => members.length,
+    lost,
+    async close() {
+      closing = true;
+      following.stop();
+      for (const member of members) member.client.close();
+      await platform.stop();
+    },
+  };
+}
+
+async function handshake(transport: AgentTransport, timeoutMs: number): Promise<AgentClient> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(async () => {
+      reject(
+        new DoppelError('E_AGENT_TIMEOUT', `the agent in ${transport.description} did not answer within ${timeoutMs / 1000}s`, {
+          category: 'agent',
+          hint: `raise agent.startup_timeout if the machine is slow; the agent said: ${lastWord(await transport.logTail()) || '(nothing)'}`,
+        }),
+      );
+    }, timeoutMs);
+  });
+  const died = transport.exited.then(async (how) => {
+    throw await agentFailedToStart(transport, how);
+  });
+  try {
+    return await Promise.race([connectAgent(transport.stream, { handshakeTimeoutMs: timeoutMs }), timeout, died]);
+  } catch (error) {
+    // A broken stream usually means the agent died; say that rather than what the socket saw.
+    const how = await Promise.race([transport.exited, new Promise<undefined>((resolve) => setTimeout(() => resolve(undefined), 200))]);
+    if (how !== undefined && !(error instanceof DoppelError && error.code === 'E_AGENT_START')) throw await agentFailedToStart(transport, how);
+    throw error;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+async function agentFailedToStart(transport: AgentTransport, how: string): Promise<DoppelError> {
+  const said = lastWord(await transport.logTail());
+  return new DoppelError('E_AGENT_START', `the agent in ${transport.description} ${how} before it was ready${said ? `: ${said}` : ''}`, {
+    category: 'agent',
+    hint: 'run with --agent-log-level debug to see the agent\'s log',
+  });
+}
+
+async function agentLost(transport: AgentTransport, how: string): Promise<DoppelError> {
+  const said = lastWord(await transport.logTail());
+  return new DoppelError('E_AGENT_LOST', `the agent in ${transport.description} ${how} while the program ran${said ? `: ${said}` : ''}; the program was stopped`, {
+    category: 'agent',
+    hint: 'run doppel exec again; if it keeps happening, run with --agent-log-level debug and report the agent\'s log',
+  });
+}
