@@ -3,6 +3,7 @@ import { Command } from 'commander';
 import { readFileSync } from 'node:fs';
 import process from 'node:process';
 import { isDoppelError } from '../errors.ts';
+import { register as registerDemo } from './commands/demo.ts';
 import { register as registerExec } from './commands/exec.ts';
 import { register as registerSchema } from './commands/schema.ts';
 import { register as registerVerifyConfig } from './commands/verify-config.ts';
@@ -20,6 +21,7 @@ const program = new Command('doppel')
 registerExec(program);
 registerVerifyConfig(program);
 registerSchema(program);
+registerDemo(program);
 
 try {
   await program.parseAsync(process.argv);
