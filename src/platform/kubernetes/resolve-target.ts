@@ -224,11 +224,9 @@ async function notFound(kube: KubeContext, target: KubeTarget, namespace: string
   const hints: string[] = [];
   if (similar.length > 0) hints.push(`did you mean ${similar.join(' or ')}?`);
   if (elsewhere.length > 0) hints.push(`${ref} exists in namespace ${elsewhere.sort().join(', ')}: pass -n ${elsewhere[0]}`);
-  if (hints.length === 0 && names.length === 0 && (await namespaceMissing(kube, namespace))) {
-    return new DoppelError('E_TARGET_NOT_FOUND', `namespace ${namespace} does not exist (looking for ${ref})`, {
-      category: 'target',
-      hint: `check the namespace given with -n or target.namespace, or the context's (\`kubectl get namespaces\` lists them)`,
-    });
+  if (names.length === 0 && (await namespaceMissing(kube, namespace))) {
+    hints.push('check the namespace given with -n or target.namespace, or the context\'s (`kubectl get namespaces` lists them)');
+    return new DoppelError('E_TARGET_NOT_FOUND', `namespace ${namespace} does not exist (looking for ${ref})`, { category: 'target', hint: hints.join('; ') });
   }
   if (hints.length === 0) hints.push(`\`doppel ls -n ${namespace}\` lists the targets there`);
   return new DoppelError('E_TARGET_NOT_FOUND', `${ref} not found in namespace ${namespace}`, { category: 'target', hint: hints.join('; ') });
