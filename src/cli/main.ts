@@ -5,6 +5,7 @@ import process from 'node:process';
 import { isDoppelError } from '../errors.ts';
 import { register as registerDemo } from './commands/demo.ts';
 import { register as registerExec } from './commands/exec.ts';
+import { register as registerLs } from './commands/ls.ts';
 import { register as registerSchema } from './commands/schema.ts';
 import { register as registerVerifyConfig } from './commands/verify-config.ts';
 import { renderError } from './render-error.ts';
@@ -19,6 +20,7 @@ const program = new Command('doppel')
   .exitOverride();
 
 registerExec(program);
+registerLs(program);
 registerVerifyConfig(program);
 registerSchema(program);
 registerDemo(program);
