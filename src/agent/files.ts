@@ -138,7 +138,8 @@ export async function resolveInRoot(root: string, path: string, followLast: bool
     resolved.push(part);
   }
   const inside = `/${resolved.join('/')}`;
-  return { host: resolved.length === 0 ? root : `${root}${inside}`, inside };
+  // The root itself with a trailing slash: `/proc/PID/root` is a link, and lstat must see the directory behind it.
+  return { host: resolved.length === 0 ? `${root}/` : `${root}${inside}`, inside };
 }
 
 function toStat(s: BigIntStats): Stat {

@@ -54,7 +54,7 @@ test('a peer that is not a doppel agent, or too old, is refused clearly', async 
 
 test('pending requests fail with a clear error when the peer goes away', async () => {
   const { client, pair } = await connected(() => new Promise(() => {}));
-  const pending = client.request('ping', {});
+  const pending = client.request('fs.stat', { path: '/x', follow: true });
   (pair.b as Socket).destroy();
   await assert.rejects(pending, (error: Error & { code?: string }) => error.code === 'E_PROTOCOL_CLOSED');
   await client.closed;

@@ -14,6 +14,11 @@ test('frames match the committed golden bytes', () => {
   assert.deepEqual(encodeFrame({ kind: 'credit', channel: 3, bytes: 65536 }), golden('credit-3-65536'));
   assert.deepEqual(encodeFrame({ kind: 'close', channel: 9, reset: true }), golden('close-9-reset'));
   assert.deepEqual(encodeFrame({ kind: 'control', body: encodeControl({ t: 'req', id: 1, op: 'ping', args: {} }) }), golden('control-req-ping'));
+  // Protocol 2: a whole file's stat here, its content as data frames on channel 1.
+  assert.deepEqual(encodeFrame({ kind: 'control', body: encodeControl({ t: 'req', id: 2, op: 'fs.fetch', args: { path: '/etc/hosts', channel: 1 } }) }), golden('control-req-fs-fetch'));
+  // The keepalive is a ping request (above) and this answer.
+  assert.deepEqual(encodeFrame({ kind: 'control', body: encodeControl({ t: 'res', id: 3, ok: { now: 1700000000000 } }) }), golden('control-res-ping'));
+  assert.deepEqual(decodeControl(golden('control-req-fs-fetch').subarray(5)), { t: 'req', id: 2, op: 'fs.fetch', args: { path: '/etc/hosts', channel: 1 } });
 });
 
 const frameArb: fc.Arbitrary<Frame> = fc.oneof(

@@ -1,0 +1,118 @@
+// File contents on channels: the real agent's fs.fetch through the real client, over throttled real sockets, with small requests overtaking a big transfer.
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, test } from 'node:test';
+import { createLog } from '../../src/agent/log.ts';
+import { createRequestHandler } from '../../src/agent/serve.ts';
+import { Connection } from '../../src/protocol/connection.ts';
+import { decodeControl, encodeControl } from '../../src/protocol/messages.ts';
+import { connectAgent, type AgentClient } from '../../src/proxy/agent-client.ts';
+import { relayedLink, type RelayedLink, type RelayOptions } from './relay.ts';
+
+const MiB = 1024 * 1024;
+const dir = mkdtempSync(join(tmpdir(), 'doppel-fetch-'));
+const closers: (() => void)[] = [];
+after(() => {
+  closers.forEach((close) => close());
+  rmSync(dir, { recursive: true, force: true });
+});
+
+/** The real agent's request handler, serving this process's own root, behind a relayed link. */
+async function agentOverLink(options: RelayOptions = {}): Promise<{ client: AgentClient; agent: Connection; link: RelayedLink }> {
+  const link = await relayedLink(options);
+  closers.push(link.close);
+  const [client, agent] = await Promise.all([
+    connectAgent(link.a, { handshakeTimeoutMs: 5000 }),
+    Connection.open(link.b, { role: 'agent', software: 'test-agent', handshakeTimeoutMs: 5000, onRequest: createRequestHandler(process.pid, createLog('error')) }),
+  ]);
+  closers.push(() => client.close());
+  return { client, agent, link };
+}
+
+const sha = (data: Uint8Array) => createHash('sha256').update(data).digest('hex');
+
+test('a small request issued during a 64 MiB transfer over a throttled link is answered long before the transfer ends', async () => {
+  const big = join(dir, 'big');
+  const content = Buffer.concat(Array.from({ length: 64 }, () => randomBytes(MiB)));
+  writeFileSync(big, content);
+  writeFileSync(join(dir, 'small'), 'small\n');
+  const { client, link } = await agentOverLink({ bytesPerSecond: 32 * MiB });
+
+  const order: string[] = [];
+  const transfer = client.fetch(big).then((file) => {
+    order.push('transfer');
+    return file;
+  });
+  // 6 MiB in: had the file come in 4 MiB pieces inside control frames, the answer would wait behind half a piece.
+  while (link.forwarded.bToA < 6 * MiB) await new Promise((resolve) => setTimeout(resolve, 5));
+  const issuedAt = link.forwarded.bToA;
+  let answeredAt = 0;
+  const small = client.stat(join(dir, 'small'), true).then((stat) => {
+    answeredAt = link.forwarded.bToA;
+    order.push('small');
+    return stat;
+  });
+  const [file, stat] = await Promise.all([transfer, small]);
+
+  assert.deepEqual(order, ['small', 'transfer']);
+  assert.equal(stat.size, 6);
+  assert.equal(file.stat.size, 64 * MiB);
+  assert.equal(sha(file.data), sha(content));
+  // What crossed the link ahead of the small answer is what already sat in socket buffers (about 450 KiB here),
+  // not the rest of the file, nor the rest of a piece (about 1.9 MiB when measured with fs.read pieces).
+  const ahead = answeredAt - issuedAt;
+  assert.ok(ahead < MiB, `${ahead} bytes of the transfer went ahead of the small answer`);
+});
+
+test('fetch answers like open: whole content, directories and files whose stat says 0 bytes, errors by errno', async () => {
+  const { client, agent } = await agentOverLink();
+  writeFileSync(join(dir, 'empty'), '');
+  assert.equal((await client.fetch(join(dir, 'empty'))).data.length, 0);
+  const listed = await client.fetch(dir);
+  assert.equal(listed.stat.mode & 0o170000, 0o040000);
+  assert.equal(listed.data.length, 0);
+  // /proc files report size 0: the content is read to its end, not to the stat's size.
+  const status = Buffer.from((await client.fetch('/proc/self/status')).data).toString();
+  assert.match(status, /^Name:/);
+  await assert.rejects(client.fetch(join(dir, 'missing')), { code: 'ENOENT' });
+  // Each transfer closed its channel on both sides.
+  await new Promise((resolve) => setImmediate(resolve));
+  assert.equal(client.connection.openChannels, 0);
+  assert.equal(agent.openChannels, 0);
+});
+
+test('a client facing a version 1 agent fetches in fs.read pieces and never sends fs.fetch', async () => {
+  // Fault injection: the relay makes the real agent's hello claim protocol 1, as an older agent image would.
+  const link = await relayedLink({
+    helloFromB: (frame) => {
+      const message = frame.kind === 'control' ? decodeControl(frame.body) : undefined;
+      if (message?.t !== 'hello') throw new Error('the agent did not start with its hello');
+      return { kind: 'control', body: encodeControl({ ...message, version: 1 }) };
+    },
+  });
+  closers.push(link.close);
+  const seen: string[] = [];
+  const serve = createRequestHandler(process.pid, createLog('error'));
+  const [client] = await Promise.all([
+    connectAgent(link.a, { handshakeTimeoutMs: 5000 }),
+    Connection.open(link.b, {
+      role: 'agent',
+      software: 'doppel-agent 0.0.1',
+      handshakeTimeoutMs: 5000,
+      onRequest: (op, args, connection) => {
+        seen.push(op);
+        return serve(op, args, connection);
+      },
+    }),
+  ]);
+  closers.push(() => client.close());
+
+  const nine = randomBytes(9 * MiB);
+  writeFileSync(join(dir, 'nine'), nine);
+  assert.equal(client.connection.supports('fs.fetch'), false);
+  assert.equal(sha((await client.fetch(join(dir, 'nine'))).data), sha(nine));
+  assert.deepEqual(seen, ['fs.read', 'fs.read', 'fs.read']);
+});

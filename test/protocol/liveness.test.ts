@@ -1,0 +1,135 @@
+// Deadlines and keepalives over real sockets: no request waits forever, and a link that stalls ends with a clear error on both ends.
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { constants as fsConstants } from 'node:fs';
+import { constants as osConstants } from 'node:os';
+import type { Duplex } from 'node:stream';
+import { after, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { Connection } from '../../src/protocol/connection.ts';
+import { encodeFrame } from '../../src/protocol/frame.ts';
+import { encodeControl, PROTOCOL_VERSION, type Stat } from '../../src/protocol/messages.ts';
+import { connectAgent } from '../../src/proxy/agent-client.ts';
+import { createFileRequests } from '../../src/proxy/files.ts';
+import { errorStatus } from '../../src/proxy/layer-wire.ts';
+import { socketPair } from './pair.ts';
+import { relayedLink } from './relay.ts';
+
+const closers: (() => void)[] = [];
+after(() => closers.forEach((close) => close()));
+
+const stat: Stat = { dev: 1, ino: 2, mode: 0o100644, nlink: 1, uid: 0, gid: 0, rdev: 0, size: 1000, blksize: 4096, blocks: 8, atimeSec: 0, atimeNsec: 0, mtimeSec: 0, mtimeNsec: 0, ctimeSec: 0, ctimeNsec: 0 };
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+const hello = (software: string) => encodeFrame({ kind: 'control', body: encodeControl({ t: 'hello', protocol: 'doppel-agent', version: PROTOCOL_VERSION, features: [], software }) });
+const codeOf = (error: unknown) => (error as { code?: string } | undefined)?.code;
+
+async function pair(onRequest: Parameters<typeof Connection.open>[1]['onRequest'], clientTimeouts: { communicationTimeoutMs: number }) {
+  const sockets = await socketPair();
+  closers.push(sockets.close);
+  const [client, agent] = await Promise.all([
+    connectAgent(sockets.a, { handshakeTimeoutMs: 2000, ...clientTimeouts }),
+    Connection.open(sockets.b, { role: 'agent', software: 'test-agent', handshakeTimeoutMs: 2000, onRequest }),
+  ]);
+  closers.push(() => client.close());
+  return { client, agent };
+}
+
+test('a request with no answer in time fails with E_PROTOCOL_TIMEOUT; the late answer is dropped and the connection keeps working', async () => {
+  // Fault injection: an agent whose fs.stat answers only after the client's deadline.
+  const { client } = await pair(async (op) => {
+    if (op === 'fs.stat') await sleep(400);
+    return op === 'fs.stat' ? stat : { target: 'there' };
+  }, { communicationTimeoutMs: 150 });
+  await assert.rejects(client.stat('/slow', true), (error: Error & { code?: string }) => {
+    assert.equal(error.code, 'E_PROTOCOL_TIMEOUT');
+    assert.equal(error.message, 'the agent did not answer fs.stat within 150 ms');
+    return true;
+  });
+  await sleep(400);
+  assert.equal(await client.readlink('/fast'), 'there');
+});
+
+test('a remote open the agent never answers reaches the layer as EIO at the deadline, and the agent end of its channel is reset', async () => {
+  // Fault injection: an agent that takes the fetch's channel and then never answers.
+  const held: { resetCode?: Promise<string | undefined> } = {};
+  const { client } = await pair((_op, args, connection) => {
+    const channel = connection.attachChannel((args as { channel: number }).channel);
+    held.resetCode = new Promise((resolve) => channel.on('error', (error: Error & { code?: string }) => resolve(error.code)));
+    return new Promise(() => {});
+  }, { communicationTimeoutMs: 200 });
+  const files = createFileRequests(client, { decide: (path) => ({ action: 'remote', path }) });
+  const answer = await files.open('/etc/stuck.conf', fsConstants.O_RDONLY, 0);
+  assert.deepEqual(answer, { kind: 'error', code: 'E_PROTOCOL_TIMEOUT' });
+  assert.equal(errorStatus('open', 'E_PROTOCOL_TIMEOUT'), -osConstants.errno.EIO);
+  assert.equal(await held.resetCode, 'ECONNRESET');
+});
+
+test('file content that stops coming mid-transfer fails after the communication timeout', async () => {
+  // Fault injection: an agent that answers the fetch, sends a little content, then goes quiet without ending it.
+  const { client } = await pair(async (op, args, connection) => {
+    const channel = connection.attachChannel((args as { channel: number }).channel);
+    channel.on('error', () => undefined);
+    channel.write(Buffer.alloc(1000, 7));
+    return { stat };
+  }, { communicationTimeoutMs: 250 });
+  await assert.rejects(client.fetch('/var/log/half'), (error: Error & { code?: string }) => error.code === 'E_PROTOCOL_TIMEOUT' && /sent nothing more of \/var\/log\/half/.test(error.message));
+  assert.equal(client.connection.openChannels, 0);
+});
+
+test('a stalled agent ends the client connection with E_PROTOCOL_STALLED, and pending requests fail with it', async () => {
+  const sockets = await socketPair();
+  closers.push(sockets.close);
+  // Fault injection: a fake agent that says hello, then neither reads nor writes, with its socket left open.
+  sockets.b.write(hello('stalled fake agent'));
+  const client = await Connection.open(sockets.a, { role: 'client', software: 'test-client', handshakeTimeoutMs: 2000, requestTimeoutMs: 60_000, keepaliveIntervalMs: 100, keepaliveTimeoutMs: 300 });
+  closers.push(() => client.close());
+  const pending = client.request('fs.stat', { path: '/x', follow: true });
+  const why = await client.closed;
+  assert.equal(codeOf(why), 'E_PROTOCOL_STALLED');
+  assert.equal(why?.message, 'the link to the agent stalled: no answer to a keepalive within 300 ms');
+  await assert.rejects(pending, { code: 'E_PROTOCOL_STALLED' });
+});
+
+test('a link that hangs in both directions is noticed by both ends', async () => {
+  const link = await relayedLink();
+  closers.push(link.close);
+  const quick = { handshakeTimeoutMs: 2000, keepaliveIntervalMs: 100, keepaliveTimeoutMs: 300 };
+  const [client, agent] = await Promise.all([
+    Connection.open(link.a, { role: 'client', software: 'test-client', ...quick }),
+    Connection.open(link.b, { role: 'agent', software: 'test-agent', ...quick }),
+  ]);
+  closers.push(() => client.close(), () => agent.close());
+  let closedEarly = false;
+  void Promise.race([client.closed, agent.closed]).then(() => (closedEarly = true));
+  // Healthy first: several keepalive periods pass without a false alarm.
+  await sleep(1000);
+  assert.ok(link.forwarded.aToB > 0 && link.forwarded.bToA > 0, 'keepalives crossed the link');
+  assert.equal(closedEarly, false);
+
+  link.stall();
+  const [clientWhy, agentWhy] = await Promise.all([client.closed, agent.closed]);
+  assert.match(clientWhy?.message ?? '', /^the link to the agent stalled/);
+  assert.match(agentWhy?.message ?? '', /^the link to the proxy stalled/);
+  assert.equal(codeOf(clientWhy), 'E_PROTOCOL_STALLED');
+  assert.equal(codeOf(agentWhy), 'E_PROTOCOL_STALLED');
+});
+
+test('the real agent process exits, with default keepalives, when its client stops reading and writing', async (t) => {
+  const main = fileURLToPath(new URL('../../src/agent/main.ts', import.meta.url));
+  const child: ChildProcess = spawn(process.execPath, [main, '--pid', String(process.pid), '--fd', '3'], { stdio: ['ignore', 'ignore', 'pipe', 'pipe'] });
+  closers.push(() => child.kill('SIGKILL'));
+  let log = '';
+  child.stderr!.on('data', (chunk: Buffer) => (log += chunk.toString()));
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  // Fault injection: a fake client that says hello, then never reads or writes again, its end held open.
+  const socket = child.stdio[3] as Duplex;
+  socket.write(hello('stalled fake client'));
+  const start = Date.now();
+  while (!log.includes('serving')) await sleep(20);
+  let guard: NodeJS.Timeout | undefined;
+  const code = await Promise.race([exited, new Promise((resolve) => (guard = setTimeout(() => resolve('still running after 30 s'), 30_000)))]);
+  clearTimeout(guard);
+  t.diagnostic(`the agent noticed the stalled client after ${Date.now() - start} ms`);
+  assert.equal(code, 0, log);
+  assert.match(log, /exiting: connection failed: the link to the proxy stalled: no answer to a keepalive within 6 s/);
+});

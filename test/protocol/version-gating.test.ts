@@ -1,0 +1,82 @@
+// Version gating both ways: the client sends nothing an older agent lacks, the agent refuses what a newer client asks, and keepalives work with version 1 peers.
+import assert from 'node:assert/strict';
+import type { Socket } from 'node:net';
+import { after, test } from 'node:test';
+import { createLog } from '../../src/agent/log.ts';
+import { createRequestHandler } from '../../src/agent/serve.ts';
+import { Connection } from '../../src/protocol/connection.ts';
+import { encodeFrame, FrameDecoder } from '../../src/protocol/frame.ts';
+import { decodeControl, encodeControl, type ControlMessage } from '../../src/protocol/messages.ts';
+import { socketPair } from './pair.ts';
+
+const closers: (() => void)[] = [];
+after(() => closers.forEach((close) => close()));
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Fault injection: a peer written frame by frame, to speak as a version this build is not. */
+function rawPeer(socket: Socket, version: number, software: string) {
+  const received: ControlMessage[] = [];
+  const decoder = new FrameDecoder();
+  const send = (message: ControlMessage) => socket.write(encodeFrame({ kind: 'control', body: encodeControl(message) }));
+  socket.on('data', (chunk: Buffer) => {
+    for (const frame of decoder.push(chunk)) if (frame.kind === 'control') received.push(decodeControl(frame.body));
+  });
+  send({ t: 'hello', protocol: 'doppel-agent', version, features: [], software });
+  return { received, send };
+}
+
+test('the client refuses an operation the agent version lacks, before sending anything', async () => {
+  const sockets = await socketPair();
+  closers.push(sockets.close);
+  const agent = rawPeer(sockets.b, 1, 'doppel-agent 0.0.1');
+  const client = await Connection.open(sockets.a, { role: 'client', software: 'test-client', handshakeTimeoutMs: 2000 });
+  closers.push(() => client.close());
+  assert.equal(client.supports('fs.stat'), true);
+  assert.equal(client.supports('fs.fetch'), false);
+  await assert.rejects(client.request('fs.fetch', { path: '/etc/hosts', channel: 1 }), (error: Error & { code?: string; hint?: string }) => {
+    assert.equal(error.code, 'E_PROTOCOL_UNSUPPORTED');
+    assert.equal(error.message, 'the agent (doppel-agent 0.0.1) speaks protocol 1; fs.fetch needs protocol 2');
+    assert.match(error.hint ?? '', /agent\.image/);
+    return true;
+  });
+  await sleep(100);
+  assert.deepEqual(agent.received.map((m) => m.t), ['hello']);
+});
+
+test('the agent answers an operation it does not know with ENOSYS naming it, and keeps serving', async () => {
+  const sockets = await socketPair();
+  closers.push(sockets.close);
+  const client = rawPeer(sockets.a, 99, 'doppel 9.0.0');
+  const agent = await Connection.open(sockets.b, { role: 'agent', software: 'test-agent', handshakeTimeoutMs: 2000, onRequest: createRequestHandler(process.pid, createLog('error')) });
+  closers.push(() => agent.close());
+  assert.equal(agent.peer.version, 99);
+  client.send({ t: 'req', id: 1, op: 'fs.teleport', args: { path: '/' } });
+  client.send({ t: 'req', id: 2, op: 'fs.stat', args: { path: '/', follow: true } });
+  while (client.received.filter((m) => m.t === 'res').length < 2) await sleep(10);
+  const answers = new Map(client.received.flatMap((m) => (m.t === 'res' ? [[m.id, m] as const] : [])));
+  assert.deepEqual(answers.get(1), { t: 'res', id: 1, err: { code: 'ENOSYS', message: 'unknown operation "fs.teleport": this side speaks protocol 2, an older one than its peer' } });
+  const stat = answers.get(2) as { ok: { mode: number } };
+  assert.equal(stat.ok.mode & 0o170000, 0o040000);
+});
+
+test('keepalives need nothing new from a version 1 client: its error answer to ping proves the link', async () => {
+  const sockets = await socketPair();
+  closers.push(sockets.close);
+  const client = rawPeer(sockets.a, 1, 'doppel 0.0.1');
+  const agent = await Connection.open(sockets.b, { role: 'agent', software: 'test-agent', handshakeTimeoutMs: 2000, keepaliveIntervalMs: 50, keepaliveTimeoutMs: 150 });
+  closers.push(() => agent.close());
+  let answered = 0;
+  // What a version 1 connection without a request handler answered to every request.
+  sockets.a.on('data', () => {
+    for (const m of client.received.splice(0)) {
+      if (m.t !== 'req') continue;
+      client.send({ t: 'res', id: m.id, err: { code: 'ENOSYS', message: `this side serves no requests (${m.op})` } });
+      answered++;
+    }
+  });
+  let closed = false;
+  void agent.closed.then(() => (closed = true));
+  await sleep(800);
+  assert.ok(answered >= 4, `only ${answered} keepalives answered`);
+  assert.equal(closed, false);
+});
