@@ -47,10 +47,10 @@ export class Connection implements ChannelLink {
   private readonly keepaliveIntervalMs: number;
   private readonly keepaliveTimeoutMs: number;
   private readonly pending = new Map<number, { resolve(value: unknown): void; reject(error: Error): void; timer: NodeJS.Timeout }>();
-  private keepaliveTimer: NodeJS.Timeout | undefined;
   private readonly channels = new Map<number, Channel>();
   private readonly controlQueue: Buffer[] = [];
   private readonly dataQueue: Buffer[] = [];
+  private keepaliveTimer: NodeJS.Timeout | undefined;
   private waitingDrain = false;
   private nextRequest = 1;
   private nextChannel: number;
@@ -118,12 +118,6 @@ export class Connection implements ChannelLink {
     return this.register(id);
   }
 
-  private register(id: number): Channel {
-    const channel = new Channel(id, this);
-    this.channels.set(id, channel);
-    return channel;
-  }
-
   close(): void {
     this.stream.end();
     this.shutdown(undefined);
@@ -148,6 +142,12 @@ export class Connection implements ChannelLink {
 
   get openChannels(): number {
     return this.channels.size;
+  }
+
+  private register(id: number): Channel {
+    const channel = new Channel(id, this);
+    this.channels.set(id, channel);
+    return channel;
   }
 
   private attach(rest: Frame[]): void {
