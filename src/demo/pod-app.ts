@@ -6,6 +6,7 @@ import { dirname } from 'node:path';
 import process from 'node:process';
 import { createInterface } from 'node:readline';
 
+// The demo imports this as a type only: importing this module would run it.
 export interface PodAppSetup {
   mountPoint: string;
   mountSource: string;

@@ -2,14 +2,13 @@
 // everything it made on every way out: success, failure, Ctrl-C or SIGTERM (and, through its children's death signal, SIGKILL).
 import { constants } from 'node:os';
 import process from 'node:process';
-import { DoppelError } from '../errors.ts';
 import type { Progress } from '../cli/progress.ts';
 import { sweepDeadDemoRoutes } from './host-route.ts';
 import { buildPod } from './pod.ts';
 import { createPodSpec } from './pod-spec.ts';
 import { checkDemoCanRun } from './preflight.ts';
 import { closing, describePod, mismatches, sideBySide } from './report.ts';
-import { runPlain, runUnderDoppel } from './run-sample.ts';
+import { demoFailed, runPlain, runUnderDoppel } from './run-sample.ts';
 
 const stopSignals: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
 
@@ -29,10 +28,7 @@ export async function runDemo(progress: Progress, print: (text: string) => void)
       print(sideBySide(plain, withDoppel));
       const wrong = mismatches(spec, withDoppel);
       if (wrong.length > 0) {
-        throw new DoppelError('E_DEMO_FAILED', `under doppel, the sample program did not see the pod's ${wrong.join(', ')}`, {
-          category: 'internal',
-          hint: 'the demo only runs parts of doppel that should work on any Linux machine: please report this, with the output above',
-        });
+        throw demoFailed(`under doppel, the sample program did not see the pod's ${wrong.join(', ')}`);
       }
       print(closing);
       return 0;

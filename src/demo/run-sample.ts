@@ -67,7 +67,11 @@ function runSample(where: string, [deathSignal, ...command]: string[], signal: A
 
 function failed(where: string, how: string, said: string): DoppelError {
   const last = said.split('\n').filter((line) => line.trim() !== '').at(-1);
-  return new DoppelError('E_DEMO_FAILED', `the sample program ${where} ${how}${last ? `: ${last}` : ''}`, {
+  return demoFailed(`the sample program ${where} ${how}${last ? `: ${last}` : ''}`);
+}
+
+export function demoFailed(message: string): DoppelError {
+  return new DoppelError('E_DEMO_FAILED', message, {
     category: 'internal',
     hint: 'the demo only runs parts of doppel that should work on any Linux machine: please report this, with the output above',
   });

@@ -5,6 +5,7 @@ import { readFile } from 'node:fs/promises';
 import { get } from 'node:http';
 import process from 'node:process';
 
+// The demo imports these as types only: importing this module would run it.
 export type Seen = { value: string } | { error: string };
 export interface SampleReport {
   variable: Seen;

@@ -45,12 +45,12 @@ export interface DemoRun {
 }
 
 /** `group`: the demo leads a process group of its own, as a shell's foreground job does, so Ctrl-C can be sent to all of it. */
-export function startDemo(netns: Netns, options: { uid?: number; group?: boolean } = {}): DemoRun {
+export function startDemo(netns: Netns, options: { uid?: number; group?: boolean; path?: string } = {}): DemoRun {
   const marker = randomBytes(6).toString('hex');
   const asUser = options.uid === undefined ? [] : ['setpriv', `--reuid=${options.uid}`, `--regid=${options.uid}`, '--clear-groups', '--'];
   // nsenter and bin/doppel exec, so the child's PID is the demo's own: the PID its route carries.
   const child = spawn('nsenter', [`--net=/proc/${netns.pid}/ns/net`, '--', ...asUser, doppelBin, 'demo'], {
-    env: { ...process.env, DEMO_TEST_RUN: marker },
+    env: { ...process.env, ...(options.path === undefined ? {} : { PATH: options.path }), DEMO_TEST_RUN: marker },
     stdio: ['ignore', 'pipe', 'pipe'],
     detached: options.group === true,
   });

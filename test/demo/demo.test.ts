@@ -1,5 +1,9 @@
 // `doppel demo` as a user runs it: the pod's values appear only in the doppel column, and no way out leaves anything behind.
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync, symlinkSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { needsRoot } from '../support/root.ts';
 import { createNetns, leftoversAfter, none, podFacts, startDemo, table, tempEntries, waitUntil, type DemoRun, type Leftovers, type Netns } from './demo-run.ts';
@@ -78,5 +82,21 @@ describe('doppel demo', gate, () => {
     assert.match(demo.stderr().split('\n')[0] ?? '', /^doppel: the demo needs root: .* \[E_DEMO_ROOT\]$/);
     assert.equal(demo.stdout(), '');
     assert.deepEqual(netns.run(['ip', 'route', 'show', 'type', 'unreachable']), '');
+  });
+
+  test('on a machine without setpriv, the demo names the missing tool and exits 1, having made nothing', async () => {
+    // A PATH with everything the demo and bin/doppel use except setpriv.
+    const bin = mkdtempSync(join(tmpdir(), 'demo-test-path-'));
+    try {
+      for (const tool of ['sh', 'dirname', 'readlink', 'ip', 'unshare', 'nsenter', 'mount']) {
+        symlinkSync(execFileSync('sh', ['-c', `command -v ${tool}`], { encoding: 'utf8' }).trim(), join(bin, tool));
+      }
+      const demo = startDemo(netns, { path: bin });
+      assert.deepEqual(await demo.finished, { status: 1, signal: null });
+      assert.match(demo.stderr().split('\n')[0] ?? '', /^doppel: the demo needs `setpriv`, which is not on PATH \[E_DEMO_SETUP\]$/);
+      assert.equal(netns.run(['ip', 'route', 'show', 'type', 'unreachable']), '');
+    } finally {
+      rmSync(bin, { recursive: true, force: true });
+    }
   });
 });
