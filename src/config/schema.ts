@@ -1,5 +1,6 @@
 // The configuration file's schema (mirrord's keys and meanings) and the one resolved shape the rest of doppel reads.
 import { z } from 'zod';
+import { defaultAgentImage } from '../platform/kubernetes/agent-image.ts';
 
 const list = z.union([z.string(), z.array(z.string())]);
 const regexList = z.array(z.string());
@@ -198,4 +199,4 @@ export interface ResolvedConfig {
   internal_proxy: { start_idle_timeout: number; idle_timeout: number };
 }
 
-export const DEFAULT_AGENT_IMAGE = 'doppel.test/agent:0.1.0';
+export const DEFAULT_AGENT_IMAGE = defaultAgentImage();

@@ -4,6 +4,7 @@ import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, symlinkSync }
 import http from 'node:http';
 import https from 'node:https';
 import path from 'node:path';
+import { defaultAgentImage } from '../../../src/platform/kubernetes/agent-image.ts';
 import { alive } from '../../support/process-alive.ts';
 import { buildBinaries, type Binaries } from './build-binaries.ts';
 import { clusterDNSManifests } from './cluster-dns.ts';
@@ -20,7 +21,7 @@ import {
 } from './component-configs.ts';
 import { pidDir, start, waitReady } from './components.ts';
 import { removeClusterRules, restoreSysctls, saveSysctls, setUpNetwork, tearDownNetwork } from './host-network.ts';
-import { importBaseImages } from './images.ts';
+import { importAgentImage, importBaseImages } from './images.ts';
 import { killClusterProcesses, recordHostBefore, removeCgroups, removeNetns, removeNfacct, removeShimSocketDir, unmountAll } from './leftovers.ts';
 import { binDir, containerd, images, kubeconfigPath, network, nodeName, ports, stateDir } from './settings.ts';
 import { missingPrerequisites } from './prerequisites.ts';
@@ -111,6 +112,7 @@ export async function up(): Promise<void> {
     waitReady(runtime, 'API', () => tryCmd('ctr', ['--address', containerd.socket, 'version'])),
   );
   await step(`images (${Object.values(images).join(', ')})`, () => importBaseImages(binaries.path('coredns')));
+  await step(`agent image (${defaultAgentImage()})`, importAgentImage);
 
   const kubelet = start('kubelet', binaries.path('kubelet'), kubeletArgs(), env);
   const proxy = start('kube-proxy', binaries.path('kube-proxy'), kubeProxyArgs(), env);

@@ -3,6 +3,7 @@
 import { createHash } from 'node:crypto';
 import { chmodSync, copyFileSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import { buildAgentImage } from '../../../scripts/agent-image/build-image.ts';
 import { cacheDir, containerd, images, logDir, versions } from './settings.ts';
 import { run } from './steps.ts';
 import { cmd } from './system.ts';
@@ -105,6 +106,11 @@ function testAppImage(): string {
  */
 export async function loadImage(name: string, rootfs: string, config: ImageConfig): Promise<void> {
   await importImage(packImage(name, rootfs, config));
+}
+
+/** The doppel agent under its default name: built from dist/ by `npm run build:agent-image`'s builder, or reused when unchanged. */
+export async function importAgentImage(): Promise<void> {
+  await importImage((await buildAgentImage()).archive);
 }
 
 /** CoreDNS is one static Go binary. */
