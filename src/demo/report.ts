@@ -11,7 +11,7 @@ const items: Item[] = ['variable', 'file', 'name', 'service'];
 const PLAIN_WIDTH = 30;
 
 /** What the sample program should see under doppel: the pod's values. */
-export function podValues(spec: PodSpec): Record<Item, string> {
+function podValues(spec: PodSpec): Record<Item, string> {
   return {
     variable: spec.env[spec.variable] ?? '',
     file: spec.file.content.trim(),
