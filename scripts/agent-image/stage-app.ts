@@ -1,4 +1,5 @@
 // Writes the agent's /app tree (compiled code, its npm packages, package.json) under a directory: Dockerfile.agent's build stage uses it.
+import { mkdirSync } from 'node:fs';
 import process from 'node:process';
 import { agentEntries } from './agent-files.ts';
 import { repoDir } from './build-image.ts';
@@ -9,4 +10,5 @@ if (!root) {
   process.stderr.write('usage: node scripts/agent-image/stage-app.ts DIR   (writes DIR/app)\n');
   process.exit(2);
 }
+mkdirSync(root, { recursive: true });
 writeEntries(root, unique(agentEntries(repoDir)));

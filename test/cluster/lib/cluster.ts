@@ -73,11 +73,15 @@ async function healthy(binaries: Binaries): Promise<boolean> {
   return (await httpOk(`https://${network.nodeIP}:${ports.apiserver}/readyz`, adminTLS())) && nodeReady(binaries);
 }
 
+const loadAgentImage = (): Promise<void> => step(`agent image (${defaultAgentImage()})`, importAgentImage);
+
 export async function up(): Promise<void> {
   const missing = missingPrerequisites();
   if (missing.length > 0) throw new StepError(`missing prerequisites: ${missing.join('; ')}`);
   const binaries = await buildBinaries();
   if (await healthy(binaries)) {
+    // The agent's code may have changed since; its image is refreshed (or found unchanged) on every up.
+    await loadAgentImage();
     say('cluster already up');
     return;
   }
@@ -112,7 +116,7 @@ export async function up(): Promise<void> {
     waitReady(runtime, 'API', () => tryCmd('ctr', ['--address', containerd.socket, 'version'])),
   );
   await step(`images (${Object.values(images).join(', ')})`, () => importBaseImages(binaries.path('coredns')));
-  await step(`agent image (${defaultAgentImage()})`, importAgentImage);
+  await loadAgentImage();
 
   const kubelet = start('kubelet', binaries.path('kubelet'), kubeletArgs(), env);
   const proxy = start('kube-proxy', binaries.path('kube-proxy'), kubeProxyArgs(), env);
