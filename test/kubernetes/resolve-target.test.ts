@@ -67,9 +67,30 @@ describe('resolving Kubernetes targets', needsCluster('the Kubernetes target tes
       deployment(ns, 'zero', 0),
       deployment(ns, 'unready', 1, [{ ...httpdContainer(), readinessProbe: { httpGet: { path: '/no-such-page', port: 8080 }, periodSeconds: 1 } }]),
       deployment(other.name, 'elsewhere', 1, [sleeperContainer('app')]),
+      {
+        apiVersion: 'apps/v1',
+        kind: 'Deployment',
+        metadata: { name: 'expr', namespace: ns },
+        spec: {
+          replicas: 1,
+          selector: {
+            matchLabels: { app: 'expr' },
+            matchExpressions: [
+              { key: 'tier', operator: 'In', values: ['a', 'b'] },
+              { key: 'tier', operator: 'NotIn', values: ['c'] },
+              { key: 'app', operator: 'Exists' },
+              { key: 'canary', operator: 'DoesNotExist' },
+            ],
+          },
+          template: { metadata: { labels: { app: 'expr', tier: 'a' } }, spec: { terminationGracePeriodSeconds: 0, containers: [httpdContainer()] } },
+        },
+      },
+      // Ready pods that share a label with it but are not selected by the whole selector.
+      { apiVersion: 'v1', kind: 'Pod', metadata: { name: 'expr-canary', namespace: ns, labels: { app: 'expr', tier: 'a', canary: 'yes' } }, spec: { terminationGracePeriodSeconds: 0, containers: [httpdContainer()] } },
+      { apiVersion: 'v1', kind: 'Pod', metadata: { name: 'expr-tier-c', namespace: ns, labels: { app: 'expr', tier: 'c' } }, spec: { terminationGracePeriodSeconds: 0, containers: [httpdContainer()] } },
     ]);
-    await Promise.all(['deployment/web', 'statefulset/db'].map((ref) => rolloutStatus(ref, ns)));
-    await kubectl(['wait', '--for=condition=Ready', 'pod/two', 'pod/meshed', '-n', ns, '--timeout=180s']);
+    await Promise.all(['deployment/web', 'deployment/expr', 'statefulset/db'].map((ref) => rolloutStatus(ref, ns)));
+    await kubectl(['wait', '--for=condition=Ready', 'pod/two', 'pod/meshed', 'pod/expr-canary', 'pod/expr-tier-c', '-n', ns, '--timeout=180s']);
     for (const app of ['bare', 'worker']) {
       await poll(`a pod of ${app}`, async () => ((await podsOf(`app=${app}`)).length > 0 ? true : undefined));
       await kubectl(['wait', '--for=condition=Ready', 'pod', '-l', `app=${app}`, '-n', ns, '--timeout=180s']);
@@ -98,6 +119,13 @@ describe('resolving Kubernetes targets', needsCluster('the Kubernetes target tes
       })),
     );
     assert.match(resolved.pods[0]!.containerId, /^containerd:\/\/[0-9a-f]{64}$/);
+  });
+
+  test('a selector with every kind of match expression selects exactly the workload\'s pods', async () => {
+    const resolved = await resolve('deployment', 'expr');
+    assert.equal(resolved.selector, 'app=expr,tier in (a,b),tier notin (c),app,!canary');
+    assert.equal(resolved.pods.length, 1);
+    assert.match(resolved.pods[0]!.name, /^expr-[a-z0-9]+-[a-z0-9]+$/);
   });
 
   test('service/ resolves to the pods its selector selects', async () => {
@@ -153,7 +181,8 @@ describe('resolving Kubernetes targets', needsCluster('the Kubernetes target tes
     assert.ok(error instanceof DoppelError);
     assert.equal(error.code, 'E_TARGET_NOT_FOUND');
     assert.equal(error.message, `namespace ${ns}-missing does not exist (looking for deployment/web)`);
-    assert.match(error.hint ?? '', new RegExp(`deployment/web exists in namespace ${ns}: pass -n ${ns}; check the namespace`));
+    // The cluster is shared: other namespaces may hold a deployment/web too.
+    assert.match(error.hint ?? '', new RegExp(`deployment/web exists in namespace ([\\w-]+, )*${ns}(, [\\w-]+)*: pass -n [\\w-]+; check the namespace`));
   });
 
   test('a Pending pod: the scheduler\'s reason', async () => {
@@ -213,6 +242,8 @@ describe('resolving Kubernetes targets', needsCluster('the Kubernetes target tes
     assert.equal(first.description, `cronjob/nightly in ${ns} (job nightly-first)`);
     assert.match(first.pods[0]!.name, /^nightly-first-/);
     assert.equal(first.pods[0]!.container, 'batch');
+    // Creation times have whole seconds: the second Job must be newer by one.
+    await new Promise((resolve) => setTimeout(resolve, 1100));
     await kubectl(['create', 'job', '--from=cronjob/nightly', 'nightly-second', '-n', ns]);
     await kubectl(['wait', '--for=condition=Ready', 'pod', '-l', 'job-name=nightly-second', '-n', ns, '--timeout=180s']);
     const newest = await resolve('cronjob', 'nightly');

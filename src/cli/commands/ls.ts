@@ -38,8 +38,11 @@ export function register(program: Command): void {
       const all = options.allNamespaces === true;
       const scope: Scope = all ? { allNamespaces: true } : { namespace: kube.namespace };
       const where = all ? 'all namespaces' : `namespace ${kube.namespace}`;
-      const { targets, skipped } = await progress.step(`listing targets in ${where} (context ${kube.contextName})`, () => listTargets(kube, scope));
-      for (const line of skipped) progress.warn(line);
+      const { targets, denied } = await progress.step(`listing targets in ${where} (context ${kube.contextName})`, () => listTargets(kube, scope));
+      if (denied.length > 0) {
+        const canI = `kubectl --context ${kube.contextName} auth can-i list ${denied[0]}${all ? ' --all-namespaces' : ` -n ${kube.namespace}`}`;
+        progress.warn(`not allowed to list ${denied.join(', ')} in ${where}; those targets are left out (check with \`${canI}\`)`);
+      }
       if (options.json === true) {
         process.stdout.write(`${JSON.stringify(all ? targets : targets.map((entry) => entry.target))}\n`);
         return;

@@ -2,9 +2,10 @@
 import type { KubernetesObject, V1Pod, V1Service } from '@kubernetes/client-node';
 import { kubernetesKinds, type KubernetesKind } from '../../config/target.ts';
 import { DoppelError } from '../../errors.ts';
+import { AGENT_LABEL } from './agent-job.ts';
 import type { KubeContext } from './kube-context.ts';
 import { apiStatus } from './kube-error.ts';
-import { listKind, type Scope } from './target-kinds.ts';
+import { kindResources, listKind, type Scope } from './target-kinds.ts';
 import { containerNames } from './target-pod.ts';
 
 export interface ListedTarget {
@@ -15,17 +16,17 @@ export interface ListedTarget {
 
 export interface TargetList {
   targets: ListedTarget[];
-  /** Kinds left out because this user may not list them: one line each, for warnings. */
-  skipped: string[];
+  /** Resources left out because this user may not list them (`cronjobs.batch`), for a warning. */
+  denied: string[];
 }
 
 /**
  * Lists what can be targeted. Pods are listed once per container, and only while Running. ReplicaSets owned by a
  * Deployment and Jobs owned by a CronJob are left out: they come and go with their owner, which is listed.
- * Rollouts only when Argo Rollouts is installed; Services only with a selector.
+ * Rollouts only when Argo Rollouts is installed; Services only with a selector. doppel's own agents are no targets.
  */
 export async function listTargets(kube: KubeContext, scope: Scope): Promise<TargetList> {
-  const skipped: string[] = [];
+  const denied: string[] = [];
   let firstDenial: DoppelError | undefined;
   let answered = 0;
   const lists = await Promise.all(
@@ -38,7 +39,7 @@ export async function listTargets(kube: KubeContext, scope: Scope): Promise<Targ
         if (error instanceof DoppelError && error.code === 'E_TARGET_CRD_MISSING') return [];
         if (error instanceof DoppelError && apiStatus(error.cause) === 403) {
           firstDenial ??= error;
-          skipped.push(`${error.message}; ${kind} targets are left out`);
+          denied.push(kindResources[kind]);
           return [];
         }
         throw error;
@@ -48,13 +49,14 @@ export async function listTargets(kube: KubeContext, scope: Scope): Promise<Targ
   // Denied everything: that is the answer, not a warning.
   if (firstDenial !== undefined && answered === 0) throw firstDenial;
   const targets = lists.flat().sort((a, b) => a.namespace.localeCompare(b.namespace) || a.target.localeCompare(b.target));
-  return { targets, skipped };
+  return { targets, denied: denied.sort() };
 }
 
 function entries(kind: KubernetesKind, object: KubernetesObject): ListedTarget[] {
   const namespace = object.metadata?.namespace ?? '';
   const name = object.metadata?.name ?? '';
   const owners = object.metadata?.ownerReferences ?? [];
+  if (object.metadata?.labels?.[AGENT_LABEL] !== undefined) return [];
   switch (kind) {
     case 'pod': {
       const pod = object as V1Pod;

@@ -125,7 +125,8 @@ async function cronJobSource(kube: KubeContext, cronJob: V1CronJob): Promise<Pod
   const running = jobs
     .filter((job) => job.metadata?.ownerReferences?.some((owner) => owner.uid === cronJob.metadata?.uid))
     .filter((job) => (job.status?.active ?? 0) > 0)
-    .sort((a, b) => (b.metadata?.creationTimestamp?.getTime() ?? 0) - (a.metadata?.creationTimestamp?.getTime() ?? 0));
+    // Creation times have whole seconds; the CronJob's own Job names grow with the schedule time, so they break ties.
+    .sort((a, b) => (b.metadata?.creationTimestamp?.getTime() ?? 0) - (a.metadata?.creationTimestamp?.getTime() ?? 0) || (b.metadata?.name ?? '').localeCompare(a.metadata?.name ?? ''));
   const newest = running[0];
   if (newest === undefined) {
     const last = cronJob.status?.lastScheduleTime;
