@@ -8,7 +8,7 @@ import type { ResolvedConfig } from '../../config/schema.ts';
 export const AGENT_PORT = 7473;
 export const AGENT_CONTAINER = 'doppel-agent';
 /** The launcher inside the image: it admits clients and starts one agent per client in the target's namespace. */
-export const AGENT_LAUNCHER = ['node', '/opt/doppel/dist/agent/launcher.js'];
+export const AGENT_LAUNCHER = ['/usr/local/bin/node', '/app/dist/agent/launcher.js'];
 
 export const MANAGED_BY = { 'app.kubernetes.io/managed-by': 'doppel' } as const;
 export const SESSION_LABEL = 'doppel.dev/session';

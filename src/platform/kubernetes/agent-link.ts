@@ -32,7 +32,7 @@ export async function linkToAgent(kube: KubeContext, namespace: string, pod: str
   }
 }
 
-/** Sends the token and reads exactly the launcher's one-line answer; nothing of the protocol is consumed. */
+/** Sends the token and reads the launcher's one-line answer; whatever follows it stays in the stream for the protocol. */
 function admitted(stream: Duplex, token: string): Promise<void> {
   return new Promise((resolve, reject) => {
     let answer = '';
@@ -40,22 +40,31 @@ function admitted(stream: Duplex, token: string): Promise<void> {
       stream.off('data', onData);
       stream.off('error', onError);
       stream.off('end', onEnd);
+      stream.off('close', onEnd);
       if (error) reject(error);
       else resolve();
     };
     const onData = (chunk: Buffer) => {
       answer += chunk.toString('latin1');
-      if (!answer.includes('\n')) return;
+      const end = answer.indexOf('\n');
+      if (end < 0) return;
       stream.pause();
-      if (answer === AUTH_OK) done();
-      else if (answer === AUTH_DENIED) done(new DoppelError('E_AGENT_AUTH', 'the agent refused this session\'s token', { category: 'agent', hint: 'another session\'s agent answered; run doppel exec again' }));
-      else done(new Error(`unexpected answer from the agent: ${JSON.stringify(answer.slice(0, 40))}`));
+      // The agent greets as soon as it starts, so its first protocol bytes may share this chunk: give them back.
+      const rest = Buffer.from(answer.slice(end + 1), 'latin1');
+      if (rest.length > 0) stream.unshift(rest);
+      const line = answer.slice(0, end + 1);
+      if (line === AUTH_OK) done();
+      else if (line === AUTH_DENIED) done(new DoppelError('E_AGENT_AUTH', 'the agent refused this session\'s token', { category: 'agent', hint: 'another session\'s agent answered; run doppel exec again' }));
+      else done(new Error(`unexpected answer from the agent: ${JSON.stringify(line.slice(0, 40))}`));
     };
     const onError = (error: Error) => done(error);
     const onEnd = () => done(new Error('the agent closed the stream before answering'));
     stream.on('data', onData);
     stream.once('error', onError);
     stream.once('end', onEnd);
+    // A forward refused at once may already be gone; 'close' still comes, or has come.
+    stream.once('close', onEnd);
+    if (stream.destroyed) return onEnd();
     stream.write(authLine(token));
   });
 }

@@ -18,12 +18,16 @@ export async function openPortForward(config: KubeConfig, namespace: string, pod
   // The second channel carries the kubelet's complaints ("connection refused", "pod not found").
   const errors = new Writable({
     write(chunk: Buffer, _encoding, done) {
+      // Each channel opens with its port number, which the library strips, leaving an empty first chunk.
+      if (chunk.length === 0) return done();
       said += chunk.toString();
       stream.destroy(new Error(said.trim()));
       done();
     },
   });
   const stream = Duplex.from({ readable: fromPod, writable: toPod });
+  // Errors surface through `closed` and to whoever reads the stream; an unread one must not crash the CLI.
+  stream.on('error', (error: Error) => end(error.message || 'the port-forward failed'));
   const ws = await new PortForward(config, true).portForward(namespace, pod, [port], fromPod, errors, toPod);
   const socket = ws as unknown as { close(): void; once(event: 'close', listener: (code: number, reason: Buffer) => void): void; once(event: 'error', listener: (error: Error) => void): void };
   socket.once('close', (code, reason) => {
