@@ -360,6 +360,8 @@ async function readHello(stream: Duplex, decoder: FrameDecoder, timeoutMs: numbe
     stream.on('end', onEnd);
     stream.on('close', onEnd);
     stream.on('error', onError);
+    // A stream handed over paused (after a transport's own preface) does not flow again by itself.
+    stream.resume();
   });
 }
 
