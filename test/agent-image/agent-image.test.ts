@@ -9,6 +9,7 @@ import { after, before, describe, test } from 'node:test';
 import { buildAgentImage, type AgentImage } from '../../scripts/agent-image/build-image.ts';
 import { defaultAgentImage } from '../../src/platform/kubernetes/agent-image.ts';
 import { binDir, containerd, kubeconfigPath } from '../cluster/lib/settings.ts';
+import { needsCluster } from '../kubernetes/support/cluster.ts';
 import { needsRoot } from '../support/root.ts';
 import { unpackOciArchive, type UnpackedImage } from './oci-unpack.ts';
 
@@ -95,16 +96,7 @@ describe('agent image archive', needsRoot('unpacking the agent image and chrooti
 });
 
 const kubectl = path.join(binDir, 'kubectl');
-const clusterUp = (): boolean =>
-  existsSync(kubeconfigPath) && spawnSync(kubectl, [`--kubeconfig=${kubeconfigPath}`, 'get', '--raw', '/readyz'], { timeout: 10_000 }).status === 0;
-
-/** Runs only while the test cluster answers (its own suite builds and removes it). */
-function whenClusterUp(skip: { skip?: string }): { skip?: string } {
-  if (skip.skip || clusterUp()) return skip;
-  return { skip: `the test cluster is not up (sudo test/cluster/up; ${kubeconfigPath})` };
-}
-
-describe('agent image in the test cluster', whenClusterUp(needsRoot('reading the test cluster containerd')), () => {
+describe('agent image in the test cluster', needsCluster('the agent image in the test cluster'), () => {
   const namespace = `doppel-agent-image-${process.pid}`;
   const kube = (args: string[], input?: string): SpawnSyncReturns<string> =>
     spawnSync(kubectl, [`--kubeconfig=${kubeconfigPath}`, '-n', namespace, ...args], { encoding: 'utf8', input, timeout: 90_000 });

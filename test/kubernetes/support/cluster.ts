@@ -6,7 +6,10 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import process from 'node:process';
 import { promisify } from 'node:util';
+import { fileURLToPath } from 'node:url';
 import { binDir, images, kubeconfigPath } from '../../cluster/lib/settings.ts';
+
+const clusterDir = fileURLToPath(new URL('../../cluster/', import.meta.url));
 
 export const kubectlPath = path.join(binDir, 'kubectl');
 export const adminKubeconfig = kubeconfigPath;
@@ -14,11 +17,19 @@ export const testImage = images.testApp;
 
 /** Skips the suite with a reason when no test cluster answers; under CI=true, where nothing may skip, fails instead. */
 export function needsCluster(what = 'this test'): { skip?: string } {
-  const reason = clusterMissing();
+  let reason = clusterMissing();
+  // As root the tests start the cluster themselves (a no-op when it runs); the run's global teardown stops it.
+  if (reason !== undefined && process.getuid?.() === 0) reason = startCluster() ?? clusterMissing();
   if (reason === undefined) return {};
   const text = `${what} needs the test cluster (test/cluster/up starts it): ${reason}`;
   if (process.env.CI === 'true') throw new Error(`${text}, and under CI=true nothing may skip`);
   return { skip: text };
+}
+
+/** Runs test/cluster/up; says why when it fails. */
+function startCluster(): string | undefined {
+  const up = spawnSync(path.join(clusterDir, 'up'), [], { encoding: 'utf8', timeout: 75 * 60_000 });
+  return up.status === 0 ? undefined : `test/cluster/up failed: ${up.stderr.trim().split('\n').slice(-5).join(' | ')}`;
 }
 
 function clusterMissing(): string | undefined {
