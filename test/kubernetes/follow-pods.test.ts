@@ -1,13 +1,16 @@
 // Following a target's pods on the test cluster: scaling, a rollout, a deleted pod, and a stop that lets the process exit.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import process from 'node:process';
 import { after, before, describe, test } from 'node:test';
 import { loadKubeContext, type KubeContext } from '../../src/platform/kubernetes/kube-context.ts';
 import { followTargetPods } from '../../src/platform/kubernetes/follow-pods.ts';
 import { resolveTarget, type TargetPod } from '../../src/platform/kubernetes/resolve-target.ts';
-import { adminKubeconfig, apply, createNamespace, deployment, httpdContainer, kubectl, needsCluster, poll, rolloutStatus } from './support/cluster.ts';
+import { adminKubeconfig, apply, createNamespace, deployment, httpdContainer, kubectl, needsCluster, poll, rolloutStatus, testImage } from './support/cluster.ts';
 
 type Event = { type: 'joined' | 'left'; pod: TargetPod; why?: string };
 
@@ -40,6 +43,13 @@ describe('following a target\'s pods', needsCluster('the Kubernetes follow tests
       deployment(ns, 'scaled', 1),
       deployment(ns, 'rolled', 2),
       { apiVersion: 'v1', kind: 'Pod', metadata: { name: 'solo', namespace: ns }, spec: { terminationGracePeriodSeconds: 0, containers: [httpdContainer()] } },
+      {
+        apiVersion: 'v1',
+        kind: 'Pod',
+        metadata: { name: 'restarting', namespace: ns },
+        // Runs for a few seconds, exits, and is restarted by the kubelet with a new container id.
+        spec: { terminationGracePeriodSeconds: 0, containers: [{ name: 'app', image: testImage, imagePullPolicy: 'Never', command: ['sh', '-c', 'sleep 4; exit 1'] }] },
+      },
     ]);
     await Promise.all([rolloutStatus('deployment/scaled', ns), rolloutStatus('deployment/rolled', ns)]);
     await kubectl(['wait', '--for=condition=Ready', 'pod/solo', '-n', ns, '--timeout=180s']);
@@ -120,6 +130,24 @@ describe('following a target\'s pods', needsCluster('the Kubernetes follow tests
     }
   });
 
+  test('a restarted container leaves and joins again with its new container id', async () => {
+    const resolved = await poll('the restarting pod to run', () => resolveTarget(kube, { kind: 'pod', name: 'restarting', container: undefined }).catch(() => undefined));
+    const record = recorder();
+    const follower = followTargetPods(kube, resolved, record.handlers);
+    try {
+      await record.until('the pod to leave and join again', (events) => events.some((event) => event.type === 'joined'));
+      const [left, joined] = record.events;
+      assert.equal(left?.type, 'left');
+      assert.equal(left.pod.containerId, resolved.pods[0]!.containerId);
+      assert.match(left.why ?? '', /container app (has exited \(code 1, Error\)|is in CrashLoopBackOff|restarted)|not ready/);
+      assert.equal(joined?.type, 'joined');
+      assert.equal(joined.pod.uid, resolved.pods[0]!.uid);
+      assert.notEqual(joined.pod.containerId, resolved.pods[0]!.containerId);
+    } finally {
+      follower.stop();
+    }
+  });
+
   test('after stop() nothing is reported and nothing keeps the process alive', async () => {
     // A separate Node process that follows, stops, and must then exit on its own.
     const script = [
@@ -148,4 +176,35 @@ describe('following a target\'s pods', needsCluster('the Kubernetes follow tests
     assert.equal(output, 'stopped\n');
     assert.ok(performance.now() - started < 15_000, 'the process lingered after stop()');
   });
+});
+
+test('an API server that cannot be reached: trouble is reported and retried until stop()', async () => {
+  const server = net.createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as net.AddressInfo;
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  const dir = mkdtempSync(path.join(tmpdir(), 'doppel-follow-'));
+  try {
+    const file = path.join(dir, 'kubeconfig');
+    writeFileSync(
+      file,
+      JSON.stringify({
+        clusters: [{ name: 'closed', cluster: { server: `https://127.0.0.1:${port}`, 'insecure-skip-tls-verify': true } }],
+        users: [{ name: 'u', user: { token: 'unused' } }],
+        contexts: [{ name: 'closed', context: { cluster: 'closed', user: 'u' } }],
+        'current-context': 'closed',
+      }),
+    );
+    const kube = await loadKubeContext({ kubeconfig: file, namespace: 'anywhere' });
+    const record = recorder();
+    const follower = followTargetPods(kube, { kind: 'deployment', name: 'api', namespace: 'anywhere', description: 'deployment/api in anywhere', selector: 'app=api', pods: [] }, record.handlers);
+    // Retries back off (1 s, then 2 s, ...): a handful of failures in 2.5 s, never a busy loop.
+    await new Promise((resolve) => setTimeout(resolve, 2500));
+    follower.stop();
+    assert.ok(record.troubles.length >= 1 && record.troubles.length <= 3, record.troubles.join('\n'));
+    assert.match(record.troubles[0]!, new RegExp(`cannot reach the API server at https://127\\.0\\.0\\.1:${port} \\(context closed\\): ECONNREFUSED`));
+    assert.deepEqual(record.events, []);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
