@@ -1,5 +1,8 @@
 // doppel exec --target process/PID, end to end: real programs under the real layer, a real agent in the test world's namespaces.
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, afterEach, before, describe, test } from 'node:test';
@@ -99,6 +102,20 @@ sys.stdout.write(json.dumps([open(p).read(), os.stat(p).st_size, sorted(os.listd
       assert.notEqual(result.status, 0);
       assert.match(result.stderr, /No such file or directory/);
       assert.equal(ok(await execIn(pid(), ['cat', 'package.json'])).includes('"name": "doppel"'), true);
+    });
+
+    test('a file under a local root (/opt) is read from the target when the target mounts it there', async () => {
+      const mounted = '/opt/app/mounted.conf';
+      assert.equal(ok(await execIn(pid(), ['cat', mounted])), world.target.files[mounted]);
+      // The user's own list still wins over the mount.
+      const dir = mkdtempSync(join(tmpdir(), 'doppel-fs-local-'));
+      try {
+        writeFileSync(join(dir, 'local.json'), JSON.stringify({ feature: { fs: { local: ['^/opt/app'] } } }));
+        const local = await execIn(pid(), ['cat', mounted], { flags: ['-f', join(dir, 'local.json')] });
+        assert.match(local.stderr, /No such file or directory/);
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
     });
   });
 

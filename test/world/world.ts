@@ -125,7 +125,7 @@ export async function createWorld(): Promise<World> {
       ], { BODY: services.http.body }),
     );
 
-    // The target: its own mount namespace with tmpfs over /srv and its own resolv.conf and hosts.
+    // The target: its own mount namespace with tmpfs over /srv and /opt and its own resolv.conf and hosts.
     const secret = randomBytes(8).toString('hex');
     const env = { PATH: '/usr/local/bin:/usr/bin:/bin', HOME: '/root', DOPPEL_TEST_SECRET: secret, POD_NAME: `api-${index}`, SERVICE_URL: `http://${services.http.name}:${services.http.port}/` };
     const files: Record<string, string> = {
@@ -134,6 +134,8 @@ export async function createWorld(): Promise<World> {
       '/srv/app/data/a.txt': 'alpha\n',
       '/srv/app/data/b.txt': 'bravo\n',
       '/srv/app/data/c.txt': 'charlie\n',
+      // Under /opt, a root that stays local by default: only the mount makes it the target's.
+      '/opt/app/mounted.conf': `mounted in the target ${secret}\n`,
     };
     for (const [path, content] of Object.entries(files)) {
       const staged = join(stage, 'root', path);
@@ -147,6 +149,8 @@ export async function createWorld(): Promise<World> {
       'set -e',
       'mount -t tmpfs -o mode=0755 doppel-world /srv',
       `cp -a ${stage}/root/srv/. /srv/`,
+      'mount -t tmpfs -o mode=0755 doppel-world-opt /opt',
+      `cp -a ${stage}/root/opt/. /opt/`,
       'ln -s /srv/app/config /srv/app/current',
       'mkdir /srv/.etc',
       `cp ${stage}/resolv.conf ${stage}/hosts /srv/.etc/`,
