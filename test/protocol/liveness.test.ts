@@ -1,17 +1,16 @@
 // Deadlines and keepalives over real sockets: no request waits forever, and a link that stalls ends with a clear error on both ends.
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { constants as fsConstants } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import type { Duplex } from 'node:stream';
 import { after, test } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { Connection } from '../../src/protocol/connection.ts';
 import { encodeFrame } from '../../src/protocol/frame.ts';
 import { encodeControl, PROTOCOL_VERSION, type Stat } from '../../src/protocol/messages.ts';
 import { connectAgent } from '../../src/proxy/agent-client.ts';
 import { createFileRequests } from '../../src/proxy/files.ts';
 import { errorStatus } from '../../src/proxy/layer-wire.ts';
+import { startAgentProcess } from './agent-process.ts';
 import { socketPair } from './pair.ts';
 import { relayedLink } from './relay.ts';
 
@@ -115,21 +114,16 @@ test('a link that hangs in both directions is noticed by both ends', async () =>
 });
 
 test('the real agent process exits, with default keepalives, when its client stops reading and writing', async (t) => {
-  const main = fileURLToPath(new URL('../../src/agent/main.ts', import.meta.url));
-  const child: ChildProcess = spawn(process.execPath, [main, '--pid', String(process.pid), '--fd', '3'], { stdio: ['ignore', 'ignore', 'pipe', 'pipe'] });
-  closers.push(() => child.kill('SIGKILL'));
-  let log = '';
-  child.stderr!.on('data', (chunk: Buffer) => (log += chunk.toString()));
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  const agent = startAgentProcess();
+  closers.push(agent.kill);
   // Fault injection: a fake client that says hello, then never reads or writes again, its end held open.
-  const socket = child.stdio[3] as Duplex;
-  socket.write(hello('stalled fake client'));
+  agent.socket.write(hello('stalled fake client'));
   const start = Date.now();
-  while (!log.includes('serving')) await sleep(20);
+  while (!agent.log().includes('serving')) await sleep(20);
   let guard: NodeJS.Timeout | undefined;
-  const code = await Promise.race([exited, new Promise((resolve) => (guard = setTimeout(() => resolve('still running after 30 s'), 30_000)))]);
+  const code = await Promise.race([agent.exited, new Promise((resolve) => (guard = setTimeout(() => resolve('still running after 30 s'), 30_000)))]);
   clearTimeout(guard);
   t.diagnostic(`the agent noticed the stalled client after ${Date.now() - start} ms`);
-  assert.equal(code, 0, log);
-  assert.match(log, /exiting: connection failed: the link to the proxy stalled: no answer to a keepalive within 6 s/);
+  assert.equal(code, 0, agent.log());
+  assert.match(agent.log(), /exiting: connection failed: the link to the proxy stalled: no answer to a keepalive within 6 s/);
 });

@@ -1,5 +1,6 @@
-// Fault injection for protocol tests: two real socket pairs joined by a relay that can throttle the link, stall it, or rewrite frames.
+// Fault injection for protocol tests: a relay between real sockets that can throttle the link, stall it, or rewrite the hello.
 import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 import { encodeFrame, FrameDecoder, type Frame } from '../../src/protocol/frame.ts';
 import { socketPair } from './pair.ts';
 
@@ -10,22 +11,40 @@ export interface RelayOptions {
   helloFromB?: (frame: Frame) => Frame;
 }
 
-export interface RelayedLink {
-  /** The two ends, each a real Unix socket. */
-  a: Socket;
-  b: Socket;
+export interface Relay {
   /** Bytes the relay has passed on so far, per direction. */
   readonly forwarded: { aToB: number; bToA: number };
   /** Stops forwarding in both directions for good while every socket stays open: a link that hangs. */
   stall(): void;
+}
+
+export interface RelayedLink extends Relay {
+  /** The two ends, each a real Unix socket. */
+  a: Socket;
+  b: Socket;
   close(): void;
 }
 
+/** Two fresh socket pairs joined by a relay: a and b talk through it. */
 export async function relayedLink(options: RelayOptions = {}): Promise<RelayedLink> {
   const [left, right] = await Promise.all([socketPair(), socketPair()]);
+  const relay = relayBetween(left.b, right.a, options);
+  return {
+    a: left.a,
+    b: right.b,
+    ...relay,
+    close() {
+      left.close();
+      right.close();
+    },
+  };
+}
+
+/** Relays between two existing streams, `nearA` on a's side and `nearB` on b's. */
+export function relayBetween(nearA: Duplex, nearB: Duplex, options: RelayOptions = {}): Relay {
   const forwarded = { aToB: 0, bToA: 0 };
   let stalled = false;
-  const forward = (from: Socket, to: Socket, count: (n: number) => void, rewriteFirst?: (frame: Frame) => Frame) => {
+  const forward = (from: Duplex, to: Duplex, count: (n: number) => void, rewriteFirst?: (frame: Frame) => Frame) => {
     let head: Buffer | undefined = rewriteFirst ? Buffer.alloc(0) : undefined;
     from.on('data', (chunk: Buffer) => {
       if (stalled) return;
@@ -51,20 +70,14 @@ export async function relayedLink(options: RelayOptions = {}): Promise<RelayedLi
     from.on('error', () => to.destroy());
     from.on('close', () => to.destroy());
   };
-  forward(left.b, right.a, (n) => (forwarded.aToB += n));
-  forward(right.a, left.b, (n) => (forwarded.bToA += n), options.helloFromB);
+  forward(nearA, nearB, (n) => (forwarded.aToB += n));
+  forward(nearB, nearA, (n) => (forwarded.bToA += n), options.helloFromB);
   return {
-    a: left.a,
-    b: right.b,
     forwarded,
     stall() {
       stalled = true;
-      left.b.pause();
-      right.a.pause();
-    },
-    close() {
-      left.close();
-      right.close();
+      nearA.pause();
+      nearB.pause();
     },
   };
 }
