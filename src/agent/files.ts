@@ -52,7 +52,6 @@ export function createFiles(root: string): Files {
     async fetch({ path, channel: id }, connection) {
       // Attached before the first await, so a reset from a client that gave up (its deadline) finds the channel.
       const channel = connection.attachChannel(id);
-      channel.on('error', () => undefined);
       let handle: FileHandle | undefined;
       let stat: Stat;
       try {

@@ -12,17 +12,22 @@ export function createOutgoing(log: Log): (args: TcpConnect['args'], connection:
   return ({ host, port, channel: channelId }, connection) =>
     new Promise((resolve, reject) => {
       if (isIP(host) === 0) throw new RemoteError('EINVAL', `not an IP address: ${host}`);
+      // Attached before connecting, so a client that gave up (its deadline) resets the channel and ends the attempt.
+      const channel = connection.attachChannel(channelId);
       const socket = connect({ host, port, noDelay: true, timeout: CONNECT_TIMEOUT_MS });
       const fail = (error: Error) => {
         socket.destroy();
+        channel.destroy();
         reject(error);
       };
       socket.once('timeout', () => fail(new RemoteError('ETIMEDOUT', `connecting to ${host}:${port} timed out`)));
       socket.once('error', fail);
+      const cancelled = () => fail(new RemoteError('ECANCELED', `the client gave up connecting to ${host}:${port}`));
+      channel.once('error', cancelled);
       socket.once('connect', () => {
         socket.off('error', fail);
+        channel.off('error', cancelled);
         socket.setTimeout(0);
-        const channel = connection.attachChannel(channelId);
         socket.on('error', (error) => channel.destroy(error));
         channel.on('error', () => socket.destroy());
         socket.pipe(channel);

@@ -146,6 +146,9 @@ export class Connection implements ChannelLink {
 
   private register(id: number): Channel {
     const channel = new Channel(id, this);
+    // A reset from the peer may come before any consumer listens (a failed connect, a file that could not be read):
+    // it must not crash this process. Consumers still get the error through their own listeners and pipelines.
+    channel.on('error', () => undefined);
     this.channels.set(id, channel);
     return channel;
   }

@@ -55,7 +55,8 @@ export async function connectAgent(stream: Duplex, options: AgentClientOptions):
         const { localAddress, localPort } = await connection.request('tcp.connect', { host, port, channel: channel.id });
         return { stream: channel, localAddress, localPort };
       } catch (error) {
-        connection.forget(channel.id);
+        // A reset, so that an agent still connecting when our deadline passed gives up too.
+        channel.destroy();
         throw error;
       }
     },

@@ -1,7 +1,9 @@
 // The agent connection over a real Unix socket: handshake, requests, and channels whose credits keep memory bounded and requests flowing.
 import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
-import type { Socket } from 'node:net';
+import { createServer, type Socket } from 'node:net';
+import { createLog } from '../../src/agent/log.ts';
+import { createRequestHandler } from '../../src/agent/serve.ts';
 import { Connection } from '../../src/protocol/connection.ts';
 import { RemoteError } from '../../src/protocol/errors.ts';
 import { INITIAL_WINDOW } from '../../src/protocol/channel.ts';
@@ -105,4 +107,19 @@ test('a channel that nobody reads holds at most one window; other channels and r
   slow.end();
   await new Promise((resolve) => slowFar.once('end', resolve));
   assert.equal(received, 8 * 1024 * 1024);
+});
+
+test('a refused connect resets its channel before anyone listens to it, and neither side crashes', async () => {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as { port: number };
+  await new Promise((resolve) => server.close(resolve));
+  const { client, agent } = await connected(createRequestHandler(process.pid, createLog('error')));
+  const channel = client.openChannel();
+  await assert.rejects(client.request('tcp.connect', { host: '127.0.0.1', port, channel: channel.id }), { code: 'ECONNREFUSED' });
+  // The agent's reset follows its answer; nothing here listens to the channel yet.
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  assert.ok(channel.destroyed);
+  assert.equal(client.openChannels, 0);
+  assert.equal(agent.openChannels, 0);
 });

@@ -1,9 +1,14 @@
 // Deadlines and keepalives over real sockets: no request waits forever, and a link that stalls ends with a clear error on both ends.
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { constants as fsConstants } from 'node:fs';
+import { connect } from 'node:net';
 import { constants as osConstants } from 'node:os';
 import type { Duplex } from 'node:stream';
 import { after, test } from 'node:test';
+import { createLog } from '../../src/agent/log.ts';
+import { createRequestHandler } from '../../src/agent/serve.ts';
 import { Connection } from '../../src/protocol/connection.ts';
 import { encodeFrame } from '../../src/protocol/frame.ts';
 import { encodeControl, PROTOCOL_VERSION, type Stat } from '../../src/protocol/messages.ts';
@@ -63,11 +68,34 @@ test('a remote open the agent never answers reaches the layer as EIO at the dead
   assert.equal(await held.resetCode, 'ECONNRESET');
 });
 
+test('a connect the client gave up on at its deadline is abandoned by the agent too', async () => {
+  // A real listener on loopback that never accepts: with its one-slot queue taken, a further connect hangs in SYN retries.
+  const listener = spawn('python3', ['-c', 'import socket,sys,time\ns=socket.socket()\ns.bind(("127.0.0.1",0))\ns.listen(0)\nprint(s.getsockname()[1],flush=True)\ntime.sleep(60)'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  closers.push(() => listener.kill('SIGKILL'));
+  const [line] = (await once(listener.stdout!, 'data')) as [Buffer];
+  const port = Number(line.toString().trim());
+  const filler = connect(port, '127.0.0.1');
+  closers.push(() => filler.destroy());
+  await once(filler, 'connect');
+
+  const serve = createRequestHandler(process.pid, createLog('error'));
+  let agentGaveUp: Promise<unknown> | undefined;
+  const { client, agent } = await pair((op, args, connection) => {
+    const answer = serve(op, args, connection);
+    if (op === 'tcp.connect') agentGaveUp = answer.then(() => 'connected', (error: Error & { code?: string }) => error.code);
+    return answer;
+  }, { communicationTimeoutMs: 300 });
+  await assert.rejects(client.connectTcp('127.0.0.1', port), { code: 'E_PROTOCOL_TIMEOUT' });
+  assert.equal(await agentGaveUp, 'ECANCELED');
+  await new Promise((resolve) => setImmediate(resolve));
+  assert.equal(agent.openChannels, 0);
+  assert.equal(client.connection.openChannels, 0);
+});
+
 test('file content that stops coming mid-transfer fails after the communication timeout', async () => {
   // Fault injection: an agent that answers the fetch, sends a little content, then goes quiet without ending it.
   const { client } = await pair(async (op, args, connection) => {
     const channel = connection.attachChannel((args as { channel: number }).channel);
-    channel.on('error', () => undefined);
     channel.write(Buffer.alloc(1000, 7));
     return { stat };
   }, { communicationTimeoutMs: 250 });

@@ -6,7 +6,7 @@ import { createLog } from '../../src/agent/log.ts';
 import { createRequestHandler } from '../../src/agent/serve.ts';
 import { Connection } from '../../src/protocol/connection.ts';
 import { encodeFrame, FrameDecoder } from '../../src/protocol/frame.ts';
-import { decodeControl, encodeControl, type ControlMessage } from '../../src/protocol/messages.ts';
+import { decodeControl, encodeControl, PROTOCOL_VERSION, type ControlMessage } from '../../src/protocol/messages.ts';
 import { socketPair } from './pair.ts';
 
 const closers: (() => void)[] = [];
@@ -54,7 +54,7 @@ test('the agent answers an operation it does not know with ENOSYS naming it, and
   client.send({ t: 'req', id: 2, op: 'fs.stat', args: { path: '/', follow: true } });
   while (client.received.filter((m) => m.t === 'res').length < 2) await sleep(10);
   const answers = new Map(client.received.flatMap((m) => (m.t === 'res' ? [[m.id, m] as const] : [])));
-  assert.deepEqual(answers.get(1), { t: 'res', id: 1, err: { code: 'ENOSYS', message: 'unknown operation "fs.teleport": this side speaks protocol 2, an older one than its peer' } });
+  assert.deepEqual(answers.get(1), { t: 'res', id: 1, err: { code: 'ENOSYS', message: `unknown operation "fs.teleport": this side speaks protocol ${PROTOCOL_VERSION}, an older one than its peer` } });
   const stat = answers.get(2) as { ok: { mode: number } };
   assert.equal(stat.ok.mode & 0o170000, 0o040000);
 });
