@@ -40,7 +40,7 @@ const serviceAccountDir = '/var/run/secrets/kubernetes.io/serviceaccount';
 export async function loadKubeContext(options: KubeContextOptions): Promise<KubeContext> {
   const env = options.env ?? process.env;
   const { config, source } = loadConfig(options.kubeconfig, env);
-  const contextName = options.context ?? config.getCurrentContext();
+  const contextName = nonEmpty(options.context) ?? config.getCurrentContext();
   const known = config.getContexts().map((context) => context.name);
   if (contextName === undefined || contextName === '') {
     throw new DoppelError('E_KUBE_CONTEXT', `${source} sets no current-context`, {
