@@ -2,7 +2,6 @@
 import type { ResolvedConfig } from '../config/schema.ts';
 import type { Target } from '../config/target.ts';
 import { DoppelError } from '../errors.ts';
-import { createKubernetesPlatform } from './kubernetes/kubernetes-platform.ts';
 import type { Platform } from './platform.ts';
 import { createProcessPlatform } from './process/process-platform.ts';
 
@@ -15,7 +14,10 @@ export async function createPlatform(target: Target, config: ResolvedConfig): Pr
         category: 'target',
         hint: 'target the container\'s main process instead: --target process/$(docker inspect -f {{.State.Pid}} NAME)',
       });
-    default:
+    default: {
+      // The Kubernetes client takes most of a second to load: process targets must not pay for it.
+      const { createKubernetesPlatform } = await import('./kubernetes/kubernetes-platform.ts');
       return createKubernetesPlatform(target, config);
+    }
   }
 }

@@ -2,8 +2,6 @@
 import type { Command } from 'commander';
 import process from 'node:process';
 import { resolveConfig } from '../../config/load.ts';
-import { loadKubeContext } from '../../platform/kubernetes/kube-context.ts';
-import { listTargets } from '../../platform/kubernetes/list-targets.ts';
 import type { Scope } from '../../platform/kubernetes/target-kinds.ts';
 import { createProgress } from '../progress.ts';
 
@@ -34,6 +32,8 @@ export function register(program: Command): void {
         flags: { targetNamespace: options.namespace, kubeContext: options.context },
       });
       const progress = createProgress({ quiet: options.quiet === true });
+      // The Kubernetes client takes most of a second to load: only commands that talk to a cluster pay for it.
+      const [{ loadKubeContext }, { listTargets }] = await Promise.all([import('../../platform/kubernetes/kube-context.ts'), import('../../platform/kubernetes/list-targets.ts')]);
       const kube = await loadKubeContext({ kubeconfig: config.kubeconfig, context: config.kube_context, namespace: config.target.namespace });
       const all = options.allNamespaces === true;
       const scope: Scope = all ? { allNamespaces: true } : { namespace: kube.namespace };
