@@ -25,7 +25,7 @@ export async function runExec(command: string[], config: ResolvedConfig, progres
   const onExit = () => platform.killNow();
   process.once('exit', onExit);
   try {
-    session = await openSession(platform, { handshakeTimeoutMs: config.agent.startup_timeout * 1000 }, progress);
+    session = await openSession(platform, { handshakeTimeoutMs: config.agent.startup_timeout * 1000, communicationTimeoutMs: config.agent.communication_timeout * 1000 }, progress);
     const agent = session.agent;
     const remoteEnv = config.feature.env.enabled && platform.hasTargetProcess ? await progress.step('reading the target\'s environment', () => agent.env()) : {};
     const cwd = process.cwd();

@@ -7,6 +7,8 @@ import { connectAgent, type AgentClient } from '../../proxy/agent-client.ts';
 
 export interface SessionOptions {
   handshakeTimeoutMs: number;
+  /** Every request's deadline (agent.communication_timeout). */
+  communicationTimeoutMs: number;
 }
 
 export interface Session {
@@ -34,10 +36,12 @@ export async function openSession(platform: Platform, options: SessionOptions, p
   const lost = new Promise<DoppelError>((resolve) => (endSession = resolve));
 
   const join = async (transport: AgentTransport) => {
-    const client = await handshake(transport, options.handshakeTimeoutMs);
+    const client = await handshake(transport, options);
     const member: Member = { transport, client, leaving: false };
     members.push(member);
-    void transport.exited.then((how) => onExit(member, how));
+    // A link that stalls ends the connection while the transport may still look open.
+    const stalled = client.connection.closed.then((error) => (error ? `stopped answering (${error.message})` : transport.exited));
+    void Promise.race([transport.exited, stalled]).then((how) => onExit(member, how));
   };
   const onExit = async (member: Member, how: string) => {
     const index = members.indexOf(member);
@@ -99,7 +103,8 @@ export async function openSession(platform: Platform, options: SessionOptions, p
   };
 }
 
-async function handshake(transport: AgentTransport, timeoutMs: number): Promise<AgentClient> {
+async function handshake(transport: AgentTransport, options: SessionOptions): Promise<AgentClient> {
+  const timeoutMs = options.handshakeTimeoutMs;
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<never>((_, reject) => {
     timer = setTimeout(async () => {
@@ -115,7 +120,7 @@ async function handshake(transport: AgentTransport, timeoutMs: number): Promise<
     throw await agentFailedToStart(transport, how);
   });
   try {
-    return await Promise.race([connectAgent(transport.stream, { handshakeTimeoutMs: timeoutMs }), timeout, died]);
+    return await Promise.race([connectAgent(transport.stream, { handshakeTimeoutMs: timeoutMs, communicationTimeoutMs: options.communicationTimeoutMs }), timeout, died]);
   } catch (error) {
     // A broken stream usually means the agent died; say that rather than what the socket saw.
     const how = await Promise.race([transport.exited, new Promise<undefined>((resolve) => setTimeout(() => resolve(undefined), 200))]);
