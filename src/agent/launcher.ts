@@ -1,7 +1,7 @@
 // The agent's entry point in a Kubernetes pod: listens on the pod's loopback, admits clients holding the session token,
 // and runs one agent per client inside the target container's network namespace, handing it the connection as fd 3.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readlinkSync } from 'node:fs';
 import { createServer, type Socket } from 'node:net';
 import process from 'node:process';
 import { fileURLToPath } from 'node:url';
@@ -150,9 +150,15 @@ function admit(socket: Socket, token: string, log: Log): Promise<void> {
   });
 }
 
+/** Whether the target's network namespace is the launcher's own: targetless, or an ephemeral container in the target pod. */
+function inTargetNetwork(pid: number): boolean {
+  return pid === process.pid || readlinkSync('/proc/self/ns/net') === readlinkSync(`/proc/${pid}/ns/net`);
+}
+
 /** One agent per client, in the target's network namespace; the launcher keeps no copy of the connection. */
 function startAgent(pid: number, settings: Settings, socket: Socket, log: Log): ChildProcess {
-  const enter = pid === process.pid ? [] : ['nsenter', `--net=/proc/${pid}/ns/net`, '--'];
+  // Entering needs CAP_SYS_ADMIN, which an agent already in the namespace can do without.
+  const enter = inTargetNetwork(pid) ? [] : ['nsenter', `--net=/proc/${pid}/ns/net`, '--'];
   const argv = [...enter, process.execPath, agentMain, '--pid', String(pid), '--fd', '3', '--log-level', settings.logLevel];
   const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'inherit', 'inherit', socket] });
   child.once('error', (error) => log.error(`could not start the agent: ${error.message}`));

@@ -4,7 +4,8 @@ import type { AgentTransport } from './agent-transport.ts';
 
 /** Progress lines for slow steps; the CLI's progress display implements it. */
 export interface StepReporter {
-  step<T>(text: string, work: () => Promise<T>): Promise<T>;
+  /** Runs a slow step; `work` may say what the step waits for now ("pulling image X"), which the line then shows. */
+  step<T>(text: string, work: (status: (text: string) => void) => Promise<T>): Promise<T>;
   warn(text: string): void;
 }
 

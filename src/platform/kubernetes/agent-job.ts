@@ -1,4 +1,5 @@
-// The agent's Kubernetes objects: a Job pinned to the target pod's node (or, targetless, anywhere), built from the `agent` config.
+// The agent's Kubernetes objects: a Job pinned to the target pod's node (or, targetless, anywhere), built from the `agent` config;
+// its container is shared with the ephemeral-container agent.
 import type { V1Capabilities, V1Container, V1Job, V1PodSpec } from '@kubernetes/client-node';
 import { hostname } from 'node:os';
 import process from 'node:process';
@@ -25,20 +26,43 @@ export interface AgentTarget {
   containerId: string;
 }
 
-export interface AgentJobPlan {
+/** What the agent's container needs, wherever it runs. */
+export interface AgentContainerPlan {
   name: string;
-  sessionId: string;
   target: AgentTarget | undefined;
   agent: ResolvedConfig['agent'];
   token: string;
+  /** Where the launcher listens on its pod's loopback. */
+  port: number;
   /** Seconds after which the agent ends whatever happens. */
   deadlineSeconds: number;
+}
+
+export interface AgentJobPlan extends Omit<AgentContainerPlan, 'name' | 'port'> {
+  name: string;
+  sessionId: string;
 }
 
 const capabilities = ['NET_ADMIN', 'SYS_PTRACE', 'SYS_ADMIN'];
 /** Meshes that would otherwise put a proxy beside the agent and take its port. */
 const noMeshLabels = { 'sidecar.istio.io/inject': 'false' };
 const noMeshAnnotations = { 'linkerd.io/inject': 'disabled', 'sidecar.istio.io/inject': 'false', 'kuma.io/sidecar-injection': 'disabled' };
+
+/** The launcher's container: the image, the session token, and the capabilities it needs to enter the target. */
+export function agentContainer(plan: AgentContainerPlan): V1Container {
+  const { agent, target } = plan;
+  const args = ['--port', String(plan.port), '--ttl', String(agent.ttl), '--startup-timeout', String(agent.startup_timeout), '--deadline', String(plan.deadlineSeconds), '--log-level', agent.log_level];
+  if (target) args.push('--container-id', target.containerId);
+  return {
+    name: plan.name,
+    image: agent.image,
+    imagePullPolicy: agent.image_pull_policy,
+    command: AGENT_LAUNCHER,
+    args,
+    env: [{ name: 'DOPPEL_AGENT_TOKEN', value: plan.token }],
+    securityContext: agent.privileged ? { privileged: true, runAsUser: 0 } : { runAsUser: 0, capabilities: grantedCapabilities(agent.disabled_capabilities) },
+  };
+}
 
 export function agentJob(plan: AgentJobPlan): V1Job {
   const { agent, target } = plan;
@@ -49,18 +73,7 @@ export function agentJob(plan: AgentJobPlan): V1Job {
     [CLIENT_ANNOTATION]: `${hostname()}/${process.pid}`,
     ...(target ? { 'doppel.dev/target': `${target.namespace}/${target.pod}` } : {}),
   };
-  const args = ['--port', String(AGENT_PORT), '--ttl', String(agent.ttl), '--startup-timeout', String(agent.startup_timeout), '--deadline', String(plan.deadlineSeconds), '--log-level', agent.log_level];
-  if (target) args.push('--container-id', target.containerId);
-  const container: V1Container = {
-    name: AGENT_CONTAINER,
-    image: agent.image,
-    imagePullPolicy: agent.image_pull_policy,
-    command: AGENT_LAUNCHER,
-    args,
-    env: [{ name: 'DOPPEL_AGENT_TOKEN', value: plan.token }],
-    securityContext: agent.privileged ? { privileged: true, runAsUser: 0 } : { runAsUser: 0, capabilities: grantedCapabilities(agent.disabled_capabilities) },
-    resources: agent.resources,
-  };
+  const container: V1Container = { ...agentContainer({ ...plan, name: AGENT_CONTAINER, port: AGENT_PORT }), resources: agent.resources };
   const spec: V1PodSpec = {
     restartPolicy: 'Never',
     automountServiceAccountToken: false,

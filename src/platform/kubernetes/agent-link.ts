@@ -9,12 +9,12 @@ import { openPortForward, type ForwardedStream } from './port-forward.ts';
 
 const RETRY_MS = 50;
 
-export async function linkToAgent(kube: KubeContext, namespace: string, pod: string, token: string, timeoutMs: number): Promise<ForwardedStream> {
+export async function linkToAgent(kube: KubeContext, namespace: string, pod: string, token: string, timeoutMs: number, port = AGENT_PORT): Promise<ForwardedStream> {
   const deadline = Date.now() + timeoutMs;
   for (let attempt = 1; ; attempt++) {
     let forward: ForwardedStream | undefined;
     try {
-      forward = await kube.call({ verb: 'create', resource: 'pods/portforward', namespace, name: pod }, () => openPortForward(kube.config, namespace, pod, AGENT_PORT));
+      forward = await kube.call({ verb: 'create', resource: 'pods/portforward', namespace, name: pod }, () => openPortForward(kube.config, namespace, pod, port));
       await admitted(forward.stream, token);
       return forward;
     } catch (error) {

@@ -1,10 +1,12 @@
-// The Kubernetes platform: resolves the target to its ready pods, runs an agent Job next to each (or one plain
-// agent, targetless), links to each through a port-forward, follows the replicas, and removes every Job it made.
+// The Kubernetes platform: resolves the target to its ready pods, runs an agent next to each (a Job on its node, or
+// with -e an ephemeral container in it; targetless, one plain Job), links to each through a port-forward, follows
+// the replicas, and removes every Job it made.
 import { randomBytes } from 'node:crypto';
 import type { ResolvedConfig } from '../../config/schema.ts';
 import type { Target } from '../../config/target.ts';
 import type { AgentTransport } from '../agent-transport.ts';
 import type { Platform, ReplicaEvents, StepReporter } from '../platform.ts';
+import { runEphemeralAgent } from './agent-ephemeral.ts';
 import { agentJob, type AgentTarget } from './agent-job.ts';
 import { agentLogTail, waitForAgentPod } from './agent-pod.ts';
 import { linkToAgent } from './agent-link.ts';
@@ -22,16 +24,20 @@ export async function createKubernetesPlatform(target: Exclude<Target, { kind: '
   const sessionId = randomBytes(4).toString('hex');
   const token = randomBytes(24).toString('base64url');
   const agentNamespace = config.agent.namespace ?? kube.namespace;
-  const agents = new Map<string, KubeAgent>();
+  const agents = new Map<string, AgentTransport>();
   let resolved: ResolvedTarget | undefined;
   const description = target.kind === 'targetless' ? `targetless in ${kube.namespace}` : `${target.kind}/${target.name} in ${kube.namespace}`;
 
-  const startAgent = async (pod: TargetPod | undefined): Promise<AgentTransport> => {
-    const agentTarget: AgentTarget | undefined = pod && { pod: pod.name, namespace: pod.namespace, nodeName: pod.nodeName, containerId: pod.containerId };
-    const agent = await runAgent(kube, { namespace: agentNamespace, sessionId, token, target: agentTarget, config });
-    agents.set(pod?.name ?? '', agent);
-    return agent.transport;
+  const startAgent = async (pod: TargetPod | undefined, report: (text: string) => void): Promise<AgentTransport> => {
+    const run = { sessionId, token, agent: config.agent, deadlineSeconds: DEADLINE_SECONDS, report };
+    const transport =
+      pod && config.agent.ephemeral
+        ? await runEphemeralAgent(kube, { ...run, pod })
+        : await runJobAgent(kube, { ...run, namespace: agentNamespace, target: pod && { pod: pod.name, namespace: pod.namespace, nodeName: pod.nodeName, containerId: pod.containerId } });
+    agents.set(pod?.name ?? '', transport);
+    return transport;
   };
+  const where = config.agent.ephemeral && target.kind !== 'targetless' ? 'in' : 'next to';
 
   return {
     description,
@@ -39,14 +45,14 @@ export async function createKubernetesPlatform(target: Exclude<Target, { kind: '
     async start(progress: StepReporter) {
       void sweepDeadAgents(kube, agentNamespace);
       if (target.kind === 'targetless') {
-        return [await progress.step(`starting the agent in namespace ${agentNamespace} (image ${config.agent.image})`, () => startAgent(undefined))];
+        return [await progress.step(`starting the agent in namespace ${agentNamespace} (image ${config.agent.image})`, (status) => startAgent(undefined, status))];
       }
       const found = await progress.step(`resolving ${description}`, () => resolveTarget(kube, target));
       resolved = found;
       const pods = found.pods;
       const nodes = [...new Set(pods.map((pod) => pod.nodeName))].join(', ');
-      return progress.step(`starting ${pods.length === 1 ? 'the agent' : `${pods.length} agents`} next to ${pods.map((p) => p.name).join(', ')} on ${nodes} (image ${config.agent.image})`, () =>
-        Promise.all(pods.map((pod) => startAgent(pod))),
+      return progress.step(`starting ${pods.length === 1 ? 'the agent' : `${pods.length} agents`} ${where} ${pods.map((p) => p.name).join(', ')} on ${nodes} (image ${config.agent.image})`, (status) =>
+        Promise.all(pods.map((pod) => startAgent(pod, (text) => status(pods.length === 1 ? text : `${pod.name}: ${text}`)))),
       );
     },
     follow(events: ReplicaEvents) {
@@ -54,14 +60,14 @@ export async function createKubernetesPlatform(target: Exclude<Target, { kind: '
       return followTargetPods(kube, resolved, {
         joined(pod) {
           if (agents.has(pod.name)) return;
-          startAgent(pod).then(events.joined, (error: Error) => events.failed(`pod ${pod.name}`, error));
+          startAgent(pod, () => {}).then(events.joined, (error: Error) => events.failed(`pod ${pod.name}`, error));
         },
         left(pod, why) {
           const agent = agents.get(pod.name);
           if (!agent) return;
           agents.delete(pod.name);
-          events.left(agent.transport, why);
-          void agent.transport.stop();
+          events.left(agent, why);
+          void agent.stop();
         },
       });
     },
@@ -70,7 +76,7 @@ export async function createKubernetesPlatform(target: Exclude<Target, { kind: '
       return pod ? volumeMountPaths(kube, pod) : [];
     },
     async stop() {
-      await Promise.all([...agents.values()].map((agent) => agent.transport.stop()));
+      await Promise.all([...agents.values()].map((agent) => agent.stop()));
     },
     killNow() {
       // Nothing synchronous reaches the API server; each agent ends by itself once its link is gone (agent.ttl).
@@ -78,23 +84,20 @@ export async function createKubernetesPlatform(target: Exclude<Target, { kind: '
   };
 }
 
-interface KubeAgent {
-  job: string;
-  transport: AgentTransport;
-}
-
-interface AgentRun {
+interface JobAgentRun {
   namespace: string;
   sessionId: string;
   token: string;
   target: AgentTarget | undefined;
-  config: ResolvedConfig;
+  agent: ResolvedConfig['agent'];
+  deadlineSeconds: number;
+  report(text: string): void;
 }
 
-async function runAgent(kube: KubeContext, run: AgentRun): Promise<KubeAgent> {
-  const { namespace, config } = run;
+async function runJobAgent(kube: KubeContext, run: JobAgentRun): Promise<AgentTransport> {
+  const { namespace, agent } = run;
   const job = `doppel-agent-${run.sessionId}-${randomBytes(3).toString('hex')}`;
-  const spec = agentJob({ name: job, sessionId: run.sessionId, target: run.target, agent: config.agent, token: run.token, deadlineSeconds: DEADLINE_SECONDS });
+  const spec = agentJob({ ...run, name: job });
   await kube.call({ verb: 'create', resource: 'jobs.batch', namespace }, () => kube.batch.createNamespacedJob({ namespace, body: spec }));
   const removeJob = () =>
     kube.batch.deleteNamespacedJob({ name: job, namespace, propagationPolicy: 'Background', gracePeriodSeconds: 0 }).then(
@@ -102,11 +105,11 @@ async function runAgent(kube: KubeContext, run: AgentRun): Promise<KubeAgent> {
       () => undefined,
     );
   try {
-    const startupMs = config.agent.startup_timeout * 1000;
-    const pod = await waitForAgentPod(kube, namespace, job, startupMs);
+    const startupMs = agent.startup_timeout * 1000;
+    const pod = await waitForAgentPod(kube, namespace, job, startupMs, run.report);
     const link = await linkToAgent(kube, namespace, pod, run.token, startupMs);
     let stopping: Promise<void> | undefined;
-    const transport: AgentTransport = {
+    return {
       stream: link.stream,
       description: run.target ? `pod ${run.target.pod} (agent pod ${pod})` : `agent pod ${pod}`,
       exited: link.closed,
@@ -120,7 +123,6 @@ async function runAgent(kube: KubeContext, run: AgentRun): Promise<KubeAgent> {
       },
       killNow() {},
     };
-    return { job, transport };
   } catch (error) {
     await removeJob();
     throw error;
