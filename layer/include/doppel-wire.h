@@ -45,6 +45,18 @@ enum dp_op {
   DP_OP_GETADDRINFO = 7,
   /* payload: struct dp_connect_req.  DP_OK payload: struct dp_connect_resp. */
   DP_OP_CONNECT = 8,
+  /* A server socket's bind to a port > 0.  payload: struct dp_bind_req.
+   * DP_OK payload: struct dp_bind_resp (the port to bind locally; the layer tracks the socket); DP_LOCAL: bind as asked. */
+  DP_OP_BIND = 9,
+  /* listen() on a tracked socket.  payload: struct dp_listen_req.
+   * DP_OK payload: empty (the target's port now comes here); DP_LOCAL: the socket stays local. */
+  DP_OP_LISTEN = 10,
+  /* A connection accepted on a subscribed socket.  payload: struct dp_peer_of_req.
+   * DP_OK payload: struct dp_peer_of_resp; DP_LOCAL: not one the proxy made (a local caller). */
+  DP_OP_PEER_OF = 11,
+  /* A subscribed socket's descriptor was closed (others may still hold it).  payload: struct dp_unlisten_req.
+   * DP_OK payload: empty. */
+  DP_OP_UNLISTEN = 12,
 };
 
 #define DP_STAT_NOFOLLOW 1u
@@ -81,6 +93,48 @@ struct dp_connect_req {
 struct dp_connect_resp {
   struct dp_addr via;   /* where the layer connects instead: a proxy listener on loopback */
   struct dp_addr local; /* the connection's local address on the target, for getsockname */
+};
+
+/* When the port is taken locally (EADDRINUSE, or EACCES for a privileged port), bind port 0 instead. */
+#define DP_BIND_FALLBACK 1u
+
+struct dp_bind_req {
+  uint32_t socktype;
+  uint32_t reserved;
+  struct dp_addr requested; /* what the program passed to bind */
+};
+
+struct dp_bind_resp {
+  uint32_t port;  /* the local port to bind */
+  uint32_t flags; /* DP_BIND_FALLBACK */
+};
+
+/* The socket accepts IPv6 only (IPV6_V6ONLY), so IPv4 loopback cannot reach it. */
+#define DP_LISTEN_V6ONLY 1u
+
+struct dp_listen_req {
+  struct dp_addr requested; /* the address and port the program asked for */
+  struct dp_addr local;     /* where it really listens */
+  uint64_t inode;           /* the socket's inode, as /proc/net/tcp lists it */
+  uint32_t flags;           /* DP_LISTEN_V6ONLY */
+  uint32_t reserved;
+};
+
+struct dp_peer_of_req {
+  struct dp_addr peer;    /* the accepted connection's peer as the kernel reports it (the proxy's socket, if ours) */
+  uint32_t listener_port; /* its local port: the listener's real port */
+  uint32_t reserved;
+};
+
+struct dp_peer_of_resp {
+  struct dp_addr peer;  /* the real caller, for accept and getpeername */
+  struct dp_addr local; /* the address it called on the target, for getsockname */
+};
+
+struct dp_unlisten_req {
+  uint32_t port; /* the requested port */
+  uint32_t reserved;
+  uint64_t inode;
 };
 
 #endif

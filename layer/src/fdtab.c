@@ -42,6 +42,18 @@ void dp_fd_forget(int fd) {
   pthread_mutex_unlock(&lock);
 }
 
+int dp_fd_take(int fd, struct dp_fdinfo *out) {
+  if (fd < 0 || fd >= DP_MAX_FD) return 0;
+  pthread_mutex_lock(&lock);
+  struct dp_fdinfo *info = table[fd];
+  table[fd] = NULL;
+  pthread_mutex_unlock(&lock);
+  if (info == NULL) return 0;
+  *out = *info;
+  free(info);
+  return 1;
+}
+
 void dp_fd_copy(int from, int to) {
   struct dp_fdinfo info;
   if (dp_fd_get(from, &info)) dp_fd_set(to, &info);

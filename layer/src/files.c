@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 int dp_ask_path(uint32_t op, const void *head, size_t head_len, int dirfd, const char *path, char **reply, uint32_t *reply_len, const char **local_path) {
@@ -152,12 +153,19 @@ static FILE *fopen_hook(const char *path, const char *mode, FILE *(*real)(const 
 FILE *fopen(const char *path, const char *mode) { dp_init(); return fopen_hook(path, mode, real_fopen); }
 FILE *fopen64(const char *path, const char *mode) { dp_init(); return fopen_hook(path, mode, real_fopen64); }
 
-int close(int fd) {
-  dp_init();
+int dp_close(int fd, int raw) {
   /* The layer's own proxy connection survives a program that closes every descriptor. */
   if (dp_is_own_fd(fd)) return 0;
-  dp_fd_forget(fd);
-  return real_close(fd);
+  struct dp_fdinfo info;
+  int listener = dp_fd_take(fd, &info) && info.subscribed;
+  int r = raw ? (int)real_syscall(SYS_close, (long)fd) : real_close(fd);
+  if (listener) dp_unlisten(&info);
+  return r;
+}
+
+int close(int fd) {
+  dp_init();
+  return dp_close(fd, 0);
 }
 
 int dup(int fd) {

@@ -82,6 +82,10 @@ struct statx;
   X(connect, int, (int, const struct sockaddr *, socklen_t), 1) \
   X(getpeername, int, (int, struct sockaddr *, socklen_t *), 1) \
   X(getsockname, int, (int, struct sockaddr *, socklen_t *), 1) \
+  X(bind, int, (int, const struct sockaddr *, socklen_t), 1) \
+  X(listen, int, (int, int), 1) \
+  X(accept, int, (int, struct sockaddr *, socklen_t *), 1) \
+  X(accept4, int, (int, struct sockaddr *, socklen_t *, int), 1) \
   X(execve, int, (const char *, char *const[], char *const[]), 1) \
   X(execv, int, (const char *, char *const[]), 1) \
   X(execvp, int, (const char *, char *const[]), 1) \

@@ -15,6 +15,7 @@ enum dp_bypass {
   DP_BYPASS_NOT_INET,   /* not an IPv4/IPv6 stream socket */
   DP_BYPASS_NUMERIC,    /* a numeric host or no host: nothing to resolve */
   DP_BYPASS_NOT_OURS,   /* an fd or DIR the layer did not create */
+  DP_BYPASS_ANY_PORT,   /* bind to port 0: no port to receive the target's traffic for */
 };
 
 /* Resolves the hook table once; every hook calls it (directly or through dp_enter) before using real_*. */
@@ -40,14 +41,32 @@ int dp_absolute(int dirfd, const char *path, char *out, size_t size);
 struct dp_fdinfo {
   int has_stat;
   struct dp_stat stat;
-  int has_addrs;
+  int has_peer, has_local; /* getpeername / getsockname are answered from peer / local */
   struct sockaddr_storage peer, local;
   socklen_t peer_len, local_len;
+  /* A server socket the proxy tracks from bind: the port the program asked for; subscribed once listen succeeded. */
+  uint32_t requested_port;
+  int subscribed;
+  uint64_t inode;
 };
 void dp_fd_set(int fd, const struct dp_fdinfo *info);
 int dp_fd_get(int fd, struct dp_fdinfo *out);
 void dp_fd_forget(int fd);
+/* Forgets fd and returns what was known about it, in one step (close). */
+int dp_fd_take(int fd, struct dp_fdinfo *out);
 void dp_fd_copy(int from, int to);
+
+/* IPv4/IPv6 socket addresses to and from the wire's one shape; an IPv4 address becomes v4-mapped on an IPv6 socket. */
+int dp_to_addr(const struct sockaddr *sa, socklen_t len, struct dp_addr *out);
+socklen_t dp_from_addr(const struct dp_addr *a, int family, struct sockaddr_storage *out);
+/* Copies an address into a caller's (addr, len) out-parameters the way the kernel does: truncated, full length reported. */
+void dp_copy_out(const struct sockaddr_storage *src, socklen_t src_len, struct sockaddr *addr, socklen_t *len);
+
+/* close() and syscall(SYS_close): protects the layer's own fds, forgets the fd, and tells the proxy about a
+ * subscribed listener's descriptor going away. */
+int dp_close(int fd, int raw);
+/* Tells the proxy that a subscribed listener's descriptor went away; errno is kept. */
+void dp_unlisten(const struct dp_fdinfo *info);
 
 /* Asks the proxy about a path-based call: `head` is the op's fixed part, the absolute path follows.
  * On DP_LOCAL, *local_path is the path to use locally (the caller's own, or the proxy's rewrite). */

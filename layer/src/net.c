@@ -1,4 +1,4 @@
-/* Outgoing TCP: connect() to a remote address is relayed through the proxy; getpeername/getsockname report the remote view. */
+/* Outgoing TCP: connect() relayed through the proxy; getpeername/getsockname report the remote view of the layer's sockets. */
 #define _GNU_SOURCE
 #include "layer.h"
 #include <errno.h>
@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int to_dp_addr(const struct sockaddr *sa, socklen_t len, struct dp_addr *out) {
+int dp_to_addr(const struct sockaddr *sa, socklen_t len, struct dp_addr *out) {
   memset(out, 0, sizeof *out);
   if (sa->sa_family == AF_INET && len >= (socklen_t)sizeof(struct sockaddr_in)) {
     const struct sockaddr_in *sin = (const void *)sa;
@@ -25,8 +25,7 @@ static int to_dp_addr(const struct sockaddr *sa, socklen_t len, struct dp_addr *
   return 0;
 }
 
-/* A dp_addr as a sockaddr of the socket's own family (IPv4 becomes v4-mapped on an IPv6 socket). */
-static socklen_t from_dp_addr(const struct dp_addr *a, int family, struct sockaddr_storage *out) {
+socklen_t dp_from_addr(const struct dp_addr *a, int family, struct sockaddr_storage *out) {
   memset(out, 0, sizeof *out);
   if (family == AF_INET6) {
     struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)out;
@@ -53,7 +52,7 @@ int connect(int fd, const struct sockaddr *addr, socklen_t len) {
   struct dp_connect_req req = {0};
   int type = 0;
   socklen_t type_len = sizeof type;
-  if (addr == NULL || !to_dp_addr(addr, len, &req.remote) || getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &type_len) < 0 || type != SOCK_STREAM) {
+  if (addr == NULL || !dp_to_addr(addr, len, &req.remote) || getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &type_len) < 0 || type != SOCK_STREAM) {
     return real_connect(fd, addr, len);
   }
   if (!dp_enter()) return real_connect(fd, addr, len);
@@ -75,10 +74,10 @@ int connect(int fd, const struct sockaddr *addr, socklen_t len) {
     struct dp_connect_resp resp;
     memcpy(&resp, reply, sizeof resp);
     struct sockaddr_storage via;
-    socklen_t via_len = from_dp_addr(&resp.via, addr->sa_family, &via);
-    struct dp_fdinfo info = {.has_addrs = 1, .peer_len = len < sizeof info.peer ? len : sizeof info.peer};
+    socklen_t via_len = dp_from_addr(&resp.via, addr->sa_family, &via);
+    struct dp_fdinfo info = {.has_peer = 1, .has_local = 1, .peer_len = len < sizeof info.peer ? len : sizeof info.peer};
     memcpy(&info.peer, addr, info.peer_len);
-    info.local_len = from_dp_addr(&resp.local, addr->sa_family, &info.local);
+    info.local_len = dp_from_addr(&resp.local, addr->sa_family, &info.local);
     dp_fd_set(fd, &info);
     /* On a non-blocking socket this may say EINPROGRESS, as the program expects. */
     r = real_connect(fd, (struct sockaddr *)&via, via_len);
@@ -95,14 +94,17 @@ int connect(int fd, const struct sockaddr *addr, socklen_t len) {
   return r;
 }
 
+void dp_copy_out(const struct sockaddr_storage *src, socklen_t src_len, struct sockaddr *addr, socklen_t *len) {
+  memcpy(addr, src, *len < src_len ? *len : src_len);
+  *len = src_len;
+}
+
 static int report(int fd, struct sockaddr *addr, socklen_t *len, int peer, int (*real)(int, struct sockaddr *, socklen_t *)) {
   dp_init();
   struct dp_fdinfo info;
-  if (addr == NULL || len == NULL || !dp_fd_get(fd, &info) || !info.has_addrs) return real(fd, addr, len);
-  const struct sockaddr_storage *src = peer ? &info.peer : &info.local;
-  socklen_t src_len = peer ? info.peer_len : info.local_len;
-  memcpy(addr, src, *len < src_len ? *len : src_len);
-  *len = src_len;
+  if (addr == NULL || len == NULL || !dp_fd_get(fd, &info) || !(peer ? info.has_peer : info.has_local)) return real(fd, addr, len);
+  if (peer) dp_copy_out(&info.peer, info.peer_len, addr, len);
+  else dp_copy_out(&info.local, info.local_len, addr, len);
   return 0;
 }
 

@@ -1,4 +1,4 @@
-/* stat family hooks, statx, and syscall(SYS_statx) as libuv makes it; remote memfds report the remote file's stat. */
+/* stat family hooks, statx, and syscall(SYS_statx / SYS_close) as libuv makes them; remote memfds report the remote file's stat. */
 #define _GNU_SOURCE
 #include "layer.h"
 #include <errno.h>
@@ -155,7 +155,7 @@ int statx(int dirfd, const char *path, int flags, unsigned int mask, struct stat
   return statx_hook(dirfd, path, flags, mask, x);
 }
 
-/* libuv reaches statx through syscall(); every other number passes through untouched. */
+/* libuv reaches statx and close through syscall(); every other number passes through untouched. */
 long syscall(long number, ...) {
   dp_init();
   va_list ap;
@@ -164,5 +164,6 @@ long syscall(long number, ...) {
   long a4 = va_arg(ap, long), a5 = va_arg(ap, long), a6 = va_arg(ap, long);
   va_end(ap);
   if (number == SYS_statx) return statx_hook((int)a1, (const char *)a2, (int)a3, (unsigned)a4, (struct statx *)a5);
+  if (number == SYS_close) return dp_close((int)a1, 1);
   return real_syscall(number, a1, a2, a3, a4, a5, a6);
 }

@@ -15,7 +15,7 @@ static int enabled;
 static int debug;
 static __thread int in_hook __attribute__((tls_model("initial-exec")));
 
-static const char *bypass_names[] = {"disabled", "reentrant", "policy", "not-inet", "numeric", "not-ours"};
+static const char *bypass_names[] = {"disabled", "reentrant", "policy", "not-inet", "numeric", "not-ours", "any-port"};
 
 static void init(void) {
   dp_resolve_hooks();

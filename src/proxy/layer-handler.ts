@@ -27,6 +27,14 @@ export type Answer<T> =
   | { kind: 'error'; code: string }
   | { kind: 'remote'; value: T };
 
+/** A listening socket of the program as the kernel knows it. */
+export interface ListeningSocket {
+  /** Its inode, as /proc/net/tcp lists it: the socket outlives any one descriptor (dup, fork). */
+  inode: bigint;
+  /** An IPv6 socket that takes no IPv4 (IPV6_V6ONLY). */
+  v6only: boolean;
+}
+
 export interface LayerHandler {
   open(path: string, flags: number, mode: number): Promise<Answer<{ stat: RemoteStat; data: Uint8Array }>>;
   stat(path: string, follow: boolean): Promise<Answer<RemoteStat>>;
@@ -37,4 +45,14 @@ export interface LayerHandler {
   getaddrinfo(name: string, hints: AddrInfoHints): Promise<Answer<{ addresses: SockAddr[]; canonicalName: string }>>;
   /** Relays a connection: `via` is the loopback listener the layer connects to instead, `local` what getsockname reports. */
   connect(socktype: number, remote: SockAddr): Promise<Answer<{ via: SockAddr; local: SockAddr }>>;
+  /** A server socket binds `requested` (port > 0): local binds as asked; remote names the local port to bind
+   *  instead and whether a port taken locally may fall back to any free one. */
+  bind(socktype: number, requested: SockAddr): Promise<Answer<{ port: number; fallback: boolean }>>;
+  /** The socket bound for `requested` listens, really on `local`: remote means the target's port now comes here. */
+  listen(requested: SockAddr, local: SockAddr, socket: ListeningSocket): Promise<Answer<void>>;
+  /** A connection accepted on a subscribed socket, from `peer` as the kernel sees it: the real caller and the address it
+   *  called on the target, or local when the proxy did not make it. */
+  peerOf(peer: SockAddr, listenerPort: number): Promise<Answer<{ peer: SockAddr; local: SockAddr }>>;
+  /** A descriptor of the subscribed socket bound for `port` was closed; other descriptors may still hold the socket. */
+  unlisten(port: number, inode: bigint): Promise<Answer<void>>;
 }

@@ -12,13 +12,18 @@ export interface LayerServerOptions {
   socketPath: string;
   handler: LayerHandler;
   onError?: (error: Error) => void;
+  /** A layer connection ended: a thread or a whole process of the program is gone. */
+  onDisconnect?: () => void;
 }
 
-export async function startLayerServer({ socketPath, handler, onError }: LayerServerOptions): Promise<LayerServer> {
+export async function startLayerServer({ socketPath, handler, onError, onDisconnect }: LayerServerOptions): Promise<LayerServer> {
   const sockets = new Set<Socket>();
   const server = createServer((socket) => {
     sockets.add(socket);
-    socket.on('close', () => sockets.delete(socket));
+    socket.on('close', () => {
+      sockets.delete(socket);
+      onDisconnect?.();
+    });
     serve(socket, handler, onError ?? (() => {}));
   });
   await new Promise<void>((resolve, reject) => {
@@ -89,5 +94,13 @@ function call(handler: LayerHandler, request: LayerRequest): Promise<Answer<unkn
       return handler.getaddrinfo(request.name, request.hints);
     case 'connect':
       return handler.connect(request.socktype, request.remote);
+    case 'bind':
+      return handler.bind(request.socktype, request.requested);
+    case 'listen':
+      return handler.listen(request.requested, request.local, request.socket);
+    case 'peerOf':
+      return handler.peerOf(request.peer, request.listenerPort);
+    case 'unlisten':
+      return handler.unlisten(request.port, request.inode);
   }
 }

@@ -1,7 +1,7 @@
 // The layer <-> proxy wire format, mirroring layer/include/doppel-wire.h: fixed little-endian structs, NUL-terminated strings.
 import { isIP } from 'node:net';
 import { constants } from 'node:os';
-import type { AddrInfoHints, Answer, DirEntry, RemoteStat, SockAddr } from './layer-handler.ts';
+import type { AddrInfoHints, Answer, DirEntry, ListeningSocket, RemoteStat, SockAddr } from './layer-handler.ts';
 
 export const REQ_HEADER = 8;
 export const RESP_HEADER = 8;
@@ -11,13 +11,21 @@ export const ADDR_SIZE = 24;
 export const GAI_REQ_SIZE = 16;
 export const CONNECT_REQ_SIZE = 8 + ADDR_SIZE;
 export const CONNECT_RESP_SIZE = 2 * ADDR_SIZE;
+export const BIND_REQ_SIZE = 8 + ADDR_SIZE;
+export const BIND_RESP_SIZE = 8;
+export const LISTEN_REQ_SIZE = 2 * ADDR_SIZE + 16;
+export const PEER_OF_REQ_SIZE = ADDR_SIZE + 8;
+export const PEER_OF_RESP_SIZE = 2 * ADDR_SIZE;
+export const UNLISTEN_REQ_SIZE = 16;
 /** A request larger than this is not from our layer. */
 export const MAX_REQUEST = 64 * 1024;
 
-export const Op = { open: 1, stat: 2, access: 3, readlink: 4, listdir: 5, realpath: 6, getaddrinfo: 7, connect: 8 } as const;
+export const Op = { open: 1, stat: 2, access: 3, readlink: 4, listdir: 5, realpath: 6, getaddrinfo: 7, connect: 8, bind: 9, listen: 10, peerOf: 11, unlisten: 12 } as const;
 const STATUS_OK = 0;
 const STATUS_LOCAL = 1;
 export const STAT_NOFOLLOW = 1;
+export const BIND_FALLBACK = 1;
+export const LISTEN_V6ONLY = 1;
 
 const AF_INET = 2;
 const AF_INET6 = 10;
@@ -34,7 +42,11 @@ export type LayerRequest =
   | { op: 'access'; mode: number; path: string }
   | { op: 'readlink' | 'listdir' | 'realpath'; path: string }
   | { op: 'getaddrinfo'; hints: AddrInfoHints; name: string }
-  | { op: 'connect'; socktype: number; remote: SockAddr };
+  | { op: 'connect'; socktype: number; remote: SockAddr }
+  | { op: 'bind'; socktype: number; requested: SockAddr }
+  | { op: 'listen'; requested: SockAddr; local: SockAddr; socket: ListeningSocket }
+  | { op: 'peerOf'; peer: SockAddr; listenerPort: number }
+  | { op: 'unlisten'; port: number; inode: bigint };
 
 export class WireError extends Error {}
 
@@ -73,6 +85,23 @@ export function decodeRequest(op: number, payload: Buffer): LayerRequest {
     case Op.connect:
       need(CONNECT_REQ_SIZE);
       return { op: 'connect', socktype: payload.readUInt32LE(0), remote: decodeAddr(payload, 8) };
+    case Op.bind:
+      need(BIND_REQ_SIZE);
+      return { op: 'bind', socktype: payload.readUInt32LE(0), requested: decodeAddr(payload, 8) };
+    case Op.listen:
+      need(LISTEN_REQ_SIZE);
+      return {
+        op: 'listen',
+        requested: decodeAddr(payload, 0),
+        local: decodeAddr(payload, ADDR_SIZE),
+        socket: { inode: payload.readBigUInt64LE(2 * ADDR_SIZE), v6only: (payload.readUInt32LE(2 * ADDR_SIZE + 8) & LISTEN_V6ONLY) !== 0 },
+      };
+    case Op.peerOf:
+      need(PEER_OF_REQ_SIZE);
+      return { op: 'peerOf', peer: decodeAddr(payload, 0), listenerPort: payload.readUInt32LE(ADDR_SIZE) };
+    case Op.unlisten:
+      need(UNLISTEN_REQ_SIZE);
+      return { op: 'unlisten', port: payload.readUInt32LE(0), inode: payload.readBigUInt64LE(8) };
     default:
       throw new WireError(`unknown op ${op}`);
   }
@@ -111,6 +140,20 @@ function encodeValue(request: LayerRequest, value: unknown): Buffer {
       const { via, local } = value as { via: SockAddr; local: SockAddr };
       return Buffer.concat([encodeAddr(via), encodeAddr(local)]);
     }
+    case 'bind': {
+      const { port, fallback } = value as { port: number; fallback: boolean };
+      const out = Buffer.alloc(BIND_RESP_SIZE);
+      out.writeUInt32LE(port, 0);
+      out.writeUInt32LE(fallback ? BIND_FALLBACK : 0, 4);
+      return out;
+    }
+    case 'peerOf': {
+      const { peer, local } = value as { peer: SockAddr; local: SockAddr };
+      return Buffer.concat([encodeAddr(peer), encodeAddr(local)]);
+    }
+    case 'listen':
+    case 'unlisten':
+      return Buffer.alloc(0);
   }
 }
 

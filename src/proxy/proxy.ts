@@ -33,6 +33,11 @@ export async function startProxy(options: ProxyOptions): Promise<Proxy> {
     ...createFileRequests(options.agent, options.fs),
     ...createDnsRequests(options.agent, options.dns),
     connect: outgoing.connect,
+    // Server sockets stay local until the incoming side is wired in.
+    bind: async () => ({ kind: 'local' }),
+    listen: async () => ({ kind: 'local' }),
+    peerOf: async () => ({ kind: 'local' }),
+    unlisten: async () => ({ kind: 'remote', value: undefined }),
   };
   try {
     const server = await startLayerServer({ socketPath, handler });

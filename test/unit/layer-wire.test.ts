@@ -6,21 +6,79 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { test } from 'node:test';
-import { ADDR_SIZE, CONNECT_REQ_SIZE, CONNECT_RESP_SIZE, decodeAddr, decodeRequest, DIRENT_SIZE, encodeAddr, encodeAnswer, GAI_REQ_SIZE, Op, REQ_HEADER, RESP_HEADER, STAT_SIZE } from '../../src/proxy/layer-wire.ts';
+import {
+  ADDR_SIZE, BIND_REQ_SIZE, BIND_RESP_SIZE, CONNECT_REQ_SIZE, CONNECT_RESP_SIZE, decodeAddr, decodeRequest, DIRENT_SIZE, encodeAddr, encodeAnswer, GAI_REQ_SIZE,
+  LISTEN_REQ_SIZE, Op, PEER_OF_REQ_SIZE, PEER_OF_RESP_SIZE, REQ_HEADER, RESP_HEADER, STAT_SIZE, UNLISTEN_REQ_SIZE,
+} from '../../src/proxy/layer-wire.ts';
 
-test('struct sizes match the C header', () => {
+/** Compiles and runs a C program against the wire header; returns its stdout. */
+function runC(body: string): string {
   const dir = mkdtempSync(join(tmpdir(), 'doppel-wire-'));
   try {
     const include = fileURLToPath(new URL('../../layer/include/', import.meta.url));
-    writeFileSync(join(dir, 'sizes.c'), `#include <stdio.h>
+    writeFileSync(join(dir, 'wire.c'), `#include <stdio.h>
+#include <string.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include "doppel-wire.h"
-int main(void) { printf("%zu %zu %zu %zu %zu %zu %zu %zu\\n", sizeof(struct dp_req_hdr), sizeof(struct dp_resp_hdr), sizeof(struct dp_stat), sizeof(struct dp_dirent), sizeof(struct dp_addr), sizeof(struct dp_gai_req), sizeof(struct dp_connect_req), sizeof(struct dp_connect_resp)); return 0; }`);
-    execFileSync('cc', ['-I', include, '-o', join(dir, 'sizes'), join(dir, 'sizes.c')]);
-    const sizes = execFileSync(join(dir, 'sizes'), { encoding: 'utf8' }).trim().split(' ').map(Number);
-    assert.deepEqual(sizes, [REQ_HEADER, RESP_HEADER, STAT_SIZE, DIRENT_SIZE, ADDR_SIZE, GAI_REQ_SIZE, CONNECT_REQ_SIZE, CONNECT_RESP_SIZE]);
+int main(void) { ${body} return 0; }`);
+    execFileSync('cc', ['-Wall', '-Werror', '-I', include, '-o', join(dir, 'wire'), join(dir, 'wire.c')]);
+    return execFileSync(join(dir, 'wire'), { encoding: 'utf8' }).trim();
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+}
+
+test('struct sizes and op numbers match the C header', () => {
+  const structs = ['dp_req_hdr', 'dp_resp_hdr', 'dp_stat', 'dp_dirent', 'dp_addr', 'dp_gai_req', 'dp_connect_req', 'dp_connect_resp',
+    'dp_bind_req', 'dp_bind_resp', 'dp_listen_req', 'dp_peer_of_req', 'dp_peer_of_resp', 'dp_unlisten_req'];
+  const sizes = runC(structs.map((name) => `printf("%zu ", sizeof(struct ${name}));`).join(' ')).split(' ').map(Number);
+  assert.deepEqual(sizes, [REQ_HEADER, RESP_HEADER, STAT_SIZE, DIRENT_SIZE, ADDR_SIZE, GAI_REQ_SIZE, CONNECT_REQ_SIZE, CONNECT_RESP_SIZE,
+    BIND_REQ_SIZE, BIND_RESP_SIZE, LISTEN_REQ_SIZE, PEER_OF_REQ_SIZE, PEER_OF_RESP_SIZE, UNLISTEN_REQ_SIZE]);
+  const ops = ['OPEN', 'STAT', 'ACCESS', 'READLINK', 'LISTDIR', 'REALPATH', 'GETADDRINFO', 'CONNECT', 'BIND', 'LISTEN', 'PEER_OF', 'UNLISTEN'];
+  const numbers = runC(ops.map((name) => `printf("%d ", DP_OP_${name});`).join(' ')).split(' ').map(Number);
+  assert.deepEqual(numbers, [Op.open, Op.stat, Op.access, Op.readlink, Op.listdir, Op.realpath, Op.getaddrinfo, Op.connect, Op.bind, Op.listen, Op.peerOf, Op.unlisten]);
+});
+
+/** The bytes of a struct the C side fills, as the layer would send them. */
+function cBytes(declaration: string): Buffer {
+  return Buffer.from(runC(`${declaration} const unsigned char *p = (const void *)&r; for (size_t i = 0; i < sizeof r; i++) printf("%02x", p[i]);`), 'hex');
+}
+
+const cAddr = (family: 'AF_INET' | 'AF_INET6', port: number, bytes: number[]) => `{.family = ${family}, .port = ${port}, .addr = {${bytes.join(', ')}}}`;
+
+test('the incoming requests the layer fills decode field by field', () => {
+  assert.deepEqual(decodeRequest(Op.bind, cBytes(`struct dp_bind_req r = {.socktype = SOCK_STREAM, .requested = ${cAddr('AF_INET', 8080, [0, 0, 0, 0])}};`)), {
+    op: 'bind', socktype: 1, requested: { family: 4, address: '0.0.0.0', port: 8080 },
+  });
+  const listen = cBytes(`struct dp_listen_req r = {.requested = ${cAddr('AF_INET6', 80, [])}, .local = ${cAddr('AF_INET6', 41000, [])},
+    .inode = 123456789012ull, .flags = DP_LISTEN_V6ONLY};`);
+  assert.deepEqual(decodeRequest(Op.listen, listen), {
+    op: 'listen',
+    requested: { family: 6, address: '0:0:0:0:0:0:0:0', port: 80 },
+    local: { family: 6, address: '0:0:0:0:0:0:0:0', port: 41000 },
+    socket: { inode: 123456789012n, v6only: true },
+  });
+  assert.deepEqual(decodeRequest(Op.peerOf, cBytes(`struct dp_peer_of_req r = {.peer = ${cAddr('AF_INET', 52000, [127, 0, 0, 1])}, .listener_port = 41000};`)), {
+    op: 'peerOf', peer: { family: 4, address: '127.0.0.1', port: 52000 }, listenerPort: 41000,
+  });
+  assert.deepEqual(decodeRequest(Op.unlisten, cBytes('struct dp_unlisten_req r = {.port = 8080, .inode = 77};')), { op: 'unlisten', port: 8080, inode: 77n });
+  assert.throws(() => decodeRequest(Op.listen, Buffer.alloc(LISTEN_REQ_SIZE - 1)), /payload/);
+});
+
+test('the incoming answers encode as the layer reads them', () => {
+  const caller = { family: 4 as const, address: '198.18.3.1', port: 40404 };
+  const called = { family: 4 as const, address: '198.18.3.2', port: 80 };
+  const bind = decodeRequest(Op.bind, Buffer.concat([Buffer.from([1, 0, 0, 0, 0, 0, 0, 0]), encodeAddr(called)]));
+  const bound = encodeAnswer(bind, { kind: 'remote', value: { port: 0x1234, fallback: true } });
+  assert.deepEqual([bound.readUInt32LE(0), bound.readInt32LE(4), bound.readUInt32LE(8), bound.readUInt32LE(12)], [BIND_RESP_SIZE, 0, 0x1234, 1]);
+  const peerOf = decodeRequest(Op.peerOf, Buffer.concat([encodeAddr({ family: 4, address: '127.0.0.1', port: 1 }), Buffer.alloc(8)]));
+  const answer = encodeAnswer(peerOf, { kind: 'remote', value: { peer: caller, local: called } });
+  assert.equal(answer.readUInt32LE(0), PEER_OF_RESP_SIZE);
+  assert.deepEqual([decodeAddr(answer, 8), decodeAddr(answer, 8 + ADDR_SIZE)], [caller, called]);
+  assert.equal(encodeAnswer(peerOf, { kind: 'local' }).readInt32LE(4), 1);
+  const listen = decodeRequest(Op.listen, Buffer.concat([encodeAddr(called), encodeAddr(called), Buffer.alloc(16)]));
+  assert.equal(encodeAnswer(listen, { kind: 'error', code: 'EADDRINUSE' }).readInt32LE(4), -98);
 });
 
 test('addresses round-trip, and IPv4-mapped IPv6 means IPv4', () => {
