@@ -1,4 +1,5 @@
 // The agent's entry point: serve one client on an inherited fd or a TCP port, from inside the target's network namespace; exit when the client, or the target, is gone.
+import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { createServer, Socket } from 'node:net';
 import process from 'node:process';
@@ -6,6 +7,8 @@ import type { Duplex } from 'node:stream';
 import { parseArgs } from 'node:util';
 import { isDoppelError } from '../errors.ts';
 import { Connection } from '../protocol/connection.ts';
+import { createIncoming } from './incoming.ts';
+import { SESSION_PATTERN } from './iptables.ts';
 import { createLog, parseLogLevel, type Log } from './log.ts';
 import { createRequestHandler } from './serve.ts';
 
@@ -19,6 +22,8 @@ async function main(): Promise<number> {
       listen: { type: 'string' },
       'log-level': { type: 'string', default: 'info' },
       'startup-timeout': { type: 'string', default: '60' },
+      // Names the agent's iptables chains (DOPPEL-<session>), so that its platform can remove them if it is killed.
+      session: { type: 'string' },
     },
   });
   const log = createLog(parseLogLevel(values['log-level']!));
@@ -26,6 +31,11 @@ async function main(): Promise<number> {
   if (!Number.isInteger(pid) || pid <= 0) return usage(log, '--pid PID is required');
   if (!existsSync(`/proc/${pid}`)) return usage(log, `process ${pid} does not exist`);
   const timeoutMs = Number(values['startup-timeout']) * 1000;
+  const session = values.session ?? `a${randomBytes(4).toString('hex')}`;
+  if (!SESSION_PATTERN.test(session)) return usage(log, `--session: "${session}" is not 1-21 letters, digits or dashes`);
+  const incoming = createIncoming({ session, log });
+  // Every way out passes here, an uncaught error included: the namespace is left as it was found.
+  process.once('exit', () => incoming.close());
 
   const stream = values.fd !== undefined ? new Socket({ fd: Number(values.fd), readable: true, writable: true }) : values.listen ? await acceptOne(values.listen, timeoutMs, log) : undefined;
   if (!stream) return usage(log, 'one of --fd N or --listen HOST:PORT is required');
@@ -34,7 +44,7 @@ async function main(): Promise<number> {
     role: 'agent',
     software: `doppel-agent ${version}`,
     handshakeTimeoutMs: timeoutMs,
-    onRequest: createRequestHandler(pid, log),
+    onRequest: createRequestHandler(pid, log, incoming),
   });
   log.info(`serving ${connection.peer.software} for process ${pid}`);
 
@@ -49,6 +59,7 @@ async function main(): Promise<number> {
   });
   const why = await Promise.race([connection.closed.then((error) => (error ? `connection failed: ${error.message}` : 'client disconnected')), targetGone, signalled]);
   log.info(`exiting: ${why}`);
+  incoming.close();
   connection.close();
   return 0;
 }

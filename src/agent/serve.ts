@@ -5,14 +5,19 @@ import type { Operation, Operations } from '../protocol/messages.ts';
 import { createDns } from './dns.ts';
 import { readEnvironment } from './env.ts';
 import { createFiles } from './files.ts';
+import type { Incoming } from './incoming.ts';
 import type { Log } from './log.ts';
 import { createOutgoing } from './outgoing.ts';
 
-export function createRequestHandler(pid: number, log: Log): RequestHandler {
+/** `incoming` is left out where nothing may change the namespace's rules (tests of the other families). */
+export function createRequestHandler(pid: number, log: Log, incoming?: Incoming): RequestHandler {
   const root = `/proc/${pid}/root`;
   const files = createFiles(root);
   const lookup = createDns(root);
   const tcpConnect = createOutgoing(log);
+  const noIncoming = (): never => {
+    throw new RemoteError('ENOSYS', 'this agent serves no incoming traffic');
+  };
   // `ping` is answered by the connection itself: it is also the keepalive.
   const handlers: { [O in Exclude<Operation, 'ping'>]: (args: Operations[O]['args'], connection: Parameters<RequestHandler>[2]) => Promise<Operations[O]['result']> } = {
     env: async () => ({ vars: await readEnvironment(pid) }),
@@ -25,6 +30,11 @@ export function createRequestHandler(pid: number, log: Log): RequestHandler {
     'fs.realpath': (args) => files.realpath(args),
     'dns.lookup': (args) => lookup(args),
     'tcp.connect': (args, connection) => tcpConnect(args, connection),
+    'incoming.subscribe': (args, connection) => (incoming ?? noIncoming()).subscribe(args, connection),
+    'incoming.unsubscribe': (args) => (incoming ?? noIncoming()).unsubscribe(args),
+    'incoming.accepted': async () => {
+      throw new RemoteError('ENOSYS', 'incoming.accepted is the agent\'s request to the client');
+    },
   };
   return async (op, args, connection) => {
     const handler = handlers[op] as (args: unknown, connection: Parameters<RequestHandler>[2]) => Promise<unknown>;

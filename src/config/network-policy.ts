@@ -128,3 +128,35 @@ export function createDnsPolicy(dns: ResolvedConfig['feature']['network']['dns']
     },
   };
 }
+
+/**
+ * Which of the program's listening sockets take the target's incoming traffic, and how (mirrord's
+ * `feature.network.incoming`, with `agent.flush_connections`).
+ */
+export function createIncomingPolicy(incoming: ResolvedConfig['feature']['network']['incoming'], agent: Pick<ResolvedConfig['agent'], 'flush_connections'>) {
+  if (incoming.ports !== undefined && incoming.ignore_ports.length > 0) {
+    throw new DoppelError('E_CONFIG_INVALID', 'feature.network.incoming: "ports" and "ignore_ports" exclude each other', { category: 'config', hint: 'list the ports to take in "ports", or the ones to leave local in "ignore_ports"' });
+  }
+  const remotePorts = new Map(incoming.port_mapping);
+  const listenPorts = new Map(incoming.listen_ports);
+  const { mode } = incoming;
+  return {
+    /** A socket bound to `address`:`port`: the target's port it takes, and the local port to bind instead; undefined keeps it local. */
+    decide(port: number, address: string): { remotePort: number; localPort?: number } | undefined {
+      // Port 0 asks for any free port: nothing on the target can be meant by it.
+      if (mode === 'off' || port === 0) return undefined;
+      if (incoming.ignore_localhost && isLoopback(address)) return undefined;
+      // ignore_ports name the program's ports, `ports` the target's (after port_mapping), as in mirrord.
+      if (incoming.ignore_ports.includes(port)) return undefined;
+      const remotePort = remotePorts.get(port) ?? port;
+      if (incoming.ports !== undefined && !incoming.ports.includes(remotePort)) return undefined;
+      const localPort = listenPorts.get(port);
+      return localPort === undefined ? { remotePort } : { remotePort, localPort };
+    },
+    subscription(): { mode: 'steal' | 'mirror'; flush: boolean } {
+      if (mode === 'off') throw new Error('incoming traffic is off: nothing is subscribed');
+      // mirrord flushes only for a steal: mirrored connections must go on untouched.
+      return { mode, flush: mode === 'steal' && agent.flush_connections };
+    },
+  };
+}

@@ -3,7 +3,7 @@ import { decode, encode } from '@msgpack/msgpack';
 import { ProtocolError } from './errors.ts';
 
 /** Bumped when an operation or field is added; a peer must speak at least MIN_PEER_VERSION. */
-export const PROTOCOL_VERSION = 2;
+export const PROTOCOL_VERSION = 3;
 /**
  * Version 1 peers are still served: the keepalive is the `ping` request every version answers, and a client
  * facing a version 1 agent fetches files with `fs.read` pieces instead of `fs.fetch`. Agents ship apart from the
@@ -53,6 +53,25 @@ export interface Operations {
   'tcp.connect': { args: { host: string; port: number; channel: number }; result: { localAddress: string; localPort: number } };
   /** The file's stat; its whole content follows as data on `channel` (opened by the client), which then ends. */
   'fs.fetch': { args: { path: string; channel: number }; result: { stat: Stat } };
+  /**
+   * TCP connections to `port` in the target's network namespace go to the agent from now on. steal: each one is
+   * handed to the client; mirror: the target's server still answers, and the client gets a copy of what the caller
+   * sent. `flush` (steal only) drops the namespace's tracked connections to the port, so kept-alive ones reconnect.
+   */
+  'incoming.subscribe': { args: { port: number; mode: IncomingMode; flush: boolean }; result: Record<string, never> };
+  'incoming.unsubscribe': { args: { port: number }; result: Record<string, never> };
+  /**
+   * The agent's request to the client: a caller connected to a subscribed port. Its bytes follow on `channel`
+   * (opened by the agent); what the client sends back reaches the caller (steal) or is dropped (mirror).
+   */
+  'incoming.accepted': { args: { port: number; channel: number; peer: SocketAddress; local: SocketAddress }; result: Record<string, never> };
+}
+
+export type IncomingMode = 'steal' | 'mirror';
+
+export interface SocketAddress {
+  address: string;
+  port: number;
 }
 
 export type Operation = keyof Operations;
@@ -69,6 +88,9 @@ export const operationSince: Record<Operation, number> = {
   'dns.lookup': 1,
   'tcp.connect': 1,
   'fs.fetch': 2,
+  'incoming.subscribe': 3,
+  'incoming.unsubscribe': 3,
+  'incoming.accepted': 3,
 };
 
 export function isOperation(op: string): op is Operation {

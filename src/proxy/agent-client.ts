@@ -1,8 +1,9 @@
 // The proxy's side of the agent connection: handshake, then one typed method per agent operation.
 import type { Duplex } from 'node:stream';
 import { readFileSync } from 'node:fs';
-import { Connection, DEFAULT_REQUEST_TIMEOUT_MS } from '../protocol/connection.ts';
-import type { Operations } from '../protocol/messages.ts';
+import { Connection, DEFAULT_REQUEST_TIMEOUT_MS, type RequestHandler } from '../protocol/connection.ts';
+import { RemoteError } from '../protocol/errors.ts';
+import type { IncomingMode, Operations, SocketAddress } from '../protocol/messages.ts';
 import { fetchFile, type FetchedFile } from './fetch-file.ts';
 import type { DirEntry, RemoteStat } from './layer-handler.ts';
 
@@ -20,8 +21,19 @@ export interface AgentClient {
   realpath(path: string): Promise<string>;
   lookup(name: string, family: 0 | 4 | 6): Promise<Operations['dns.lookup']['result']>;
   connectTcp(host: string, port: number): Promise<{ stream: Duplex; localAddress: string; localPort: number }>;
+  /** Connections to the target's `port` come to us (steal) or are copied to us (mirror), through `serveIncoming`'s handler. */
+  subscribeIncoming(port: number, mode: IncomingMode, flush: boolean): Promise<void>;
+  unsubscribeIncoming(port: number): Promise<void>;
+  /**
+   * Who takes the connections the agent hands over; until one is set, or after `undefined`, they are refused.
+   * Set after the handshake: the proxy that takes them starts once the session has its agents.
+   */
+  serveIncoming(handler: IncomingHandler | undefined): void;
   close(): void;
 }
+
+/** A connection that arrived at a subscribed port: the caller's bytes come on `stream`. A rejection resets it. */
+export type IncomingHandler = (accepted: { port: number; peer: SocketAddress; local: SocketAddress; stream: Duplex }) => Promise<void>;
 
 export interface AgentClientOptions {
   handshakeTimeoutMs: number;
@@ -31,11 +43,13 @@ export interface AgentClientOptions {
 
 export async function connectAgent(stream: Duplex, options: AgentClientOptions): Promise<AgentClient> {
   const communicationTimeoutMs = options.communicationTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
+  let incoming: IncomingHandler | undefined;
   const connection = await Connection.open(stream, {
     role: 'client',
     software: `doppel ${version}`,
     handshakeTimeoutMs: options.handshakeTimeoutMs,
     requestTimeoutMs: communicationTimeoutMs,
+    onRequest: serveAgentRequests(() => incoming),
   });
   return {
     connection,
@@ -60,6 +74,34 @@ export async function connectAgent(stream: Duplex, options: AgentClientOptions):
         throw error;
       }
     },
+    async subscribeIncoming(port, mode, flush) {
+      await connection.request('incoming.subscribe', { port, mode, flush });
+    },
+    async unsubscribeIncoming(port) {
+      await connection.request('incoming.unsubscribe', { port });
+    },
+    serveIncoming(handler) {
+      incoming = handler;
+    },
     close: () => connection.close(),
+  };
+}
+
+/** The requests an agent sends us: only `incoming.accepted`. */
+function serveAgentRequests(handler: () => IncomingHandler | undefined): RequestHandler {
+  return async (op, args, connection) => {
+    if (op !== 'incoming.accepted') throw new RemoteError('ENOSYS', `${op} is served by the agent, not the client`);
+    const { port, channel: id, peer, local } = args as Operations['incoming.accepted']['args'];
+    // Attached before anything is awaited: the caller's bytes follow this request at once.
+    const channel = connection.attachChannel(id);
+    const serve = handler();
+    try {
+      if (!serve) throw new RemoteError('ECONNREFUSED', `nothing takes connections to port ${port}`);
+      await serve({ port, peer, local, stream: channel });
+      return {};
+    } catch (error) {
+      channel.destroy();
+      throw error;
+    }
   };
 }

@@ -19,6 +19,12 @@ test('frames match the committed golden bytes', () => {
   // The keepalive is a ping request (above) and this answer.
   assert.deepEqual(encodeFrame({ kind: 'control', body: encodeControl({ t: 'res', id: 3, ok: { now: 1700000000000 } }) }), golden('control-res-ping'));
   assert.deepEqual(decodeControl(golden('control-req-fs-fetch').subarray(5)), { t: 'req', id: 2, op: 'fs.fetch', args: { path: '/etc/hosts', channel: 1 } });
+  // Protocol 3: a subscription, and the agent's request handing over a caller's connection on its channel 2.
+  const subscribe = { t: 'req', id: 4, op: 'incoming.subscribe', args: { port: 80, mode: 'steal', flush: true } } as const;
+  assert.deepEqual(encodeFrame({ kind: 'control', body: encodeControl(subscribe) }), golden('control-req-incoming-subscribe'));
+  const accepted = { t: 'req', id: 5, op: 'incoming.accepted', args: { port: 80, channel: 2, peer: { address: '198.18.0.1', port: 40000 }, local: { address: '198.18.0.2', port: 80 } } } as const;
+  assert.deepEqual(encodeFrame({ kind: 'control', body: encodeControl(accepted) }), golden('control-req-incoming-accepted'));
+  assert.deepEqual(decodeControl(golden('control-req-incoming-accepted').subarray(5)), accepted);
 });
 
 const frameArb: fc.Arbitrary<Frame> = fc.oneof(

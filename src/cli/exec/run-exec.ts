@@ -5,7 +5,7 @@ import { homedir, tmpdir } from 'node:os';
 import process from 'node:process';
 import { mergeEnvironment } from '../../config/env-policy.ts';
 import { createFsPolicy } from '../../config/fs-policy.ts';
-import { createDnsPolicy, createOutgoingPolicy } from '../../config/network-policy.ts';
+import { createDnsPolicy, createIncomingPolicy, createOutgoingPolicy } from '../../config/network-policy.ts';
 import type { ResolvedConfig } from '../../config/schema.ts';
 import { parseTarget } from '../../config/target.ts';
 import { createPlatform } from '../../platform/create-platform.ts';
@@ -36,6 +36,7 @@ export async function runExec(command: string[], config: ResolvedConfig, progres
       fs: createFsPolicy(config.feature.fs, { cwd, home: homedir(), tmpdir: tmpdir(), executable, targetMounts }),
       dns: createDnsPolicy(config.feature.network.dns),
       outgoing: createOutgoingPolicy(config.feature.network.outgoing),
+      incoming: createIncomingPolicy(config.feature.network.incoming, config.agent),
     });
     if (executable && (await isStaticElf(executable))) {
       progress.warn(`${executable} is statically linked: the layer cannot reach it, so it runs with the local context only`);

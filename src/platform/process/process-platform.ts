@@ -9,6 +9,7 @@ import { DoppelError } from '../../errors.ts';
 import type { AgentTransport } from '../agent-transport.ts';
 import { createLogTail } from '../log-tail.ts';
 import type { Platform } from '../platform.ts';
+import { newSession, removeSessionChains, sweepDeadSessionChains } from './session-chains.ts';
 import { targetMounts } from './target-mounts.ts';
 
 export interface ProcessAgentOptions {
@@ -24,7 +25,7 @@ export function createProcessPlatform(options: ProcessAgentOptions): Platform {
     description: `process ${options.pid}`,
     hasTargetProcess: true,
     async start(progress) {
-      transport = await progress.step(`starting the agent in process ${options.pid}'s network namespace`, () => startProcessAgent(options));
+      transport = await progress.step(`starting the agent in process ${options.pid}'s network namespace`, () => startProcessAgent(options, progress.warn));
       return [transport];
     },
     follow: () => ({ stop() {} }),
@@ -34,24 +35,36 @@ export function createProcessPlatform(options: ProcessAgentOptions): Platform {
   };
 }
 
-async function startProcessAgent(options: ProcessAgentOptions): Promise<AgentTransport> {
+async function startProcessAgent(options: ProcessAgentOptions, warn: (text: string) => void): Promise<AgentTransport> {
   const { pid } = options;
   await checkTarget(pid);
   const nsenter = findNsenter();
+  for (const failure of sweepDeadSessionChains(pid)) warn(`could not remove a dead session's iptables rules in process ${pid}'s network namespace: ${failure}`);
+  const session = newSession();
   // Only the network namespace is entered: the agent keeps the host's mount namespace and
   // reaches the target's files through /proc/PID/root. A new session keeps the terminal's
   // Ctrl-C away from it; it still ends when the socketpair on fd 3 closes.
   const child = spawn(
     nsenter,
-    [`--net=/proc/${pid}/ns/net`, '--', process.execPath, agentMain, '--pid', String(pid), '--fd', '3', '--log-level', options.logLevel],
+    [`--net=/proc/${pid}/ns/net`, '--', process.execPath, agentMain, '--pid', String(pid), '--fd', '3', '--log-level', options.logLevel, '--session', session],
     { stdio: ['ignore', 'pipe', 'pipe', 'pipe'], detached: true },
   );
   const tail = createLogTail(40);
   child.stdout?.on('data', (chunk: Buffer) => tail.push(chunk));
   child.stderr?.on('data', (chunk: Buffer) => tail.push(chunk));
+  // An agent removes its own chains on its way out; one that was killed cannot, so we do, before anyone hears it is gone.
+  let chainsRemoved = false;
+  const removeChains = () => {
+    if (chainsRemoved) return;
+    chainsRemoved = true;
+    for (const failure of removeSessionChains(pid, session)) tail.push(Buffer.from(`doppel: removing the agent's iptables rules: ${failure}\n`));
+  };
   const exited = new Promise<string>((resolve) => {
     child.once('error', (error) => resolve(`could not be started: ${error.message}`));
-    child.once('exit', (code, signal) => resolve(signal ? `was killed by ${signal}` : `exited with code ${code}`));
+    child.once('exit', (code, signal) => {
+      removeChains();
+      resolve(signal ? `was killed by ${signal}` : `exited with code ${code}`);
+    });
   });
   const stream = child.stdio[3] as Duplex;
   // The agent's end may close before we finish writing; that surfaces through `exited`.
@@ -65,6 +78,8 @@ async function startProcessAgent(options: ProcessAgentOptions): Promise<AgentTra
       } catch {
         // already gone
       }
+      // A dying CLI hears of no exit event: the chains go now, the agent being unable to add any after SIGKILL.
+      removeChains();
     }
   };
   return {

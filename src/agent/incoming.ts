@@ -1,0 +1,246 @@
+// Incoming traffic: a subscribed port of the target's network namespace is redirected to a listener of the agent's; each
+// connection is handed to the client (steal), or passed on to the target's server while its bytes are copied to the client (mirror).
+import { execFile } from 'node:child_process';
+import { connect, createServer, type Server, type Socket } from 'node:net';
+import type { Connection } from '../protocol/connection.ts';
+import { RemoteError } from '../protocol/errors.ts';
+import type { IncomingMode, Operations } from '../protocol/messages.ts';
+import { addRedirect, chainName, createChain, deleteRedirect, detectBackend, removeChain, removeChainSync, type Backend } from './iptables.ts';
+import type { Log } from './log.ts';
+
+type Subscribe = Operations['incoming.subscribe'];
+type Unsubscribe = Operations['incoming.unsubscribe'];
+
+/**
+ * What a mirrored connection's copy may hold unsent before it is given up: the caller's traffic never waits for
+ * the client, so a client that stops reading loses its copy (the log says so), not the target its speed.
+ */
+const MIRROR_BACKLOG = 4 * 1024 * 1024;
+
+export interface Incoming {
+  subscribe(args: Subscribe['args'], connection: Connection): Promise<Subscribe['result']>;
+  unsubscribe(args: Unsubscribe['args']): Promise<Unsubscribe['result']>;
+  /** Removes every rule and chain, then drops listeners and connections; synchronous, so an exit handler can call it. */
+  close(): void;
+}
+
+interface Subscription {
+  port: number;
+  mode: IncomingMode;
+  server: Server;
+  /** The listener's port, where the rule sends the subscribed port's connections. */
+  toPort: number;
+}
+
+export function createIncoming(options: { session: string; log: Log }): Incoming {
+  const { log } = options;
+  const chain = chainName(options.session);
+  const subscriptions = new Map<number, Subscription>();
+  const sockets = new Set<Socket>();
+  let backend: Promise<Backend> | undefined;
+  /** Whether our chain (and the jump to it) exists; set before the first command that makes it. */
+  let chainMade: Backend | undefined;
+  // Rule changes run one at a time, so a chain is never made twice or removed under a rule being added.
+  let queue: Promise<unknown> = Promise.resolve();
+  let closed = false;
+  let watching = false;
+  const serialized = <T>(work: () => Promise<T>): Promise<T> => {
+    const next = queue.then(work);
+    queue = next.catch(() => undefined);
+    return next;
+  };
+
+  const redirect = (port: number, toPort: number) =>
+    serialized(async () => {
+      backend ??= detectBackend([]);
+      const which = await backend;
+      if (chainMade === undefined) {
+        chainMade = which;
+        await createChain([], which, chain);
+        log.info(`${which}: chain ${chain} made, jumped to from PREROUTING`);
+      }
+      await addRedirect([], which, chain, port, toPort);
+    });
+
+  const unredirect = (port: number, toPort: number) =>
+    serialized(async () => {
+      if (chainMade === undefined) return;
+      await deleteRedirect([], chainMade, chain, port, toPort);
+      if (subscriptions.size === 0) {
+        const which = chainMade;
+        chainMade = undefined;
+        await removeChain([], which, chain);
+        log.info(`${which}: chain ${chain} removed`);
+      }
+    });
+
+  const close = () => {
+    if (closed) return;
+    closed = true;
+    if (chainMade !== undefined) {
+      const failures = removeChainSync([], chainMade, chain);
+      for (const failure of failures) log.warn(`leaving the namespace: ${failure}`);
+      if (failures.length === 0) log.info(`${chainMade}: chain ${chain} removed`);
+      chainMade = undefined;
+    }
+    for (const subscription of subscriptions.values()) subscription.server.close();
+    subscriptions.clear();
+    for (const socket of sockets) socket.destroy();
+  };
+
+  return {
+    async subscribe({ port, mode, flush }, connection) {
+      if (!Number.isInteger(port) || port < 1 || port > 65535) throw new RemoteError('EINVAL', `not a TCP port: ${port}`);
+      if (mode !== 'steal' && mode !== 'mirror') throw new RemoteError('EINVAL', `unknown incoming mode "${mode}"`);
+      if (closed) throw new RemoteError('ESHUTDOWN', 'the agent is exiting');
+      if (subscriptions.has(port)) throw new RemoteError('EADDRINUSE', `port ${port} is already subscribed`);
+      const track = (socket: Socket) => {
+        sockets.add(socket);
+        socket.once('close', () => sockets.delete(socket));
+      };
+      const server = createServer({ allowHalfOpen: true, noDelay: true, pauseOnConnect: true }, (socket) => {
+        track(socket);
+        if (mode === 'steal') steal(socket, port, connection, log);
+        else mirror(socket, port, connection, log, track);
+      });
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(0, '0.0.0.0', () => resolve());
+      });
+      const toPort = (server.address() as { port: number }).port;
+      const subscription: Subscription = { port, mode, server, toPort };
+      subscriptions.set(port, subscription);
+      try {
+        await redirect(port, toPort);
+      } catch (error) {
+        subscriptions.delete(port);
+        server.close();
+        throw new RemoteError('EIO', `redirecting port ${port}: ${(error as Error).message}`);
+      }
+      log.info(`${mode} port ${port} (to ${toPort})`);
+      if (flush && mode === 'steal') await flushTracked(port, log);
+      if (!watching) {
+        watching = true;
+        // One client per agent: when it is gone, so is every subscription.
+        void connection.closed.then(close);
+      }
+      return {};
+    },
+
+    async unsubscribe({ port }) {
+      const subscription = subscriptions.get(port);
+      if (!subscription) return {};
+      subscriptions.delete(port);
+      // Connections already accepted go on: their translation lives in conntrack, not in the rule.
+      subscription.server.close();
+      try {
+        await unredirect(port, subscription.toPort);
+      } catch (error) {
+        throw new RemoteError('EIO', `removing the redirect of port ${port}: ${(error as Error).message}`);
+      }
+      log.info(`port ${port} no longer ${subscription.mode === 'steal' ? 'stolen' : 'mirrored'}`);
+      return {};
+    },
+
+    close,
+  };
+}
+
+function accepted(socket: Socket, port: number, channel: number): Operations['incoming.accepted']['args'] {
+  return {
+    port,
+    channel,
+    peer: { address: socket.remoteAddress ?? '', port: socket.remotePort ?? 0 },
+    // REDIRECT rewrote the destination to the receiving interface's address: the address the caller used on a
+    // one-address interface, which is what a pod has.
+    local: { address: socket.localAddress ?? '', port },
+  };
+}
+
+/** The caller talks to the client's program only; ends and resets cross both ways. */
+function steal(socket: Socket, port: number, connection: Connection, log: Log): void {
+  const channel = connection.openChannel();
+  connection.request('incoming.accepted', accepted(socket, port, channel.id)).catch((error: Error) => {
+    log.debug(`port ${port}: the client refused a connection from ${socket.remoteAddress}:${socket.remotePort}: ${error.message}`);
+    socket.resetAndDestroy();
+    channel.destroy();
+  });
+  socket.on('error', () => channel.destroy());
+  channel.on('error', () => socket.resetAndDestroy());
+  socket.pipe(channel);
+  channel.pipe(socket);
+  socket.resume();
+}
+
+/** The target's server answers the caller as if we were not there; the client gets a copy of what the caller sent. */
+function mirror(socket: Socket, port: number, connection: Connection, log: Log, track: (socket: Socket) => void): void {
+  const local = socket.localAddress;
+  if (local === undefined) {
+    socket.destroy();
+    return;
+  }
+  // From inside the namespace this connection leaves through OUTPUT, which has no rule of ours.
+  const upstream = connect({ host: local, port, noDelay: true, allowHalfOpen: true });
+  track(upstream);
+  // Until the target's server answers, the caller waits; whichever side fails first resets the other.
+  const early = () => upstream.destroy();
+  socket.once('error', early);
+  socket.once('close', early);
+  upstream.once('error', () => socket.resetAndDestroy());
+  upstream.once('connect', () => {
+    socket.off('error', early);
+    socket.off('close', early);
+    const channel = connection.openChannel();
+    connection.request('incoming.accepted', accepted(socket, port, channel.id)).catch((error: Error) => {
+      log.debug(`port ${port}: no copy for the client: ${error.message}`);
+      channel.destroy();
+    });
+    // What the client's program answers goes nowhere; a reset ends the copy, not the caller's connection.
+    channel.on('data', () => {});
+    channel.on('error', () => {});
+    const copy = (chunk: Buffer) => {
+      if (channel.destroyed) return;
+      if (channel.writableLength > MIRROR_BACKLOG) {
+        log.warn(`port ${port}: the client fell ${MIRROR_BACKLOG} bytes behind a mirrored connection; its copy is dropped`);
+        channel.destroy();
+        return;
+      }
+      channel.write(chunk);
+    };
+    socket.on('data', (chunk: Buffer) => {
+      if (!upstream.write(chunk)) {
+        socket.pause();
+        upstream.once('drain', () => socket.resume());
+      }
+      copy(chunk);
+    });
+    socket.on('end', () => {
+      upstream.end();
+      if (!channel.destroyed) channel.end();
+    });
+    socket.on('error', () => {
+      upstream.resetAndDestroy();
+      channel.destroy();
+    });
+    upstream.on('error', () => {
+      socket.resetAndDestroy();
+      channel.destroy();
+    });
+    upstream.pipe(socket);
+    socket.resume();
+  });
+}
+
+/**
+ * mirrord's `agent.flush_connections`: forget the namespace's tracked connections to the port, so a kept-alive
+ * one meets the new rule on its next packet and is reset, and its client reconnects into the steal.
+ */
+function flushTracked(port: number, log: Log): Promise<void> {
+  return new Promise((resolve) => {
+    execFile('conntrack', ['-D', '-p', 'tcp', '--orig-port-dst', String(port)], { encoding: 'utf8' }, (error, _stdout, stderr) => {
+      if ((error as NodeJS.ErrnoException | null)?.code === 'ENOENT') log.info(`conntrack is not installed: connections to port ${port} open before the steal stay with the target`);
+      else log.debug(`conntrack -D --orig-port-dst ${port}: ${stderr.trim()}`);
+      resolve();
+    });
+  });
+}
