@@ -4,6 +4,7 @@ import { PatchStrategy, setHeaderOptions, type V1EphemeralContainer } from '@kub
 import { randomBytes, randomInt } from 'node:crypto';
 import { DoppelError } from '../../errors.ts';
 import type { AgentTransport } from '../agent-transport.ts';
+import { howAgentEnded } from './agent-end.ts';
 import { agentContainer, type AgentContainerPlan } from './agent-job.ts';
 import { linkToAgent } from './agent-link.ts';
 import { agentLogTail, agentTimeout, waitForAgentContainer } from './agent-pod.ts';
@@ -54,13 +55,15 @@ export async function runEphemeralAgent(kube: KubeContext, plan: EphemeralAgentP
     timedOut: async () => agentTimeout(`the agent container ${name} in pod ${pod.name} did not run within ${timeoutMs / 1000}s`),
   });
   const link = await linkToAgent(kube, pod.namespace, pod.name, plan.token, timeoutMs, port);
+  let stopping = false;
   return {
     stream: link.stream,
     description: `pod ${pod.name} (ephemeral agent container ${name})`,
-    exited: link.closed,
+    exited: link.closed.then((why) => (stopping ? why : howAgentEnded(kube, { namespace: pod.namespace, pod: pod.name, container: name, ephemeral: true }, why))),
     logTail: () => agentLogTail(kube, pod.namespace, pod.name, name),
     // The launcher ends itself agent.ttl after its client; the container stays in the pod's spec, terminated.
     async stop() {
+      stopping = true;
       link.stream.destroy();
     },
     killNow() {},

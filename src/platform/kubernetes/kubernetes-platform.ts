@@ -7,7 +7,8 @@ import type { Target } from '../../config/target.ts';
 import type { AgentTransport } from '../agent-transport.ts';
 import type { Platform, ReplicaEvents, StepReporter } from '../platform.ts';
 import { runEphemeralAgent } from './agent-ephemeral.ts';
-import { agentJob, type AgentTarget } from './agent-job.ts';
+import { howAgentEnded } from './agent-end.ts';
+import { AGENT_CONTAINER, agentJob, type AgentTarget } from './agent-job.ts';
 import { agentLogTail, waitForAgentPod } from './agent-pod.ts';
 import { linkToAgent } from './agent-link.ts';
 import { followTargetPods } from './follow-pods.ts';
@@ -112,7 +113,7 @@ async function runJobAgent(kube: KubeContext, run: JobAgentRun): Promise<AgentTr
     return {
       stream: link.stream,
       description: run.target ? `pod ${run.target.pod} (agent pod ${pod})` : `agent pod ${pod}`,
-      exited: link.closed,
+      exited: link.closed.then((why) => (stopping ? why : howAgentEnded(kube, { namespace, pod, container: AGENT_CONTAINER, ephemeral: false }, why))),
       logTail: () => agentLogTail(kube, namespace, pod),
       stop() {
         stopping ??= (async () => {

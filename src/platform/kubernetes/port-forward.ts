@@ -28,7 +28,9 @@ export async function openPortForward(config: KubeConfig, namespace: string, pod
   const stream = Duplex.from({ readable: fromPod, writable: toPod });
   // Errors surface through `closed` and to whoever reads the stream; an unread one must not crash the CLI.
   stream.on('error', (error: Error) => end(error.message || 'the port-forward failed'));
-  const ws = await new PortForward(config, true).portForward(namespace, pod, [port], fromPod, errors, toPod);
+  const ws = await new PortForward(config, true).portForward(namespace, pod, [port], fromPod, errors, toPod).catch((error: Error) => {
+    throw withHttpStatus(error);
+  });
   const socket = ws as unknown as { close(): void; once(event: 'close', listener: (code: number, reason: Buffer) => void): void; once(event: 'error', listener: (error: Error) => void): void };
   socket.once('close', (code, reason) => {
     end(said.trim() || `the port-forward closed (${code}${reason.length ? ` ${reason.toString()}` : ''})`);
@@ -40,4 +42,10 @@ export async function openPortForward(config: KubeConfig, namespace: string, pod
     socket.close();
   });
   return { stream, closed };
+}
+
+/** A refused WebSocket upgrade says its HTTP status only in words; carry it as the status API errors have, so a 403 reads as RBAC's. */
+function withHttpStatus(error: Error): Error {
+  const status = /Unexpected server response: (\d{3})/.exec(error.message)?.[1];
+  return status === undefined ? error : Object.assign(error, { statusCode: Number(status) });
 }
