@@ -6,8 +6,10 @@ import process from 'node:process';
 import type { AgentClient } from './agent-client.ts';
 import { createDnsRequests, type DnsDecider } from './dns.ts';
 import { createFileRequests, type FsDecider } from './files.ts';
+import { createIncomingRequests, type IncomingDecider } from './incoming.ts';
 import type { LayerHandler } from './layer-handler.ts';
 import { startLayerServer } from './layer-server.ts';
+import { createListenerRequests } from './listeners.ts';
 import { createOutgoingRequests, type OutgoingDecider } from './outgoing.ts';
 
 export interface ProxyOptions {
@@ -15,6 +17,7 @@ export interface ProxyOptions {
   fs: FsDecider;
   dns: DnsDecider;
   outgoing: OutgoingDecider;
+  incoming: IncomingDecider;
 }
 
 export interface Proxy {
@@ -29,24 +32,24 @@ export async function startProxy(options: ProxyOptions): Promise<Proxy> {
   const dir = await mkdtemp(join(tmpdir(), `doppel-${process.pid}-`));
   const socketPath = join(dir, 'layer.sock');
   const outgoing = createOutgoingRequests(options.agent, options.outgoing);
+  const incoming = createIncomingRequests(options.agent, options.incoming);
+  const { sweep, ...listeners } = createListenerRequests(incoming, options.incoming);
   const handler: LayerHandler = {
     ...createFileRequests(options.agent, options.fs),
     ...createDnsRequests(options.agent, options.dns),
     connect: outgoing.connect,
-    // Server sockets stay local until the incoming side is wired in.
-    bind: async () => ({ kind: 'local' }),
-    listen: async () => ({ kind: 'local' }),
-    peerOf: async () => ({ kind: 'local' }),
-    unlisten: async () => ({ kind: 'remote', value: undefined }),
+    ...listeners,
   };
   try {
-    const server = await startLayerServer({ socketPath, handler });
+    // A process that exits without closing its listening sockets ends their subscriptions with its layer connections.
+    const server = await startLayerServer({ socketPath, handler, onDisconnect: () => void sweep() });
     let closing: Promise<void> | undefined;
     return {
       socketPath,
       close() {
         closing ??= (async () => {
           outgoing.close();
+          incoming.close();
           await server.close();
           await rm(dir, { recursive: true, force: true });
         })();
@@ -54,6 +57,7 @@ export async function startProxy(options: ProxyOptions): Promise<Proxy> {
       },
     };
   } catch (error) {
+    incoming.close();
     await rm(dir, { recursive: true, force: true });
     throw error;
   }
