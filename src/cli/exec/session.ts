@@ -77,13 +77,15 @@ export async function openSession(platform: Platform, options: SessionOptions, p
     left: (transport, why) => {
       const member = members.find((m) => m.transport === transport);
       if (member) member.leaving = true;
-      progress.warn(`${transport.description} left the session: ${why}`);
+      const next = member === members[0] ? members.find((m) => !m.leaving) : undefined;
+      progress.warn(`${transport.description} left the session: ${why}${next ? `; ${next.transport.description} serves the session now` : ''}`);
     },
     failed: (description, error) => progress.warn(`${description} became ready but its agent could not start: ${error.message}`),
   });
 
   const primary = () => {
-    const member = members[0];
+    // A replica that is leaving still answers until its agent ends, but it will not for long.
+    const member = members.find((m) => !m.leaving) ?? members[0];
     if (!member) throw new DoppelError('E_AGENT_LOST', 'the session has no agent left', { category: 'agent' });
     return member.client;
   };
