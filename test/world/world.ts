@@ -2,7 +2,7 @@
 // namespaces, and cluster services (DNS, HTTP, redis) in another namespace that only the pod can reach.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import process from 'node:process';
@@ -25,6 +25,15 @@ export interface World {
     benchFile: string;
     /** The pod's address on the link to the host. */
     address: string;
+    /** The host's address on that link: where the host's connections to the pod come from. */
+    hostAddress: string;
+    /** The target's own server, in its network namespace on every address: what incoming traffic is about. */
+    http: {
+      port: number;
+      body: string;
+      /** Method and path of every request it has answered, oldest first. */
+      requests(): string[];
+    };
   };
   readonly services: {
     dnsServer: string;
@@ -42,10 +51,18 @@ export interface World {
 
 const MAX_WORLDS = 64;
 
+export interface WorldOptions {
+  /**
+   * A firewall in the pod made with this iptables backend (a filter rule, and conntrack state tracking, as real
+   * pods' firewalls have), so that tools which follow the namespace's backend have one to follow.
+   */
+  firewall?: 'legacy' | 'nft';
+}
+
 /** The programs the world runs, and the Debian package of each: a missing one is named up front. */
 const servicePrograms = { dnsmasq: 'dnsmasq-base', 'redis-server': 'redis-server', 'redis-cli': 'redis-tools' };
 
-export async function createWorld(): Promise<World> {
+export async function createWorld(options: WorldOptions = {}): Promise<World> {
   for (const [program, pkg] of Object.entries(servicePrograms)) {
     if (!sh(`command -v ${program}`).trim()) throw new Error(`test world: ${program} not found: install the Debian package ${pkg}`);
   }
@@ -101,6 +118,11 @@ export async function createWorld(): Promise<World> {
     ip('-n', svc, 'link', 'set', svcIf, 'up');
     ip('-n', svc, 'link', 'set', 'lo', 'up');
     ip('route', 'add', 'unreachable', range);
+    if (options.firewall) {
+      const iptables = `iptables-${options.firewall}`;
+      run('ip', ['netns', 'exec', pod, iptables, '-w', '-A', 'INPUT', '-m', 'conntrack', '--ctstate', 'INVALID', '-j', 'DROP']);
+      run('ip', ['netns', 'exec', pod, iptables, '-w', '-A', 'INPUT', '-p', 'tcp', '--dport', '9', '-j', 'REJECT']);
+    }
 
     const namespace = 'shop';
     const services: World['services'] = {
@@ -123,6 +145,15 @@ export async function createWorld(): Promise<World> {
         process.execPath, '-e',
         `require('http').createServer((q, s) => s.end(process.env.BODY)).listen(${services.http.port}, '${services.http.address}')`,
       ], { BODY: services.http.body }),
+    );
+
+    // The target's own server, answering on every address of the pod, and writing down what it was asked.
+    const targetHttp = { port: 8000, body: `hello from the target ${randomBytes(4).toString('hex')}`, log: join(stage, 'target-http.log') };
+    children.push(
+      spawnIn(pod, [
+        process.execPath, '-e',
+        `const fs = require('fs'); require('http').createServer((q, s) => { q.resume(); q.on('end', () => { fs.appendFileSync(process.env.LOG, q.method + ' ' + q.url + '\\n'); s.end(process.env.BODY); }); }).listen(${targetHttp.port}, '0.0.0.0')`,
+      ], { BODY: targetHttp.body, LOG: targetHttp.log }),
     );
 
     // The target: its own mount namespace with tmpfs over /srv and /opt and its own resolv.conf and hosts.
@@ -166,6 +197,7 @@ export async function createWorld(): Promise<World> {
       const listening = sh(`ip netns exec ${svc} ss -Hltun`);
       return [`${services.dnsServer}:53`, `${services.http.address}:${services.http.port}`, `${services.redis.address}:${services.redis.port}`].every((needle) => listening.includes(needle));
     });
+    await waitFor('the target\'s server', () => sh(`ip netns exec ${pod} ss -Hltn`).includes(`0.0.0.0:${targetHttp.port}`));
     run('ip', ['netns', 'exec', svc, 'redis-cli', '-h', services.redis.address, 'SET', services.redis.key, services.redis.value]);
     // The staged copies were only the way in; from here the files exist in the target alone.
     rmSync(join(stage, 'root'), { recursive: true, force: true });
@@ -180,6 +212,12 @@ export async function createWorld(): Promise<World> {
         link: { path: '/srv/app/current/feature-flags', target: '/srv/app/config/feature-flags' },
         benchFile: '/srv/bench-4k.bin',
         address: `${link}.2`,
+        hostAddress: `${link}.1`,
+        http: {
+          port: targetHttp.port,
+          body: targetHttp.body,
+          requests: () => (existsSync(targetHttp.log) ? readFileSync(targetHttp.log, 'utf8').split('\n').filter((line) => line !== '') : []),
+        },
       },
       services,
       destroy,
