@@ -54,6 +54,7 @@ export async function runEphemeralAgent(kube: KubeContext, plan: EphemeralAgentP
     report: plan.report,
     timedOut: async () => agentTimeout(`the agent container ${name} in pod ${pod.name} did not run within ${timeoutMs / 1000}s`),
   });
+  plan.report(`container ${name} runs; port-forwarding to ${pod.name}:${port}`);
   const link = await linkToAgent(kube, pod.namespace, pod.name, plan.token, timeoutMs, port);
   let stopping = false;
   return {

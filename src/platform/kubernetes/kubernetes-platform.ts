@@ -108,6 +108,7 @@ async function runJobAgent(kube: KubeContext, run: JobAgentRun): Promise<AgentTr
   try {
     const startupMs = agent.startup_timeout * 1000;
     const pod = await waitForAgentPod(kube, namespace, job, startupMs, run.report);
+    run.report(`agent pod ${pod} runs; port-forwarding to it`);
     const link = await linkToAgent(kube, namespace, pod, run.token, startupMs);
     let stopping: Promise<void> | undefined;
     return {
