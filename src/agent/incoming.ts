@@ -2,6 +2,7 @@
 // connection is handed to the client (steal), or passed on to the target's server while its bytes are copied to the client (mirror).
 import { execFile } from 'node:child_process';
 import { connect, createServer, type Server, type Socket } from 'node:net';
+import type { Channel } from '../protocol/channel.ts';
 import type { Connection } from '../protocol/connection.ts';
 import { RemoteError } from '../protocol/errors.ts';
 import type { IncomingMode, Operations } from '../protocol/messages.ts';
@@ -20,6 +21,8 @@ const MIRROR_BACKLOG = 4 * 1024 * 1024;
 export interface Incoming {
   subscribe(args: Subscribe['args'], connection: Connection): Promise<Subscribe['result']>;
   unsubscribe(args: Unsubscribe['args']): Promise<Unsubscribe['result']>;
+  /** Settles when no rule change is under way: an exiting agent waits for it, so that close() sees every rule. */
+  settled(): Promise<void>;
   /** Removes every rule and chain, then drops listeners and connections; synchronous, so an exit handler can call it. */
   close(): void;
 }
@@ -142,6 +145,7 @@ export function createIncoming(options: { session: string; log: Log }): Incoming
       return {};
     },
 
+    settled: () => queue.then(() => undefined),
     close,
   };
 }
@@ -167,6 +171,10 @@ function steal(socket: Socket, port: number, connection: Connection, log: Log): 
   });
   socket.on('error', () => channel.destroy());
   channel.on('error', () => socket.resetAndDestroy());
+  // A channel dropped without an end (the client connection went away) leaves no caller hanging.
+  channel.once('close', () => {
+    if (socket.readable || socket.writable) socket.resetAndDestroy();
+  });
   socket.pipe(channel);
   channel.pipe(socket);
   socket.resume();
@@ -182,30 +190,38 @@ function mirror(socket: Socket, port: number, connection: Connection, log: Log, 
   // From inside the namespace this connection leaves through OUTPUT, which has no rule of ours.
   const upstream = connect({ host: local, port, noDelay: true, allowHalfOpen: true });
   track(upstream);
-  // Until the target's server answers, the caller waits; whichever side fails first resets the other.
+  let channel: Channel | undefined;
+  // Whichever side fails resets the other, and ends the copy.
+  upstream.on('error', () => {
+    socket.resetAndDestroy();
+    channel?.destroy();
+  });
+  socket.on('error', () => {
+    upstream.resetAndDestroy();
+    channel?.destroy();
+  });
+  // Until the target's server answers, the caller waits; a caller gone by then ends the attempt.
   const early = () => upstream.destroy();
-  socket.once('error', early);
   socket.once('close', early);
-  upstream.once('error', () => socket.resetAndDestroy());
   upstream.once('connect', () => {
-    socket.off('error', early);
     socket.off('close', early);
-    const channel = connection.openChannel();
-    connection.request('incoming.accepted', accepted(socket, port, channel.id)).catch((error: Error) => {
+    channel = connection.openChannel();
+    const copyChannel = channel;
+    connection.request('incoming.accepted', accepted(socket, port, copyChannel.id)).catch((error: Error) => {
       log.debug(`port ${port}: no copy for the client: ${error.message}`);
-      channel.destroy();
+      copyChannel.destroy();
     });
     // What the client's program answers goes nowhere; a reset ends the copy, not the caller's connection.
-    channel.on('data', () => {});
-    channel.on('error', () => {});
+    copyChannel.on('data', () => {});
+    copyChannel.on('error', () => {});
     const copy = (chunk: Buffer) => {
-      if (channel.destroyed) return;
-      if (channel.writableLength > MIRROR_BACKLOG) {
+      if (copyChannel.destroyed) return;
+      if (copyChannel.writableLength > MIRROR_BACKLOG) {
         log.warn(`port ${port}: the client fell ${MIRROR_BACKLOG} bytes behind a mirrored connection; its copy is dropped`);
-        channel.destroy();
+        copyChannel.destroy();
         return;
       }
-      channel.write(chunk);
+      copyChannel.write(chunk);
     };
     socket.on('data', (chunk: Buffer) => {
       if (!upstream.write(chunk)) {
@@ -216,15 +232,7 @@ function mirror(socket: Socket, port: number, connection: Connection, log: Log, 
     });
     socket.on('end', () => {
       upstream.end();
-      if (!channel.destroyed) channel.end();
-    });
-    socket.on('error', () => {
-      upstream.resetAndDestroy();
-      channel.destroy();
-    });
-    upstream.on('error', () => {
-      socket.resetAndDestroy();
-      channel.destroy();
+      if (!copyChannel.destroyed) copyChannel.end();
     });
     upstream.pipe(socket);
     socket.resume();

@@ -59,6 +59,8 @@ async function main(): Promise<number> {
   });
   const why = await Promise.race([connection.closed.then((error) => (error ? `connection failed: ${error.message}` : 'client disconnected')), targetGone, signalled]);
   log.info(`exiting: ${why}`);
+  // A rule being added now would outlive our removal; iptables waits for its lock, hence the bound.
+  await Promise.race([incoming.settled(), new Promise((resolve) => setTimeout(resolve, 2000).unref())]);
   incoming.close();
   connection.close();
   return 0;

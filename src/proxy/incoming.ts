@@ -68,6 +68,10 @@ export function createIncomingRequests(agent: AgentClient, policy: IncomingDecid
     });
     socket.on('error', () => stream.destroy());
     stream.on('error', () => socket.resetAndDestroy());
+    // A stream dropped without an end (the agent connection went away) leaves the program no half-open socket.
+    stream.once('close', () => {
+      if (socket.readable || socket.writable) socket.resetAndDestroy();
+    });
     socket.pipe(stream);
     stream.pipe(socket);
   }

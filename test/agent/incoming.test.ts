@@ -119,6 +119,17 @@ for (const backend of backends) {
       assert.ok(world.target.http.requests().includes('POST /upload'));
     });
 
+    test('steal while the program\'s listener is gone: the caller is reset at once, not left waiting', async () => {
+      const { client } = await platformSession();
+      const local = await listening(createServer());
+      await subscribed(client, 'steal', local);
+      local.close();
+      const before = world.target.http.requests().length;
+      // Reset right after the handshake: curl says so, or, if the reset beat its check, that it could not connect.
+      await assert.rejects(curl(target()), /reset|couldn't connect/i);
+      assert.equal(world.target.http.requests().length, before);
+    });
+
     test('unsubscribe: the target answers again, and the chain is gone', async () => {
       const { client } = await platformSession();
       const local = await listening(createHttpServer((_, res) => res.end('answered by the developer')));
