@@ -195,8 +195,8 @@ for (const backend of backends) {
 
     describe('the agent removes its own chain on its way out', () => {
       /** The agent started as the platform starts it, but with no platform behind it to clean up after it. */
-      async function bareAgent(pid = world.target.pid): Promise<{ child: ChildProcess; client: AgentClient; exited: Promise<string> }> {
-        const child = spawn('nsenter', [`--net=/proc/${world.target.pid}/ns/net`, '--', process.execPath, agentMain, '--pid', String(pid), '--fd', '3', '--log-level', 'debug', '--session', `t${process.pid}`], { stdio: ['ignore', 'ignore', 'ignore', 'pipe'] });
+      async function bareAgent(pid = world.target.pid, nodeFlags: string[] = []): Promise<{ child: ChildProcess; client: AgentClient; exited: Promise<string> }> {
+        const child = spawn('nsenter', [`--net=/proc/${world.target.pid}/ns/net`, '--', process.execPath, ...nodeFlags, agentMain, '--pid', String(pid), '--fd', '3', '--log-level', 'debug', '--session', `t${process.pid}`], { stdio: ['ignore', 'ignore', 'ignore', 'pipe'] });
         const exited = new Promise<string>((resolve) => child.once('exit', (code, signal) => resolve(signal ?? `code ${code}`)));
         closers.push(async () => {
           child.kill('SIGKILL');
@@ -222,6 +222,14 @@ for (const backend of backends) {
         const { child, exited } = await bareAgent();
         child.kill('SIGTERM');
         assert.equal(await exited, 'code 0');
+        assert.deepEqual(chains(), noChains);
+      });
+
+      test('on an uncaught error', async () => {
+        // Fault injection: no request makes the agent throw, so a preloaded module throws on SIGUSR2.
+        const { child, exited } = await bareAgent(world.target.pid, ['--import', 'data:text/javascript,process.on("SIGUSR2", () => { throw new Error("injected fault") })']);
+        child.kill('SIGUSR2');
+        assert.equal(await exited, 'code 1');
         assert.deepEqual(chains(), noChains);
       });
 
