@@ -6,6 +6,7 @@ import { after, before, describe, test } from 'node:test';
 import { needsRoot } from '../support/root.ts';
 import { createWorld, type World } from '../world/world.ts';
 import { execIn } from '../e2e/run-doppel.ts';
+import { cServer, nodeServer } from './incoming-scenario.ts';
 
 const layerDir = fileURLToPath(new URL('../../layer/', import.meta.url));
 
@@ -36,10 +37,18 @@ describe('the layer under AddressSanitizer', needsRoot('the sanitizer run'), () 
     ['python3 (connect, getpeername)', ['python3', '-c', 'import socket,sys; s=socket.create_connection(("api",8080)); s.sendall(b"GET / HTTP/1.0\\r\\n\\r\\n"); d=s.recv(4096); print(s.getpeername()[0]); sys.stdout.write(d.split(b"\\r\\n\\r\\n",1)[1].decode())'], (w) => `${w.services.http.address}\n${w.services.http.body}`],
     ['readlink and realpath', ['sh', '-c', 'readlink /srv/app/current; realpath /srv/app/current/feature-flags'], () => '/srv/app/config\n/srv/app/config/feature-flags\n'],
   ];
+  const sanitizerReport = /ERROR: AddressSanitizer|runtime error:/;
+  test('a C server (bind, getsockname, listen, accept, accept4, getpeername, dup, fork, close)', async () => {
+    assert.doesNotMatch(await cServer(world, env), sanitizerReport);
+  });
+  test('a node server (accept4, getpeername, syscall(SYS_close))', async () => {
+    assert.doesNotMatch(await nodeServer(world, env), sanitizerReport);
+  });
+
   for (const [name, command, expected] of programs) {
     test(name, async () => {
       const result = await execIn(world.target.pid, command, { env });
-      assert.doesNotMatch(result.stderr, /ERROR: AddressSanitizer|runtime error:/);
+      assert.doesNotMatch(result.stderr, sanitizerReport);
       assert.equal(result.status, 0, result.stderr);
       assert.equal(result.stdout, expected(world));
     });
