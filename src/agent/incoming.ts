@@ -59,6 +59,8 @@ export function createIncoming(options: { session: string; log: Log }): Incoming
       const which = await backend;
       if (chainMade === undefined) {
         chainMade = which;
+        // A chain by our name can only be a leftover of this session's name (a reused CLI pid): start afresh.
+        removeChainSync([], which, chain);
         await createChain([], which, chain);
         log.info(`${which}: chain ${chain} made, jumped to from PREROUTING`);
       }
@@ -70,10 +72,10 @@ export function createIncoming(options: { session: string; log: Log }): Incoming
       if (chainMade === undefined) return;
       await deleteRedirect([], chainMade, chain, port, toPort);
       if (subscriptions.size === 0) {
-        const which = chainMade;
+        // Forgotten only once gone, so that a failure here still leaves it to close().
+        await removeChain([], chainMade, chain);
+        log.info(`${chainMade}: chain ${chain} removed`);
         chainMade = undefined;
-        await removeChain([], which, chain);
-        log.info(`${which}: chain ${chain} removed`);
       }
     });
 
