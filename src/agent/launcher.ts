@@ -152,7 +152,12 @@ function admit(socket: Socket, token: string, log: Log): Promise<void> {
 
 /** Whether the target's network namespace is the launcher's own: targetless, or an ephemeral container in the target pod. */
 function inTargetNetwork(pid: number): boolean {
-  return pid === process.pid || readlinkSync('/proc/self/ns/net') === readlinkSync(`/proc/${pid}/ns/net`);
+  try {
+    return pid === process.pid || readlinkSync('/proc/self/ns/net') === readlinkSync(`/proc/${pid}/ns/net`);
+  } catch {
+    // Unreadable: leave it to nsenter, which says why in its error.
+    return false;
+  }
 }
 
 /** One agent per client, in the target's network namespace; the launcher keeps no copy of the connection. */
