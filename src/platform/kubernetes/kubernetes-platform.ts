@@ -27,6 +27,7 @@ export async function createKubernetesPlatform(target: Exclude<Target, { kind: '
   const agentNamespace = config.agent.namespace ?? kube.namespace;
   const agents = new Map<string, AgentTransport>();
   let resolved: ResolvedTarget | undefined;
+  let stopped = false;
   const description = target.kind === 'targetless' ? `targetless in ${kube.namespace}` : `${target.kind}/${target.name} in ${kube.namespace}`;
 
   const startAgent = async (pod: TargetPod | undefined, report: (text: string) => void): Promise<AgentTransport> => {
@@ -35,6 +36,11 @@ export async function createKubernetesPlatform(target: Exclude<Target, { kind: '
       pod && config.agent.ephemeral
         ? await runEphemeralAgent(kube, { ...run, pod })
         : await runJobAgent(kube, { ...run, namespace: agentNamespace, target: pod && { pod: pod.name, namespace: pod.namespace, nodeName: pod.nodeName, containerId: pod.containerId } });
+    // An agent that was still starting when the session ended must not wait for its startup timeout to go.
+    if (stopped) {
+      await transport.stop();
+      throw new Error('the session ended while the agent started');
+    }
     agents.set(pod?.name ?? '', transport);
     return transport;
   };
@@ -52,16 +58,20 @@ export async function createKubernetesPlatform(target: Exclude<Target, { kind: '
       resolved = found;
       const pods = found.pods;
       const nodes = [...new Set(pods.map((pod) => pod.nodeName))].join(', ');
-      return progress.step(`starting ${pods.length === 1 ? 'the agent' : `${pods.length} agents`} ${where} ${pods.map((p) => p.name).join(', ')} on ${nodes} (image ${config.agent.image})`, (status) =>
-        Promise.all(pods.map((pod) => startAgent(pod, (text) => status(pods.length === 1 ? text : `${pod.name}: ${text}`)))),
-      );
+      return progress.step(`starting ${pods.length === 1 ? 'the agent' : `${pods.length} agents`} ${where} ${pods.map((p) => p.name).join(', ')} on ${nodes} (image ${config.agent.image})`, async (status) => {
+        // All settle before a failure is reported, so no agent is still starting when the CLI cleans up.
+        const started = await Promise.allSettled(pods.map((pod) => startAgent(pod, (text) => status(pods.length === 1 ? text : `${pod.name}: ${text}`))));
+        const failed = started.find((result) => result.status === 'rejected');
+        if (failed) throw failed.reason;
+        return started.map((result) => (result as PromiseFulfilledResult<AgentTransport>).value);
+      });
     },
     follow(events: ReplicaEvents) {
       if (!resolved) return { stop() {} };
       return followTargetPods(kube, resolved, {
         joined(pod) {
           if (agents.has(pod.name)) return;
-          startAgent(pod, () => {}).then(events.joined, (error: Error) => events.failed(`pod ${pod.name}`, error));
+          startAgent(pod, () => {}).then(events.joined, (error: Error) => stopped || events.failed(`pod ${pod.name}`, error));
         },
         left(pod, why) {
           const agent = agents.get(pod.name);
@@ -77,6 +87,7 @@ export async function createKubernetesPlatform(target: Exclude<Target, { kind: '
       return pod ? volumeMountPaths(kube, pod) : [];
     },
     async stop() {
+      stopped = true;
       await Promise.all([...agents.values()].map((agent) => agent.stop()));
     },
     killNow() {
