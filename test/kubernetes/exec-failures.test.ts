@@ -64,6 +64,7 @@ describe('doppel exec failures on the test cluster', needsCluster('doppel exec f
       { apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'Role', metadata: { name, namespace: ns }, rules },
       { apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'RoleBinding', metadata: { name, namespace: ns }, roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name }, subjects: [{ kind: 'ServiceAccount', name, namespace: ns }] },
     ];
+    const manageJobs = { apiGroups: ['batch'], resources: ['jobs'], verbs: ['create', 'delete', 'get', 'list'] };
     const readTargets = [
       { apiGroups: ['apps'], resources: ['deployments'], verbs: ['get', 'list'] },
       { apiGroups: [''], resources: ['pods', 'events'], verbs: ['get', 'list', 'watch'] },
@@ -73,8 +74,9 @@ describe('doppel exec failures on the test cluster', needsCluster('doppel exec f
       { apiVersion: 'v1', kind: 'ServiceAccount', metadata: { name: 'nobody', namespace: ns } },
       // May see the target but not start an agent.
       ...role('no-jobs', readTargets),
-      // May start the agent but not reach it: the Job it made must not stay.
-      ...role('no-forward', [...readTargets, { apiGroups: ['batch'], resources: ['jobs'], verbs: ['create', 'delete', 'get', 'list'] }]),
+      // May start the agent but not watch it start, or not reach it: the Job it made must not stay.
+      ...role('no-watch', [{ apiGroups: ['apps'], resources: ['deployments'], verbs: ['get', 'list'] }, { apiGroups: [''], resources: ['pods'], verbs: ['get', 'list'] }, manageJobs]),
+      ...role('no-forward', [...readTargets, manageJobs]),
     ]);
     await rolloutStatus('deployment/web', ns);
     targetBefore = await podStates(ns, 'app=web');
@@ -96,6 +98,13 @@ describe('doppel exec failures on the test cluster', needsCluster('doppel exec f
     assert.equal(result.status, 1);
     assertOneLineError(result.stderr, 'E_KUBE_FORBIDDEN', new RegExp(`not allowed to create jobs\\.batch in namespace ${ns} as system:serviceaccount:${ns}:no-jobs`));
     assert.deepEqual(await doppelObjects(ns), []);
+  });
+
+  test('RBAC: no right to watch the agent\'s pod start: the Job it made is removed', async () => {
+    const result = await exec(['true'], [], await asAccount('no-watch'));
+    assert.equal(result.status, 1);
+    assertOneLineError(result.stderr, 'E_KUBE_FORBIDDEN', new RegExp(`not allowed to watch pods in namespace ${ns} \\(403 Forbidden\\)`));
+    await assertNothingLeft(ns);
   });
 
   test('RBAC: no right to port-forward to the agent: said at once, and the Job it made is removed', async () => {

@@ -5,6 +5,7 @@ import { DoppelError } from '../../errors.ts';
 import { lastWord } from '../agent-transport.ts';
 import { AGENT_CONTAINER, AGENT_LABEL } from './agent-job.ts';
 import type { KubeContext } from './kube-context.ts';
+import { apiStatus, kubeError } from './kube-error.ts';
 import { oneLine } from './target-pod.ts';
 
 const imageReasons = new Set(['ErrImagePull', 'ImagePullBackOff', 'ErrImageNeverPull', 'InvalidImageName']);
@@ -61,7 +62,10 @@ export async function waitForAgentContainer(kube: KubeContext, wait: AgentContai
       else verdict.then((error) => settle?.reject(error), (error: Error) => settle?.reject(error));
     },
     (error: unknown) => {
-      if (error) settle?.reject(new DoppelError('E_AGENT_START', `lost the watch on the agent's pod: ${(error as Error).message}`, { category: 'agent' }));
+      if (!error) return;
+      // An answer from the API server (a 403 most likely) is its own error; anything else is a watch lost on the way.
+      if (apiStatus(error) !== undefined) settle?.reject(kubeError(error, { verb: 'watch', resource: 'pods', namespace: wait.namespace, kube }));
+      else settle?.reject(new DoppelError('E_AGENT_START', `lost the watch on the agent's pod: ${(error as Error).message}`, { category: 'agent' }));
     },
   );
   // A pull, and a failed one, show first (or only) in events: while the container is not running, look at them.
