@@ -14,6 +14,12 @@
 static struct dp_fdinfo *table[DP_MAX_FD];
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 
+/* fork() holds the lock, so a child never inherits it taken by another thread: its first close would wait forever
+ * (libuv's threads close through our syscall hook while the main thread forks). vfork children share the parent's. */
+static void hold(void) { pthread_mutex_lock(&lock); }
+static void release(void) { pthread_mutex_unlock(&lock); }
+__attribute__((constructor)) static void fork_safe(void) { pthread_atfork(hold, release, release); }
+
 void dp_fd_set(int fd, const struct dp_fdinfo *info) {
   if (fd < 0 || fd >= DP_MAX_FD) return;
   struct dp_fdinfo *copy = malloc(sizeof *copy);
