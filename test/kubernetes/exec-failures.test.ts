@@ -138,6 +138,28 @@ describe('doppel exec failures on the test cluster', needsCluster('doppel exec f
     await assertNothingLeft(ns);
   });
 
+  test('Pod Security refuses the agent (baseline level): said at once, for the Job and for -e', async () => {
+    const guarded = await createNamespace('baseline');
+    try {
+      await apply([deployment(guarded.name, 'web', 1)]);
+      await rolloutStatus('deployment/web', guarded.name);
+      await kubectl(['label', 'namespace', guarded.name, 'pod-security.kubernetes.io/enforce=baseline']);
+      const before_ = await podStates(guarded.name);
+      const started = Date.now();
+      const job = await runDoppel(['exec', '--target', 'deployment/web', '-n', guarded.name, '--', 'true'], { env: adminEnv, timeoutMs: 120_000 });
+      assert.equal(job.status, 1);
+      assertOneLineError(job.stderr, 'E_AGENT_REFUSED', /the cluster refused the agent's pod: .*violates PodSecurity "baseline:latest": non-default capabilities .*, host namespaces \(hostPID=true\)/);
+      assert.ok(Date.now() - started < 30_000, 'not after the startup timeout');
+      const ephemeral = await runDoppel(['exec', '-e', '--target', 'deployment/web', '-n', guarded.name, '--', 'true'], { env: adminEnv, timeoutMs: 120_000 });
+      assert.equal(ephemeral.status, 1);
+      assertOneLineError(ephemeral.stderr, 'E_AGENT_REFUSED', /the cluster refused the agent container in pod web-\S+: .*violates PodSecurity "baseline:latest": non-default capabilities/);
+      await assertNothingLeft(guarded.name);
+      assert.equal(await podStates(guarded.name), before_);
+    } finally {
+      await guarded.remove();
+    }
+  });
+
   test('an agent killed mid-session (SIGKILL to its processes): the program is stopped, E_AGENT_LOST', needsRoot('killing the agent\'s processes on the node'), async () => {
     const { child, finished } = start(['sh', '-c', 'echo $$; exec sleep 60']);
     const out = collect(child.stdout!);

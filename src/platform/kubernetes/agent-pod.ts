@@ -25,6 +25,8 @@ export interface AgentContainerWait {
   report(text: string): void;
   /** The error for a container that did not run in time. */
   timedOut(): Promise<DoppelError>;
+  /** While there is no pod yet: why the cluster will not make one, if it said so. */
+  refused?(): Promise<DoppelError | undefined>;
 }
 
 /** The agent Job's pod name once its container runs; a clear DoppelError when it will not. */
@@ -37,6 +39,7 @@ export function waitForAgentPod(kube: KubeContext, namespace: string, job: strin
     timeoutMs,
     report,
     timedOut: () => whyNoPod(kube, namespace, job, timeoutMs),
+    refused: () => refusal(kube, namespace, job),
   });
 }
 
@@ -70,7 +73,11 @@ export async function waitForAgentContainer(kube: KubeContext, wait: AgentContai
   );
   // A pull, and a failed one, show first (or only) in events: while the container is not running, look at them.
   const pulling = setInterval(() => {
-    if (latest === undefined || statusOf(latest, wait)?.state?.running) return;
+    if (latest === undefined) {
+      wait.refused?.().then((error) => error && settle?.reject(error), () => undefined);
+      return;
+    }
+    if (statusOf(latest, wait)?.state?.running) return;
     const pod = latest;
     pullEvent(kube, pod, wait.container).then((pull) => {
       if (pull?.pulling) report(pull.pulling);
@@ -166,19 +173,24 @@ export async function agentLogTail(kube: KubeContext, namespace: string, pod: st
   }
 }
 
-/** When no pod ran in time: the Job's events (admission refusals) or the pod's scheduling state say why. */
-async function whyNoPod(kube: KubeContext, namespace: string, job: string, timeoutMs: number): Promise<DoppelError> {
+/** The Job controller's last refusal to create the agent's pod (admission, quota), from the Job's events. */
+async function refusal(kube: KubeContext, namespace: string, job: string): Promise<DoppelError | undefined> {
   const events: CoreV1Event[] = await kube.core
     .listNamespacedEvent({ namespace, fieldSelector: `involvedObject.name=${job}` })
     .then((list) => list.items)
     .catch(() => []);
   const refused = events.filter((event) => event.reason === 'FailedCreate').at(-1);
-  if (refused) {
-    return new DoppelError('E_AGENT_REFUSED', `the cluster refused the agent's pod: ${oneLine(refused.message ?? 'FailedCreate')}`, {
-      category: 'agent',
-      hint: 'the agent needs hostPID and the NET_ADMIN, SYS_PTRACE and SYS_ADMIN capabilities; a namespace under the restricted Pod Security level refuses them: use agent.namespace for a namespace that allows them',
-    });
-  }
+  if (refused === undefined) return undefined;
+  return new DoppelError('E_AGENT_REFUSED', `the cluster refused the agent's pod: ${oneLine(refused.message ?? 'FailedCreate')}`, {
+    category: 'agent',
+    hint: 'the agent needs hostPID and the NET_ADMIN, SYS_PTRACE and SYS_ADMIN capabilities; a namespace under the baseline or restricted Pod Security level refuses them: use agent.namespace for a namespace that allows them',
+  });
+}
+
+/** When no pod ran in time: a refusal to create it, or the pod's scheduling state, says why. */
+async function whyNoPod(kube: KubeContext, namespace: string, job: string, timeoutMs: number): Promise<DoppelError> {
+  const refused = await refusal(kube, namespace, job);
+  if (refused) return refused;
   const pods = await kube.core.listNamespacedPod({ namespace, labelSelector: `${AGENT_LABEL}=${job}` }).then((list) => list.items).catch(() => []);
   const unscheduled = pods[0]?.status?.conditions?.find((c) => c.type === 'PodScheduled' && c.status === 'False');
   const detail = unscheduled ? `: Pending, ${unscheduled.reason ?? ''} ${oneLine(unscheduled.message ?? '')}`.trimEnd() : pods[0] ? `: ${pods[0].status?.phase ?? 'Pending'}` : ': no pod was created';
