@@ -6,6 +6,7 @@ import { after, before, describe, test } from 'node:test';
 import { runDoppel, startDoppel } from '../e2e/run-doppel.ts';
 import { adminKubeconfig, apply, createNamespace, deployment, httpdContainer, kubectl, needsCluster, poll, rolloutStatus } from './support/cluster.ts';
 import { assertOneLineError, doppelObjects, podStates } from './support/doppel-objects.ts';
+import { serviceAccountKubeconfigs, type ServiceAccountKubeconfigs } from './support/service-account.ts';
 
 const env = { ...process.env, KUBECONFIG: adminKubeconfig };
 const settings = '{"mode":"ephemeral"}\n';
@@ -19,6 +20,7 @@ interface EphemeralState {
 describe('doppel exec -e: the agent as an ephemeral container', needsCluster('the ephemeral-container agent'), () => {
   let namespace: Awaited<ReturnType<typeof createNamespace>>;
   let ns = '';
+  let accounts: ServiceAccountKubeconfigs;
 
   const exec = (target: string, command: string[], flags: string[] = []) => runDoppel(['exec', '-e', '--target', target, '-n', ns, ...flags, '--', ...command], { env, timeoutMs: 120_000 });
   const ephemeralContainers = async (pod: string): Promise<EphemeralState[]> => {
@@ -57,12 +59,18 @@ describe('doppel exec -e: the agent as an ephemeral container', needsCluster('th
         },
       },
       { apiVersion: 'v1', kind: 'Pod', metadata: { name: 'lonely', namespace: ns }, spec: { terminationGracePeriodSeconds: 0, containers: [httpdContainer()] } },
+      // May read the target but not add containers to its pods.
+      { apiVersion: 'v1', kind: 'ServiceAccount', metadata: { name: 'reader', namespace: ns } },
+      { apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'Role', metadata: { name: 'reader', namespace: ns }, rules: [{ apiGroups: [''], resources: ['pods'], verbs: ['get', 'list', 'watch'] }] },
+      { apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'RoleBinding', metadata: { name: 'reader', namespace: ns }, roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name: 'reader' }, subjects: [{ kind: 'ServiceAccount', name: 'reader', namespace: ns }] },
     ]);
+    accounts = await serviceAccountKubeconfigs();
     await rolloutStatus('deployment/web', ns);
     await rolloutStatus('deployment/orders', ns);
     await kubectl(['wait', '--for=condition=Ready', 'pod', '--all', '-n', ns, '--timeout=120s']);
   });
   after(async () => {
+    accounts?.remove();
     await namespace?.remove();
   });
 
@@ -106,6 +114,13 @@ describe('doppel exec -e: the agent as an ephemeral container', needsCluster('th
     const containers = await ephemeralContainers('duo');
     assert.deepEqual(containers.map((c) => c.target).sort(), ['first', 'second']);
     assert.notEqual(containers[0]!.name, containers[1]!.name);
+  });
+
+  test('RBAC: no right to add the agent container: the subresource is named', async () => {
+    const result = await runDoppel(['exec', '-e', '--target', 'pod/lonely', '-n', ns, '--', 'true'], { env: { ...process.env, KUBECONFIG: await accounts.forAccount('reader', ns) } });
+    assert.equal(result.status, 1);
+    assertOneLineError(result.stderr, 'E_KUBE_FORBIDDEN', new RegExp(`not allowed to patch pods/ephemeralcontainers lonely in namespace ${ns} as system:serviceaccount:${ns}:reader \\(403 Forbidden\\)`));
+    assert.deepEqual(await ephemeralContainers('lonely'), []);
   });
 
   test('an agent image that cannot be pulled: one line naming the image and the reason', async () => {
