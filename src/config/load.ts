@@ -12,6 +12,7 @@ import { configSchema, type ResolvedConfig } from './schema.ts';
 export interface ExecFlags {
   target?: string;
   targetNamespace?: string;
+  oneReplica?: boolean;
   agentNamespace?: string;
   agentImage?: string;
   agentTtl?: number;
@@ -151,6 +152,7 @@ function flagSettings(flags: ExecFlags): [string[], unknown][] {
   const settings: [string[], unknown][] = [
     [['target', 'path'], flags.target],
     [['target', 'namespace'], flags.targetNamespace],
+    [['target', 'replicas'], flags.oneReplica ? 'one' : undefined],
     [['agent', 'namespace'], flags.agentNamespace],
     [['agent', 'image'], flags.agentImage],
     [['agent', 'ttl'], flags.agentTtl],

@@ -22,7 +22,7 @@ export function resolveConfig(file: ConfigFile): ResolvedConfig {
   const agent = file.agent ?? {};
   const target = typeof file.target === 'string' ? { path: file.target } : (file.target ?? {});
   return {
-    target: { path: target.path, namespace: target.namespace },
+    target: { path: target.path, namespace: target.namespace, replicas: target.replicas ?? 'all' },
     feature: {
       env: {
         enabled: feature.env !== false,

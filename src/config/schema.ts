@@ -100,7 +100,17 @@ const agentSchema = z.strictObject({
 
 export const configSchema = z.strictObject({
   $schema: z.string().optional(),
-  target: z.union([z.string(), z.strictObject({ path: z.string().optional(), namespace: z.string().optional() })]).optional(),
+  target: z
+    .union([
+      z.string(),
+      z.strictObject({
+        path: z.string().optional(),
+        namespace: z.string().optional(),
+        // doppel's own key: a workload's every ready replica gets an agent ("all"), or only the first ("one", mirrord's way).
+        replicas: z.enum(['all', 'one']).optional(),
+      }),
+    ])
+    .optional(),
   feature: z
     .strictObject({
       env: envSchema.optional(),
@@ -134,7 +144,7 @@ export interface Filter {
 
 /** Every key filled in: what the CLI, the proxy and the platforms read. */
 export interface ResolvedConfig {
-  target: { path: string | undefined; namespace: string | undefined };
+  target: { path: string | undefined; namespace: string | undefined; replicas: 'all' | 'one' };
   feature: {
     env: {
       enabled: boolean;

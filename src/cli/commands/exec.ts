@@ -9,6 +9,7 @@ import { createProgress } from '../progress.ts';
 interface ExecOptions {
   target?: string;
   targetNamespace?: string;
+  oneReplica?: boolean;
   agentNamespace?: string;
   agentImage?: string;
   agentTtl?: string;
@@ -36,6 +37,7 @@ export function register(program: Command): void {
     .argument('<command...>', 'the program to run and its arguments (put them after --)')
     .option('-t, --target <target>', 'the target: process/PID, pod/NAME[/container/C], deployment/NAME, ... or targetless')
     .option('-n, --target-namespace <namespace>', 'Kubernetes namespace of the target')
+    .option('--one-replica', 'attach to one ready pod of a workload instead of every one (target.replicas: one)')
     .option('-a, --agent-namespace <namespace>', 'Kubernetes namespace for the agent')
     .option('-i, --agent-image <image>', 'agent image')
     .option('--agent-ttl <seconds>', 'seconds the agent waits for a client after the last one left')
@@ -67,6 +69,7 @@ function toFlags(options: ExecOptions): ExecFlags {
   return {
     target: options.target,
     targetNamespace: options.targetNamespace,
+    oneReplica: options.oneReplica,
     agentNamespace: options.agentNamespace,
     agentImage: options.agentImage,
     agentTtl: numberFlag(options.agentTtl),
