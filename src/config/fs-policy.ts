@@ -36,6 +36,12 @@ const defaultLocal = [
 /** Files under local roots that describe the target's network identity, so they come from it. */
 const defaultRemote = ['^/etc/resolv\\.conf$', '^/etc/hosts$', '^/etc/hostname$', under('/etc/ssl/certs')];
 
+/** `/a/b/c` → `/a`, `/a/b` (not `/` itself, which holds the target's whole tree). */
+function ancestors(dir: string): string[] {
+  const parts = dir.split('/').filter(Boolean);
+  return parts.slice(0, -1).map((_, i) => `/${parts.slice(0, i + 1).join('/')}`);
+}
+
 export function createFsPolicy(fs: ResolvedConfig['feature']['fs'], paths: RunTimePaths): FsPolicy {
   const compile = (patterns: string[]) => patterns.map((pattern) => new RegExp(pattern, 'i'));
   const userNotFound = compile(fs.not_found);
@@ -49,6 +55,8 @@ export function createFsPolicy(fs: ResolvedConfig['feature']['fs'], paths: RunTi
     ...defaultLocal,
     // The root directory as working directory would make everything local; it is not a project.
     ...[paths.tmpdir, paths.cwd].filter((dir) => dir.replace(/\/+$/, '') !== '').map(under),
+    // The directories above the project: runtimes resolve a script's real path one component at a time.
+    ...ancestors(paths.cwd).map((dir) => `^${escape(dir)}$`),
     ...(home !== '' ? [`^${escape(home)}/\\.`] : []),
     ...(paths.executable ? [`^${escape(paths.executable)}$`] : []),
   ]);

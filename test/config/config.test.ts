@@ -93,6 +93,9 @@ test('fs policy: mirrord\'s order, defaults, modes and mapping', async () => {
   assert.equal(d(read, '/etc/resolv.conf'), 'remote');
   assert.equal(d(read, '/usr/lib/x.so.1'), 'local');
   assert.equal(d(read, '/work/project/src/index.ts'), 'local');
+  // Above the project: a runtime resolving the script's real path looks at /work, which the target need not have.
+  assert.equal(d(read, '/work'), 'local');
+  assert.equal(d(read, '/work/other'), 'remote');
   assert.equal(d(read, '/home/dev/.kube/config'), 'not_found');
   assert.equal(d(read, '/data/x/node_modules/y'), 'local');
   assert.equal(d(read, '/srv/app/../../etc/passwd'), 'local');
