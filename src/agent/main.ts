@@ -1,9 +1,9 @@
-// The agent's entry point: serve one client on an inherited fd or a TCP port, from inside the target's network namespace; exit when the client, or the target, is gone.
+// The agent's entry point: serve one client on an inherited fd (a socketpair from the CLI, or a TCP connection the
+// launcher admitted), from inside the target's network namespace; exit when the client, or the target, is gone.
 import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
-import { createServer, Socket } from 'node:net';
+import { Socket } from 'node:net';
 import process from 'node:process';
-import type { Duplex } from 'node:stream';
 import { parseArgs } from 'node:util';
 import { isDoppelError } from '../errors.ts';
 import { Connection } from '../protocol/connection.ts';
@@ -19,7 +19,6 @@ async function main(): Promise<number> {
     options: {
       pid: { type: 'string' },
       fd: { type: 'string' },
-      listen: { type: 'string' },
       'log-level': { type: 'string', default: 'info' },
       'startup-timeout': { type: 'string', default: '60' },
       // Names the agent's iptables chains (DOPPEL-<session>), so that its platform can remove them if it is killed.
@@ -37,8 +36,8 @@ async function main(): Promise<number> {
   // Every way out passes here, an uncaught error included: the namespace is left as it was found.
   process.once('exit', () => incoming.close());
 
-  const stream = values.fd !== undefined ? new Socket({ fd: Number(values.fd), readable: true, writable: true }) : values.listen ? await acceptOne(values.listen, timeoutMs, log) : undefined;
-  if (!stream) return usage(log, 'one of --fd N or --listen HOST:PORT is required');
+  if (values.fd === undefined) return usage(log, '--fd N is required');
+  const stream = new Socket({ fd: Number(values.fd), readable: true, writable: true });
 
   const connection = await Connection.open(stream, {
     role: 'agent',
@@ -64,26 +63,6 @@ async function main(): Promise<number> {
   incoming.close();
   connection.close();
   return 0;
-}
-
-/** For the Kubernetes platform: accept one client on TCP, then stop listening. */
-function acceptOne(listen: string, timeoutMs: number, log: Log): Promise<Duplex> {
-  const at = listen.lastIndexOf(':');
-  const host = listen.slice(0, at);
-  const port = Number(listen.slice(at + 1));
-  return new Promise((resolve, reject) => {
-    const server = createServer((socket) => {
-      clearTimeout(timer);
-      server.close();
-      resolve(socket);
-    });
-    const timer = setTimeout(() => {
-      server.close();
-      reject(new Error(`no client connected within ${timeoutMs / 1000}s`));
-    }, timeoutMs);
-    server.once('error', reject);
-    server.listen(port, host, () => log.info(`listening on ${listen}`));
-  });
 }
 
 function usage(log: Log, message: string): number {
