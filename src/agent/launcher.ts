@@ -74,7 +74,8 @@ async function main(): Promise<number> {
     idle = setTimeout(() => finish(everServed ? `no client for ${ms / 1000}s after the last one left` : `no client connected within ${ms / 1000}s`), ms);
   };
 
-  const server = createServer((socket) => {
+  // Nagle would hold small protocol frames back for a delayed ACK (~40 ms per streamed call).
+  const server = createServer({ noDelay: true }, (socket) => {
     admit(socket, settings.token, log).then(
       () => {
         const agent = startAgent(pid, settings, socket, log);
