@@ -48,10 +48,14 @@ export async function startProxy(options: ProxyOptions): Promise<Proxy> {
       socketPath,
       close() {
         closing ??= (async () => {
-          outgoing.close();
-          incoming.close();
-          await server.close();
-          await rm(dir, { recursive: true, force: true });
+          try {
+            outgoing.close();
+            // Throws when the session has no agent left to tell; the socket directory must go all the same.
+            incoming.close();
+            await server.close();
+          } finally {
+            await rm(dir, { recursive: true, force: true });
+          }
         })();
         return closing;
       },
