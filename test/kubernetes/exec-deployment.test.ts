@@ -87,4 +87,11 @@ describe('doppel exec --target deployment/... on the test cluster', needsCluster
     const now = await kubectl(['get', 'pods', '-n', namespace, '-l', 'app=foo-app-deployment', '-o', 'jsonpath={range .items[*]}{.metadata.name} {.status.containerStatuses[0].restartCount}{"\\n"}{end}']);
     assert.equal(now, appPods, 'the target pods changed');
   });
+
+  test('--one-replica attaches to one pod of the two', async () => {
+    const result = await exec(['sh', '-c', 'sleep 3; echo "$GREETING"'], ['--one-replica']);
+    assert.equal(result.status, 0, result.stderr);
+    assert.equal(result.stdout, 'hello from the configmap\n');
+    assert.match(result.stderr, /starting the agent next to foo-app-deployment-\S+ on /);
+  });
 });

@@ -28,6 +28,8 @@ export async function createKubernetesPlatform(target: Exclude<Target, { kind: '
   const agents = new Map<string, AgentTransport>();
   let resolved: ResolvedTarget | undefined;
   let stopped = false;
+  let sweeping: Promise<void> = Promise.resolve();
+  const oneReplica = config.target.replicas === 'one';
   const description = target.kind === 'targetless' ? `targetless in ${kube.namespace}` : `${target.kind}/${target.name} in ${kube.namespace}`;
 
   const startAgent = async (pod: TargetPod | undefined, report: (text: string) => void): Promise<AgentTransport> => {
@@ -50,13 +52,14 @@ export async function createKubernetesPlatform(target: Exclude<Target, { kind: '
     description,
     hasTargetProcess: target.kind !== 'targetless',
     async start(progress: StepReporter) {
-      void sweepDeadAgents(kube, agentNamespace);
+      // In the background of the start; stop() waits for it, so a short session still finishes the sweep.
+      sweeping = sweepDeadAgents(kube, agentNamespace).catch(() => undefined);
       if (target.kind === 'targetless') {
         return [await progress.step(`starting the agent in namespace ${agentNamespace} (image ${config.agent.image})`, (status) => startAgent(undefined, status))];
       }
       const found = await progress.step(`resolving ${description}`, () => resolveTarget(kube, target));
       resolved = found;
-      const pods = found.pods;
+      const pods = oneReplica ? found.pods.slice(0, 1) : found.pods;
       const nodes = [...new Set(pods.map((pod) => pod.nodeName))].join(', ');
       return progress.step(`starting ${pods.length === 1 ? 'the agent' : `${pods.length} agents`} ${where} ${pods.map((p) => p.name).join(', ')} on ${nodes} (image ${config.agent.image})`, async (status) => {
         // All settle before a failure is reported, so no agent is still starting when the CLI cleans up.
@@ -70,7 +73,8 @@ export async function createKubernetesPlatform(target: Exclude<Target, { kind: '
       if (!resolved) return { stop() {} };
       return followTargetPods(kube, resolved, {
         joined(pod) {
-          if (agents.has(pod.name)) return;
+          // With one replica asked for, a pod joins only to replace the one that left.
+          if (agents.has(pod.name) || (oneReplica && agents.size > 0)) return;
           startAgent(pod, () => {}).then(events.joined, (error: Error) => stopped || events.failed(`pod ${pod.name}`, error));
         },
         left(pod, why) {
@@ -89,6 +93,7 @@ export async function createKubernetesPlatform(target: Exclude<Target, { kind: '
     async stop() {
       stopped = true;
       await Promise.all([...agents.values()].map((agent) => agent.stop()));
+      await sweeping;
     },
     killNow() {
       // Nothing synchronous reaches the API server; each agent ends by itself once its link is gone (agent.ttl).
