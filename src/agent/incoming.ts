@@ -1,11 +1,14 @@
 // Incoming traffic: a subscribed port of the target's network namespace is redirected to a listener of the agent's; each
-// connection is handed to the client (steal), or passed on to the target's server while its bytes are copied to the client (mirror).
+// connection is handed to the client (steal), or passed on to the target's server while its bytes are copied to the client
+// (mirror); with an HTTP filter, or probes to keep, request by request (incoming-http.ts).
 import { execFile } from 'node:child_process';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import type { Channel } from '../protocol/channel.ts';
 import type { Connection } from '../protocol/connection.ts';
 import { RemoteError } from '../protocol/errors.ts';
 import type { IncomingMode, Operations } from '../protocol/messages.ts';
+import { compileFilter, isProbe, type RequestHead, type RequestTest } from './http-filter.ts';
+import { copyHttp, stealHttp } from './incoming-http.ts';
 import { addRedirect, chainName, createChain, deleteRedirect, detectBackend, removeChain, removeChainSync, type Backend } from './iptables.ts';
 import type { Log } from './log.ts';
 
@@ -17,6 +20,17 @@ type Unsubscribe = Operations['incoming.unsubscribe'];
  * the client, so a client that stops reading loses its copy (the log says so), not the target its speed.
  */
 const MIRROR_BACKLOG = 4 * 1024 * 1024;
+
+/**
+ * How long a filtered steal waits for a caller's first bytes before it takes the connection for a protocol whose
+ * server speaks first, and passes it to the target whole (mirrord waits as long).
+ */
+const FILTERED_FIRST_BYTES_MS = 10_000;
+/**
+ * The same for an unfiltered steal that keeps probes with the target: such a connection goes to the program whole, so
+ * a short wait costs a server-first protocol little; probes speak at once.
+ */
+const UNFILTERED_FIRST_BYTES_MS = 500;
 
 export interface Incoming {
   subscribe(args: Subscribe['args'], connection: Connection): Promise<Subscribe['result']>;
@@ -94,9 +108,10 @@ export function createIncoming(options: { session: string; log: Log }): Incoming
   };
 
   return {
-    async subscribe({ port, mode, flush }, connection) {
+    async subscribe({ port, mode, flush, filter, stealProbes = false }, connection) {
       if (!Number.isInteger(port) || port < 1 || port > 65535) throw new RemoteError('EINVAL', `not a TCP port: ${port}`);
       if (mode !== 'steal' && mode !== 'mirror') throw new RemoteError('EINVAL', `unknown incoming mode "${mode}"`);
+      const matches = filter === undefined ? undefined : compileFilter(filter);
       if (closed) throw new RemoteError('ESHUTDOWN', 'the agent is exiting');
       if (subscriptions.has(port)) throw new RemoteError('EADDRINUSE', `port ${port} is already subscribed`);
       const track = (socket: Socket) => {
@@ -105,8 +120,9 @@ export function createIncoming(options: { session: string; log: Log }): Incoming
       };
       const server = createServer({ allowHalfOpen: true, noDelay: true, pauseOnConnect: true }, (socket) => {
         track(socket);
-        if (mode === 'steal') steal(socket, port, connection, log);
-        else mirror(socket, port, connection, log, track);
+        if (mode === 'mirror') mirror(socket, port, connection, log, track, matches);
+        else if (matches === undefined && stealProbes) steal(socket, port, connection, log);
+        else stealRequests(socket, port, connection, log, track, takes(matches, stealProbes), matches === undefined ? 'client' : 'target');
       });
       await new Promise<void>((resolve, reject) => {
         server.once('error', reject);
@@ -122,7 +138,7 @@ export function createIncoming(options: { session: string; log: Log }): Incoming
         server.close();
         throw new RemoteError('EIO', `redirecting port ${port}: ${(error as Error).message}`);
       }
-      log.info(`${mode} port ${port} (to ${toPort})`);
+      log.info(`${mode} port ${port} (to ${toPort})${matches ? ', HTTP requests that match the filter' : ''}${mode === 'steal' && !stealProbes ? ', probes left to the target' : ''}`);
       if (flush && mode === 'steal') await flushTracked(port, log);
       if (!watching) {
         watching = true;
@@ -165,12 +181,7 @@ function accepted(socket: Socket, port: number, channel: number): Operations['in
 
 /** The caller talks to the client's program only; ends and resets cross both ways. */
 function steal(socket: Socket, port: number, connection: Connection, log: Log): void {
-  const channel = connection.openChannel();
-  connection.request('incoming.accepted', accepted(socket, port, channel.id)).catch((error: Error) => {
-    log.debug(`port ${port}: the client refused a connection from ${socket.remoteAddress}:${socket.remotePort}: ${error.message}`);
-    socket.resetAndDestroy();
-    channel.destroy();
-  });
+  const channel = openClient(socket, port, connection, log);
   socket.on('error', () => channel.destroy());
   channel.on('error', () => socket.resetAndDestroy());
   // A channel dropped without an end (the client connection went away) leaves no caller hanging.
@@ -182,8 +193,45 @@ function steal(socket: Socket, port: number, connection: Connection, log: Log): 
   socket.resume();
 }
 
+/** A new channel to the client's program for this caller; refused, it is destroyed (and whoever uses it sees that). */
+function openClient(socket: Socket, port: number, connection: Connection, log: Log): Channel {
+  const channel = connection.openChannel();
+  connection.request('incoming.accepted', accepted(socket, port, channel.id)).catch((error: Error) => {
+    log.debug(`port ${port}: the client refused a connection from ${socket.remoteAddress}:${socket.remotePort}: ${error.message}`);
+    channel.destroy();
+  });
+  return channel;
+}
+
+/** The requests a steal takes: those the filter matches (all without one), and probes only when asked. */
+function takes(matches: RequestTest | undefined, stealProbes: boolean): (request: RequestHead) => boolean {
+  return (request) => (stealProbes || !isProbe(request)) && (matches === undefined || matches(request));
+}
+
+/** Request by request: the program answers those `take` says, the target's server the others. */
+function stealRequests(socket: Socket, port: number, connection: Connection, log: Log, track: (socket: Socket) => void, take: (request: RequestHead) => boolean, notHttp: 'client' | 'target'): void {
+  stealHttp(socket, {
+    take,
+    openClient: () => {
+      const channel = openClient(socket, port, connection, log);
+      channel.on('error', () => {});
+      return channel;
+    },
+    openTarget: () => {
+      // From inside the namespace this connection leaves through OUTPUT, which has no rule of ours.
+      const upstream = connect({ host: socket.localAddress ?? '127.0.0.1', port, noDelay: true, allowHalfOpen: true });
+      track(upstream);
+      return upstream;
+    },
+    notHttp,
+    firstBytesMs: notHttp === 'target' ? FILTERED_FIRST_BYTES_MS : UNFILTERED_FIRST_BYTES_MS,
+    log: (message) => log.debug(`port ${port}, caller ${socket.remoteAddress}:${socket.remotePort}: ${message}`),
+  });
+  socket.resume();
+}
+
 /** The target's server answers the caller as if we were not there; the client gets a copy of what the caller sent. */
-function mirror(socket: Socket, port: number, connection: Connection, log: Log, track: (socket: Socket) => void): void {
+function mirror(socket: Socket, port: number, connection: Connection, log: Log, track: (socket: Socket) => void, matches: RequestTest | undefined): void {
   const local = socket.localAddress;
   if (local === undefined) {
     socket.destroy();
@@ -192,53 +240,68 @@ function mirror(socket: Socket, port: number, connection: Connection, log: Log, 
   // From inside the namespace this connection leaves through OUTPUT, which has no rule of ours.
   const upstream = connect({ host: local, port, noDelay: true, allowHalfOpen: true });
   track(upstream);
-  let channel: Channel | undefined;
+  let copy: { write(chunk: Buffer): void; end(): void; destroy(): void } | undefined;
   // Whichever side fails resets the other, and ends the copy.
   upstream.on('error', () => {
     socket.resetAndDestroy();
-    channel?.destroy();
+    copy?.destroy();
   });
   socket.on('error', () => {
     upstream.resetAndDestroy();
-    channel?.destroy();
+    copy?.destroy();
   });
   // Until the target's server answers, the caller waits; a caller gone by then ends the attempt.
   const early = () => upstream.destroy();
   socket.once('close', early);
   upstream.once('connect', () => {
     socket.off('close', early);
-    channel = connection.openChannel();
-    const copyChannel = channel;
-    connection.request('incoming.accepted', accepted(socket, port, copyChannel.id)).catch((error: Error) => {
-      log.debug(`port ${port}: no copy for the client: ${error.message}`);
-      copyChannel.destroy();
-    });
-    // What the client's program answers goes nowhere; a reset ends the copy, not the caller's connection.
-    copyChannel.on('data', () => {});
-    copyChannel.on('error', () => {});
-    const copy = (chunk: Buffer) => {
-      if (copyChannel.destroyed) return;
-      if (copyChannel.writableLength > MIRROR_BACKLOG) {
-        log.warn(`port ${port}: the client fell ${MIRROR_BACKLOG} bytes behind a mirrored connection; its copy is dropped`);
-        copyChannel.destroy();
-        return;
-      }
-      copyChannel.write(chunk);
-    };
+    const open = () => openClient(socket, port, connection, log);
+    const taken = (copy =
+      matches === undefined
+        ? wholeCopy(open(), port, log)
+        : copyHttp({ take: matches, openClient: open, maxBacklog: MIRROR_BACKLOG, log: (message) => log.debug(`port ${port}, caller ${socket.remoteAddress}:${socket.remotePort}: ${message}`) }));
     socket.on('data', (chunk: Buffer) => {
       if (!upstream.write(chunk)) {
         socket.pause();
         upstream.once('drain', () => socket.resume());
       }
-      copy(chunk);
+      taken.write(chunk);
     });
     socket.on('end', () => {
       upstream.end();
-      if (!copyChannel.destroyed) copyChannel.end();
+      taken.end();
     });
+    // A caller that goes away leaves the parser no half-read request.
+    socket.once('close', () => taken.destroy());
     upstream.pipe(socket);
     socket.resume();
   });
+}
+
+/** The copy of every byte the caller sends, on one channel; what the client's program answers goes nowhere. */
+function wholeCopy(channel: Channel, port: number, log: Log): { write(chunk: Buffer): void; end(): void; destroy(): void } {
+  // A reset ends the copy, not the caller's connection.
+  channel.on('data', () => {});
+  channel.on('error', () => {});
+  return {
+    write(chunk) {
+      if (channel.destroyed) return;
+      if (channel.writableLength > MIRROR_BACKLOG) {
+        log.warn(`port ${port}: the client fell ${MIRROR_BACKLOG} bytes behind a mirrored connection; its copy is dropped`);
+        channel.destroy();
+        return;
+      }
+      channel.write(chunk);
+    },
+    end() {
+      if (!channel.destroyed) channel.end();
+    },
+    destroy() {
+      // An ended copy finishes on its own; only one cut short is dropped.
+      if (channel.writableEnded) return;
+      channel.destroy();
+    },
+  };
 }
 
 /**

@@ -1,7 +1,8 @@
 // Decides which outgoing connections and DNS names go through the target, from mirrord's filter syntax `[proto://][host|ip|cidr][:port]`.
 import { BlockList, isIP } from 'node:net';
 import { DoppelError } from '../errors.ts';
-import type { Filter, ResolvedConfig } from './schema.ts';
+import type { HttpFilter, HttpRule } from '../protocol/messages.ts';
+import type { Filter, HttpFilterConfig, ResolvedConfig } from './schema.ts';
 
 type Way = 'remote' | 'local';
 
@@ -140,6 +141,8 @@ export function createIncomingPolicy(incoming: ResolvedConfig['feature']['networ
   const remotePorts = new Map(incoming.port_mapping);
   const listenPorts = new Map(incoming.listen_ports);
   const { mode } = incoming;
+  const filter = incoming.http_filter === undefined ? undefined : compileHttpFilter(incoming.http_filter);
+  const filtered = (remotePort: number) => filter !== undefined && (incoming.http_filter?.ports === undefined || incoming.http_filter.ports.includes(remotePort));
   return {
     /** A socket bound to `address`:`port`: the target's port it takes, and the local port to bind instead; undefined keeps it local. */
     decide(port: number, address: string): { remotePort: number; localPort?: number } | undefined {
@@ -153,10 +156,52 @@ export function createIncomingPolicy(incoming: ResolvedConfig['feature']['networ
       const localPort = listenPorts.get(port);
       return localPort === undefined ? { remotePort } : { remotePort, localPort };
     },
-    subscription(): { mode: 'steal' | 'mirror'; flush: boolean } {
+    /**
+     * How a subscribed target port is taken: the mode, the flush, the HTTP filter when the port is one it applies to
+     * (a port outside http_filter.ports is taken whole, as in mirrord), and whether probes are stolen too.
+     */
+    subscription(remotePort: number): { mode: 'steal' | 'mirror'; flush: boolean; filter?: HttpFilter; stealProbes: boolean } {
       if (mode === 'off') throw new Error('incoming traffic is off: nothing is subscribed');
       // mirrord flushes only for a steal: mirrored connections must go on untouched.
-      return { mode, flush: mode === 'steal' && agent.flush_connections };
+      const taken = { mode, flush: mode === 'steal' && agent.flush_connections, stealProbes: incoming.steal_probes };
+      return filtered(remotePort) ? { ...taken, filter } : taken;
     },
   };
+}
+
+const filterKinds = ['header_filter', 'path_filter', 'method_filter', 'all_of', 'any_of'] as const;
+
+/**
+ * mirrord's http_filter as the agent takes it: one kind of filter (a single rule, or all_of / any_of a list of them),
+ * each regex checked here so that a bad one is a config error, not a failed subscription.
+ */
+export function compileHttpFilter(config: HttpFilterConfig): HttpFilter {
+  const invalid = (message: string) => new DoppelError('E_CONFIG_INVALID', `feature.network.incoming.http_filter: ${message}`, { category: 'config', hint: 'use one of header_filter, path_filter, method_filter, all_of, any_of; all_of/any_of list objects with one of header, path, method' });
+  const given = filterKinds.filter((kind) => config[kind] !== undefined);
+  if (given.length !== 1) throw invalid(given.length === 0 ? 'no filter given (only ports)' : `${given.join(' and ')} exclude each other`);
+  const rule = (key: 'header' | 'path' | 'method', value: string, where: string): HttpRule => {
+    if (key !== 'method') {
+      try {
+        new RegExp(value, 'i');
+      } catch (error) {
+        throw invalid(`${where}: ${(error as Error).message}`);
+      }
+    } else if (!/^[!#$%&'*+.^_`|~0-9a-z-]+$/i.test(value)) {
+      throw invalid(`${where}: "${value}" is not an HTTP method`);
+    }
+    return key === 'header' ? { header: value } : key === 'path' ? { path: value } : { method: value };
+  };
+  const [kind] = given as [(typeof filterKinds)[number]];
+  if (kind === 'all_of' || kind === 'any_of') {
+    const leaves = config[kind]!;
+    if (leaves.length === 0) throw invalid(`${kind} is empty`);
+    const rules = leaves.map((leaf, index) => {
+      const keys = (['header', 'path', 'method'] as const).filter((key) => leaf[key] !== undefined);
+      if (keys.length !== 1) throw invalid(`${kind}[${index}] needs exactly one of header, path, method`);
+      return rule(keys[0]!, leaf[keys[0]!]!, `${kind}[${index}].${keys[0]}`);
+    });
+    return { match: kind === 'all_of' ? 'all' : 'any', rules };
+  }
+  const key = kind === 'header_filter' ? 'header' : kind === 'path_filter' ? 'path' : 'method';
+  return { match: 'all', rules: [rule(key, config[kind]!, kind)] };
 }

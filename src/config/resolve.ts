@@ -53,6 +53,7 @@ export function resolveConfig(file: ConfigFile): ResolvedConfig {
           ports: incoming.ports,
           listen_ports: incoming.listen_ports ?? [],
           on_concurrent_steal: incoming.on_concurrent_steal ?? 'abort',
+          steal_probes: incoming.steal_probes ?? false,
         },
         outgoing: {
           tcp: outgoingOn && (outgoing.tcp ?? true),

@@ -51,6 +51,8 @@ const outgoingSchema = z.union([
 const dnsSchema = z.union([z.boolean(), z.strictObject({ enabled: z.boolean().optional(), filter: filterSchema.optional() })]);
 
 const incomingModes = ['mirror', 'steal', 'off'] as const;
+// mirrord's http_filter: one of header_filter, path_filter, method_filter, all_of, any_of; `ports` are the target's
+// ports it applies to (all of them when absent, as in mirrord since its default of [80, 8080] went).
 const httpFilterLeaf = z.strictObject({ header: z.string().optional(), path: z.string().optional(), method: z.string().optional() });
 const httpFilterSchema = z.strictObject({
   header_filter: z.string().optional(),
@@ -73,6 +75,11 @@ const incomingSchema = z.union([
     ports: z.array(z.number().int().min(1).max(65535)).optional(),
     listen_ports: z.array(portPair).optional(),
     on_concurrent_steal: z.enum(['abort', 'continue', 'override']).optional(),
+    // doppel's own key: Kubernetes probes (`User-Agent: kube-probe/...`) are stolen too, so the target may go unready.
+    steal_probes: z
+      .boolean()
+      .describe('doppel: also steal Kubernetes probes (User-Agent: kube-probe/...); by default they stay with the target, filtered steal or not')
+      .optional(),
   }),
 ]);
 
@@ -137,6 +144,8 @@ export const configSchema = z.strictObject({
 export type ConfigFile = z.infer<typeof configSchema>;
 export type FsMode = (typeof fsModes)[number];
 
+export type HttpFilterConfig = z.infer<typeof httpFilterSchema>;
+
 export interface Filter {
   remote?: string[];
   local?: string[];
@@ -168,13 +177,14 @@ export interface ResolvedConfig {
     network: {
       incoming: {
         mode: (typeof incomingModes)[number];
-        http_filter: z.infer<typeof httpFilterSchema> | undefined;
+        http_filter: HttpFilterConfig | undefined;
         port_mapping: [number, number][];
         ignore_localhost: boolean;
         ignore_ports: number[];
         ports: number[] | undefined;
         listen_ports: [number, number][];
         on_concurrent_steal: 'abort' | 'continue' | 'override';
+        steal_probes: boolean;
       };
       outgoing: { tcp: boolean; udp: boolean; ignore_localhost: boolean; filter: Filter | undefined; unix_streams: string[] };
       dns: { enabled: boolean; filter: Filter | undefined };

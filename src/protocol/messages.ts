@@ -57,8 +57,11 @@ export interface Operations {
    * TCP connections to `port` in the target's network namespace go to the agent from now on. steal: each one is
    * handed to the client; mirror: the target's server still answers, and the client gets a copy of what the caller
    * sent. `flush` (steal only) drops the namespace's tracked connections to the port, so kept-alive ones reconnect.
+   * With `filter`, only the HTTP/1 requests that match it are the client's (stolen or copied), request by request;
+   * the rest reach the target's server. A steal keeps Kubernetes probes (`User-Agent: kube-probe/...`) with the
+   * target unless `stealProbes`. Both fields are optional so that a subscription without them is unchanged.
    */
-  'incoming.subscribe': { args: { port: number; mode: IncomingMode; flush: boolean }; result: Record<string, never> };
+  'incoming.subscribe': { args: { port: number; mode: IncomingMode; flush: boolean; filter?: HttpFilter; stealProbes?: boolean }; result: Record<string, never> };
   'incoming.unsubscribe': { args: { port: number }; result: Record<string, never> };
   /**
    * The agent's request to the client: a caller connected to a subscribed port. Its bytes follow on `channel`
@@ -68,6 +71,18 @@ export interface Operations {
 }
 
 export type IncomingMode = 'steal' | 'mirror';
+
+/**
+ * One test of a request (mirrord's http_filter): a regex over each header as `Name: value`, a regex over the path
+ * (tried alone and with its query), or a method name. All are case-insensitive; regexes are JavaScript's.
+ */
+export type HttpRule = { header: string } | { path: string } | { method: string };
+
+/** The requests a filtered subscription takes: those that pass all, or any, of the rules. */
+export interface HttpFilter {
+  match: 'all' | 'any';
+  rules: HttpRule[];
+}
 
 export interface SocketAddress {
   address: string;

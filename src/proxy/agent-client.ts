@@ -3,7 +3,7 @@ import type { Duplex } from 'node:stream';
 import { readFileSync } from 'node:fs';
 import { Connection, DEFAULT_REQUEST_TIMEOUT_MS, type RequestHandler } from '../protocol/connection.ts';
 import { RemoteError } from '../protocol/errors.ts';
-import type { IncomingMode, Operations, SocketAddress } from '../protocol/messages.ts';
+import type { HttpFilter, IncomingMode, Operations, SocketAddress } from '../protocol/messages.ts';
 import { fetchFile, type FetchedFile } from './fetch-file.ts';
 import type { DirEntry, RemoteStat } from './layer-handler.ts';
 
@@ -22,7 +22,7 @@ export interface AgentClient {
   lookup(name: string, family: 0 | 4 | 6): Promise<Operations['dns.lookup']['result']>;
   connectTcp(host: string, port: number): Promise<{ stream: Duplex; localAddress: string; localPort: number }>;
   /** Connections to the target's `port` come to us (steal) or are copied to us (mirror), through `serveIncoming`'s handler. */
-  subscribeIncoming(port: number, mode: IncomingMode, flush: boolean): Promise<void>;
+  subscribeIncoming(port: number, mode: IncomingMode, flush: boolean, http?: { filter?: HttpFilter; stealProbes: boolean }): Promise<void>;
   unsubscribeIncoming(port: number): Promise<void>;
   /**
    * Who takes the connections the agent hands over; until one is set, or after `undefined`, they are refused.
@@ -74,8 +74,8 @@ export async function connectAgent(stream: Duplex, options: AgentClientOptions):
         throw error;
       }
     },
-    async subscribeIncoming(port, mode, flush) {
-      await connection.request('incoming.subscribe', { port, mode, flush });
+    async subscribeIncoming(port, mode, flush, http) {
+      await connection.request('incoming.subscribe', { port, mode, flush, ...http });
     },
     async unsubscribeIncoming(port) {
       await connection.request('incoming.unsubscribe', { port });

@@ -3,7 +3,7 @@
 import { connect } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { RemoteError } from '../protocol/errors.ts';
-import type { IncomingMode, SocketAddress } from '../protocol/messages.ts';
+import type { HttpFilter, IncomingMode, SocketAddress } from '../protocol/messages.ts';
 import type { AgentClient } from './agent-client.ts';
 import type { SockAddr } from './layer-handler.ts';
 
@@ -13,8 +13,11 @@ export interface IncomingDecider {
    * instead (`listen_ports`); undefined keeps it local. Asked by the layer's bind and listen (listeners.ts).
    */
   decide(port: number, address: string): { remotePort: number; localPort?: number } | undefined;
-  /** How a subscribed target port is taken, and whether a steal first flushes its tracked connections. */
-  subscription(remotePort: number): { mode: IncomingMode; flush: boolean };
+  /**
+   * How a subscribed target port is taken, whether a steal first flushes its tracked connections, the HTTP filter
+   * that picks the requests it takes (none: all of them), and whether Kubernetes probes are taken too.
+   */
+  subscription(remotePort: number): { mode: IncomingMode; flush: boolean; filter?: HttpFilter; stealProbes: boolean };
 }
 
 export interface IncomingRequests {
@@ -79,10 +82,10 @@ export function createIncomingRequests(agent: AgentClient, policy: IncomingDecid
   return {
     async listen(port, local) {
       await leaving.get(port);
-      const { mode, flush } = policy.subscription(port);
+      const { mode, flush, filter, stealProbes } = policy.subscription(port);
       listeners.set(port, local);
       try {
-        await agent.subscribeIncoming(port, mode, flush);
+        await agent.subscribeIncoming(port, mode, flush, filter === undefined ? { stealProbes } : { filter, stealProbes });
       } catch (error) {
         if (listeners.get(port) === local) listeners.delete(port);
         throw error;

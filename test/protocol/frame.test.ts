@@ -25,6 +25,10 @@ test('frames match the committed golden bytes', () => {
   const accepted = { t: 'req', id: 5, op: 'incoming.accepted', args: { port: 80, channel: 2, peer: { address: '198.18.0.1', port: 40000 }, local: { address: '198.18.0.2', port: 80 } } } as const;
   assert.deepEqual(encodeFrame({ kind: 'control', body: encodeControl(accepted) }), golden('control-req-incoming-accepted'));
   assert.deepEqual(decodeControl(golden('control-req-incoming-accepted').subarray(5)), accepted);
+  // Protocol 3 (not shipped yet, so extended in place): a subscription with an HTTP filter and probes kept with the target.
+  const filtered = { t: 'req', id: 6, op: 'incoming.subscribe', args: { port: 80, mode: 'steal', flush: true, filter: { match: 'any', rules: [{ header: '^x-dev: alice$' }, { path: '^/api' }] }, stealProbes: false } } as const;
+  assert.deepEqual(encodeFrame({ kind: 'control', body: encodeControl(filtered) }), golden('control-req-incoming-subscribe-filter'));
+  assert.deepEqual(decodeControl(golden('control-req-incoming-subscribe-filter').subarray(5)), filtered);
 });
 
 const frameArb: fc.Arbitrary<Frame> = fc.oneof(
