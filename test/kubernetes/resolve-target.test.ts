@@ -200,12 +200,18 @@ describe('resolving Kubernetes targets', needsCluster('the Kubernetes target tes
   });
 
   test('a crashing container: CrashLoopBackOff with its last exit code', async () => {
-    await poll(
-      'the crasher to reach CrashLoopBackOff',
-      async () => ((await podsOf('app=crasher'))[0]?.status?.containerStatuses?.[0]?.state?.waiting?.reason === 'CrashLoopBackOff' ? true : undefined),
+    // Between two back-offs the container shows as exited for a moment; ask until the resolver saw the back-off.
+    const error = await poll(
+      'the resolver to see the crasher in CrashLoopBackOff',
+      async () => {
+        const caught: unknown = await resolve('deployment', 'crasher').catch((thrown: unknown) => thrown);
+        return caught instanceof DoppelError && caught.message.includes('CrashLoopBackOff') ? caught : undefined;
+      },
       180_000,
     );
-    await fails('deployment', 'crasher', 'E_TARGET_NOT_READY', /pod crasher-\S+ container app is in CrashLoopBackOff \(last exit code 3, Error\): back-off \d+s restarting failed container/, /kubectl logs crasher-\S+ -c app --previous -n /);
+    assert.equal(error.code, 'E_TARGET_NOT_READY');
+    assert.match(error.message, /pod crasher-\S+ container app is in CrashLoopBackOff \(last exit code 3, Error\): back-off \d+s restarting failed container/);
+    assert.match(error.hint ?? '', /kubectl logs crasher-\S+ -c app --previous -n /);
   });
 
   test('an image that cannot be pulled: the waiting reason', async () => {
