@@ -50,8 +50,9 @@ describe('doppel exec failures on the test cluster', needsCluster('doppel exec f
   const start = (command: string[]) => startDoppel(['exec', '--target', 'deployment/web', '-n', ns, '--', ...command], { env: adminEnv, timeoutMs: 120_000 });
   const asAccount = async (account: string) => ({ ...process.env, KUBECONFIG: await accounts.forAccount(account, ns) });
   const agentPod = async () => poll('the agent pod to run', async () => {
-    const out = await kubectl(['get', 'pods', '-n', ns, '-l', 'app.kubernetes.io/managed-by=doppel', '--field-selector=status.phase=Running', '-o', 'jsonpath={.items[0].metadata.name} {.items[0].status.containerStatuses[0].containerID}']);
-    const [name, id] = out.trim().split(' ');
+    // The program may start before the kubelet reports the agent's pod Running: the list can still be empty.
+    const out = await kubectl(['get', 'pods', '-n', ns, '-l', 'app.kubernetes.io/managed-by=doppel', '--field-selector=status.phase=Running', '-o', 'jsonpath={range .items[*]}{.metadata.name} {.status.containerStatuses[0].containerID}{"\\n"}{end}']);
+    const [name, id] = (out.split('\n')[0] ?? '').trim().split(' ');
     return name && id ? { name, id } : undefined;
   });
 

@@ -9,9 +9,10 @@ import { openPortForward, type ForwardedStream } from './port-forward.ts';
 
 const RETRY_MS = 50;
 
-export async function linkToAgent(kube: KubeContext, namespace: string, pod: string, token: string, timeoutMs: number, port = AGENT_PORT): Promise<ForwardedStream> {
+export async function linkToAgent(kube: KubeContext, namespace: string, pod: string, token: string, timeoutMs: number, port = AGENT_PORT, signal?: AbortSignal): Promise<ForwardedStream> {
   const deadline = Date.now() + timeoutMs;
   for (let attempt = 1; ; attempt++) {
+    signal?.throwIfAborted();
     let forward: ForwardedStream | undefined;
     try {
       forward = await kube.call({ verb: 'create', resource: 'pods/portforward', namespace, name: pod }, () => openPortForward(kube.config, namespace, pod, port));

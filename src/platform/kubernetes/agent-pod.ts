@@ -27,11 +27,23 @@ export interface AgentContainerWait {
   timedOut(): Promise<DoppelError>;
   /** While there is no pod yet: why the cluster will not make one, if it said so. */
   refused?(): Promise<DoppelError | undefined>;
+  /** Told once the pod has a node, so that linking can start before the kubelet reports the container running. */
+  placed?(pod: string): void;
+  /** Ends the wait early: the caller got what it needed another way, or gave up. */
+  signal?: AbortSignal;
 }
 
 /** The agent Job's pod name once its container runs; a clear DoppelError when it will not. */
-export function waitForAgentPod(kube: KubeContext, namespace: string, job: string, timeoutMs: number, report: (text: string) => void = () => {}): Promise<string> {
+export function waitForAgentPod(
+  kube: KubeContext,
+  namespace: string,
+  job: string,
+  timeoutMs: number,
+  report: (text: string) => void = () => {},
+  early: Pick<AgentContainerWait, 'placed' | 'signal'> = {},
+): Promise<string> {
   return waitForAgentContainer(kube, {
+    ...early,
     namespace,
     query: { labelSelector: `${AGENT_LABEL}=${job}` },
     container: AGENT_CONTAINER,
@@ -48,7 +60,9 @@ export async function waitForAgentContainer(kube: KubeContext, wait: AgentContai
   let settle: { resolve(pod: string): void; reject(error: Error): void } | undefined;
   const outcome = new Promise<string>((resolve, reject) => (settle = { resolve, reject }));
   let latest: V1Pod | undefined;
+  let placed = false;
   let said = '';
+  wait.signal?.addEventListener('abort', () => settle?.reject(new Error('the wait for the agent was called off')), { once: true });
   const report = (text: string) => {
     if (text === said) return;
     said = text;
@@ -59,6 +73,10 @@ export async function waitForAgentContainer(kube: KubeContext, wait: AgentContai
     wait.query,
     (phase, pod: V1Pod) => {
       latest = pod;
+      if (pod.spec?.nodeName && !placed) {
+        placed = true;
+        wait.placed?.(pod.metadata?.name ?? '');
+      }
       const verdict = phase === 'DELETED' ? deleted(pod, wait) : judge(kube, pod, wait);
       if (verdict === undefined) return report(waitingText(pod, statusOf(pod, wait)));
       if (typeof verdict === 'string') settle?.resolve(verdict);

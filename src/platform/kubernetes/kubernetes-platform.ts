@@ -8,7 +8,7 @@ import type { AgentTransport } from '../agent-transport.ts';
 import type { Platform, ReplicaEvents, StepReporter } from '../platform.ts';
 import { runEphemeralAgent } from './agent-ephemeral.ts';
 import { howAgentEnded } from './agent-end.ts';
-import { AGENT_CONTAINER, agentJob, type AgentTarget } from './agent-job.ts';
+import { AGENT_CONTAINER, AGENT_PORT, agentJob, type AgentTarget } from './agent-job.ts';
 import { agentLogTail, waitForAgentPod } from './agent-pod.ts';
 import { linkToAgent } from './agent-link.ts';
 import { followTargetPods } from './follow-pods.ts';
@@ -116,6 +116,7 @@ async function runJobAgent(kube: KubeContext, run: JobAgentRun): Promise<AgentTr
   const job = `doppel-agent-${run.sessionId}-${randomBytes(3).toString('hex')}`;
   const spec = agentJob({ ...run, name: job });
   await kube.call({ verb: 'create', resource: 'jobs.batch', namespace }, () => kube.batch.createNamespacedJob({ namespace, body: spec }));
+  const calledOff = new AbortController();
   const removeJob = () =>
     kube.batch.deleteNamespacedJob({ name: job, namespace, propagationPolicy: 'Background', gracePeriodSeconds: 0 }).then(
       () => undefined,
@@ -123,9 +124,15 @@ async function runJobAgent(kube: KubeContext, run: JobAgentRun): Promise<AgentTr
     );
   try {
     const startupMs = agent.startup_timeout * 1000;
-    const pod = await waitForAgentPod(kube, namespace, job, startupMs, run.report);
-    run.report(`agent pod ${pod} runs; port-forwarding to it`);
-    const link = await linkToAgent(kube, namespace, pod, run.token, startupMs);
+    // The kubelet reports the container running only at its next status sync, up to a second after the launcher
+    // listens: linking starts once the pod has a node, and retries until the launcher answers.
+    let placed: (pod: string) => void = () => {};
+    const onNode = new Promise<string>((resolve) => (placed = resolve));
+    const running = waitForAgentPod(kube, namespace, job, startupMs, run.report, { placed, signal: calledOff.signal });
+    const linked = onNode.then((pod) => linkToAgent(kube, namespace, pod, run.token, startupMs, AGENT_PORT, calledOff.signal));
+    const link = await Promise.race([linked, running.then(() => linked)]);
+    calledOff.abort();
+    const pod = await onNode;
     let stopping: Promise<void> | undefined;
     return {
       stream: link.stream,
@@ -142,6 +149,7 @@ async function runJobAgent(kube: KubeContext, run: JobAgentRun): Promise<AgentTr
       killNow() {},
     };
   } catch (error) {
+    calledOff.abort();
     await removeJob();
     throw error;
   }
