@@ -96,15 +96,18 @@ export function createIncoming(options: { session: string; log: Log }): Incoming
   const close = () => {
     if (closed) return;
     closed = true;
+    // Connections first: a destroyed socket's fd closes at once, so its FIN leaves while the namespace still has our
+    // NAT, which turns its source back into the subscribed port. Sent after, it would not reach the caller, and an
+    // idle kept-alive connection (the HTTP path keeps them) would stay open at the caller's end.
+    for (const socket of sockets) socket.destroy();
+    for (const subscription of subscriptions.values()) subscription.server.close();
+    subscriptions.clear();
     if (chainMade !== undefined) {
       const failures = removeChainSync([], chainMade, chain);
       for (const failure of failures) log.warn(`leaving the namespace: ${failure}`);
       if (failures.length === 0) log.info(`${chainMade}: chain ${chain} removed`);
       chainMade = undefined;
     }
-    for (const subscription of subscriptions.values()) subscription.server.close();
-    subscriptions.clear();
-    for (const socket of sockets) socket.destroy();
   };
 
   return {
