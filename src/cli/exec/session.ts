@@ -1,9 +1,9 @@
-// A session owns all of its agents: the primary serves env, files, DNS and outgoing; every agent will serve incoming.
+// A session owns all of its agents: the primary serves env, files, DNS and outgoing; every agent serves incoming.
 // When the primary is lost another takes over; when the last one is lost, the session ends with one clear error.
 import { DoppelError } from '../../errors.ts';
 import { lastWord, type AgentTransport } from '../../platform/agent-transport.ts';
 import type { Platform, StepReporter } from '../../platform/platform.ts';
-import { connectAgent, type AgentClient } from '../../proxy/agent-client.ts';
+import { connectAgent, type AgentClient, type IncomingHandler } from '../../proxy/agent-client.ts';
 
 export interface SessionOptions {
   handshakeTimeoutMs: number;
@@ -35,10 +35,18 @@ export async function openSession(platform: Platform, options: SessionOptions, p
   let endSession: (error: DoppelError) => void = () => {};
   const lost = new Promise<DoppelError>((resolve) => (endSession = resolve));
 
+  // Incoming traffic arrives at every replica: the handler and the subscriptions go to every agent, joiners included.
+  let incomingHandler: IncomingHandler | undefined;
+  const subscriptions = new Map<number, Parameters<AgentClient['subscribeIncoming']>>();
+
   const join = async (transport: AgentTransport) => {
     const client = await handshake(transport, options);
     const member: Member = { transport, client, leaving: false };
     members.push(member);
+    if (incomingHandler) client.serveIncoming(incomingHandler);
+    for (const args of subscriptions.values()) {
+      client.subscribeIncoming(...args).catch((error: Error) => progress.warn(`${transport.description} does not take port ${args[0]}'s traffic: ${error.message}`));
+    }
     // A link that stalls ends the connection while the transport may still look open.
     const stalled = client.connection.closed.then((error) => (error ? `stopped answering (${error.message})` : transport.exited));
     void Promise.race([transport.exited, stalled]).then((how) => onExit(member, how));
@@ -89,8 +97,34 @@ export async function openSession(platform: Platform, options: SessionOptions, p
     if (!member) throw new DoppelError('E_AGENT_LOST', 'the session has no agent left', { category: 'agent' });
     return member.client;
   };
-  // Every method and property is looked up on the primary at call time, so a takeover needs no re-wiring.
-  const agent = new Proxy({} as AgentClient, { get: (_, key) => primary()[key as keyof AgentClient] });
+  /** Runs `call` on every agent; the primary's failure is the caller's, another's a warning. */
+  const everyAgent = async (what: string, call: (client: AgentClient) => Promise<void>) => {
+    const first = primary();
+    await Promise.all(
+      members.map(({ client, transport }) =>
+        call(client).catch((error: Error) => {
+          if (client === first) throw error;
+          progress.warn(`${transport.description} could not ${what}: ${error.message}`);
+        }),
+      ),
+    );
+  };
+  const incoming: Pick<AgentClient, 'serveIncoming' | 'subscribeIncoming' | 'unsubscribeIncoming'> = {
+    serveIncoming(handler) {
+      incomingHandler = handler;
+      for (const { client } of members) client.serveIncoming(handler);
+    },
+    async subscribeIncoming(...args) {
+      subscriptions.set(args[0], args);
+      await everyAgent(`take port ${args[0]}'s traffic`, (client) => client.subscribeIncoming(...args));
+    },
+    async unsubscribeIncoming(port) {
+      subscriptions.delete(port);
+      await everyAgent(`give port ${port} back`, (client) => client.unsubscribeIncoming(port));
+    },
+  };
+  // Everything else is looked up on the primary at call time, so a takeover needs no re-wiring.
+  const agent = new Proxy({} as AgentClient, { get: (_, key) => (key in incoming ? incoming[key as keyof typeof incoming] : primary()[key as keyof AgentClient]) });
 
   return {
     agent,
