@@ -1,0 +1,10 @@
+// The CLI's first module: turns on Node's compile cache (about a fifth of every start) before the CLI's own modules load.
+import module from 'node:module';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+import process from 'node:process';
+
+// Best effort: an unwritable cache directory only means no cache. Set here, not in the environment, so that the
+// user's own program does not inherit it.
+module.enableCompileCache?.(join(process.env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'doppel', 'node-compile-cache'));
+await import('./main.ts');
