@@ -87,7 +87,7 @@ export function clusterMounts(): string[] {
     .sort((a, b) => b.length - a.length);
 }
 
-export function unmountAll(): void {
+function unmountAll(): void {
   for (let pass = 0; pass < 5; pass++) {
     const mounts = clusterMounts();
     if (mounts.length === 0) return;
@@ -129,8 +129,21 @@ export function removeNfacct(): void {
   for (const name of clusterNfacct()) tryCmd('nfacct', ['delete', name]);
 }
 
-export function removeNetns(): void {
+function removeNetns(): void {
   for (const name of clusterNetns()) tryCmd('ip', ['netns', 'delete', name]);
+}
+
+/**
+ * Unmounts and removes pod network namespaces until a pass finds none: a pod sandbox's namespace that the runtime was
+ * still mounting when it was killed can show up again after the first pass (seen once in a CI run).
+ */
+export async function removeMountsAndNetns(): Promise<void> {
+  for (let pass = 0; pass < 10; pass++) {
+    unmountAll();
+    removeNetns();
+    if (clusterMounts().length === 0 && clusterNetns().length === 0) return;
+    await sleep(200);
+  }
 }
 
 /** kubelet's pod cgroups (cgroupfs driver): one `kubepods` tree per v1 controller. */
