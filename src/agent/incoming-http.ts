@@ -1,10 +1,12 @@
 // Incoming connections taken request by request: each HTTP/1 request goes to the client's program or to the target's
 // server, and the answers go back to the caller in request order; a filtered mirror copies only the matched requests.
+// A connection that starts with HTTP/2's preface is taken stream by stream instead (incoming-h2.ts).
 import type { IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { RequestHead } from './http-filter.ts';
 import { bodyFraming, readRequests, requestHead, watchResponse, type ResponseWatch } from './http-wire.ts';
+import { copyByPreface, copyH2, isH2Preface, stealH2, type ConnectionCopy } from './incoming-h2.ts';
 
 export interface HttpSteal {
   /** Whether the client's program answers this request (the target's server does otherwise). */
@@ -46,6 +48,8 @@ export function stealHttp(caller: Socket, options: HttpSteal): void {
   /** Caller bytes past an Upgrade or CONNECT head, held until that request's turn comes. */
   let held: Buffer[] | undefined;
   let done = false;
+  /** Until the first bytes tell whether they are HTTP/2's preface, they are held back from the HTTP/1 reader. */
+  let sniffing = true;
 
   const shutdown = (reset: boolean) => {
     if (done) return;
@@ -92,12 +96,25 @@ export function stealHttp(caller: Socket, options: HttpSteal): void {
       return;
     }
     prelude?.push(chunk);
+    if (sniffing) {
+      const preface = isH2Preface(prelude!);
+      if (preface === undefined) return;
+      sniffing = false;
+      if (preface) {
+        const sent = prelude!;
+        detach();
+        stealH2(caller, sent, { route: (request) => options.take(request), open: (taken) => (taken ? options.openClient() : options.openTarget()), log: options.log });
+        return;
+      }
+      chunk = Buffer.concat(prelude!);
+    }
     if (!reader.write(chunk)) caller.pause();
   };
   const onEnd = () => {
     callerEnded = true;
     if (held) return;
     if (prelude?.length === 0) return whole([]);
+    if (sniffing) reader.write(Buffer.concat(prelude!));
     reader.end();
     pump();
   };
@@ -244,8 +261,13 @@ export interface HttpCopy {
   log(message: string): void;
 }
 
+/** A mirrored connection's bytes, parsed as HTTP/2 stream by stream when they start with its preface, else as HTTP/1. */
+export function copyHttp(options: HttpCopy): ConnectionCopy {
+  return copyByPreface(() => copyH2(options), () => copyHttp1(options));
+}
+
 /** A mirrored connection's bytes, parsed: the matched requests are written to the program, the rest dropped. */
-export function copyHttp(options: HttpCopy): { write(chunk: Buffer): void; end(): void; destroy(): void } {
+function copyHttp1(options: HttpCopy): ConnectionCopy {
   let copy: Duplex | undefined;
   let raw = false;
   let stopped = false;

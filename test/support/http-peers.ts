@@ -33,6 +33,8 @@ process.on('SIGTERM', () => process.exit(0));
 export interface RecordingServer {
   /** Every byte it has received so far, across its connections, in arrival order. */
   received(): Buffer;
+  /** The HTTP/2 streams (or gRPC calls) it has been sent, as it saw them, in the order their requests ended or reset. */
+  streams(): RecordedStream[];
   stop(): Promise<void>;
 }
 
@@ -46,9 +48,11 @@ export function localPeer(): Promise<RecordingServer & { port: number }> {
   return startPeer([process.execPath, '-e', peerServer, 'program', '0']) as Promise<RecordingServer & { port: number }>;
 }
 
-async function startPeer(command: string[]): Promise<RecordingServer & { port: number }> {
+/** Starts a recording server: it prints `ready <port>`, then JSON lines of `{ bytes }` received and `{ stream }` seen. */
+export async function startPeer(command: string[]): Promise<RecordingServer & { port: number }> {
   const child = spawn(command[0]!, command.slice(1), { stdio: ['ignore', 'pipe', 'inherit'] });
   const chunks: Buffer[] = [];
+  const streams: RecordedStream[] = [];
   let partial = '';
   let ready: (port: number) => void;
   const up = new Promise<number>((resolve) => (ready = resolve));
@@ -58,7 +62,11 @@ async function startPeer(command: string[]): Promise<RecordingServer & { port: n
     partial = lines.pop()!;
     for (const line of lines) {
       if (line.startsWith('ready')) ready(Number(line.split(' ')[1]));
-      else if (line.startsWith('{')) chunks.push(Buffer.from((JSON.parse(line) as { bytes: string }).bytes, 'base64'));
+      else if (line.startsWith('{')) {
+        const record = JSON.parse(line) as { bytes?: string; stream?: RecordedStream };
+        if (record.stream) streams.push(record.stream);
+        else chunks.push(Buffer.from(record.bytes!, 'base64'));
+      }
     }
   });
   const exited = once(child, 'exit');
@@ -66,6 +74,7 @@ async function startPeer(command: string[]): Promise<RecordingServer & { port: n
   return {
     port,
     received: () => Buffer.concat(chunks),
+    streams: () => [...streams],
     async stop() {
       child.kill('SIGTERM');
       await exited;
@@ -120,4 +129,83 @@ export async function pipelined(host: string, port: number, bytes: Buffer, count
     socket.destroy();
   }
   return bodies;
+}
+
+/** One HTTP/2 stream as a recording peer saw it. */
+export interface RecordedStream {
+  path: string;
+  headers: Record<string, string | string[]>;
+  trailers: Record<string, string | string[]> | null;
+  body: string;
+  /** The code of the RST_STREAM that ended it, if one did. */
+  reset: number | null;
+}
+
+/**
+ * The HTTP/2 (h2c, prior knowledge) peer, for `node -e <source> <who> <port>`: answers each stream with `x-who: <who>`,
+ * the body "<who> <method> <path> <body>" and the trailer `x-answered-by: <who>`; `/reset` is reset with the code its
+ * `x-reset-code` header asks, `/cut` too, after the headers and "partial" of an answer. A stream is answered when its request ends, so one the caller resets before is recorded
+ * with that reset. Each connection's bytes go through a stream of ours, so that they can be recorded.
+ */
+export const h2PeerServer = `
+const http2 = require('http2');
+const net = require('net');
+const { Duplex } = require('stream');
+const [who, port] = [process.argv[1], Number(process.argv[2])];
+const server = http2.createServer();
+server.on('stream', (stream, headers) => {
+  const path = headers[':path'];
+  const chunks = [];
+  let trailers = null;
+  let answered = false;
+  stream.on('error', () => {});
+  stream.on('trailers', (received) => (trailers = received));
+  stream.on('data', (chunk) => chunks.push(chunk));
+  stream.on('close', () => {
+    const reset = answered ? null : stream.rstCode;
+    console.log(JSON.stringify({ stream: { path, headers, trailers, body: Buffer.concat(chunks).toString(), reset } }));
+  });
+  if (path === '/reset') {
+    answered = true;
+    stream.close(Number(headers['x-reset-code']));
+    return;
+  }
+  if (path === '/cut') {
+    answered = true;
+    stream.respond({ ':status': 200, 'x-who': who }, { waitForTrailers: true });
+    stream.write('partial', () => setTimeout(() => stream.close(Number(headers['x-reset-code'])), 100));
+    return;
+  }
+  stream.on('end', () => {
+    // Node ends a reset stream's body too.
+    if (stream.closed) return;
+    answered = true;
+    stream.respond({ ':status': 200, 'x-who': who }, { waitForTrailers: true });
+    stream.on('wantTrailers', () => stream.sendTrailers({ 'x-answered-by': who }));
+    stream.end(who + ' ' + headers[':method'] + ' ' + path + ' ' + Buffer.concat(chunks));
+  });
+});
+net.createServer((socket) => {
+  const view = new Duplex({ read: () => socket.resume(), write: (chunk, _encoding, callback) => socket.write(chunk, callback), final: (callback) => socket.end(callback) });
+  socket.on('data', (bytes) => {
+    console.log(JSON.stringify({ bytes: bytes.toString('base64') }));
+    if (!view.push(bytes)) socket.pause();
+  });
+  socket.on('end', () => view.push(null));
+  socket.on('error', () => view.destroy());
+  socket.on('close', () => view.destroy());
+  view.on('error', () => socket.destroy());
+  server.emit('connection', view);
+}).listen(port, '0.0.0.0', function () { console.log('ready ' + this.address().port); });
+process.on('SIGTERM', () => process.exit(0));
+`;
+
+/** The HTTP/2 peer as the target's own, in the target's network namespace on `port`. */
+export function podH2Peer(pid: number, port: number): Promise<RecordingServer> {
+  return startPeer(['nsenter', `--net=/proc/${pid}/ns/net`, '--', process.execPath, '-e', h2PeerServer, 'target', String(port)]);
+}
+
+/** The HTTP/2 peer as the developer's program, on a free port of this machine. */
+export function localH2Peer(): Promise<RecordingServer & { port: number }> {
+  return startPeer([process.execPath, '-e', h2PeerServer, 'program', '0']);
 }
