@@ -8,15 +8,19 @@ import type { RequestHead } from './http-filter.ts';
 import { bodyFraming, readRequests, requestHead, watchResponse, type ResponseWatch } from './http-wire.ts';
 import { copyByPreface, copyH2, isH2Preface, stealH2, type ConnectionCopy } from './incoming-h2.ts';
 
+/** Who answers a request: a session's program, by its key, or the target's own server (`undefined`). */
+export type Route = string | undefined;
+
 export interface HttpSteal {
-  /** Whether the client's program answers this request (the target's server does otherwise). */
-  take(request: RequestHead): boolean;
-  /** A new connection to the program, on a channel; each one opened carries the next requests taken, in order. */
-  openClient(): Duplex;
-  /** A new connection to the target's own server. */
-  openTarget(): Duplex;
+  /** Who answers this request. */
+  route(request: RequestHead): Route;
+  /**
+   * A new connection to whoever `route` names: a session's program (on a channel) or the target's server; each one
+   * opened carries the next requests routed there, in order.
+   */
+  open(route: Route): Duplex;
   /** The connection is not HTTP/1: where it goes whole. */
-  notHttp: 'client' | 'target';
+  notHttp: Route;
   /** How long a caller that sends nothing may wait before its connection counts as not HTTP (a server-first protocol). */
   firstBytesMs: number;
   log(message: string): void;
@@ -37,9 +41,19 @@ interface Exchange {
   upgrade?: Buffer[];
 }
 
+/** A caller's connection taken request by request. */
+export interface HttpStealing {
+  /**
+   * Ends the caller's connection once the request under way (if any) is answered: for an unsubscribe, so that a
+   * kept-alive caller reconnects to the target rather than reuse a connection whose redirect is going away.
+   * Settles when the connection is closed.
+   */
+  drain(): Promise<void>;
+}
+
 /** Takes a caller's connection request by request. */
-export function stealHttp(caller: Socket, options: HttpSteal): void {
-  const upstreams: { client?: Upstream; target?: Upstream } = {};
+export function stealHttp(caller: Socket, options: HttpSteal): HttpStealing {
+  const upstreams = new Map<Route, Upstream>();
   const queue: Exchange[] = [];
   /** Everything the caller sent until its first request was read: replayed whole if it turns out not to be HTTP. */
   let prelude: Buffer[] | undefined = [];
@@ -48,15 +62,16 @@ export function stealHttp(caller: Socket, options: HttpSteal): void {
   /** Caller bytes past an Upgrade or CONNECT head, held until that request's turn comes. */
   let held: Buffer[] | undefined;
   let done = false;
+  let draining = false;
   /** Until the first bytes tell whether they are HTTP/2's preface, they are held back from the HTTP/1 reader. */
   let sniffing = true;
+  let h2: HttpStealing | undefined;
 
   const shutdown = (reset: boolean) => {
     if (done) return;
     done = true;
     reader.destroy();
-    for (const upstream of [upstreams.client, upstreams.target]) {
-      if (!upstream) continue;
+    for (const upstream of upstreams.values()) {
       if (reset) upstream.stream.destroy();
       else upstream.stream.end();
     }
@@ -103,7 +118,7 @@ export function stealHttp(caller: Socket, options: HttpSteal): void {
       if (preface) {
         const sent = prelude!;
         detach();
-        stealH2(caller, sent, { route: (request) => options.take(request), open: (taken) => (taken ? options.openClient() : options.openTarget()), log: options.log });
+        h2 = stealH2(caller, sent, options);
         return;
       }
       chunk = Buffer.concat(prelude!);
@@ -144,13 +159,13 @@ export function stealHttp(caller: Socket, options: HttpSteal): void {
   function whole(sent: Buffer[]): void {
     if (done) return;
     detach();
-    splice(caller, options.notHttp === 'client' ? options.openClient() : options.openTarget(), sent, callerEnded);
+    splice(caller, options.open(options.notHttp), sent, callerEnded);
   }
 
-  function upstreamFor(route: 'client' | 'target'): Upstream {
-    const existing = upstreams[route];
+  function upstreamFor(route: Route): Upstream {
+    const existing = upstreams.get(route);
     if (existing && !existing.ended) return existing;
-    const stream = route === 'client' ? options.openClient() : options.openTarget();
+    const stream = options.open(route);
     const onUpstreamData = (chunk: Buffer) => {
       const watch = upstream.watch;
       if (!watch) return;
@@ -181,7 +196,7 @@ export function stealHttp(caller: Socket, options: HttpSteal): void {
         stream.off('close', onUpstreamGone);
       },
     };
-    upstreams[route] = upstream;
+    upstreams.set(route, upstream);
     stream.on('data', onUpstreamData);
     stream.on('end', onUpstreamEnd);
     stream.on('error', onUpstreamGone);
@@ -191,20 +206,19 @@ export function stealHttp(caller: Socket, options: HttpSteal): void {
 
   function pump(): void {
     if (done || current) return;
-    const exchange = queue.shift();
+    const exchange = draining ? undefined : queue.shift();
     if (!exchange) {
-      if (callerEnded) shutdown(false);
+      if (callerEnded || draining) shutdown(false);
       return;
     }
     current = exchange;
     const { req } = exchange;
-    const route = options.take(req) ? 'client' : 'target';
+    const route = options.route(req);
     const upstream = upstreamFor(route);
     upstream.stream.write(requestHead(req));
     if (exchange.upgrade) {
       // From here the connection is the upstream's alone: no more HTTP to read, whatever the upgrade's answer.
-      const other = upstreams[route === 'client' ? 'target' : 'client'];
-      other?.stream.end();
+      for (const [other, { stream }] of upstreams) if (other !== route) stream.end();
       detach();
       upstream.detach();
       splice(caller, upstream.stream, exchange.upgrade, callerEnded);
@@ -229,7 +243,7 @@ export function stealHttp(caller: Socket, options: HttpSteal): void {
       },
       (error) => {
         upstream.watch = undefined;
-        options.log(`the ${route === 'client' ? 'program' : 'target'}'s answer to ${req.method} ${req.url}: ${error.message}`);
+        options.log(`${route === undefined ? 'the target' : `session ${route}`}'s answer to ${req.method} ${req.url}: ${error.message}`);
         // Cut short by its end: the caller sees the end too. Malformed: it is reset.
         shutdown(!upstream.ended);
       },
@@ -250,6 +264,16 @@ export function stealHttp(caller: Socket, options: HttpSteal): void {
       finish();
     });
   }
+
+  return {
+    drain() {
+      if (h2) return h2.drain();
+      draining = true;
+      const closed = caller.closed ? Promise.resolve() : new Promise<void>((resolve) => caller.once('close', () => resolve()));
+      pump();
+      return closed;
+    },
+  };
 }
 
 export interface HttpCopy {

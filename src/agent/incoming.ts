@@ -1,39 +1,32 @@
-// Incoming traffic: a subscribed port of the target's network namespace is redirected to a listener of the agent's; each
-// connection is handed to the client (steal), or passed on to the target's server while its bytes are copied to the client
-// (mirror); with an HTTP filter, or probes to keep, request by request (incoming-http.ts).
+// One session's incoming traffic. Each subscribed port of the target's network namespace is routed by one agent, of
+// whichever session subscribed it first: that agent holds the port's rendezvous name, redirects the port to its router
+// (iptables, in a chain of its own session) and routes for every session; the agents of later sessions join it as
+// members and relay what it routes to them to their own clients. When the routing session leaves, a member takes over.
 import { execFile } from 'node:child_process';
-import { connect, createServer, type Server, type Socket } from 'node:net';
-import type { Channel } from '../protocol/channel.ts';
-import type { Connection } from '../protocol/connection.ts';
+import type { Server, Socket } from 'node:net';
+import { Connection, type RequestHandler } from '../protocol/connection.ts';
 import { RemoteError } from '../protocol/errors.ts';
-import type { IncomingMode, Operations } from '../protocol/messages.ts';
-import { compileFilter, isProbe, type RequestHead, type RequestTest } from './http-filter.ts';
-import { copyHttp, stealHttp } from './incoming-http.ts';
+import type { Operations } from '../protocol/messages.ts';
+import { compileFilter } from './http-filter.ts';
 import { addRedirect, chainName, createChain, deleteRedirect, detectBackend, removeChain, removeChainSync, type Backend } from './iptables.ts';
 import type { Log } from './log.ts';
+import { holdRendezvous, reachRendezvous } from './port-rendezvous.ts';
+import { createPortRouter, type PortRouter, type Taker } from './port-router.ts';
 
 type Subscribe = Operations['incoming.subscribe'];
 type Unsubscribe = Operations['incoming.unsubscribe'];
 
-/**
- * What a mirrored connection's copy may hold unsent before it is given up: the caller's traffic never waits for
- * the client, so a client that stops reading loses its copy (the log says so), not the target its speed.
- */
-const MIRROR_BACKLOG = 4 * 1024 * 1024;
-
-/**
- * How long a filtered steal waits for a caller's first bytes before it takes the connection for a protocol whose
- * server speaks first, and passes it to the target whole (mirrord waits as long).
- */
-const FILTERED_FIRST_BYTES_MS = 10_000;
-/**
- * The same for an unfiltered steal that keeps probes with the target: such a connection goes to the program whole, so
- * a short wait costs a server-first protocol little; probes speak at once.
- */
-const UNFILTERED_FIRST_BYTES_MS = 500;
+/** How long an unsubscribe waits for requests under way on callers' connections before the chain goes. */
+const DRAIN_MS = 2000;
+/** How much of that an unsubscribe's answer waits: long enough for idle callers' connections to close. */
+const FOREGROUND_DRAIN_MS = 300;
+/** Joining a port's router is local and quick; a holder that does not answer in this time is gone. */
+const JOIN_TIMEOUT_MS = 5000;
+/** Tries at holding or joining a port whose holder is leaving at the same moment. */
+const CLAIM_TRIES = 20;
 
 export interface Incoming {
-  subscribe(args: Subscribe['args'], connection: Connection): Promise<Subscribe['result']>;
+  subscribe(args: Subscribe['args'], client: Connection): Promise<Subscribe['result']>;
   unsubscribe(args: Unsubscribe['args']): Promise<Unsubscribe['result']>;
   /** Settles when no rule change is under way: an exiting agent waits for it, so that close() sees every rule. */
   settled(): Promise<void>;
@@ -41,31 +34,45 @@ export interface Incoming {
   close(): void;
 }
 
-interface Subscription {
-  port: number;
-  mode: IncomingMode;
-  server: Server;
-  /** The listener's port, where the rule sends the subscribed port's connections. */
-  toPort: number;
+/** This agent routes the port, for its own session and its members. */
+interface Routing {
+  kind: 'router';
+  router: PortRouter;
+  rendezvous: Server;
+  members: Set<Connection>;
 }
 
-export function createIncoming(options: { session: string; log: Log }): Incoming {
-  const { log } = options;
-  const chain = chainName(options.session);
+/** Another session's agent routes the port; this one relays what it is given. */
+interface Joined {
+  kind: 'member';
+  link: Connection;
+}
+
+interface Subscription {
+  args: Subscribe['args'];
+  client: Connection;
+  role?: Routing | Joined;
+}
+
+export function createIncoming(options: { session: string; software: string; log: Log }): Incoming {
+  const { session, software, log } = options;
+  const chain = chainName(session);
   const subscriptions = new Map<number, Subscription>();
-  const sockets = new Set<Socket>();
   let backend: Promise<Backend> | undefined;
   /** Whether our chain (and the jump to it) exists; set before the first command that makes it. */
   let chainMade: Backend | undefined;
   // Rule changes run one at a time, so a chain is never made twice or removed under a rule being added.
   let queue: Promise<unknown> = Promise.resolve();
   let closed = false;
-  let watching = false;
+  const watched = new WeakSet<Connection>();
+  /** Keys of the members this agent routes for, unique across its ports. */
+  let members = 0;
   const serialized = <T>(work: () => Promise<T>): Promise<T> => {
     const next = queue.then(work);
     queue = next.catch(() => undefined);
     return next;
   };
+  const routing = () => [...subscriptions.values()].some((subscription) => subscription.role?.kind === 'router');
 
   const redirect = (port: number, toPort: number) =>
     serialized(async () => {
@@ -83,24 +90,113 @@ export function createIncoming(options: { session: string; log: Log }): Incoming
 
   const unredirect = (port: number, toPort: number) =>
     serialized(async () => {
-      if (chainMade === undefined) return;
-      await deleteRedirect([], chainMade, chain, port, toPort);
-      if (subscriptions.size === 0) {
-        // Forgotten only once gone, so that a failure here still leaves it to close().
-        await removeChain([], chainMade, chain);
-        log.info(`${chainMade}: chain ${chain} removed`);
-        chainMade = undefined;
-      }
+      if (chainMade !== undefined) await deleteRedirect([], chainMade, chain, port, toPort);
     });
+
+  /** The chain goes when this agent routes no port any more (later, if it routes one again meanwhile). */
+  const removeChainIfUnused = () =>
+    serialized(async () => {
+      const made = chainMade;
+      if (made === undefined || routing()) return;
+      // Forgotten only once gone, so that a failure here still leaves it to close().
+      await removeChain([], made, chain);
+      if (chainMade === undefined) return;
+      log.info(`${made}: chain ${chain} removed`);
+      chainMade = undefined;
+    });
+
+  /** Routes the port if no agent does, else joins the one that does; a holder leaving meanwhile means trying again. */
+  async function claim(port: number, subscription: Subscription): Promise<Subscribe['result']> {
+    for (let attempt = 0; attempt < CLAIM_TRIES; attempt++) {
+      if (attempt > 0) await new Promise((resolve) => setTimeout(resolve, 10 * attempt));
+      const rendezvous = await holdRendezvous(port, (socket) => admit(port, socket));
+      if (rendezvous) return route(port, subscription, rendezvous);
+      const socket = await reachRendezvous(port);
+      // A holder dying just now may still take the connection, and then drops it during the handshake.
+      const link = socket && (await Connection.open(socket, { role: 'client', software, handshakeTimeoutMs: JOIN_TIMEOUT_MS, onRequest: relay(port, subscription.client) }).catch(() => undefined));
+      if (link) return join(port, subscription, link);
+    }
+    throw new RemoteError('EAGAIN', `port ${port}: the agents of other sessions on this target kept changing; try again`);
+  }
+
+  async function route(port: number, subscription: Subscription, rendezvous: Server): Promise<Subscribe['result']> {
+    const router = await createPortRouter(port, log);
+    const role: Routing = { kind: 'router', router, rendezvous, members: new Set() };
+    subscription.role = role;
+    router.add(takerOf(session, subscription.args, subscription.client), 'abort');
+    try {
+      await redirect(port, router.toPort);
+    } catch (error) {
+      subscription.role = undefined;
+      rendezvous.close();
+      router.destroy();
+      throw new RemoteError('EIO', `redirecting port ${port}: ${(error as Error).message}`);
+    }
+    log.info(`${subscription.args.mode} port ${port} (to ${router.toPort}), routing for every session on it${subscription.args.filter ? ', HTTP requests that match the filter' : ''}`);
+    return {};
+  }
+
+  /** Another session's agent joins the port this one routes. */
+  function admit(port: number, socket: Socket): void {
+    const serve: RequestHandler = async (op, args, link) => {
+      const role = subscriptions.get(port)?.role;
+      if (op !== 'incoming.subscribe') throw new RemoteError('ENOSYS', `${op} is not asked of a port's router`);
+      if (role?.kind !== 'router') throw new RemoteError('ECONNREFUSED', `this agent no longer routes port ${port}`);
+      const member = args as Subscribe['args'];
+      const key = `${session}.${members++}`;
+      const result = role.router.add(takerOf(key, member, link), member.onConcurrentSteal ?? 'abort');
+      role.members.add(link);
+      void link.closed.then(() => {
+        role.members.delete(link);
+        void role.router.remove(key);
+        log.info(`port ${port}: ${member.owner ?? `session ${key}`} left`);
+      });
+      log.info(`port ${port}: ${member.owner ?? `session ${key}`} joined (${member.mode}${member.filter ? ', filtered' : ''})`);
+      return result;
+    };
+    Connection.open(socket, { role: 'agent', software, handshakeTimeoutMs: JOIN_TIMEOUT_MS, onRequest: serve }).catch((error: Error) => {
+      log.debug(`port ${port}: an agent could not join: ${error.message}`);
+      socket.destroy();
+    });
+  }
+
+  async function join(port: number, subscription: Subscription, link: Connection): Promise<Subscribe['result']> {
+    subscription.role = { kind: 'member', link };
+    let result: Subscribe['result'];
+    try {
+      result = await link.request('incoming.subscribe', subscription.args);
+    } catch (error) {
+      subscription.role = undefined;
+      link.close();
+      throw error;
+    }
+    log.info(`${subscription.args.mode} port ${port}, routed by another session's agent`);
+    // Its session left (or its agent died): the port needs a new router, which may be us.
+    void link.closed.then(() => {
+      if (closed || subscriptions.get(port) !== subscription || subscription.role?.kind !== 'member' || subscription.role.link !== link) return;
+      subscription.role = undefined;
+      claim(port, subscription).then(
+        () => log.info(`port ${port}: taken over from a session that left`),
+        (error: Error) => {
+          log.warn(`port ${port}: lost when the session routing it left: ${error.message}`);
+          subscription.client.request('incoming.revoked', { port, by: error.message }).catch(() => {});
+        },
+      );
+    });
+    return result;
+  }
 
   const close = () => {
     if (closed) return;
     closed = true;
-    // Connections first: a destroyed socket's fd closes at once, so its FIN leaves while the namespace still has our
-    // NAT, which turns its source back into the subscribed port. Sent after, it would not reach the caller, and an
-    // idle kept-alive connection (the HTTP path keeps them) would stay open at the caller's end.
-    for (const socket of sockets) socket.destroy();
-    for (const subscription of subscriptions.values()) subscription.server.close();
+    // Connections first: see PortRouter.destroy.
+    for (const { role } of subscriptions.values()) {
+      if (role?.kind === 'router') {
+        role.rendezvous.close();
+        for (const member of role.members) member.close();
+        role.router.destroy();
+      } else role?.link.close();
+    }
     subscriptions.clear();
     if (chainMade !== undefined) {
       const failures = removeChainSync([], chainMade, chain);
@@ -111,58 +207,59 @@ export function createIncoming(options: { session: string; log: Log }): Incoming
   };
 
   return {
-    async subscribe({ port, mode, flush, filter, stealProbes = false }, connection) {
+    async subscribe(args, client) {
+      const { port, mode, flush } = args;
       if (!Number.isInteger(port) || port < 1 || port > 65535) throw new RemoteError('EINVAL', `not a TCP port: ${port}`);
       if (mode !== 'steal' && mode !== 'mirror') throw new RemoteError('EINVAL', `unknown incoming mode "${mode}"`);
-      const matches = filter === undefined ? undefined : compileFilter(filter);
+      if (args.filter !== undefined) compileFilter(args.filter);
       if (closed) throw new RemoteError('ESHUTDOWN', 'the agent is exiting');
       if (subscriptions.has(port)) throw new RemoteError('EADDRINUSE', `port ${port} is already subscribed`);
-      const track = (socket: Socket) => {
-        sockets.add(socket);
-        socket.once('close', () => sockets.delete(socket));
-      };
-      const server = createServer({ allowHalfOpen: true, noDelay: true, pauseOnConnect: true }, (socket) => {
-        track(socket);
-        if (mode === 'mirror') mirror(socket, port, connection, log, track, matches);
-        else if (matches === undefined && stealProbes) steal(socket, port, connection, log);
-        else stealRequests(socket, port, connection, log, track, takes(matches, stealProbes), matches === undefined ? 'client' : 'target');
-      });
-      await new Promise<void>((resolve, reject) => {
-        server.once('error', reject);
-        server.listen(0, '0.0.0.0', () => resolve());
-      });
-      const toPort = (server.address() as { port: number }).port;
-      const subscription: Subscription = { port, mode, server, toPort };
+      const subscription: Subscription = { args, client };
       subscriptions.set(port, subscription);
+      let result: Subscribe['result'];
       try {
-        await redirect(port, toPort);
+        result = await claim(port, subscription);
       } catch (error) {
         subscriptions.delete(port);
-        server.close();
-        throw new RemoteError('EIO', `redirecting port ${port}: ${(error as Error).message}`);
+        throw error;
       }
-      log.info(`${mode} port ${port} (to ${toPort})${matches ? ', HTTP requests that match the filter' : ''}${mode === 'steal' && !stealProbes ? ', probes left to the target' : ''}`);
-      if (flush && mode === 'steal') await flushTracked(port, log);
-      if (!watching) {
-        watching = true;
+      if (flush && mode === 'steal' && result.stolenBy === undefined) await flushTracked(port, log);
+      if (!watched.has(client)) {
+        watched.add(client);
         // One client per agent: when it is gone, so is every subscription.
-        void connection.closed.then(close);
+        void client.closed.then(close);
       }
-      return {};
+      return result;
     },
 
     async unsubscribe({ port }) {
       const subscription = subscriptions.get(port);
       if (!subscription) return {};
       subscriptions.delete(port);
-      // Connections already accepted go on: their translation lives in conntrack, not in the rule.
-      subscription.server.close();
+      const role = subscription.role;
+      if (role?.kind === 'member') role.link.close();
+      if (role?.kind !== 'router') return {};
+      // The members take the port over as soon as their links end; until our rule goes, connections still reach our
+      // router, which, routing for nobody now, passes them to the target's server.
+      role.rendezvous.close();
+      for (const member of role.members) member.close();
+      const drained = role.router.close(DRAIN_MS);
       try {
-        await unredirect(port, subscription.toPort);
+        await unredirect(port, role.router.toPort);
       } catch (error) {
         throw new RemoteError('EIO', `removing the redirect of port ${port}: ${(error as Error).message}`);
       }
-      log.info(`port ${port} no longer ${subscription.mode === 'steal' ? 'stolen' : 'mirrored'}`);
+      // Connections already accepted go on while the chain exists (see createChain), so callers taken request by
+      // request are ended after their current request and the chain goes once they are, DRAIN_MS at most. Idle ones
+      // end at once, and this answer waits for them; one still being answered is left to finish in the background,
+      // since the program's listener may be closing inside the very request being answered.
+      const removal = drained.then(removeChainIfUnused);
+      const done = await Promise.race([removal.then(() => true), new Promise<false>((resolve) => setTimeout(() => resolve(false), FOREGROUND_DRAIN_MS))]).catch((error: Error) => {
+        throw new RemoteError('EIO', `removing chain ${chain}: ${error.message}`);
+      });
+      // An exiting agent may remove the chain meanwhile.
+      if (!done) removal.catch((error: Error) => closed || log.warn(`removing chain ${chain}: ${error.message}`));
+      log.info(`port ${port} no longer ${subscription.args.mode === 'steal' ? 'stolen' : 'mirrored'}`);
       return {};
     },
 
@@ -171,139 +268,46 @@ export function createIncoming(options: { session: string; log: Log }): Incoming
   };
 }
 
-function accepted(socket: Socket, port: number, channel: number): Operations['incoming.accepted']['args'] {
+function takerOf(session: string, args: Subscribe['args'], connection: Connection): Taker {
   return {
-    port,
-    channel,
-    peer: { address: socket.remoteAddress ?? '', port: socket.remotePort ?? 0 },
-    // REDIRECT rewrote the destination to the receiving interface's address: the address the caller used on a
-    // one-address interface, which is what a pod has.
-    local: { address: socket.localAddress ?? '', port },
+    session,
+    owner: args.owner ?? `session ${session}`,
+    mode: args.mode,
+    matches: args.filter === undefined ? undefined : compileFilter(args.filter),
+    stealProbes: args.stealProbes ?? false,
+    connection,
   };
 }
 
-/** The caller talks to the client's program only; ends and resets cross both ways. */
-function steal(socket: Socket, port: number, connection: Connection, log: Log): void {
-  const channel = openClient(socket, port, connection, log);
-  socket.on('error', () => channel.destroy());
-  channel.on('error', () => socket.resetAndDestroy());
-  // A channel dropped without an end (the client connection went away) leaves no caller hanging.
-  channel.once('close', () => {
-    if (socket.readable || socket.writable) socket.resetAndDestroy();
-  });
-  socket.pipe(channel);
-  channel.pipe(socket);
-  socket.resume();
-}
-
-/** A new channel to the client's program for this caller; refused, it is destroyed (and whoever uses it sees that). */
-function openClient(socket: Socket, port: number, connection: Connection, log: Log): Channel {
-  const channel = connection.openChannel();
-  connection.request('incoming.accepted', accepted(socket, port, channel.id)).catch((error: Error) => {
-    log.debug(`port ${port}: the client refused a connection from ${socket.remoteAddress}:${socket.remotePort}: ${error.message}`);
-    channel.destroy();
-  });
-  return channel;
-}
-
-/** The requests a steal takes: those the filter matches (all without one), and probes only when asked. */
-function takes(matches: RequestTest | undefined, stealProbes: boolean): (request: RequestHead) => boolean {
-  return (request) => (stealProbes || !isProbe(request)) && (matches === undefined || matches(request));
-}
-
-/** Request by request: the program answers those `take` says, the target's server the others. */
-function stealRequests(socket: Socket, port: number, connection: Connection, log: Log, track: (socket: Socket) => void, take: (request: RequestHead) => boolean, notHttp: 'client' | 'target'): void {
-  stealHttp(socket, {
-    take,
-    openClient: () => {
-      const channel = openClient(socket, port, connection, log);
-      channel.on('error', () => {});
-      return channel;
-    },
-    openTarget: () => {
-      // From inside the namespace this connection leaves through OUTPUT, which has no rule of ours.
-      const upstream = connect({ host: socket.localAddress ?? '127.0.0.1', port, noDelay: true, allowHalfOpen: true });
-      track(upstream);
-      return upstream;
-    },
-    notHttp,
-    firstBytesMs: notHttp === 'target' ? FILTERED_FIRST_BYTES_MS : UNFILTERED_FIRST_BYTES_MS,
-    log: (message) => log.debug(`port ${port}, caller ${socket.remoteAddress}:${socket.remotePort}: ${message}`),
-  });
-  socket.resume();
-}
-
-/** The target's server answers the caller as if we were not there; the client gets a copy of what the caller sent. */
-function mirror(socket: Socket, port: number, connection: Connection, log: Log, track: (socket: Socket) => void, matches: RequestTest | undefined): void {
-  const local = socket.localAddress;
-  if (local === undefined) {
-    socket.destroy();
-    return;
-  }
-  // From inside the namespace this connection leaves through OUTPUT, which has no rule of ours.
-  const upstream = connect({ host: local, port, noDelay: true, allowHalfOpen: true });
-  track(upstream);
-  let copy: { write(chunk: Buffer): void; end(): void; destroy(): void } | undefined;
-  // Whichever side fails resets the other, and ends the copy.
-  upstream.on('error', () => {
-    socket.resetAndDestroy();
-    copy?.destroy();
-  });
-  socket.on('error', () => {
-    upstream.resetAndDestroy();
-    copy?.destroy();
-  });
-  // Until the target's server answers, the caller waits; a caller gone by then ends the attempt.
-  const early = () => upstream.destroy();
-  socket.once('close', early);
-  upstream.once('connect', () => {
-    socket.off('close', early);
-    const open = () => openClient(socket, port, connection, log);
-    const taken = (copy =
-      matches === undefined
-        ? wholeCopy(open(), port, log)
-        : copyHttp({ take: matches, openClient: open, maxBacklog: MIRROR_BACKLOG, log: (message) => log.debug(`port ${port}, caller ${socket.remoteAddress}:${socket.remotePort}: ${message}`) }));
-    socket.on('data', (chunk: Buffer) => {
-      if (!upstream.write(chunk)) {
-        socket.pause();
-        upstream.once('drain', () => socket.resume());
-      }
-      taken.write(chunk);
-    });
-    socket.on('end', () => {
-      upstream.end();
-      taken.end();
-    });
-    // A caller that goes away leaves the parser no half-read request.
-    socket.once('close', () => taken.destroy());
-    upstream.pipe(socket);
-    socket.resume();
-  });
-}
-
-/** The copy of every byte the caller sends, on one channel; what the client's program answers goes nowhere. */
-function wholeCopy(channel: Channel, port: number, log: Log): { write(chunk: Buffer): void; end(): void; destroy(): void } {
-  // A reset ends the copy, not the caller's connection.
-  channel.on('data', () => {});
-  channel.on('error', () => {});
-  return {
-    write(chunk) {
-      if (channel.destroyed) return;
-      if (channel.writableLength > MIRROR_BACKLOG) {
-        log.warn(`port ${port}: the client fell ${MIRROR_BACKLOG} bytes behind a mirrored connection; its copy is dropped`);
-        channel.destroy();
-        return;
-      }
-      channel.write(chunk);
-    },
-    end() {
-      if (!channel.destroyed) channel.end();
-    },
-    destroy() {
-      // An ended copy finishes on its own; only one cut short is dropped.
-      if (channel.writableEnded) return;
-      channel.destroy();
-    },
+/** A member's side of its router's link: what the router routes to this session goes on to its own client. */
+function relay(port: number, client: Connection): RequestHandler {
+  return async (op, args, link) => {
+    if (op === 'incoming.revoked') {
+      await client.request('incoming.revoked', args as Operations['incoming.revoked']['args']);
+      return {};
+    }
+    if (op !== 'incoming.accepted') throw new RemoteError('ENOSYS', `${op} is not asked of a port's member`);
+    const accepted = args as Operations['incoming.accepted']['args'];
+    // Attached before anything is awaited: the caller's bytes follow this request at once.
+    const fromRouter = link.attachChannel(accepted.channel);
+    const toClient = client.openChannel();
+    // Resets, and a side dropped without an end, cross to the other.
+    for (const [one, other] of [[fromRouter, toClient], [toClient, fromRouter]] as const) {
+      one.on('error', () => other.destroy());
+      one.once('close', () => {
+        if (other.readable || other.writable) other.destroy();
+      });
+    }
+    fromRouter.pipe(toClient);
+    toClient.pipe(fromRouter);
+    try {
+      await client.request('incoming.accepted', { ...accepted, port, channel: toClient.id });
+    } catch (error) {
+      fromRouter.destroy();
+      toClient.destroy();
+      throw error;
+    }
+    return {};
   };
 }
 

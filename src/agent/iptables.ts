@@ -72,15 +72,22 @@ async function nat(enter: Enter, backend: Backend, args: string[]): Promise<void
   if (result.status !== 0) throw new Error(`${backend} -t nat ${args.join(' ')}: ${result.stderr.trim() || `exit status ${result.status}`}`);
 }
 
-/** Creates the session's chain and puts the jump to it first in PREROUTING, ahead of what the namespace has. */
+/**
+ * Creates the session's chain and puts the jump to it first in PREROUTING, ahead of what the namespace has. Its first
+ * rule, a conntrack match, keeps the namespace tracking connections for as long as the chain exists: the kernel tracks
+ * (and so translates) connections in a namespace only while some rule needs it, so deleting the last REDIRECT of a
+ * namespace without a firewall would leave the connections it redirected untranslated, their answers lost.
+ */
 export async function createChain(enter: Enter, backend: Backend, chain: string): Promise<void> {
   await nat(enter, backend, ['-N', chain]);
+  await nat(enter, backend, ['-A', chain, '-m', 'conntrack', '--ctstate', 'INVALID', '-j', 'RETURN']);
   await nat(enter, backend, ['-I', 'PREROUTING', '1', '-p', 'tcp', '-j', chain]);
 }
 
-/** Undoes createChain once its rules are gone. */
+/** Undoes createChain once its redirects are gone. */
 export async function removeChain(enter: Enter, backend: Backend, chain: string): Promise<void> {
   await nat(enter, backend, ['-D', 'PREROUTING', '-p', 'tcp', '-j', chain]);
+  await nat(enter, backend, ['-F', chain]);
   await nat(enter, backend, ['-X', chain]);
 }
 

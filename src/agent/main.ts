@@ -32,7 +32,7 @@ async function main(): Promise<number> {
   const timeoutMs = Number(values['startup-timeout']) * 1000;
   const session = values.session ?? `a${randomBytes(4).toString('hex')}`;
   if (!SESSION_PATTERN.test(session)) return usage(log, `--session: "${session}" is not 1-21 letters, digits or dashes`);
-  const incoming = createIncoming({ session, log });
+  const incoming = createIncoming({ session, software: `doppel-agent ${version}`, log });
   // Every way out passes here, an uncaught error included: the namespace is left as it was found.
   process.once('exit', () => incoming.close());
 

@@ -35,6 +35,9 @@ export function createRequestHandler(pid: number, log: Log, incoming?: Incoming)
     'incoming.accepted': async () => {
       throw new RemoteError('ENOSYS', 'incoming.accepted is the agent\'s request to the client');
     },
+    'incoming.revoked': async () => {
+      throw new RemoteError('ENOSYS', 'incoming.revoked is the agent\'s request to the client');
+    },
   };
   return async (op, args, connection) => {
     const handler = handlers[op] as (args: unknown, connection: Parameters<RequestHandler>[2]) => Promise<unknown>;

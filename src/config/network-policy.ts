@@ -1,7 +1,7 @@
 // Decides which outgoing connections and DNS names go through the target, from mirrord's filter syntax `[proto://][host|ip|cidr][:port]`.
 import { BlockList, isIP } from 'node:net';
 import { DoppelError } from '../errors.ts';
-import type { HttpFilter, HttpRule } from '../protocol/messages.ts';
+import type { ConcurrentSteal, HttpFilter, HttpRule } from '../protocol/messages.ts';
 import type { Filter, HttpFilterConfig, ResolvedConfig } from './schema.ts';
 
 type Way = 'remote' | 'local';
@@ -158,12 +158,13 @@ export function createIncomingPolicy(incoming: ResolvedConfig['feature']['networ
     },
     /**
      * How a subscribed target port is taken: the mode, the flush, the HTTP filter when the port is one it applies to
-     * (a port outside http_filter.ports is taken whole, as in mirrord), and whether probes are stolen too.
+     * (a port outside http_filter.ports is taken whole, as in mirrord), whether probes are stolen too, and what a
+     * steal does when another session steals the port.
      */
-    subscription(remotePort: number): { mode: 'steal' | 'mirror'; flush: boolean; filter?: HttpFilter; stealProbes: boolean } {
+    subscription(remotePort: number): { mode: 'steal' | 'mirror'; flush: boolean; filter?: HttpFilter; stealProbes: boolean; onConcurrentSteal: ConcurrentSteal } {
       if (mode === 'off') throw new Error('incoming traffic is off: nothing is subscribed');
       // mirrord flushes only for a steal: mirrored connections must go on untouched.
-      const taken = { mode, flush: mode === 'steal' && agent.flush_connections, stealProbes: incoming.steal_probes };
+      const taken = { mode, flush: mode === 'steal' && agent.flush_connections, stealProbes: incoming.steal_probes, onConcurrentSteal: incoming.on_concurrent_steal };
       return filtered(remotePort) ? { ...taken, filter } : taken;
     },
   };

@@ -3,7 +3,7 @@ import { decode, encode } from '@msgpack/msgpack';
 import { ProtocolError } from './errors.ts';
 
 /** Bumped when an operation or field is added; a peer must speak at least MIN_PEER_VERSION. */
-export const PROTOCOL_VERSION = 3;
+export const PROTOCOL_VERSION = 4;
 /**
  * Version 1 peers are still served: the keepalive is the `ping` request every version answers, and a client
  * facing a version 1 agent fetches files with `fs.read` pieces instead of `fs.fetch`. Agents ship apart from the
@@ -60,17 +60,29 @@ export interface Operations {
    * With `filter`, only the HTTP/1 requests that match it are the client's (stolen or copied), request by request;
    * the rest reach the target's server. A steal keeps Kubernetes probes (`User-Agent: kube-probe/...`) with the
    * target unless `stealProbes`. Both fields are optional so that a subscription without them is unchanged.
+   * Several sessions may subscribe one port (version 4): `owner` names this one in the others' conflict lines, and a
+   * steal that collides with another session's (either of them unfiltered) follows `onConcurrentSteal`: `abort` fails
+   * with EBUSY, `continue` subscribes without the port's traffic (`stolenBy` names who has it), `override` takes it
+   * (the other session is told by `incoming.revoked`).
    */
-  'incoming.subscribe': { args: { port: number; mode: IncomingMode; flush: boolean; filter?: HttpFilter; stealProbes?: boolean }; result: Record<string, never> };
+  'incoming.subscribe': {
+    args: { port: number; mode: IncomingMode; flush: boolean; filter?: HttpFilter; stealProbes?: boolean; owner?: string; onConcurrentSteal?: ConcurrentSteal };
+    result: { stolenBy?: string };
+  };
   'incoming.unsubscribe': { args: { port: number }; result: Record<string, never> };
   /**
    * The agent's request to the client: a caller connected to a subscribed port. Its bytes follow on `channel`
    * (opened by the agent); what the client sends back reaches the caller (steal) or is dropped (mirror).
    */
   'incoming.accepted': { args: { port: number; channel: number; peer: SocketAddress; local: SocketAddress }; result: Record<string, never> };
+  /** The agent's request to the client: another session's steal (`by`, its owner) took the subscribed port over. */
+  'incoming.revoked': { args: { port: number; by: string }; result: Record<string, never> };
 }
 
 export type IncomingMode = 'steal' | 'mirror';
+
+/** mirrord's `on_concurrent_steal`. */
+export type ConcurrentSteal = 'abort' | 'continue' | 'override';
 
 /**
  * One test of a request (mirrord's http_filter): a regex over each header as `Name: value`, a regex over the path
@@ -106,6 +118,7 @@ export const operationSince: Record<Operation, number> = {
   'incoming.subscribe': 3,
   'incoming.unsubscribe': 3,
   'incoming.accepted': 3,
+  'incoming.revoked': 4,
 };
 
 export function isOperation(op: string): op is Operation {

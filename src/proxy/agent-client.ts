@@ -3,7 +3,7 @@ import type { Duplex } from 'node:stream';
 import { readFileSync } from 'node:fs';
 import { Connection, DEFAULT_REQUEST_TIMEOUT_MS, type RequestHandler } from '../protocol/connection.ts';
 import { RemoteError } from '../protocol/errors.ts';
-import type { HttpFilter, IncomingMode, Operations, SocketAddress } from '../protocol/messages.ts';
+import type { Operations, SocketAddress } from '../protocol/messages.ts';
 import { fetchFile, type FetchedFile } from './fetch-file.ts';
 import type { DirEntry, RemoteStat } from './layer-handler.ts';
 
@@ -21,19 +21,24 @@ export interface AgentClient {
   realpath(path: string): Promise<string>;
   lookup(name: string, family: 0 | 4 | 6): Promise<Operations['dns.lookup']['result']>;
   connectTcp(host: string, port: number): Promise<{ stream: Duplex; localAddress: string; localPort: number }>;
-  /** Connections to the target's `port` come to us (steal) or are copied to us (mirror), through `serveIncoming`'s handler. */
-  subscribeIncoming(port: number, mode: IncomingMode, flush: boolean, http?: { filter?: HttpFilter; stealProbes: boolean }): Promise<void>;
+  /** Connections to the target's port come to us (steal) or are copied to us (mirror), through `serveIncoming`'s handler. */
+  subscribeIncoming(args: Operations['incoming.subscribe']['args']): Promise<Operations['incoming.subscribe']['result']>;
   unsubscribeIncoming(port: number): Promise<void>;
   /**
-   * Who takes the connections the agent hands over; until one is set, or after `undefined`, they are refused.
-   * Set after the handshake: the proxy that takes them starts once the session has its agents.
+   * Who takes the connections the agent hands over, and hears of a port another session took over; until one is set,
+   * or after `undefined`, connections are refused. Set after the handshake: the proxy that takes them starts once the
+   * session has its agents.
    */
   serveIncoming(handler: IncomingHandler | undefined): void;
   close(): void;
 }
 
-/** A connection that arrived at a subscribed port: the caller's bytes come on `stream`. A rejection resets it. */
-export type IncomingHandler = (accepted: { port: number; peer: SocketAddress; local: SocketAddress; stream: Duplex }) => Promise<void>;
+export interface IncomingHandler {
+  /** A connection that arrived at a subscribed port: the caller's bytes come on `stream`. A rejection resets it. */
+  accepted(accepted: { port: number; peer: SocketAddress; local: SocketAddress; stream: Duplex }): Promise<void>;
+  /** Another session's steal (`by`) took the port over. */
+  revoked(revoked: Operations['incoming.revoked']['args']): void;
+}
 
 export interface AgentClientOptions {
   handshakeTimeoutMs: number;
@@ -74,9 +79,7 @@ export async function connectAgent(stream: Duplex, options: AgentClientOptions):
         throw error;
       }
     },
-    async subscribeIncoming(port, mode, flush, http) {
-      await connection.request('incoming.subscribe', { port, mode, flush, ...http });
-    },
+    subscribeIncoming: (args) => connection.request('incoming.subscribe', args),
     async unsubscribeIncoming(port) {
       await connection.request('incoming.unsubscribe', { port });
     },
@@ -87,9 +90,13 @@ export async function connectAgent(stream: Duplex, options: AgentClientOptions):
   };
 }
 
-/** The requests an agent sends us: only `incoming.accepted`. */
+/** The requests an agent sends us: `incoming.accepted` and `incoming.revoked`. */
 function serveAgentRequests(handler: () => IncomingHandler | undefined): RequestHandler {
   return async (op, args, connection) => {
+    if (op === 'incoming.revoked') {
+      handler()?.revoked(args as Operations['incoming.revoked']['args']);
+      return {};
+    }
     if (op !== 'incoming.accepted') throw new RemoteError('ENOSYS', `${op} is served by the agent, not the client`);
     const { port, channel: id, peer, local } = args as Operations['incoming.accepted']['args'];
     // Attached before anything is awaited: the caller's bytes follow this request at once.
@@ -97,7 +104,7 @@ function serveAgentRequests(handler: () => IncomingHandler | undefined): Request
     const serve = handler();
     try {
       if (!serve) throw new RemoteError('ECONNREFUSED', `nothing takes connections to port ${port}`);
-      await serve({ port, peer, local, stream: channel });
+      await serve.accepted({ port, peer, local, stream: channel });
       return {};
     } catch (error) {
       channel.destroy();

@@ -2,8 +2,9 @@
 // agent accepts to the program's own listener, remembering its real caller for the layer's getpeername.
 import { connect } from 'node:net';
 import type { Duplex } from 'node:stream';
+import { DoppelError } from '../errors.ts';
 import { RemoteError } from '../protocol/errors.ts';
-import type { HttpFilter, IncomingMode, SocketAddress } from '../protocol/messages.ts';
+import type { ConcurrentSteal, HttpFilter, IncomingMode, SocketAddress } from '../protocol/messages.ts';
 import type { AgentClient } from './agent-client.ts';
 import type { SockAddr } from './layer-handler.ts';
 
@@ -15,9 +16,20 @@ export interface IncomingDecider {
   decide(port: number, address: string): { remotePort: number; localPort?: number } | undefined;
   /**
    * How a subscribed target port is taken, whether a steal first flushes its tracked connections, the HTTP filter
-   * that picks the requests it takes (none: all of them), and whether Kubernetes probes are taken too.
+   * that picks the requests it takes (none: all of them), whether Kubernetes probes are taken too, and what a steal
+   * does when another session steals the port.
    */
-  subscription(remotePort: number): { mode: IncomingMode; flush: boolean; filter?: HttpFilter; stealProbes: boolean };
+  subscription(remotePort: number): { mode: IncomingMode; flush: boolean; filter?: HttpFilter; stealProbes: boolean; onConcurrentSteal: ConcurrentSteal };
+}
+
+/** What the session around the proxy hears of other sessions on the same target. */
+export interface IncomingSession {
+  /** Names this session in other sessions' conflict lines. */
+  owner: string;
+  /** A line for the user: the port is someone else's, or was taken over. */
+  notice(text: string): void;
+  /** The session must end: a steal collided and `on_concurrent_steal` is `abort`. */
+  abort(error: DoppelError): void;
 }
 
 export interface IncomingRequests {
@@ -33,7 +45,7 @@ export interface IncomingRequests {
   close(): void;
 }
 
-export function createIncomingRequests(agent: AgentClient, policy: IncomingDecider): IncomingRequests {
+export function createIncomingRequests(agent: AgentClient, policy: IncomingDecider, session: IncomingSession): IncomingRequests {
   /** The program's listener for each subscribed target port. */
   const listeners = new Map<number, SockAddr>();
   /** Our loopback socket's port → who really called. */
@@ -42,10 +54,15 @@ export function createIncomingRequests(agent: AgentClient, policy: IncomingDecid
   /** Unsubscribes under way: a listen on the same port waits for its own, so the agent sees them in order. */
   const leaving = new Map<number, Promise<void>>();
 
-  agent.serveIncoming(async ({ port, peer, local, stream }) => {
-    const listener = listeners.get(port);
-    if (!listener) throw new RemoteError('ECONNREFUSED', `the program no longer listens for port ${port}`);
-    await handOff(stream, listener, { peer, local });
+  agent.serveIncoming({
+    async accepted({ port, peer, local, stream }) {
+      const listener = listeners.get(port);
+      if (!listener) throw new RemoteError('ECONNREFUSED', `the program no longer listens for port ${port}`);
+      await handOff(stream, listener, { peer, local });
+    },
+    revoked({ port, by }) {
+      session.notice(`port ${port} was taken over by ${by} (its on_concurrent_steal is override): this session gets none of its traffic any more`);
+    },
   });
 
   /** Connects to the program's listener and splices the agent's stream to it; ends and resets cross both ways. */
@@ -82,12 +99,21 @@ export function createIncomingRequests(agent: AgentClient, policy: IncomingDecid
   return {
     async listen(port, local) {
       await leaving.get(port);
-      const { mode, flush, filter, stealProbes } = policy.subscription(port);
+      const { filter, ...how } = policy.subscription(port);
       listeners.set(port, local);
       try {
-        await agent.subscribeIncoming(port, mode, flush, filter === undefined ? { stealProbes } : { filter, stealProbes });
+        const { stolenBy } = await agent.subscribeIncoming({ port, ...how, ...(filter === undefined ? {} : { filter }), owner: session.owner });
+        if (stolenBy !== undefined) session.notice(`port ${port} is stolen by ${stolenBy}: this session goes on without its traffic (on_concurrent_steal: continue)`);
       } catch (error) {
         if (listeners.get(port) === local) listeners.delete(port);
+        if (error instanceof RemoteError && error.code === 'EBUSY') {
+          session.abort(
+            new DoppelError('E_INCOMING_CONFLICT', `${error.message}; the program was stopped`, {
+              category: 'target',
+              hint: 'steal only some requests (feature.network.incoming.http_filter), or set feature.network.incoming.on_concurrent_steal to "continue" or "override"',
+            }),
+          );
+        }
         throw error;
       }
     },

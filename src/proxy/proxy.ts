@@ -6,7 +6,7 @@ import process from 'node:process';
 import type { AgentClient } from './agent-client.ts';
 import { createDnsRequests, type DnsDecider } from './dns.ts';
 import { createFileRequests, type FsDecider } from './files.ts';
-import { createIncomingRequests, type IncomingDecider } from './incoming.ts';
+import { createIncomingRequests, type IncomingDecider, type IncomingSession } from './incoming.ts';
 import type { LayerHandler } from './layer-handler.ts';
 import { startLayerServer } from './layer-server.ts';
 import { createListenerRequests } from './listeners.ts';
@@ -18,6 +18,8 @@ export interface ProxyOptions {
   dns: DnsDecider;
   outgoing: OutgoingDecider;
   incoming: IncomingDecider;
+  /** Who this session is to other sessions on the target, and what the user hears of them. */
+  session: IncomingSession;
 }
 
 export interface Proxy {
@@ -32,7 +34,7 @@ export async function startProxy(options: ProxyOptions): Promise<Proxy> {
   const dir = await mkdtemp(join(tmpdir(), `doppel-${process.pid}-`));
   const socketPath = join(dir, 'layer.sock');
   const outgoing = createOutgoingRequests(options.agent, options.outgoing);
-  const incoming = createIncomingRequests(options.agent, options.incoming);
+  const incoming = createIncomingRequests(options.agent, options.incoming, options.session);
   const { sweep, ...listeners } = createListenerRequests(incoming, options.incoming);
   const handler: LayerHandler = {
     ...createFileRequests(options.agent, options.fs),

@@ -70,7 +70,7 @@ describe('HTTP-filtered incoming traffic through the agent', gate, () => {
     const client = await connectAgent(transport!.stream, { handshakeTimeoutMs: 10_000 });
     closers.push(() => client.close());
     const config = resolveConfig({ feature: { network: { incoming } } });
-    const requests = createIncomingRequests(client, createIncomingPolicy(config.feature.network.incoming, config.agent));
+    const requests = createIncomingRequests(client, createIncomingPolicy(config.feature.network.incoming, config.agent), { owner: 'a test session', notice: () => {}, abort: () => {} });
     closers.push(() => requests.close());
     await requests.listen(port, { family: 4, address: '127.0.0.1', port: program.port });
   }

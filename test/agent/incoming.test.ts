@@ -67,7 +67,7 @@ for (const backend of backends) {
 
     /** The proxy's incoming side over `client`, with the program's listener played by `local`. */
     async function subscribed(client: AgentClient, mode: 'steal' | 'mirror', local: Server, flush = true): Promise<IncomingRequests> {
-      const incoming = createIncomingRequests(client, policy(mode, flush));
+      const incoming = createIncomingRequests(client, policy(mode, flush), { owner: 'a test session', notice: () => {}, abort: () => {} });
       closers.push(() => incoming.close());
       await incoming.listen(world.target.http.port, { family: 4, address: '127.0.0.1', port: (local.address() as AddressInfo).port });
       return incoming;

@@ -15,12 +15,12 @@ test('by default every port is mirrored, on the same port of the target, with no
   assert.deepEqual(policy.decide(8080, '0.0.0.0'), { remotePort: 8080 });
   assert.deepEqual(policy.decide(80, '127.0.0.1'), { remotePort: 80 });
   assert.deepEqual(policy.decide(443, '::'), { remotePort: 443 });
-  assert.deepEqual(policy.subscription(8080), { mode: 'mirror', flush: false, stealProbes: false });
+  assert.deepEqual(policy.subscription(8080), { mode: 'mirror', flush: false, stealProbes: false, onConcurrentSteal: 'abort' });
 });
 
 test('a mode string, true and false read as mirrord reads them', () => {
-  assert.deepEqual(policyFor('steal').subscription(8080), { mode: 'steal', flush: true, stealProbes: false });
-  assert.deepEqual(policyFor(true).subscription(8080), { mode: 'mirror', flush: false, stealProbes: false });
+  assert.deepEqual(policyFor('steal').subscription(8080), { mode: 'steal', flush: true, stealProbes: false, onConcurrentSteal: 'abort' });
+  assert.deepEqual(policyFor(true).subscription(8080), { mode: 'mirror', flush: false, stealProbes: false, onConcurrentSteal: 'abort' });
   assert.equal(policyFor(false).decide(8080, '0.0.0.0'), undefined);
   assert.equal(policyFor('off').decide(8080, '0.0.0.0'), undefined);
   assert.equal(policyFor({ mode: 'off', ports: [8080] }).decide(8080, '0.0.0.0'), undefined);
@@ -28,8 +28,8 @@ test('a mode string, true and false read as mirrord reads them', () => {
 });
 
 test('agent.flush_connections applies to a steal only', () => {
-  assert.deepEqual(policyFor({ mode: 'steal' }, { flush_connections: false }).subscription(8080), { mode: 'steal', flush: false, stealProbes: false });
-  assert.deepEqual(policyFor({ mode: 'mirror' }, { flush_connections: true }).subscription(8080), { mode: 'mirror', flush: false, stealProbes: false });
+  assert.deepEqual(policyFor({ mode: 'steal' }, { flush_connections: false }).subscription(8080), { mode: 'steal', flush: false, stealProbes: false, onConcurrentSteal: 'abort' });
+  assert.deepEqual(policyFor({ mode: 'mirror' }, { flush_connections: true }).subscription(8080), { mode: 'mirror', flush: false, stealProbes: false, onConcurrentSteal: 'abort' });
 });
 
 test('port 0 (any free port) always stays local', () => {
@@ -77,7 +77,7 @@ test('ports and ignore_ports together are a config error naming the key', () => 
 
 test('http_filter: each kind becomes the rules the agent applies, on every port unless http_filter.ports names some', () => {
   const header = policyFor({ mode: 'steal', http_filter: { header_filter: '^x-dev: alice$' } });
-  assert.deepEqual(header.subscription(8080), { mode: 'steal', flush: true, stealProbes: false, filter: { match: 'all', rules: [{ header: '^x-dev: alice$' }] } });
+  assert.deepEqual(header.subscription(8080), { mode: 'steal', flush: true, stealProbes: false, onConcurrentSteal: 'abort', filter: { match: 'all', rules: [{ header: '^x-dev: alice$' }] } });
   assert.deepEqual(header.subscription(9999).filter, { match: 'all', rules: [{ header: '^x-dev: alice$' }] });
   assert.deepEqual(policyFor({ http_filter: { path_filter: '^/api' } }).subscription(80).filter, { match: 'all', rules: [{ path: '^/api' }] });
   assert.deepEqual(policyFor({ http_filter: { method_filter: 'post' } }).subscription(80).filter, { match: 'all', rules: [{ method: 'post' }] });
@@ -87,7 +87,7 @@ test('http_filter: each kind becomes the rules the agent applies, on every port 
   // A port outside http_filter.ports is taken whole, as mirrord takes it.
   const some = policyFor({ mode: 'steal', http_filter: { path_filter: '/a', ports: [80] } });
   assert.deepEqual(some.subscription(80).filter, { match: 'all', rules: [{ path: '/a' }] });
-  assert.deepEqual(some.subscription(8080), { mode: 'steal', flush: true, stealProbes: false });
+  assert.deepEqual(some.subscription(8080), { mode: 'steal', flush: true, stealProbes: false, onConcurrentSteal: 'abort' });
   // http_filter.ports name the target's ports, after port_mapping.
   assert.deepEqual(policyFor({ http_filter: { path_filter: '/a', ports: [80] }, port_mapping: [[3000, 80]] }).decide(3000, '0.0.0.0'), { remotePort: 80 });
 });

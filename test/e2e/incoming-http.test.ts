@@ -182,6 +182,22 @@ describe('HTTP-filtered incoming traffic on a process target', gate, () => {
     }
   });
 
+  test('the program closes its server: a kept-alive caller\'s next request reaches the target on a new connection', async () => {
+    const server = serve(['node', '-e', peerServer, 'program', String(port())], { mode: 'steal', http_filter: { header_filter: '^x-dev: alice$' } });
+    await server.line(/^ready /);
+    const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+    try {
+      assert.equal((await get(agent, url('/before'), { 'x-dev': 'alice' })).body, 'program GET /before ');
+      assert.equal((await get(agent, url('/close'), { 'x-dev': 'alice' })).body, 'program GET /close ');
+      await server.line(/^closed$/);
+      await targetAnswersAgain(world);
+      assert.equal((await get(agent, url('/after'), { 'x-dev': 'alice' })).body, world.target.http.body);
+    } finally {
+      agent.destroy();
+    }
+    assert.equal((await server.finished).status, 0);
+  });
+
   test('an unfiltered steal keeps kube-probe requests with the target, and steal_probes takes them too', async () => {
     for (const stealProbes of [false, true]) {
       const server = serve(['node', '-e', peerServer, 'program', String(port())], { mode: 'steal', steal_probes: stealProbes });
@@ -192,6 +208,35 @@ describe('HTTP-filtered incoming traffic on a process target', gate, () => {
       await targetAnswersAgain(world);
     }
     assert.equal(await curlTarget(world, '/after'), world.target.http.body);
+  });
+
+  test('two developers at once: disjoint header filters share the port; an unfiltered steal is refused with one line', async () => {
+    const alice = serve(['node', '-e', peerServer, 'alice', String(port())], { mode: 'steal', http_filter: { header_filter: '^x-dev: alice$' } });
+    await alice.line(/^ready /);
+    const bob = serve(['python3', '-c', pythonServer, String(port())], { mode: 'steal', http_filter: { header_filter: '^x-dev: bob$' } });
+    await bob.line(/^ready /);
+    assert.equal(await curl('/mine', '-H', 'X-Dev: alice'), 'alice GET /mine ');
+    assert.equal(await curl('/mine', '-H', 'X-Dev: bob'), 'python GET /mine ');
+    assert.equal(await urllib('/theirs', 'X-Dev: bob'), 'python GET /theirs ');
+    assert.equal(await curl('/nobody'), world.target.http.body);
+
+    const greedy = serve(['node', '-e', peerServer, 'greedy', String(port())], { mode: 'steal' });
+    const refused = await greedy.finished;
+    running.delete(greedy);
+    assert.equal(refused.status, 1, `the colliding session exits 1\nstderr: ${refused.stderr}`);
+    const line = refused.stderr.split('\n').find((text) => text.includes('[E_INCOMING_CONFLICT]'));
+    assert.match(line ?? '', new RegExp(`^doppel: port ${port()} is already stolen by \\S+@\\S+ \\(doppel pid \\d+: node -e .*\\); the program was stopped \\[E_INCOMING_CONFLICT\\]$`), refused.stderr);
+    assert.match(refused.stderr, /hint: .*on_concurrent_steal/);
+    assert.equal(await curl('/still', '-H', 'X-Dev: alice'), 'alice GET /still ', 'the sessions already there keep their requests');
+    await stopped(alice);
+    // The other session takes the port over, within moments.
+    let answer = '';
+    for (let tries = 0; tries < 50 && answer !== 'python GET /after-alice '; tries++) {
+      if (tries > 0) await new Promise((resolve) => setTimeout(resolve, 100));
+      answer = await curl('/after-alice', '-H', 'X-Dev: bob');
+    }
+    assert.equal(answer, 'python GET /after-alice ');
+    await stopped(bob);
   });
 });
 

@@ -1,5 +1,6 @@
 // The two servers an HTTP-filtered steal chooses between, as tests play them: each answers "<who> <method> <url> <body>"
-// and, to a WebSocket upgrade, sends one text message "<who> <url>"; the target's runs in the pod and keeps every byte.
+// and, to a WebSocket upgrade, sends one text message "<who> <url>"; /close closes it; the target's runs in the pod and
+// keeps every byte.
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { connect } from 'node:net';
@@ -17,6 +18,7 @@ const server = http.createServer((req, res) => {
   const chunks = [];
   req.on('data', (chunk) => chunks.push(chunk));
   req.on('end', () => res.end(who + ' ' + req.method + ' ' + req.url + ' ' + Buffer.concat(chunks)));
+  if (req.url === '/close') server.close(() => console.log('closed'));
 });
 server.on('connection', (socket) => socket.on('data', (bytes) => console.log(JSON.stringify({ bytes: bytes.toString('base64') }))));
 server.on('upgrade', (req, socket) => {
@@ -44,8 +46,8 @@ export function podPeer(pid: number, port: number): Promise<RecordingServer> {
 }
 
 /** The peer server as the developer's program, on a free port of this machine. */
-export function localPeer(): Promise<RecordingServer & { port: number }> {
-  return startPeer([process.execPath, '-e', peerServer, 'program', '0']) as Promise<RecordingServer & { port: number }>;
+export function localPeer(who = 'program'): Promise<RecordingServer & { port: number }> {
+  return startPeer([process.execPath, '-e', peerServer, who, '0']) as Promise<RecordingServer & { port: number }>;
 }
 
 /** Starts a recording server: it prints `ready <port>`, then JSON lines of `{ bytes }` received and `{ stream }` seen. */

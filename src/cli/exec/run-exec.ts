@@ -1,13 +1,14 @@
 // `doppel exec`: start the agents through the target's platform, start the proxy, run the program with the layer,
 // and undo it all on every exit path.
 import { existsSync } from 'node:fs';
-import { homedir, tmpdir } from 'node:os';
+import { homedir, hostname, tmpdir, userInfo } from 'node:os';
 import process from 'node:process';
 import { mergeEnvironment } from '../../config/env-policy.ts';
 import { createFsPolicy } from '../../config/fs-policy.ts';
 import { createDnsPolicy, createIncomingPolicy, createOutgoingPolicy } from '../../config/network-policy.ts';
 import type { ResolvedConfig } from '../../config/schema.ts';
 import { parseTarget } from '../../config/target.ts';
+import type { DoppelError } from '../../errors.ts';
 import { createPlatform } from '../../platform/create-platform.ts';
 import { startProxy, type Proxy } from '../../proxy/proxy.ts';
 import type { Progress } from '../progress.ts';
@@ -24,6 +25,8 @@ export async function runExec(command: string[], config: ResolvedConfig, progres
   // A CLI that dies anyway must not leave agents running; each platform also ends its agents when the link drops.
   const onExit = () => platform.killNow();
   process.once('exit', onExit);
+  let abort: (error: DoppelError) => void = () => {};
+  const aborted = new Promise<DoppelError>((resolve) => (abort = resolve));
   try {
     session = await openSession(platform, { handshakeTimeoutMs: config.agent.startup_timeout * 1000, communicationTimeoutMs: config.agent.communication_timeout * 1000 }, progress);
     const agent = session.agent;
@@ -37,6 +40,7 @@ export async function runExec(command: string[], config: ResolvedConfig, progres
       dns: createDnsPolicy(config.feature.network.dns),
       outgoing: createOutgoingPolicy(config.feature.network.outgoing),
       incoming: createIncomingPolicy(config.feature.network.incoming, config.agent),
+      session: { owner: owner(command), notice: (text) => progress.warn(text), abort },
     });
     if (executable && (await isStaticElf(executable))) {
       progress.warn(`${executable} is statically linked: the layer cannot reach it, so it runs with the local context only`);
@@ -47,7 +51,7 @@ export async function runExec(command: string[], config: ResolvedConfig, progres
       ...layerEnvironment(layer, proxy.socketPath, process.env.LD_PRELOAD),
     };
     const program = runProgram(command, env);
-    const outcome = await Promise.race([program.status.then((status) => ({ status })), session.lost.then((error) => ({ error }))]);
+    const outcome = await Promise.race([program.status.then((status) => ({ status })), session.lost.then((error) => ({ error })), aborted.then((error) => ({ error }))]);
     if ('status' in outcome) return outcome.status;
 
     program.child.kill('SIGTERM');
@@ -60,4 +64,10 @@ export async function runExec(command: string[], config: ResolvedConfig, progres
     await (session ? session.close() : platform.stop()).catch(() => undefined);
     process.off('exit', onExit);
   }
+}
+
+/** This session as other developers' sessions on the same target name it: who, where, and what runs. */
+function owner(command: string[]): string {
+  const line = command.join(' ').replace(/\s+/g, ' ');
+  return `${userInfo().username}@${hostname()} (doppel pid ${process.pid}: ${line.length > 60 ? `${line.slice(0, 57)}...` : line})`;
 }

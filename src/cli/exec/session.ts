@@ -37,7 +37,7 @@ export async function openSession(platform: Platform, options: SessionOptions, p
 
   // Incoming traffic arrives at every replica: the handler and the subscriptions go to every agent, joiners included.
   let incomingHandler: IncomingHandler | undefined;
-  const subscriptions = new Map<number, Parameters<AgentClient['subscribeIncoming']>>();
+  const subscriptions = new Map<number, Parameters<AgentClient['subscribeIncoming']>[0]>();
 
   const join = async (transport: AgentTransport) => {
     const client = await handshake(transport, options);
@@ -45,7 +45,7 @@ export async function openSession(platform: Platform, options: SessionOptions, p
     members.push(member);
     if (incomingHandler) client.serveIncoming(incomingHandler);
     for (const args of subscriptions.values()) {
-      client.subscribeIncoming(...args).catch((error: Error) => progress.warn(`${transport.description} does not take port ${args[0]}'s traffic: ${error.message}`));
+      client.subscribeIncoming(args).catch((error: Error) => progress.warn(`${transport.description} does not take port ${args.port}'s traffic: ${error.message}`));
     }
     // A link that stalls ends the connection while the transport may still look open.
     const stalled = client.connection.closed.then((error) => (error ? `stopped answering (${error.message})` : transport.exited));
@@ -97,26 +97,29 @@ export async function openSession(platform: Platform, options: SessionOptions, p
     if (!member) throw new DoppelError('E_AGENT_LOST', 'the session has no agent left', { category: 'agent' });
     return member.client;
   };
-  /** Runs `call` on every agent; the primary's failure is the caller's, another's a warning. */
-  const everyAgent = async (what: string, call: (client: AgentClient) => Promise<void>) => {
+  /** Runs `call` on every agent and returns the primary's answer; the primary's failure is the caller's, another's a warning. */
+  const everyAgent = async <T>(what: string, call: (client: AgentClient) => Promise<T>): Promise<T> => {
     const first = primary();
-    await Promise.all(
+    const index = members.findIndex(({ client }) => client === first);
+    const answers = await Promise.all(
       members.map(({ client, transport }) =>
         call(client).catch((error: Error) => {
           if (client === first) throw error;
           progress.warn(`${transport.description} could not ${what}: ${error.message}`);
+          return undefined;
         }),
       ),
     );
+    return answers[index] as T;
   };
   const incoming: Pick<AgentClient, 'serveIncoming' | 'subscribeIncoming' | 'unsubscribeIncoming'> = {
     serveIncoming(handler) {
       incomingHandler = handler;
       for (const { client } of members) client.serveIncoming(handler);
     },
-    async subscribeIncoming(...args) {
-      subscriptions.set(args[0], args);
-      await everyAgent(`take port ${args[0]}'s traffic`, (client) => client.subscribeIncoming(...args));
+    subscribeIncoming(args) {
+      subscriptions.set(args.port, args);
+      return everyAgent(`take port ${args.port}'s traffic`, (client) => client.subscribeIncoming(args));
     },
     async unsubscribeIncoming(port) {
       subscriptions.delete(port);
