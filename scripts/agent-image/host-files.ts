@@ -1,4 +1,4 @@
-// Files copied from this machine's Debian packages: nsenter, iptables with both backends and their modules, and every shared library they and Node.js load.
+// Files copied from this machine's Debian packages: nsenter, iptables with both backends and their modules, conntrack, and every shared library they and Node.js load.
 import { execFileSync, spawnSync } from 'node:child_process';
 import { closeSync, existsSync, lstatSync, openSync, readSync, readlinkSync, realpathSync } from 'node:fs';
 import path from 'node:path';
@@ -18,9 +18,9 @@ function run(command: string, args: string[]): string {
 
 /** This builder reads Debian's package database; elsewhere Dockerfile.agent builds the same image. */
 function requireDebianPackages(): void {
-  const wanted = ['iptables', 'util-linux'];
+  const wanted = ['iptables', 'util-linux', 'conntrack'];
   const status = spawnSync('dpkg-query', ['-W', '-f=${Package} ${db:Status-Status}\\n', ...wanted], { encoding: 'utf8' });
-  if (status.error) throw new Error('dpkg-query not found: this builder takes nsenter and iptables from Debian packages; elsewhere, build Dockerfile.agent');
+  if (status.error) throw new Error('dpkg-query not found: this builder takes nsenter, iptables and conntrack from Debian packages; elsewhere, build Dockerfile.agent');
   const installed = status.stdout.split('\n').filter((line) => line.endsWith(' installed')).map((line) => line.split(' ')[0]);
   const missing = wanted.filter((name) => !installed.includes(name));
   if (missing.length > 0) throw new Error(`missing Debian packages: ${missing.join(', ')} (apt-get install ${missing.join(' ')})`);
@@ -85,12 +85,12 @@ function owningPackages(files: string[]): string[] {
 }
 
 /**
- * nsenter, iptables (legacy and nft), the libraries of those and of `nodeBinary`, their Debian
+ * nsenter, iptables (legacy and nft), conntrack (the agent's flush of kept-alive connections), the libraries of those and of `nodeBinary`, their Debian
  * copyright files, and a list of the packages and versions they came from.
  */
 export function hostEntries(nodeBinary: string): Entry[] {
   requireDebianPackages();
-  const roots = ['/usr/bin/nsenter', ...iptablesFiles()];
+  const roots = ['/usr/bin/nsenter', '/usr/sbin/conntrack', ...iptablesFiles()];
   const libraries = sharedLibraries([nodeBinary, ...roots].map((file) => realpathSync(file)));
   const fromDebian = [...roots, ...libraries];
   const packages = owningPackages(fromDebian);

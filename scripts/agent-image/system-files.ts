@@ -1,4 +1,4 @@
-// The image's base layer: the directories and few /etc files a Debian slim image has, Node.js, and the host's nsenter and iptables with their libraries.
+// The image's base layer: the directories and few /etc files a Debian slim image has, Node.js, and the host's nsenter, iptables and conntrack with their libraries.
 import type { Entry } from './entries.ts';
 import { hostEntries } from './host-files.ts';
 import type { NodePackage } from './node-binary.ts';

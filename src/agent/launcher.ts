@@ -8,6 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { AUTH_DENIED, AUTH_MAX_LINE, AUTH_OK, tokenMatches } from '../protocol/auth-preface.ts';
 import { findContainerProcess } from './find-container-process.ts';
+import { launcherSessions } from './launcher-sessions.ts';
 import { createLog, parseLogLevel, type Log } from './log.ts';
 
 const agentMain = fileURLToPath(new URL('./main.js', import.meta.url));
@@ -60,6 +61,14 @@ async function main(): Promise<number> {
   const pid = settings.containerId === undefined ? process.pid : await findContainerProcess(settings.containerId);
   if (pid === undefined) throw new Error(`no process of container ${settings.containerId} runs on this node`);
   log.info(settings.containerId === undefined ? 'targetless' : `target container ${settings.containerId} is process ${pid}`);
+  const sessions = launcherSessions(pid);
+  const report = (what: string, failures: string[]) => {
+    for (const failure of failures) log.warn(`${what}: ${failure}`);
+  };
+  // An earlier Job's launcher killed with its agents left their redirects in the target's namespace.
+  report('removing chains of a dead launcher', sessions.sweepDead());
+  // Every way out, an uncaught error included, leaves no chain of ours behind.
+  process.once('exit', () => report('removing this launcher\'s chains', sessions.removeAll()));
 
   const agents = new Set<ChildProcess>();
   let everServed = false;
@@ -78,13 +87,16 @@ async function main(): Promise<number> {
   const server = createServer({ noDelay: true }, (socket) => {
     admit(socket, settings.token, log).then(
       () => {
-        const agent = startAgent(pid, settings, socket, log);
+        const session = sessions.next();
+        const agent = startAgent(pid, settings, session, socket, log);
         everServed = true;
         agents.add(agent);
         clearTimeout(idle);
         agent.once('exit', (code, signal) => {
           agents.delete(agent);
           log.info(`agent for a client ended (${signal ?? `code ${code}`})`);
+          // The agent removes its chains itself unless it was killed; what is gone already is no error.
+          report(`removing the chains of session ${session}`, sessions.removeSession(session));
           armIdle();
         });
       },
@@ -114,7 +126,15 @@ async function main(): Promise<number> {
   server.close();
   clearTimeout(idle);
   for (const agent of agents) agent.kill('SIGTERM');
+  // The agents remove their chains as they exit; the container's end would kill them midway, so wait (bounded: the
+  // pod's grace period is 2 s), and the exit handler removes what they left.
+  await waitForExit(agents, 1500);
   return 0;
+}
+
+function waitForExit(agents: Set<ChildProcess>, ms: number): Promise<void> {
+  const exits = [...agents].map((agent) => new Promise((resolve) => agent.once('exit', resolve)));
+  return Promise.race([Promise.all(exits).then(() => {}), new Promise<void>((resolve) => setTimeout(resolve, ms).unref())]);
 }
 
 /** Reads the client's one-line preface and answers it; resolves when the token matched. */
@@ -162,10 +182,10 @@ function inTargetNetwork(pid: number): boolean {
 }
 
 /** One agent per client, in the target's network namespace; the launcher keeps no copy of the connection. */
-function startAgent(pid: number, settings: Settings, socket: Socket, log: Log): ChildProcess {
+function startAgent(pid: number, settings: Settings, session: string, socket: Socket, log: Log): ChildProcess {
   // Entering needs CAP_SYS_ADMIN, which an agent already in the namespace can do without.
   const enter = inTargetNetwork(pid) ? [] : ['nsenter', `--net=/proc/${pid}/ns/net`, '--'];
-  const argv = [...enter, process.execPath, agentMain, '--pid', String(pid), '--fd', '3', '--log-level', settings.logLevel];
+  const argv = [...enter, process.execPath, agentMain, '--pid', String(pid), '--fd', '3', '--session', session, '--log-level', settings.logLevel];
   const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'inherit', 'inherit', socket] });
   child.once('error', (error) => log.error(`could not start the agent: ${error.message}`));
   socket.write(AUTH_OK, () => socket.destroy());

@@ -24,11 +24,18 @@ const commands: [string[], RegExp][] = [
   [['ip6tables-legacy', '-V'], /\(legacy\)/],
   [['ip6tables-nft', '-V'], /\(nf_tables\)/],
   [['iptables', '-V'], /\(nf_tables\)/],
+  [['conntrack', '--version'], /^conntrack v1\./],
 ];
 
-/** A rule that needs xtables modules (tcp match, REDIRECT target), added and read back with each backend. */
-const ruleArgs = ['-t', 'nat', '-A', 'OUTPUT', '-p', 'tcp', '--dport', '1', '-j', 'REDIRECT', '--to-ports', '2'];
-const ruleListed = /-A OUTPUT -p tcp -m tcp --dport 1 -j REDIRECT --to-ports 2/;
+/**
+ * Rules that need xtables modules (tcp and conntrack matches, REDIRECT target), as the agent's chains have them, added
+ * and read back with each backend.
+ */
+const rules = [
+  ['-t', 'nat', '-A', 'OUTPUT', '-m', 'conntrack', '--ctstate', 'INVALID', '-j', 'RETURN'],
+  ['-t', 'nat', '-A', 'OUTPUT', '-p', 'tcp', '--dport', '1', '-j', 'REDIRECT', '--to-ports', '2'],
+];
+const rulesListed = [/-A OUTPUT -m conntrack --ctstate INVALID -j RETURN/, /-A OUTPUT -p tcp -m tcp --dport 1 -j REDIRECT --to-ports 2/];
 
 /** Every module the agent imports loads before main runs; with no arguments it stops at its usage check. */
 function assertAgentUsageError(result: SpawnSyncReturns<string>): void {
@@ -66,7 +73,7 @@ describe('agent image archive', needsRoot('unpacking the agent image and chrooti
     assert.deepEqual(unpacked.dockerManifest[0]?.RepoTags, [image.name]);
   });
 
-  test('Node.js 24, nsenter and both iptables backends run in it', () => {
+  test('Node.js 24, nsenter, both iptables backends and conntrack run in it', () => {
     for (const [args, expected] of commands) {
       const result = inImage(args);
       assert.equal(result.status, 0, `${args.join(' ')}: ${result.stderr}`);
@@ -80,13 +87,13 @@ describe('agent image archive', needsRoot('unpacking the agent image and chrooti
 
   test('both iptables backends add and list a rule with their modules, in a network namespace that goes with the process', () => {
     const script = [
-      ...['iptables-legacy', 'iptables-nft'].map((backend) => `chroot "$0" ${backend} ${ruleArgs.join(' ')}`),
+      ...['iptables-legacy', 'iptables-nft'].flatMap((backend) => rules.map((args) => `chroot "$0" ${backend} ${args.join(' ')}`)),
       'chroot "$0" iptables-legacy-save -t nat',
       'chroot "$0" iptables-nft -t nat -S OUTPUT',
     ].join(' && ');
     const result = spawnSync('unshare', ['--net', '--', 'sh', '-c', script, unpacked.rootfs], { encoding: 'utf8', env });
     assert.equal(result.status, 0, result.stderr);
-    assert.equal(result.stdout.split('\n').filter((line) => ruleListed.test(line)).length, 2, result.stdout);
+    for (const listed of rulesListed) assert.equal(result.stdout.split('\n').filter((line) => listed.test(line)).length, 2, result.stdout);
   });
 
   test('a second build with the same inputs reuses the archive', async () => {
@@ -144,8 +151,9 @@ describe('agent image in the test cluster', needsCluster('the agent image in the
     for (const [args, expected] of commands) assert.match(ok(['exec', 'agent-image', '--', ...args]), expected, args.join(' '));
     assertAgentUsageError(kube(['exec', 'agent-image', '--', 'node', '/app/dist/agent/main.js']));
     for (const backend of ['iptables-legacy', 'iptables-nft']) {
-      ok(['exec', 'agent-image', '--', backend, ...ruleArgs]);
-      assert.match(ok(['exec', 'agent-image', '--', backend, '-t', 'nat', '-S', 'OUTPUT']), ruleListed, backend);
+      for (const args of rules) ok(['exec', 'agent-image', '--', backend, ...args]);
+      const listed = ok(['exec', 'agent-image', '--', backend, '-t', 'nat', '-S', 'OUTPUT']);
+      for (const rule of rulesListed) assert.match(listed, rule, backend);
     }
   });
 });

@@ -10,7 +10,12 @@ export interface RunningServer {
 }
 
 export function serveUnderDoppel(pid: number, command: string[], options: RunOptions & { flags?: string[] } = {}): RunningServer {
-  const { child, finished } = startDoppel(['exec', '--target', `process/${pid}`, '-q', ...(options.flags ?? []), '--', ...command], options);
+  return serveWithDoppel(['exec', '--target', `process/${pid}`, '-q', ...(options.flags ?? []), '--', ...command], options);
+}
+
+/** The same for any `doppel` command line (a Kubernetes target, say). */
+export function serveWithDoppel(args: string[], options: RunOptions = {}): RunningServer & { pid: number } {
+  const { child, finished } = startDoppel(args, options);
   const lines: string[] = [];
   let partial = '';
   let next = 0;
@@ -52,6 +57,7 @@ export function serveUnderDoppel(pid: number, command: string[], options: RunOpt
       });
     },
     signal: (signal) => child.kill(signal),
+    pid: child.pid!,
     finished,
   };
 }
