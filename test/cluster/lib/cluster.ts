@@ -22,7 +22,7 @@ import {
 import { pidDir, start, waitReady } from './components.ts';
 import { removeClusterRules, restoreSysctls, saveSysctls, setUpNetwork, tearDownNetwork } from './host-network.ts';
 import { importAgentImage, importBaseImages } from './images.ts';
-import { killClusterProcesses, recordHostBefore, removeCgroups, removeMountsAndNetns, removeNfacct, removeShimSocketDir } from './leftovers.ts';
+import { killClusterProcesses, recordHostBefore, removeCgroups, removeNetns, removeNfacct, removeShimSocketDir, shareNetnsDir, unmountAll, unshareNetnsDir } from './leftovers.ts';
 import { binDir, containerd, images, kubeconfigPath, network, nodeName, ports, stateDir } from './settings.ts';
 import { missingPrerequisites } from './prerequisites.ts';
 import { say, step, StepError } from './steps.ts';
@@ -91,6 +91,7 @@ export async function up(): Promise<void> {
   mkdirSync(binDir, { recursive: true });
   for (const [name, file] of binaries.paths) symlinkSync(file, path.join(binDir, name));
   recordHostBefore();
+  shareNetnsDir();
   saveSysctls();
   await step('node network', setUpNetwork);
   await step('certificates', makeCertificates);
@@ -139,7 +140,9 @@ export async function up(): Promise<void> {
 /** Removes everything `up` made: processes, mounts, namespaces, cgroups, interfaces, routes, rules, state. */
 export async function down(): Promise<void> {
   await killClusterProcesses();
-  await removeMountsAndNetns();
+  unmountAll();
+  removeNetns();
+  unshareNetnsDir();
   removeShimSocketDir();
   removeCgroups();
   tearDownNetwork();

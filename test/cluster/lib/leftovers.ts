@@ -1,10 +1,10 @@
 // Finds and removes everything a cluster run can leave on the host: processes, mounts, network
 // namespaces, cgroups. `down` uses it to clean up and the test suite uses it to prove nothing is left.
-import { existsSync, readFileSync, readdirSync, readlinkSync, rmSync, rmdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync, readlinkSync, rmSync, rmdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { alive } from '../../support/process-alive.ts';
 import { cacheDir, containerd, stateDir } from './settings.ts';
-import { output, sleep, tryCmd } from './system.ts';
+import { cmd, output, sleep, tryCmd } from './system.ts';
 
 const runDir = path.dirname(containerd.state);
 const netnsDir = '/run/netns';
@@ -17,6 +17,8 @@ interface HostBefore {
   netns: string[];
   nfacct: string[];
   shimSocketDir: boolean;
+  /** Whether /run/netns was a mount point of its own (`ip netns` makes it one the first time it runs). */
+  netnsMount: boolean;
 }
 
 function hostBefore(): HostBefore | undefined {
@@ -87,7 +89,7 @@ export function clusterMounts(): string[] {
     .sort((a, b) => b.length - a.length);
 }
 
-function unmountAll(): void {
+export function unmountAll(): void {
   for (let pass = 0; pass < 5; pass++) {
     const mounts = clusterMounts();
     if (mounts.length === 0) return;
@@ -101,7 +103,7 @@ function netnsNames(): string[] {
 
 export function recordHostBefore(): void {
   if (existsSync(hostBeforeFile)) return; // a crashed run's record holds the true original
-  const before: HostBefore = { netns: netnsNames(), nfacct: nfacctNames(), shimSocketDir: existsSync(shimSocketDir) };
+  const before: HostBefore = { netns: netnsNames(), nfacct: nfacctNames(), shimSocketDir: existsSync(shimSocketDir), netnsMount: isMountPoint(netnsDir) };
   writeFileSync(hostBeforeFile, JSON.stringify(before));
 }
 
@@ -129,21 +131,32 @@ export function removeNfacct(): void {
   for (const name of clusterNfacct()) tryCmd('nfacct', ['delete', name]);
 }
 
-function removeNetns(): void {
-  for (const name of clusterNetns()) tryCmd('ip', ['netns', 'delete', name]);
+function isMountPoint(dir: string): boolean {
+  return read('/proc/self/mountinfo')
+    .split('\n')
+    .some((line) => unescapeMount(line.split(' ')[4] ?? '') === dir);
 }
 
 /**
- * Unmounts and removes pod network namespaces until a pass finds none: a pod sandbox's namespace that the runtime was
- * still mounting when it was killed can show up again after the first pass (seen once in a CI run).
+ * Makes /run/netns a shared mount point of its own before the runtime mounts pod network namespaces in it, as `ip
+ * netns` does the first time it runs. Otherwise the first `ip netns add` after `up` (the test world's) bind-mounts the
+ * directory over the runtime's mounts, which then cannot be unmounted by their path (seen in CI: a pod's network
+ * namespace outlived `down` and every later run).
  */
-export async function removeMountsAndNetns(): Promise<void> {
-  for (let pass = 0; pass < 10; pass++) {
-    unmountAll();
-    removeNetns();
-    if (clusterMounts().length === 0 && clusterNetns().length === 0) return;
-    await sleep(200);
-  }
+export function shareNetnsDir(): void {
+  mkdirSync(netnsDir, { recursive: true });
+  if (!isMountPoint(netnsDir)) cmd('mount', ['--bind', netnsDir, netnsDir]);
+  cmd('mount', ['--make-shared', netnsDir]);
+}
+
+/** Undoes shareNetnsDir when /run/netns was no mount point before `up` and no namespace is left in it. */
+export function unshareNetnsDir(): void {
+  if (hostBefore()?.netnsMount !== false || !isMountPoint(netnsDir) || readdirSync(netnsDir).length > 0) return;
+  tryCmd('umount', [netnsDir]);
+}
+
+export function removeNetns(): void {
+  for (const name of clusterNetns()) tryCmd('ip', ['netns', 'delete', name]);
 }
 
 /** kubelet's pod cgroups (cgroupfs driver): one `kubepods` tree per v1 controller. */
