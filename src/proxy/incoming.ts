@@ -42,8 +42,15 @@ export interface IncomingRequests {
    * the real caller and the target-side address it called. Undefined when not one of ours.
    */
   peerOf(localPeerPort: number): { peer: SocketAddress; local: SocketAddress } | undefined;
-  close(): void;
+  /**
+   * Gives every subscribed port back (waiting for the agents' answers, 2 s at most, so that the session ends with the
+   * target as it was found), then drops what is left.
+   */
+  close(): Promise<void>;
 }
+
+/** How long a closing session waits for its agents to give its ports back. */
+const CLOSE_WAIT_MS = 2000;
 
 export function createIncomingRequests(agent: AgentClient, policy: IncomingDecider, session: IncomingSession): IncomingRequests {
   /** The program's listener for each subscribed target port. */
@@ -131,11 +138,13 @@ export function createIncomingRequests(agent: AgentClient, policy: IncomingDecid
 
     peerOf: (localPeerPort) => peers.get(localPeerPort),
 
-    close() {
+    async close() {
+      const giving = [...leaving.values(), ...[...listeners.keys()].map((port) => agent.unsubscribeIncoming(port).catch(() => undefined))];
+      listeners.clear();
+      await Promise.race([Promise.all(giving), new Promise((resolve) => setTimeout(resolve, CLOSE_WAIT_MS).unref())]);
       agent.serveIncoming(undefined);
       for (const item of open) item.destroy();
       open.clear();
-      listeners.clear();
       peers.clear();
     },
   };

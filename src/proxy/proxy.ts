@@ -52,8 +52,8 @@ export async function startProxy(options: ProxyOptions): Promise<Proxy> {
         closing ??= (async () => {
           try {
             outgoing.close();
-            // Throws when the session has no agent left to tell; the socket directory must go all the same.
-            incoming.close();
+            // Fails when the session has no agent left to tell; the socket directory must go all the same.
+            await incoming.close();
             await server.close();
           } finally {
             await rm(dir, { recursive: true, force: true });
@@ -63,7 +63,7 @@ export async function startProxy(options: ProxyOptions): Promise<Proxy> {
       },
     };
   } catch (error) {
-    incoming.close();
+    await incoming.close();
     await rm(dir, { recursive: true, force: true });
     throw error;
   }

@@ -84,7 +84,10 @@ describe('incoming traffic on the test cluster', needsCluster('incoming traffic 
   before(async () => {
     namespace = await createNamespace('incoming');
     ns = namespace.name;
-    const app = { ...httpdContainer(), livenessProbe: { httpGet: { path: '/', port: 8080 }, periodSeconds: 1, failureThreshold: 2 } };
+    // Probes every 2 s, failing after 3: a pod whose agent pod is killed outright refuses its port until a new agent
+    // mends it (about 2 s), and probes much stricter than Kubernetes' defaults (10 s, 3) would restart it meanwhile.
+    const probe = { httpGet: { path: '/', port: 8080 }, periodSeconds: 2, failureThreshold: 3 };
+    const app = { ...httpdContainer(), readinessProbe: probe, livenessProbe: probe };
     await apply([
       deployment(ns, 'web', 2, [app]),
       { apiVersion: 'v1', kind: 'Service', metadata: { name: 'web', namespace: ns }, spec: { selector: { app: 'web' }, ports: [{ port: 80, targetPort: 8080 }] } },
@@ -121,8 +124,8 @@ describe('incoming traffic on the test cluster', needsCluster('incoming traffic 
     const bodies = await call(16);
     assert.deepEqual(bodies, bodies.map((_, i) => `program GET /index.html?n=${i} `));
     for (const pod of pods) assert.ok(redirectedPackets(pod.pid) > 0, `no request reached the agent next to ${pod.pod}`);
-    // The kubelet probes every second: three more seconds of a steal, and the pods are still Ready, never restarted.
-    await new Promise((resolve) => setTimeout(resolve, 3000));
+    // The kubelet probes every 2 s: seven more seconds of a steal, and the pods are still Ready, never restarted.
+    await new Promise((resolve) => setTimeout(resolve, 7000));
     const ready = await kubectl(['get', 'pods', '-n', ns, '-l', 'app=web', '-o', 'jsonpath={range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{"\\n"}{end}']);
     assert.deepEqual(ready.trim().split('\n'), ['True', 'True']);
     await stop(server);
@@ -174,17 +177,31 @@ describe('incoming traffic on the test cluster', needsCluster('incoming traffic 
     }
   });
 
-  test('kill -9 of one replica\'s agent: its launcher removes its rules, that pod serves normally, the other stays stolen', async (t) => {
-    const server = serve('program', { mode: 'steal' });
-    await server.line(/^ready /, 120_000);
-    const [victim, other] = pods as [PodProcess, PodProcess];
-    const { agents } = agentProcesses(victim);
-    assert.equal(agents.length, 1, `one agent serves ${victim.pod}`);
-    const killed = Date.now();
-    process.kill(agents[0]!, 'SIGKILL');
-    await poll(`no doppel rule left in ${victim.pod}`, async () => (doppelRules(victim.pid).length === 0 ? true : undefined), 30_000);
-    t.diagnostic(`${victim.pod}'s rules were gone ${Date.now() - killed} ms after the kill`);
-    assert.ok(doppelRules(other.pid).length > 0, `${other.pod} is still stolen`);
-    await stop(server);
-  });
+  for (const what of ['agent', 'agent pod'] as const) {
+    test(`kill -9 of one replica's ${what}: its rules go, a new agent takes the pod again, the other replica stays stolen`, async (t) => {
+      const server = serve('program', { mode: 'steal' });
+      await server.line(/^ready /, 120_000);
+      const [victim, other] = pods as [PodProcess, PodProcess];
+      const chainsIn = (pod: PodProcess) => [...new Set(doppelRules(pod.pid).flatMap((line) => /DOPPEL-[\w-]+/.exec(line)?.[0] ?? []))];
+      const [lost] = chainsIn(victim);
+      assert.ok(lost, `${victim.pod} has a chain of ours`);
+      const { agents, launchers } = agentProcesses(victim);
+      assert.equal(agents.length, 1, `one agent serves ${victim.pod}`);
+      const killed = Date.now();
+      // The agent alone: its launcher removes its rules. The whole agent pod: the agent that replaces it does.
+      for (const pid of what === 'agent' ? agents : [...launchers, ...agents]) process.kill(pid, 'SIGKILL');
+      await poll(`${lost} gone from ${victim.pod}`, async () => (chainsIn(victim).includes(lost) ? undefined : true), 30_000);
+      t.diagnostic(`${victim.pod}'s lost rules were gone ${Date.now() - killed} ms after the kill`);
+      assert.ok(chainsIn(other).length > 0, `${other.pod} is still stolen`);
+      await poll(`a new agent's chain in ${victim.pod}`, async () => (chainsIn(victim).length === 1 ? true : undefined), 60_000);
+      t.diagnostic(`${victim.pod} was taken again ${Date.now() - killed} ms after the kill`);
+      await poll('every request through the Service the program\'s again', async () => ((await call(8)).every((body) => body.startsWith('program GET ')) ? true : undefined), 30_000);
+      sessions.delete(server);
+      server.signal('SIGTERM');
+      const { status, stderr } = await server.finished;
+      assert.equal(status, 0, stderr);
+      assert.match(stderr, new RegExp(`^doppel: warning: the agent in pod ${victim.pod} .*; (the session goes on without it|.* serves the session now)$`, 'm'));
+      assert.match(stderr, new RegExp(`^doppel: warning: pod ${victim.pod} \\(agent pod .*\\) joined the session$`, 'm'));
+    });
+  }
 });

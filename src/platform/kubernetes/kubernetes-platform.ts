@@ -14,6 +14,7 @@ import { linkToAgent } from './agent-link.ts';
 import { followTargetPods } from './follow-pods.ts';
 import { loadKubeContext, type KubeContext } from './kube-context.ts';
 import { resolveTarget, type ResolvedTarget, type TargetPod } from './resolve-target.ts';
+import { stillRuns } from './target-pod.ts';
 import { sweepDeadAgents } from './sweep-agents.ts';
 import { volumeMountPaths } from './volume-mounts.ts';
 
@@ -26,6 +27,13 @@ export async function createKubernetesPlatform(target: Exclude<Target, { kind: '
   const token = randomBytes(24).toString('base64url');
   const agentNamespace = config.agent.namespace ?? kube.namespace;
   const agents = new Map<string, AgentTransport>();
+  /** Agents being started; stop() waits for them, so none is created after the session ended. */
+  const starting = new Set<Promise<unknown>>();
+  /** Called off by stop(): a Job agent still starting then is removed at once. */
+  const ending = new AbortController();
+  let replicas: ReplicaEvents | undefined;
+  /** Agents stopped because their pod left the session: their end is no loss. */
+  const dismissed = new WeakSet<AgentTransport>();
   let resolved: ResolvedTarget | undefined;
   let stopped = false;
   let sweeping: Promise<void> = Promise.resolve();
@@ -34,17 +42,34 @@ export async function createKubernetesPlatform(target: Exclude<Target, { kind: '
 
   const startAgent = async (pod: TargetPod | undefined, report: (text: string) => void): Promise<AgentTransport> => {
     const run = { sessionId, token, agent: config.agent, deadlineSeconds: DEADLINE_SECONDS, report };
-    const transport =
+    const started =
       pod && config.agent.ephemeral
-        ? await runEphemeralAgent(kube, { ...run, pod })
-        : await runJobAgent(kube, { ...run, namespace: agentNamespace, target: pod && { pod: pod.name, namespace: pod.namespace, nodeName: pod.nodeName, containerId: pod.containerId } });
+        ? runEphemeralAgent(kube, { ...run, pod })
+        : runJobAgent(kube, { ...run, namespace: agentNamespace, target: pod && { pod: pod.name, namespace: pod.namespace, nodeName: pod.nodeName, containerId: pod.containerId }, cancelled: ending.signal });
+    starting.add(started);
+    const transport = await started.finally(() => starting.delete(started));
     // An agent that was still starting when the session ended must not wait for its startup timeout to go.
     if (stopped) {
       await transport.stop();
       throw new Error('the session ended while the agent started');
     }
     agents.set(pod?.name ?? '', transport);
+    if (pod) void transport.exited.then(() => replaceLost(pod, transport));
     return transport;
+  };
+  /**
+   * An agent that ended while its pod's container still runs (killed, its pod deleted, its link dropped) is replaced:
+   * the session gets the pod's traffic back, and the new launcher removes the rules the lost one could not, which
+   * would otherwise refuse the pod's own connections and probes. Ready or not: a pod those rules made unready is
+   * exactly the one to mend. A pod that went or restarted is the follower's to report.
+   */
+  const replaceLost = async (pod: TargetPod, lost: AgentTransport) => {
+    if (stopped || !replicas) return;
+    const now = await kube.core.readNamespacedPod({ name: pod.name, namespace: pod.namespace }).catch(() => undefined);
+    if (stopped || dismissed.has(lost) || !now || !stillRuns(now, pod) || (agents.has(pod.name) && agents.get(pod.name) !== lost)) return;
+    agents.delete(pod.name);
+    const events = replicas;
+    startAgent(pod, () => {}).then(events.joined, (error: Error) => stopped || events.failed(`pod ${pod.name}`, error));
   };
   const where = config.agent.ephemeral && target.kind !== 'targetless' ? 'in' : 'next to';
 
@@ -71,6 +96,7 @@ export async function createKubernetesPlatform(target: Exclude<Target, { kind: '
     },
     follow(events: ReplicaEvents) {
       if (!resolved) return { stop() {} };
+      replicas = events;
       return followTargetPods(kube, resolved, {
         joined(pod) {
           // With one replica asked for, a pod joins only to replace the one that left.
@@ -81,6 +107,7 @@ export async function createKubernetesPlatform(target: Exclude<Target, { kind: '
           const agent = agents.get(pod.name);
           if (!agent) return;
           agents.delete(pod.name);
+          dismissed.add(agent);
           events.left(agent, why);
           void agent.stop();
         },
@@ -92,6 +119,8 @@ export async function createKubernetesPlatform(target: Exclude<Target, { kind: '
     },
     async stop() {
       stopped = true;
+      ending.abort();
+      await Promise.allSettled(starting);
       await Promise.all([...agents.values()].map((agent) => agent.stop()));
       await sweeping;
     },
@@ -109,6 +138,7 @@ interface JobAgentRun {
   agent: ResolvedConfig['agent'];
   deadlineSeconds: number;
   report(text: string): void;
+  cancelled: AbortSignal;
 }
 
 async function runJobAgent(kube: KubeContext, run: JobAgentRun): Promise<AgentTransport> {
@@ -117,12 +147,15 @@ async function runJobAgent(kube: KubeContext, run: JobAgentRun): Promise<AgentTr
   const spec = agentJob({ ...run, name: job });
   await kube.call({ verb: 'create', resource: 'jobs.batch', namespace }, () => kube.batch.createNamespacedJob({ namespace, body: spec }));
   const calledOff = new AbortController();
+  const callOff = () => calledOff.abort();
+  run.cancelled.addEventListener('abort', callOff, { once: true });
   const removeJob = () =>
     kube.batch.deleteNamespacedJob({ name: job, namespace, propagationPolicy: 'Background', gracePeriodSeconds: 0 }).then(
       () => undefined,
       () => undefined,
     );
   try {
+    run.cancelled.throwIfAborted();
     const startupMs = agent.startup_timeout * 1000;
     // The kubelet reports the container running only at its next status sync, up to a second after the launcher
     // listens: linking starts once the pod has a node, and retries until the launcher answers.
@@ -131,6 +164,7 @@ async function runJobAgent(kube: KubeContext, run: JobAgentRun): Promise<AgentTr
     const running = waitForAgentPod(kube, namespace, job, startupMs, run.report, { placed, signal: calledOff.signal });
     const linked = onNode.then((pod) => linkToAgent(kube, namespace, pod, run.token, startupMs, AGENT_PORT, calledOff.signal));
     const link = await Promise.race([linked, running.then(() => linked)]);
+    run.cancelled.removeEventListener('abort', callOff);
     calledOff.abort();
     const pod = await onNode;
     let stopping: Promise<void> | undefined;
@@ -149,6 +183,7 @@ async function runJobAgent(kube: KubeContext, run: JobAgentRun): Promise<AgentTr
       killNow() {},
     };
   } catch (error) {
+    run.cancelled.removeEventListener('abort', callOff);
     calledOff.abort();
     await removeJob();
     throw error;

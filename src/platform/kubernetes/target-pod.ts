@@ -36,6 +36,12 @@ function containerStatus(pod: V1Pod, container: string): V1ContainerStatus | und
   return [...(pod.status?.containerStatuses ?? []), ...(pod.status?.initContainerStatuses ?? [])].find((s) => s.name === container);
 }
 
+/** Whether the pod still runs `target`'s container (the same one: its id unchanged), ready or not, and is not going away. */
+export function stillRuns(pod: V1Pod, target: TargetPod): boolean {
+  const status = containerStatus(pod, target.container);
+  return pod.metadata?.deletionTimestamp === undefined && status?.state?.running !== undefined && status.containerID === target.containerId;
+}
+
 /** The pod as a target if it is running, ready, not going away, and its chosen container runs; else undefined. */
 export function readyTargetPod(pod: V1Pod, requested: string | undefined): TargetPod | undefined {
   const container = chooseContainer(pod, requested);

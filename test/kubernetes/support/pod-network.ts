@@ -28,7 +28,7 @@ export async function podProcesses(namespace: string, selector: string): Promise
 /** The nat rules of both iptables backends in the pod's namespace that mention a DOPPEL chain, with packet counters. */
 export function doppelRules(pid: number): string[] {
   return ['iptables-legacy-save', 'iptables-nft-save'].flatMap((save) =>
-    execFileSync('nsenter', [`--net=/proc/${pid}/ns/net`, '--', save, '-c', '-t', 'nat'], { encoding: 'utf8' })
+    execFileSync('nsenter', [`--net=/proc/${pid}/ns/net`, '--', save, '-c', '-t', 'nat'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] })
       .split('\n')
       .filter((line) => line.includes('DOPPEL-')),
   );
