@@ -10,6 +10,7 @@ import { AUTH_DENIED, AUTH_MAX_LINE, AUTH_OK, tokenMatches } from '../protocol/a
 import { findContainerProcess } from './find-container-process.ts';
 import { launcherSessions } from './launcher-sessions.ts';
 import { createLog, parseLogLevel, type Log } from './log.ts';
+import { AGENT_NODE_FLAGS } from './node-flags.ts';
 
 const agentMain = fileURLToPath(new URL('./main.js', import.meta.url));
 
@@ -185,7 +186,7 @@ function inTargetNetwork(pid: number): boolean {
 function startAgent(pid: number, settings: Settings, session: string, socket: Socket, log: Log): ChildProcess {
   // Entering needs CAP_SYS_ADMIN, which an agent already in the namespace can do without.
   const enter = inTargetNetwork(pid) ? [] : ['nsenter', `--net=/proc/${pid}/ns/net`, '--'];
-  const argv = [...enter, process.execPath, agentMain, '--pid', String(pid), '--fd', '3', '--session', session, '--log-level', settings.logLevel];
+  const argv = [...enter, process.execPath, ...AGENT_NODE_FLAGS, agentMain, '--pid', String(pid), '--fd', '3', '--session', session, '--log-level', settings.logLevel];
   const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'inherit', 'inherit', socket] });
   child.once('error', (error) => log.error(`could not start the agent: ${error.message}`));
   socket.write(AUTH_OK, () => socket.destroy());

@@ -5,6 +5,7 @@ import { extname } from 'node:path';
 import process from 'node:process';
 import type { Duplex } from 'node:stream';
 import { fileURLToPath } from 'node:url';
+import { AGENT_NODE_FLAGS } from '../../agent/node-flags.ts';
 import { DoppelError } from '../../errors.ts';
 import type { AgentTransport } from '../agent-transport.ts';
 import { createLogTail } from '../log-tail.ts';
@@ -46,7 +47,7 @@ async function startProcessAgent(options: ProcessAgentOptions, warn: (text: stri
   // Ctrl-C away from it; it still ends when the socketpair on fd 3 closes.
   const child = spawn(
     nsenter,
-    [`--net=/proc/${pid}/ns/net`, '--', process.execPath, agentMain, '--pid', String(pid), '--fd', '3', '--log-level', options.logLevel, '--session', session],
+    [`--net=/proc/${pid}/ns/net`, '--', process.execPath, ...AGENT_NODE_FLAGS, agentMain, '--pid', String(pid), '--fd', '3', '--log-level', options.logLevel, '--session', session],
     { stdio: ['ignore', 'pipe', 'pipe', 'pipe'], detached: true },
   );
   const tail = createLogTail(40);
