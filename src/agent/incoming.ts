@@ -176,10 +176,10 @@ export function createIncoming(options: { session: string; software: string; log
       if (closed || subscriptions.get(port) !== subscription || subscription.role?.kind !== 'member' || subscription.role.link !== link) return;
       subscription.role = undefined;
       claim(port, subscription).then(
-        () => log.info(`port ${port}: taken over from a session that left`),
+        () => log.info(`port ${port}: the session routing it left; claimed again`),
         (error: Error) => {
           log.warn(`port ${port}: lost when the session routing it left: ${error.message}`);
-          subscription.client.request('incoming.revoked', { port, by: error.message }).catch(() => {});
+          subscription.client.request('incoming.revoked', { port, why: `the session routing it left, and taking it over failed: ${error.message}` }).catch(() => {});
         },
       );
     });

@@ -115,7 +115,7 @@ export async function createPortRouter(port: number, log: Log): Promise<PortRout
       for (const other of others) {
         idle.add(other.session);
         log.info(`port ${port}: session ${taker.session} overrides ${other.session}'s steal`);
-        other.connection.request('incoming.revoked', { port, by: taker.owner }).catch((error: Error) => log.debug(`port ${port}: telling session ${other.session} of the override: ${error.message}`));
+        other.connection.request('incoming.revoked', { port, why: `${taker.owner} took it over with on_concurrent_steal: override` }).catch((error: Error) => log.debug(`port ${port}: telling session ${other.session} of the override: ${error.message}`));
       }
       void drain((routed) => others.some((other) => routed.has(other.session)));
       return {};

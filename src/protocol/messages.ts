@@ -75,8 +75,11 @@ export interface Operations {
    * (opened by the agent); what the client sends back reaches the caller (steal) or is dropped (mirror).
    */
   'incoming.accepted': { args: { port: number; channel: number; peer: SocketAddress; local: SocketAddress }; result: Record<string, never> };
-  /** The agent's request to the client: another session's steal (`by`, its owner) took the subscribed port over. */
-  'incoming.revoked': { args: { port: number; by: string }; result: Record<string, never> };
+  /**
+   * The agent's request to the client: the subscribed port no longer brings it traffic, and `why` says so in a clause
+   * ("bob@laptop (...) took it over with on_concurrent_steal: override").
+   */
+  'incoming.revoked': { args: { port: number; why: string }; result: Record<string, never> };
 }
 
 export type IncomingMode = 'steal' | 'mirror';

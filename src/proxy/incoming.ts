@@ -67,8 +67,8 @@ export function createIncomingRequests(agent: AgentClient, policy: IncomingDecid
       if (!listener) throw new RemoteError('ECONNREFUSED', `the program no longer listens for port ${port}`);
       await handOff(stream, listener, { peer, local });
     },
-    revoked({ port, by }) {
-      session.notice(`port ${port} was taken over by ${by} (its on_concurrent_steal is override): this session gets none of its traffic any more`);
+    revoked({ port, why }) {
+      session.notice(`port ${port} no longer brings this session any traffic: ${why}`);
     },
   });
 

@@ -184,7 +184,7 @@ describe('several sessions on one target port', gate, () => {
     assert.equal(await curl('/after-override'), 'bob GET /after-override ');
     await eventually('/told', 'bob GET /told ');
     for (let i = 0; i < 50 && alice.notices.length === 0; i++) await new Promise((resolve) => setTimeout(resolve, 100));
-    assert.deepEqual(alice.notices, [`port ${PORT} was taken over by bob@laptop (its on_concurrent_steal is override): this session gets none of its traffic any more`]);
+    assert.deepEqual(alice.notices, [`port ${PORT} no longer brings this session any traffic: bob@laptop took it over with on_concurrent_steal: override`]);
     assert.doesNotMatch(alice.program.received().toString(), /after-override/);
   });
 
