@@ -1,6 +1,7 @@
 // HTTP-filtered steal on a process target, end to end: node and python servers under the real layer and bin/doppel take
 // the target's port with feature.network.incoming.http_filter; real clients on the host (curl, node http keep-alive,
-// fetch, python urllib, node's WebSocket) reach the program when they match and the target's own server when not; probes stay.
+// fetch, python urllib, node's WebSocket, a gRPC client) reach the program when they match and the target's own server when
+// not; probes stay; several developers share the port.
 import assert from 'node:assert/strict';
 import { execFile, execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -11,6 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { after, afterEach, before, describe, test } from 'node:test';
+import { echoClient, grpcServerCommand, podGrpcPeer } from '../support/grpc-peers.ts';
 import { firstWebSocketMessage, peerServer } from '../support/http-peers.ts';
 import { needsRoot } from '../support/root.ts';
 import { createWorld, type World } from '../world/world.ts';
@@ -208,6 +210,28 @@ describe('HTTP-filtered incoming traffic on a process target', gate, () => {
       await targetAnswersAgain(world);
     }
     assert.equal(await curlTarget(world, '/after'), world.target.http.body);
+  });
+
+  test('gRPC: a node program under doppel answers alice\'s unary, server-streaming and bidi calls, errors included; the rest reach the target', async () => {
+    const grpcPort = 50051;
+    const target = await podGrpcPeer(world.target.pid, grpcPort);
+    const server = serve(grpcServerCommand('program', grpcPort), { mode: 'steal', http_filter: { header_filter: '^x-dev: alice$' } });
+    const client = echoClient(`${world.target.address}:${grpcPort}`);
+    try {
+      await server.line(/^ready /);
+      const alice = { 'x-dev': 'alice' };
+      const ok = (answeredBy: string) => ({ code: 0, details: 'OK', answeredBy });
+      assert.deepEqual(await client.unary({ text: 'hi' }, alice), { text: 'program unary hi', status: ok('program') });
+      assert.deepEqual(await client.unary({ text: 'hi' }), { text: 'target unary hi', status: ok('target') });
+      assert.deepEqual(await client.serverStream({ text: 's', count: 3 }, alice), { texts: ['program 0 s', 'program 1 s', 'program 2 s'], status: ok('program') });
+      assert.deepEqual(await client.bidi(['a', 'b'], alice), { texts: ['program echo a', 'program echo b'], status: ok('program') });
+      assert.deepEqual(await client.bidi(['c'], { 'x-dev': 'bob' }), { texts: ['target echo c'], status: ok('target') });
+      assert.deepEqual((await client.unary({ text: 'no', fail: true }, alice)).status, { code: 7, details: 'program refuses', answeredBy: 'program' });
+    } finally {
+      client.close();
+      await target.stop();
+    }
+    await stopped(server);
   });
 
   test('two developers at once: disjoint header filters share the port; an unfiltered steal is refused with one line', async () => {

@@ -64,7 +64,12 @@ export function podGrpcPeer(pid: number, port: number): Promise<RecordingServer>
 
 /** The Echo server as the developer's program, on a free port of this machine. */
 export function localGrpcPeer(): Promise<RecordingServer & { port: number }> {
-  return startPeer([process.execPath, ...serverArgs('program', 0)]);
+  return startPeer(grpcServerCommand('program', 0));
+}
+
+/** The command line of an Echo server answering as `who` on `port`; it prints `ready <port>`. */
+export function grpcServerCommand(who: string, port: number): string[] {
+  return [process.execPath, ...serverArgs(who, port)];
 }
 
 export interface Say {
