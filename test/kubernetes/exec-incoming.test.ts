@@ -7,15 +7,22 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { after, afterEach, before, describe, test } from 'node:test';
 import { defaultAgentImage } from '../../src/platform/kubernetes/agent-image.ts';
 import { serveWithDoppel, type RunningServer } from '../e2e/serve-under-doppel.ts';
+import { grpcPaths, grpcServerCommand } from '../support/grpc-peers.ts';
 import { peerServer } from '../support/http-peers.ts';
 import { adminKubeconfig, apply, createNamespace, deployment, httpdContainer, kubectl, needsCluster, poll, rolloutStatus } from './support/cluster.ts';
 import { assertNothingLeft, podStates } from './support/doppel-objects.ts';
 import { agentProcesses, doppelRules, podProcesses, redirectedPackets, type PodProcess } from './support/pod-network.ts';
 
 const env = { ...process.env, KUBECONFIG: adminKubeconfig };
+/** The repository, mounted at the same path in the test's pods so that they run its gRPC peers and their npm packages. */
+const repo = fileURLToPath(new URL('../..', import.meta.url)).replace(/\/$/, '');
+const repoVolume = { volumes: [{ name: 'repo', hostPath: { path: repo, type: 'Directory' } }] };
+const repoMount = { volumeMounts: [{ name: 'repo', mountPath: repo, readOnly: true }] };
+const GRPC_PORT = 50051;
 const dir = mkdtempSync(path.join(tmpdir(), 'doppel-k8s-incoming-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
 /** What the test app's httpd answers for /index.html. */
@@ -42,6 +49,32 @@ const get = (i) => new Promise((resolve, reject) => {
   const bodies = [];
   for (let i = 0; i < count; i++) bodies.push(await get(i).catch((error) => 'error: ' + error.message));
   console.log(JSON.stringify(bodies));
+})();
+`;
+
+/**
+ * Run in the caller pod with the paths of grpc-js, proto-loader and echo.proto: calls the rpc Service as alice (x-dev
+ * metadata) and as someone else, and prints what answered, as JSON.
+ */
+const grpcCallerScript = `
+const [grpcPath, loaderPath, protoPath] = process.argv.slice(1);
+const grpc = require(grpcPath);
+const { Echo } = grpc.loadPackageDefinition(require(loaderPath).loadSync(protoPath)).doppel.test;
+const meta = (who) => { const m = new grpc.Metadata(); if (who) m.set('x-dev', who); return m; };
+const client = () => new Echo('rpc:${GRPC_PORT}', grpc.credentials.createInsecure());
+const unary = (who, say) => new Promise((resolve) => { const c = client(); c.Unary(say, meta(who), (error, said) => { c.close(); resolve(error ? error.code + ' ' + error.details : said.text); }); });
+const stream = (who) => new Promise((resolve) => { const texts = []; const call = client().ServerStream({ text: 's', count: 3 }, meta(who)); call.on('data', (said) => texts.push(said.text)); call.on('end', () => resolve(texts)); call.on('error', (error) => resolve([String(error.code)])); });
+const bidi = (who, texts) => new Promise((resolve) => { const answers = []; const call = client().Bidi(meta(who)); call.on('data', (said) => { answers.push(said.text); const next = texts[answers.length]; if (next === undefined) call.end(); else call.write({ text: next }); }); call.on('end', () => resolve(answers)); call.on('error', (error) => resolve([String(error.code)])); call.write({ text: texts[0] }); });
+(async () => {
+  const result = { aliceUnary: [], otherUnary: [] };
+  for (let i = 0; i < 8; i++) result.aliceUnary.push(await unary('alice', { text: 'hi' }));
+  for (let i = 0; i < 4; i++) result.otherUnary.push(await unary(undefined, { text: 'hi' }));
+  result.aliceStream = await stream('alice');
+  result.aliceBidi = await bidi('alice', ['a', 'b']);
+  result.otherBidi = await bidi('bob', ['c']);
+  result.aliceRefused = await unary('alice', { text: 'no', fail: true });
+  console.log(JSON.stringify(result));
+  process.exit(0);
 })();
 `;
 
@@ -95,10 +128,14 @@ describe('incoming traffic on the test cluster', needsCluster('incoming traffic 
         apiVersion: 'v1',
         kind: 'Pod',
         metadata: { name: 'caller', namespace: ns },
-        spec: { terminationGracePeriodSeconds: 0, containers: [{ name: 'caller', image: defaultAgentImage(), imagePullPolicy: 'Never', command: ['node', '-e', 'setInterval(() => {}, 1 << 30)'] }] },
+        spec: { terminationGracePeriodSeconds: 0, ...repoVolume, containers: [{ name: 'caller', image: defaultAgentImage(), imagePullPolicy: 'Never', command: ['node', '-e', 'setInterval(() => {}, 1 << 30)'], ...repoMount }] },
       },
+      // The Echo gRPC service (test/support/grpc-peers.ts) as a Deployment of 2, answering as "target".
+      deployment(ns, 'rpc', 2, [{ name: 'rpc', image: defaultAgentImage(), imagePullPolicy: 'Never', command: ['node', ...grpcServerCommand('target', GRPC_PORT).slice(1)], readinessProbe: { tcpSocket: { port: GRPC_PORT }, periodSeconds: 2 }, ...repoMount }], repoVolume),
+      { apiVersion: 'v1', kind: 'Service', metadata: { name: 'rpc', namespace: ns }, spec: { selector: { app: 'rpc' }, ports: [{ port: GRPC_PORT, targetPort: GRPC_PORT }] } },
     ]);
     await rolloutStatus('deployment/web', ns);
+    await rolloutStatus('deployment/rpc', ns);
     await kubectl(['wait', '-n', ns, '--for=condition=Ready', 'pod/caller', '--timeout=120s']);
     pods = await podProcesses(ns, 'app=web');
     assert.equal(pods.length, 2);
@@ -175,6 +212,28 @@ describe('incoming traffic on the test cluster', needsCluster('incoming traffic 
       await server.finished;
       sessions.delete(server);
     }
+  });
+
+  test('gRPC through the Service from a pod: alice\'s unary, server-streaming and bidi calls reach her program on every replica, the rest the app', async () => {
+    const file = path.join(dir, 'grpc.json');
+    writeFileSync(file, JSON.stringify({ feature: { network: { incoming: { mode: 'steal', http_filter: { header_filter: '^x-dev: alice$' } } } } }));
+    const server = serveWithDoppel(['exec', '--target', 'deployment/rpc', '-n', ns, '-q', '-f', file, '--', ...grpcServerCommand('program', GRPC_PORT)], { env, timeoutMs: 240_000 });
+    sessions.add(server);
+    await server.line(/^ready /, 120_000);
+    const out = JSON.parse(await kubectl(['exec', '-n', ns, 'caller', '--', 'node', '-e', grpcCallerScript, ...grpcPaths()])) as Record<string, unknown>;
+    assert.deepEqual(out, {
+      // Each unary call on a new channel, so that the Service picks a replica for each.
+      aliceUnary: Array(8).fill('program unary hi'),
+      otherUnary: Array(4).fill('target unary hi'),
+      aliceStream: ['program 0 s', 'program 1 s', 'program 2 s'],
+      aliceBidi: ['program echo a', 'program echo b'],
+      otherBidi: ['target echo c'],
+      aliceRefused: '7 program refuses',
+    });
+    const rpcPods = await podProcesses(ns, 'app=rpc');
+    for (const pod of rpcPods) assert.ok(redirectedPackets(pod.pid) > 0, `no call reached the agent next to ${pod.pod}`);
+    await stop(server);
+    assert.deepEqual(rpcPods.flatMap(({ pid }) => doppelRules(pid)), [], 'the session ended: no rule of ours in the pods');
   });
 
   for (const what of ['agent', 'agent pod'] as const) {

@@ -55,7 +55,10 @@ server.bindAsync('0.0.0.0:' + port, grpc.ServerCredentials.createInsecure(), (er
 process.on('SIGTERM', () => process.exit(0));
 `;
 
-const serverArgs = (who: string, port: number) => ['-e', grpcPeerServer, who, String(port), require.resolve('@grpc/grpc-js'), require.resolve('@grpc/proto-loader'), ECHO_PROTO];
+/** Where grpc-js, proto-loader and echo.proto are, as the peers' scripts take them. */
+export const grpcPaths = (): string[] => [require.resolve('@grpc/grpc-js'), require.resolve('@grpc/proto-loader'), ECHO_PROTO];
+
+const serverArgs = (who: string, port: number) => ['-e', grpcPeerServer, who, String(port), ...grpcPaths()];
 
 /** The Echo server as the target's own, in the target's network namespace on `port`. */
 export function podGrpcPeer(pid: number, port: number): Promise<RecordingServer> {
