@@ -10,28 +10,20 @@ import { connect } from 'node:net';
 import { once } from 'node:events';
 import { promisify } from 'node:util';
 import { after, afterEach, before, describe, test } from 'node:test';
-import { createIncomingPolicy } from '../../src/config/network-policy.ts';
-import { resolveConfig } from '../../src/config/resolve.ts';
-import type { ConfigFile } from '../../src/config/schema.ts';
-import type { StepReporter } from '../../src/platform/platform.ts';
-import { createProcessPlatform } from '../../src/platform/process/process-platform.ts';
-import { connectAgent } from '../../src/proxy/agent-client.ts';
-import { createIncomingRequests } from '../../src/proxy/incoming.ts';
 import { agentProcesses } from '../e2e/leftovers.ts';
 import { echoClient, localGrpcPeer, podGrpcPeer } from '../support/grpc-peers.ts';
 import { firstWebSocketMessage, localH2Peer, localPeer, pipelined, podH2Peer, podPeer, type RecordedStream, type RecordingServer } from '../support/http-peers.ts';
 import { needsRoot } from '../support/root.ts';
 import { createWorld, type World } from '../world/world.ts';
+import { agentSession, incomingRequests, type Incoming } from './agent-session.ts';
 
 const run = promisify(execFile);
 const gate = needsRoot('HTTP-filtered incoming traffic through the agent');
-const progress: StepReporter = { step: (_text, work) => work(() => {}), warn: () => {} };
 /** A port of the pod's own, served by a recording target server of this test's. */
 const PORT = 8001;
 /** The pod's HTTP/2 (h2c) port, and its gRPC port. */
 const H2_PORT = 8002;
 const GRPC_PORT = 8003;
-type Incoming = NonNullable<Exclude<NonNullable<NonNullable<ConfigFile['feature']>['network']>['incoming'], string | boolean>>;
 
 describe('HTTP-filtered incoming traffic through the agent', gate, () => {
   let world: World;
@@ -64,14 +56,8 @@ describe('HTTP-filtered incoming traffic through the agent', gate, () => {
   async function session(incoming: Incoming, { port = PORT, start = () => localPeer() }: { port?: number; start?: () => Promise<RecordingServer & { port: number }> } = {}): Promise<void> {
     program = await start();
     closers.push(() => program.stop());
-    const platform = createProcessPlatform({ pid: world.target.pid, logLevel: 'debug' });
-    const [transport] = await platform.start(progress);
-    closers.push(() => platform.stop());
-    const client = await connectAgent(transport!.stream, { handshakeTimeoutMs: 10_000 });
-    closers.push(() => client.close());
-    const config = resolveConfig({ feature: { network: { incoming } } });
-    const requests = createIncomingRequests(client, createIncomingPolicy(config.feature.network.incoming, config.agent), { owner: 'a test session', notice: () => {}, abort: () => {} });
-    closers.push(() => requests.close());
+    const { client } = await agentSession(world.target.pid, closers);
+    const requests = incomingRequests(client, { feature: { network: { incoming } } }, closers);
     await requests.listen(port, { family: 4, address: '127.0.0.1', port: program.port });
   }
 

@@ -7,25 +7,17 @@ import { execFile, execFileSync } from 'node:child_process';
 import { Agent, request } from 'node:http';
 import { promisify } from 'node:util';
 import { after, afterEach, before, describe, test } from 'node:test';
-import { createIncomingPolicy } from '../../src/config/network-policy.ts';
-import { resolveConfig } from '../../src/config/resolve.ts';
-import type { ConfigFile } from '../../src/config/schema.ts';
 import type { DoppelError } from '../../src/errors.ts';
-import type { StepReporter } from '../../src/platform/platform.ts';
-import { createProcessPlatform } from '../../src/platform/process/process-platform.ts';
-import { connectAgent } from '../../src/proxy/agent-client.ts';
-import { createIncomingRequests } from '../../src/proxy/incoming.ts';
 import { agentProcesses } from '../e2e/leftovers.ts';
 import { localPeer, podPeer, type RecordingServer } from '../support/http-peers.ts';
 import { needsRoot } from '../support/root.ts';
 import { createWorld, type World } from '../world/world.ts';
+import { agentSession, incomingRequests, type Incoming } from './agent-session.ts';
 
 const run = promisify(execFile);
 const gate = needsRoot('several sessions on one target port');
-const progress: StepReporter = { step: (_text, work) => work(() => {}), warn: () => {} };
 /** A port of the pod's own, served by a recording target server of this test's. */
 const PORT = 8002;
-type Incoming = NonNullable<Exclude<NonNullable<NonNullable<ConfigFile['feature']>['network']>['incoming'], string | boolean>>;
 
 interface DevSession {
   program: RecordingServer & { port: number };
@@ -67,29 +59,22 @@ describe('several sessions on one target port', gate, () => {
   async function session(who: string, incoming: Incoming): Promise<DevSession> {
     const program = await localPeer(who);
     closers.push(() => program.stop());
-    const platform = createProcessPlatform({ pid: world.target.pid, logLevel: 'debug' });
-    const [transport] = await platform.start(progress);
-    closers.push(() => platform.stop());
-    const client = await connectAgent(transport!.stream, { handshakeTimeoutMs: 10_000 });
-    closers.push(() => client.close());
-    const config = resolveConfig({ feature: { network: { incoming } } });
+    const { client } = await agentSession(world.target.pid, closers);
     const notices: string[] = [];
     const aborted: DoppelError[] = [];
-    const requests = createIncomingRequests(client, createIncomingPolicy(config.feature.network.incoming, config.agent), {
+    const requests = incomingRequests(client, { feature: { network: { incoming } } }, closers, {
       owner: `${who}@laptop`,
       notice: (text) => notices.push(text),
       abort: (error) => aborted.push(error),
     });
-    closers.push(() => requests.close());
     return {
       program,
       notices,
       aborted,
       listen: () => requests.listen(PORT, { family: 4, address: '127.0.0.1', port: program.port }),
       async stop() {
-        requests.close();
+        await requests.close();
         client.close();
-        await platform.stop();
       },
     };
   }

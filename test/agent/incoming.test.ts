@@ -9,28 +9,19 @@ import { connect, createServer, type AddressInfo, type Server, type Socket } fro
 import type { Duplex } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { after, afterEach, before, describe, test } from 'node:test';
-import { createIncomingPolicy } from '../../src/config/network-policy.ts';
-import { resolveConfig } from '../../src/config/resolve.ts';
-import type { AgentTransport } from '../../src/platform/agent-transport.ts';
-import type { StepReporter } from '../../src/platform/platform.ts';
-import { createProcessPlatform } from '../../src/platform/process/process-platform.ts';
 import { connectAgent, type AgentClient } from '../../src/proxy/agent-client.ts';
-import { createIncomingRequests, type IncomingRequests } from '../../src/proxy/incoming.ts';
+import type { IncomingRequests } from '../../src/proxy/incoming.ts';
 import { agentProcesses } from '../e2e/leftovers.ts';
 import { needsRoot } from '../support/root.ts';
 import { createWorld, type World } from '../world/world.ts';
+import { agentSession, incomingRequests } from './agent-session.ts';
 
 const gate = needsRoot('incoming traffic through the agent');
-const progress: StepReporter = { step: (_text, work) => work(() => {}), warn: () => {} };
 const agentMain = fileURLToPath(new URL('../../src/agent/main.ts', import.meta.url));
 const backends = ['legacy', 'nft'] as const;
 /** Undone after each test, last first. */
 const closers: (() => unknown)[] = [];
 
-const policy = (mode: 'steal' | 'mirror', flush = true) => {
-  const config = resolveConfig({ feature: { network: { incoming: mode } }, agent: { flush_connections: flush } });
-  return createIncomingPolicy(config.feature.network.incoming, config.agent);
-};
 
 for (const backend of backends) {
   describe(`incoming traffic, ${backend} iptables in the target's namespace`, gate, () => {
@@ -55,20 +46,11 @@ for (const backend of backends) {
       await world?.destroy();
     });
 
-    /** An agent started by the process platform, as `doppel exec` starts it, and a client connected to it. */
-    async function platformSession(): Promise<{ client: AgentClient; transport: AgentTransport }> {
-      const platform = createProcessPlatform({ pid: world.target.pid, logLevel: 'debug' });
-      const [transport] = await platform.start(progress);
-      closers.push(() => platform.stop());
-      const client = await connectAgent(transport!.stream, { handshakeTimeoutMs: 10_000 });
-      closers.push(() => client.close());
-      return { client, transport: transport! };
-    }
+    const platformSession = () => agentSession(world.target.pid, closers);
 
     /** The proxy's incoming side over `client`, with the program's listener played by `local`. */
     async function subscribed(client: AgentClient, mode: 'steal' | 'mirror', local: Server, flush = true): Promise<IncomingRequests> {
-      const incoming = createIncomingRequests(client, policy(mode, flush), { owner: 'a test session', notice: () => {}, abort: () => {} });
-      closers.push(() => incoming.close());
+      const incoming = incomingRequests(client, { feature: { network: { incoming: mode } }, agent: { flush_connections: flush } }, closers);
       await incoming.listen(world.target.http.port, { family: 4, address: '127.0.0.1', port: (local.address() as AddressInfo).port });
       return incoming;
     }
