@@ -51,6 +51,8 @@ interface Joined {
 interface Subscription {
   args: Subscribe['args'];
   client: Connection;
+  /** This session as the port's router, if it routes, takes it (its filter compiled once). */
+  taker: Taker;
   role?: Routing | Joined;
 }
 
@@ -123,7 +125,7 @@ export function createIncoming(options: { session: string; software: string; log
     const router = await createPortRouter(port, log);
     const role: Routing = { kind: 'router', router, rendezvous, members: new Set() };
     subscription.role = role;
-    router.add(takerOf(session, subscription.args, subscription.client), 'abort');
+    router.add(subscription.taker, 'abort');
     try {
       await redirect(port, router.toPort);
     } catch (error) {
@@ -211,10 +213,11 @@ export function createIncoming(options: { session: string; software: string; log
       const { port, mode, flush } = args;
       if (!Number.isInteger(port) || port < 1 || port > 65535) throw new RemoteError('EINVAL', `not a TCP port: ${port}`);
       if (mode !== 'steal' && mode !== 'mirror') throw new RemoteError('EINVAL', `unknown incoming mode "${mode}"`);
-      if (args.filter !== undefined) compileFilter(args.filter);
+      // Compiling the filter checks it, before anything is claimed.
+      const taker = takerOf(session, args, client);
       if (closed) throw new RemoteError('ESHUTDOWN', 'the agent is exiting');
       if (subscriptions.has(port)) throw new RemoteError('EADDRINUSE', `port ${port} is already subscribed`);
-      const subscription: Subscription = { args, client };
+      const subscription: Subscription = { args, client, taker };
       subscriptions.set(port, subscription);
       let result: Subscribe['result'];
       try {

@@ -75,16 +75,20 @@ export async function createPortRouter(port: number, log: Log): Promise<PortRout
     socket.once('close', () => sockets.delete(socket));
   };
   const active = () => takers.filter((taker) => !idle.has(taker.session));
+  /** The active steals in the order requests are offered to them: filtered ones first. Kept for the per-request path. */
+  let routing: Taker[] = [];
+  const reorder = () => {
+    const steals = active().filter((taker) => taker.mode === 'steal');
+    routing = [...steals.filter((taker) => taker.matches !== undefined), ...steals.filter((taker) => taker.matches === undefined)];
+  };
 
   const server = createServer({ allowHalfOpen: true, noDelay: true, pauseOnConnect: true }, (socket) => {
     track(socket);
-    const now = active();
-    const steals = now.filter((taker) => taker.mode === 'steal');
-    const mirrors = now.filter((taker) => taker.mode === 'mirror');
-    if (steals.length === 0) return mirror(socket, port, log, track, mirrors);
-    const only = steals[0]!;
-    if (steals.length === 1 && only.matches === undefined && only.stealProbes && mirrors.length === 0) return steal(socket, port, only, log);
-    const taken = stealRequests(socket, port, log, track, () => active().filter((taker) => taker.mode === 'steal'), mirrors);
+    const mirrors = active().filter((taker) => taker.mode === 'mirror');
+    if (routing.length === 0) return mirror(socket, port, log, track, mirrors);
+    const only = routing[0]!;
+    if (routing.length === 1 && only.matches === undefined && only.stealProbes && mirrors.length === 0) return steal(socket, port, only, log);
+    const taken = stealRequests(socket, port, log, track, () => routing, mirrors);
     stealing.add(taken);
     socket.once('close', () => stealing.delete(taken));
   });
@@ -101,12 +105,13 @@ export async function createPortRouter(port: number, log: Log): Promise<PortRout
     add(taker, onConcurrentSteal) {
       const others = active().filter((other) => collide(other, taker));
       const holder = others[0];
-      takers.push(taker);
-      if (holder === undefined) return {};
-      if (onConcurrentSteal === 'abort') {
-        takers.pop();
-        throw new RemoteError('EBUSY', `port ${port} is already stolen by ${holder.owner}`);
+      if (holder === undefined) {
+        takers.push(taker);
+        reorder();
+        return {};
       }
+      if (onConcurrentSteal === 'abort') throw new RemoteError('EBUSY', `port ${port} is already stolen by ${holder.owner}`);
+      takers.push(taker);
       if (onConcurrentSteal === 'continue') {
         idle.add(taker.session);
         log.info(`port ${port}: session ${taker.session} goes on without traffic, which ${holder.owner} steals`);
@@ -117,6 +122,7 @@ export async function createPortRouter(port: number, log: Log): Promise<PortRout
         log.info(`port ${port}: session ${taker.session} overrides ${other.session}'s steal`);
         other.connection.request('incoming.revoked', { port, why: `${taker.owner} took it over with on_concurrent_steal: override` }).catch((error: Error) => log.debug(`port ${port}: telling session ${other.session} of the override: ${error.message}`));
       }
+      reorder();
       void drain((routed) => others.some((other) => routed.has(other.session)));
       return {};
     },
@@ -126,6 +132,7 @@ export async function createPortRouter(port: number, log: Log): Promise<PortRout
       if (index < 0) return;
       takers.splice(index, 1);
       idle.delete(session);
+      reorder();
       await drain((routed) => routed.has(session));
     },
 
@@ -133,6 +140,7 @@ export async function createPortRouter(port: number, log: Log): Promise<PortRout
 
     async close(drainMs) {
       takers.length = 0;
+      routing = [];
       await Promise.race([drain(() => true), new Promise((resolve) => setTimeout(resolve, drainMs).unref())]);
       destroy();
     },
@@ -143,6 +151,7 @@ export async function createPortRouter(port: number, log: Log): Promise<PortRout
   function destroy(): void {
     server.close();
     takers.length = 0;
+    routing = [];
     // A destroyed socket's fd closes at once, so its FIN leaves while the namespace still has our NAT, which turns
     // its source back into the subscribed port. Sent after, it would not reach the caller, and an idle kept-alive
     // connection (the HTTP path keeps them) would stay open at the caller's end.
@@ -203,12 +212,11 @@ function steal(socket: Socket, port: number, taker: Taker, log: Log): void {
  * sent. The steals are looked up at each request, so a kept-alive caller reaches a session that subscribed after it
  * connected; a session that left has its callers ended after their current request (`drain`).
  */
-function stealRequests(socket: Socket, port: number, log: Log, track: (socket: Socket) => void, steals: () => Taker[], mirrors: Taker[]): { taken: HttpStealing; routed: Set<string> } {
+function stealRequests(socket: Socket, port: number, log: Log, track: (socket: Socket) => void, steals: () => readonly Taker[], mirrors: Taker[]): { taken: HttpStealing; routed: Set<string> } {
   const routed = new Set<string>();
   const takers = new Map<string, Taker>();
   const route = (request: RequestHead): Route => {
-    const now = steals();
-    const taker = [...now.filter((one) => one.matches !== undefined), ...now.filter((one) => one.matches === undefined)].find((one) => (one.stealProbes || !isProbe(request)) && (one.matches === undefined || one.matches(request)));
+    const taker = steals().find((one) => (one.stealProbes || !isProbe(request)) && (one.matches === undefined || one.matches(request)));
     if (taker === undefined) return undefined;
     routed.add(taker.session);
     takers.set(taker.session, taker);
