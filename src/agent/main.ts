@@ -7,11 +7,13 @@ import process from 'node:process';
 import { parseArgs } from 'node:util';
 import { isDoppelError } from '../errors.ts';
 import { Connection } from '../protocol/connection.ts';
+import { agentTraceLine } from '../trace.ts';
 import { createIncoming } from './incoming.ts';
 import { SESSION_PATTERN } from './iptables.ts';
 import { createLog, parseLogLevel, type Log } from './log.ts';
 import { createRequestHandler } from './serve.ts';
 
+const modulesLoaded = performance.now();
 const { version } = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
 
 async function main(): Promise<number> {
@@ -23,8 +25,15 @@ async function main(): Promise<number> {
       'startup-timeout': { type: 'string', default: '60' },
       // Names the agent's iptables chains (DOPPEL-<session>), so that its platform can remove them if it is killed.
       session: { type: 'string' },
+      // Marks on stderr for the CLI's --trace, and the time of each answer in the answer.
+      trace: { type: 'boolean', default: false },
     },
   });
+  const mark = (what: string, at?: number) => {
+    if (values.trace) process.stderr.write(agentTraceLine(what, at));
+  };
+  mark('process started', 0);
+  mark('modules loaded', modulesLoaded);
   const log = createLog(parseLogLevel(values['log-level']!));
   const pid = Number(values.pid);
   if (!Number.isInteger(pid) || pid <= 0) return usage(log, '--pid PID is required');
@@ -39,12 +48,15 @@ async function main(): Promise<number> {
   if (values.fd === undefined) return usage(log, '--fd N is required');
   const stream = new Socket({ fd: Number(values.fd), readable: true, writable: true });
 
+  mark('sending hello');
   const connection = await Connection.open(stream, {
     role: 'agent',
     software: `doppel-agent ${version}`,
     handshakeTimeoutMs: timeoutMs,
     onRequest: createRequestHandler(pid, log, incoming),
+    timeAnswers: values.trace,
   });
+  mark('handshake done');
   log.info(`serving ${connection.peer.software} for process ${pid}`);
 
   const targetGone = new Promise<string>((resolve) => {

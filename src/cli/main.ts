@@ -8,7 +8,10 @@ import { register as registerExec } from './commands/exec.ts';
 import { register as registerLs } from './commands/ls.ts';
 import { register as registerSchema } from './commands/schema.ts';
 import { register as registerVerifyConfig } from './commands/verify-config.ts';
+import { trace } from '../trace.ts';
 import { renderError } from './render-error.ts';
+
+trace('cli: modules loaded');
 
 const { version } = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
 

@@ -27,6 +27,10 @@ export interface ConnectionOptions {
   requestTimeoutMs?: number;
   keepaliveIntervalMs?: number;
   keepaliveTimeoutMs?: number;
+  /** The agent's `--trace`: every answer says how long this side took to make it (`us`), for the client's trace. */
+  timeAnswers?: boolean;
+  /** The client's `--trace`: called as each request goes out; what it returns is called with the answer's `us` in ms. */
+  onCall?: (op: string) => (servedMs: number | undefined) => void;
 }
 
 export interface PeerHello {
@@ -46,7 +50,9 @@ export class Connection implements ChannelLink {
   private readonly requestTimeoutMs: number;
   private readonly keepaliveIntervalMs: number;
   private readonly keepaliveTimeoutMs: number;
-  private readonly pending = new Map<number, { resolve(value: unknown): void; reject(error: Error): void; timer: NodeJS.Timeout }>();
+  private readonly timeAnswers: boolean;
+  private readonly onCall: ConnectionOptions['onCall'];
+  private readonly pending = new Map<number, Waiter>();
   private readonly channels = new Map<number, Channel>();
   private readonly controlQueue: Buffer[] = [];
   private readonly dataQueue: Buffer[] = [];
@@ -66,6 +72,8 @@ export class Connection implements ChannelLink {
     this.requestTimeoutMs = options.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
     this.keepaliveIntervalMs = options.keepaliveIntervalMs ?? DEFAULT_KEEPALIVE_INTERVAL_MS;
     this.keepaliveTimeoutMs = options.keepaliveTimeoutMs ?? DEFAULT_KEEPALIVE_TIMEOUT_MS;
+    this.timeAnswers = options.timeAnswers === true;
+    this.onCall = options.onCall;
     this.nextChannel = options.role === 'client' ? 1 : 2;
     this.closed = new Promise((resolve) => (this.markClosed = resolve));
   }
@@ -202,6 +210,7 @@ export class Connection implements ChannelLink {
       if (!waiter) return;
       this.pending.delete(message.id);
       clearTimeout(waiter.timer);
+      waiter.answered?.(typeof message.us === 'number' ? message.us / 1000 : undefined);
       if ('err' in message) waiter.reject(new RemoteError(message.err.code, message.err.message));
       else waiter.resolve(message.ok);
       return;
@@ -214,6 +223,8 @@ export class Connection implements ChannelLink {
   }
 
   private async answer(id: number, op: string, args: unknown): Promise<void> {
+    const start = this.timeAnswers ? performance.now() : 0;
+    const served = (): { us?: number } => (this.timeAnswers ? { us: Math.round((performance.now() - start) * 1000) } : {});
     try {
       if (!isOperation(op)) throw new RemoteError('ENOSYS', `unknown operation "${op}": this side speaks protocol ${PROTOCOL_VERSION}, an older one than its peer`);
       if (op === 'ping') {
@@ -223,10 +234,10 @@ export class Connection implements ChannelLink {
       if (!this.onRequest) throw new RemoteError('ENOSYS', `this side serves no requests (${op})`);
       // Called synchronously: a handler may attach a channel before any frame behind this request is dispatched.
       const ok = await this.onRequest(op, args, this);
-      this.sendControl({ t: 'res', id, ok: ok ?? {} });
+      this.sendControl({ t: 'res', id, ok: ok ?? {}, ...served() });
     } catch (error) {
       const code = typeof (error as { code?: unknown }).code === 'string' ? (error as { code: string }).code : 'EIO';
-      this.sendControl({ t: 'res', id, err: { code, message: (error as Error).message ?? String(error) } });
+      this.sendControl({ t: 'res', id, err: { code, message: (error as Error).message ?? String(error) }, ...served() });
     }
   }
 
@@ -239,7 +250,7 @@ export class Connection implements ChannelLink {
       }, timeoutMs);
       // The stream keeps the process alive while it is open; once it is gone, shutdown clears the timers.
       timer.unref();
-      this.pending.set(id, { resolve, reject, timer });
+      this.pending.set(id, { resolve, reject, timer, answered: op === 'ping' ? undefined : this.onCall?.(op) });
       this.sendControl({ t: 'req', id, op, args });
     });
   }
@@ -317,6 +328,13 @@ export class Connection implements ChannelLink {
     if (this.ended instanceof ProtocolError) return this.ended;
     return new ProtocolError('E_PROTOCOL_CLOSED', `the agent connection closed${this.ended ? ` (${this.ended.message})` : ''}`, 'the agent or its target may have exited');
   }
+}
+
+interface Waiter {
+  resolve(value: unknown): void;
+  reject(error: Error): void;
+  timer: NodeJS.Timeout;
+  answered: ((servedMs: number | undefined) => void) | undefined;
 }
 
 function duration(ms: number): string {

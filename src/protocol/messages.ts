@@ -131,8 +131,9 @@ export function isOperation(op: string): op is Operation {
 export type ControlMessage =
   | { t: 'hello'; protocol: string; version: number; features: string[]; software: string }
   | { t: 'req'; id: number; op: string; args: unknown }
-  | { t: 'res'; id: number; ok: unknown }
-  | { t: 'res'; id: number; err: { code: string; message: string } };
+  // `us`: how long the answering side took, in µs; only an agent started with --trace sends it, and peers ignore it.
+  | { t: 'res'; id: number; ok: unknown; us?: number }
+  | { t: 'res'; id: number; err: { code: string; message: string }; us?: number };
 
 export function encodeControl(message: ControlMessage): Uint8Array {
   return encode(message);

@@ -1,7 +1,7 @@
 // The proxy's side of the agent connection: handshake, then one typed method per agent operation.
 import type { Duplex } from 'node:stream';
 import { readFileSync } from 'node:fs';
-import { Connection, DEFAULT_REQUEST_TIMEOUT_MS, type RequestHandler } from '../protocol/connection.ts';
+import { Connection, DEFAULT_REQUEST_TIMEOUT_MS, type ConnectionOptions, type RequestHandler } from '../protocol/connection.ts';
 import { RemoteError } from '../protocol/errors.ts';
 import type { Operations, SocketAddress } from '../protocol/messages.ts';
 import { fetchFile, type FetchedFile } from './fetch-file.ts';
@@ -44,6 +44,8 @@ export interface AgentClientOptions {
   handshakeTimeoutMs: number;
   /** `agent.communication_timeout` in ms: the deadline of every request, and of silence within a file transfer. */
   communicationTimeoutMs?: number;
+  /** `--trace`: told of each request as it goes out (see Connection's `onCall`). */
+  onCall?: ConnectionOptions['onCall'];
 }
 
 export async function connectAgent(stream: Duplex, options: AgentClientOptions): Promise<AgentClient> {
@@ -55,6 +57,7 @@ export async function connectAgent(stream: Duplex, options: AgentClientOptions):
     handshakeTimeoutMs: options.handshakeTimeoutMs,
     requestTimeoutMs: communicationTimeoutMs,
     onRequest: serveAgentRequests(() => incoming),
+    onCall: options.onCall,
   });
   return {
     connection,

@@ -20,6 +20,8 @@ export interface ProxyOptions {
   incoming: IncomingDecider;
   /** Who this session is to other sessions on the target, and what the user hears of them. */
   session: IncomingSession;
+  /** `--trace`: the handler as the layer server calls it, timed. */
+  wrapHandler?: (handler: LayerHandler) => LayerHandler;
 }
 
 export interface Proxy {
@@ -44,7 +46,7 @@ export async function startProxy(options: ProxyOptions): Promise<Proxy> {
   };
   try {
     // A process that exits without closing its listening sockets ends their subscriptions with its layer connections.
-    const server = await startLayerServer({ socketPath, handler, onDisconnect: () => void sweep() });
+    const server = await startLayerServer({ socketPath, handler: options.wrapHandler?.(handler) ?? handler, onDisconnect: () => void sweep() });
     let closing: Promise<void> | undefined;
     return {
       socketPath,

@@ -4,6 +4,7 @@ import process from 'node:process';
 import { resolveConfig, type ExecFlags } from '../../config/load.ts';
 import { runExec } from '../exec/run-exec.ts';
 import { sweepDeadSessionDirs } from '../../proxy/proxy.ts';
+import { trace } from '../../trace.ts';
 import { createProgress } from '../progress.ts';
 
 interface ExecOptions {
@@ -56,10 +57,13 @@ export function register(program: Command): void {
     .option('-f, --config-file <path>', 'config file (JSON, YAML or TOML; default .doppel/config.* or .mirrord/mirrord.json)')
     .option('--context <name>', 'kubeconfig context')
     .option('-q, --quiet', 'no progress lines')
+    // Read by the entry before anything loads (see src/trace.ts); declared here for --help and the parser.
+    .option('--trace', 'print timings on stderr: each step of the start-up, and each remote call hop by hop (or DOPPEL_TRACE=1)')
     .action(async (command: string[], options: ExecOptions) => {
       // Before anything can fail: what a killed session left must not outlive the next start.
       await sweepDeadSessionDirs();
       const { config } = await resolveConfig({ cwd: process.cwd(), configFile: options.configFile, env: process.env, flags: toFlags(options) });
+      trace('cli: configuration read');
       const progress = createProgress({ quiet: options.quiet === true });
       process.exitCode = await runExec(command, config, progress);
     });

@@ -13,12 +13,15 @@ import { createPlatform } from '../../platform/create-platform.ts';
 import { startProxy, type Proxy } from '../../proxy/proxy.ts';
 import type { Progress } from '../progress.ts';
 import { findLayer, layerEnvironment } from './layer-library.ts';
+import { trace, tracing } from '../../trace.ts';
+import { createCallTracer } from './call-trace.ts';
 import { runProgram } from './run-program.ts';
 import { openSession, type Session } from './session.ts';
 import { isStaticElf, whichSync } from './static-binary.ts';
 
 export async function runExec(command: string[], config: ResolvedConfig, progress: Progress): Promise<number> {
   const layer = findLayer();
+  const calls = tracing() ? createCallTracer() : undefined;
   const platform = await createPlatform(parseTarget(config.target.path), config);
   let session: Session | undefined;
   let proxy: Proxy | undefined;
@@ -28,9 +31,11 @@ export async function runExec(command: string[], config: ResolvedConfig, progres
   let abort: (error: DoppelError) => void = () => {};
   const aborted = new Promise<DoppelError>((resolve) => (abort = resolve));
   try {
-    session = await openSession(platform, { handshakeTimeoutMs: config.agent.startup_timeout * 1000, communicationTimeoutMs: config.agent.communication_timeout * 1000 }, progress);
+    session = await openSession(platform, { handshakeTimeoutMs: config.agent.startup_timeout * 1000, communicationTimeoutMs: config.agent.communication_timeout * 1000, onCall: calls?.onCall }, progress);
+    trace('handshake done');
     const agent = session.agent;
     const remoteEnv = config.feature.env.enabled && platform.hasTargetProcess ? await progress.step('reading the target\'s environment', () => agent.env()) : {};
+    trace('environment fetched');
     const cwd = process.cwd();
     const executable = whichSync(command[0] ?? '', process.env.PATH, existsSync);
     const targetMounts = config.feature.fs.mode === 'local' ? [] : await platform.remoteMounts();
@@ -41,7 +46,9 @@ export async function runExec(command: string[], config: ResolvedConfig, progres
       outgoing: createOutgoingPolicy(config.feature.network.outgoing),
       incoming: createIncomingPolicy(config.feature.network.incoming, config.agent),
       session: { owner: owner(command), notice: (text) => progress.warn(text), abort },
+      wrapHandler: calls?.wrap,
     });
+    trace('proxy listening');
     if (executable && (await isStaticElf(executable))) {
       progress.warn(`${executable} is statically linked: the layer cannot reach it, so it runs with the local context only`);
     }
@@ -50,8 +57,10 @@ export async function runExec(command: string[], config: ResolvedConfig, progres
       ...mergeEnvironment({ local: process.env, remote: remoteEnv, config: config.feature.env }),
       ...layerEnvironment(layer, proxy.socketPath, process.env.LD_PRELOAD),
     };
-    const program = runProgram(command, env);
+    const program = runProgram(command, env, calls && (() => trace('program: first byte of output')));
+    trace('program spawned');
     const outcome = await Promise.race([program.status.then((status) => ({ status })), session.lost.then((error) => ({ error })), aborted.then((error) => ({ error }))]);
+    trace('program exited');
     if ('status' in outcome) return outcome.status;
 
     program.child.kill('SIGTERM');
@@ -63,6 +72,8 @@ export async function runExec(command: string[], config: ResolvedConfig, progres
     await proxy?.close().catch(() => undefined);
     await (session ? session.close() : platform.stop()).catch(() => undefined);
     process.off('exit', onExit);
+    trace('session closed');
+    calls?.summary();
   }
 }
 

@@ -1,6 +1,8 @@
 // Runs the user's program with the terminal passed through, relays signals, and reports its exit status the shell way.
 import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
 import { constants } from 'node:os';
+import { setTimeout as delay } from 'node:timers/promises';
 import process from 'node:process';
 import { DoppelError } from '../../errors.ts';
 
@@ -14,10 +16,15 @@ export interface RunningProgram {
 const terminalSignals: NodeJS.Signals[] = ['SIGINT', 'SIGQUIT'];
 const relayedSignals: NodeJS.Signals[] = ['SIGTERM', 'SIGHUP', 'SIGUSR1', 'SIGUSR2'];
 
-export function runProgram(command: string[], env: NodeJS.ProcessEnv): RunningProgram {
+/** `onFirstOutput` (for --trace) passes the program's stdout through a pipe to see its first byte; otherwise stdout is ours. */
+export function runProgram(command: string[], env: NodeJS.ProcessEnv, onFirstOutput?: () => void): RunningProgram {
   const [file, ...args] = command;
   if (file === undefined) throw new DoppelError('E_USAGE', 'no command given', { category: 'usage', hint: 'doppel exec --target KIND/NAME -- COMMAND [ARGS...]' });
-  const child = spawn(file, args, { stdio: 'inherit', env });
+  const child = spawn(file, args, { stdio: ['inherit', onFirstOutput ? 'pipe' : 'inherit', 'inherit'], env });
+  if (onFirstOutput) {
+    child.stdout!.once('data', onFirstOutput);
+    child.stdout!.pipe(process.stdout);
+  }
   const fromTerminal = process.stdin.isTTY === true;
   const handlers = new Map<NodeJS.Signals, () => void>();
   for (const signal of [...terminalSignals, ...relayedSignals]) {
@@ -42,8 +49,10 @@ export function runProgram(command: string[], env: NodeJS.ProcessEnv): RunningPr
         reject(error);
       }
     });
-    child.once('exit', (code, signal) => {
+    child.once('exit', async (code, signal) => {
       unhook();
+      // What the program wrote last is still in the pipe; a child it left behind may hold the pipe open, though.
+      if (child.stdout && !child.stdout.readableEnded) await Promise.race([once(child.stdout, 'end'), delay(500)]).catch(() => undefined);
       resolve(signal ? 128 + (constants.signals[signal] ?? 0) : (code ?? 1));
     });
   });

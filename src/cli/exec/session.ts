@@ -3,12 +3,14 @@
 import { DoppelError } from '../../errors.ts';
 import { lastWord, type AgentTransport } from '../../platform/agent-transport.ts';
 import type { Platform, StepReporter } from '../../platform/platform.ts';
-import { connectAgent, type AgentClient, type IncomingHandler } from '../../proxy/agent-client.ts';
+import { connectAgent, type AgentClient, type AgentClientOptions, type IncomingHandler } from '../../proxy/agent-client.ts';
 
 export interface SessionOptions {
   handshakeTimeoutMs: number;
   /** Every request's deadline (agent.communication_timeout). */
   communicationTimeoutMs: number;
+  /** `--trace`: told of each request to an agent as it goes out. */
+  onCall?: AgentClientOptions['onCall'];
 }
 
 export interface Session {
@@ -159,7 +161,7 @@ async function handshake(transport: AgentTransport, options: SessionOptions): Pr
     throw await agentFailedToStart(transport, how);
   });
   try {
-    return await Promise.race([connectAgent(transport.stream, { handshakeTimeoutMs: timeoutMs, communicationTimeoutMs: options.communicationTimeoutMs }), timeout, died]);
+    return await Promise.race([connectAgent(transport.stream, { handshakeTimeoutMs: timeoutMs, communicationTimeoutMs: options.communicationTimeoutMs, onCall: options.onCall }), timeout, died]);
   } catch (error) {
     // A broken stream usually means the agent died; say that rather than what the socket saw.
     const how = await Promise.race([transport.exited, new Promise<undefined>((resolve) => setTimeout(() => resolve(undefined), 200))]);

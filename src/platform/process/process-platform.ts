@@ -7,8 +7,9 @@ import type { Duplex } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { AGENT_NODE_FLAGS } from '../../agent/node-flags.ts';
 import { DoppelError } from '../../errors.ts';
+import { parseAgentTrace, trace, tracing } from '../../trace.ts';
 import type { AgentTransport } from '../agent-transport.ts';
-import { createLogTail } from '../log-tail.ts';
+import { createLogTail, type LogTail } from '../log-tail.ts';
 import type { Platform } from '../platform.ts';
 import { newSession, removeSessionChains, sweepDeadSessionChains } from './session-chains.ts';
 import { targetMounts } from './target-mounts.ts';
@@ -45,14 +46,16 @@ async function startProcessAgent(options: ProcessAgentOptions, warn: (text: stri
   // Only the network namespace is entered: the agent keeps the host's mount namespace and
   // reaches the target's files through /proc/PID/root. A new session keeps the terminal's
   // Ctrl-C away from it; it still ends when the socketpair on fd 3 closes.
+  const traced = tracing() ? ['--trace'] : [];
+  trace('spawning the agent');
   const child = spawn(
     nsenter,
-    [`--net=/proc/${pid}/ns/net`, '--', process.execPath, ...AGENT_NODE_FLAGS, agentMain, '--pid', String(pid), '--fd', '3', '--log-level', options.logLevel, '--session', session],
+    [`--net=/proc/${pid}/ns/net`, '--', process.execPath, ...AGENT_NODE_FLAGS, agentMain, '--pid', String(pid), '--fd', '3', '--log-level', options.logLevel, '--session', session, ...traced],
     { stdio: ['ignore', 'pipe', 'pipe', 'pipe'], detached: true },
   );
   const tail = createLogTail(40);
   child.stdout?.on('data', (chunk: Buffer) => tail.push(chunk));
-  child.stderr?.on('data', (chunk: Buffer) => tail.push(chunk));
+  child.stderr?.on('data', tracing() ? agentTraceSplitter(tail) : (chunk: Buffer) => tail.push(chunk));
   // An agent removes its own chains on its way out; one that was killed cannot, so we do, before anyone hears it is gone.
   let chainsRemoved = false;
   const removeChains = () => {
@@ -100,6 +103,20 @@ async function startProcessAgent(options: ProcessAgentOptions, warn: (text: stri
       })();
       return stopping;
     },
+  };
+}
+
+/** The agent's trace marks become the CLI's trace lines; everything else it says goes to its log tail. */
+function agentTraceSplitter(tail: LogTail): (chunk: Buffer) => void {
+  let partial = '';
+  return (chunk) => {
+    const lines = (partial + chunk.toString()).split('\n');
+    partial = lines.pop() ?? '';
+    for (const line of lines) {
+      const mark = parseAgentTrace(line);
+      if (mark) trace(mark.what, mark.at);
+      else tail.push(`${line}\n`);
+    }
   };
 }
 
