@@ -23,7 +23,8 @@ struct dp_resp_hdr {
 
 enum dp_status {
   DP_OK = 0,    /* done remotely; payload holds the result */
-  DP_LOCAL = 1, /* do the call locally; a non-empty payload is a NUL-terminated path to use instead */
+  DP_LOCAL = 1, /* do the call locally; a non-empty payload is a NUL-terminated path to use instead,
+                 * or for DP_OP_CONNECT a struct dp_addr to connect to instead */
 };
 
 enum dp_op {
@@ -43,7 +44,8 @@ enum dp_op {
   /* payload: struct dp_gai_req, then name NUL.
    * DP_OK payload: uint32 count, `count` x struct dp_addr (port 0), then canonical name NUL (may be empty). */
   DP_OP_GETADDRINFO = 7,
-  /* payload: struct dp_connect_req.  DP_OK payload: struct dp_connect_resp. */
+  /* payload: struct dp_connect_req.  DP_OK payload: struct dp_connect_resp; DP_LOCAL: connect as asked, or to the
+   * struct dp_addr in the payload (a name kept local that the target's DNS resolved: where it resolves locally). */
   DP_OP_CONNECT = 8,
   /* A server socket's bind to a port > 0.  payload: struct dp_bind_req.
    * DP_OK payload: struct dp_bind_resp (the port to bind locally; the layer tracks the socket); DP_LOCAL: bind as asked. */

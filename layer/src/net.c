@@ -61,7 +61,13 @@ int connect(int fd, const struct sockaddr *addr, socklen_t len) {
   uint32_t reply_len;
   int status = dp_call(DP_OP_CONNECT, &req, sizeof req, NULL, 0, &reply, &reply_len);
   int r;
-  if (status == DP_LOCAL) {
+  if (status == DP_LOCAL && reply_len >= sizeof(struct dp_addr)) {
+    struct dp_addr instead;
+    memcpy(&instead, reply, sizeof instead);
+    struct sockaddr_storage to;
+    socklen_t to_len = dp_from_addr(&instead, addr->sa_family, &to);
+    r = real_connect(fd, (struct sockaddr *)&to, to_len);
+  } else if (status == DP_LOCAL) {
     dp_bypassed(DP_BYPASS_POLICY, "connect");
     r = real_connect(fd, addr, len);
   } else if (status < 0) {

@@ -17,7 +17,7 @@ export interface Destination {
   address: string;
   port: number;
   protocol: 'tcp' | 'udp';
-  /** Names the program resolved to this address, when doppel saw the lookup. */
+  /** Names this address goes by: the ones the program's lookups gave it, and the filter's names that resolve to it. */
   hostnames?: string[];
 }
 
@@ -104,17 +104,35 @@ function compileFilter(filter: Filter | undefined): { way: Way; rules: Rule[] } 
   return undefined;
 }
 
-export function createOutgoingPolicy(outgoing: ResolvedConfig['feature']['network']['outgoing']) {
+export interface OutgoingPolicy {
+  decide(target: Destination): Way;
+  /**
+   * The host names the filter lists (wildcards aside, which only match names the program resolved), and where mirrord
+   * resolves them to match a connection's address: on the target for a `remote` list with remote DNS on, else locally.
+   */
+  readonly filterNames: { names: string[]; resolveAt: Way } | undefined;
+  /**
+   * Whether a connection the filter keeps local, to an address the target's DNS gave, goes to where its name resolves
+   * locally (mirrord's rule): only a decision of the filter does, and loopback is never redirected.
+   */
+  redirectsLocal(target: Destination): boolean;
+}
+
+export function createOutgoingPolicy(outgoing: ResolvedConfig['feature']['network']['outgoing'], dns: Pick<ResolvedConfig['feature']['network']['dns'], 'enabled'> = { enabled: true }): OutgoingPolicy {
   const filter = compileFilter(outgoing.filter);
+  const enabled = (target: Destination) => (target.protocol === 'tcp' ? outgoing.tcp : outgoing.udp);
+  const names = [...new Set((filter?.rules ?? []).flatMap((rule) => (rule.host && !rule.host.includes('*') ? [rule.host] : [])))];
   return {
     decide(target: Destination): Way {
-      if (target.protocol === 'tcp' ? !outgoing.tcp : !outgoing.udp) return 'local';
+      if (!enabled(target)) return 'local';
       const listed = filter?.rules.some((rule) => ruleMatches(rule, target)) ?? false;
       // Loopback stays local unless a remote filter names it explicitly.
       if (isLoopback(target.address)) return filter?.way === 'remote' && listed ? 'remote' : 'local';
       if (!filter) return 'remote';
       return filter.way === 'remote' ? (listed ? 'remote' : 'local') : listed ? 'local' : 'remote';
     },
+    filterNames: names.length === 0 ? undefined : { names, resolveAt: filter?.way === 'remote' && dns.enabled ? 'remote' : 'local' },
+    redirectsLocal: (target) => filter !== undefined && enabled(target) && !isLoopback(target.address),
   };
 }
 

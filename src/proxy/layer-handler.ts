@@ -19,11 +19,11 @@ export interface AddrInfoHints {
 }
 
 /**
- * How a request was answered: done locally by the layer (optionally on another path),
+ * How a request was answered: done locally by the layer (optionally on another path, or a connect to another address),
  * failed with an errno name (`ENOENT`, or `EAI_NONAME` etc. for getaddrinfo), or done remotely.
  */
 export type Answer<T> =
-  | { kind: 'local'; path?: string }
+  | { kind: 'local'; path?: string; address?: SockAddr }
   | { kind: 'error'; code: string }
   | { kind: 'remote'; value: T };
 

@@ -109,7 +109,7 @@ export function decodeRequest(op: number, payload: Buffer): LayerRequest {
 
 /** Encodes a whole response (header included) for an answer to `request`. */
 export function encodeAnswer(request: LayerRequest, answer: Answer<unknown>): Buffer {
-  if (answer.kind === 'local') return frame(STATUS_LOCAL, answer.path === undefined ? Buffer.alloc(0) : cstr(answer.path));
+  if (answer.kind === 'local') return frame(STATUS_LOCAL, answer.address ? encodeAddr(answer.address) : answer.path === undefined ? Buffer.alloc(0) : cstr(answer.path));
   if (answer.kind === 'error') return frame(errorStatus(request.op, answer.code), Buffer.alloc(0));
   return frame(STATUS_OK, encodeValue(request, answer.value));
 }

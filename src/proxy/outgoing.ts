@@ -1,13 +1,21 @@
 // Outgoing TCP from the layer: the agent connects from the target's network, and a one-shot loopback listener hands the stream to the program.
-import { createServer, type Socket } from 'node:net';
+import { lookup } from 'node:dns/promises';
+import { createServer, isIPv4, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { pipeline } from 'node:stream';
+import type { Destination, OutgoingPolicy } from '../config/network-policy.ts';
 import type { AgentClient } from './agent-client.ts';
 import { errorAnswer } from './answer.ts';
-import type { LayerHandler, SockAddr } from './layer-handler.ts';
+import type { Answer, LayerHandler, SockAddr } from './layer-handler.ts';
+import { normalAddress, type ResolvedNames } from './resolved-names.ts';
 
-export interface OutgoingDecider {
-  decide(target: { address: string; port: number; protocol: 'tcp' | 'udp' }): 'remote' | 'local';
+export type OutgoingDecider = OutgoingPolicy;
+
+export interface OutgoingOptions {
+  /** The names the program's lookups gave addresses. */
+  names: ResolvedNames;
+  /** Tells the user something once (a name kept local that does not resolve here). */
+  notice(text: string): void;
 }
 
 const SOCK_STREAM = 1;
@@ -18,12 +26,47 @@ export interface OutgoingRequests extends Pick<LayerHandler, 'connect'> {
   close(): void;
 }
 
-export function createOutgoingRequests(agent: AgentClient, policy: OutgoingDecider): OutgoingRequests {
+export function createOutgoingRequests(agent: AgentClient, policy: OutgoingDecider, { names, notice }: OutgoingOptions): OutgoingRequests {
   const open = new Set<{ destroy(): void }>();
+  const told = new Set<string>();
+  /** What a filter name resolves to where mirrord resolves it; nothing when it does not resolve. */
+  const resolveFilterName = async (name: string, at: 'remote' | 'local'): Promise<string[]> => {
+    try {
+      const found = at === 'remote' ? (await agent.lookup(name, 0)).addresses : await lookup(name, { all: true });
+      return found.map(({ address }) => normalAddress(address));
+    } catch {
+      return [];
+    }
+  };
+  /** The names a destination goes by: those the program resolved to it, and the filter's names that resolve to it. */
+  const namesOf = async (address: string): Promise<string[]> => {
+    const known = names.namesOf(address);
+    const filter = policy.filterNames;
+    if (!filter) return known;
+    const wanted = normalAddress(address);
+    const resolved = await Promise.all(filter.names.filter((name) => !known.includes(name)).map(async (name) => ((await resolveFilterName(name, filter.resolveAt)).includes(wanted) ? [name] : [])));
+    return [...known, ...resolved.flat()];
+  };
+  /**
+   * A connection the filter keeps local to an address the target's DNS gave goes where its name resolves here, as in
+   * mirrord: the program asked for the name, and the address is the target's.
+   */
+  const localAnswer = async (target: Destination): Promise<Answer<never>> => {
+    const name = policy.redirectsLocal(target) ? names.remoteNameOf(target.address) : undefined;
+    if (name === undefined) return { kind: 'local' };
+    const found = await lookup(name, { family: isIPv4(normalAddress(target.address)) ? 4 : 0 }).catch(() => undefined);
+    if (found) return { kind: 'local', address: { family: found.family === 6 ? 6 : 4, address: found.address, port: target.port } };
+    if (!told.has(name)) {
+      told.add(name);
+      notice(`${name} is kept local by feature.network.outgoing.filter, but it does not resolve on this machine: connections to it fail until it does (for example, a line in /etc/hosts)`);
+    }
+    return { kind: 'error', code: 'EHOSTUNREACH' };
+  };
   return {
     async connect(socktype, target) {
       if (socktype !== SOCK_STREAM) return { kind: 'local' };
-      if (policy.decide({ address: target.address, port: target.port, protocol: 'tcp' }) === 'local') return { kind: 'local' };
+      const destination: Destination = { address: target.address, port: target.port, protocol: 'tcp', hostnames: await namesOf(target.address) };
+      if (policy.decide(destination) === 'local') return localAnswer(destination);
       let relayed: Awaited<ReturnType<AgentClient['connectTcp']>>;
       try {
         relayed = await agent.connectTcp(target.address, target.port);

@@ -11,6 +11,7 @@ import type { LayerHandler } from './layer-handler.ts';
 import { startLayerServer } from './layer-server.ts';
 import { createListenerRequests } from './listeners.ts';
 import { createOutgoingRequests, type OutgoingDecider } from './outgoing.ts';
+import { createResolvedNames } from './resolved-names.ts';
 
 export interface ProxyOptions {
   agent: AgentClient;
@@ -35,12 +36,13 @@ export async function startProxy(options: ProxyOptions): Promise<Proxy> {
   // so that a later session can remove it if this one is killed before it cleans up.
   const dir = await mkdtemp(join(tmpdir(), `doppel-${process.pid}-`));
   const socketPath = join(dir, 'layer.sock');
-  const outgoing = createOutgoingRequests(options.agent, options.outgoing);
+  const names = createResolvedNames();
+  const outgoing = createOutgoingRequests(options.agent, options.outgoing, { names, notice: options.session.notice });
   const incoming = createIncomingRequests(options.agent, options.incoming, options.session);
   const { sweep, ...listeners } = createListenerRequests(incoming, options.incoming);
   const handler: LayerHandler = {
     ...createFileRequests(options.agent, options.fs),
-    ...createDnsRequests(options.agent, options.dns),
+    ...createDnsRequests(options.agent, options.dns, { names, rememberLocal: options.outgoing.filterNames !== undefined }),
     connect: outgoing.connect,
     ...listeners,
   };

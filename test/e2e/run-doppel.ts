@@ -16,6 +16,8 @@ export interface RunOptions {
   env?: NodeJS.ProcessEnv;
   cwd?: string;
   timeoutMs?: number;
+  /** A command that execs its arguments (so the PID stays the CLI's), put in front of bin/doppel. */
+  wrap?: string[];
 }
 
 const started: number[] = [];
@@ -24,7 +26,8 @@ const started: number[] = [];
 export const startedDoppels = (): readonly number[] => started;
 
 export function startDoppel(args: string[], options: RunOptions = {}): { child: ChildProcess; finished: Promise<Finished> } {
-  const child = spawn(doppelBin, args, { env: options.env ?? process.env, cwd: options.cwd, stdio: ['pipe', 'pipe', 'pipe'] });
+  const [command, ...rest] = [...(options.wrap ?? []), doppelBin, ...args];
+  const child = spawn(command!, rest, { env: options.env ?? process.env, cwd: options.cwd, stdio: ['pipe', 'pipe', 'pipe'] });
   if (child.pid !== undefined) started.push(child.pid);
   let stdout = '';
   let stderr = '';

@@ -81,6 +81,15 @@ test('the incoming answers encode as the layer reads them', () => {
   assert.equal(encodeAnswer(listen, { kind: 'error', code: 'EADDRINUSE' }).readInt32LE(4), -98);
 });
 
+test('a connect kept local may name the address to connect to instead', () => {
+  const connect = decodeRequest(Op.connect, Buffer.concat([Buffer.from([1, 0, 0, 0, 0, 0, 0, 0]), encodeAddr({ family: 4, address: '198.18.64.13', port: 5432 })]));
+  const instead = { family: 4 as const, address: '127.1.2.3', port: 5432 };
+  const answer = encodeAnswer(connect, { kind: 'local', address: instead });
+  assert.deepEqual([answer.readUInt32LE(0), answer.readInt32LE(4)], [ADDR_SIZE, 1]);
+  assert.deepEqual(decodeAddr(answer, 8), instead);
+  assert.equal(encodeAnswer(connect, { kind: 'local' }).readUInt32LE(0), 0);
+});
+
 test('addresses round-trip, and IPv4-mapped IPv6 means IPv4', () => {
   assert.deepEqual(decodeAddr(encodeAddr({ family: 4, address: '198.18.64.12', port: 6379 }), 0), { family: 4, address: '198.18.64.12', port: 6379 });
   assert.deepEqual(decodeAddr(encodeAddr({ family: 6, address: '::ffff:198.18.0.1', port: 80 }), 0), { family: 4, address: '198.18.0.1', port: 80 });

@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import process from 'node:process';
 import { alive } from '../support/process-alive.ts';
+import { startPostgres, type Postgres } from './postgres.ts';
 import { cleanupWorld, ip, netnsNames, run, runQuiet, sh } from './world-system.ts';
 
 export interface World {
@@ -41,6 +42,8 @@ export interface World {
     namespace: string;
     http: { name: string; shortName: string; address: string; port: number; body: string };
     redis: { name: string; shortName: string; address: string; port: number; key: string; value: string };
+    /** With the `postgres` option: a PostgreSQL server, queried here over its Unix socket. */
+    postgres?: { name: string; shortName: string; address: string; port: number; query(sql: string): string };
     /** A name only the pod's /etc/hosts knows. */
     hostsAlias: { name: string; address: string };
     /** The range only the pod reaches; the host has an unreachable route for it. */
@@ -57,6 +60,8 @@ export interface WorldOptions {
    * pods' firewalls have), so that tools which follow the namespace's backend have one to follow.
    */
   firewall?: 'legacy' | 'nft';
+  /** A real PostgreSQL among the services (db.<namespace>.svc.cluster.local:5432), trusting the pod's connections. */
+  postgres?: boolean;
 }
 
 /** The programs the world runs, and the Debian package of each: a missing one is named up front. */
@@ -79,12 +84,14 @@ export async function createWorld(options: WorldOptions = {}): Promise<World> {
   const svcNet = `198.18.${64 + index}`;
   const range = `${svcNet}.0/24`;
   const children: ChildProcess[] = [];
+  let postgres: Postgres | undefined;
   const stage = mkdtempSync(join(tmpdir(), `${name}-`));
 
   let destroyed: Promise<void> | undefined;
   const destroy = () => {
     destroyed ??= (async () => {
       process.off('exit', onExit);
+      await postgres?.stop();
       for (const child of children) child.kill('SIGKILL');
       await Promise.all(children.map((child) => (child.exitCode === null && child.signalCode === null ? new Promise((r) => child.once('exit', r)) : undefined)));
       await cleanupWorld(index, name);
@@ -93,6 +100,7 @@ export async function createWorld(options: WorldOptions = {}): Promise<World> {
     return destroyed;
   };
   const onExit = () => {
+    postgres?.killNow();
     for (const child of children) child.kill('SIGKILL');
     runQuiet('ip', ['netns', 'del', pod]);
     runQuiet('ip', ['netns', 'del', svc]);
@@ -114,7 +122,7 @@ export async function createWorld(options: WorldOptions = {}): Promise<World> {
     ip('-n', pod, 'link', 'add', podSvcIf, 'type', 'veth', 'peer', 'name', svcIf, 'netns', svc);
     ip('-n', pod, 'addr', 'add', `${svcNet}.1/24`, 'dev', podSvcIf);
     ip('-n', pod, 'link', 'set', podSvcIf, 'up');
-    for (const host of [2, 10, 11, 12]) ip('-n', svc, 'addr', 'add', `${svcNet}.${host}/24`, 'dev', svcIf);
+    for (const host of [2, 10, 11, 12, 13]) ip('-n', svc, 'addr', 'add', `${svcNet}.${host}/24`, 'dev', svcIf);
     ip('-n', svc, 'link', 'set', svcIf, 'up');
     ip('-n', svc, 'link', 'set', 'lo', 'up');
     ip('route', 'add', 'unreachable', range);
@@ -133,12 +141,14 @@ export async function createWorld(options: WorldOptions = {}): Promise<World> {
       hostsAlias: { name: 'pod-only-alias', address: `${svcNet}.11` },
       range,
     };
+    const db = { name: `db.${namespace}.svc.cluster.local`, shortName: 'db', address: `${svcNet}.13`, port: 5432 };
 
     children.push(
       spawnIn(svc, [
         'dnsmasq', '--no-daemon', '--no-resolv', '--no-hosts', '--conf-file=/dev/null', '--user=root',
         `--listen-address=${services.dnsServer}`, '--bind-interfaces', `--pid-file=${join(stage, 'dnsmasq.pid')}`,
         '--local=/cluster.local/', `--address=/${services.http.name}/${services.http.address}`, `--address=/${services.redis.name}/${services.redis.address}`,
+        ...(options.postgres ? [`--address=/${db.name}/${db.address}`] : []),
       ]),
       spawnIn(svc, ['redis-server', '--port', String(services.redis.port), '--bind', services.redis.address, '--save', '', '--appendonly', 'no', '--protected-mode', 'no', '--daemonize', 'no', '--dir', stage]),
       spawnIn(svc, [
@@ -199,6 +209,11 @@ export async function createWorld(options: WorldOptions = {}): Promise<World> {
     });
     await waitFor('the target\'s server', () => sh(`ip netns exec ${pod} ss -Hltn`).includes(`0.0.0.0:${targetHttp.port}`));
     run('ip', ['netns', 'exec', svc, 'redis-cli', '-h', services.redis.address, 'SET', services.redis.key, services.redis.value]);
+    if (options.postgres) {
+      // The pod reaches the services from its address on their link.
+      postgres = await startPostgres({ address: db.address, port: db.port, netns: svc, trust: `${svcNet}.1/32`, prefix: `${name}-` });
+      services.postgres = { ...db, query: postgres.query };
+    }
     // The staged copies were only the way in; from here the files exist in the target alone.
     rmSync(join(stage, 'root'), { recursive: true, force: true });
 

@@ -43,7 +43,7 @@ export async function runExec(command: string[], config: ResolvedConfig, progres
       agent,
       fs: createFsPolicy(config.feature.fs, { cwd, home: homedir(), tmpdir: tmpdir(), executable, targetMounts }),
       dns: createDnsPolicy(config.feature.network.dns),
-      outgoing: createOutgoingPolicy(config.feature.network.outgoing),
+      outgoing: createOutgoingPolicy(config.feature.network.outgoing, config.feature.network.dns),
       incoming: createIncomingPolicy(config.feature.network.incoming, config.agent),
       session: { owner: owner(command), notice: (text) => progress.warn(text), abort },
       wrapHandler: calls?.wrap,
