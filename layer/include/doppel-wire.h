@@ -8,6 +8,8 @@
 
 /* The layer finds the proxy's socket path here. */
 #define DP_ENV_SOCKET "DOPPEL_LAYER_SOCKET"
+/* The target's hostname (feature.hostname), which gethostname and uname report; unset keeps the local one. */
+#define DP_ENV_HOSTNAME "DOPPEL_HOSTNAME"
 
 /* Request: header, then `len` payload bytes. */
 struct dp_req_hdr {

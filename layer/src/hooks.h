@@ -11,6 +11,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/types.h>
+#include <sys/utsname.h>
 
 struct statx;
 
@@ -79,6 +80,8 @@ struct statx;
   X(gethostbyname2, struct hostent *, (const char *, int), 1) \
   X(gethostbyname_r, int, (const char *, struct hostent *, char *, size_t, struct hostent **, int *), 1) \
   X(gethostbyname2_r, int, (const char *, int, struct hostent *, char *, size_t, struct hostent **, int *), 1) \
+  X(gethostname, int, (char *, size_t), 1) \
+  X(uname, int, (struct utsname *), 1) \
   X(connect, int, (int, const struct sockaddr *, socklen_t), 1) \
   X(getpeername, int, (int, struct sockaddr *, socklen_t *), 1) \
   X(getsockname, int, (int, struct sockaddr *, socklen_t *), 1) \

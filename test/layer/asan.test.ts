@@ -35,6 +35,7 @@ describe('the layer under AddressSanitizer', needsRoot('the sanitizer run'), () 
     ['ls (opendir, readdir, statx)', ['ls', '/srv/app/data'], (w) => `${w.target.dir.entries.join('\n')}\n`],
     ['getent (getaddrinfo, gethostbyname2)', ['sh', '-c', 'getent ahostsv4 redis.data | head -1 | cut -d" " -f1; getent hosts api | cut -d" " -f1'], (w) => `${w.services.redis.address}\n${w.services.http.address}\n`],
     ['python3 (connect, getpeername)', ['python3', '-c', 'import socket,sys; s=socket.create_connection(("api",8080)); s.sendall(b"GET / HTTP/1.0\\r\\n\\r\\n"); d=s.recv(4096); print(s.getpeername()[0]); sys.stdout.write(d.split(b"\\r\\n\\r\\n",1)[1].decode())'], (w) => `${w.services.http.address}\n${w.services.http.body}`],
+    ['hostname and uname -n (gethostname, uname)', ['sh', '-c', 'hostname; uname -n'], (w) => `${w.target.hostname}\n${w.target.hostname}\n`],
     ['readlink and realpath', ['sh', '-c', 'readlink /srv/app/current; realpath /srv/app/current/feature-flags'], () => '/srv/app/config\n/srv/app/config/feature-flags\n'],
   ];
   const sanitizerReport = /ERROR: AddressSanitizer|runtime error:/;

@@ -22,6 +22,8 @@ export interface World {
     dir: { path: string; entries: string[] };
     /** A symlink inside the target and the file it points to. */
     link: { path: string; target: string };
+    /** Its hostname: its own UTS namespace's, and its /etc/hostname (as a pod's). */
+    hostname: string;
     /** A 4 KiB file for benchmarks. */
     benchFile: string;
     /** The pod's address on the link to the host. */
@@ -166,7 +168,7 @@ export async function createWorld(options: WorldOptions = {}): Promise<World> {
       ], { BODY: targetHttp.body, LOG: targetHttp.log }),
     );
 
-    // The target: its own mount namespace with tmpfs over /srv and /opt and its own resolv.conf and hosts.
+    // The target: its own mount and UTS namespaces with tmpfs over /srv and /opt and its own resolv.conf, hosts and hostname.
     const secret = randomBytes(8).toString('hex');
     const env = { PATH: '/usr/local/bin:/usr/bin:/bin', HOME: '/root', DOPPEL_TEST_SECRET: secret, POD_NAME: `api-${index}`, SERVICE_URL: `http://${services.http.name}:${services.http.port}/` };
     const files: Record<string, string> = {
@@ -185,6 +187,8 @@ export async function createWorld(options: WorldOptions = {}): Promise<World> {
     }
     writeFileSync(join(stage, 'root', 'srv', 'bench-4k.bin'), randomBytes(4096));
     writeFileSync(join(stage, 'resolv.conf'), `nameserver ${services.dnsServer}\nsearch ${namespace}.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5 timeout:1 attempts:2\n`);
+    const hostname = `api-${index}-${randomBytes(3).toString('hex')}`;
+    writeFileSync(join(stage, 'hostname'), `${hostname}\n`);
     writeFileSync(join(stage, 'hosts'), `127.0.0.1 localhost\n::1 localhost\n${services.hostsAlias.address} ${services.hostsAlias.name}\n`);
     const setup = [
       'set -e',
@@ -194,12 +198,14 @@ export async function createWorld(options: WorldOptions = {}): Promise<World> {
       `cp -a ${stage}/root/opt/. /opt/`,
       'ln -s /srv/app/config /srv/app/current',
       'mkdir /srv/.etc',
-      `cp ${stage}/resolv.conf ${stage}/hosts /srv/.etc/`,
+      `cp ${stage}/resolv.conf ${stage}/hosts ${stage}/hostname /srv/.etc/`,
       'mount --bind /srv/.etc/resolv.conf /etc/resolv.conf',
       'mount --bind /srv/.etc/hosts /etc/hosts',
+      'mount --bind /srv/.etc/hostname /etc/hostname',
+      `hostname ${hostname}`,
       `exec env -i ${Object.entries(env).map(([k, v]) => `${k}='${v}'`).join(' ')} sleep infinity`,
     ].join('\n');
-    const target = spawn('ip', ['netns', 'exec', pod, 'unshare', '--mount', '--propagation', 'private', 'sh', '-c', setup], { stdio: ['ignore', 'ignore', 'inherit'] });
+    const target = spawn('ip', ['netns', 'exec', pod, 'unshare', '--mount', '--uts', '--propagation', 'private', 'sh', '-c', setup], { stdio: ['ignore', 'ignore', 'inherit'] });
     children.push(target);
     const pid = target.pid!;
     await waitFor(`the target ${pid}`, () => runQuiet('grep', ['-qz', `DOPPEL_TEST_SECRET=${secret}`, `/proc/${pid}/environ`]));
@@ -225,6 +231,7 @@ export async function createWorld(options: WorldOptions = {}): Promise<World> {
         files,
         dir: { path: '/srv/app/data', entries: ['a.txt', 'b.txt', 'c.txt'] },
         link: { path: '/srv/app/current/feature-flags', target: '/srv/app/config/feature-flags' },
+        hostname,
         benchFile: '/srv/bench-4k.bin',
         address: `${link}.2`,
         hostAddress: `${link}.1`,

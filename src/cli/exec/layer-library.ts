@@ -17,12 +17,14 @@ export function findLayer(): string {
   return layerPath;
 }
 
-export function layerEnvironment(layer: string, socketPath: string, existingPreload: string | undefined): Record<string, string> {
+/** `hostname`: the target's, for the layer's gethostname and uname (feature.hostname); absent keeps the local one. */
+export function layerEnvironment(layer: string, socketPath: string, existingPreload: string | undefined, hostname?: string): Record<string, string> {
   const preload = (existingPreload ?? '').split(/[: ]/).filter((entry) => entry !== '' && entry !== layer);
   return {
     LD_PRELOAD: [...preload, layer].join(':'),
     DOPPEL_LAYER_SOCKET: socketPath,
     // libuv would hand file I/O to io_uring, which no preloaded library can see.
     UV_USE_IO_URING: '0',
+    ...(hostname === undefined ? {} : { DOPPEL_HOSTNAME: hostname }),
   };
 }

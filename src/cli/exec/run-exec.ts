@@ -16,6 +16,7 @@ import { findLayer, layerEnvironment } from './layer-library.ts';
 import { trace, tracing } from '../../trace.ts';
 import { createCallTracer } from './call-trace.ts';
 import { runProgram } from './run-program.ts';
+import { targetHostname } from './target-hostname.ts';
 import { openSession, type Session } from './session.ts';
 import { isStaticElf, whichSync } from './static-binary.ts';
 
@@ -35,6 +36,7 @@ export async function runExec(command: string[], config: ResolvedConfig, progres
     trace('handshake done');
     const agent = session.agent;
     const remoteEnv = config.feature.env.enabled && platform.hasTargetProcess ? await progress.step('reading the target\'s environment', () => agent.env()) : {};
+    const hostname = config.feature.hostname && platform.hasTargetProcess ? await targetHostname(agent) : undefined;
     trace('environment fetched');
     const cwd = process.cwd();
     const executable = whichSync(command[0] ?? '', process.env.PATH, existsSync);
@@ -55,7 +57,7 @@ export async function runExec(command: string[], config: ResolvedConfig, progres
 
     const env = {
       ...mergeEnvironment({ local: process.env, remote: remoteEnv, config: config.feature.env }),
-      ...layerEnvironment(layer, proxy.socketPath, process.env.LD_PRELOAD),
+      ...layerEnvironment(layer, proxy.socketPath, process.env.LD_PRELOAD, hostname),
     };
     const program = runProgram(command, env, calls && (() => trace('program: first byte of output')));
     trace('program spawned');

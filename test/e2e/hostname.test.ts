@@ -1,0 +1,58 @@
+// feature.hostname end to end: programs under bin/doppel see the target's hostname through gethostname and uname.
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { hostname, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, afterEach, before, describe, test } from 'node:test';
+import { needsRoot } from '../support/root.ts';
+import { createWorld, type World } from '../world/world.ts';
+import { leftoversAfter } from './leftovers.ts';
+import { execIn, type Finished } from './run-doppel.ts';
+
+const gate = needsRoot('feature.hostname against a process target');
+
+function ok(result: Finished): string {
+  assert.equal(result.status, 0, `doppel exited ${result.status}${result.signal ? ` (${result.signal})` : ''}\nstdout: ${result.stdout}\nstderr: ${result.stderr}`);
+  return result.stdout;
+}
+
+/** One line per way of asking: hostname(1), uname -n, python's gethostname and platform.node, node's os.hostname, and a child whose environment was emptied. */
+const askAll = [
+  'hostname',
+  'uname -n',
+  `python3 -c 'import socket, platform; print(socket.gethostname()); print(platform.node())'`,
+  `node -e 'console.log(require("os").hostname())'`,
+  'env -i /bin/hostname',
+].join(' && ');
+
+describe('feature.hostname', gate, () => {
+  let world: World;
+  let dir: string;
+  const pid = () => world.target.pid;
+
+  before(async () => {
+    world = await createWorld();
+    dir = mkdtempSync(join(tmpdir(), `${world.name}-hostname-`));
+  });
+  after(async () => {
+    await world?.destroy();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+  afterEach(async () => {
+    if (!world) return;
+    assert.deepEqual(await leftoversAfter(pid()), { agents: [], dirs: [] }, 'a session left an agent process or a socket directory behind');
+  });
+
+  test('hostname, uname, python3 and node say the target\'s hostname (the default)', async () => {
+    assert.notEqual(world.target.hostname, hostname());
+    const out = ok(await execIn(pid(), ['sh', '-c', askAll]));
+    assert.deepEqual(out.trim().split('\n'), Array(6).fill(world.target.hostname));
+  });
+
+  test('with hostname: false they say the local one', async () => {
+    const config = join(dir, 'no-hostname.json');
+    writeFileSync(config, JSON.stringify({ feature: { hostname: false } }));
+    const out = ok(await execIn(pid(), ['sh', '-c', askAll], { flags: ['-f', config] }));
+    assert.deepEqual(out.trim().split('\n'), Array(6).fill(hostname()));
+  });
+});
