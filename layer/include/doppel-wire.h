@@ -27,6 +27,9 @@ enum dp_status {
   DP_OK = 0,    /* done remotely; payload holds the result */
   DP_LOCAL = 1, /* do the call locally; a non-empty payload is a NUL-terminated path to use instead,
                  * or for DP_OP_CONNECT a struct dp_addr to connect to instead */
+  /* DP_OP_OPEN only: a file opened for writing on the target (write mode). Payload: struct dp_open_write, then
+   * struct dp_stat and the file's bytes as for DP_OK. Its content goes back with DP_OP_WRITEBACK. */
+  DP_WRITABLE = 2,
 };
 
 enum dp_op {
@@ -61,6 +64,23 @@ enum dp_op {
   /* A subscribed socket's descriptor was closed (others may still hold it).  payload: struct dp_unlisten_req.
    * DP_OK payload: empty. */
   DP_OP_UNLISTEN = 12,
+  /* Write mode (40-59). A written file's content goes back to the target: payload struct dp_writeback_req.
+   * DP_OK payload: struct dp_writeback_resp; then the content from `from` to its end in DP_OP_WRITEBACK_DATA pieces. */
+  DP_OP_WRITEBACK = 40,
+  /* payload: struct dp_writeback_data, then at most DP_WRITEBACK_CHUNK bytes.  DP_OK payload: empty; the piece
+   * flagged DP_WRITEBACK_LAST (maybe empty) is answered once the target has it all, or with its errno. */
+  DP_OP_WRITEBACK_DATA = 41,
+  /* payload: uint32 mode, path NUL.  DP_OK payload: empty. */
+  DP_OP_MKDIR = 42,
+  /* payload: path NUL.  DP_OK payload: empty. */
+  DP_OP_RMDIR = 43,
+  DP_OP_UNLINK = 44,
+  /* payload: uint32 flags (DP_RENAME_NOREPLACE), from NUL, to NUL.  DP_LOCAL: a non-empty payload is from NUL to NUL. */
+  DP_OP_RENAME = 45,
+  /* payload: uint32 mode, uint32 flags (DP_CHMOD_NOFOLLOW), path NUL.  DP_OK payload: empty. */
+  DP_OP_CHMOD = 46,
+  /* fchmod of a written file.  payload: struct dp_fchmod_req.  DP_OK payload: empty. */
+  DP_OP_FCHMOD = 47,
 };
 
 #define DP_STAT_NOFOLLOW 1u
@@ -139,6 +159,40 @@ struct dp_unlisten_req {
   uint32_t port; /* the requested port */
   uint32_t reserved;
   uint64_t inode;
+};
+
+struct dp_open_write {
+  uint64_t handle; /* names the file in write-backs */
+  uint64_t reserved;
+};
+
+struct dp_writeback_req {
+  uint64_t handle;
+  uint64_t size; /* the content's size now */
+};
+
+struct dp_writeback_resp {
+  uint64_t from;  /* send the content from this offset (an append sends only what was added) */
+  uint64_t token; /* names this write-back in its pieces */
+};
+
+#define DP_WRITEBACK_LAST 1u
+#define DP_WRITEBACK_CHUNK (60u * 1024u)
+
+struct dp_writeback_data {
+  uint64_t token;
+  uint64_t offset;
+  uint32_t flags; /* DP_WRITEBACK_LAST */
+  uint32_t reserved;
+};
+
+#define DP_RENAME_NOREPLACE 1u
+#define DP_CHMOD_NOFOLLOW 1u
+
+struct dp_fchmod_req {
+  uint64_t handle;
+  uint32_t mode;
+  uint32_t reserved;
 };
 
 #endif

@@ -66,7 +66,7 @@ static int open_at(int dirfd, const char *path, int flags, mode_t mode) {
     errno = -status;
     fd = -1;
   } else {
-    fd = materialize(path, reply, len, flags);
+    fd = status == DP_WRITABLE ? dp_written_open(reply, len, flags) : materialize(path, reply, len, flags);
   }
   int saved = errno;
   dp_free(reply);
@@ -135,7 +135,7 @@ static FILE *fopen_hook(const char *path, const char *mode, FILE *(*real)(const 
   } else if (status < 0) {
     errno = -status;
   } else {
-    int fd = materialize(path, reply, len, flags);
+    int fd = status == DP_WRITABLE ? dp_written_open(reply, len, flags) : materialize(path, reply, len, flags);
     if (fd >= 0 && (file = fdopen(fd, mode)) == NULL) {
       int saved = errno;
       dp_fd_forget(fd);
@@ -156,10 +156,15 @@ FILE *fopen64(const char *path, const char *mode) { dp_init(); return fopen_hook
 int dp_close(int fd, int raw) {
   /* The layer's own proxy connection survives a program that closes every descriptor. */
   if (dp_is_own_fd(fd)) return 0;
+  int written = dp_written_release(fd);
   struct dp_fdinfo info;
   int listener = dp_fd_take(fd, &info) && info.subscribed;
   int r = raw ? (int)real_syscall(SYS_close, (long)fd) : real_close(fd);
   if (listener) dp_unlisten(&info);
+  if (r == 0 && written < 0) {
+    errno = -written;
+    r = -1;
+  }
   return r;
 }
 
@@ -177,6 +182,7 @@ int dup(int fd) {
 
 int dup2(int fd, int to) {
   dp_init();
+  if (fd != to) dp_written_release(to);
   int r = real_dup2(fd, to);
   if (r >= 0 && fd != to) dp_fd_copy(fd, to);
   return r;
@@ -184,6 +190,7 @@ int dup2(int fd, int to) {
 
 int dup3(int fd, int to, int flags) {
   dp_init();
+  dp_written_release(to);
   int r = real_dup3(fd, to, flags);
   if (r >= 0) dp_fd_copy(fd, to);
   return r;

@@ -35,6 +35,19 @@ struct statx;
   X(dup3, int, (int, int, int), 1) \
   X(fcntl, int, (int, int, ...), 1) \
   X(fcntl64, int, (int, int, ...), 0) \
+  X(fsync, int, (int), 1) \
+  X(fdatasync, int, (int), 1) \
+  X(mkdir, int, (const char *, mode_t), 1) \
+  X(mkdirat, int, (int, const char *, mode_t), 1) \
+  X(rmdir, int, (const char *), 1) \
+  X(unlink, int, (const char *), 1) \
+  X(unlinkat, int, (int, const char *, int), 1) \
+  X(rename, int, (const char *, const char *), 1) \
+  X(renameat, int, (int, const char *, int, const char *), 1) \
+  X(renameat2, int, (int, const char *, int, const char *, unsigned int), 0) \
+  X(chmod, int, (const char *, mode_t), 1) \
+  X(fchmod, int, (int, mode_t), 1) \
+  X(fchmodat, int, (int, const char *, mode_t, int), 1) \
   X(stat, int, (const char *, struct stat *), 0) \
   X(stat64, int, (const char *, struct stat64 *), 0) \
   X(lstat, int, (const char *, struct stat *), 0) \

@@ -48,6 +48,8 @@ struct dp_fdinfo {
   uint32_t requested_port;
   int subscribed;
   uint64_t inode;
+  /* A file written on the target (write mode): the proxy's handle for its write-backs; 0 for any other. */
+  uint64_t handle;
 };
 void dp_fd_set(int fd, const struct dp_fdinfo *info);
 int dp_fd_get(int fd, struct dp_fdinfo *out);
@@ -65,6 +67,11 @@ void dp_copy_out(const struct sockaddr_storage *src, socklen_t src_len, struct s
 /* close() and syscall(SYS_close): protects the layer's own fds, forgets the fd, and tells the proxy about a
  * subscribed listener's descriptor going away. */
 int dp_close(int fd, int raw);
+/* A DP_WRITABLE answer to DP_OP_OPEN as a descriptor with the program's flags (write.c). */
+int dp_written_open(const char *reply, uint32_t len, int flags);
+/* fd is going away (close, dup2 onto it): a written file that no other descriptor of this process holds goes back
+ * to the target first. 0, or the target's -errno, which close returns. */
+int dp_written_release(int fd);
 /* Tells the proxy that a subscribed listener's descriptor went away; errno is kept. */
 void dp_unlisten(const struct dp_fdinfo *info);
 

@@ -141,7 +141,7 @@ export async function resolveInRoot(root: string, path: string, followLast: bool
   return { host: resolved.length === 0 ? `${root}/` : `${root}${inside}`, inside };
 }
 
-function toStat(s: BigIntStats): Stat {
+export function toStat(s: BigIntStats): Stat {
   return {
     dev: Number(s.dev),
     ino: Number(s.ino),

@@ -4,6 +4,7 @@ import { RemoteError } from '../protocol/errors.ts';
 import type { Operation, Operations } from '../protocol/messages.ts';
 import { createDns } from './dns.ts';
 import { readEnvironment } from './env.ts';
+import { createFileWrites, readCredentials, type Credentials } from './file-writes.ts';
 import { createFiles } from './files.ts';
 import type { Incoming } from './incoming.ts';
 import type { Log } from './log.ts';
@@ -13,6 +14,9 @@ import { createOutgoing } from './outgoing.ts';
 export function createRequestHandler(pid: number, log: Log, incoming?: Incoming): RequestHandler {
   const root = `/proc/${pid}/root`;
   const files = createFiles(root);
+  // Read once: a process's user and umask rarely change, and every write checks them.
+  let credentials: Promise<Credentials> | undefined;
+  const writes = createFileWrites(root, () => (credentials ??= readCredentials(pid)));
   const lookup = createDns(root);
   const tcpConnect = createOutgoing(log);
   const noIncoming = (): never => {
@@ -28,6 +32,13 @@ export function createRequestHandler(pid: number, log: Log, incoming?: Incoming)
     'fs.readlink': (args) => files.readlink(args),
     'fs.access': (args) => files.access(args),
     'fs.realpath': (args) => files.realpath(args),
+    'fs.open': (args, connection) => writes.open(args, connection),
+    'fs.write': (args, connection) => writes.write(args, connection),
+    'fs.mkdir': (args) => writes.mkdir(args),
+    'fs.rmdir': (args) => writes.rmdir(args),
+    'fs.unlink': (args) => writes.unlink(args),
+    'fs.rename': (args) => writes.rename(args),
+    'fs.chmod': (args) => writes.chmod(args),
     'dns.lookup': (args) => lookup(args),
     'tcp.connect': (args, connection) => tcpConnect(args, connection),
     'incoming.subscribe': (args, connection) => (incoming ?? noIncoming()).subscribe(args, connection),

@@ -3,7 +3,7 @@ import { decode, encode } from '@msgpack/msgpack';
 import { ProtocolError } from './errors.ts';
 
 /** Bumped when an operation or field is added; a peer must speak at least MIN_PEER_VERSION. */
-export const PROTOCOL_VERSION = 4;
+export const PROTOCOL_VERSION = 5;
 /**
  * Version 1 peers are still served: the keepalive is the `ping` request every version answers, and a client
  * facing a version 1 agent fetches files with `fs.read` pieces instead of `fs.fetch`. Agents ship apart from the
@@ -80,6 +80,23 @@ export interface Operations {
    * ("bob@laptop (...) took it over with on_concurrent_steal: override").
    */
   'incoming.revoked': { args: { port: number; why: string }; result: Record<string, never> };
+  /**
+   * open(2) on the target with the program's `flags` (access mode, O_CREAT, O_EXCL, O_TRUNC, O_APPEND) and `mode`,
+   * checked against the target process's user and groups; the file's stat, then its content (none when truncated or
+   * created) as data on `channel`, which then ends. The file is not kept open: its content comes back by `fs.write`.
+   */
+  'fs.open': { args: { path: string; flags: number; mode: number; channel: number }; result: { stat: Stat } };
+  /**
+   * The bytes that arrive on `channel` (opened by the client) written into the existing file at `path`: at `offset`
+   * and then truncated there (replace), or at its end (append).
+   */
+  'fs.write': { args: { path: string; channel: number; offset: number; append: boolean }; result: { stat: Stat } };
+  'fs.mkdir': { args: { path: string; mode: number }; result: Record<string, never> };
+  'fs.rmdir': { args: { path: string }; result: Record<string, never> };
+  'fs.unlink': { args: { path: string }; result: Record<string, never> };
+  /** `noReplace`: renameat2's RENAME_NOREPLACE, EEXIST when `to` exists. */
+  'fs.rename': { args: { from: string; to: string; noReplace: boolean }; result: Record<string, never> };
+  'fs.chmod': { args: { path: string; mode: number; follow: boolean }; result: Record<string, never> };
 }
 
 export type IncomingMode = 'steal' | 'mirror';
@@ -122,6 +139,13 @@ export const operationSince: Record<Operation, number> = {
   'incoming.unsubscribe': 3,
   'incoming.accepted': 3,
   'incoming.revoked': 4,
+  'fs.open': 5,
+  'fs.write': 5,
+  'fs.mkdir': 5,
+  'fs.rmdir': 5,
+  'fs.unlink': 5,
+  'fs.rename': 5,
+  'fs.chmod': 5,
 };
 
 export function isOperation(op: string): op is Operation {

@@ -4,7 +4,7 @@ import { readFileSync } from 'node:fs';
 import { Connection, DEFAULT_REQUEST_TIMEOUT_MS, type ConnectionOptions, type RequestHandler } from '../protocol/connection.ts';
 import { RemoteError } from '../protocol/errors.ts';
 import type { Operations, SocketAddress } from '../protocol/messages.ts';
-import { fetchFile, type FetchedFile } from './fetch-file.ts';
+import { fetchFile, openForWrite, writeFile, type FetchedFile } from './fetch-file.ts';
 import type { DirEntry, RemoteStat } from './layer-handler.ts';
 
 const { version } = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
@@ -19,6 +19,15 @@ export interface AgentClient {
   readlink(path: string): Promise<string>;
   access(path: string, mode: number): Promise<void>;
   realpath(path: string): Promise<string>;
+  /** Opens (maybe creates or truncates) a file on the target for writing: its stat, and its content unless new or truncated. */
+  openForWrite(path: string, flags: number, mode: number): Promise<FetchedFile>;
+  /** Writes `data` into the target's file at `offset`, truncating it there, or at its end (`append`). */
+  writeBack(path: string, data: Uint8Array, offset: number, append: boolean): Promise<void>;
+  mkdir(path: string, mode: number): Promise<void>;
+  rmdir(path: string): Promise<void>;
+  unlink(path: string): Promise<void>;
+  rename(from: string, to: string, noReplace: boolean): Promise<void>;
+  chmod(path: string, mode: number, follow: boolean): Promise<void>;
   lookup(name: string, family: 0 | 4 | 6): Promise<Operations['dns.lookup']['result']>;
   connectTcp(host: string, port: number): Promise<{ stream: Duplex; localAddress: string; localPort: number }>;
   /** Connections to the target's port come to us (steal) or are copied to us (mirror), through `serveIncoming`'s handler. */
@@ -70,6 +79,23 @@ export async function connectAgent(stream: Duplex, options: AgentClientOptions):
       await connection.request('fs.access', { path, mode });
     },
     realpath: async (path) => (await connection.request('fs.realpath', { path })).path,
+    openForWrite: (path, flags, mode) => openForWrite(connection, path, flags, mode, communicationTimeoutMs),
+    writeBack: (path, data, offset, append) => writeFile(connection, path, data, offset, append),
+    async mkdir(path, mode) {
+      await connection.request('fs.mkdir', { path, mode });
+    },
+    async rmdir(path) {
+      await connection.request('fs.rmdir', { path });
+    },
+    async unlink(path) {
+      await connection.request('fs.unlink', { path });
+    },
+    async rename(from, to, noReplace) {
+      await connection.request('fs.rename', { from, to, noReplace });
+    },
+    async chmod(path, mode, follow) {
+      await connection.request('fs.chmod', { path, mode, follow });
+    },
     lookup: (name, family) => connection.request('dns.lookup', { name, family }),
     async connectTcp(host, port) {
       const channel = connection.openChannel();

@@ -17,8 +17,33 @@ const READ_PIECE = 4 * 1024 * 1024;
 /** Fails with E_PROTOCOL_TIMEOUT when the answer, or the content, stops coming for `idleTimeoutMs`. */
 export async function fetchFile(connection: Connection, path: string, idleTimeoutMs: number): Promise<FetchedFile> {
   if (!connection.supports('fs.fetch')) return readInPieces(connection, path);
+  return receive(connection, path, idleTimeoutMs, (channel) => connection.request('fs.fetch', { path, channel }));
+}
+
+/** A file opened on the target for writing (`fs.open`): its stat, and its content unless it was created or truncated. */
+export function openForWrite(connection: Connection, path: string, flags: number, mode: number, idleTimeoutMs: number): Promise<FetchedFile> {
+  return receive(connection, path, idleTimeoutMs, (channel) => connection.request('fs.open', { path, flags, mode, channel }));
+}
+
+/** Writes `data` back into the target's file (`fs.write`) on a channel of its own. */
+export async function writeFile(connection: Connection, path: string, data: Uint8Array, offset: number, append: boolean): Promise<void> {
   const channel = connection.openChannel();
-  const answer = connection.request('fs.fetch', { path, channel: channel.id });
+  const answer = connection.request('fs.write', { path, channel: channel.id, offset, append });
+  // After the request, which the agent attaches the channel on; the channel's credit paces the bytes. The agent ends
+  // its side once it has them all.
+  channel.end(data);
+  channel.resume();
+  try {
+    await answer;
+  } catch (error) {
+    channel.destroy();
+    throw error;
+  }
+}
+
+async function receive(connection: Connection, path: string, idleTimeoutMs: number, ask: (channel: number) => Promise<{ stat: Stat }>): Promise<FetchedFile> {
+  const channel = connection.openChannel();
+  const answer = ask(channel.id);
   // Only after the request: the agent attaches the channel when the request arrives, and ignores frames for channels it does not know.
   channel.widen(FETCH_WINDOW - INITIAL_WINDOW);
   channel.end();

@@ -16,20 +16,27 @@ const S_IFDIR = 0o040000;
 
 type FileRequests = Pick<LayerHandler, 'open' | 'stat' | 'access' | 'readlink' | 'listdir' | 'realpath'>;
 
-export function createFileRequests(agent: AgentClient, policy: FsDecider): FileRequests {
-  function route<T>(path: string, write: boolean, work: (remotePath: string) => Promise<Answer<T>>): Promise<Answer<T>> {
-    const decision = policy.decide(path, { write });
-    if (decision.action === 'local') return Promise.resolve(decision.path === path ? { kind: 'local' } : { kind: 'local', path: decision.path });
-    if (decision.action === 'not_found') return Promise.resolve({ kind: 'error', code: 'ENOENT' });
-    return work(decision.path);
-  }
+/** Applies the policy's decision: local (maybe on a rewritten path), ENOENT, or `work` on the target's path. */
+export function routePath<T>(policy: FsDecider, path: string, write: boolean, work: (remotePath: string) => Promise<Answer<T>>): Promise<Answer<T>> {
+  const decision = policy.decide(path, { write });
+  if (decision.action === 'local') return Promise.resolve(decision.path === path ? { kind: 'local' } : { kind: 'local', path: decision.path });
+  if (decision.action === 'not_found') return Promise.resolve({ kind: 'error', code: 'ENOENT' });
+  return work(decision.path);
+}
+
+/** Whether open(2) flags can change the file. */
+export const opensForWrite = (flags: number) => (flags & O_ACCMODE) !== O_RDONLY || (flags & (O_CREAT | O_TRUNC | O_APPEND)) !== 0;
+
+/** `openForWrite` serves the opens that write to the target (src/proxy/file-writes.ts). */
+export function createFileRequests(agent: AgentClient, policy: FsDecider, openForWrite: LayerHandler['open']): FileRequests {
+  const route = <T>(path: string, write: boolean, work: (remotePath: string) => Promise<Answer<T>>) => routePath(policy, path, write, work);
 
   return {
-    open(path, flags) {
-      const write = (flags & O_ACCMODE) !== O_RDONLY || (flags & (O_CREAT | O_TRUNC | O_APPEND)) !== 0;
+    open(path, flags, mode) {
+      const write = opensForWrite(flags);
       return route(path, write, async (remotePath) => {
-        // Remote files arrive whole and are read locally from then on; writing them back is not supported yet.
-        if (write) return { kind: 'error', code: 'EROFS' };
+        // Remote files arrive whole and are read locally from then on; written ones go back on fsync and the last close.
+        if (write) return openForWrite(remotePath, flags, mode);
         return remote(async () => {
           const file = await agent.fetch(remotePath);
           if ((file.stat.mode & S_IFMT) === S_IFDIR) throw Object.assign(new Error('is a directory'), { code: 'EISDIR' });

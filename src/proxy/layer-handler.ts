@@ -36,7 +36,8 @@ export interface ListeningSocket {
 }
 
 export interface LayerHandler {
-  open(path: string, flags: number, mode: number): Promise<Answer<{ stat: RemoteStat; data: Uint8Array }>>;
+  /** A remote file's stat and content for the layer's memfd; `handle` when it was opened for writing (write mode). */
+  open(path: string, flags: number, mode: number): Promise<Answer<{ stat: RemoteStat; data: Uint8Array; handle?: number }>>;
   stat(path: string, follow: boolean): Promise<Answer<RemoteStat>>;
   access(path: string, mode: number): Promise<Answer<void>>;
   readlink(path: string): Promise<Answer<string>>;
@@ -55,4 +56,15 @@ export interface LayerHandler {
   peerOf(peer: SockAddr, listenerPort: number): Promise<Answer<{ peer: SockAddr; local: SockAddr }>>;
   /** A descriptor of the subscribed socket bound for `port` was closed; other descriptors may still hold the socket. */
   unlisten(port: number, inode: bigint): Promise<Answer<void>>;
+  /** The written file `handle` goes back to the target, now `size` bytes: send its content from `from` under `token`. */
+  writeback(handle: number, size: number): Promise<Answer<{ from: number; token: number }>>;
+  /** A piece of write-back `token` at `offset`; the `last` one is answered once the target has it all (or its errno). */
+  writebackData(token: number, offset: number, data: Buffer, last: boolean): Promise<Answer<void>>;
+  mkdir(path: string, mode: number): Promise<Answer<void>>;
+  rmdir(path: string): Promise<Answer<void>>;
+  unlink(path: string): Promise<Answer<void>>;
+  /** Local answers with rewritten paths carry them as `from\0to`. */
+  rename(from: string, to: string, noReplace: boolean): Promise<Answer<void>>;
+  chmod(path: string, mode: number, follow: boolean): Promise<Answer<void>>;
+  fchmod(handle: number, mode: number): Promise<Answer<void>>;
 }

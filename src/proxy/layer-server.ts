@@ -102,5 +102,21 @@ function call(handler: LayerHandler, request: LayerRequest): Promise<Answer<unkn
       return handler.peerOf(request.peer, request.listenerPort);
     case 'unlisten':
       return handler.unlisten(request.port, request.inode);
+    case 'writeback':
+      return handler.writeback(request.handle, request.size);
+    case 'writebackData':
+      return handler.writebackData(request.token, request.offset, request.data, request.last);
+    case 'mkdir':
+      return handler.mkdir(request.path, request.mode);
+    case 'rmdir':
+      return handler.rmdir(request.path);
+    case 'unlink':
+      return handler.unlink(request.path);
+    case 'rename':
+      return handler.rename(request.from, request.to, request.noReplace);
+    case 'chmod':
+      return handler.chmod(request.path, request.mode, request.follow);
+    case 'fchmod':
+      return handler.fchmod(request.handle, request.mode);
   }
 }

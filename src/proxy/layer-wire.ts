@@ -17,12 +17,24 @@ export const LISTEN_REQ_SIZE = 2 * ADDR_SIZE + 16;
 export const PEER_OF_REQ_SIZE = ADDR_SIZE + 8;
 export const PEER_OF_RESP_SIZE = 2 * ADDR_SIZE;
 export const UNLISTEN_REQ_SIZE = 16;
+export const OPEN_WRITE_SIZE = 16;
+export const WRITEBACK_REQ_SIZE = 16;
+export const WRITEBACK_RESP_SIZE = 16;
+export const WRITEBACK_DATA_SIZE = 24;
+/** The most file content one DP_OP_WRITEBACK_DATA request carries. */
+export const WRITEBACK_CHUNK = 60 * 1024;
+export const FCHMOD_REQ_SIZE = 16;
 /** A request larger than this is not from our layer. */
 export const MAX_REQUEST = 64 * 1024;
 
-export const Op = { open: 1, stat: 2, access: 3, readlink: 4, listdir: 5, realpath: 6, getaddrinfo: 7, connect: 8, bind: 9, listen: 10, peerOf: 11, unlisten: 12 } as const;
+export const Op = { open: 1, stat: 2, access: 3, readlink: 4, listdir: 5, realpath: 6, getaddrinfo: 7, connect: 8, bind: 9, listen: 10, peerOf: 11, unlisten: 12,
+  writeback: 40, writebackData: 41, mkdir: 42, rmdir: 43, unlink: 44, rename: 45, chmod: 46, fchmod: 47 } as const;
 const STATUS_OK = 0;
 const STATUS_LOCAL = 1;
+const STATUS_WRITABLE = 2;
+export const WRITEBACK_LAST = 1;
+export const RENAME_NOREPLACE = 1;
+export const CHMOD_NOFOLLOW = 1;
 export const STAT_NOFOLLOW = 1;
 export const BIND_FALLBACK = 1;
 export const LISTEN_V6ONLY = 1;
@@ -46,9 +58,19 @@ export type LayerRequest =
   | { op: 'bind'; socktype: number; requested: SockAddr }
   | { op: 'listen'; requested: SockAddr; local: SockAddr; socket: ListeningSocket }
   | { op: 'peerOf'; peer: SockAddr; listenerPort: number }
-  | { op: 'unlisten'; port: number; inode: bigint };
+  | { op: 'unlisten'; port: number; inode: bigint }
+  | { op: 'writeback'; handle: number; size: number }
+  | { op: 'writebackData'; token: number; offset: number; last: boolean; data: Buffer }
+  | { op: 'mkdir'; mode: number; path: string }
+  | { op: 'rmdir' | 'unlink'; path: string }
+  | { op: 'rename'; noReplace: boolean; from: string; to: string }
+  | { op: 'chmod'; mode: number; follow: boolean; path: string }
+  | { op: 'fchmod'; handle: number; mode: number };
 
 export class WireError extends Error {}
+
+/** Handles, offsets and sizes are u64 on the wire and stay far below 2^53. */
+const u64 = (buffer: Buffer, offset: number) => Number(buffer.readBigUInt64LE(offset));
 
 export function decodeRequest(op: number, payload: Buffer): LayerRequest {
   const cstring = (offset: number) => {
@@ -102,6 +124,31 @@ export function decodeRequest(op: number, payload: Buffer): LayerRequest {
     case Op.unlisten:
       need(UNLISTEN_REQ_SIZE);
       return { op: 'unlisten', port: payload.readUInt32LE(0), inode: payload.readBigUInt64LE(8) };
+    case Op.writeback:
+      need(WRITEBACK_REQ_SIZE);
+      return { op: 'writeback', handle: u64(payload, 0), size: u64(payload, 8) };
+    case Op.writebackData:
+      need(WRITEBACK_DATA_SIZE);
+      if (payload.length > WRITEBACK_DATA_SIZE + WRITEBACK_CHUNK) throw new WireError(`op ${op}: more than ${WRITEBACK_CHUNK} bytes of content`);
+      return { op: 'writebackData', token: u64(payload, 0), offset: u64(payload, 8), last: (payload.readUInt32LE(16) & WRITEBACK_LAST) !== 0, data: payload.subarray(WRITEBACK_DATA_SIZE) };
+    case Op.mkdir:
+      need(5);
+      return { op: 'mkdir', mode: payload.readUInt32LE(0), path: cstring(4) };
+    case Op.rmdir:
+      return { op: 'rmdir', path: cstring(0) };
+    case Op.unlink:
+      return { op: 'unlink', path: cstring(0) };
+    case Op.rename: {
+      need(6);
+      const from = cstring(4);
+      return { op: 'rename', noReplace: (payload.readUInt32LE(0) & RENAME_NOREPLACE) !== 0, from, to: cstring(4 + Buffer.byteLength(from) + 1) };
+    }
+    case Op.chmod:
+      need(9);
+      return { op: 'chmod', mode: payload.readUInt32LE(0), follow: (payload.readUInt32LE(4) & CHMOD_NOFOLLOW) === 0, path: cstring(8) };
+    case Op.fchmod:
+      need(FCHMOD_REQ_SIZE);
+      return { op: 'fchmod', handle: u64(payload, 0), mode: payload.readUInt32LE(8) };
     default:
       throw new WireError(`unknown op ${op}`);
   }
@@ -111,6 +158,12 @@ export function decodeRequest(op: number, payload: Buffer): LayerRequest {
 export function encodeAnswer(request: LayerRequest, answer: Answer<unknown>): Buffer {
   if (answer.kind === 'local') return frame(STATUS_LOCAL, answer.address ? encodeAddr(answer.address) : answer.path === undefined ? Buffer.alloc(0) : cstr(answer.path));
   if (answer.kind === 'error') return frame(errorStatus(request.op, answer.code), Buffer.alloc(0));
+  const handle = request.op === 'open' ? (answer.value as { handle?: number }).handle : undefined;
+  if (handle !== undefined) {
+    const head = Buffer.alloc(OPEN_WRITE_SIZE);
+    head.writeBigUInt64LE(BigInt(handle), 0);
+    return frame(STATUS_WRITABLE, Buffer.concat([head, encodeValue(request, answer.value)]));
+  }
   return frame(STATUS_OK, encodeValue(request, answer.value));
 }
 
@@ -151,8 +204,22 @@ function encodeValue(request: LayerRequest, value: unknown): Buffer {
       const { peer, local } = value as { peer: SockAddr; local: SockAddr };
       return Buffer.concat([encodeAddr(peer), encodeAddr(local)]);
     }
+    case 'writeback': {
+      const { from, token } = value as { from: number; token: number };
+      const out = Buffer.alloc(WRITEBACK_RESP_SIZE);
+      out.writeBigUInt64LE(BigInt(from), 0);
+      out.writeBigUInt64LE(BigInt(token), 8);
+      return out;
+    }
     case 'listen':
     case 'unlisten':
+    case 'writebackData':
+    case 'mkdir':
+    case 'rmdir':
+    case 'unlink':
+    case 'rename':
+    case 'chmod':
+    case 'fchmod':
       return Buffer.alloc(0);
   }
 }

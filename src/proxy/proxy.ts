@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import process from 'node:process';
 import type { AgentClient } from './agent-client.ts';
 import { createDnsRequests, type DnsDecider } from './dns.ts';
+import { createFileWriteRequests } from './file-writes.ts';
 import { createFileRequests, type FsDecider } from './files.ts';
 import { createIncomingRequests, type IncomingDecider, type IncomingSession } from './incoming.ts';
 import type { LayerHandler } from './layer-handler.ts';
@@ -40,8 +41,10 @@ export async function startProxy(options: ProxyOptions): Promise<Proxy> {
   const outgoing = createOutgoingRequests(options.agent, options.outgoing, { names, notice: options.session.notice });
   const incoming = createIncomingRequests(options.agent, options.incoming, options.session);
   const { sweep, ...listeners } = createListenerRequests(incoming, options.incoming);
+  const { openForWrite, ...fileWrites } = createFileWriteRequests(options.agent, options.fs);
   const handler: LayerHandler = {
-    ...createFileRequests(options.agent, options.fs),
+    ...createFileRequests(options.agent, options.fs, openForWrite),
+    ...fileWrites,
     ...createDnsRequests(options.agent, options.dns, { names, rememberLocal: options.outgoing.filterNames !== undefined }),
     connect: outgoing.connect,
     ...listeners,

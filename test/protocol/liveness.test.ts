@@ -13,6 +13,7 @@ import { Connection } from '../../src/protocol/connection.ts';
 import { encodeFrame } from '../../src/protocol/frame.ts';
 import { encodeControl, PROTOCOL_VERSION, type Stat } from '../../src/protocol/messages.ts';
 import { connectAgent } from '../../src/proxy/agent-client.ts';
+import { createFileWriteRequests } from '../../src/proxy/file-writes.ts';
 import { createFileRequests } from '../../src/proxy/files.ts';
 import { errorStatus } from '../../src/proxy/layer-wire.ts';
 import { startAgentProcess } from './agent-process.ts';
@@ -61,7 +62,8 @@ test('a remote open the agent never answers reaches the layer as EIO at the dead
     held.resetCode = new Promise((resolve) => channel.on('error', (error: Error & { code?: string }) => resolve(error.code)));
     return new Promise(() => {});
   }, { communicationTimeoutMs: 200 });
-  const files = createFileRequests(client, { decide: (path) => ({ action: 'remote', path }) });
+  const policy = { decide: (path: string) => ({ action: 'remote' as const, path }) };
+  const files = createFileRequests(client, policy, createFileWriteRequests(client, policy).openForWrite);
   const answer = await files.open('/etc/stuck.conf', fsConstants.O_RDONLY, 0);
   assert.deepEqual(answer, { kind: 'error', code: 'E_PROTOCOL_TIMEOUT' });
   assert.equal(errorStatus('open', 'E_PROTOCOL_TIMEOUT'), -osConstants.errno.EIO);

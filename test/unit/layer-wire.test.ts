@@ -10,6 +10,7 @@ import {
   ADDR_SIZE, BIND_REQ_SIZE, BIND_RESP_SIZE, CONNECT_REQ_SIZE, CONNECT_RESP_SIZE, decodeAddr, decodeRequest, DIRENT_SIZE, encodeAddr, encodeAnswer, GAI_REQ_SIZE,
   LISTEN_REQ_SIZE, Op, PEER_OF_REQ_SIZE, PEER_OF_RESP_SIZE, REQ_HEADER, RESP_HEADER, STAT_SIZE, UNLISTEN_REQ_SIZE,
 } from '../../src/proxy/layer-wire.ts';
+import { FCHMOD_REQ_SIZE, OPEN_WRITE_SIZE, WRITEBACK_CHUNK, WRITEBACK_DATA_SIZE, WRITEBACK_REQ_SIZE, WRITEBACK_RESP_SIZE } from '../../src/proxy/layer-wire.ts';
 
 /** Compiles and runs a C program against the wire header; returns its stdout. */
 function runC(body: string): string {
@@ -107,4 +108,20 @@ test('answers carry errno and EAI codes as glibc numbers', () => {
   assert.equal(local.readInt32LE(4), 1);
   assert.equal(local.subarray(8).toString(), '/other\0');
   assert.throws(() => decodeRequest(Op.open, Buffer.from('no nul')), /payload|NUL/);
+});
+
+test('write mode: struct sizes, op numbers and a write-back piece match the C header', () => {
+  const structs = ['dp_open_write', 'dp_writeback_req', 'dp_writeback_resp', 'dp_writeback_data', 'dp_fchmod_req'];
+  const sizes = runC(`${structs.map((name) => `printf("%zu ", sizeof(struct ${name}));`).join(' ')} printf("%u", DP_WRITEBACK_CHUNK);`).split(' ').map(Number);
+  assert.deepEqual(sizes, [OPEN_WRITE_SIZE, WRITEBACK_REQ_SIZE, WRITEBACK_RESP_SIZE, WRITEBACK_DATA_SIZE, FCHMOD_REQ_SIZE, WRITEBACK_CHUNK]);
+  const ops = ['WRITEBACK', 'WRITEBACK_DATA', 'MKDIR', 'RMDIR', 'UNLINK', 'RENAME', 'CHMOD', 'FCHMOD'];
+  const numbers = runC(ops.map((name) => `printf("%d ", DP_OP_${name});`).join(' ')).split(' ').map(Number);
+  assert.deepEqual(numbers, [Op.writeback, Op.writebackData, Op.mkdir, Op.rmdir, Op.unlink, Op.rename, Op.chmod, Op.fchmod]);
+  const piece = Buffer.concat([cBytes('struct dp_writeback_data r = {.token = 7, .offset = 65536, .flags = DP_WRITEBACK_LAST};'), Buffer.from('tail')]);
+  assert.deepEqual(decodeRequest(Op.writebackData, piece), { op: 'writebackData', token: 7, offset: 65536, last: true, data: Buffer.from('tail') });
+  assert.deepEqual(decodeRequest(Op.rename, Buffer.from('\x01\0\0\0/a\0/b\0', 'latin1')), { op: 'rename', noReplace: true, from: '/a', to: '/b' });
+  const writable = encodeAnswer({ op: 'open', flags: 0, mode: 0, path: '/x' }, { kind: 'remote', value: { stat: { dev: 0, ino: 0, mode: 0, nlink: 0, uid: 0, gid: 0, rdev: 0, size: 2, blksize: 0, blocks: 0, atimeSec: 0, atimeNsec: 0, mtimeSec: 0, mtimeNsec: 0, ctimeSec: 0, ctimeNsec: 0 }, data: Buffer.from('hi'), handle: 9 } });
+  assert.equal(writable.readInt32LE(4), Number(runC('printf("%d", DP_WRITABLE);')));
+  assert.equal(writable.readBigUInt64LE(RESP_HEADER), 9n);
+  assert.equal(writable.subarray(RESP_HEADER + OPEN_WRITE_SIZE + STAT_SIZE).toString(), 'hi');
 });

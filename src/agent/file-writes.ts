@@ -1,0 +1,196 @@
+// Writes on the target's files (write mode): confined to its root as reads are, and checked as its own user would be.
+import { constants, type BigIntStats } from 'node:fs';
+import { chmod, lchown, lstat, mkdir, open, readFile, rename, rmdir, unlink, type FileHandle } from 'node:fs/promises';
+import { dirname } from 'node:path/posix';
+import { pipeline } from 'node:stream/promises';
+import type { Connection } from '../protocol/connection.ts';
+import { RemoteError } from '../protocol/errors.ts';
+import { MAX_DATA_CHUNK } from '../protocol/frame.ts';
+import type { Operations } from '../protocol/messages.ts';
+import { resolveInRoot, toStat } from './files.ts';
+
+const { O_ACCMODE, O_WRONLY, O_RDONLY, O_CREAT, O_EXCL, O_TRUNC, O_APPEND, O_NOFOLLOW, O_NONBLOCK } = { ...constants, O_ACCMODE: 3 };
+const S_IFMT = 0o170000;
+const S_IFDIR = 0o040000;
+const S_IFREG = 0o100000;
+const R = 4;
+const W = 2;
+const X = 1;
+
+/** Who the target process is, for the permission checks the agent (root) would otherwise skip. */
+export interface Credentials {
+  uid: number;
+  gid: number;
+  groups: number[];
+  umask: number;
+}
+
+type Result<O extends keyof Operations> = Promise<Operations[O]['result']>;
+
+export interface FileWrites {
+  open(args: Operations['fs.open']['args'], connection: Connection): Result<'fs.open'>;
+  write(args: Operations['fs.write']['args'], connection: Connection): Result<'fs.write'>;
+  mkdir(args: Operations['fs.mkdir']['args']): Result<'fs.mkdir'>;
+  rmdir(args: Operations['fs.rmdir']['args']): Result<'fs.rmdir'>;
+  unlink(args: Operations['fs.unlink']['args']): Result<'fs.unlink'>;
+  rename(args: Operations['fs.rename']['args']): Result<'fs.rename'>;
+  chmod(args: Operations['fs.chmod']['args']): Result<'fs.chmod'>;
+}
+
+/** The fs* ids, groups and umask of a process, from /proc/PID/status. */
+export async function readCredentials(pid: number): Promise<Credentials> {
+  const status = await readFile(`/proc/${pid}/status`, 'utf8');
+  const field = (name: string) => status.split('\n').find((line) => line.startsWith(`${name}:`))?.slice(name.length + 1).trim().split(/\s+/).filter((word) => word !== '') ?? [];
+  // Uid and Gid list the real, effective, saved and filesystem ids; the filesystem one decides file access.
+  return { uid: Number(field('Uid')[3] ?? 0), gid: Number(field('Gid')[3] ?? 0), groups: field('Groups').map(Number), umask: parseInt(field('Umask')[0] ?? '022', 8) };
+}
+
+export function createFileWrites(root: string, credentials: () => Promise<Credentials>): FileWrites {
+  const resolve = (path: string, followLast: boolean) => resolveInRoot(root, path, followLast);
+  const statOrNull = (host: string) => lstat(host, { bigint: true }).catch((error: NodeJS.ErrnoException) => {
+    if (error.code === 'ENOENT') return null;
+    throw error;
+  });
+
+  /** Mode bits only, as the kernel checks them (no ACLs); root passes. */
+  async function allow(stat: BigIntStats, want: number, path: string): Promise<void> {
+    const who = await credentials();
+    if (who.uid === 0) return;
+    const mode = Number(stat.mode);
+    const bits = Number(stat.uid) === who.uid ? mode >> 6 : [who.gid, ...who.groups].includes(Number(stat.gid)) ? mode >> 3 : mode;
+    if ((bits & want) !== want) throw new RemoteError('EACCES', `permission denied: ${path}`);
+  }
+  /** Creating or removing an entry needs write and search on its directory. */
+  async function allowInParent(host: string, path: string): Promise<void> {
+    const parent = await lstat(dirname(host), { bigint: true });
+    if ((Number(parent.mode) & S_IFMT) !== S_IFDIR) throw new RemoteError('ENOTDIR', `not a directory: ${dirname(path)}`);
+    await allow(parent, W | X, dirname(path));
+  }
+  /** What the target's process creates belongs to it. */
+  async function own(host: string): Promise<void> {
+    const who = await credentials();
+    if (who.uid !== 0 || who.gid !== 0) await lchown(host, who.uid, who.gid);
+  }
+
+  return {
+    async open({ path, flags, mode, channel: id }, connection) {
+      // Attached first, so the client's reset after its deadline finds the channel.
+      const channel = connection.attachChannel(id);
+      let handle: FileHandle | undefined;
+      try {
+        const exclusive = (flags & O_CREAT) !== 0 && (flags & O_EXCL) !== 0;
+        const { host } = await resolve(path, !exclusive && (flags & O_NOFOLLOW) === 0);
+        const before = await statOrNull(host);
+        const access = flags & O_ACCMODE;
+        if (before === null) {
+          if ((flags & O_CREAT) === 0) throw new RemoteError('ENOENT', `no such file: ${path}`);
+          await allowInParent(host, path);
+        } else {
+          if (exclusive) throw new RemoteError('EEXIST', `file exists: ${path}`);
+          const type = Number(before.mode) & S_IFMT;
+          if (type === S_IFDIR) throw new RemoteError('EISDIR', `is a directory: ${path}`);
+          if (type !== S_IFREG) throw new RemoteError('EOPNOTSUPP', `not a regular file, which is all write mode sends to the target: ${path}`);
+          if (access !== O_WRONLY) await allow(before, R, path);
+          await allow(before, W, path);
+        }
+        const { umask } = await credentials();
+        handle = await open(host, (flags & (O_ACCMODE | O_CREAT | O_EXCL | O_TRUNC | O_APPEND)) | O_NOFOLLOW | O_NONBLOCK);
+        if (before === null) {
+          // The asked mode less the target's umask, not the agent's.
+          await handle.chmod(mode & ~umask & 0o7777);
+          await own(host);
+        }
+        const stat = toStat(await handle.stat({ bigint: true }));
+        if (before === null || (flags & O_TRUNC) !== 0) {
+          channel.end();
+        } else {
+          const reader = access === O_WRONLY ? await open(host, O_RDONLY | O_NOFOLLOW | O_NONBLOCK) : handle;
+          if (reader !== handle) await handle.close();
+          handle = undefined;
+          // As fs.fetch: read to the end; the stream closes the reader, and a failure resets the channel.
+          pipeline(reader.createReadStream({ highWaterMark: MAX_DATA_CHUNK, start: 0 }), channel).catch(() => undefined);
+        }
+        return { stat };
+      } catch (error) {
+        channel.end();
+        throw error;
+      } finally {
+        await handle?.close();
+      }
+    },
+    async write({ path, channel: id, offset, append }, connection) {
+      const channel = connection.attachChannel(id);
+      let handle: FileHandle | undefined;
+      try {
+        const { host } = await resolve(path, true);
+        handle = await open(host, O_WRONLY | O_NOFOLLOW | O_NONBLOCK | (append ? O_APPEND : 0));
+        let at = offset;
+        for await (const piece of channel as AsyncIterable<Buffer>) {
+          let done = 0;
+          while (done < piece.length) {
+            const { bytesWritten } = await handle.write(piece, done, piece.length - done, append ? null : at);
+            done += bytesWritten;
+            at += bytesWritten;
+          }
+        }
+        channel.end();
+        if (!append) await handle.truncate(at);
+        return { stat: toStat(await handle.stat({ bigint: true })) };
+      } catch (error) {
+        channel.destroy();
+        throw error;
+      } finally {
+        await handle?.close();
+      }
+    },
+    async mkdir({ path, mode }) {
+      const { host } = await resolve(path, false);
+      await allowInParent(host, path);
+      await mkdir(host, mode & 0o7777);
+      await chmod(host, mode & ~(await credentials()).umask & 0o7777);
+      await own(host);
+      return {};
+    },
+    async rmdir({ path }) {
+      const { host } = await resolve(path, false);
+      await allowInParent(host, path);
+      await rmdir(host);
+      return {};
+    },
+    async unlink({ path }) {
+      const { host } = await resolve(path, false);
+      await allowInParent(host, path);
+      await unlink(host);
+      return {};
+    },
+    async rename({ from, to, noReplace }) {
+      const source = await resolve(from, false);
+      const target = await resolve(to, false);
+      await allowInParent(source.host, from);
+      await allowInParent(target.host, to);
+      // renameat2 is not in Node: the check and the rename are two steps, so a file created between them is replaced.
+      if (noReplace && (await statOrNull(target.host)) !== null) throw new RemoteError('EEXIST', `file exists: ${to}`);
+      await rename(source.host, target.host);
+      return {};
+    },
+    async chmod({ path, mode, follow }) {
+      const { host } = await resolve(path, follow);
+      const stat = await lstat(host, { bigint: true });
+      if ((Number(stat.mode) & S_IFMT) === 0o120000) throw new RemoteError('EOPNOTSUPP', `cannot change the mode of a symbolic link: ${path}`);
+      const who = await credentials();
+      if (who.uid !== 0 && Number(stat.uid) !== who.uid) throw new RemoteError('EPERM', `not the owner: ${path}`);
+      // Through a descriptor opened without following links, so a link swapped in after the walk changes nothing outside.
+      const handle = await open(host, O_RDONLY | O_NOFOLLOW | O_NONBLOCK).catch(() => undefined);
+      if (handle) {
+        try {
+          await handle.chmod(mode & 0o7777);
+        } finally {
+          await handle.close();
+        }
+      } else {
+        await chmod(host, mode & 0o7777);
+      }
+      return {};
+    },
+  };
+}
