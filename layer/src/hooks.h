@@ -29,6 +29,7 @@ struct statx;
   X(creat64, int, (const char *, mode_t), 0) \
   X(fopen, FILE *, (const char *, const char *), 1) \
   X(fopen64, FILE *, (const char *, const char *), 1) \
+  X(fclose, int, (FILE *), 1) \
   X(close, int, (int), 1) \
   X(dup, int, (int), 1) \
   X(dup2, int, (int, int), 1) \

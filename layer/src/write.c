@@ -146,6 +146,23 @@ static int sync_hook(int fd, int (*real)(int)) {
 }
 
 int fsync(int fd) { return sync_hook(fd, real_fsync); }
+
+/* fclose closes inside libc, past our close: the stream's buffer is flushed first, then the file goes back, and
+ * the descriptor's record goes with it. */
+int fclose(FILE *file) {
+  dp_init();
+  int fd = file != NULL ? fileno(file) : -1;
+  struct dp_fdinfo info;
+  if (fd < 0 || !dp_fd_get(fd, &info)) return real_fclose(file);
+  int written = info.handle != 0 && fflush(file) == 0 ? dp_written_release(fd) : 0;
+  int r = real_fclose(file);
+  dp_fd_forget(fd);
+  if (r == 0 && written < 0) {
+    errno = -written;
+    r = EOF;
+  }
+  return r;
+}
 int fdatasync(int fd) { return sync_hook(fd, real_fdatasync); }
 
 /* Inherited through exec: the new image has no record of them but their memfds' names. */
@@ -178,6 +195,8 @@ __attribute__((constructor)) static void adopt_inherited(void) {
 
 __attribute__((destructor)) static void write_back_at_exit(void) {
   if (!dp_enter()) return;
+  /* libc flushes streams only after the destructors have run. */
+  fflush(NULL);
   struct sent sent = {.count = 0};
   scan_written(send_at_exit, &sent);
   dp_leave();

@@ -7,6 +7,7 @@ import { needsRoot } from '../support/root.ts';
 import { createWorld, type World } from '../world/world.ts';
 import { execIn } from '../e2e/run-doppel.ts';
 import { cServer, nodeServer } from './incoming-scenario.ts';
+import { writeHooks } from './write-scenario.ts';
 
 const layerDir = fileURLToPath(new URL('../../layer/', import.meta.url));
 
@@ -44,6 +45,9 @@ describe('the layer under AddressSanitizer', needsRoot('the sanitizer run'), () 
   });
   test('a node server (accept4, getpeername, syscall(SYS_close))', async () => {
     assert.doesNotMatch(await nodeServer(world, env), sanitizerReport);
+  });
+  test('write mode (open/creat/fopen/fclose, fsync, dup/fork, mkdir, rmdir, unlink, rename, chmod, write-back at exit)', async () => {
+    assert.doesNotMatch(await writeHooks(world, env), sanitizerReport);
   });
 
   for (const [name, command, expected] of programs) {
