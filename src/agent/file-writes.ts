@@ -135,7 +135,7 @@ export function createFileWrites(root: string, credentials: () => Promise<Creden
         }
         channel.end();
         if (!append) await handle.truncate(at);
-        return { stat: toStat(await handle.stat({ bigint: true })) };
+        return {};
       } catch (error) {
         channel.destroy();
         throw error;

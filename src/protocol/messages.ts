@@ -90,7 +90,7 @@ export interface Operations {
    * The bytes that arrive on `channel` (opened by the client) written into the existing file at `path`: at `offset`
    * and then truncated there (replace), or at its end (append).
    */
-  'fs.write': { args: { path: string; channel: number; offset: number; append: boolean }; result: { stat: Stat } };
+  'fs.write': { args: { path: string; channel: number; offset: number; append: boolean }; result: Record<string, never> };
   'fs.mkdir': { args: { path: string; mode: number }; result: Record<string, never> };
   'fs.rmdir': { args: { path: string }; result: Record<string, never> };
   'fs.unlink': { args: { path: string }; result: Record<string, never> };
