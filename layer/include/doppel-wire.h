@@ -64,6 +64,10 @@ enum dp_op {
   /* A subscribed socket's descriptor was closed (others may still hold it).  payload: struct dp_unlisten_req.
    * DP_OK payload: empty. */
   DP_OP_UNLISTEN = 12,
+  /* Where a UDP datagram to a destination goes (sendto, sendmsg, connect of a UDP socket).  payload: struct dp_udp_route_req.
+   * DP_OK payload: struct dp_udp_route_resp (send there instead: a proxy relay on loopback); DP_LOCAL: send as asked.
+   * The answer holds for the whole session, so the layer keeps it. */
+  DP_OP_UDP_ROUTE = 30,
   /* Write mode (40-59). A written file's content goes back to the target: payload struct dp_writeback_req.
    * DP_OK payload: struct dp_writeback_resp; then the content from `from` to its end in DP_OP_WRITEBACK_DATA pieces. */
   DP_OP_WRITEBACK = 40,
@@ -117,6 +121,14 @@ struct dp_connect_req {
 struct dp_connect_resp {
   struct dp_addr via;   /* where the layer connects instead: a proxy listener on loopback */
   struct dp_addr local; /* the connection's local address on the target, for getsockname */
+};
+
+struct dp_udp_route_req {
+  struct dp_addr remote;
+};
+
+struct dp_udp_route_resp {
+  struct dp_addr via; /* the relay: datagrams from it are the remote's */
 };
 
 /* When the port is taken locally (EADDRINUSE, or EACCES for a privileged port), bind port 0 instead. */

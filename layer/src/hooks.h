@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <sys/types.h>
 #include <sys/utsname.h>
 
@@ -99,6 +100,13 @@ struct statx;
   X(connect, int, (int, const struct sockaddr *, socklen_t), 1) \
   X(getpeername, int, (int, struct sockaddr *, socklen_t *), 1) \
   X(getsockname, int, (int, struct sockaddr *, socklen_t *), 1) \
+  X(sendto, ssize_t, (int, const void *, size_t, int, const struct sockaddr *, socklen_t), 1) \
+  X(sendmsg, ssize_t, (int, const struct msghdr *, int), 1) \
+  X(sendmmsg, int, (int, struct mmsghdr *, unsigned int, int), 1) \
+  X(recvfrom, ssize_t, (int, void *, size_t, int, struct sockaddr *, socklen_t *), 1) \
+  X(__recvfrom_chk, ssize_t, (int, void *, size_t, size_t, int, struct sockaddr *, socklen_t *), 0) \
+  X(recvmsg, ssize_t, (int, struct msghdr *, int), 1) \
+  X(recvmmsg, int, (int, struct mmsghdr *, unsigned int, int, struct timespec *), 1) \
   X(bind, int, (int, const struct sockaddr *, socklen_t), 1) \
   X(listen, int, (int, int), 1) \
   X(accept, int, (int, struct sockaddr *, socklen_t *), 1) \

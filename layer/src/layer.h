@@ -64,6 +64,9 @@ socklen_t dp_from_addr(const struct dp_addr *a, int family, struct sockaddr_stor
 /* Copies an address into a caller's (addr, len) out-parameters the way the kernel does: truncated, full length reported. */
 void dp_copy_out(const struct sockaddr_storage *src, socklen_t src_len, struct sockaddr *addr, socklen_t *len);
 
+/* connect() of a UDP socket: to the destination's relay when it is remote, with getpeername answering the destination. */
+int dp_udp_connect(int fd, const struct sockaddr *addr, socklen_t len);
+
 /* close() and syscall(SYS_close): protects the layer's own fds, forgets the fd, and tells the proxy about a
  * subscribed listener's descriptor going away. */
 int dp_close(int fd, int raw);

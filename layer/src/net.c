@@ -1,4 +1,4 @@
-/* Outgoing TCP: connect() relayed through the proxy; getpeername/getsockname report the remote view of the layer's sockets. */
+/* Outgoing connect(): TCP relayed through the proxy, UDP handed to udp.c; getpeername/getsockname report the remote view of the layer's sockets. */
 #define _GNU_SOURCE
 #include "layer.h"
 #include <errno.h>
@@ -52,9 +52,14 @@ int connect(int fd, const struct sockaddr *addr, socklen_t len) {
   struct dp_connect_req req = {0};
   int type = 0;
   socklen_t type_len = sizeof type;
-  if (addr == NULL || !dp_to_addr(addr, len, &req.remote) || getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &type_len) < 0 || type != SOCK_STREAM) {
+  if (addr == NULL || !dp_to_addr(addr, len, &req.remote)) {
+    /* AF_UNSPEC dissolves a connection: its relayed peer goes with it. */
+    if (addr != NULL && addr->sa_family == AF_UNSPEC) dp_fd_forget(fd);
     return real_connect(fd, addr, len);
   }
+  if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &type_len) < 0) return real_connect(fd, addr, len);
+  if (type == SOCK_DGRAM) return dp_udp_connect(fd, addr, len);
+  if (type != SOCK_STREAM) return real_connect(fd, addr, len);
   if (!dp_enter()) return real_connect(fd, addr, len);
   req.socktype = (uint32_t)type;
   char *reply = NULL;

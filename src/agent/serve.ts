@@ -9,6 +9,7 @@ import { createFiles } from './files.ts';
 import type { Incoming } from './incoming.ts';
 import type { Log } from './log.ts';
 import { createOutgoing } from './outgoing.ts';
+import { createUdp } from './udp.ts';
 
 /** `incoming` is left out where nothing may change the namespace's rules (tests of the other families). */
 export function createRequestHandler(pid: number, log: Log, incoming?: Incoming): RequestHandler {
@@ -19,6 +20,7 @@ export function createRequestHandler(pid: number, log: Log, incoming?: Incoming)
   const writes = createFileWrites(root, () => (credentials ??= readCredentials(pid)));
   const lookup = createDns(root);
   const tcpConnect = createOutgoing(log);
+  const udpOpen = createUdp(log);
   const noIncoming = (): never => {
     throw new RemoteError('ENOSYS', 'this agent serves no incoming traffic');
   };
@@ -41,6 +43,7 @@ export function createRequestHandler(pid: number, log: Log, incoming?: Incoming)
     'fs.chmod': (args) => writes.chmod(args),
     'dns.lookup': (args) => lookup(args),
     'tcp.connect': (args, connection) => tcpConnect(args, connection),
+    'udp.open': (args, connection) => udpOpen(args, connection),
     'incoming.subscribe': (args, connection) => (incoming ?? noIncoming()).subscribe(args, connection),
     'incoming.unsubscribe': (args) => (incoming ?? noIncoming()).unsubscribe(args),
     'incoming.accepted': async () => {

@@ -145,6 +145,13 @@ export function createDnsPolicy(dns: ResolvedConfig['feature']['network']['dns']
       const listed = filter.rules.some((rule) => (rule.host ? hostMatches(rule.host, name) : rule.subnet === undefined));
       return filter.way === 'remote' ? (listed ? 'remote' : 'local') : listed ? 'local' : 'remote';
     },
+    /**
+     * Queries the program sends to the target's resolver itself (c-ares, dig) go through the target whenever DNS does:
+     * the name inside a datagram is not looked at, so the filter, which is by name, applies to lookups alone.
+     */
+    queries(): Way {
+      return dns.enabled ? 'remote' : 'local';
+    },
   };
 }
 

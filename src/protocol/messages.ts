@@ -97,6 +97,12 @@ export interface Operations {
   /** `noReplace`: renameat2's RENAME_NOREPLACE, EEXIST when `to` exists. */
   'fs.rename': { args: { from: string; to: string; noReplace: boolean }; result: Record<string, never> };
   'fs.chmod': { args: { path: string; mode: number; follow: boolean }; result: Record<string, never> };
+  /**
+   * Version 5: a UDP socket of the program, as the target's network namespace sees it. Datagrams travel both ways on
+   * `channel` (opened by the client) in the framing of `datagrams.ts`, each with its remote address: the agent sends
+   * the client's from a socket of its own and returns what comes back to it. Ending the channel closes the socket.
+   */
+  'udp.open': { args: { channel: number }; result: Record<string, never> };
 }
 
 export type IncomingMode = 'steal' | 'mirror';
@@ -146,6 +152,7 @@ export const operationSince: Record<Operation, number> = {
   'fs.unlink': 5,
   'fs.rename': 5,
   'fs.chmod': 5,
+  'udp.open': 5,
 };
 
 export function isOperation(op: string): op is Operation {

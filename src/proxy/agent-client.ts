@@ -30,6 +30,11 @@ export interface AgentClient {
   chmod(path: string, mode: number, follow: boolean): Promise<void>;
   lookup(name: string, family: 0 | 4 | 6): Promise<Operations['dns.lookup']['result']>;
   connectTcp(host: string, port: number): Promise<{ stream: Duplex; localAddress: string; localPort: number }>;
+  /**
+   * A UDP socket in the target's network namespace: datagrams (framed by `datagrams.ts`) may be written at once, and
+   * `opened` settles with the agent's answer. Ending the stream closes the socket.
+   */
+  openUdp(): { stream: Duplex; opened: Promise<void> };
   /** Connections to the target's port come to us (steal) or are copied to us (mirror), through `serveIncoming`'s handler. */
   subscribeIncoming(args: Operations['incoming.subscribe']['args']): Promise<Operations['incoming.subscribe']['result']>;
   unsubscribeIncoming(port: number): Promise<void>;
@@ -107,6 +112,18 @@ export async function connectAgent(stream: Duplex, options: AgentClientOptions):
         channel.destroy();
         throw error;
       }
+    },
+    openUdp() {
+      const channel = connection.openChannel();
+      // Data written after this request reaches the agent after it, once the agent has attached the channel.
+      const opened = connection.request('udp.open', { channel: channel.id }).then(
+        () => undefined,
+        (error: unknown) => {
+          channel.destroy();
+          throw error;
+        },
+      );
+      return { stream: channel, opened };
     },
     subscribeIncoming: (args) => connection.request('incoming.subscribe', args),
     async unsubscribeIncoming(port) {

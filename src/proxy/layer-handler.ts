@@ -67,4 +67,6 @@ export interface LayerHandler {
   rename(from: string, to: string, noReplace: boolean): Promise<Answer<void>>;
   chmod(path: string, mode: number, follow: boolean): Promise<Answer<void>>;
   fchmod(handle: number, mode: number): Promise<Answer<void>>;
+  /** Where the program's UDP datagrams to `remote` go: remote names the loopback relay to send them to instead. */
+  udpRoute(remote: SockAddr): Promise<Answer<{ via: SockAddr }>>;
 }

@@ -118,5 +118,7 @@ function call(handler: LayerHandler, request: LayerRequest): Promise<Answer<unkn
       return handler.chmod(request.path, request.mode, request.follow);
     case 'fchmod':
       return handler.fchmod(request.handle, request.mode);
+    case 'udpRoute':
+      return handler.udpRoute(request.remote);
   }
 }

@@ -1,5 +1,5 @@
 // The layer <-> proxy wire format, mirroring layer/include/doppel-wire.h: fixed little-endian structs, NUL-terminated strings.
-import { isIP } from 'node:net';
+import { isIP, SocketAddress } from 'node:net';
 import { constants } from 'node:os';
 import type { AddrInfoHints, Answer, DirEntry, ListeningSocket, RemoteStat, SockAddr } from './layer-handler.ts';
 
@@ -24,11 +24,13 @@ export const WRITEBACK_DATA_SIZE = 24;
 /** The most file content one DP_OP_WRITEBACK_DATA request carries. */
 export const WRITEBACK_CHUNK = 60 * 1024;
 export const FCHMOD_REQ_SIZE = 16;
+export const UDP_ROUTE_REQ_SIZE = ADDR_SIZE;
+export const UDP_ROUTE_RESP_SIZE = ADDR_SIZE;
 /** A request larger than this is not from our layer. */
 export const MAX_REQUEST = 64 * 1024;
 
 export const Op = { open: 1, stat: 2, access: 3, readlink: 4, listdir: 5, realpath: 6, getaddrinfo: 7, connect: 8, bind: 9, listen: 10, peerOf: 11, unlisten: 12,
-  writeback: 40, writebackData: 41, mkdir: 42, rmdir: 43, unlink: 44, rename: 45, chmod: 46, fchmod: 47 } as const;
+  udpRoute: 30, writeback: 40, writebackData: 41, mkdir: 42, rmdir: 43, unlink: 44, rename: 45, chmod: 46, fchmod: 47 } as const;
 const STATUS_OK = 0;
 const STATUS_LOCAL = 1;
 const STATUS_WRITABLE = 2;
@@ -65,7 +67,8 @@ export type LayerRequest =
   | { op: 'rmdir' | 'unlink'; path: string }
   | { op: 'rename'; noReplace: boolean; from: string; to: string }
   | { op: 'chmod'; mode: number; follow: boolean; path: string }
-  | { op: 'fchmod'; handle: number; mode: number };
+  | { op: 'fchmod'; handle: number; mode: number }
+  | { op: 'udpRoute'; remote: SockAddr };
 
 export class WireError extends Error {}
 
@@ -149,6 +152,9 @@ export function decodeRequest(op: number, payload: Buffer): LayerRequest {
     case Op.fchmod:
       need(FCHMOD_REQ_SIZE);
       return { op: 'fchmod', handle: u64(payload, 0), mode: payload.readUInt32LE(8) };
+    case Op.udpRoute:
+      need(UDP_ROUTE_REQ_SIZE);
+      return { op: 'udpRoute', remote: decodeAddr(payload, 0) };
     default:
       throw new WireError(`unknown op ${op}`);
   }
@@ -211,6 +217,8 @@ function encodeValue(request: LayerRequest, value: unknown): Buffer {
       out.writeBigUInt64LE(BigInt(token), 8);
       return out;
     }
+    case 'udpRoute':
+      return encodeAddr((value as { via: SockAddr }).via);
     case 'listen':
     case 'unlisten':
     case 'writebackData':
@@ -276,7 +284,8 @@ export function decodeAddr(buffer: Buffer, offset: number): SockAddr {
     }
     const groups: string[] = [];
     for (let i = 0; i < 16; i += 2) groups.push(raw.readUInt16BE(i).toString(16));
-    return { family: 6, port, address: groups.join(':') };
+    // Node's own form (fd00::1), the one its sockets report, so addresses from both compare equal.
+    return { family: 6, port, address: new SocketAddress({ address: groups.join(':'), family: 'ipv6' }).address };
   }
   throw new WireError(`address family ${family}`);
 }

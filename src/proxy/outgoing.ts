@@ -8,6 +8,7 @@ import type { AgentClient } from './agent-client.ts';
 import { errorAnswer } from './answer.ts';
 import type { Answer, LayerHandler, SockAddr } from './layer-handler.ts';
 import { normalAddress, type ResolvedNames } from './resolved-names.ts';
+import type { Route } from './route.ts';
 
 export type OutgoingDecider = OutgoingPolicy;
 
@@ -16,6 +17,8 @@ export interface OutgoingOptions {
   names: ResolvedNames;
   /** Tells the user something once (a name kept local that does not resolve here). */
   notice(text: string): void;
+  /** Which way a destination goes: the policy's decision, except that the target's resolvers follow the DNS switch. */
+  route: Route;
 }
 
 const SOCK_STREAM = 1;
@@ -23,10 +26,12 @@ const SOCK_STREAM = 1;
 const HANDOFF_TIMEOUT_MS = 10_000;
 
 export interface OutgoingRequests extends Pick<LayerHandler, 'connect'> {
+  /** The names a destination goes by, for the filter: those the program resolved to it, and the filter's own that resolve to it. */
+  namesOf(address: string): Promise<string[]>;
   close(): void;
 }
 
-export function createOutgoingRequests(agent: AgentClient, policy: OutgoingDecider, { names, notice }: OutgoingOptions): OutgoingRequests {
+export function createOutgoingRequests(agent: AgentClient, policy: OutgoingDecider, { names, notice, route }: OutgoingOptions): OutgoingRequests {
   const open = new Set<{ destroy(): void }>();
   const told = new Set<string>();
   /** What a filter name resolves to where mirrord resolves it; nothing when it does not resolve. */
@@ -66,7 +71,7 @@ export function createOutgoingRequests(agent: AgentClient, policy: OutgoingDecid
     async connect(socktype, target) {
       if (socktype !== SOCK_STREAM) return { kind: 'local' };
       const destination: Destination = { address: target.address, port: target.port, protocol: 'tcp', hostnames: await namesOf(target.address) };
-      if (policy.decide(destination) === 'local') return localAnswer(destination);
+      if ((await route(destination)) === 'local') return localAnswer(destination);
       let relayed: Awaited<ReturnType<AgentClient['connectTcp']>>;
       try {
         relayed = await agent.connectTcp(target.address, target.port);
@@ -77,6 +82,7 @@ export function createOutgoingRequests(agent: AgentClient, policy: OutgoingDecid
       const local: SockAddr = { family: relayed.localAddress.includes(':') ? 6 : 4, address: relayed.localAddress, port: relayed.localPort };
       return { kind: 'remote', value: { via, local } };
     },
+    namesOf,
     close() {
       for (const item of open) item.destroy();
       open.clear();

@@ -13,11 +13,13 @@ import { startLayerServer } from './layer-server.ts';
 import { createListenerRequests } from './listeners.ts';
 import { createOutgoingRequests, type OutgoingDecider } from './outgoing.ts';
 import { createResolvedNames } from './resolved-names.ts';
+import { createRoute, type ResolverDecider } from './route.ts';
+import { createUdpRequests } from './udp.ts';
 
 export interface ProxyOptions {
   agent: AgentClient;
   fs: FsDecider;
-  dns: DnsDecider;
+  dns: DnsDecider & ResolverDecider;
   outgoing: OutgoingDecider;
   incoming: IncomingDecider;
   /** Who this session is to other sessions on the target, and what the user hears of them. */
@@ -38,7 +40,9 @@ export async function startProxy(options: ProxyOptions): Promise<Proxy> {
   const dir = await mkdtemp(join(tmpdir(), `doppel-${process.pid}-`));
   const socketPath = join(dir, 'layer.sock');
   const names = createResolvedNames();
-  const outgoing = createOutgoingRequests(options.agent, options.outgoing, { names, notice: options.session.notice });
+  const route = createRoute(options.agent, options.outgoing, options.dns);
+  const outgoing = createOutgoingRequests(options.agent, options.outgoing, { names, notice: options.session.notice, route });
+  const udp = createUdpRequests(options.agent, async (target) => route({ ...target, hostnames: await outgoing.namesOf(target.address) }), options.session.notice);
   const incoming = createIncomingRequests(options.agent, options.incoming, options.session);
   const { sweep, ...listeners } = createListenerRequests(incoming, options.incoming);
   const { openForWrite, ...fileWrites } = createFileWriteRequests(options.agent, options.fs);
@@ -47,11 +51,13 @@ export async function startProxy(options: ProxyOptions): Promise<Proxy> {
     ...fileWrites,
     ...createDnsRequests(options.agent, options.dns, { names, rememberLocal: options.outgoing.filterNames !== undefined }),
     connect: outgoing.connect,
+    udpRoute: udp.udpRoute,
     ...listeners,
   };
   try {
-    // A process that exits without closing its listening sockets ends their subscriptions with its layer connections.
-    const server = await startLayerServer({ socketPath, handler: options.wrapHandler?.(handler) ?? handler, onDisconnect: () => void sweep() });
+    // A process that exits without closing its listening sockets ends their subscriptions with its layer connections,
+    // and its UDP sockets' flows.
+    const server = await startLayerServer({ socketPath, handler: options.wrapHandler?.(handler) ?? handler, onDisconnect: () => void Promise.all([sweep(), udp.sweep()]) });
     let closing: Promise<void> | undefined;
     return {
       socketPath,
@@ -59,6 +65,7 @@ export async function startProxy(options: ProxyOptions): Promise<Proxy> {
         closing ??= (async () => {
           try {
             outgoing.close();
+            udp.close();
             // Fails when the session has no agent left to tell; the socket directory must go all the same.
             await incoming.close();
             await server.close();
@@ -70,6 +77,7 @@ export async function startProxy(options: ProxyOptions): Promise<Proxy> {
       },
     };
   } catch (error) {
+    udp.close();
     await incoming.close();
     await rm(dir, { recursive: true, force: true });
     throw error;

@@ -44,6 +44,13 @@ describe('test world', gate, () => {
     assert.equal(inPod(`curl -s http://${world.services.http.shortName}:${world.services.http.port}/`), world.services.http.body);
   });
 
+  test('the UDP echo answers inside the pod, and dig asks the DNS server over UDP', () => {
+    const { udpEcho } = world.services;
+    const script = `import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(5); s.sendto(b"ping", ("${udpEcho.name}", ${udpEcho.port})); print(s.recvfrom(100)[0].decode())`;
+    assert.equal(inPod(`python3 -c '${script}'`).trim(), `ping@${udpEcho.seenFrom}`);
+    assert.equal(inPod(`dig +short +notcp ${udpEcho.name}`).trim(), udpEcho.address);
+  });
+
   test('the host cannot reach the services range', async () => {
     const code = await new Promise<string>((resolve) => {
       const socket = connect({ host: world.services.redis.address, port: world.services.redis.port });

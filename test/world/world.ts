@@ -1,7 +1,7 @@
 // Builds a realistic "pod" from namespaces for end-to-end tests: a target process with its own network and mount
-// namespaces, and cluster services (DNS, HTTP, redis) in another namespace that only the pod can reach.
+// namespaces, and cluster services (DNS, HTTP, redis, UDP echo) in another namespace that only the pod can reach.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -26,6 +26,8 @@ export interface World {
     hostname: string;
     /** A 4 KiB file for benchmarks. */
     benchFile: string;
+    /** A file of several MiB, for streams. */
+    bigFile: { path: string; size: number; sha256: string };
     /** The pod's address on the link to the host. */
     address: string;
     /** The host's address on that link: where the host's connections to the pod come from. */
@@ -46,6 +48,8 @@ export interface World {
     redis: { name: string; shortName: string; address: string; port: number; key: string; value: string };
     /** With the `postgres` option: a PostgreSQL server, queried here over its Unix socket. */
     postgres?: { name: string; shortName: string; address: string; port: number; query(sql: string): string };
+    /** Answers each datagram with its bytes, then `@` and the address it came from (`seenFrom` when it came through the pod). */
+    udpEcho: { name: string; shortName: string; address: string; port: number; seenFrom: string };
     /** A name only the pod's /etc/hosts knows. */
     hostsAlias: { name: string; address: string };
     /** The range only the pod reaches; the host has an unreachable route for it. */
@@ -124,7 +128,7 @@ export async function createWorld(options: WorldOptions = {}): Promise<World> {
     ip('-n', pod, 'link', 'add', podSvcIf, 'type', 'veth', 'peer', 'name', svcIf, 'netns', svc);
     ip('-n', pod, 'addr', 'add', `${svcNet}.1/24`, 'dev', podSvcIf);
     ip('-n', pod, 'link', 'set', podSvcIf, 'up');
-    for (const host of [2, 10, 11, 12, 13]) ip('-n', svc, 'addr', 'add', `${svcNet}.${host}/24`, 'dev', svcIf);
+    for (const host of [2, 10, 11, 12, 13, 14]) ip('-n', svc, 'addr', 'add', `${svcNet}.${host}/24`, 'dev', svcIf);
     ip('-n', svc, 'link', 'set', svcIf, 'up');
     ip('-n', svc, 'link', 'set', 'lo', 'up');
     ip('route', 'add', 'unreachable', range);
@@ -140,6 +144,7 @@ export async function createWorld(options: WorldOptions = {}): Promise<World> {
       namespace,
       http: { name: `api.${namespace}.svc.cluster.local`, shortName: 'api', address: `${svcNet}.11`, port: 8080, body: `hello from api ${randomBytes(4).toString('hex')}` },
       redis: { name: 'redis.data.svc.cluster.local', shortName: 'redis.data', address: `${svcNet}.12`, port: 6379, key: 'doppel:greeting', value: `redis says ${randomBytes(4).toString('hex')}` },
+      udpEcho: { name: `echo.${namespace}.svc.cluster.local`, shortName: 'echo', address: `${svcNet}.14`, port: 7007, seenFrom: `${svcNet}.1` },
       hostsAlias: { name: 'pod-only-alias', address: `${svcNet}.11` },
       range,
     };
@@ -151,12 +156,17 @@ export async function createWorld(options: WorldOptions = {}): Promise<World> {
         `--listen-address=${services.dnsServer}`, '--bind-interfaces', `--pid-file=${join(stage, 'dnsmasq.pid')}`,
         '--local=/cluster.local/', `--address=/${services.http.name}/${services.http.address}`, `--address=/${services.redis.name}/${services.redis.address}`,
         ...(options.postgres ? [`--address=/${db.name}/${db.address}`] : []),
+        `--address=/${services.udpEcho.name}/${services.udpEcho.address}`,
       ]),
       spawnIn(svc, ['redis-server', '--port', String(services.redis.port), '--bind', services.redis.address, '--save', '', '--appendonly', 'no', '--protected-mode', 'no', '--daemonize', 'no', '--dir', stage]),
       spawnIn(svc, [
         process.execPath, '-e',
         `require('http').createServer((q, s) => s.end(process.env.BODY)).listen(${services.http.port}, '${services.http.address}')`,
       ], { BODY: services.http.body }),
+      spawnIn(svc, [
+        process.execPath, '-e',
+        `const s = require('dgram').createSocket('udp4'); s.on('message', (m, r) => s.send(Buffer.concat([m, Buffer.from('@' + r.address)]), r.port, r.address)); s.bind(${services.udpEcho.port}, '${services.udpEcho.address}')`,
+      ]),
     );
 
     // The target's own server, answering on every address of the pod, and writing down what it was asked.
@@ -186,6 +196,8 @@ export async function createWorld(options: WorldOptions = {}): Promise<World> {
       writeFileSync(staged, content);
     }
     writeFileSync(join(stage, 'root', 'srv', 'bench-4k.bin'), randomBytes(4096));
+    const big = randomBytes(6 * 1024 * 1024 + 123);
+    writeFileSync(join(stage, 'root', 'srv', 'big.bin'), big);
     writeFileSync(join(stage, 'resolv.conf'), `nameserver ${services.dnsServer}\nsearch ${namespace}.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5 timeout:1 attempts:2\n`);
     const hostname = `api-${index}-${randomBytes(3).toString('hex')}`;
     writeFileSync(join(stage, 'hostname'), `${hostname}\n`);
@@ -211,7 +223,7 @@ export async function createWorld(options: WorldOptions = {}): Promise<World> {
     await waitFor(`the target ${pid}`, () => runQuiet('grep', ['-qz', `DOPPEL_TEST_SECRET=${secret}`, `/proc/${pid}/environ`]));
     await waitFor('the cluster services', () => {
       const listening = sh(`ip netns exec ${svc} ss -Hltun`);
-      return [`${services.dnsServer}:53`, `${services.http.address}:${services.http.port}`, `${services.redis.address}:${services.redis.port}`].every((needle) => listening.includes(needle));
+      return [`${services.dnsServer}:53`, `${services.http.address}:${services.http.port}`, `${services.redis.address}:${services.redis.port}`, `${services.udpEcho.address}:${services.udpEcho.port}`].every((needle) => listening.includes(needle));
     });
     await waitFor('the target\'s server', () => sh(`ip netns exec ${pod} ss -Hltn`).includes(`0.0.0.0:${targetHttp.port}`));
     run('ip', ['netns', 'exec', svc, 'redis-cli', '-h', services.redis.address, 'SET', services.redis.key, services.redis.value]);
@@ -233,6 +245,7 @@ export async function createWorld(options: WorldOptions = {}): Promise<World> {
         link: { path: '/srv/app/current/feature-flags', target: '/srv/app/config/feature-flags' },
         hostname,
         benchFile: '/srv/bench-4k.bin',
+        bigFile: { path: '/srv/big.bin', size: big.length, sha256: createHash('sha256').update(big).digest('hex') },
         address: `${link}.2`,
         hostAddress: `${link}.1`,
         http: {

@@ -1,0 +1,245 @@
+/* Outgoing UDP: datagrams to a remote destination go to the proxy's loopback relay for it instead, and datagrams
+ * from a relay are reported as coming from its destination. The program keeps its own kernel socket throughout. */
+#define _GNU_SOURCE
+#include "layer.h"
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdatomic.h>
+#include <string.h>
+
+/* The proxy's answers, which hold for the session: each destination's way (local, or its relay), and each relay's
+ * destination. Insert-only hash tables: a slot is claimed once and never changed, so lookups take no lock, a signal
+ * handler or a fork cannot catch one half-held, and a slot being written is skipped. A destination that finds no
+ * free slot near its hash is simply asked about again next time. */
+struct slot {
+  atomic_int state; /* 0 free, 1 being written, 2 ready */
+  int local;
+  struct dp_addr key, value;
+};
+#define DP_DESTINATIONS 2048
+#define DP_RELAYS 1024
+#define DP_PROBES 32
+static struct slot destinations[DP_DESTINATIONS];
+static struct slot relays[DP_RELAYS];
+static atomic_int have_relays;
+
+/* One form for comparisons: an IPv4-mapped IPv6 address is the IPv4 address. */
+static int to_key(const struct sockaddr *sa, socklen_t len, struct dp_addr *out) {
+  if (sa == NULL || !dp_to_addr(sa, len, out)) return 0;
+  static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+  if (out->family == AF_INET6 && memcmp(out->addr, mapped, sizeof mapped) == 0) {
+    out->family = AF_INET;
+    memmove(out->addr, out->addr + 12, 4);
+    memset(out->addr + 4, 0, 12);
+  }
+  return 1;
+}
+
+static uint32_t hash(const struct dp_addr *a) {
+  const uint8_t *p = (const uint8_t *)a;
+  uint32_t h = 2166136261u; /* FNV-1a */
+  for (size_t i = 0; i < sizeof *a; i++) h = (h ^ p[i]) * 16777619u;
+  return h;
+}
+
+static const struct slot *lookup(const struct slot *table, size_t size, const struct dp_addr *key) {
+  uint32_t h = hash(key);
+  for (size_t i = 0; i < DP_PROBES; i++) {
+    const struct slot *s = &table[(h + i) & (size - 1)];
+    int state = atomic_load_explicit(&s->state, memory_order_acquire);
+    if (state == 0) return NULL;
+    if (state == 2 && memcmp(&s->key, key, sizeof *key) == 0) return s;
+  }
+  return NULL;
+}
+
+static void insert(struct slot *table, size_t size, const struct dp_addr *key, int local, const struct dp_addr *value) {
+  uint32_t h = hash(key);
+  for (size_t i = 0; i < DP_PROBES; i++) {
+    struct slot *s = &table[(h + i) & (size - 1)];
+    int free_slot = 0;
+    if (atomic_compare_exchange_strong(&s->state, &free_slot, 1)) {
+      s->key = *key;
+      s->local = local;
+      if (value != NULL) s->value = *value;
+      atomic_store_explicit(&s->state, 2, memory_order_release);
+      return;
+    }
+    if (free_slot == 2 && memcmp(&s->key, key, sizeof *key) == 0) return;
+  }
+}
+
+static int is_datagram(int fd) {
+  int type = 0;
+  socklen_t len = sizeof type;
+  return getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) == 0 && type == SOCK_DGRAM;
+}
+
+/* Where a datagram from fd to addr goes: 0 as addressed, 1 to *via instead, or -errno. */
+static int route(int fd, const struct sockaddr *addr, socklen_t len, struct sockaddr_storage *via, socklen_t *via_len) {
+  struct dp_addr remote;
+  if (!to_key(addr, len, &remote)) return 0;
+  const struct slot *known = lookup(destinations, DP_DESTINATIONS, &remote);
+  if (known != NULL && known->local) return 0;
+  /* A TCP socket's sendto (TCP Fast Open) names a destination too. */
+  if (!is_datagram(fd)) return 0;
+  struct dp_addr relay;
+  if (known != NULL) {
+    relay = known->value;
+  } else {
+    if (!dp_enter()) return 0;
+    struct dp_udp_route_req req = {.remote = remote};
+    char *reply = NULL;
+    uint32_t reply_len;
+    int status = dp_call(DP_OP_UDP_ROUTE, &req, sizeof req, NULL, 0, &reply, &reply_len);
+    int complete = status == DP_OK && reply_len >= sizeof(struct dp_udp_route_resp);
+    if (complete) memcpy(&relay, reply, sizeof relay);
+    dp_free(reply);
+    dp_leave();
+    if (status < 0) return status;
+    if (status == DP_OK && !complete) return -EIO;
+    if (status != DP_OK) {
+      insert(destinations, DP_DESTINATIONS, &remote, 1, NULL);
+      dp_bypassed(DP_BYPASS_POLICY, "udp");
+      return 0;
+    }
+    /* The relay first, so a reply that comes before the next send is already recognised. */
+    insert(relays, DP_RELAYS, &relay, 0, &remote);
+    atomic_store(&have_relays, 1);
+    insert(destinations, DP_DESTINATIONS, &remote, 0, &relay);
+  }
+  *via_len = dp_from_addr(&relay, addr->sa_family, via);
+  return 1;
+}
+
+/* After a receive: a datagram from a relay came from its destination. `cap` is what the caller's buffer holds. */
+static void unrelay(struct sockaddr *addr, socklen_t *len, socklen_t cap) {
+  struct dp_addr from;
+  if (!atomic_load(&have_relays) || addr == NULL || len == NULL || !to_key(addr, *len < cap ? *len : cap, &from)) return;
+  const struct slot *r = lookup(relays, DP_RELAYS, &from);
+  if (r == NULL) return;
+  struct sockaddr_storage real;
+  socklen_t real_len = dp_from_addr(&r->value, addr->sa_family, &real);
+  *len = cap;
+  dp_copy_out(&real, real_len, addr, len);
+}
+
+int dp_udp_connect(int fd, const struct sockaddr *addr, socklen_t len) {
+  /* A new connect replaces the old peer; AF_UNSPEC dissolves it. */
+  dp_fd_forget(fd);
+  struct sockaddr_storage via;
+  socklen_t via_len;
+  int r = route(fd, addr, len, &via, &via_len);
+  if (r < 0) {
+    errno = -r;
+    return -1;
+  }
+  if (r == 0) return real_connect(fd, addr, len);
+  if (real_connect(fd, (struct sockaddr *)&via, via_len) < 0) return -1;
+  struct dp_fdinfo info = {.has_peer = 1, .peer_len = len < sizeof info.peer ? len : sizeof info.peer};
+  memcpy(&info.peer, addr, info.peer_len);
+  dp_fd_set(fd, &info);
+  return 0;
+}
+
+ssize_t sendto(int fd, const void *buf, size_t n, int flags, const struct sockaddr *addr, socklen_t len) {
+  dp_init();
+  struct sockaddr_storage via;
+  socklen_t via_len;
+  int r = route(fd, addr, len, &via, &via_len);
+  if (r < 0) {
+    errno = -r;
+    return -1;
+  }
+  return r ? real_sendto(fd, buf, n, flags, (struct sockaddr *)&via, via_len) : real_sendto(fd, buf, n, flags, addr, len);
+}
+
+/* A copy of msg addressed to the relay, or msg itself; -errno when the destination cannot be reached. */
+static int readdress(int fd, const struct msghdr *msg, struct msghdr *copy, struct sockaddr_storage *via) {
+  socklen_t via_len;
+  int r = route(fd, msg->msg_name, msg->msg_namelen, via, &via_len);
+  if (r <= 0) return r;
+  *copy = *msg;
+  copy->msg_name = via;
+  copy->msg_namelen = via_len;
+  return 1;
+}
+
+ssize_t sendmsg(int fd, const struct msghdr *msg, int flags) {
+  dp_init();
+  struct msghdr copy;
+  struct sockaddr_storage via;
+  int r = msg == NULL ? 0 : readdress(fd, msg, &copy, &via);
+  if (r < 0) {
+    errno = -r;
+    return -1;
+  }
+  return real_sendmsg(fd, r ? &copy : msg, flags);
+}
+
+int sendmmsg(int fd, struct mmsghdr *vec, unsigned int count, int flags) {
+  dp_init();
+  enum { BATCH = 32 };
+  int sent = 0;
+  /* In batches on the stack; each entry's length goes back to the caller's vector. */
+  while (vec != NULL && (unsigned int)sent < count) {
+    struct mmsghdr batch[BATCH];
+    struct sockaddr_storage via[BATCH];
+    unsigned int n = count - (unsigned int)sent < BATCH ? count - (unsigned int)sent : BATCH;
+    for (unsigned int i = 0; i < n; i++) {
+      batch[i] = vec[sent + (int)i];
+      int r = readdress(fd, &vec[sent + (int)i].msg_hdr, &batch[i].msg_hdr, &via[i]);
+      if (r < 0) {
+        if (sent == 0 && i == 0) {
+          errno = -r;
+          return -1;
+        }
+        n = i;
+        break;
+      }
+    }
+    if (n == 0) break;
+    int done = real_sendmmsg(fd, batch, n, flags);
+    if (done < 0) return sent > 0 ? sent : -1;
+    for (int i = 0; i < done; i++) vec[sent + i].msg_len = batch[i].msg_len;
+    sent += done;
+    if ((unsigned int)done < n) break;
+  }
+  return sent;
+}
+
+ssize_t recvfrom(int fd, void *buf, size_t n, int flags, struct sockaddr *addr, socklen_t *len) {
+  dp_init();
+  socklen_t cap = len != NULL ? *len : 0;
+  ssize_t got = real_recvfrom(fd, buf, n, flags, addr, len);
+  if (got >= 0) unrelay(addr, len, cap);
+  return got;
+}
+
+ssize_t __recvfrom_chk(int fd, void *buf, size_t n, size_t buflen, int flags, struct sockaddr *addr, socklen_t *len) {
+  dp_init();
+  socklen_t cap = len != NULL ? *len : 0;
+  ssize_t got = real___recvfrom_chk(fd, buf, n, buflen, flags, addr, len);
+  if (got >= 0) unrelay(addr, len, cap);
+  return got;
+}
+
+ssize_t recvmsg(int fd, struct msghdr *msg, int flags) {
+  dp_init();
+  socklen_t cap = msg != NULL ? msg->msg_namelen : 0;
+  ssize_t got = real_recvmsg(fd, msg, flags);
+  if (got >= 0) unrelay(msg->msg_name, &msg->msg_namelen, cap);
+  return got;
+}
+
+int recvmmsg(int fd, struct mmsghdr *vec, unsigned int count, int flags, struct timespec *timeout) {
+  dp_init();
+  enum { BATCH = 64 };
+  socklen_t caps[BATCH];
+  /* At most a batch per call (a receive may always return fewer), so every address returned can be put right. */
+  unsigned int n = count < BATCH ? count : BATCH;
+  for (unsigned int i = 0; vec != NULL && i < n; i++) caps[i] = vec[i].msg_hdr.msg_namelen;
+  int got = real_recvmmsg(fd, vec, n, flags, timeout);
+  for (int i = 0; i < got; i++) unrelay(vec[i].msg_hdr.msg_name, &vec[i].msg_hdr.msg_namelen, caps[i]);
+  return got;
+}
