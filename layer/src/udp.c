@@ -112,16 +112,12 @@ static int route(int fd, const struct sockaddr *addr, socklen_t len, struct sock
   return 1;
 }
 
-/* After a receive: a datagram from a relay came from its destination. `cap` is what the caller's buffer holds. */
-static void unrelay(struct sockaddr *addr, socklen_t *len, socklen_t cap) {
+/* After a receive: a datagram from a relay came from its destination. */
+static void unrelay(struct sockaddr_storage *addr, socklen_t *len) {
   struct dp_addr from;
-  if (!atomic_load(&have_relays) || addr == NULL || len == NULL || !to_key(addr, *len < cap ? *len : cap, &from)) return;
+  if (!to_key((struct sockaddr *)addr, *len, &from)) return;
   const struct slot *r = lookup(relays, DP_RELAYS, &from);
-  if (r == NULL) return;
-  struct sockaddr_storage real;
-  socklen_t real_len = dp_from_addr(&r->value, addr->sa_family, &real);
-  *len = cap;
-  dp_copy_out(&real, real_len, addr, len);
+  if (r != NULL) *len = dp_from_addr(&r->value, addr->ss_family, addr);
 }
 
 int dp_udp_connect(int fd, const struct sockaddr *addr, socklen_t len) {
@@ -208,38 +204,82 @@ int sendmmsg(int fd, struct mmsghdr *vec, unsigned int count, int flags) {
   return sent;
 }
 
+/* Receives put the source in a whole address of ours first: the caller's buffer may be too short to recognise a relay
+ * in, and must still get the destination's address, truncated as the kernel truncates. */
 ssize_t recvfrom(int fd, void *buf, size_t n, int flags, struct sockaddr *addr, socklen_t *len) {
   dp_init();
-  socklen_t cap = len != NULL ? *len : 0;
-  ssize_t got = real_recvfrom(fd, buf, n, flags, addr, len);
-  if (got >= 0) unrelay(addr, len, cap);
+  if (addr == NULL || len == NULL || !atomic_load(&have_relays)) return real_recvfrom(fd, buf, n, flags, addr, len);
+  struct sockaddr_storage full;
+  socklen_t full_len = sizeof full;
+  ssize_t got = real_recvfrom(fd, buf, n, flags, (struct sockaddr *)&full, &full_len);
+  if (got < 0) return got;
+  unrelay(&full, &full_len);
+  dp_copy_out(&full, full_len, addr, len);
   return got;
 }
 
 ssize_t __recvfrom_chk(int fd, void *buf, size_t n, size_t buflen, int flags, struct sockaddr *addr, socklen_t *len) {
   dp_init();
-  socklen_t cap = len != NULL ? *len : 0;
-  ssize_t got = real___recvfrom_chk(fd, buf, n, buflen, flags, addr, len);
-  if (got >= 0) unrelay(addr, len, cap);
+  if (addr == NULL || len == NULL || !atomic_load(&have_relays)) return real___recvfrom_chk(fd, buf, n, buflen, flags, addr, len);
+  struct sockaddr_storage full;
+  socklen_t full_len = sizeof full;
+  ssize_t got = real___recvfrom_chk(fd, buf, n, buflen, flags, (struct sockaddr *)&full, &full_len);
+  if (got < 0) return got;
+  unrelay(&full, &full_len);
+  dp_copy_out(&full, full_len, addr, len);
   return got;
+}
+
+/* Points msg's name at `full` for a receive, and back at the caller's (filled in) after it. */
+static void borrow_name(struct msghdr *msg, struct sockaddr_storage *full, void **name, socklen_t *cap) {
+  *name = msg->msg_name;
+  *cap = msg->msg_namelen;
+  msg->msg_name = full;
+  msg->msg_namelen = sizeof *full;
+}
+
+static void return_name(struct msghdr *msg, struct sockaddr_storage *full, void *name, socklen_t cap, int received) {
+  socklen_t full_len = msg->msg_namelen;
+  msg->msg_name = name;
+  msg->msg_namelen = cap;
+  if (!received) return;
+  unrelay(full, &full_len);
+  dp_copy_out(full, full_len, name, &msg->msg_namelen);
 }
 
 ssize_t recvmsg(int fd, struct msghdr *msg, int flags) {
   dp_init();
-  socklen_t cap = msg != NULL ? msg->msg_namelen : 0;
+  if (msg == NULL || msg->msg_name == NULL || !atomic_load(&have_relays)) return real_recvmsg(fd, msg, flags);
+  struct sockaddr_storage full;
+  void *name;
+  socklen_t cap;
+  borrow_name(msg, &full, &name, &cap);
   ssize_t got = real_recvmsg(fd, msg, flags);
-  if (got >= 0) unrelay(msg->msg_name, &msg->msg_namelen, cap);
+  int saved = errno;
+  return_name(msg, &full, name, cap, got >= 0);
+  errno = saved;
   return got;
 }
 
 int recvmmsg(int fd, struct mmsghdr *vec, unsigned int count, int flags, struct timespec *timeout) {
   dp_init();
+  if (vec == NULL || !atomic_load(&have_relays)) return real_recvmmsg(fd, vec, count, flags, timeout);
   enum { BATCH = 64 };
+  struct sockaddr_storage full[BATCH];
+  void *names[BATCH];
   socklen_t caps[BATCH];
   /* At most a batch per call (a receive may always return fewer), so every address returned can be put right. */
   unsigned int n = count < BATCH ? count : BATCH;
-  for (unsigned int i = 0; vec != NULL && i < n; i++) caps[i] = vec[i].msg_hdr.msg_namelen;
+  /* Entries without a name buffer are left as they are. */
+  for (unsigned int i = 0; i < n; i++) {
+    names[i] = NULL;
+    if (vec[i].msg_hdr.msg_name != NULL) borrow_name(&vec[i].msg_hdr, &full[i], &names[i], &caps[i]);
+  }
   int got = real_recvmmsg(fd, vec, n, flags, timeout);
-  for (int i = 0; i < got; i++) unrelay(vec[i].msg_hdr.msg_name, &vec[i].msg_hdr.msg_namelen, caps[i]);
+  int saved = errno;
+  for (unsigned int i = 0; i < n; i++) {
+    if (names[i] != NULL) return_name(&vec[i].msg_hdr, &full[i], names[i], caps[i], (int)i < got);
+  }
+  errno = saved;
   return got;
 }

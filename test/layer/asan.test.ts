@@ -8,6 +8,7 @@ import { createWorld, type World } from '../world/world.ts';
 import { execIn } from '../e2e/run-doppel.ts';
 import { cServer, nodeServer } from './incoming-scenario.ts';
 import { writeHooks } from './write-scenario.ts';
+import { udpClient } from './udp-scenario.ts';
 
 const layerDir = fileURLToPath(new URL('../../layer/', import.meta.url));
 
@@ -37,6 +38,7 @@ describe('the layer under AddressSanitizer', needsRoot('the sanitizer run'), () 
     ['getent (getaddrinfo, gethostbyname2)', ['sh', '-c', 'getent ahostsv4 redis.data | head -1 | cut -d" " -f1; getent hosts api | cut -d" " -f1'], (w) => `${w.services.redis.address}\n${w.services.http.address}\n`],
     ['python3 (connect, getpeername)', ['python3', '-c', 'import socket,sys; s=socket.create_connection(("api",8080)); s.sendall(b"GET / HTTP/1.0\\r\\n\\r\\n"); d=s.recv(4096); print(s.getpeername()[0]); sys.stdout.write(d.split(b"\\r\\n\\r\\n",1)[1].decode())'], (w) => `${w.services.http.address}\n${w.services.http.body}`],
     ['hostname and uname -n (gethostname, uname)', ['sh', '-c', 'hostname; uname -n'], (w) => `${w.target.hostname}\n${w.target.hostname}\n`],
+    ['dig (DNS over UDP to the target\'s resolver)', ['dig', '+short', '+search', 'echo'], (w) => `${w.services.udpEcho.address}\n`],
     ['readlink and realpath', ['sh', '-c', 'readlink /srv/app/current; realpath /srv/app/current/feature-flags'], () => '/srv/app/config\n/srv/app/config/feature-flags\n'],
   ];
   const sanitizerReport = /ERROR: AddressSanitizer|runtime error:/;
@@ -48,6 +50,9 @@ describe('the layer under AddressSanitizer', needsRoot('the sanitizer run'), () 
   });
   test('write mode (open/creat/fopen/fclose, fsync, dup/fork, mkdir, rmdir, unlink, rename, chmod, write-back at exit)', async () => {
     assert.doesNotMatch(await writeHooks(world, env), sanitizerReport);
+  });
+  test('a UDP client (connect, sendto, sendmsg, sendmmsg, recvfrom, recvmsg, recvmmsg, getpeername)', async () => {
+    assert.doesNotMatch(await udpClient(world, env), sanitizerReport);
   });
 
   for (const [name, command, expected] of programs) {
