@@ -1,0 +1,93 @@
+// Node programs as they are written, under doppel: worker threads resolving names, a child process started with a
+// replaced environment, and a stream of a file of several MiB that only the target has.
+import assert from 'node:assert/strict';
+import { after, afterEach, before, describe, test } from 'node:test';
+import { needsRoot } from '../support/root.ts';
+import { createWorld, type World } from '../world/world.ts';
+import { leftoversAfter } from './leftovers.ts';
+import { execIn, type Finished } from './run-doppel.ts';
+
+function ok(result: Finished): string {
+  assert.equal(result.status, 0, `doppel exited ${result.status}${result.signal ? ` (${result.signal})` : ''}\nstdout: ${result.stdout}\nstderr: ${result.stderr}`);
+  return result.stdout;
+}
+
+describe('node programs under doppel', needsRoot('doppel exec against a process target'), () => {
+  let world: World;
+  const pid = () => world.target.pid;
+
+  before(async () => {
+    world = await createWorld();
+  });
+  after(async () => {
+    await world?.destroy();
+  });
+  afterEach(async () => {
+    if (!world) return;
+    assert.deepEqual(await leftoversAfter(pid()), { agents: [], dirs: [] }, 'a session left an agent process or a socket directory behind');
+  });
+
+  test('worker_threads resolve cluster names at once: dns.lookup (getaddrinfo) and dns.resolve4 (c-ares)', async () => {
+    const { http, redis, udpEcho } = world.services;
+    const script = `
+      const { Worker } = require('worker_threads');
+      const names = ${JSON.stringify([http.shortName, redis.shortName, udpEcho.name, http.name])};
+      const worker = (name) => new Promise((resolve, reject) => {
+        const code = "const dns = require('dns').promises; const { parentPort, workerData } = require('worker_threads');" +
+          "Promise.all([dns.lookup(workerData), dns.resolve4(workerData.includes('.svc.') ? workerData : workerData + '.shop.svc.cluster.local').catch((e) => [e.code])])" +
+          ".then(([looked, resolved]) => parentPort.postMessage([looked.address, resolved]));";
+        new Worker(code, { eval: true, workerData: name }).once('message', resolve).once('error', reject);
+      });
+      Promise.all(names.map(worker)).then((found) => process.stdout.write(JSON.stringify(found)));
+    `;
+    assert.deepEqual(JSON.parse(ok(await execIn(pid(), ['node', '-e', script]))), [
+      [http.address, [http.address]],
+      // redis.data is in another namespace: its short name is relative to svc.cluster.local, which resolve4 is not given.
+      [redis.address, ['ENOTFOUND']],
+      [udpEcho.address, [udpEcho.address]],
+      [http.address, [http.address]],
+    ]);
+  });
+
+  test('child_process with a replaced environment ({PATH} only) still reads, resolves and connects through the target', async () => {
+    const settings = '/srv/app/config/settings.json';
+    const { http, udpEcho } = world.services;
+    const child = `
+      const dns = require('dns').promises;
+      (async () => {
+        const file = require('fs').readFileSync(${JSON.stringify(settings)}, 'utf8');
+        const looked = (await dns.lookup(${JSON.stringify(http.shortName)})).address;
+        const resolved = await dns.resolve4(${JSON.stringify(udpEcho.name)});
+        const body = await (await fetch('http://${http.shortName}:${http.port}/')).text();
+        process.stdout.write(JSON.stringify({ file, looked, resolved, body, replaced: process.env.HOME === undefined && process.env.POD_NAME === undefined }));
+      })();
+    `;
+    const parent = `
+      const { execFile } = require('child_process');
+      execFile(process.execPath, ['-e', ${JSON.stringify(child)}], { env: { PATH: process.env.PATH } }, (error, stdout, stderr) => {
+        if (error) { process.stderr.write(stderr); process.exit(1); }
+        process.stdout.write(stdout);
+      });
+    `;
+    assert.deepEqual(JSON.parse(ok(await execIn(pid(), ['node', '-e', parent]))), {
+      file: world.target.files[settings],
+      looked: http.address,
+      resolved: [udpEcho.address],
+      body: http.body,
+      replaced: true,
+    });
+  });
+
+  test('fs.createReadStream of a multi-MiB file only the target has streams every byte', async () => {
+    const { path, size, sha256 } = world.target.bigFile;
+    const script = `
+      const hash = require('crypto').createHash('sha256');
+      let bytes = 0;
+      let chunks = 0;
+      require('fs').createReadStream(${JSON.stringify(path)}, { highWaterMark: 64 * 1024 })
+        .on('data', (chunk) => { hash.update(chunk); bytes += chunk.length; chunks++; })
+        .on('end', () => process.stdout.write(JSON.stringify({ bytes, sha256: hash.digest('hex'), manyChunks: chunks > 50 })));
+    `;
+    assert.deepEqual(JSON.parse(ok(await execIn(pid(), ['node', '-e', script]))), { bytes: size, sha256, manyChunks: true });
+  });
+});

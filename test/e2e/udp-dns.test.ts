@@ -1,0 +1,155 @@
+// UDP and DNS over UDP through the target, end to end: dig, node (c-ares, dgram), python3 (asyncio, sockets, threads,
+// subprocess) against the world's DNS server and UDP echo, which only the pod reaches; and the switches that keep UDP local.
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, afterEach, before, describe, test } from 'node:test';
+import { needsRoot } from '../support/root.ts';
+import { createWorld, type World } from '../world/world.ts';
+import { leftoversAfter } from './leftovers.ts';
+import { execIn, type Finished } from './run-doppel.ts';
+
+function ok(result: Finished): string {
+  assert.equal(result.status, 0, `doppel exited ${result.status}${result.signal ? ` (${result.signal})` : ''}\nstdout: ${result.stdout}\nstderr: ${result.stderr}`);
+  return result.stdout;
+}
+
+describe('UDP and DNS over UDP through the target', needsRoot('doppel exec against a process target'), () => {
+  let world: World;
+  let dir: string;
+  const pid = () => world.target.pid;
+  const config = (name: string, value: unknown) => {
+    const path = join(dir, `${name}.json`);
+    writeFileSync(path, JSON.stringify(value));
+    return ['-f', path];
+  };
+
+  before(async () => {
+    world = await createWorld();
+    dir = mkdtempSync(join(tmpdir(), 'doppel-udp-e2e-'));
+  });
+  after(async () => {
+    rmSync(dir, { recursive: true, force: true });
+    await world?.destroy();
+  });
+  afterEach(async () => {
+    if (!world) return;
+    assert.deepEqual(await leftoversAfter(pid()), { agents: [], dirs: [] }, 'a session left an agent process or a socket directory behind');
+  });
+
+  test('dig asks the target\'s resolver (read from its resolv.conf) over UDP and gets a cluster-only name', async () => {
+    const { udpEcho, dnsServer } = world.services;
+    const out = ok(await execIn(pid(), ['dig', udpEcho.name]));
+    assert.match(out, new RegExp(`^${udpEcho.name.replaceAll('.', '\\.')}\\.\\s+\\d+\\s+IN\\s+A\\s+${udpEcho.address.replaceAll('.', '\\.')}$`, 'm'));
+    assert.match(out, new RegExp(`^;; SERVER: ${dnsServer.replaceAll('.', '\\.')}#53\\(${dnsServer.replaceAll('.', '\\.')}\\) \\(UDP\\)$`, 'm'));
+  });
+
+  test('node: dns.resolve4 and dns.promises.Resolver (c-ares) get the target\'s answers; dgram reaches the echo', async () => {
+    const { udpEcho, redis } = world.services;
+    const script = `
+      const dns = require('dns');
+      const dgram = require('dgram');
+      (async () => {
+        const resolve4 = await new Promise((resolve, reject) => dns.resolve4(${JSON.stringify(udpEcho.name)}, (error, found) => (error ? reject(error) : resolve(found))));
+        const resolver = new dns.promises.Resolver();
+        const viaResolver = await resolver.resolve4(${JSON.stringify(redis.name)});
+        const socket = dgram.createSocket('udp4');
+        const reply = await new Promise((resolve) => {
+          socket.once('message', (message, from) => resolve([message.toString(), from.address, from.port]));
+          socket.send('node', ${udpEcho.port}, ${JSON.stringify(udpEcho.address)});
+        });
+        socket.close();
+        process.stdout.write(JSON.stringify({ resolve4, viaResolver, servers: resolver.getServers(), reply }));
+      })();
+    `;
+    assert.deepEqual(JSON.parse(ok(await execIn(pid(), ['node', '-e', script]))), {
+      resolve4: [udpEcho.address],
+      viaResolver: [redis.address],
+      servers: [world.services.dnsServer],
+      reply: [`node@${udpEcho.seenFrom}`, udpEcho.address, udpEcho.port],
+    });
+  });
+
+  test('python3: asyncio datagram endpoints, connected and not, and a plain socket\'s sendto/recvfrom', async () => {
+    const { udpEcho } = world.services;
+    const script = `
+import asyncio, socket
+async def exchange(send, **where):
+    loop = asyncio.get_running_loop()
+    got = loop.create_future()
+    class Echo(asyncio.DatagramProtocol):
+        def datagram_received(self, data, addr):
+            got.set_result((data.decode(), addr[0], addr[1]))
+    transport, _ = await loop.create_datagram_endpoint(Echo, **where)
+    send(transport)
+    result = await asyncio.wait_for(got, 10)
+    peer = transport.get_extra_info("peername")
+    transport.close()
+    return result, peer and peer[0]
+async def main():
+    print(await exchange(lambda t: t.sendto(b"connected"), remote_addr=("${udpEcho.shortName}", ${udpEcho.port})))
+    print(await exchange(lambda t: t.sendto(b"unconnected", ("${udpEcho.address}", ${udpEcho.port})), family=socket.AF_INET, local_addr=("0.0.0.0", 0)))
+asyncio.run(main())
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(10)
+s.sendto(b"plain", ("${udpEcho.name}", ${udpEcho.port}))
+print(s.recvfrom(100))
+`;
+    const echo = `'${udpEcho.address}', ${udpEcho.port}`;
+    assert.equal(ok(await execIn(pid(), ['python3', '-c', script])), [
+      `(('connected@${udpEcho.seenFrom}', ${echo}), '${udpEcho.address}')`,
+      `(('unconnected@${udpEcho.seenFrom}', ${echo}), None)`,
+      `(b'plain@${udpEcho.seenFrom}', (${echo}))`,
+      '',
+    ].join('\n'));
+  });
+
+  test('python3: threads resolving and exchanging datagrams at once, and subprocesses resolving (dig, python)', async () => {
+    const { udpEcho, redis } = world.services;
+    const script = `
+import socket, subprocess, sys
+from concurrent.futures import ThreadPoolExecutor
+def work(i):
+    address = socket.gethostbyname("${udpEcho.shortName}")
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(10)
+    s.sendto(b"thread %d" % i, (address, ${udpEcho.port}))
+    data, source = s.recvfrom(100)
+    return data.decode(), source[0]
+with ThreadPoolExecutor(8) as pool:
+    results = list(pool.map(work, range(16)))
+print(all(r == ("thread %d@${udpEcho.seenFrom}" % i, "${udpEcho.address}") for i, r in enumerate(results)), len(results))
+print(subprocess.run(["dig", "+short", "${udpEcho.name}"], capture_output=True, text=True, check=True).stdout.strip())
+print(subprocess.run([sys.executable, "-c", "import socket; print(socket.gethostbyname('${redis.shortName}'))"], capture_output=True, text=True, check=True).stdout.strip())
+`;
+    assert.equal(ok(await execIn(pid(), ['python3', '-c', script])), `True 16\n${udpEcho.address}\n${redis.address}\n`);
+  });
+
+  test('--no-udp-outgoing and udp: false send from the developer machine; DNS to the target\'s resolver still follows the dns switch', async () => {
+    const { udpEcho } = world.services;
+    const send = `import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.sendto(b"x", ("${udpEcho.address}", ${udpEcho.port}))`;
+    for (const flags of [['--no-udp-outgoing'], config('udp-off', { feature: { network: { outgoing: { udp: false } } } })]) {
+      const result = await execIn(pid(), ['python3', '-c', send], { flags });
+      assert.notEqual(result.status, 0, flags.join(' '));
+      assert.match(result.stderr, /No route to host|Network is unreachable/, flags.join(' '));
+      assert.equal(ok(await execIn(pid(), ['dig', '+short', udpEcho.name], { flags })), `${udpEcho.address}\n`);
+    }
+  });
+
+  test('--no-remote-dns sends dig\'s queries from the developer machine, where the target\'s resolver is unreachable', async () => {
+    const result = await execIn(pid(), ['dig', '+tries=1', '+time=2', world.services.udpEcho.name], { flags: ['--no-remote-dns'] });
+    assert.notEqual(result.status, 0);
+    assert.match(result.stdout, /host unreachable|network unreachable|no servers could be reached/);
+  });
+
+  test('an outgoing filter sends a UDP destination from the developer machine and leaves TCP alone', async () => {
+    const { udpEcho, http } = world.services;
+    const flags = config('filter', { feature: { network: { outgoing: { filter: { local: [`udp://${udpEcho.address}:${udpEcho.port}`] } } } } });
+    const send = `import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.sendto(b"x", ("${udpEcho.address}", ${udpEcho.port}))`;
+    const filtered = await execIn(pid(), ['python3', '-c', send], { flags });
+    assert.notEqual(filtered.status, 0);
+    assert.match(filtered.stderr, /No route to host|Network is unreachable/);
+    assert.equal(ok(await execIn(pid(), ['curl', '-s', `http://${http.address}:${http.port}/`], { flags })), http.body);
+  });
+});
