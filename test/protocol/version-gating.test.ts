@@ -1,4 +1,4 @@
-// Version gating both ways: the client sends nothing an older agent lacks, the agent refuses what a newer client asks, and keepalives work with version 1 peers.
+// Version gating both ways: the client sends nothing an older agent lacks (and the proxy says so for UDP), the agent refuses what a newer client asks, and keepalives work with version 1 peers.
 import assert from 'node:assert/strict';
 import type { Socket } from 'node:net';
 import { after, test } from 'node:test';
@@ -7,6 +7,8 @@ import { createRequestHandler } from '../../src/agent/serve.ts';
 import { Connection } from '../../src/protocol/connection.ts';
 import { encodeFrame, FrameDecoder } from '../../src/protocol/frame.ts';
 import { decodeControl, encodeControl, PROTOCOL_VERSION, type ControlMessage } from '../../src/protocol/messages.ts';
+import { connectAgent } from '../../src/proxy/agent-client.ts';
+import { createUdpRequests } from '../../src/proxy/udp.ts';
 import { socketPair } from './pair.ts';
 
 const closers: (() => void)[] = [];
@@ -79,4 +81,23 @@ test('keepalives need nothing new from a version 1 client: its error answer to p
   await sleep(800);
   assert.ok(answered >= 4, `only ${answered} keepalives answered`);
   assert.equal(closed, false);
+});
+
+test('toward a version 4 agent, the proxy answers UDP to the target with ENETUNREACH and one line saying why, sending nothing', async () => {
+  const sockets = await socketPair();
+  closers.push(sockets.close);
+  const agent = rawPeer(sockets.b, 4, 'doppel-agent 0.4.0');
+  const client = await connectAgent(sockets.a, { handshakeTimeoutMs: 2000 });
+  closers.push(() => client.close());
+  assert.equal(client.connection.supports('udp.open'), false);
+  const notices: string[] = [];
+  const udp = createUdpRequests(client, async () => 'remote', (text) => notices.push(text));
+  closers.push(() => udp.close());
+  const target = { family: 4 as const, address: '198.18.64.13', port: 7007 };
+  assert.deepEqual(await udp.udpRoute(target), { kind: 'error', code: 'ENETUNREACH' });
+  assert.deepEqual(await udp.udpRoute(target), { kind: 'error', code: 'ENETUNREACH' });
+  assert.deepEqual(notices, ['the agent (doppel-agent 0.4.0) speaks protocol 4: outgoing UDP through the target needs protocol 5, so the program\'s UDP to the target\'s network fails (use the agent of the same doppel version as the CLI, or --no-udp-outgoing)']);
+  await assert.rejects(client.connection.request('udp.open', { channel: 1 }), { code: 'E_PROTOCOL_UNSUPPORTED', message: 'the agent (doppel-agent 0.4.0) speaks protocol 4; udp.open needs protocol 5' });
+  await sleep(100);
+  assert.deepEqual(agent.received.map((m) => m.t), ['hello']);
 });

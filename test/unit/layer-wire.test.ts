@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { test } from 'node:test';
 import {
   ADDR_SIZE, BIND_REQ_SIZE, BIND_RESP_SIZE, CONNECT_REQ_SIZE, CONNECT_RESP_SIZE, decodeAddr, decodeRequest, DIRENT_SIZE, encodeAddr, encodeAnswer, GAI_REQ_SIZE,
-  LISTEN_REQ_SIZE, Op, PEER_OF_REQ_SIZE, PEER_OF_RESP_SIZE, REQ_HEADER, RESP_HEADER, STAT_SIZE, UNLISTEN_REQ_SIZE,
+  LISTEN_REQ_SIZE, Op, PEER_OF_REQ_SIZE, PEER_OF_RESP_SIZE, REQ_HEADER, RESP_HEADER, STAT_SIZE, UDP_ROUTE_REQ_SIZE, UDP_ROUTE_RESP_SIZE, UNLISTEN_REQ_SIZE,
 } from '../../src/proxy/layer-wire.ts';
 import { FCHMOD_REQ_SIZE, OPEN_WRITE_SIZE, WRITEBACK_CHUNK, WRITEBACK_DATA_SIZE, WRITEBACK_REQ_SIZE, WRITEBACK_RESP_SIZE } from '../../src/proxy/layer-wire.ts';
 
@@ -32,13 +32,13 @@ int main(void) { ${body} return 0; }`);
 
 test('struct sizes and op numbers match the C header', () => {
   const structs = ['dp_req_hdr', 'dp_resp_hdr', 'dp_stat', 'dp_dirent', 'dp_addr', 'dp_gai_req', 'dp_connect_req', 'dp_connect_resp',
-    'dp_bind_req', 'dp_bind_resp', 'dp_listen_req', 'dp_peer_of_req', 'dp_peer_of_resp', 'dp_unlisten_req'];
+    'dp_bind_req', 'dp_bind_resp', 'dp_listen_req', 'dp_peer_of_req', 'dp_peer_of_resp', 'dp_unlisten_req', 'dp_udp_route_req', 'dp_udp_route_resp'];
   const sizes = runC(structs.map((name) => `printf("%zu ", sizeof(struct ${name}));`).join(' ')).split(' ').map(Number);
   assert.deepEqual(sizes, [REQ_HEADER, RESP_HEADER, STAT_SIZE, DIRENT_SIZE, ADDR_SIZE, GAI_REQ_SIZE, CONNECT_REQ_SIZE, CONNECT_RESP_SIZE,
-    BIND_REQ_SIZE, BIND_RESP_SIZE, LISTEN_REQ_SIZE, PEER_OF_REQ_SIZE, PEER_OF_RESP_SIZE, UNLISTEN_REQ_SIZE]);
-  const ops = ['OPEN', 'STAT', 'ACCESS', 'READLINK', 'LISTDIR', 'REALPATH', 'GETADDRINFO', 'CONNECT', 'BIND', 'LISTEN', 'PEER_OF', 'UNLISTEN'];
+    BIND_REQ_SIZE, BIND_RESP_SIZE, LISTEN_REQ_SIZE, PEER_OF_REQ_SIZE, PEER_OF_RESP_SIZE, UNLISTEN_REQ_SIZE, UDP_ROUTE_REQ_SIZE, UDP_ROUTE_RESP_SIZE]);
+  const ops = ['OPEN', 'STAT', 'ACCESS', 'READLINK', 'LISTDIR', 'REALPATH', 'GETADDRINFO', 'CONNECT', 'BIND', 'LISTEN', 'PEER_OF', 'UNLISTEN', 'UDP_ROUTE'];
   const numbers = runC(ops.map((name) => `printf("%d ", DP_OP_${name});`).join(' ')).split(' ').map(Number);
-  assert.deepEqual(numbers, [Op.open, Op.stat, Op.access, Op.readlink, Op.listdir, Op.realpath, Op.getaddrinfo, Op.connect, Op.bind, Op.listen, Op.peerOf, Op.unlisten]);
+  assert.deepEqual(numbers, [Op.open, Op.stat, Op.access, Op.readlink, Op.listdir, Op.realpath, Op.getaddrinfo, Op.connect, Op.bind, Op.listen, Op.peerOf, Op.unlisten, Op.udpRoute]);
 });
 
 /** The bytes of a struct the C side fills, as the layer would send them. */
@@ -89,6 +89,15 @@ test('a connect kept local may name the address to connect to instead', () => {
   assert.deepEqual([answer.readUInt32LE(0), answer.readInt32LE(4)], [ADDR_SIZE, 1]);
   assert.deepEqual(decodeAddr(answer, 8), instead);
   assert.equal(encodeAnswer(connect, { kind: 'local' }).readUInt32LE(0), 0);
+});
+
+test('a UDP route request decodes as the layer fills it, and its relay encodes as the layer reads it', () => {
+  const request = decodeRequest(Op.udpRoute, cBytes(`struct dp_udp_route_req r = {.remote = ${cAddr('AF_INET', 53, [198, 18, 64, 10])}};`));
+  assert.deepEqual(request, { op: 'udpRoute', remote: { family: 4, address: '198.18.64.10', port: 53 } });
+  const relay = { family: 4 as const, address: '127.0.0.1', port: 40999 };
+  const answer = encodeAnswer(request, { kind: 'remote', value: { via: relay } });
+  assert.deepEqual([answer.readUInt32LE(0), answer.readInt32LE(4), decodeAddr(answer, 8)], [UDP_ROUTE_RESP_SIZE, 0, relay]);
+  assert.equal(encodeAnswer(request, { kind: 'error', code: 'ENETUNREACH' }).readInt32LE(4), -101);
 });
 
 test('addresses round-trip, and IPv4-mapped IPv6 means IPv4', () => {
