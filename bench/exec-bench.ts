@@ -37,7 +37,7 @@ try {
     const v = JSON.parse(execFileSync(...viaDoppel([`${here}workloads/${script}`, ...args]), { encoding: 'utf8' })) as number[];
     return compare(d, v);
   };
-  const { redis } = world.services;
+  const { redis, udpEcho } = world.services;
   const results = {
     when: new Date().toISOString(),
     node: process.version,
@@ -48,6 +48,8 @@ try {
     file4KiBOpenReadClose: loop('file-loop.mjs', [world.target.benchFile, String(loops)]),
     dnsLookup: loop('dns-loop.mjs', [redis.name, String(loops)]),
     tcpConnectRoundTrip: loop('tcp-loop.mjs', [redis.address, String(redis.port), String(loops)]),
+    udpRoundTrip: loop('udp-loop.mjs', [udpEcho.address, String(udpEcho.port), String(loops)]),
+    dnsResolve4OverUdp: loop('resolve-loop.mjs', [redis.name, String(loops)]),
   };
   mkdirSync(`${here}results`, { recursive: true });
   writeFileSync(`${here}results/exec.json`, `${JSON.stringify(results, null, 2)}\n`);

@@ -10,8 +10,11 @@ import type { Route } from './route.ts';
 
 /** Datagrams waiting for the agent beyond this are dropped, as a full socket buffer drops them. */
 const MAX_QUEUED = 1024 * 1024;
-/** Besides every layer disconnect, flows of closed program sockets are ended this often. */
-const SWEEP_MS = 30_000;
+/** Besides every layer disconnect, flows of closed program sockets are ended this often... */
+const SWEEP_MS = 10_000;
+/** ...and at most once a second while there are this many: c-ares opens a socket per query. */
+const MANY_FLOWS = 64;
+const BUSY_SWEEP_MS = 1_000;
 
 export interface UdpRequests extends Pick<LayerHandler, 'udpRoute'> {
   /** Ends the flows of program sockets that no longer exist. */
@@ -37,6 +40,7 @@ export function createUdpRequests(agent: AgentClient, route: Route, notice: (tex
   const flows = new Map<string, Flow>();
   let serial = 0;
   let sweeper: NodeJS.Timeout | undefined;
+  let lastSweep = 0;
   const warned = new Set<string>();
   const warnOnce = (text: string) => {
     if (warned.has(text)) return;
@@ -52,6 +56,7 @@ export function createUdpRequests(agent: AgentClient, route: Route, notice: (tex
     const { stream, opened } = agent.openUdp();
     flows.set(id, { stream, port: program.port, serial: ++serial });
     sweeper ??= setInterval(() => void sweep(), SWEEP_MS).unref();
+    if (flows.size > MANY_FLOWS && Date.now() - lastSweep > BUSY_SWEEP_MS) void sweep();
     opened.catch((error: Error) => warnOnce(`outgoing UDP through the target failed: ${error.message}`));
     const decoder = new DatagramDecoder();
     stream.on('data', (chunk: Buffer) => {
@@ -102,6 +107,7 @@ export function createUdpRequests(agent: AgentClient, route: Route, notice: (tex
 
   const sweep = async () => {
     if (flows.size === 0) return;
+    lastSweep = Date.now();
     // Flows made while the tables are read may belong to sockets bound after the read.
     const before = serial;
     const bound = await boundUdpPorts();
