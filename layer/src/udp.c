@@ -75,7 +75,7 @@ static int is_datagram(int fd) {
   return getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) == 0 && type == SOCK_DGRAM;
 }
 
-/* Where a datagram from fd to addr goes: 0 as addressed, 1 to *via instead, or -errno. */
+/* Where a datagram from fd to addr goes: 0 as addressed, 1 to *via instead, or -1 with errno set. */
 static int route(int fd, const struct sockaddr *addr, socklen_t len, struct sockaddr_storage *via, socklen_t *via_len) {
   struct dp_addr remote;
   if (!to_key(addr, len, &remote)) return 0;
@@ -96,8 +96,10 @@ static int route(int fd, const struct sockaddr *addr, socklen_t len, struct sock
     if (complete) memcpy(&relay, reply, sizeof relay);
     dp_free(reply);
     dp_leave();
-    if (status < 0) return status;
-    if (status == DP_OK && !complete) return -EIO;
+    if (status < 0 || (status == DP_OK && !complete)) {
+      errno = status < 0 ? -status : EIO;
+      return -1;
+    }
     if (status != DP_OK) {
       insert(destinations, DP_DESTINATIONS, &remote, 1, NULL);
       dp_bypassed(DP_BYPASS_POLICY, "udp");
@@ -126,10 +128,7 @@ int dp_udp_connect(int fd, const struct sockaddr *addr, socklen_t len) {
   struct sockaddr_storage via;
   socklen_t via_len;
   int r = route(fd, addr, len, &via, &via_len);
-  if (r < 0) {
-    errno = -r;
-    return -1;
-  }
+  if (r < 0) return -1;
   if (r == 0) return real_connect(fd, addr, len);
   if (real_connect(fd, (struct sockaddr *)&via, via_len) < 0) return -1;
   struct dp_fdinfo info = {.has_peer = 1, .peer_len = len < sizeof info.peer ? len : sizeof info.peer};
@@ -143,14 +142,11 @@ ssize_t sendto(int fd, const void *buf, size_t n, int flags, const struct sockad
   struct sockaddr_storage via;
   socklen_t via_len;
   int r = route(fd, addr, len, &via, &via_len);
-  if (r < 0) {
-    errno = -r;
-    return -1;
-  }
+  if (r < 0) return -1;
   return r ? real_sendto(fd, buf, n, flags, (struct sockaddr *)&via, via_len) : real_sendto(fd, buf, n, flags, addr, len);
 }
 
-/* A copy of msg addressed to the relay, or msg itself; -errno when the destination cannot be reached. */
+/* 1 with copy addressed to the relay, 0 to send msg as it is, or -1 with errno set. */
 static int readdress(int fd, const struct msghdr *msg, struct msghdr *copy, struct sockaddr_storage *via) {
   socklen_t via_len;
   int r = route(fd, msg->msg_name, msg->msg_namelen, via, &via_len);
@@ -166,10 +162,7 @@ ssize_t sendmsg(int fd, const struct msghdr *msg, int flags) {
   struct msghdr copy;
   struct sockaddr_storage via;
   int r = msg == NULL ? 0 : readdress(fd, msg, &copy, &via);
-  if (r < 0) {
-    errno = -r;
-    return -1;
-  }
+  if (r < 0) return -1;
   return real_sendmsg(fd, r ? &copy : msg, flags);
 }
 
@@ -186,10 +179,7 @@ int sendmmsg(int fd, struct mmsghdr *vec, unsigned int count, int flags) {
       batch[i] = vec[sent + (int)i];
       int r = readdress(fd, &vec[sent + (int)i].msg_hdr, &batch[i].msg_hdr, &via[i]);
       if (r < 0) {
-        if (sent == 0 && i == 0) {
-          errno = -r;
-          return -1;
-        }
+        if (sent == 0 && i == 0) return -1;
         n = i;
         break;
       }
