@@ -137,6 +137,14 @@ print(subprocess.run([sys.executable, "-c", "import socket; print(socket.gethost
     }
   });
 
+  test('DNS over TCP to the target\'s resolver follows the dns switch too: dig +tcp resolves with --no-tcp-outgoing', async () => {
+    const { udpEcho, http } = world.services;
+    assert.equal(ok(await execIn(pid(), ['dig', '+tcp', '+short', udpEcho.name], { flags: ['--no-tcp-outgoing'] })), `${udpEcho.address}\n`);
+    // Other TCP leaves from the developer machine, which has no route to the service.
+    const other = await execIn(pid(), ['curl', '-s', '-m', '5', `http://${http.address}:${http.port}/`], { flags: ['--no-tcp-outgoing'] });
+    assert.notEqual(other.status, 0);
+  });
+
   test('--no-remote-dns sends dig\'s queries from the developer machine, where the target\'s resolver is unreachable', async () => {
     const result = await execIn(pid(), ['dig', '+tries=1', '+time=2', world.services.udpEcho.name], { flags: ['--no-remote-dns'] });
     assert.notEqual(result.status, 0);
