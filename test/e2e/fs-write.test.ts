@@ -120,6 +120,37 @@ fs.writeFileSync('${d}/tmp', 'temporary');
     });
   });
 
+  test('a full file system on the target: close returns its ENOSPC, and fsync too', async () => {
+    const d = fresh();
+    // A real 64 KiB tmpfs in the target's mount namespace; it goes with the world.
+    inside('mount', '-t', 'tmpfs', '-o', 'size=64k', 'doppel-full', d);
+    try {
+      const out = ok(await write(['python3', '-c', `
+import errno, os
+f = open("${d}/big", "wb")
+f.write(b"x" * 1048576)
+try:
+    f.close()
+except OSError as e:
+    print("close", errno.errorcode[e.errno])
+fd = os.open("${d}/other", os.O_WRONLY | os.O_CREAT)
+os.write(fd, b"y" * 1048576)
+try:
+    os.fsync(fd)
+except OSError as e:
+    print("fsync", errno.errorcode[e.errno])
+os.unlink("${d}/big")
+os.ftruncate(fd, 10)
+os.fsync(fd)
+print("after ftruncate", os.fstat(fd).st_size)
+`]));
+      assert.equal(out, 'close ENOSPC\nfsync ENOSPC\nafter ftruncate 10\n');
+      assert.equal(inside('stat', '-c', '%s', `${d}/other`), '10\n');
+    } finally {
+      inside('umount', d);
+    }
+  });
+
   test('a write through .. or a symlink that climbs out stays inside the target\'s root', async () => {
     const d = fresh();
     const name = `escaped-${randomBytes(4).toString('hex')}`;
