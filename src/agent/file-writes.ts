@@ -67,9 +67,9 @@ export function createFileWrites(root: string, credentials: () => Promise<Creden
     await allow(parent, W | X, dirname(path));
   }
   /** What the target's process creates belongs to it. */
-  async function own(host: string): Promise<void> {
+  async function own(chown: (uid: number, gid: number) => Promise<void>): Promise<void> {
     const who = await credentials();
-    if (who.uid !== 0 || who.gid !== 0) await lchown(host, who.uid, who.gid);
+    if (who.uid !== 0 || who.gid !== 0) await chown(who.uid, who.gid);
   }
 
   return {
@@ -91,21 +91,22 @@ export function createFileWrites(root: string, credentials: () => Promise<Creden
           if (type === S_IFDIR) throw new RemoteError('EISDIR', `is a directory: ${path}`);
           if (type !== S_IFREG) throw new RemoteError('EOPNOTSUPP', `not a regular file, which is all write mode sends to the target: ${path}`);
           if (access !== O_WRONLY) await allow(before, R, path);
-          await allow(before, W, path);
+          if (access !== O_RDONLY || (flags & O_TRUNC) !== 0) await allow(before, W, path);
         }
         const { umask } = await credentials();
-        handle = await open(host, (flags & (O_ACCMODE | O_CREAT | O_EXCL | O_TRUNC | O_APPEND)) | O_NOFOLLOW | O_NONBLOCK);
+        const opened = await open(host, (flags & (O_ACCMODE | O_CREAT | O_EXCL | O_TRUNC | O_APPEND)) | O_NOFOLLOW | O_NONBLOCK);
+        handle = opened;
         if (before === null) {
           // The asked mode less the target's umask, not the agent's.
-          await handle.chmod(mode & ~umask & 0o7777);
-          await own(host);
+          await opened.chmod(mode & ~umask & 0o7777);
+          await own((uid, gid) => opened.chown(uid, gid));
         }
-        const stat = toStat(await handle.stat({ bigint: true }));
+        const stat = toStat(await opened.stat({ bigint: true }));
         if (before === null || (flags & O_TRUNC) !== 0) {
           channel.end();
         } else {
-          const reader = access === O_WRONLY ? await open(host, O_RDONLY | O_NOFOLLOW | O_NONBLOCK) : handle;
-          if (reader !== handle) await handle.close();
+          const reader = access === O_WRONLY ? await open(host, O_RDONLY | O_NOFOLLOW | O_NONBLOCK) : opened;
+          if (reader !== opened) await opened.close();
           handle = undefined;
           // As fs.fetch: read to the end; the stream closes the reader, and a failure resets the channel.
           pipeline(reader.createReadStream({ highWaterMark: MAX_DATA_CHUNK, start: 0 }), channel).catch(() => undefined);
@@ -148,7 +149,7 @@ export function createFileWrites(root: string, credentials: () => Promise<Creden
       await allowInParent(host, path);
       await mkdir(host, mode & 0o7777);
       await chmod(host, mode & ~(await credentials()).umask & 0o7777);
-      await own(host);
+      await own((uid, gid) => lchown(host, uid, gid));
       return {};
     },
     async rmdir({ path }) {
