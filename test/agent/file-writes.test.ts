@@ -122,6 +122,7 @@ test('as a non-root target: EACCES on a read-only file or directory, EPERM on an
   chmodSync(join(dir, 'home/readonly'), 0o444);
   const client = await connect(dir, nobody);
   await assert.rejects(client.openForWrite('/home/readonly', O_WRONLY | O_TRUNC, 0), { code: 'EACCES' });
+  assert.equal(Buffer.from((await client.openForWrite('/home/readonly', constants.O_RDONLY | O_CREAT, 0o644)).data).toString(), 'keep\n', 'O_CREAT of an existing file only reads it');
   assert.equal(readFileSync(join(dir, 'home/readonly'), 'utf8'), 'keep\n', 'nothing truncated');
   await assert.rejects(client.openForWrite('/app/data/a.txt', O_RDWR, 0), { code: 'EACCES' });
   await assert.rejects(client.openForWrite('/app/data/new', O_WRONLY | O_CREAT, 0o644), { code: 'EACCES' });
