@@ -37,13 +37,23 @@ export type FileWriteRequests = Pick<LayerHandler, 'writeback' | 'writebackData'
 const digestOf = (data: Uint8Array) => createHash('sha256').update(data).digest('base64');
 const error = (code: string): Answer<never> => ({ kind: 'error', code });
 
-export function createFileWriteRequests(agent: AgentClient, policy: FsDecider): FileWriteRequests {
+/** `notice` tells the user, once, that an older agent makes every write fail. */
+export function createFileWriteRequests(agent: AgentClient, policy: FsDecider, notice: (text: string) => void = () => {}): FileWriteRequests {
   const written = new Map<number, Written>();
   const pending = new Map<number, Pending>();
   let nextHandle = 1;
   let nextToken = 1;
+  let told = false;
   /** An agent older than protocol 5 has no writes: the file system is read-only to the program. */
-  const writable = () => agent.connection.supports('fs.open');
+  const writable = () => {
+    if (agent.connection.supports('fs.open')) return true;
+    if (!told) {
+      const { software, version } = agent.connection.peer;
+      notice(`the agent (${software}) speaks protocol ${version} and cannot write the target's files (protocol 5): writes fail with EROFS; use an agent.image of this doppel version`);
+      told = true;
+    }
+    return false;
+  };
   const change = (path: string, work: (remotePath: string) => Promise<void>) =>
     routePath(policy, path, true, (remotePath) => (writable() ? remote(() => work(remotePath)) : Promise.resolve(error('EROFS'))));
 

@@ -45,7 +45,7 @@ export async function startProxy(options: ProxyOptions): Promise<Proxy> {
   const udp = createUdpRequests(options.agent, async (target) => route({ ...target, hostnames: await outgoing.namesOf(target.address) }), options.session.notice);
   const incoming = createIncomingRequests(options.agent, options.incoming, options.session);
   const { sweep, ...listeners } = createListenerRequests(incoming, options.incoming);
-  const { openForWrite, ...fileWrites } = createFileWriteRequests(options.agent, options.fs);
+  const { openForWrite, ...fileWrites } = createFileWriteRequests(options.agent, options.fs, options.session.notice);
   const handler: LayerHandler = {
     ...createFileRequests(options.agent, options.fs, openForWrite),
     ...fileWrites,

@@ -1,5 +1,6 @@
-// Version gating both ways: the client sends nothing an older agent lacks (and the proxy says so for UDP), the agent refuses what a newer client asks, and keepalives work with version 1 peers.
+// Version gating both ways: the client sends nothing an older agent lacks (and the proxy says so for UDP and writes), the agent refuses what a newer client asks, and keepalives work with version 1 peers.
 import assert from 'node:assert/strict';
+import { constants as fsConstants } from 'node:fs';
 import type { Socket } from 'node:net';
 import { after, test } from 'node:test';
 import { createLog } from '../../src/agent/log.ts';
@@ -8,6 +9,8 @@ import { Connection } from '../../src/protocol/connection.ts';
 import { encodeFrame, FrameDecoder } from '../../src/protocol/frame.ts';
 import { decodeControl, encodeControl, PROTOCOL_VERSION, type ControlMessage } from '../../src/protocol/messages.ts';
 import { connectAgent } from '../../src/proxy/agent-client.ts';
+import { createFileWriteRequests } from '../../src/proxy/file-writes.ts';
+import { createFileRequests } from '../../src/proxy/files.ts';
 import { createUdpRequests } from '../../src/proxy/udp.ts';
 import { socketPair } from './pair.ts';
 
@@ -98,6 +101,27 @@ test('toward a version 4 agent, the proxy answers UDP to the target with ENETUNR
   assert.deepEqual(await udp.udpRoute(target), { kind: 'error', code: 'ENETUNREACH' });
   assert.deepEqual(notices, ['the agent (doppel-agent 0.4.0) speaks protocol 4: outgoing UDP through the target needs protocol 5, so the program\'s UDP to the target\'s network fails (use the agent of the same doppel version as the CLI, or --no-udp-outgoing)']);
   await assert.rejects(client.connection.request('udp.open', { channel: 1 }), { code: 'E_PROTOCOL_UNSUPPORTED', message: 'the agent (doppel-agent 0.4.0) speaks protocol 4; udp.open needs protocol 5' });
+  await sleep(100);
+  assert.deepEqual(agent.received.map((m) => m.t), ['hello']);
+});
+
+test('toward a version 4 agent every write answers EROFS and nothing is sent', async () => {
+  const sockets = await socketPair();
+  closers.push(sockets.close);
+  const agent = rawPeer(sockets.b, 4, 'doppel-agent 0.4.0');
+  const client = await connectAgent(sockets.a, { handshakeTimeoutMs: 2000 });
+  closers.push(() => client.close());
+  const policy = { decide: (path: string) => ({ action: 'remote' as const, path }) };
+  const notices: string[] = [];
+  const writes = createFileWriteRequests(client, policy, (text) => notices.push(text));
+  const files = createFileRequests(client, policy, writes.openForWrite);
+  const erofs = { kind: 'error', code: 'EROFS' };
+  assert.deepEqual(await files.open('/srv/out', fsConstants.O_WRONLY | fsConstants.O_CREAT, 0o644), erofs);
+  assert.deepEqual(await writes.mkdir('/srv/d', 0o755), erofs);
+  assert.deepEqual(await writes.unlink('/srv/x'), erofs);
+  assert.deepEqual(await writes.rename('/srv/a', '/srv/b', false), erofs);
+  assert.deepEqual(await writes.chmod('/srv/a', 0o600, true), erofs);
+  assert.deepEqual(notices, ['the agent (doppel-agent 0.4.0) speaks protocol 4 and cannot write the target\'s files (protocol 5): writes fail with EROFS; use an agent.image of this doppel version']);
   await sleep(100);
   assert.deepEqual(agent.received.map((m) => m.t), ['hello']);
 });
