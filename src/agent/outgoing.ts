@@ -14,7 +14,8 @@ export function createOutgoing(log: Log): (args: TcpConnect['args'], connection:
       if (isIP(host) === 0) throw new RemoteError('EINVAL', `not an IP address: ${host}`);
       // Attached before connecting, so a client that gave up (its deadline) resets the channel and ends the attempt.
       const channel = connection.attachChannel(channelId);
-      const socket = connect({ host, port, noDelay: true, timeout: CONNECT_TIMEOUT_MS });
+      // Half-open: the program's shutdown(SHUT_WR) reaches the server, whose answer still comes back.
+      const socket = connect({ host, port, noDelay: true, timeout: CONNECT_TIMEOUT_MS, allowHalfOpen: true });
       const fail = (error: Error) => {
         socket.destroy();
         channel.destroy();

@@ -92,7 +92,8 @@ export function createOutgoingRequests(agent: AgentClient, policy: OutgoingDecid
 
 /** Listens once on loopback; the first connection is spliced to the relayed stream. */
 async function handOff(stream: Duplex, open: Set<{ destroy(): void }>): Promise<SockAddr> {
-  const server = createServer({ noDelay: true });
+  // Half-open both ways: a program that shuts down its sending side still reads the answer.
+  const server = createServer({ noDelay: true, allowHalfOpen: true });
   const tracked = { destroy: () => { server.close(); stream.destroy(); } };
   open.add(tracked);
   const timer = setTimeout(() => tracked.destroy(), HANDOFF_TIMEOUT_MS);

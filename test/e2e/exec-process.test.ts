@@ -175,6 +175,18 @@ sys.stdout.write(json.dumps([open(p).read(), os.stat(p).st_size, sorted(os.listd
       const result = await execIn(pid(), ['node', '-e', `require('net').connect(9, ${JSON.stringify(world.services.redis.address)}).on('error', (e) => process.stdout.write(e.code))`]);
       assert.equal(ok(result), 'ECONNREFUSED');
     });
+
+    test('a program that shuts down its sending side still reads the answer (python3 shutdown(SHUT_WR))', async () => {
+      const { http } = world.services;
+      const script = `import socket, sys; s = socket.create_connection(("${http.name}", ${http.port})); s.sendall(b"GET / HTTP/1.0\\r\\n\\r\\n"); s.shutdown(socket.SHUT_WR)
+d = b""
+while True:
+    c = s.recv(4096)
+    if not c: break
+    d += c
+sys.stdout.write(d.split(b"\\r\\n\\r\\n", 1)[1].decode())`;
+      assert.equal(ok(await execIn(pid(), ['python3', '-c', script])), http.body);
+    });
   });
 
   describe('child processes', () => {

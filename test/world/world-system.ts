@@ -29,6 +29,12 @@ export function netnsNames(): { index: number; name: string; owner: number }[] {
   return [...seen.values()];
 }
 
+/** The services' IPv6 range of world `index` (ULA, inside the namespaces only; the host has an unreachable route). */
+export function servicesRange6(index: number): { prefix: string; range: string } {
+  const prefix = `fd00:198:18:${(64 + index).toString(16)}::`;
+  return { prefix, range: `${prefix}/64` };
+}
+
 /** Kills every process inside the world's namespaces, then removes namespaces, links and the route. */
 export async function cleanupWorld(index: number, name: string): Promise<void> {
   for (const netns of [`${name}-pod`, `${name}-svc`]) {
@@ -45,4 +51,5 @@ export async function cleanupWorld(index: number, name: string): Promise<void> {
   }
   runQuiet('ip', ['link', 'del', `dpw${index}h`]);
   runQuiet('ip', ['route', 'del', 'unreachable', `198.18.${64 + index}.0/24`]);
+  runQuiet('ip', ['-6', 'route', 'del', 'unreachable', servicesRange6(index).range]);
 }

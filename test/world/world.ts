@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import process from 'node:process';
 import { alive } from '../support/process-alive.ts';
 import { startPostgres, type Postgres } from './postgres.ts';
-import { cleanupWorld, ip, netnsNames, run, runQuiet, sh } from './world-system.ts';
+import { cleanupWorld, ip, netnsNames, run, runQuiet, servicesRange6, sh } from './world-system.ts';
 
 export interface World {
   readonly name: string;
@@ -54,6 +54,8 @@ export interface World {
     hostsAlias: { name: string; address: string };
     /** The range only the pod reaches; the host has an unreachable route for it. */
     range: string;
+    /** With the `ipv6` option: the services' IPv6 addresses (AAAA records too), in a range only the pod reaches. */
+    ipv6?: { http: string; redis: string; range: string };
   };
   destroy(): Promise<void>;
 }
@@ -68,6 +70,8 @@ export interface WorldOptions {
   firewall?: 'legacy' | 'nft';
   /** A real PostgreSQL among the services (db.<namespace>.svc.cluster.local:5432), trusting the pod's connections. */
   postgres?: boolean;
+  /** IPv6 on the pod's link to the services: the HTTP service and redis also listen on an IPv6 address with an AAAA record. */
+  ipv6?: boolean;
 }
 
 /** The programs the world runs, and the Debian package of each: a missing one is named up front. */
@@ -89,6 +93,7 @@ export async function createWorld(options: WorldOptions = {}): Promise<World> {
   const link = `198.18.${index}`;
   const svcNet = `198.18.${64 + index}`;
   const range = `${svcNet}.0/24`;
+  const svcNet6 = servicesRange6(index);
   const children: ChildProcess[] = [];
   let postgres: Postgres | undefined;
   const stage = mkdtempSync(join(tmpdir(), `${name}-`));
@@ -111,6 +116,7 @@ export async function createWorld(options: WorldOptions = {}): Promise<World> {
     runQuiet('ip', ['netns', 'del', pod]);
     runQuiet('ip', ['netns', 'del', svc]);
     runQuiet('ip', ['route', 'del', 'unreachable', range]);
+    runQuiet('ip', ['-6', 'route', 'del', 'unreachable', svcNet6.range]);
     rmSync(stage, { recursive: true, force: true });
   };
   process.on('exit', onExit);
@@ -132,6 +138,11 @@ export async function createWorld(options: WorldOptions = {}): Promise<World> {
     ip('-n', svc, 'link', 'set', svcIf, 'up');
     ip('-n', svc, 'link', 'set', 'lo', 'up');
     ip('route', 'add', 'unreachable', range);
+    if (options.ipv6) {
+      ip('-n', pod, 'addr', 'add', `${svcNet6.prefix}1/64`, 'dev', podSvcIf, 'nodad');
+      for (const host of [11, 12]) ip('-n', svc, 'addr', 'add', `${svcNet6.prefix}${host}/64`, 'dev', svcIf, 'nodad');
+      ip('-6', 'route', 'add', 'unreachable', svcNet6.range);
+    }
     if (options.firewall) {
       const iptables = `iptables-${options.firewall}`;
       run('ip', ['netns', 'exec', pod, iptables, '-w', '-A', 'INPUT', '-m', 'conntrack', '--ctstate', 'INVALID', '-j', 'DROP']);
@@ -147,7 +158,9 @@ export async function createWorld(options: WorldOptions = {}): Promise<World> {
       udpEcho: { name: `echo.${namespace}.svc.cluster.local`, shortName: 'echo', address: `${svcNet}.14`, port: 7007, seenFrom: `${svcNet}.1` },
       hostsAlias: { name: 'pod-only-alias', address: `${svcNet}.11` },
       range,
+      ...(options.ipv6 ? { ipv6: { http: `${svcNet6.prefix}11`, redis: `${svcNet6.prefix}12`, range: svcNet6.range } } : {}),
     };
+    const v6 = services.ipv6;
     const db = { name: `db.${namespace}.svc.cluster.local`, shortName: 'db', address: `${svcNet}.13`, port: 5432 };
 
     children.push(
@@ -157,11 +170,12 @@ export async function createWorld(options: WorldOptions = {}): Promise<World> {
         '--local=/cluster.local/', `--address=/${services.http.name}/${services.http.address}`, `--address=/${services.redis.name}/${services.redis.address}`,
         ...(options.postgres ? [`--address=/${db.name}/${db.address}`] : []),
         `--address=/${services.udpEcho.name}/${services.udpEcho.address}`,
+        ...(v6 ? [`--address=/${services.http.name}/${v6.http}`, `--address=/${services.redis.name}/${v6.redis}`] : []),
       ]),
-      spawnIn(svc, ['redis-server', '--port', String(services.redis.port), '--bind', services.redis.address, '--save', '', '--appendonly', 'no', '--protected-mode', 'no', '--daemonize', 'no', '--dir', stage]),
+      spawnIn(svc, ['redis-server', '--port', String(services.redis.port), '--bind', services.redis.address, ...(v6 ? [v6.redis] : []), '--save', '', '--appendonly', 'no', '--protected-mode', 'no', '--daemonize', 'no', '--dir', stage]),
       spawnIn(svc, [
         process.execPath, '-e',
-        `require('http').createServer((q, s) => s.end(process.env.BODY)).listen(${services.http.port}, '${services.http.address}')`,
+        `const serve = (address) => require('http').createServer((q, s) => s.end(process.env.BODY)).listen(${services.http.port}, address); ${[services.http.address, ...(v6 ? [v6.http] : [])].map((a) => `serve('${a}');`).join(' ')}`,
       ], { BODY: services.http.body }),
       spawnIn(svc, [
         process.execPath, '-e',
@@ -223,7 +237,8 @@ export async function createWorld(options: WorldOptions = {}): Promise<World> {
     await waitFor(`the target ${pid}`, () => runQuiet('grep', ['-qz', `DOPPEL_TEST_SECRET=${secret}`, `/proc/${pid}/environ`]));
     await waitFor('the cluster services', () => {
       const listening = sh(`ip netns exec ${svc} ss -Hltun`);
-      return [`${services.dnsServer}:53`, `${services.http.address}:${services.http.port}`, `${services.redis.address}:${services.redis.port}`, `${services.udpEcho.address}:${services.udpEcho.port}`].every((needle) => listening.includes(needle));
+      const v6Listening = v6 ? [`[${v6.http}]:${services.http.port}`, `[${v6.redis}]:${services.redis.port}`] : [];
+      return [`${services.dnsServer}:53`, `${services.http.address}:${services.http.port}`, `${services.redis.address}:${services.redis.port}`, `${services.udpEcho.address}:${services.udpEcho.port}`, ...v6Listening].every((needle) => listening.includes(needle));
     });
     await waitFor('the target\'s server', () => sh(`ip netns exec ${pod} ss -Hltn`).includes(`0.0.0.0:${targetHttp.port}`));
     run('ip', ['netns', 'exec', svc, 'redis-cli', '-h', services.redis.address, 'SET', services.redis.key, services.redis.value]);
