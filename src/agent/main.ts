@@ -1,5 +1,7 @@
 // The agent's entry point: serve one client on an inherited fd (a socketpair from the CLI, or a TCP connection the
-// launcher admitted), from inside the target's network namespace; exit when the client, or the target, is gone.
+// launcher admitted), from inside the target's network namespace; exit when the client, or the target, is gone. A
+// client that parks the agent (`agent.park`) leaves it warm: it then serves the next client that comes to its Unix
+// socket within the ttl, and exits when none does.
 import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { Socket } from 'node:net';
@@ -7,14 +9,17 @@ import process from 'node:process';
 import { parseArgs } from 'node:util';
 import { isDoppelError } from '../errors.ts';
 import { Connection } from '../protocol/connection.ts';
+import type { WarmClient } from '../protocol/warm-preface.ts';
 import { agentTraceLine } from '../trace.ts';
-import { createIncoming } from './incoming.ts';
+import type { Incoming } from './incoming.ts';
 import { SESSION_PATTERN } from './iptables.ts';
 import { createLog, parseLogLevel, type Log } from './log.ts';
 import { createRequestHandler } from './serve.ts';
+import { listenWarm, type Warm } from './warm.ts';
 
 const modulesLoaded = performance.now();
 const { version } = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+const software = `doppel-agent ${version}`;
 
 async function main(): Promise<number> {
   const { values } = parseArgs({
@@ -41,23 +46,7 @@ async function main(): Promise<number> {
   const timeoutMs = Number(values['startup-timeout']) * 1000;
   const session = values.session ?? `a${randomBytes(4).toString('hex')}`;
   if (!SESSION_PATTERN.test(session)) return usage(log, `--session: "${session}" is not 1-21 letters, digits or dashes`);
-  const incoming = createIncoming({ session, software: `doppel-agent ${version}`, log });
-  // Every way out passes here, an uncaught error included: the namespace is left as it was found.
-  process.once('exit', () => incoming.close());
-
   if (values.fd === undefined) return usage(log, '--fd N is required');
-  const stream = new Socket({ fd: Number(values.fd), readable: true, writable: true });
-
-  mark('sending hello');
-  const connection = await Connection.open(stream, {
-    role: 'agent',
-    software: `doppel-agent ${version}`,
-    handshakeTimeoutMs: timeoutMs,
-    onRequest: createRequestHandler(pid, log, incoming),
-    timeAnswers: values.trace,
-  });
-  mark('handshake done');
-  log.info(`serving ${connection.peer.software} for process ${pid}`);
 
   const targetGone = new Promise<string>((resolve) => {
     const timer = setInterval(() => {
@@ -68,13 +57,74 @@ async function main(): Promise<number> {
   const signalled = new Promise<string>((resolve) => {
     for (const signal of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.once(signal, () => resolve(`received ${signal}`));
   });
-  const why = await Promise.race([connection.closed.then((error) => (error ? `connection failed: ${error.message}` : 'client disconnected')), targetGone, signalled]);
-  log.info(`exiting: ${why}`);
-  // A rule being added now would outlive our removal; iptables waits for its lock, hence the bound.
-  await Promise.race([incoming.settled(), new Promise((resolve) => setTimeout(resolve, 2000).unref())]);
-  incoming.close();
-  connection.close();
-  return 0;
+
+  let stream = new Socket({ fd: Number(values.fd), readable: true, writable: true });
+  let client: WarmClient = { session, trace: values.trace };
+  for (;;) {
+    let warm: Warm | undefined;
+    // Only this client's traffic: the next one, if any, comes with a session of its own.
+    const incoming = lazyIncoming({ session: client.session, software, log });
+    // Every way out passes here, an uncaught error included: the namespace is left as it was found.
+    const closeIncoming = () => incoming.close();
+    process.once('exit', closeIncoming);
+    const park = async (args: { socket: string; ttlMs: number }) => {
+      await incoming.settled();
+      incoming.close();
+      warm = await listenWarm(args, pid);
+      // The client's CLI exits, and with it the pipes our log goes to.
+      for (const out of [process.stdout, process.stderr]) out.on('error', () => undefined);
+    };
+    mark('sending hello');
+    const connection = await Connection.open(stream, {
+      role: 'agent',
+      software,
+      handshakeTimeoutMs: timeoutMs,
+      onRequest: createRequestHandler(pid, log, incoming, park),
+      timeAnswers: client.trace,
+    });
+    mark('handshake done');
+    log.info(`serving ${connection.peer.software} for process ${pid}`);
+
+    const why = await Promise.race([connection.closed.then((error) => (error ? `connection failed: ${error.message}` : 'client disconnected')), targetGone, signalled]);
+    // A rule being added now would outlive our removal; iptables waits for its lock, hence the bound.
+    await Promise.race([incoming.settled(), new Promise((resolve) => setTimeout(resolve, 2000).unref())]);
+    incoming.close();
+    process.off('exit', closeIncoming);
+    connection.close();
+    const next = warm && why === 'client disconnected' ? await warm.next(Promise.race([targetGone, signalled])) : undefined;
+    warm?.close();
+    if (!next) {
+      log.info(`exiting: ${why}`);
+      return 0;
+    }
+    ({ stream, client } = next);
+  }
+}
+
+/**
+ * Incoming traffic's modules (HTTP/1 and HTTP/2 parsers, the router) load at the first subscription: most sessions
+ * never listen, and loading them is a third of the agent's start.
+ */
+function lazyIncoming(options: { session: string; software: string; log: Log }): Incoming {
+  let loading: Promise<Incoming> | undefined;
+  let loaded: Incoming | undefined;
+  let closed = false;
+  const load = () =>
+    (loading ??= import('./incoming.ts').then(({ createIncoming }) => {
+      loaded = createIncoming(options);
+      // Closed while loading: the real one refuses every subscription from the start.
+      if (closed) loaded.close();
+      return loaded;
+    }));
+  return {
+    subscribe: async (args, client) => (await load()).subscribe(args, client),
+    unsubscribe: async (args) => (await load()).unsubscribe(args),
+    settled: async () => (loading ? (await loading).settled() : undefined),
+    close() {
+      closed = true;
+      loaded?.close();
+    },
+  };
 }
 
 function usage(log: Log, message: string): number {

@@ -11,8 +11,11 @@ import type { Log } from './log.ts';
 import { createOutgoing } from './outgoing.ts';
 import { createUdp } from './udp.ts';
 
-/** `incoming` is left out where nothing may change the namespace's rules (tests of the other families). */
-export function createRequestHandler(pid: number, log: Log, incoming?: Incoming): RequestHandler {
+/**
+ * `incoming` is left out where nothing may change the namespace's rules (tests of the other families); `park` where
+ * the agent cannot stay warm for a next client.
+ */
+export function createRequestHandler(pid: number, log: Log, incoming?: Incoming, park?: (args: Operations['agent.park']['args']) => Promise<void>): RequestHandler {
   const root = `/proc/${pid}/root`;
   const files = createFiles(root);
   // Read once: a process's user and umask rarely change, and every write checks them.
@@ -48,6 +51,11 @@ export function createRequestHandler(pid: number, log: Log, incoming?: Incoming)
     'incoming.unsubscribe': (args) => (incoming ?? noIncoming()).unsubscribe(args),
     'incoming.accepted': async () => {
       throw new RemoteError('ENOSYS', 'incoming.accepted is the agent\'s request to the client');
+    },
+    'agent.park': async (args) => {
+      if (!park) throw new RemoteError('ENOSYS', 'this agent cannot stay warm');
+      await park(args);
+      return {};
     },
     'incoming.revoked': async () => {
       throw new RemoteError('ENOSYS', 'incoming.revoked is the agent\'s request to the client');

@@ -1,9 +1,13 @@
-// Progress for slow steps on stderr: a spinner on a terminal, one plain line per finished step otherwise.
-import ora from 'ora';
+// Progress for slow steps on stderr: one plain line per finished step, and on a terminal a spinner for a step that
+// turns out slow. The spinner library (ora) loads only then: most steps end before it would have been drawn, and
+// loading it costs about as much as the whole start-up of a warm session.
 import process from 'node:process';
+import type { Ora } from 'ora';
 
 /** A step that takes longer than this shows what it waits for. */
 const SLOW_MS = 1000;
+/** On a terminal, a step still running after this gets a spinner. */
+const SPINNER_MS = 150;
 
 export interface Progress {
   /** Runs a slow step; `work` may say what the step waits for now, which the line then shows with the time so far. */
@@ -20,8 +24,9 @@ export function createProgress(options: { quiet: boolean }): Progress {
       if (options.quiet) return work(() => {});
       const since = performance.now();
       let status = '';
+      let finished = false;
       const line = () => `${text}${status ? `: ${status}` : ''} (${seconds(since)})`;
-      const spinner = terminal ? ora({ text, stream: process.stderr, prefixText: 'doppel' }).start() : undefined;
+      let spinner: Ora | undefined;
       // On a terminal the elapsed time ticks. Off one, a step that turns out slow gets a line saying what it waits
       // for, and another at each change; quick steps stay one line.
       let slow = false;
@@ -29,7 +34,18 @@ export function createProgress(options: { quiet: boolean }): Progress {
         if (spinner) spinner.text = line();
         else if (slow && status) process.stderr.write(`doppel: ${line()}\n`);
       };
-      const ticker = spinner ? setInterval(show, SLOW_MS).unref() : setTimeout(() => ((slow = true), show()), SLOW_MS).unref();
+      const timers: NodeJS.Timeout[] = [];
+      if (terminal) {
+        const startSpinner = async () => {
+          const { default: ora } = await import('ora');
+          if (finished) return;
+          spinner = ora({ text: line(), stream: process.stderr, prefixText: 'doppel' }).start();
+          timers.push(setInterval(show, SLOW_MS).unref());
+        };
+        timers.push(setTimeout(() => void startSpinner(), SPINNER_MS).unref());
+      } else {
+        timers.push(setTimeout(() => ((slow = true), show()), SLOW_MS).unref());
+      }
       const onStatus = (now: string) => {
         if (now === status) return;
         status = now;
@@ -39,14 +55,15 @@ export function createProgress(options: { quiet: boolean }): Progress {
         const result = await work(onStatus);
         const done = `${text} (${seconds(since)}, ${seconds(started)} total)`;
         if (spinner) spinner.succeed(done);
-        else process.stderr.write(`doppel: ${done}\n`);
+        else process.stderr.write(terminal ? `doppel ✔ ${done}\n` : `doppel: ${done}\n`);
         return result;
       } catch (error) {
         // The error itself is the one line the user reads; the spinner just goes away.
         spinner?.stop();
         throw error;
       } finally {
-        clearTimeout(ticker);
+        finished = true;
+        for (const timer of timers) clearTimeout(timer);
       }
     },
     warn(text) {

@@ -1,12 +1,13 @@
 // Finds and parses the config file, lays environment variables and flags over it (flag > env > file > default), validates, resolves.
-import { existsSync, readFileSync } from 'node:fs';
+// The parsers and the schema load only when needed (the YAML parser for a YAML file; the schema, about a third of the
+// CLI's start, for inputs not validated before): see the validated-config cache below.
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { homedir } from 'node:os';
 import { extname, join, resolve as resolvePath } from 'node:path';
-import { parse as parseToml, TomlError } from 'smol-toml';
-import { parse as parseYaml, YAMLParseError } from 'yaml';
+import { fileURLToPath } from 'node:url';
 import { DoppelError } from '../errors.ts';
-import { describeIssues } from './issues.ts';
-import { resolveConfig as resolveFile } from './resolve.ts';
-import { configSchema, type ResolvedConfig } from './schema.ts';
+import type { ResolvedConfig } from './schema.ts';
 
 /** The exec flags that overlap config keys. */
 export interface ExecFlags {
@@ -65,13 +66,17 @@ export interface LoadOptions {
 
 export async function resolveConfig(options: LoadOptions): Promise<{ config: ResolvedConfig; source: string | undefined }> {
   const source = options.configFile !== undefined ? resolvePath(options.cwd, options.configFile) : findDefaultFile(options.cwd);
-  const raw = source === undefined ? {} : readConfigFile(source);
+  const raw = source === undefined ? {} : await readConfigFile(source);
   const layered = expandShorthands(raw);
   for (const setting of envSettings) {
     const name = setting.names.find((n) => options.env[n] !== undefined && options.env[n] !== '');
     if (name !== undefined) setPath(layered, setting.path, setting.parse(options.env[name]!));
   }
   for (const [path, value] of flagSettings(options.flags)) setPath(layered, path, value);
+  const cache = validatedCache(layered, options.env);
+  const cached = cache?.read();
+  if (cached) return { config: cached, source };
+  const [{ configSchema }, { describeIssues }, { resolveConfig: resolveFile }] = await Promise.all([import('./schema.ts'), import('./issues.ts'), import('./resolve.ts')]);
   const parsed = configSchema.safeParse(layered);
   if (!parsed.success) {
     const where = source ?? 'the configuration';
@@ -80,14 +85,60 @@ export async function resolveConfig(options: LoadOptions): Promise<{ config: Res
       hint: 'fix the keys named above; `doppel schema` prints every key and its type',
     });
   }
-  return { config: resolveFile(parsed.data), source };
+  const config = resolveFile(parsed.data);
+  cache?.write(config);
+  return { config, source };
+}
+
+/**
+ * Validation and resolution are a pure function of the layered input and of this build of doppel, so their result is
+ * kept on disk under a hash of both: a second start with the same file, variables and flags loads no schema. Only
+ * valid configurations are kept; a cache that cannot be read or written is only a slower start.
+ */
+function validatedCache(layered: Raw, env: NodeJS.ProcessEnv): { read(): ResolvedConfig | undefined; write(config: ResolvedConfig): void } | undefined {
+  const dir = join(env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'doppel', 'config');
+  let file: string;
+  try {
+    file = join(dir, `${createHash('sha256').update(JSON.stringify([buildId(), layered])).digest('hex')}.json`);
+  } catch {
+    return undefined;
+  }
+  return {
+    read() {
+      try {
+        return JSON.parse(readFileSync(file, 'utf8')) as ResolvedConfig;
+      } catch {
+        return undefined;
+      }
+    },
+    write(config) {
+      try {
+        mkdirSync(dir, { recursive: true, mode: 0o700 });
+        const partial = `${file}.${process.pid}`;
+        writeFileSync(partial, JSON.stringify(config));
+        renameSync(partial, file);
+      } catch {
+        // best effort
+      }
+    },
+  };
+}
+
+/** This build of the modules that decide a configuration: a rebuild (even of the same version) is a new build. */
+function buildId(): string[] {
+  const ext = extname(fileURLToPath(import.meta.url));
+  return ['load', 'schema', 'resolve', '../platform/kubernetes/agent-image', '../../package'].map((name) => {
+    const path = fileURLToPath(new URL(`./${name}${name.endsWith('package') ? '.json' : ext}`, import.meta.url));
+    const { mtimeMs, size } = statSync(path);
+    return `${name}:${mtimeMs}:${size}`;
+  });
 }
 
 export function findDefaultFile(cwd: string): string | undefined {
   return defaultConfigFiles.map((file) => join(cwd, file)).find((file) => existsSync(file));
 }
 
-export function readConfigFile(file: string): Raw {
+async function readConfigFile(file: string): Promise<Raw> {
   let text: string;
   try {
     text = readFileSync(file, 'utf8');
@@ -100,11 +151,11 @@ export function readConfigFile(file: string): Raw {
   const format = extname(file).toLowerCase();
   let value: unknown;
   try {
-    if (format === '.yaml' || format === '.yml') value = parseYaml(text);
-    else if (format === '.toml') value = parseToml(text);
+    if (format === '.yaml' || format === '.yml') value = (await import('yaml')).parse(text);
+    else if (format === '.toml') value = (await import('smol-toml')).parse(text);
     else value = JSON.parse(text);
   } catch (error) {
-    throw new DoppelError('E_CONFIG_PARSE', `cannot parse ${file}: ${parseErrorText(error, text)}`, {
+    throw new DoppelError('E_CONFIG_PARSE', `cannot parse ${file}: ${await parseErrorText(error, text, format)}`, {
       category: 'config',
       hint: 'config files are JSON (.json), YAML (.yaml, .yml) or TOML (.toml), chosen by extension',
     });
@@ -116,12 +167,16 @@ export function readConfigFile(file: string): Raw {
   return value as Raw;
 }
 
-function parseErrorText(error: unknown, text: string): string {
-  if (error instanceof YAMLParseError) {
-    const at = error.linePos?.[0];
-    return at ? `line ${at.line}, column ${at.col}: ${error.message.split('\n')[0]}` : error.message;
+async function parseErrorText(error: unknown, text: string, format: string): Promise<string> {
+  if (format === '.yaml' || format === '.yml') {
+    const { YAMLParseError } = await import('yaml');
+    if (error instanceof YAMLParseError) {
+      const at = error.linePos?.[0];
+      return at ? `line ${at.line}, column ${at.col}: ${error.message.split('\n')[0]}` : error.message;
+    }
   }
-  if (error instanceof TomlError) return `line ${error.line}, column ${error.column}: ${error.message.split('\n')[0]}`;
+  const { TomlError } = format === '.toml' ? await import('smol-toml') : { TomlError: undefined };
+  if (TomlError && error instanceof TomlError) return `line ${error.line}, column ${error.column}: ${error.message.split('\n')[0]}`;
   const message = (error as Error).message;
   const position = /position (\d+)/.exec(message)?.[1];
   if (position !== undefined) {

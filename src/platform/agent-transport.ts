@@ -14,6 +14,11 @@ export interface AgentTransport {
   stop(): Promise<void>;
   /** Last resort on a dying CLI: kill synchronously, no waiting. */
   killNow(): void;
+  /**
+   * After a clean session, before `stop`: leaves the agent warm for the next session (agent.ttl), `ask` being the
+   * `agent.park` request with where and how long; absent where agents do not stay warm. `stop` then leaves it be.
+   */
+  park?(ask: (args: { socket: string; ttlMs: number }) => Promise<void>): Promise<void>;
 }
 
 /** The agent's last word worth showing in an error: its last warning or error, or what its launcher printed. */

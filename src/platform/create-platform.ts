@@ -8,7 +8,7 @@ import { createProcessPlatform } from './process/process-platform.ts';
 export async function createPlatform(target: Target, config: ResolvedConfig): Promise<Platform> {
   switch (target.kind) {
     case 'process':
-      return createProcessPlatform({ pid: target.pid, logLevel: config.agent.log_level });
+      return createProcessPlatform({ pid: target.pid, logLevel: config.agent.log_level, ttl: config.agent.ttl });
     case 'container':
       throw new DoppelError('E_TARGET_UNSUPPORTED', 'container targets are not supported yet', {
         category: 'target',

@@ -3,7 +3,7 @@ import { decode, encode } from '@msgpack/msgpack';
 import { ProtocolError } from './errors.ts';
 
 /** Bumped when an operation or field is added; a peer must speak at least MIN_PEER_VERSION. */
-export const PROTOCOL_VERSION = 5;
+export const PROTOCOL_VERSION = 6;
 /**
  * Version 1 peers are still served: the keepalive is the `ping` request every version answers, and a client
  * facing a version 1 agent fetches files with `fs.read` pieces instead of `fs.fetch`. Agents ship apart from the
@@ -53,6 +53,13 @@ export interface Operations {
   'tcp.connect': { args: { host: string; port: number; channel: number }; result: { localAddress: string; localPort: number } };
   /** The file's stat; its whole content follows as data on `channel` (opened by the client), which then ends. */
   'fs.fetch': { args: { path: string; channel: number }; result: { stat: Stat } };
+  /**
+   * The client is leaving cleanly and the agent may stay warm: it gives back this session's incoming traffic (its
+   * rules go), listens on the Unix socket `socket`, and when the client has gone serves the next client that
+   * connects there within `ttlMs` (after a one-line preface, see `warm-preface.ts`); it exits when none comes in
+   * time, when the target goes, or when told to.
+   */
+  'agent.park': { args: { socket: string; ttlMs: number }; result: Record<string, never> };
   /**
    * TCP connections to `port` in the target's network namespace go to the agent from now on. steal: each one is
    * handed to the client; mirror: the target's server still answers, and the client gets a copy of what the caller
@@ -153,6 +160,7 @@ export const operationSince: Record<Operation, number> = {
   'fs.rename': 5,
   'fs.chmod': 5,
   'udp.open': 5,
+  'agent.park': 6,
 };
 
 export function isOperation(op: string): op is Operation {

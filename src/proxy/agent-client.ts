@@ -38,6 +38,8 @@ export interface AgentClient {
   /** Connections to the target's port come to us (steal) or are copied to us (mirror), through `serveIncoming`'s handler. */
   subscribeIncoming(args: Operations['incoming.subscribe']['args']): Promise<Operations['incoming.subscribe']['result']>;
   unsubscribeIncoming(port: number): Promise<void>;
+  /** Leaves the agent warm for the next session (see `agent.park`). */
+  park(args: Operations['agent.park']['args']): Promise<void>;
   /**
    * Who takes the connections the agent hands over, and hears of a port another session took over; until one is set,
    * or after `undefined`, connections are refused. Set after the handshake: the proxy that takes them starts once the
@@ -131,6 +133,9 @@ export async function connectAgent(stream: Duplex, options: AgentClientOptions):
     },
     serveIncoming(handler) {
       incoming = handler;
+    },
+    async park(args) {
+      await connection.request('agent.park', args);
     },
     close: () => connection.close(),
   };

@@ -31,16 +31,20 @@ export async function runExec(command: string[], config: ResolvedConfig, progres
   process.once('exit', onExit);
   let abort: (error: DoppelError) => void = () => {};
   const aborted = new Promise<DoppelError>((resolve) => (abort = resolve));
+  const cwd = process.cwd();
+  const executable = whichSync(command[0] ?? '', process.env.PATH, existsSync);
+  // Nothing before the program's start waits for what needs no agent: it runs while the agent starts.
+  const staticElf = executable ? isStaticElf(executable).catch(() => false) : Promise.resolve(false);
   try {
     session = await openSession(platform, { handshakeTimeoutMs: config.agent.startup_timeout * 1000, communicationTimeoutMs: config.agent.communication_timeout * 1000, onCall: calls?.onCall }, progress);
     trace('handshake done');
     const agent = session.agent;
-    const remoteEnv = config.feature.env.enabled && platform.hasTargetProcess ? await progress.step('reading the target\'s environment', () => agent.env()) : {};
-    const hostname = config.feature.hostname && platform.hasTargetProcess ? await targetHostname(agent) : undefined;
+    const [remoteEnv, hostname, targetMounts] = await Promise.all([
+      config.feature.env.enabled && platform.hasTargetProcess ? progress.step('reading the target\'s environment', () => agent.env()) : {},
+      config.feature.hostname && platform.hasTargetProcess ? targetHostname(agent) : undefined,
+      config.feature.fs.mode === 'local' ? [] : platform.remoteMounts(),
+    ]);
     trace('environment fetched');
-    const cwd = process.cwd();
-    const executable = whichSync(command[0] ?? '', process.env.PATH, existsSync);
-    const targetMounts = config.feature.fs.mode === 'local' ? [] : await platform.remoteMounts();
     proxy = await startProxy({
       agent,
       fs: createFsPolicy(config.feature.fs, { cwd, home: homedir(), tmpdir: tmpdir(), executable, targetMounts }),
@@ -51,7 +55,7 @@ export async function runExec(command: string[], config: ResolvedConfig, progres
       wrapHandler: calls?.wrap,
     });
     trace('proxy listening');
-    if (executable && (await isStaticElf(executable))) {
+    if (await staticElf) {
       progress.warn(`${executable} is statically linked: the layer cannot reach it, so it runs with the local context only`);
     }
 

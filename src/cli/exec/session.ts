@@ -138,10 +138,21 @@ export async function openSession(platform: Platform, options: SessionOptions, p
     async close() {
       closing = true;
       following.stop();
+      // A session that ends with its agents answering leaves those that can stay warm parked for the next one.
+      await Promise.all(members.map(({ transport, client }) => transport.park?.((args) => withTimeout(client.park(args), PARK_TIMEOUT_MS)).catch(() => undefined)));
       for (const member of members) member.client.close();
       await platform.stop();
     },
   };
+}
+
+/** Parking is local to the agent (its rules go, a socket is made); one that takes longer is not worth keeping. */
+const PARK_TIMEOUT_MS = 2000;
+
+function withTimeout<T>(work: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms)));
+  return Promise.race([work, timeout]).finally(() => clearTimeout(timer));
 }
 
 async function handshake(transport: AgentTransport, options: SessionOptions): Promise<AgentClient> {

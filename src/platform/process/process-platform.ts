@@ -1,6 +1,9 @@
 // The process platform: runs the agent inside a local process's network namespace (Linux, root), over a socketpair.
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
+import { accessSync, constants as fsConstants, statSync } from 'node:fs';
 import { access, constants, readlink } from 'node:fs/promises';
+import module from 'node:module';
+import type { Socket } from 'node:net';
 import { extname } from 'node:path';
 import process from 'node:process';
 import type { Duplex } from 'node:stream';
@@ -11,12 +14,17 @@ import { parseAgentTrace, trace, tracing } from '../../trace.ts';
 import type { AgentTransport } from '../agent-transport.ts';
 import { createLogTail, type LogTail } from '../log-tail.ts';
 import type { Platform } from '../platform.ts';
+import { whichSync } from '../../cli/exec/static-binary.ts';
+import { isAlive } from '../../proxy/proxy.ts';
 import { newSession, removeSessionChains, sweepDeadSessionChains } from './session-chains.ts';
 import { targetMounts } from './target-mounts.ts';
+import { reachWarmAgent, startTime, warmDirectory, warmSocket } from './warm-agents.ts';
 
 export interface ProcessAgentOptions {
   pid: number;
   logLevel: string;
+  /** agent.ttl: how long, in seconds, a cleanly ended session's agent stays warm for the next one; 0 for never. */
+  ttl?: number;
 }
 
 const agentMain = fileURLToPath(new URL(`../../agent/main${extname(fileURLToPath(import.meta.url))}`, import.meta.url));
@@ -27,7 +35,16 @@ export function createProcessPlatform(options: ProcessAgentOptions): Platform {
     description: `process ${options.pid}`,
     hasTargetProcess: true,
     async start(progress) {
-      transport = await progress.step(`starting the agent in process ${options.pid}'s network namespace`, () => startProcessAgent(options, progress.warn));
+      await checkTarget(options.pid);
+      const warm = (options.ttl ?? 0) > 0 ? warmPlace(options.pid) : undefined;
+      const session = newSession();
+      const reused = warm && (await reachWarmAgent(warm.dir, options.pid, warm.targetStart, { session, trace: tracing() }));
+      if (reused) {
+        trace('reusing a warm agent');
+        transport = await progress.step(`reusing the warm agent of process ${options.pid}`, async () => reusedAgent(options, reused, session, warm, progress.warn));
+      } else {
+        transport = await progress.step(`starting the agent in process ${options.pid}'s network namespace`, async () => startProcessAgent(options, session, warm, progress.warn));
+      }
       return [transport];
     },
     follow: () => ({ stop() {} }),
@@ -37,32 +54,96 @@ export function createProcessPlatform(options: ProcessAgentOptions): Platform {
   };
 }
 
-async function startProcessAgent(options: ProcessAgentOptions, warn: (text: string) => void): Promise<AgentTransport> {
+interface WarmPlace {
+  dir: string;
+  targetStart: string;
+}
+
+function warmPlace(pid: number): WarmPlace | undefined {
+  const dir = warmDirectory();
+  const targetStart = startTime(pid);
+  return dir && targetStart ? { dir, targetStart } : undefined;
+}
+
+/** What a process agent's transport needs to know of the agent, however it was reached. */
+interface AgentProcess {
+  pid: number;
+  /** Whether it may still be running: what killNow may signal. */
+  running(): boolean;
+  session: string;
+  stream: Duplex;
+  /** Settles when the agent has exited (spawned) or its socket closed (reused), with what was seen. */
+  exited: Promise<string>;
+  tail: LogTail;
+  removeChains(): void;
+}
+
+/** A process agent's transport: stopping it parks it (agent.ttl) after a clean session, or ends it. */
+function processTransport(options: ProcessAgentOptions, agent: AgentProcess, warm: WarmPlace | undefined, detach: () => void): AgentTransport {
   const { pid } = options;
-  await checkTarget(pid);
+  let parked = false;
+  let stopping: Promise<void> | undefined;
+  const killNow = () => {
+    if (parked || !agent.running()) return;
+    try {
+      process.kill(-agent.pid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+    // A dying CLI hears of no exit event: the chains go now, the agent being unable to add any after SIGKILL.
+    agent.removeChains();
+  };
+  return {
+    stream: agent.stream,
+    description: `process ${pid}`,
+    exited: agent.exited,
+    logTail: async () => agent.tail.text(),
+    killNow,
+    park:
+      warm && options.ttl
+        ? async (ask) => {
+            await ask({ socket: warmSocket(warm.dir, pid, warm.targetStart, agent.pid), ttlMs: options.ttl! * 1000 });
+            parked = true;
+          }
+        : undefined,
+    stop() {
+      stopping ??= (async () => {
+        agent.stream.end();
+        // Parked, it outlives us: it gave back its rules and serves the next session, or exits at its ttl.
+        if (parked) return detach();
+        const gone = await Promise.race([agent.exited.then(() => true), delay(5000).then(() => false)]);
+        if (!gone) {
+          killNow();
+          await agent.exited;
+        }
+      })();
+      return stopping;
+    },
+  };
+}
+
+function startProcessAgent(options: ProcessAgentOptions, session: string, warm: WarmPlace | undefined, warn: (text: string) => void): AgentTransport {
+  const { pid } = options;
   const nsenter = findNsenter();
-  for (const failure of sweepDeadSessionChains(pid)) warn(`could not remove a dead session's iptables rules in process ${pid}'s network namespace: ${failure}`);
-  const session = newSession();
   // Only the network namespace is entered: the agent keeps the host's mount namespace and
   // reaches the target's files through /proc/PID/root. A new session keeps the terminal's
   // Ctrl-C away from it; it still ends when the socketpair on fd 3 closes.
   const traced = tracing() ? ['--trace'] : [];
+  // The CLI's compile cache serves the agent's modules too (the same files): a fifth of its start.
+  const cache = module.getCompileCacheDir?.();
   trace('spawning the agent');
   const child = spawn(
     nsenter,
     [`--net=/proc/${pid}/ns/net`, '--', process.execPath, ...AGENT_NODE_FLAGS, agentMain, '--pid', String(pid), '--fd', '3', '--log-level', options.logLevel, '--session', session, ...traced],
-    { stdio: ['ignore', 'pipe', 'pipe', 'pipe'], detached: true },
+    { stdio: ['ignore', 'pipe', 'pipe', 'pipe'], detached: true, env: cache ? { ...process.env, NODE_COMPILE_CACHE: cache } : process.env },
   );
   const tail = createLogTail(40);
   child.stdout?.on('data', (chunk: Buffer) => tail.push(chunk));
   child.stderr?.on('data', tracing() ? agentTraceSplitter(tail) : (chunk: Buffer) => tail.push(chunk));
   // An agent removes its own chains on its way out; one that was killed cannot, so we do, before anyone hears it is gone.
-  let chainsRemoved = false;
-  const removeChains = () => {
-    if (chainsRemoved) return;
-    chainsRemoved = true;
+  const removeChains = once(() => {
     for (const failure of removeSessionChains(pid, session)) tail.push(Buffer.from(`doppel: removing the agent's iptables rules: ${failure}\n`));
-  };
+  });
   const exited = new Promise<string>((resolve) => {
     child.once('error', (error) => resolve(`could not be started: ${error.message}`));
     child.once('exit', (code, signal) => {
@@ -73,37 +154,45 @@ async function startProcessAgent(options: ProcessAgentOptions, warn: (text: stri
   const stream = child.stdio[3] as Duplex;
   // The agent's end may close before we finish writing; that surfaces through `exited`.
   stream.on('error', () => {});
+  const detach = () => {
+    // Its log pipes close with us; the agent ignores that.
+    child.stdout?.destroy();
+    child.stderr?.destroy();
+    child.unref();
+  };
+  const running = () => child.pid !== undefined && child.exitCode === null && child.signalCode === null;
+  // While the agent's Node.js starts (longer than this takes): what dead sessions left goes before ours can be made.
+  sweepChains(pid, warn);
+  trace('dead sessions\' rules swept');
+  return processTransport(options, { pid: child.pid ?? 0, running, session, stream, exited, tail, removeChains }, warm, detach);
+}
 
-  let stopping: Promise<void> | undefined;
-  const killNow = () => {
-    if (child.pid !== undefined && child.exitCode === null && child.signalCode === null) {
-      try {
-        process.kill(-child.pid, 'SIGKILL');
-      } catch {
-        // already gone
-      }
-      // A dying CLI hears of no exit event: the chains go now, the agent being unable to add any after SIGKILL.
-      removeChains();
-    }
-  };
-  return {
-    stream,
-    description: `process ${pid}`,
-    exited,
-    logTail: async () => tail.text(),
-    killNow,
-    stop() {
-      stopping ??= (async () => {
-        stream.end();
-        const gone = await Promise.race([exited.then(() => true), delay(5000).then(() => false)]);
-        if (!gone) {
-          killNow();
-          await exited;
-        }
-      })();
-      return stopping;
-    },
-  };
+/** A warm agent that took this session: it is not our child, so its end is its socket's, and its log went with its first CLI. */
+function reusedAgent(options: ProcessAgentOptions, reused: { socket: Socket; agentPid: number }, session: string, warm: WarmPlace, warn: (text: string) => void): AgentTransport {
+  const { pid } = options;
+  const { socket, agentPid } = reused;
+  socket.on('error', () => {});
+  const tail = createLogTail(1);
+  tail.push(`doppel: the agent (pid ${agentPid}) was reused warm; its log went to the session that started it (--agent-ttl 0 starts a fresh one)\n`);
+  const removeChains = once(() => {
+    for (const failure of removeSessionChains(pid, session)) tail.push(`doppel: removing the agent's iptables rules: ${failure}\n`);
+  });
+  const exited = new Promise<string>((resolve) => {
+    socket.once('close', async () => {
+      // An agent that ends a session removes its chains and exits (or parks); one that was killed leaves them to us.
+      for (let waited = 0; isAlive(agentPid) && waited < 3000; waited += 50) await delay(50);
+      if (!isAlive(agentPid)) removeChains();
+      resolve(isAlive(agentPid) ? 'closed its connection' : 'ended');
+    });
+  });
+  const transport = processTransport(options, { pid: agentPid, running: () => isAlive(agentPid), session, stream: socket, exited, tail, removeChains }, warm, () => socket.unref());
+  // The sweep of dead sessions' rules waits for the end of this session: here nothing slower would hide it.
+  const sweep = once(() => sweepChains(pid, warn));
+  return { ...transport, stop: () => transport.stop().finally(sweep) };
+}
+
+function sweepChains(pid: number, warn: (text: string) => void): void {
+  for (const failure of sweepDeadSessionChains(pid)) warn(`could not remove a dead session's iptables rules in process ${pid}'s network namespace: ${failure}`);
 }
 
 /** The agent's trace marks become the CLI's trace lines; everything else it says goes to its log tail. */
@@ -117,6 +206,15 @@ function agentTraceSplitter(tail: LogTail): (chunk: Buffer) => void {
       if (mark) trace(mark.what, mark.at);
       else tail.push(`${line}\n`);
     }
+  };
+}
+
+function once(run: () => void): () => void {
+  let done = false;
+  return () => {
+    if (done) return;
+    done = true;
+    run();
   };
 }
 
@@ -146,16 +244,25 @@ async function checkTarget(pid: number): Promise<void> {
   }
 }
 
+/** Looked up in PATH here rather than by a shell: a process start less before the agent's. */
 function findNsenter(): string {
-  const found = spawnSync('sh', ['-c', 'command -v nsenter'], { encoding: 'utf8' });
-  const path = found.stdout.trim();
-  if (found.status !== 0 || path === '') {
+  const path = whichSync('nsenter', process.env.PATH, isExecutable);
+  if (path === undefined) {
     throw new DoppelError('E_MISSING_TOOL', 'nsenter was not found on PATH; doppel needs it to start the agent in the target\'s network namespace', {
       category: 'usage',
       hint: 'install util-linux (Debian: apt-get install util-linux)',
     });
   }
   return path;
+}
+
+function isExecutable(file: string): boolean {
+  try {
+    accessSync(file, fsConstants.X_OK);
+    return statSync(file).isFile();
+  } catch {
+    return false;
+  }
 }
 
 const delay = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms).unref());

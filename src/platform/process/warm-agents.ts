@@ -1,0 +1,109 @@
+// Warm agents of process targets, seen from the CLI: a session that ends cleanly parks its agent on a Unix socket in
+// our 0700 directory, named `<target pid>-<target start time>-<agent pid>.sock`, for agent.ttl; the next session on
+// the same target (the same process, not a later one with its PID) connects there instead of starting an agent.
+import { lstatSync, mkdirSync, readdirSync, readFileSync, unlinkSync } from 'node:fs';
+import { connect, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import process from 'node:process';
+import { isAlive } from '../../proxy/proxy.ts';
+import { WARM_MAX_LINE, WARM_OK, warmLine, type WarmClient } from '../../protocol/warm-preface.ts';
+
+/** A warm agent answers its preface at once; one that does not is busy or going. */
+const ANSWER_TIMEOUT_MS = 1000;
+
+/** Our directory for warm agents' sockets, made 0700 if missing; undefined when it is not ours alone (then no agent stays warm). */
+export function warmDirectory(): string | undefined {
+  const dir = join(tmpdir(), 'doppel-warm');
+  try {
+    mkdirSync(dir, { mode: 0o700 });
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'EEXIST') return undefined;
+  }
+  try {
+    const stat = lstatSync(dir);
+    return stat.isDirectory() && stat.uid === process.getuid?.() && (stat.mode & 0o077) === 0 ? dir : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** When the kernel started the process (clock ticks since boot): with its PID, names one process for good. */
+export function startTime(pid: number): string | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
+  } catch {
+    return undefined;
+  }
+}
+
+export const warmSocket = (dir: string, targetPid: number, targetStart: string, agentPid: number) => join(dir, `${targetPid}-${targetStart}-${agentPid}.sock`);
+
+/**
+ * Connects to a warm agent of this very target process and has it take `client`'s session; undefined when there is
+ * none (or every one is busy). Sockets of warm agents that were killed are removed on the way.
+ */
+export async function reachWarmAgent(dir: string, targetPid: number, targetStart: string, client: WarmClient): Promise<{ socket: Socket; agentPid: number } | undefined> {
+  const ours = `${targetPid}-${targetStart}-`;
+  for (const entry of readdirSync(dir)) {
+    const agentPid = Number(/^\d+-\d+-(\d+)\.sock$/.exec(entry)?.[1]);
+    // Never 0 or 1: signalling those means a process group, or init.
+    if (!Number.isInteger(agentPid) || agentPid <= 1) continue;
+    if (!isAlive(agentPid)) {
+      removeStale(join(dir, entry));
+      continue;
+    }
+    if (!entry.startsWith(ours)) continue;
+    const socket = await handOver(join(dir, entry), client);
+    if (socket) return { socket, agentPid };
+  }
+  return undefined;
+}
+
+function removeStale(path: string): void {
+  try {
+    unlinkSync(path);
+  } catch {
+    // another start removed it
+  }
+}
+
+/** Sends the preface and waits for `ok`; the agent's hello may follow it in the same read, so what follows is put back. */
+function handOver(path: string, client: WarmClient): Promise<Socket | undefined> {
+  return new Promise((resolve) => {
+    const socket = connect({ path });
+    let answer = Buffer.alloc(0);
+    const finish = (taken: boolean) => {
+      clearTimeout(timer);
+      socket.off('data', onData);
+      socket.off('error', onError);
+      socket.off('close', onClose);
+      if (!taken) socket.destroy();
+      resolve(taken ? socket : undefined);
+    };
+    const timer = setTimeout(() => finish(false), ANSWER_TIMEOUT_MS);
+    const onError = (error?: NodeJS.ErrnoException) => {
+      // Nobody listens: the agent was killed (a zombie still counts as alive until it is reaped).
+      if (error?.code === 'ECONNREFUSED') removeStale(path);
+      finish(false);
+    };
+    const onClose = () => onError();
+    const onData = (chunk: Buffer) => {
+      answer = Buffer.concat([answer, chunk]);
+      const end = answer.indexOf(0x0a);
+      if (end < 0) {
+        if (answer.length > WARM_MAX_LINE) finish(false);
+        return;
+      }
+      if (answer.subarray(0, end + 1).toString('latin1') !== WARM_OK) return finish(false);
+      socket.pause();
+      if (end + 1 < answer.length) socket.unshift(answer.subarray(end + 1));
+      finish(true);
+    };
+    socket.on('data', onData);
+    socket.on('error', onError);
+    socket.on('close', onClose);
+    socket.write(warmLine(client));
+  });
+}

@@ -1,0 +1,143 @@
+// Warm agents: a session that ends cleanly leaves its agent warm for agent.ttl, the next session on the same target
+// reuses it (the same agent process), and a warm agent that must not be reused (its target gone, its ttl passed, its
+// CLI killed) is not, and leaves nothing: no agent process, no socket file.
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, readdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, afterEach, before, describe, test } from 'node:test';
+import { setTimeout as delay } from 'node:timers/promises';
+import { needsRoot } from '../support/root.ts';
+import { createWorld, type World } from '../world/world.ts';
+import { agentProcesses, leftoversAfter } from './leftovers.ts';
+import { execIn, runDoppel, startDoppel, type Finished } from './run-doppel.ts';
+
+const gate = needsRoot('warm agents of process targets');
+const warmDir = join(tmpdir(), 'doppel-warm');
+
+/** The warm agents' socket files of target `pid`. */
+const warmSockets = (pid: number) => (existsSync(warmDir) ? readdirSync(warmDir).filter((entry) => entry.startsWith(`${pid}-`)) : []);
+const agentPids = (pid: number) => agentProcesses(pid).map((line) => Number(line.split(' ')[0]));
+
+function ok(result: Finished): string {
+  assert.equal(result.status, 0, `doppel exited ${result.status}\nstdout: ${result.stdout}\nstderr: ${result.stderr}`);
+  return result.stdout;
+}
+
+async function until<T>(what: string, probe: () => T | undefined, ms = 10_000): Promise<T> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const value = probe();
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await delay(50);
+  }
+}
+
+/** Nothing of any session on `pid` is left: no agent process, no socket file, no socket directory. */
+async function nothingLeft(pid: number): Promise<void> {
+  assert.deepEqual(await leftoversAfter(pid, 8000), { agents: [], dirs: [] });
+  await until('the warm socket to go', () => (warmSockets(pid).length === 0 ? true : undefined), 3000);
+}
+
+describe('warm agents', gate, () => {
+  let world: World;
+  const pid = () => world.target.pid;
+  const secret = () => world.target.env.DOPPEL_TEST_SECRET!;
+  const [remotePath, remoteContent] = [() => Object.keys(world.target.files)[0]!, () => Object.values(world.target.files)[0]!];
+
+  before(async () => {
+    world = await createWorld();
+  });
+  after(async () => {
+    await world?.destroy();
+  });
+  afterEach(async () => {
+    if (world) await nothingLeft(pid());
+  });
+
+  test('the next session on the target reuses the warm agent, says so, and serves from it', async () => {
+    const program = ['sh', '-c', `printf '%s|' "$DOPPEL_TEST_SECRET"; cat ${remotePath()}`];
+    const first = await execIn(pid(), program, { flags: ['--agent-ttl', '30'] });
+    assert.equal(ok(first), `${secret()}|${remoteContent()}`);
+    assert.doesNotMatch(first.stderr, /reusing/);
+    const [warm] = agentPids(pid());
+    assert.ok(warm, 'no agent stayed warm');
+    assert.equal(warmSockets(pid()).length, 1);
+
+    // Without -q: the progress line says what happened.
+    const second = await runDoppel(['exec', '--target', `process/${pid()}`, '--agent-ttl', '30', '--', ...program]);
+    assert.equal(ok(second), `${secret()}|${remoteContent()}`);
+    assert.match(second.stderr, new RegExp(`reusing the warm agent of process ${pid()}`));
+    assert.deepEqual(agentPids(pid()), [warm], 'the second session had an agent of its own');
+
+    // And again, with --trace: the reused agent times its answers too.
+    const third = await execIn(pid(), ['cat', remotePath()], { flags: ['--agent-ttl', '1', '--trace'] });
+    assert.equal(ok(third), remoteContent());
+    assert.match(third.stderr, /call open "[^"]+" -> remote: proxy [\d.]+ \| fs\.fetch link [\d.]+ \+ agent [\d.]+/);
+    assert.deepEqual(agentPids(pid()), [warm]);
+    // Its ttl is the last session's: 1 s, after which nothing is left (afterEach).
+  });
+
+  test('a warm agent whose target exits goes, and leaves nothing', async () => {
+    // A target of our own in the world's namespaces, to end it.
+    const target: ChildProcess = spawn('nsenter', ['-t', String(pid()), '-n', '-m', 'sleep', '600'], { stdio: 'ignore' });
+    const targetPid = target.pid!;
+    try {
+      await until('the target', () => (existsSync(`/proc/${targetPid}/ns/net`) && agentPids(targetPid).length === 0 ? true : undefined));
+      ok(await execIn(targetPid, ['true'], { flags: ['--agent-ttl', '60'] }));
+      assert.equal(agentPids(targetPid).length, 1, 'no agent stayed warm');
+      assert.equal(warmSockets(targetPid).length, 1);
+      target.kill('SIGKILL');
+      await nothingLeft(targetPid);
+    } finally {
+      target.kill('SIGKILL');
+    }
+  });
+
+  test('after its ttl a warm agent is gone, and the next session starts a fresh one', async () => {
+    ok(await execIn(pid(), ['true'], { flags: ['--agent-ttl', '1'] }));
+    const [warm] = agentPids(pid());
+    assert.ok(warm, 'no agent stayed warm');
+    await nothingLeft(pid());
+    const next = await runDoppel(['exec', '--target', `process/${pid()}`, '--agent-ttl', '1', '--', 'sh', '-c', 'printf %s "$DOPPEL_TEST_SECRET"']);
+    assert.equal(ok(next), secret());
+    assert.doesNotMatch(next.stderr, /reusing/);
+  });
+
+  test('the agent of a killed CLI is not kept warm', async () => {
+    const { child, finished } = startDoppel(['exec', '--target', `process/${pid()}`, '-q', '--agent-ttl', '60', '--', 'sh', '-c', 'echo $$; exec sleep 30']);
+    let out = '';
+    child.stdout!.on('data', (chunk: Buffer) => (out += chunk));
+    const programPid = Number(await until('the program', () => (out.includes('\n') ? out.trim() : undefined)));
+    await until('the agent', () => agentPids(pid())[0]);
+    child.kill('SIGKILL');
+    process.kill(programPid, 'SIGKILL');
+    await finished;
+    // Its socket directory stays for the next start to sweep (as for any killed CLI); its agent is gone at once.
+    assert.deepEqual((await leftoversAfter(pid(), 8000)).agents, []);
+    assert.deepEqual(warmSockets(pid()), []);
+    const next = await runDoppel(['exec', '--target', `process/${pid()}`, '--agent-ttl', '1', '--', 'true']);
+    assert.doesNotMatch(ok(next) + next.stderr, /reusing/);
+  });
+
+  test('--agent-ttl 0 keeps no agent warm', async () => {
+    ok(await execIn(pid(), ['true'], { flags: ['--agent-ttl', '0'] }));
+    assert.deepEqual(agentPids(pid()), []);
+    assert.deepEqual(warmSockets(pid()), []);
+  });
+
+  test('a warm agent killed outright leaves a socket file that the next start removes', async () => {
+    ok(await execIn(pid(), ['true'], { flags: ['--agent-ttl', '60'] }));
+    const [warm] = agentPids(pid());
+    assert.ok(warm, 'no agent stayed warm');
+    process.kill(warm, 'SIGKILL');
+    await until('the agent to die', () => (agentPids(pid()).length === 0 ? true : undefined));
+    assert.equal(warmSockets(pid()).length, 1);
+    const next = await runDoppel(['exec', '--target', `process/${pid()}`, '--agent-ttl', '1', '--', 'true']);
+    assert.doesNotMatch(ok(next) + next.stderr, /reusing/);
+    // The killed agent's socket is gone; the new agent's (warm for 1 s) has another name.
+    assert.ok(!warmSockets(pid()).some((entry) => entry.endsWith(`-${warm}.sock`)));
+  });
+});
