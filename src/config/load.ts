@@ -85,7 +85,8 @@ export async function resolveConfig(options: LoadOptions): Promise<{ config: Res
       hint: 'fix the keys named above; `doppel schema` prints every key and its type',
     });
   }
-  const config = resolveFile(parsed.data);
+  // In the shape the cache gives back (no keys set to undefined), so a start is the same whether it hit or not.
+  const config = JSON.parse(JSON.stringify(resolveFile(parsed.data))) as ResolvedConfig;
   cache?.write(config);
   return { config, source };
 }
