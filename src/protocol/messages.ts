@@ -1,5 +1,5 @@
 // The agent protocol's control messages and request operations. Append-only: each operation names the version that introduced it.
-import { decode, encode } from '@msgpack/msgpack';
+import { Decoder, Encoder } from '@msgpack/msgpack';
 import { ProtocolError } from './errors.ts';
 
 /** Bumped when an operation or field is added; a peer must speak at least MIN_PEER_VERSION. */
@@ -174,14 +174,19 @@ export type ControlMessage =
   | { t: 'res'; id: number; ok: unknown; us?: number }
   | { t: 'res'; id: number; err: { code: string; message: string }; us?: number };
 
+// One of each, reused: `encode` and `decode` make a new one per message (a 2 KiB buffer, its views, and the
+// decoder's state), which is most of what a small request allocates on both ends.
+const encoder = new Encoder();
+const decoder = new Decoder();
+
 export function encodeControl(message: ControlMessage): Uint8Array {
-  return encode(message);
+  return encoder.encode(message);
 }
 
 export function decodeControl(body: Uint8Array): ControlMessage {
   let value: unknown;
   try {
-    value = decode(body);
+    value = decoder.decode(body);
   } catch (error) {
     throw new ProtocolError('E_PROTOCOL_MESSAGE', `agent stream: undecodable control message (${(error as Error).message})`);
   }
