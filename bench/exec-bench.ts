@@ -1,7 +1,10 @@
-// Benchmarks doppel against the direct case in the same run (the program run inside the target's namespaces with nsenter),
-// and writes medians, p99s and ratios to bench/results/exec.json.
+// Benchmarks doppel against the direct case in the same run (the program run inside the target's namespaces with
+// nsenter), and writes medians, p90s, p99s and ratios to bench/results/exec.json: start-up to the program's first
+// line with a fresh agent and with a warm one, remote calls (4 KiB file, DNS, TCP round trip), and the restart loop
+// (a program started again and again inside one session, as a file watcher does).
 import { execFileSync, spawn } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { createWorld } from '../test/world/world.ts';
 import { compare } from './stats.ts';
@@ -11,45 +14,69 @@ const doppel = fileURLToPath(new URL('../bin/doppel', import.meta.url));
 const node = process.execPath;
 const runs = Number(process.env.BENCH_RUNS ?? 20);
 const loops = Number(process.env.BENCH_LOOPS ?? 500);
+const restarts = Number(process.env.BENCH_RESTARTS ?? 20);
 
 /** Nanoseconds from spawn to the program's first line of output. */
 function firstLine(command: string, args: string[]): Promise<number> {
   return new Promise((resolve, reject) => {
     const start = process.hrtime.bigint();
     const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'ignore'] });
-    child.stdout.once('data', () => resolve(Number(process.hrtime.bigint() - start)));
+    let time: number | undefined;
+    child.stdout.once('data', () => (time = Number(process.hrtime.bigint() - start)));
     child.once('error', reject);
+    // The next run starts after this one has ended (and parked its agent), as a developer's next run would.
+    child.once('close', () => (time === undefined ? reject(new Error(`${command} ${args.join(' ')} printed nothing`)) : resolve(time)));
   });
 }
 
+const programs: Record<string, string[]> = {
+  sh: ['sh', '-c', 'echo ready'],
+  node: [node, '-e', 'console.log("ready")'],
+  python3: ['python3', '-c', 'print("ready")'],
+};
+
 const world = await createWorld();
+const load = [loadavg()[0]!];
 try {
   const pid = String(world.target.pid);
-  const direct = (args: string[]): [string, string[]] => ['nsenter', ['-t', pid, '-n', '-m', node, ...args]];
-  const viaDoppel = (args: string[]): [string, string[]] => [doppel, ['exec', '-q', '--target', `process/${pid}`, '--', node, ...args]];
-  const startup: [number[], number[]] = [[], []];
-  for (let i = 0; i < runs; i++) {
-    startup[0].push(await firstLine(...direct(['-e', 'console.log("ready")'])));
-    startup[1].push(await firstLine(...viaDoppel(['-e', 'console.log("ready")'])));
-  }
+  const direct = (command: string[]): [string, string[]] => ['nsenter', ['-t', pid, '-n', '-m', ...command]];
+  const viaDoppel = (command: string[], ttl: number): [string, string[]] => [doppel, ['exec', '-q', '--agent-ttl', String(ttl), '--target', `process/${pid}`, '--', ...command]];
+
+  /** Start to first line, bare and under doppel, alternating; `ttl` 0 starts a fresh agent each time, more reuses one. */
+  const startup = async (command: string[], ttl: number) => {
+    const samples: [number[], number[]] = [[], []];
+    if (ttl > 0) await firstLine(...viaDoppel(command, ttl));
+    for (let i = 0; i < runs; i++) {
+      samples[0].push(await firstLine(...direct(command)));
+      samples[1].push(await firstLine(...viaDoppel(command, ttl)));
+    }
+    return compare(...samples);
+  };
   const loop = (script: string, args: string[]) => {
-    const d = JSON.parse(execFileSync(...direct([`${here}workloads/${script}`, ...args]), { encoding: 'utf8' })) as number[];
-    const v = JSON.parse(execFileSync(...viaDoppel([`${here}workloads/${script}`, ...args]), { encoding: 'utf8' })) as number[];
+    const d = JSON.parse(execFileSync(...direct([node, `${here}workloads/${script}`, ...args]), { encoding: 'utf8' })) as number[];
+    const v = JSON.parse(execFileSync(...viaDoppel([node, `${here}workloads/${script}`, ...args], 0), { encoding: 'utf8' })) as number[];
     return compare(d, v);
   };
   const { redis, udpEcho } = world.services;
   const results = {
     when: new Date().toISOString(),
+    machine: `${cpus().length} x ${cpus()[0]?.model ?? 'unknown CPU'}`,
     node: process.version,
     runs,
     loops,
+    restarts,
     direct: 'the same program run inside the target with nsenter -n -m',
-    startupToFirstLine: compare(...startup),
+    startupToFirstLine: {
+      freshAgent: { sh: await startup(programs.sh!, 0), node: await startup(programs.node!, 0) },
+      warmAgent: { sh: await startup(programs.sh!, 10), node: await startup(programs.node!, 10) },
+    },
+    restartLoop: Object.fromEntries(Object.entries(programs).map(([name, command]) => [name, loop('restart-loop.mjs', [String(restarts), ...command])])),
     file4KiBOpenReadClose: loop('file-loop.mjs', [world.target.benchFile, String(loops)]),
     dnsLookup: loop('dns-loop.mjs', [redis.name, String(loops)]),
     tcpConnectRoundTrip: loop('tcp-loop.mjs', [redis.address, String(redis.port), String(loops)]),
     udpRoundTrip: loop('udp-loop.mjs', [udpEcho.address, String(udpEcho.port), String(loops)]),
     dnsResolve4OverUdp: loop('resolve-loop.mjs', [redis.name, String(loops)]),
+    loadAverage: [...load, loadavg()[0]!],
   };
   mkdirSync(`${here}results`, { recursive: true });
   writeFileSync(`${here}results/exec.json`, `${JSON.stringify(results, null, 2)}\n`);

@@ -17,14 +17,14 @@ export function summarize(nanoseconds: number[]): Summary {
 export interface Comparison {
   direct: Summary;
   doppel: Summary;
-  ratio: { median: number; p99: number };
+  ratio: { median: number; p90: number; p99: number };
   overheadMedianMs: number;
 }
 
 export function compare(direct: number[], doppel: number[]): Comparison {
   const a = summarize(direct);
   const b = summarize(doppel);
-  return { direct: a, doppel: b, ratio: { median: round(b.medianMs / a.medianMs), p99: round(b.p99Ms / a.p99Ms) }, overheadMedianMs: round(b.medianMs - a.medianMs) };
+  return { direct: a, doppel: b, ratio: { median: round(b.medianMs / a.medianMs), p90: round(b.p90Ms / a.p90Ms), p99: round(b.p99Ms / a.p99Ms) }, overheadMedianMs: round(b.medianMs - a.medianMs) };
 }
 
 const round = (value: number) => Math.round(value * 1000) / 1000;
