@@ -6,21 +6,33 @@
 
 #include <stdint.h>
 
-/* The layer finds the proxy's socket path here. */
+/* The layer finds the proxy's socket path here (read once, at load). */
 #define DP_ENV_SOCKET "DOPPEL_LAYER_SOCKET"
 /* The target's hostname (feature.hostname), which gethostname and uname report; unset keeps the local one. */
 #define DP_ENV_HOSTNAME "DOPPEL_HOSTNAME"
+
+/* Remote directories have local stand-ins under this directory next to the socket: the remote path P is mirrored at
+ * <socket's directory>/DP_STANDIN_DIR/P, a real directory holding an empty entry of the same kind for each remote
+ * entry, so that fdopendir, getdents64 and fchdir work on it. The layer maps paths under it back to P. */
+#define DP_STANDIN_DIR "dirs"
+
+/* The largest answer payload (a whole remote file travels in one): the layer treats a longer one as a broken stream. */
+#define DP_MAX_REPLY (1u << 30)
 
 /* Request: header, then `len` payload bytes. */
 struct dp_req_hdr {
   uint32_t len;
   uint32_t op;
+  uint32_t seq; /* echoed in the answer; a different one is a stale answer to a call the program jumped out of */
+  uint32_t reserved;
 };
 
 /* Response: header, then `len` payload bytes. */
 struct dp_resp_hdr {
   uint32_t len;
-  int32_t status; /* DP_OK, DP_LOCAL, or a negative errno (for DP_OP_GETADDRINFO a negative EAI_* code) */
+  int32_t status; /* DP_OK, DP_LOCAL, DP_DIRECTORY, or a negative errno (for DP_OP_GETADDRINFO a negative EAI_* code) */
+  uint32_t seq;   /* the request's */
+  uint32_t reserved;
 };
 
 enum dp_status {
@@ -30,11 +42,13 @@ enum dp_status {
   /* DP_OP_OPEN only: a file opened for writing on the target (write mode). Payload: struct dp_open_write, then
    * struct dp_stat and the file's bytes as for DP_OK. Its content goes back with DP_OP_WRITEBACK. */
   DP_WRITABLE = 2,
+  DP_DIRECTORY = 3, /* DP_OP_OPEN of a remote directory; payload: struct dp_stat, then its stand-in's path NUL */
 };
 
 enum dp_op {
   /* payload: int32 flags (open(2) flags), uint32 mode, path NUL.
-   * DP_OK payload: struct dp_stat, then the whole file's bytes. */
+   * DP_OK payload: struct dp_stat, then the whole file's bytes; a directory is answered DP_DIRECTORY.
+   * opendir and scandir ask it too (O_DIRECTORY), and list the directory it names. */
   DP_OP_OPEN = 1,
   /* payload: uint32 flags (DP_STAT_NOFOLLOW), path NUL.  DP_OK payload: struct dp_stat. */
   DP_OP_STAT = 2,
@@ -42,8 +56,6 @@ enum dp_op {
   DP_OP_ACCESS = 3,
   /* payload: path NUL.  DP_OK payload: the link's target, not NUL-terminated. */
   DP_OP_READLINK = 4,
-  /* payload: path NUL.  DP_OK payload: entries, each struct dp_dirent then name NUL. */
-  DP_OP_LISTDIR = 5,
   /* payload: path NUL.  DP_OK payload: the canonical path, NUL-terminated. */
   DP_OP_REALPATH = 6,
   /* payload: struct dp_gai_req, then name NUL.
@@ -93,12 +105,6 @@ enum dp_op {
 struct dp_stat {
   uint64_t dev, ino, mode, nlink, uid, gid, rdev, size, blksize, blocks;
   int64_t atime_sec, atime_nsec, mtime_sec, mtime_nsec, ctime_sec, ctime_nsec;
-};
-
-struct dp_dirent {
-  uint64_t ino;
-  uint32_t type; /* DT_* value */
-  uint32_t name_len; /* bytes of the name that follows, without its NUL */
 };
 
 /* An IPv4 or IPv6 socket address in one fixed shape. */

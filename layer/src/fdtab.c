@@ -1,63 +1,117 @@
-/* The descriptors the layer made or relayed (remote files, relayed sockets), and absolute paths for *at calls. */
+/* The descriptors the layer made or relayed (remote files and directories, relayed sockets), and absolute paths for
+ * *at calls. No lock: each descriptor has a slot with a sequence counter (a seqlock). Readers copy the slot and retry
+ * if a writer was in it; a writer owns the slot while the counter is odd, with signals blocked so that a handler on
+ * its own thread never waits for it. So a signal handler or a forked child never waits on another thread. */
 #define _GNU_SOURCE
 #include "layer.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #define DP_MAX_FD 65536
+#define DP_CHUNK 256
+#define DP_CHUNKS (DP_MAX_FD / DP_CHUNK)
 
-static struct dp_fdinfo *table[DP_MAX_FD];
-static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+struct slot {
+  atomic_uint seq; /* odd while a writer is in the slot */
+  int present;
+  struct dp_fdinfo info;
+};
 
-/* fork() holds the lock, so a child never inherits it taken by another thread: its first close would wait forever
- * (libuv's threads close through our syscall hook while the main thread forks). vfork children share the parent's. */
-static void hold(void) { pthread_mutex_lock(&lock); }
-static void release(void) { pthread_mutex_unlock(&lock); }
-__attribute__((constructor)) static void fork_safe(void) { pthread_atfork(hold, release, release); }
+/* Slots come in chunks mapped on first use (mmap, not malloc: a signal handler may be the first to need one). */
+static _Atomic(struct slot *) chunks[DP_CHUNKS];
+
+static struct slot *slot_of(int fd, int create) {
+  if (fd < 0 || fd >= DP_MAX_FD) return NULL;
+  struct slot *chunk = atomic_load_explicit(&chunks[fd / DP_CHUNK], memory_order_acquire);
+  if (chunk == NULL && create) {
+    void *fresh = mmap(NULL, DP_CHUNK * sizeof(struct slot), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (fresh == MAP_FAILED) return NULL;
+    struct slot *expected = NULL;
+    if (atomic_compare_exchange_strong(&chunks[fd / DP_CHUNK], &expected, (struct slot *)fresh)) chunk = fresh;
+    else {
+      munmap(fresh, DP_CHUNK * sizeof(struct slot));
+      chunk = expected;
+    }
+  }
+  return chunk == NULL ? NULL : &chunk[fd % DP_CHUNK];
+}
+
+/* Copies the slot as one consistent version; returns whether it held a descriptor. */
+static int read_slot(struct slot *s, struct dp_fdinfo *out) {
+  for (unsigned spins = 0;; spins++) {
+    unsigned before = atomic_load_explicit(&s->seq, memory_order_acquire);
+    if (before & 1) {
+      if (spins > 64) sched_yield();
+      continue;
+    }
+    int present = s->present;
+    if (present && out != NULL) memcpy(out, &s->info, sizeof *out);
+    atomic_thread_fence(memory_order_acquire);
+    if (atomic_load_explicit(&s->seq, memory_order_relaxed) == before) return present;
+  }
+}
+
+/* Replaces the slot's content (info NULL: empties it); returns whether it held a descriptor, copied into *old. */
+static int write_slot(struct slot *s, const struct dp_fdinfo *info, struct dp_fdinfo *old) {
+  sigset_t all, saved;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &saved);
+  for (unsigned spins = 0;; spins++) {
+    unsigned seq = atomic_load_explicit(&s->seq, memory_order_relaxed);
+    if (!(seq & 1) && atomic_compare_exchange_weak_explicit(&s->seq, &seq, seq + 1, memory_order_acquire, memory_order_relaxed)) break;
+    if (spins > 64) sched_yield();
+  }
+  int had = s->present;
+  if (had && old != NULL) *old = s->info;
+  s->present = info != NULL;
+  if (info != NULL) s->info = *info;
+  atomic_fetch_add_explicit(&s->seq, 1, memory_order_release);
+  pthread_sigmask(SIG_SETMASK, &saved, NULL);
+  return had;
+}
+
+/* A forked child has only the forking thread: a slot another thread was writing is left half written; forget it. */
+static void after_fork_in_child(void) {
+  for (int c = 0; c < DP_CHUNKS; c++) {
+    struct slot *chunk = atomic_load(&chunks[c]);
+    for (int i = 0; chunk != NULL && i < DP_CHUNK; i++) {
+      if (atomic_load(&chunk[i].seq) & 1) {
+        chunk[i].present = 0;
+        atomic_fetch_add(&chunk[i].seq, 1);
+      }
+    }
+  }
+}
+__attribute__((constructor)) static void fork_safe(void) { pthread_atfork(NULL, NULL, after_fork_in_child); }
 
 void dp_fd_set(int fd, const struct dp_fdinfo *info) {
-  if (fd < 0 || fd >= DP_MAX_FD) return;
-  struct dp_fdinfo *copy = malloc(sizeof *copy);
-  if (copy == NULL) return;
-  *copy = *info;
-  pthread_mutex_lock(&lock);
-  free(table[fd]);
-  table[fd] = copy;
-  pthread_mutex_unlock(&lock);
+  struct slot *s = slot_of(fd, 1);
+  if (s != NULL) write_slot(s, info, NULL);
 }
 
 int dp_fd_get(int fd, struct dp_fdinfo *out) {
-  if (fd < 0 || fd >= DP_MAX_FD) return 0;
-  pthread_mutex_lock(&lock);
-  int found = table[fd] != NULL;
-  if (found) *out = *table[fd];
-  pthread_mutex_unlock(&lock);
-  return found;
-}
-
-void dp_fd_forget(int fd) {
-  if (fd < 0 || fd >= DP_MAX_FD) return;
-  pthread_mutex_lock(&lock);
-  free(table[fd]);
-  table[fd] = NULL;
-  pthread_mutex_unlock(&lock);
+  struct slot *s = slot_of(fd, 0);
+  return s != NULL && read_slot(s, out);
 }
 
 int dp_fd_take(int fd, struct dp_fdinfo *out) {
-  if (fd < 0 || fd >= DP_MAX_FD) return 0;
-  pthread_mutex_lock(&lock);
-  struct dp_fdinfo *info = table[fd];
-  table[fd] = NULL;
-  pthread_mutex_unlock(&lock);
-  if (info == NULL) return 0;
-  *out = *info;
-  free(info);
-  return 1;
+  struct slot *s = slot_of(fd, 0);
+  /* Most descriptors closed were never the layer's: a read decides that without writing. */
+  if (s == NULL || !read_slot(s, NULL)) return 0;
+  return write_slot(s, NULL, out);
+}
+
+void dp_fd_forget(int fd) {
+  struct dp_fdinfo unused;
+  dp_fd_take(fd, &unused);
 }
 
 void dp_fd_copy(int from, int to) {
@@ -66,23 +120,34 @@ void dp_fd_copy(int from, int to) {
   else dp_fd_forget(to);
 }
 
+void dp_fd_each(unsigned first, unsigned last, int take, void (*each)(int fd, const struct dp_fdinfo *)) {
+  for (unsigned c = first / DP_CHUNK; c < DP_CHUNKS && c <= last / DP_CHUNK; c++) {
+    if (atomic_load_explicit(&chunks[c], memory_order_acquire) == NULL) continue;
+    for (unsigned fd = c * DP_CHUNK; fd < (c + 1) * DP_CHUNK && fd <= last; fd++) {
+      struct dp_fdinfo info;
+      if (fd >= first && (take ? dp_fd_take((int)fd, &info) : dp_fd_get((int)fd, &info))) each((int)fd, &info);
+    }
+  }
+}
+
 int dp_absolute(int dirfd, const char *path, char *out, size_t size) {
   if (path == NULL) return -EFAULT;
   if (path[0] == '/') {
     if (strlen(path) >= size) return -ENAMETOOLONG;
     strcpy(out, path);
-    return 0;
-  }
-  char base[4096];
-  if (dirfd == AT_FDCWD) {
-    if (getcwd(base, sizeof base) == NULL) return -errno;
   } else {
-    char link[64];
-    snprintf(link, sizeof link, "/proc/self/fd/%d", dirfd);
-    ssize_t n = real_readlink(link, base, sizeof base - 1);
-    if (n < 0) return -EBADF;
-    base[n] = '\0';
+    char base[4096];
+    if (dirfd == AT_FDCWD) {
+      if (getcwd(base, sizeof base) == NULL) return -errno;
+    } else {
+      char link[64];
+      snprintf(link, sizeof link, "/proc/self/fd/%d", dirfd);
+      ssize_t n = real_readlink(link, base, sizeof base - 1);
+      if (n < 0) return -EBADF;
+      base[n] = '\0';
+    }
+    int n = snprintf(out, size, "%s/%s", strcmp(base, "/") == 0 ? "" : base, path);
+    if (n < 0 || (size_t)n >= size) return -ENAMETOOLONG;
   }
-  int n = snprintf(out, size, "%s/%s", strcmp(base, "/") == 0 ? "" : base, path);
-  return n < 0 || (size_t)n >= size ? -ENAMETOOLONG : 0;
+  return dp_unstand(out);
 }

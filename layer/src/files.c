@@ -1,4 +1,5 @@
-/* File hooks: open family (remote files become memfds), fopen, close/dup/fcntl bookkeeping, access, readlink, realpath. */
+/* File hooks: open family (remote files become memfds, remote directories their stand-ins), fopen,
+ * close/close_range/dup/fcntl bookkeeping, access, readlink, realpath. */
 #define _GNU_SOURCE
 #include "layer.h"
 #include <errno.h>
@@ -11,12 +12,17 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+/* A path under a stand-in that stays local is the remote path's local namesake, not the stand-in's empty entry. */
+static __thread char unstood[PATH_MAX] __attribute__((tls_model("initial-exec")));
+
 int dp_ask_path(uint32_t op, const void *head, size_t head_len, int dirfd, const char *path, char **reply, uint32_t *reply_len, const char **local_path) {
   char abs[PATH_MAX];
   *local_path = path;
   *reply = NULL;
   *reply_len = 0;
-  if (path == NULL || dp_absolute(dirfd, path, abs, sizeof abs) < 0) return DP_LOCAL;
+  int mapped = path == NULL ? -1 : dp_absolute(dirfd, path, abs, sizeof abs);
+  if (mapped < 0) return DP_LOCAL;
+  if (mapped == 1) *local_path = strcpy(unstood, abs);
   int status = dp_call(op, head, head_len, abs, strlen(abs) + 1, reply, reply_len);
   if (status == DP_LOCAL && *reply != NULL && *reply_len > 0) *local_path = *reply;
   return status;
@@ -28,8 +34,11 @@ static int materialize(const char *path, const char *reply, uint32_t len, int fl
     errno = EIO;
     return -1;
   }
-  const char *name = strrchr(path, '/');
-  int fd = memfd_create(name ? name + 1 : path, (flags & O_CLOEXEC) ? MFD_CLOEXEC : 0);
+  const char *base = strrchr(path, '/');
+  /* memfd_create takes names of at most 249 bytes; the name is only a label in /proc. */
+  char name[250];
+  snprintf(name, sizeof name, "%s", base ? base + 1 : path);
+  int fd = memfd_create(name, (flags & O_CLOEXEC) ? MFD_CLOEXEC : 0);
   if (fd < 0) return -1;
   const char *data = reply + sizeof(struct dp_stat);
   size_t left = len - sizeof(struct dp_stat);
@@ -52,6 +61,30 @@ static int materialize(const char *path, const char *reply, uint32_t len, int fl
   return fd;
 }
 
+/* A remote directory opens as its local stand-in, which the kernel lists; fstat reports the remote directory. */
+static int open_standin(const char *reply, uint32_t len, int flags) {
+  if (len <= sizeof(struct dp_stat) || reply[len - 1] != '\0') {
+    errno = EIO;
+    return -1;
+  }
+  int fd = real_openat(AT_FDCWD, reply + sizeof(struct dp_stat), flags, 0);
+  if (fd < 0) return -1;
+  struct dp_fdinfo info = {.has_stat = 1};
+  memcpy(&info.stat, reply, sizeof info.stat);
+  dp_fd_set(fd, &info);
+  return fd;
+}
+
+/* The descriptor for a remote answer to DP_OP_OPEN. */
+static int remote_fd(int status, const char *path, const char *reply, uint32_t len, int flags) {
+  if (status < 0) {
+    errno = -status;
+    return -1;
+  }
+  if (status == DP_DIRECTORY) return open_standin(reply, len, flags);
+  return status == DP_WRITABLE ? dp_written_open(reply, len, flags) : materialize(path, reply, len, flags);
+}
+
 static int open_at(int dirfd, const char *path, int flags, mode_t mode) {
   if (!dp_enter()) return real_openat(dirfd, path, flags, mode);
   struct { int32_t flags; uint32_t mode; } head = {flags, mode};
@@ -59,15 +92,7 @@ static int open_at(int dirfd, const char *path, int flags, mode_t mode) {
   uint32_t len;
   const char *local;
   int status = dp_ask_path(DP_OP_OPEN, &head, sizeof head, dirfd, path, &reply, &len, &local);
-  int fd;
-  if (status == DP_LOCAL) {
-    fd = real_openat(local == path ? dirfd : AT_FDCWD, local, flags, mode);
-  } else if (status < 0) {
-    errno = -status;
-    fd = -1;
-  } else {
-    fd = status == DP_WRITABLE ? dp_written_open(reply, len, flags) : materialize(path, reply, len, flags);
-  }
+  int fd = status == DP_LOCAL ? real_openat(local == path ? dirfd : AT_FDCWD, local, flags, mode) : remote_fd(status, path, reply, len, flags);
   int saved = errno;
   dp_free(reply);
   dp_leave();
@@ -132,10 +157,8 @@ static FILE *fopen_hook(const char *path, const char *mode, FILE *(*real)(const 
   FILE *file = NULL;
   if (status == DP_LOCAL) {
     file = real(local, mode);
-  } else if (status < 0) {
-    errno = -status;
   } else {
-    int fd = status == DP_WRITABLE ? dp_written_open(reply, len, flags) : materialize(path, reply, len, flags);
+    int fd = remote_fd(status, path, reply, len, flags);
     if (fd >= 0 && (file = fdopen(fd, mode)) == NULL) {
       int saved = errno;
       dp_fd_forget(fd);
@@ -180,21 +203,63 @@ int dup(int fd) {
   return to;
 }
 
-int dup2(int fd, int to) {
+static void unlisten_if_subscribed(int fd, const struct dp_fdinfo *info) {
+  (void)fd;
+  if (info->subscribed) dp_unlisten(info);
+}
+
+static void release_written(int fd, const struct dp_fdinfo *info) {
+  if (info->handle != 0) dp_written_release(fd);
+}
+
+int dp_close_range(unsigned first, unsigned last, int flags) {
+  if (first > last) {
+    errno = EINVAL;
+    return -1;
+  }
+  /* Written files in the range go back to the target first, as at close; then the range is closed around the
+   * layer's own sockets, in pieces. */
+  if (!(flags & CLOSE_RANGE_CLOEXEC)) dp_fd_each(first, last, 0, release_written);
+  unsigned from = first;
+  for (unsigned fd = first; fd <= last && fd < DP_OWN_FDS; fd++) {
+    if (!dp_is_own_fd((int)fd)) continue;
+    if (fd > from && real_syscall(SYS_close_range, (long)from, (long)(fd - 1), (long)flags) < 0) return -1;
+    from = fd + 1;
+  }
+  if (from <= last && real_syscall(SYS_close_range, (long)from, (long)last, (long)flags) < 0) return -1;
+  if (!(flags & CLOSE_RANGE_CLOEXEC)) dp_fd_each(first, last, 1, unlisten_if_subscribed);
+  return 0;
+}
+
+int close_range(unsigned first, unsigned last, int flags) {
   dp_init();
-  if (fd != to) dp_written_release(to);
-  int r = real_dup2(fd, to);
-  if (r >= 0 && fd != to) dp_fd_copy(fd, to);
+  return dp_close_range(first, last, flags);
+}
+
+void closefrom(int first) {
+  dp_init();
+  if (first >= 0) dp_close_range((unsigned)first, ~0u, 0);
+}
+
+/* dup2/dup3 onto a descriptor close it first: the same bookkeeping as close, and the layer's own sockets move away. */
+static int dup_onto(int fd, int to, int flags, int three) {
+  dp_init();
+  if (fd != to) {
+    dp_move_own_fd(to);
+    dp_written_release(to);
+  }
+  struct dp_fdinfo old;
+  int had = fd != to && dp_fd_get(to, &old);
+  int r = three ? real_dup3(fd, to, flags) : real_dup2(fd, to);
+  if (r >= 0 && fd != to) {
+    dp_fd_copy(fd, to);
+    if (had) unlisten_if_subscribed(to, &old);
+  }
   return r;
 }
 
-int dup3(int fd, int to, int flags) {
-  dp_init();
-  dp_written_release(to);
-  int r = real_dup3(fd, to, flags);
-  if (r >= 0) dp_fd_copy(fd, to);
-  return r;
-}
+int dup2(int fd, int to) { return dup_onto(fd, to, 0, 0); }
+int dup3(int fd, int to, int flags) { return dup_onto(fd, to, flags, 1); }
 
 static int fcntl_hook(int (*real)(int, int, ...), int fd, int cmd, void *arg) {
   int r = real(fd, cmd, arg);

@@ -32,6 +32,8 @@ struct statx;
   X(fopen64, FILE *, (const char *, const char *), 1) \
   X(fclose, int, (FILE *), 1) \
   X(close, int, (int), 1) \
+  X(close_range, int, (unsigned int, unsigned int, int), 0) \
+  X(closefrom, void, (int), 0) \
   X(dup, int, (int), 1) \
   X(dup2, int, (int, int), 1) \
   X(dup3, int, (int, int, int), 1) \
@@ -78,15 +80,7 @@ struct statx;
   X(__realpath_chk, char *, (const char *, char *, size_t), 0) \
   X(canonicalize_file_name, char *, (const char *), 0) \
   X(opendir, DIR *, (const char *), 1) \
-  X(readdir, struct dirent *, (DIR *), 1) \
-  X(readdir64, struct dirent64 *, (DIR *), 1) \
-  X(readdir_r, int, (DIR *, struct dirent *, struct dirent **), 0) \
-  X(readdir64_r, int, (DIR *, struct dirent64 *, struct dirent64 **), 0) \
   X(closedir, int, (DIR *), 1) \
-  X(dirfd, int, (DIR *), 1) \
-  X(rewinddir, void, (DIR *), 1) \
-  X(telldir, long, (DIR *), 1) \
-  X(seekdir, void, (DIR *, long), 1) \
   X(scandir, int, (const char *, struct dirent ***, int (*)(const struct dirent *), int (*)(const struct dirent **, const struct dirent **)), 1) \
   X(scandir64, int, (const char *, struct dirent64 ***, int (*)(const struct dirent64 *), int (*)(const struct dirent64 **, const struct dirent64 **)), 1) \
   X(getaddrinfo, int, (const char *, const char *, const struct addrinfo *, struct addrinfo **), 1) \

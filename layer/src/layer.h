@@ -18,6 +18,11 @@ enum dp_bypass {
   DP_BYPASS_ANY_PORT,   /* bind to port 0: no port to receive the target's traffic for */
 };
 
+/* The proxy's socket path, captured at load ("" when not under doppel). */
+const char *dp_socket_path(void);
+/* Maps a path under the stand-in directory (see DP_STANDIN_DIR) back to the remote path it stands for, in place;
+ * returns 1 if it did. */
+int dp_unstand(char *path);
 /* Resolves the hook table once; every hook calls it (directly or through dp_enter) before using real_*. */
 void dp_init(void);
 /* True when the hook should do its own work; false means "call libc". Sets the guard when true. */
@@ -31,10 +36,15 @@ void dp_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int dp_call(uint32_t op, const void *a, size_t a_len, const void *b, size_t b_len, char **reply, uint32_t *reply_len);
 /* Releases a reply from dp_call; only the thread's latest reply is valid, so release it before the next call. */
 void dp_free(char *reply);
+/* The layer's own sockets are numbered below this (from 900 up). */
+#define DP_OWN_FDS 4096
 /* True if fd is one of the layer's own sockets, which the program must not close. */
 int dp_is_own_fd(int fd);
+/* Moves the layer's socket at fd to another number (the program is about to take fd, with dup2 or dup3). */
+void dp_move_own_fd(int fd);
 
-/* Builds the absolute form of path (relative to dirfd, or the cwd for AT_FDCWD) into out. */
+/* Builds the absolute form of path (relative to dirfd, or the cwd for AT_FDCWD) into out, with a stand-in's path
+ * mapped back to the remote one. Returns 1 if it was, 0 if not, or a negative errno. */
 int dp_absolute(int dirfd, const char *path, char *out, size_t size);
 
 /* What the layer knows about a descriptor it made or relayed. */
@@ -57,6 +67,8 @@ void dp_fd_forget(int fd);
 /* Forgets fd and returns what was known about it, in one step (close). */
 int dp_fd_take(int fd, struct dp_fdinfo *out);
 void dp_fd_copy(int from, int to);
+/* Calls `each` for every descriptor in [first, last] the layer knows (close_range), forgetting each one if `take`. */
+void dp_fd_each(unsigned first, unsigned last, int take, void (*each)(int fd, const struct dp_fdinfo *));
 
 /* IPv4/IPv6 socket addresses to and from the wire's one shape; an IPv4 address becomes v4-mapped on an IPv6 socket. */
 int dp_to_addr(const struct sockaddr *sa, socklen_t len, struct dp_addr *out);
@@ -75,6 +87,8 @@ int dp_written_open(const char *reply, uint32_t len, int flags);
 /* fd is going away (close, dup2 onto it): a written file that no other descriptor of this process holds goes back
  * to the target first. 0, or the target's -errno, which close returns. */
 int dp_written_release(int fd);
+/* close_range() and syscall(SYS_close_range): the same for every descriptor in the range. */
+int dp_close_range(unsigned first, unsigned last, int flags);
 /* Tells the proxy that a subscribed listener's descriptor went away; errno is kept. */
 void dp_unlisten(const struct dp_fdinfo *info);
 
@@ -82,6 +96,8 @@ void dp_unlisten(const struct dp_fdinfo *info);
  * On DP_LOCAL, *local_path is the path to use locally (the caller's own, or the proxy's rewrite). */
 int dp_ask_path(uint32_t op, const void *head, size_t head_len, int dirfd, const char *path, char **reply, uint32_t *reply_len, const char **local_path);
 
+/* fstatat as libc has it, or the raw system call where libc lacks the symbol (glibc before 2.33). */
+int dp_local_fstatat(int dirfd, const char *path, struct stat *st, int flags);
 /* Fill libc structures from a remote stat. */
 void dp_fill_stat(struct stat *st, const struct dp_stat *remote);
 void dp_fill_statx(struct statx *stx, const struct dp_stat *remote);

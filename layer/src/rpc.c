@@ -1,4 +1,5 @@
-/* Round trips to the proxy: one Unix socket per thread (fork-safe by PID check), kept at a high fd the program won't reuse. */
+/* Round trips to the proxy: one Unix socket per thread (fork-safe by PID check), kept at a high fd the program won't
+ * reuse; every request carries a sequence number its answer echoes, and answers are bounded. */
 #define _GNU_SOURCE
 #include "layer.h"
 #include <errno.h>
@@ -13,12 +14,20 @@
 #include <unistd.h>
 
 #define DP_FD_FLOOR 900
-#define DP_OWN_FDS 4096
+
+/* Where a thread's connection is in a round trip. A program's signal handler can siglongjmp out of a hook at any
+ * point; the next call on that thread then finds the connection in that state. */
+enum phase { IDLE, SENDING, AWAITING, RECEIVING };
 
 static __thread int conn_fd __attribute__((tls_model("initial-exec"))) = -1;
 static __thread pid_t conn_pid __attribute__((tls_model("initial-exec")));
-static atomic_uchar own_fds[DP_OWN_FDS];
+static __thread enum phase conn_phase __attribute__((tls_model("initial-exec")));
 static __thread char reply_buf[2048] __attribute__((tls_model("initial-exec")));
+static atomic_uchar own_fds[DP_OWN_FDS];
+/* A connection the program took the number of (dup2 onto it) was moved: moved[old] = new + 1, or -1 if it is gone. */
+static atomic_int moved[DP_OWN_FDS];
+/* One counter for all threads, so no two requests in flight share a number. */
+static atomic_uint next_seq = 1;
 
 void dp_free(char *reply) {
   if (reply != reply_buf) free(reply);
@@ -34,9 +43,29 @@ static void release(int fd) {
   real_close(fd);
 }
 
+void dp_move_own_fd(int fd) {
+  if (!dp_is_own_fd(fd)) return;
+  int to = real_fcntl(fd, F_DUPFD_CLOEXEC, DP_FD_FLOOR);
+  if (to >= 0 && to < DP_OWN_FDS) atomic_store(&own_fds[to], 1);
+  else if (to >= 0) {
+    real_close(to);
+    to = -1;
+  }
+  atomic_store(&own_fds[fd], 0);
+  atomic_store(&moved[fd], to >= 0 ? to + 1 : -1);
+}
+
+/* Follows a move of this thread's connection; the old number is the program's now. */
+static void follow_move(void) {
+  if (conn_fd < 0 || conn_fd >= DP_OWN_FDS) return;
+  int to = atomic_exchange(&moved[conn_fd], 0);
+  if (to != 0) conn_fd = to > 0 ? to - 1 : -1;
+}
+
 /* A thread that ends closes its connection. */
 static void on_thread_exit(void *value) {
   (void)value;
+  follow_move();
   if (conn_pid == getpid()) release(conn_fd);
   conn_fd = -1;
 }
@@ -44,9 +73,9 @@ static void on_thread_exit(void *value) {
 static void make_key(void) { pthread_key_create(&conn_key, on_thread_exit); }
 
 static int connect_proxy(void) {
-  const char *path = getenv(DP_ENV_SOCKET);
+  const char *path = dp_socket_path();
   struct sockaddr_un addr = {.sun_family = AF_UNIX};
-  if (path == NULL || strlen(path) >= sizeof addr.sun_path) return -1;
+  if (path[0] == '\0' || strlen(path) >= sizeof addr.sun_path) return -1;
   strcpy(addr.sun_path, path);
   int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return -1;
@@ -59,7 +88,10 @@ static int connect_proxy(void) {
     real_close(fd);
     fd = high;
   }
-  if (fd < DP_OWN_FDS) atomic_store(&own_fds[fd], 1);
+  if (fd < DP_OWN_FDS) {
+    atomic_store(&moved[fd], 0);
+    atomic_store(&own_fds[fd], 1);
+  }
   pthread_once(&key_once, make_key);
   pthread_setspecific(conn_key, (void *)1);
   return fd;
@@ -97,17 +129,37 @@ static int read_all(int fd, void *buf, size_t len) {
   return 0;
 }
 
+/* Reads and drops an answer's payload (one to a request the program jumped out of). */
+static int skip(int fd, uint32_t len) {
+  while (len > 0) {
+    uint32_t n = len < sizeof reply_buf ? len : (uint32_t)sizeof reply_buf;
+    if (read_all(fd, reply_buf, n) < 0) return -1;
+    len -= n;
+  }
+  return 0;
+}
+
 static int exchange(int fd, uint32_t op, const void *a, size_t a_len, const void *b, size_t b_len, char **reply, uint32_t *reply_len, int *status) {
-  struct dp_req_hdr req = {.len = (uint32_t)(a_len + b_len), .op = op};
+  uint32_t seq = atomic_fetch_add(&next_seq, 1);
+  struct dp_req_hdr req = {.len = (uint32_t)(a_len + b_len), .op = op, .seq = seq};
   struct iovec iov[3] = {{&req, sizeof req}, {(void *)a, a_len}, {(void *)b, b_len}};
+  conn_phase = SENDING;
   if (write_all(fd, iov, 3) < 0) return -1;
   struct dp_resp_hdr resp;
-  if (read_all(fd, &resp, sizeof resp) < 0) return -1;
+  for (;;) {
+    conn_phase = AWAITING;
+    if (read_all(fd, &resp, sizeof resp) < 0) return -1;
+    if (resp.len > DP_MAX_REPLY) return -2;
+    conn_phase = RECEIVING;
+    if (resp.seq == seq) break;
+    /* Answers come in request order, so anything else is the answer to an abandoned, earlier request. */
+    if (skip(fd, resp.len) < 0) return -1;
+  }
   char *body = NULL;
   if (resp.len > 0) {
     /* Small answers (every "local", most stats) use a per-thread buffer: no malloc, so an allocator
      * that reads its config file while holding its own lock cannot deadlock on us. */
-    body = resp.len < sizeof reply_buf ? reply_buf : malloc(resp.len + 1);
+    body = resp.len < sizeof reply_buf ? reply_buf : malloc((size_t)resp.len + 1);
     if (body == NULL) return -1;
     if (read_all(fd, body, resp.len) < 0) {
       dp_free(body);
@@ -115,6 +167,7 @@ static int exchange(int fd, uint32_t op, const void *a, size_t a_len, const void
     }
     body[resp.len] = '\0';
   }
+  conn_phase = IDLE;
   *reply = body;
   *reply_len = resp.len;
   *status = resp.status;
@@ -126,8 +179,15 @@ int dp_call(uint32_t op, const void *a, size_t a_len, const void *b, size_t b_le
   *reply = NULL;
   *reply_len = 0;
   pid_t pid = getpid();
+  follow_move();
   if (conn_fd >= 0 && conn_pid != pid) {
     /* A forked child must not share its parent's stream; its copy of the fd is its own to close. */
+    release(conn_fd);
+    conn_fd = -1;
+  }
+  if (conn_fd >= 0 && (conn_phase == SENDING || conn_phase == RECEIVING)) {
+    /* The program jumped out mid-message: where the stream stands is unknown, so start a new one. An answer
+     * still awaited (AWAITING) is fine: the sequence number tells it apart. */
     release(conn_fd);
     conn_fd = -1;
   }
@@ -135,16 +195,23 @@ int dp_call(uint32_t op, const void *a, size_t a_len, const void *b, size_t b_le
     if (conn_fd < 0) {
       conn_fd = connect_proxy();
       conn_pid = pid;
+      conn_phase = IDLE;
       if (conn_fd < 0) break;
     }
     int status;
-    if (exchange(conn_fd, op, a, a_len, b, b_len, reply, reply_len, &status) == 0) {
+    int r = exchange(conn_fd, op, a, a_len, b, b_len, reply, reply_len, &status);
+    if (r == 0) {
       errno = saved;
       return status;
     }
-    /* The stream broke (the program closed it, or the proxy restarted): one fresh try. */
     release(conn_fd);
     conn_fd = -1;
+    /* An answer longer than any the proxy sends: the stream cannot be trusted, and asking again would not help. */
+    if (r == -2) {
+      errno = saved;
+      return -EIO;
+    }
+    /* The stream broke (the program closed it, or the proxy restarted): one fresh try. */
   }
   /* Without its proxy the program still runs, on its local context; say so once. */
   static atomic_int warned;

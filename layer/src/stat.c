@@ -101,8 +101,13 @@ static int remote_stat(int dirfd, const char *path, int flags, struct dp_stat *o
     return r;                                              \
   } while (0)
 
+int dp_local_fstatat(int dirfd, const char *path, struct stat *st, int flags) {
+  if (real_fstatat) return real_fstatat(dirfd, path, st, flags);
+  return (int)real_syscall(SYS_newfstatat, (long)dirfd, (long)path, (long)st, (long)flags);
+}
+
 static int at_call(int dirfd, const char *orig, const char *use, struct stat *st, int flags) {
-  return real_fstatat ? real_fstatat(use == orig ? dirfd : AT_FDCWD, use, st, flags) : (errno = ENOSYS, -1);
+  return dp_local_fstatat(use == orig ? dirfd : AT_FDCWD, use, st, flags);
 }
 
 static int stat_at(int dirfd, const char *path, struct stat *st, int flags) {
@@ -131,7 +136,7 @@ static int fstat_fd(int fd, struct stat *st) {
     dp_fill_stat(st, &info.stat);
     return 0;
   }
-  return real_fstatat ? real_fstatat(fd, "", st, AT_EMPTY_PATH) : (errno = ENOSYS, -1);
+  return dp_local_fstatat(fd, "", st, AT_EMPTY_PATH);
 }
 
 int fstat(int fd, struct stat *st) { return fstat_fd(fd, st); }
@@ -155,7 +160,7 @@ int statx(int dirfd, const char *path, int flags, unsigned int mask, struct stat
   return statx_hook(dirfd, path, flags, mask, x);
 }
 
-/* libuv reaches statx and close through syscall(); every other number passes through untouched. */
+/* libuv reaches statx and close through syscall(), some runtimes close_range; every other number passes through untouched. */
 long syscall(long number, ...) {
   dp_init();
   va_list ap;
@@ -165,5 +170,6 @@ long syscall(long number, ...) {
   va_end(ap);
   if (number == SYS_statx) return statx_hook((int)a1, (const char *)a2, (int)a3, (unsigned)a4, (struct statx *)a5);
   if (number == SYS_close) return dp_close((int)a1, 1);
+  if (number == SYS_close_range) return dp_close_range((unsigned)a1, (unsigned)a2, (int)a3);
   return real_syscall(number, a1, a2, a3, a4, a5, a6);
 }

@@ -1,10 +1,12 @@
-/* Session state: one-time init, the thread-local in-hook guard, and debug logging. */
+/* Session state: one-time init (the proxy's address captured at load), the thread-local in-hook guard, and debug logging. */
 #define _GNU_SOURCE
 #include "layer.h"
 #include <dlfcn.h>
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,13 +16,27 @@ static pthread_once_t once = PTHREAD_ONCE_INIT;
 static int enabled;
 static int debug;
 static __thread int in_hook __attribute__((tls_model("initial-exec")));
+/* The frame of the hook that set the guard: a later hook at or above it means a siglongjmp left that hook. */
+static __thread uintptr_t guard_frame __attribute__((tls_model("initial-exec")));
+/* Read once at load: a program may clear its environment before its threads first call a hook. */
+static char socket_path[108];
+static char standin_root[128];
+static size_t standin_len;
 
 static const char *bypass_names[] = {"disabled", "reentrant", "policy", "not-inet", "numeric", "not-ours", "any-port"};
 
 static void init(void) {
   dp_resolve_hooks();
   const char *socket = getenv(DP_ENV_SOCKET);
-  enabled = socket != NULL && socket[0] != '\0';
+  enabled = socket != NULL && socket[0] != '\0' && strlen(socket) < sizeof socket_path;
+  if (enabled) {
+    strcpy(socket_path, socket);
+    /* The stand-ins of remote directories live next to the socket (see doppel-wire.h). */
+    const char *slash = strrchr(socket_path, '/');
+    size_t dir_len = slash ? (size_t)(slash - socket_path) : 0;
+    int n = snprintf(standin_root, sizeof standin_root, "%.*s/%s", (int)dir_len, socket_path, DP_STANDIN_DIR);
+    standin_len = n > 0 && (size_t)n < sizeof standin_root ? (size_t)n : 0;
+  }
   const char *log = getenv("DOPPEL_LAYER_LOG");
   debug = log != NULL && strcmp(log, "debug") == 0;
 }
@@ -29,11 +45,33 @@ void dp_init(void) { pthread_once(&once, init); }
 
 __attribute__((constructor)) static void load(void) { dp_init(); }
 
+const char *dp_socket_path(void) { return socket_path; }
+
+int dp_unstand(char *path) {
+  if (standin_len == 0 || strncmp(path, standin_root, standin_len) != 0) return 0;
+  const char *rest = path + standin_len;
+  if (*rest != '/' && *rest != '\0') return 0;
+  if (*rest == '\0') strcpy(path, "/");
+  else memmove(path, rest, strlen(rest) + 1);
+  return 1;
+}
+
+/* A handler running on its alternate stack is nested in whatever the thread was doing, wherever that stack is. */
+static int on_alt_stack(void) {
+  stack_t ss;
+  return sigaltstack(NULL, &ss) == 0 && (ss.ss_flags & SS_ONSTACK);
+}
+
 int dp_enter(void) {
   dp_init();
   if (!enabled) return 0;
-  if (in_hook) return 0;
+  uintptr_t frame = (uintptr_t)__builtin_frame_address(0);
+  /* Nested calls (the layer's own libc calls, a signal handler) run deeper on the stack than the hook that set the
+   * guard. A hook entered at or above that frame means the program jumped out of it (siglongjmp from a handler):
+   * the guard is stale, and the connection's state is settled by dp_call. */
+  if (in_hook && (frame < guard_frame || on_alt_stack())) return 0;
   in_hook = 1;
+  guard_frame = frame;
   return 1;
 }
 

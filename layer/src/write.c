@@ -73,9 +73,9 @@ static uint64_t handle_of_link(int fd) {
 static int scan_written(int (*each)(int fd, uint64_t handle, void *ctx), void *ctx) {
   DIR *dir = real_opendir("/proc/self/fd");
   if (dir == NULL) return 0;
-  int self = real_dirfd(dir), stop = 0;
+  int self = dirfd(dir), stop = 0;
   struct dirent *entry;
-  while (!stop && (entry = real_readdir(dir)) != NULL) {
+  while (!stop && (entry = readdir(dir)) != NULL) {
     int fd = atoi(entry->d_name);
     if (entry->d_name[0] == '.' || fd == self) continue;
     uint64_t handle = handle_of_link(fd);

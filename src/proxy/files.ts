@@ -2,7 +2,8 @@
 import { constants } from 'node:fs';
 import type { AgentClient } from './agent-client.ts';
 import { remote } from './answer.ts';
-import type { Answer, DirEntry, LayerHandler } from './layer-handler.ts';
+import type { Answer, LayerHandler, Opened } from './layer-handler.ts';
+import type { StandIns } from './standins.ts';
 
 /** The part of the fs policy the proxy needs (see src/config/fs-policy.ts). */
 export interface FsDecider {
@@ -14,7 +15,7 @@ const O_ACCMODE = 3;
 const S_IFMT = 0o170000;
 const S_IFDIR = 0o040000;
 
-type FileRequests = Pick<LayerHandler, 'open' | 'stat' | 'access' | 'readlink' | 'listdir' | 'realpath'>;
+type FileRequests = Pick<LayerHandler, 'open' | 'stat' | 'access' | 'readlink' | 'realpath'>;
 
 /** Applies the policy's decision: local (maybe on a rewritten path), ENOENT, or `work` on the target's path. */
 export function routePath<T>(policy: FsDecider, path: string, write: boolean, work: (remotePath: string) => Promise<Answer<T>>): Promise<Answer<T>> {
@@ -27,8 +28,11 @@ export function routePath<T>(policy: FsDecider, path: string, write: boolean, wo
 /** Whether open(2) flags can change the file. */
 export const opensForWrite = (flags: number) => (flags & O_ACCMODE) !== O_RDONLY || (flags & (O_CREAT | O_TRUNC | O_APPEND)) !== 0;
 
-/** `openForWrite` serves the opens that write to the target (src/proxy/file-writes.ts). */
-export function createFileRequests(agent: AgentClient, policy: FsDecider, openForWrite: LayerHandler['open']): FileRequests {
+const isDirectory = (mode: number) => (mode & S_IFMT) === S_IFDIR;
+const failure = (code: string, message: string) => Object.assign(new Error(message), { code });
+
+/** `openForWrite` serves the opens that write to the target (src/proxy/file-writes.ts); remote directories open as stand-ins. */
+export function createFileRequests(agent: AgentClient, policy: FsDecider, openForWrite: LayerHandler['open'], standIns: StandIns): FileRequests {
   const route = <T>(path: string, write: boolean, work: (remotePath: string) => Promise<Answer<T>>) => routePath(policy, path, write, work);
 
   return {
@@ -37,18 +41,18 @@ export function createFileRequests(agent: AgentClient, policy: FsDecider, openFo
       return route(path, write, async (remotePath) => {
         // Remote files arrive whole and are read locally from then on; written ones go back on fsync and the last close.
         if (write) return openForWrite(remotePath, flags, mode);
-        return remote(async () => {
-          const file = await agent.fetch(remotePath);
-          if ((file.stat.mode & S_IFMT) === S_IFDIR) throw Object.assign(new Error('is a directory'), { code: 'EISDIR' });
-          if ((flags & O_DIRECTORY) !== 0) throw Object.assign(new Error('not a directory'), { code: 'ENOTDIR' });
-          return file;
+        return remote<Opened>(async () => {
+          // opendir and scandir ask with O_DIRECTORY: only a stat, never a file's content.
+          const opened = (flags & O_DIRECTORY) !== 0 ? { stat: await agent.stat(remotePath, true) } : await agent.fetch(remotePath);
+          if (isDirectory(opened.stat.mode)) return { stat: opened.stat, directory: await standIns.mirror(path, await agent.readdir(remotePath)) };
+          if (!('data' in opened)) throw failure('ENOTDIR', 'not a directory');
+          return opened;
         });
       });
     },
     stat: (path, follow) => route(path, false, (remotePath) => remote(() => agent.stat(remotePath, follow))),
     access: (path, mode) => route(path, false, (remotePath) => remote(() => agent.access(remotePath, mode))),
     readlink: (path) => route(path, false, (remotePath) => remote(() => agent.readlink(remotePath))),
-    listdir: (path) => route(path, false, (remotePath) => remote<DirEntry[]>(() => agent.readdir(remotePath))),
     realpath: (path) => route(path, false, (remotePath) => remote(() => agent.realpath(remotePath))),
   };
 }

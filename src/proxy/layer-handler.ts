@@ -35,13 +35,15 @@ export interface ListeningSocket {
   v6only: boolean;
 }
 
+/** A remote open: a file's whole content (with `handle` when opened for writing, write mode), or a directory's local
+ *  stand-in (a real directory mirroring its entries). */
+export type Opened = { stat: RemoteStat; data: Uint8Array; handle?: number } | { stat: RemoteStat; directory: string };
+
 export interface LayerHandler {
-  /** A remote file's stat and content for the layer's memfd; `handle` when it was opened for writing (write mode). */
-  open(path: string, flags: number, mode: number): Promise<Answer<{ stat: RemoteStat; data: Uint8Array; handle?: number }>>;
+  open(path: string, flags: number, mode: number): Promise<Answer<Opened>>;
   stat(path: string, follow: boolean): Promise<Answer<RemoteStat>>;
   access(path: string, mode: number): Promise<Answer<void>>;
   readlink(path: string): Promise<Answer<string>>;
-  listdir(path: string): Promise<Answer<DirEntry[]>>;
   realpath(path: string): Promise<Answer<string>>;
   getaddrinfo(name: string, hints: AddrInfoHints): Promise<Answer<{ addresses: SockAddr[]; canonicalName: string }>>;
   /** Relays a connection: `via` is the loopback listener the layer connects to instead, `local` what getsockname reports. */

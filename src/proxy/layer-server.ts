@@ -49,6 +49,7 @@ function serve(socket: Socket, handler: LayerHandler, onError: (error: Error) =>
     while (buffered.length >= REQ_HEADER) {
       const length = buffered.readUInt32LE(0);
       const op = buffered.readUInt32LE(4);
+      const seq = buffered.readUInt32LE(8);
       if (length > MAX_REQUEST) {
         onError(new Error(`layer request of ${length} bytes`));
         socket.destroy();
@@ -70,7 +71,7 @@ function serve(socket: Socket, handler: LayerHandler, onError: (error: Error) =>
           onError(error);
           return { kind: 'error', code: 'EIO' };
         });
-        if (!socket.destroyed) socket.write(encodeAnswer(request, answer));
+        if (!socket.destroyed) socket.write(encodeAnswer(request, answer, seq));
       });
     }
   });
@@ -86,8 +87,6 @@ function call(handler: LayerHandler, request: LayerRequest): Promise<Answer<unkn
       return handler.access(request.path, request.mode);
     case 'readlink':
       return handler.readlink(request.path);
-    case 'listdir':
-      return handler.listdir(request.path);
     case 'realpath':
       return handler.realpath(request.path);
     case 'getaddrinfo':

@@ -1,12 +1,11 @@
 // The layer <-> proxy wire format, mirroring layer/include/doppel-wire.h: fixed little-endian structs, NUL-terminated strings.
 import { isIP, SocketAddress } from 'node:net';
 import { constants } from 'node:os';
-import type { AddrInfoHints, Answer, DirEntry, ListeningSocket, RemoteStat, SockAddr } from './layer-handler.ts';
+import type { AddrInfoHints, Answer, ListeningSocket, Opened, RemoteStat, SockAddr } from './layer-handler.ts';
 
-export const REQ_HEADER = 8;
-export const RESP_HEADER = 8;
+export const REQ_HEADER = 16;
+export const RESP_HEADER = 16;
 export const STAT_SIZE = 128;
-export const DIRENT_SIZE = 16;
 export const ADDR_SIZE = 24;
 export const GAI_REQ_SIZE = 16;
 export const CONNECT_REQ_SIZE = 8 + ADDR_SIZE;
@@ -28,12 +27,17 @@ export const UDP_ROUTE_REQ_SIZE = ADDR_SIZE;
 export const UDP_ROUTE_RESP_SIZE = ADDR_SIZE;
 /** A request larger than this is not from our layer. */
 export const MAX_REQUEST = 64 * 1024;
+/** DP_MAX_REPLY: the layer takes no longer answer; a file that would make one is answered EFBIG. */
+export const MAX_REPLY = 2 ** 30;
+/** DP_STANDIN_DIR: remote directories' stand-ins live in this directory next to the socket. */
+export const STANDIN_DIR = 'dirs';
 
-export const Op = { open: 1, stat: 2, access: 3, readlink: 4, listdir: 5, realpath: 6, getaddrinfo: 7, connect: 8, bind: 9, listen: 10, peerOf: 11, unlisten: 12,
+export const Op = { open: 1, stat: 2, access: 3, readlink: 4, realpath: 6, getaddrinfo: 7, connect: 8, bind: 9, listen: 10, peerOf: 11, unlisten: 12,
   udpRoute: 30, writeback: 40, writebackData: 41, mkdir: 42, rmdir: 43, unlink: 44, rename: 45, chmod: 46, fchmod: 47 } as const;
 const STATUS_OK = 0;
 const STATUS_LOCAL = 1;
 const STATUS_WRITABLE = 2;
+const STATUS_DIRECTORY = 3;
 export const WRITEBACK_LAST = 1;
 export const RENAME_NOREPLACE = 1;
 export const CHMOD_NOFOLLOW = 1;
@@ -54,7 +58,7 @@ export type LayerRequest =
   | { op: 'open'; flags: number; mode: number; path: string }
   | { op: 'stat'; follow: boolean; path: string }
   | { op: 'access'; mode: number; path: string }
-  | { op: 'readlink' | 'listdir' | 'realpath'; path: string }
+  | { op: 'readlink' | 'realpath'; path: string }
   | { op: 'getaddrinfo'; hints: AddrInfoHints; name: string }
   | { op: 'connect'; socktype: number; remote: SockAddr }
   | { op: 'bind'; socktype: number; requested: SockAddr }
@@ -96,8 +100,6 @@ export function decodeRequest(op: number, payload: Buffer): LayerRequest {
       return { op: 'access', mode: payload.readInt32LE(0), path: cstring(4) };
     case Op.readlink:
       return { op: 'readlink', path: cstring(0) };
-    case Op.listdir:
-      return { op: 'listdir', path: cstring(0) };
     case Op.realpath:
       return { op: 'realpath', path: cstring(0) };
     case Op.getaddrinfo:
@@ -160,17 +162,21 @@ export function decodeRequest(op: number, payload: Buffer): LayerRequest {
   }
 }
 
-/** Encodes a whole response (header included) for an answer to `request`. */
-export function encodeAnswer(request: LayerRequest, answer: Answer<unknown>): Buffer {
-  if (answer.kind === 'local') return frame(STATUS_LOCAL, answer.address ? encodeAddr(answer.address) : answer.path === undefined ? Buffer.alloc(0) : cstr(answer.path));
-  if (answer.kind === 'error') return frame(errorStatus(request.op, answer.code), Buffer.alloc(0));
-  const handle = request.op === 'open' ? (answer.value as { handle?: number }).handle : undefined;
-  if (handle !== undefined) {
-    const head = Buffer.alloc(OPEN_WRITE_SIZE);
-    head.writeBigUInt64LE(BigInt(handle), 0);
-    return frame(STATUS_WRITABLE, Buffer.concat([head, encodeValue(request, answer.value)]));
+/** Encodes a whole response (header included) for an answer to `request`, echoing the request's sequence number. */
+export function encodeAnswer(request: LayerRequest, answer: Answer<unknown>, seq: number): Buffer {
+  if (answer.kind === 'local') return frame(STATUS_LOCAL, answer.address ? encodeAddr(answer.address) : answer.path === undefined ? Buffer.alloc(0) : cstr(answer.path), seq);
+  if (answer.kind === 'error') return frame(errorStatus(request.op, answer.code), Buffer.alloc(0), seq);
+  if (request.op === 'open') {
+    const opened = answer.value as Opened;
+    if ('directory' in opened) return frame(STATUS_DIRECTORY, Buffer.concat([encodeStat(opened.stat), cstr(opened.directory)]), seq);
+    if (OPEN_WRITE_SIZE + STAT_SIZE + opened.data.length > MAX_REPLY) return frame(errorStatus(request.op, 'EFBIG'), Buffer.alloc(0), seq);
+    if (opened.handle !== undefined) {
+      const head = Buffer.alloc(OPEN_WRITE_SIZE);
+      head.writeBigUInt64LE(BigInt(opened.handle), 0);
+      return frame(STATUS_WRITABLE, Buffer.concat([head, encodeValue(request, opened)]), seq);
+    }
   }
-  return frame(STATUS_OK, encodeValue(request, answer.value));
+  return frame(STATUS_OK, encodeValue(request, answer.value), seq);
 }
 
 function encodeValue(request: LayerRequest, value: unknown): Buffer {
@@ -187,8 +193,6 @@ function encodeValue(request: LayerRequest, value: unknown): Buffer {
       return Buffer.from(value as string, 'utf8');
     case 'realpath':
       return cstr(value as string);
-    case 'listdir':
-      return Buffer.concat((value as DirEntry[]).flatMap(encodeDirent));
     case 'getaddrinfo': {
       const { addresses, canonicalName } = value as { addresses: SockAddr[]; canonicalName: string };
       const count = Buffer.alloc(4);
@@ -238,10 +242,11 @@ export function errorStatus(op: LayerRequest['op'], code: string): number {
   return -(errno ?? constants.errno.EIO);
 }
 
-function frame(status: number, payload: Buffer): Buffer {
+function frame(status: number, payload: Buffer, seq: number): Buffer {
   const header = Buffer.alloc(RESP_HEADER);
   header.writeUInt32LE(payload.length, 0);
   header.writeInt32LE(status, 4);
+  header.writeUInt32LE(seq, 8);
   return Buffer.concat([header, payload]);
 }
 
@@ -253,15 +258,6 @@ export function encodeStat(stat: RemoteStat): Buffer {
     stat.atimeSec, stat.atimeNsec, stat.mtimeSec, stat.mtimeNsec, stat.ctimeSec, stat.ctimeNsec];
   fields.forEach((value, index) => out.writeBigInt64LE(BigInt(Math.trunc(value)), index * 8));
   return out;
-}
-
-function encodeDirent(entry: DirEntry): Buffer[] {
-  const name = Buffer.from(entry.name, 'utf8');
-  const head = Buffer.alloc(DIRENT_SIZE);
-  head.writeBigUInt64LE(BigInt(entry.ino), 0);
-  head.writeUInt32LE(entry.type, 8);
-  head.writeUInt32LE(name.length, 12);
-  return [head, name, Buffer.alloc(1)];
 }
 
 export function encodeAddr(addr: SockAddr): Buffer {

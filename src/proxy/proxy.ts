@@ -10,10 +10,12 @@ import { createFileRequests, type FsDecider } from './files.ts';
 import { createIncomingRequests, type IncomingDecider, type IncomingSession } from './incoming.ts';
 import type { LayerHandler } from './layer-handler.ts';
 import { startLayerServer } from './layer-server.ts';
+import { STANDIN_DIR } from './layer-wire.ts';
 import { createListenerRequests } from './listeners.ts';
 import { createOutgoingRequests, type OutgoingDecider } from './outgoing.ts';
 import { createResolvedNames } from './resolved-names.ts';
 import { createRoute, type ResolverDecider } from './route.ts';
+import { createStandIns } from './standins.ts';
 import { createUdpRequests } from './udp.ts';
 
 export interface ProxyOptions {
@@ -47,7 +49,8 @@ export async function startProxy(options: ProxyOptions): Promise<Proxy> {
   const { sweep, ...listeners } = createListenerRequests(incoming, options.incoming);
   const { openForWrite, ...fileWrites } = createFileWriteRequests(options.agent, options.fs, options.session.notice);
   const handler: LayerHandler = {
-    ...createFileRequests(options.agent, options.fs, openForWrite),
+    // Remote directories' stand-ins live in the same directory, so they go with it.
+    ...createFileRequests(options.agent, options.fs, openForWrite, createStandIns(join(dir, STANDIN_DIR))),
     ...fileWrites,
     ...createDnsRequests(options.agent, options.dns, { names, rememberLocal: options.outgoing.filterNames !== undefined }),
     connect: outgoing.connect,

@@ -4,7 +4,8 @@ import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { constants as fsConstants } from 'node:fs';
 import { connect } from 'node:net';
-import { constants as osConstants } from 'node:os';
+import { constants as osConstants, tmpdir } from 'node:os';
+import { join } from 'node:path';
 import type { Duplex } from 'node:stream';
 import { after, test } from 'node:test';
 import { createLog } from '../../src/agent/log.ts';
@@ -16,6 +17,7 @@ import { connectAgent } from '../../src/proxy/agent-client.ts';
 import { createFileWriteRequests } from '../../src/proxy/file-writes.ts';
 import { createFileRequests } from '../../src/proxy/files.ts';
 import { errorStatus } from '../../src/proxy/layer-wire.ts';
+import { createStandIns } from '../../src/proxy/standins.ts';
 import { startAgentProcess } from './agent-process.ts';
 import { socketPair } from './pair.ts';
 import { relayedLink } from './relay.ts';
@@ -63,7 +65,8 @@ test('a remote open the agent never answers reaches the layer as EIO at the dead
     return new Promise(() => {});
   }, { communicationTimeoutMs: 200 });
   const policy = { decide: (path: string) => ({ action: 'remote' as const, path }) };
-  const files = createFileRequests(client, policy, createFileWriteRequests(client, policy).openForWrite);
+  // No directory is opened here, so its stand-ins' directory is never made.
+  const files = createFileRequests(client, policy, createFileWriteRequests(client, policy).openForWrite, createStandIns(join(tmpdir(), 'doppel-unused-standins')));
   const answer = await files.open('/etc/stuck.conf', fsConstants.O_RDONLY, 0);
   assert.deepEqual(answer, { kind: 'error', code: 'E_PROTOCOL_TIMEOUT' });
   assert.equal(errorStatus('open', 'E_PROTOCOL_TIMEOUT'), -osConstants.errno.EIO);

@@ -7,8 +7,8 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { test } from 'node:test';
 import {
-  ADDR_SIZE, BIND_REQ_SIZE, BIND_RESP_SIZE, CONNECT_REQ_SIZE, CONNECT_RESP_SIZE, decodeAddr, decodeRequest, DIRENT_SIZE, encodeAddr, encodeAnswer, GAI_REQ_SIZE,
-  LISTEN_REQ_SIZE, Op, PEER_OF_REQ_SIZE, PEER_OF_RESP_SIZE, REQ_HEADER, RESP_HEADER, STAT_SIZE, UDP_ROUTE_REQ_SIZE, UDP_ROUTE_RESP_SIZE, UNLISTEN_REQ_SIZE,
+  ADDR_SIZE, BIND_REQ_SIZE, BIND_RESP_SIZE, CONNECT_REQ_SIZE, CONNECT_RESP_SIZE, decodeAddr, decodeRequest, encodeAddr, encodeAnswer, GAI_REQ_SIZE,
+  LISTEN_REQ_SIZE, MAX_REPLY, Op, PEER_OF_REQ_SIZE, PEER_OF_RESP_SIZE, REQ_HEADER, RESP_HEADER, STANDIN_DIR, STAT_SIZE, UDP_ROUTE_REQ_SIZE, UDP_ROUTE_RESP_SIZE, UNLISTEN_REQ_SIZE,
 } from '../../src/proxy/layer-wire.ts';
 import { FCHMOD_REQ_SIZE, OPEN_WRITE_SIZE, WRITEBACK_CHUNK, WRITEBACK_DATA_SIZE, WRITEBACK_REQ_SIZE, WRITEBACK_RESP_SIZE } from '../../src/proxy/layer-wire.ts';
 
@@ -31,14 +31,15 @@ int main(void) { ${body} return 0; }`);
 }
 
 test('struct sizes and op numbers match the C header', () => {
-  const structs = ['dp_req_hdr', 'dp_resp_hdr', 'dp_stat', 'dp_dirent', 'dp_addr', 'dp_gai_req', 'dp_connect_req', 'dp_connect_resp',
+  const structs = ['dp_req_hdr', 'dp_resp_hdr', 'dp_stat', 'dp_addr', 'dp_gai_req', 'dp_connect_req', 'dp_connect_resp',
     'dp_bind_req', 'dp_bind_resp', 'dp_listen_req', 'dp_peer_of_req', 'dp_peer_of_resp', 'dp_unlisten_req', 'dp_udp_route_req', 'dp_udp_route_resp'];
   const sizes = runC(structs.map((name) => `printf("%zu ", sizeof(struct ${name}));`).join(' ')).split(' ').map(Number);
-  assert.deepEqual(sizes, [REQ_HEADER, RESP_HEADER, STAT_SIZE, DIRENT_SIZE, ADDR_SIZE, GAI_REQ_SIZE, CONNECT_REQ_SIZE, CONNECT_RESP_SIZE,
+  assert.deepEqual(sizes, [REQ_HEADER, RESP_HEADER, STAT_SIZE, ADDR_SIZE, GAI_REQ_SIZE, CONNECT_REQ_SIZE, CONNECT_RESP_SIZE,
     BIND_REQ_SIZE, BIND_RESP_SIZE, LISTEN_REQ_SIZE, PEER_OF_REQ_SIZE, PEER_OF_RESP_SIZE, UNLISTEN_REQ_SIZE, UDP_ROUTE_REQ_SIZE, UDP_ROUTE_RESP_SIZE]);
-  const ops = ['OPEN', 'STAT', 'ACCESS', 'READLINK', 'LISTDIR', 'REALPATH', 'GETADDRINFO', 'CONNECT', 'BIND', 'LISTEN', 'PEER_OF', 'UNLISTEN', 'UDP_ROUTE'];
+  assert.deepEqual(runC('printf("%u %s", DP_MAX_REPLY, DP_STANDIN_DIR);').split(' '), [String(MAX_REPLY), STANDIN_DIR]);
+  const ops = ['OPEN', 'STAT', 'ACCESS', 'READLINK', 'REALPATH', 'GETADDRINFO', 'CONNECT', 'BIND', 'LISTEN', 'PEER_OF', 'UNLISTEN', 'UDP_ROUTE'];
   const numbers = runC(ops.map((name) => `printf("%d ", DP_OP_${name});`).join(' ')).split(' ').map(Number);
-  assert.deepEqual(numbers, [Op.open, Op.stat, Op.access, Op.readlink, Op.listdir, Op.realpath, Op.getaddrinfo, Op.connect, Op.bind, Op.listen, Op.peerOf, Op.unlisten, Op.udpRoute]);
+  assert.deepEqual(numbers, [Op.open, Op.stat, Op.access, Op.readlink, Op.realpath, Op.getaddrinfo, Op.connect, Op.bind, Op.listen, Op.peerOf, Op.unlisten, Op.udpRoute]);
 });
 
 /** The bytes of a struct the C side fills, as the layer would send them. */
@@ -71,15 +72,15 @@ test('the incoming answers encode as the layer reads them', () => {
   const caller = { family: 4 as const, address: '198.18.3.1', port: 40404 };
   const called = { family: 4 as const, address: '198.18.3.2', port: 80 };
   const bind = decodeRequest(Op.bind, Buffer.concat([Buffer.from([1, 0, 0, 0, 0, 0, 0, 0]), encodeAddr(called)]));
-  const bound = encodeAnswer(bind, { kind: 'remote', value: { port: 0x1234, fallback: true } });
-  assert.deepEqual([bound.readUInt32LE(0), bound.readInt32LE(4), bound.readUInt32LE(8), bound.readUInt32LE(12)], [BIND_RESP_SIZE, 0, 0x1234, 1]);
+  const bound = encodeAnswer(bind, { kind: 'remote', value: { port: 0x1234, fallback: true } }, 7);
+  assert.deepEqual([bound.readUInt32LE(0), bound.readInt32LE(4), bound.readUInt32LE(8), bound.readUInt32LE(16), bound.readUInt32LE(20)], [BIND_RESP_SIZE, 0, 7, 0x1234, 1]);
   const peerOf = decodeRequest(Op.peerOf, Buffer.concat([encodeAddr({ family: 4, address: '127.0.0.1', port: 1 }), Buffer.alloc(8)]));
-  const answer = encodeAnswer(peerOf, { kind: 'remote', value: { peer: caller, local: called } });
+  const answer = encodeAnswer(peerOf, { kind: 'remote', value: { peer: caller, local: called } }, 7);
   assert.equal(answer.readUInt32LE(0), PEER_OF_RESP_SIZE);
-  assert.deepEqual([decodeAddr(answer, 8), decodeAddr(answer, 8 + ADDR_SIZE)], [caller, called]);
-  assert.equal(encodeAnswer(peerOf, { kind: 'local' }).readInt32LE(4), 1);
+  assert.deepEqual([decodeAddr(answer, RESP_HEADER), decodeAddr(answer, RESP_HEADER + ADDR_SIZE)], [caller, called]);
+  assert.equal(encodeAnswer(peerOf, { kind: 'local' }, 7).readInt32LE(4), 1);
   const listen = decodeRequest(Op.listen, Buffer.concat([encodeAddr(called), encodeAddr(called), Buffer.alloc(16)]));
-  assert.equal(encodeAnswer(listen, { kind: 'error', code: 'EADDRINUSE' }).readInt32LE(4), -98);
+  assert.equal(encodeAnswer(listen, { kind: 'error', code: 'EADDRINUSE' }, 7).readInt32LE(4), -98);
 });
 
 test('a connect kept local may name the address to connect to instead', () => {
@@ -109,13 +110,13 @@ test('addresses round-trip, and IPv4-mapped IPv6 means IPv4', () => {
 test('answers carry errno and EAI codes as glibc numbers', () => {
   const stat = decodeRequest(Op.stat, Buffer.concat([Buffer.from([1, 0, 0, 0]), Buffer.from('/srv/x\0')]));
   assert.deepEqual(stat, { op: 'stat', follow: false, path: '/srv/x' });
-  assert.equal(encodeAnswer(stat, { kind: 'error', code: 'ENOENT' }).readInt32LE(4), -2);
+  assert.equal(encodeAnswer(stat, { kind: 'error', code: 'ENOENT' }, 7).readInt32LE(4), -2);
   const gai = decodeRequest(Op.getaddrinfo, Buffer.concat([Buffer.alloc(16), Buffer.from('redis\0')]));
-  assert.equal(encodeAnswer(gai, { kind: 'error', code: 'EAI_NONAME' }).readInt32LE(4), -2);
-  assert.equal(encodeAnswer(gai, { kind: 'error', code: 'EAI_AGAIN' }).readInt32LE(4), -3);
-  const local = encodeAnswer(stat, { kind: 'local', path: '/other' });
+  assert.equal(encodeAnswer(gai, { kind: 'error', code: 'EAI_NONAME' }, 7).readInt32LE(4), -2);
+  assert.equal(encodeAnswer(gai, { kind: 'error', code: 'EAI_AGAIN' }, 7).readInt32LE(4), -3);
+  const local = encodeAnswer(stat, { kind: 'local', path: '/other' }, 7);
   assert.equal(local.readInt32LE(4), 1);
-  assert.equal(local.subarray(8).toString(), '/other\0');
+  assert.equal(local.subarray(RESP_HEADER).toString(), '/other\0');
   assert.throws(() => decodeRequest(Op.open, Buffer.from('no nul')), /payload|NUL/);
 });
 
@@ -129,8 +130,20 @@ test('write mode: struct sizes, op numbers and a write-back piece match the C he
   const piece = Buffer.concat([cBytes('struct dp_writeback_data r = {.token = 7, .offset = 65536, .flags = DP_WRITEBACK_LAST};'), Buffer.from('tail')]);
   assert.deepEqual(decodeRequest(Op.writebackData, piece), { op: 'writebackData', token: 7, offset: 65536, last: true, data: Buffer.from('tail') });
   assert.deepEqual(decodeRequest(Op.rename, Buffer.from('\x01\0\0\0/a\0/b\0', 'latin1')), { op: 'rename', noReplace: true, from: '/a', to: '/b' });
-  const writable = encodeAnswer({ op: 'open', flags: 0, mode: 0, path: '/x' }, { kind: 'remote', value: { stat: { dev: 0, ino: 0, mode: 0, nlink: 0, uid: 0, gid: 0, rdev: 0, size: 2, blksize: 0, blocks: 0, atimeSec: 0, atimeNsec: 0, mtimeSec: 0, mtimeNsec: 0, ctimeSec: 0, ctimeNsec: 0 }, data: Buffer.from('hi'), handle: 9 } });
+  const writable = encodeAnswer({ op: 'open', flags: 0, mode: 0, path: '/x' }, { kind: 'remote', value: { stat: { dev: 0, ino: 0, mode: 0, nlink: 0, uid: 0, gid: 0, rdev: 0, size: 2, blksize: 0, blocks: 0, atimeSec: 0, atimeNsec: 0, mtimeSec: 0, mtimeNsec: 0, ctimeSec: 0, ctimeNsec: 0 }, data: Buffer.from('hi'), handle: 9 } }, 7);
   assert.equal(writable.readInt32LE(4), Number(runC('printf("%d", DP_WRITABLE);')));
   assert.equal(writable.readBigUInt64LE(RESP_HEADER), 9n);
   assert.equal(writable.subarray(RESP_HEADER + OPEN_WRITE_SIZE + STAT_SIZE).toString(), 'hi');
+});
+
+test('an answer echoes the sequence number of its request; a directory names its stand-in; a file too large for one answer is EFBIG', () => {
+  const open = decodeRequest(Op.open, Buffer.concat([Buffer.alloc(8), Buffer.from('/srv/app\0')]));
+  const stat = { dev: 1, ino: 2, mode: 0o40755, nlink: 3, uid: 0, gid: 0, rdev: 0, size: 60, blksize: 4096, blocks: 0, atimeSec: 0, atimeNsec: 0, mtimeSec: 0, mtimeNsec: 0, ctimeSec: 0, ctimeNsec: 0 };
+  const directory = encodeAnswer(open, { kind: 'remote', value: { stat, directory: '/tmp/d/dirs/srv/app' } }, 0xfffffffe);
+  assert.deepEqual([directory.readInt32LE(4), directory.readUInt32LE(8)], [Number(runC('printf("%d", DP_DIRECTORY);')), 0xfffffffe]);
+  assert.equal(directory.subarray(RESP_HEADER + STAT_SIZE).toString(), '/tmp/d/dirs/srv/app\0');
+  // A view of MAX_REPLY bytes: no copy is made before the size is checked.
+  const huge = { stat: { ...stat, mode: 0o100644 }, data: new Uint8Array(new ArrayBuffer(MAX_REPLY)) };
+  const tooLarge = encodeAnswer(open, { kind: 'remote', value: huge }, 9);
+  assert.deepEqual([tooLarge.readUInt32LE(0), tooLarge.readInt32LE(4), tooLarge.readUInt32LE(8)], [0, -27, 9]);
 });
