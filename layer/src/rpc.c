@@ -153,6 +153,7 @@ static int exchange(int fd, uint32_t op, const void *a, size_t a_len, const void
     conn_phase = RECEIVING;
     if (resp.seq == seq) break;
     /* Answers come in request order, so anything else is the answer to an abandoned, earlier request. */
+    dp_log("dropped the answer to abandoned request %u", resp.seq);
     if (skip(fd, resp.len) < 0) return -1;
   }
   char *body = NULL;
@@ -188,6 +189,7 @@ int dp_call(uint32_t op, const void *a, size_t a_len, const void *b, size_t b_le
   if (conn_fd >= 0 && (conn_phase == SENDING || conn_phase == RECEIVING)) {
     /* The program jumped out mid-message: where the stream stands is unknown, so start a new one. An answer
      * still awaited (AWAITING) is fine: the sequence number tells it apart. */
+    dp_log("a call was abandoned mid-message; reconnecting");
     release(conn_fd);
     conn_fd = -1;
   }

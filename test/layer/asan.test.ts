@@ -1,31 +1,20 @@
 // The layer under AddressSanitizer and UBSan: real programs through every hook family against a real agent; any report fails the run.
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import { needsRoot } from '../support/root.ts';
 import { createWorld, type World } from '../world/world.ts';
 import { execIn } from '../e2e/run-doppel.ts';
 import { cServer, nodeServer } from './incoming-scenario.ts';
+import { sanitizedEnv, sanitizerReport } from './sanitized.ts';
 import { writeHooks } from './write-scenario.ts';
 import { udpClient } from './udp-scenario.ts';
-
-const layerDir = fileURLToPath(new URL('../../layer/', import.meta.url));
 
 describe('the layer under AddressSanitizer', needsRoot('the sanitizer run'), () => {
   let world: World;
   let env: NodeJS.ProcessEnv;
 
   before(async () => {
-    execFileSync('make', ['-C', layerDir, '--no-print-directory', '-s', 'asan']);
-    const libasan = execFileSync('gcc', ['-print-file-name=libasan.so'], { encoding: 'utf8' }).trim();
-    env = {
-      ...process.env,
-      DOPPEL_LAYER_LIBRARY: `${layerDir}build/asan/libdoppel.so`,
-      LD_PRELOAD: libasan,
-      ASAN_OPTIONS: 'detect_leaks=0:abort_on_error=0:exitcode=99',
-      UBSAN_OPTIONS: 'halt_on_error=1:print_stacktrace=1:exitcode=98',
-    };
+    env = sanitizedEnv();
     world = await createWorld();
   });
   after(async () => {
@@ -41,7 +30,6 @@ describe('the layer under AddressSanitizer', needsRoot('the sanitizer run'), () 
     ['dig (DNS over UDP to the target\'s resolver)', ['dig', '+short', '+search', 'echo'], (w) => `${w.services.udpEcho.address}\n`],
     ['readlink and realpath', ['sh', '-c', 'readlink /srv/app/current; realpath /srv/app/current/feature-flags'], () => '/srv/app/config\n/srv/app/config/feature-flags\n'],
   ];
-  const sanitizerReport = /ERROR: AddressSanitizer|runtime error:/;
   test('a C server (bind, getsockname, listen, accept, accept4, getpeername, dup, fork, close)', async () => {
     assert.doesNotMatch(await cServer(world, env), sanitizerReport);
   });

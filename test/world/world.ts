@@ -28,6 +28,8 @@ export interface World {
     benchFile: string;
     /** A file of several MiB, for streams. */
     bigFile: { path: string; size: number; sha256: string };
+    /** A directory tree three levels deep (its files are in `files`), a link `link` to `a/one.txt`, and a file whose name is 254 bytes long. */
+    tree: string;
     /** The pod's address on the link to the host. */
     address: string;
     /** The host's address on that link: where the host's connections to the pod come from. */
@@ -201,6 +203,11 @@ export async function createWorld(options: WorldOptions = {}): Promise<World> {
       '/srv/app/data/a.txt': 'alpha\n',
       '/srv/app/data/b.txt': 'bravo\n',
       '/srv/app/data/c.txt': 'charlie\n',
+      '/srv/tree/top.txt': 'top\n',
+      '/srv/tree/a/one.txt': 'one\n',
+      '/srv/tree/a/b/two.txt': 'two\n',
+      '/srv/tree/a/b/c/three.txt': 'three\n',
+      [`/srv/tree/long/${'n'.repeat(250)}.txt`]: 'a long name\n',
       // Under /opt, a root that stays local by default: only the mount makes it the target's.
       '/opt/app/mounted.conf': `mounted in the target ${secret}\n`,
     };
@@ -223,6 +230,7 @@ export async function createWorld(options: WorldOptions = {}): Promise<World> {
       'mount -t tmpfs -o mode=0755 doppel-world-opt /opt',
       `cp -a ${stage}/root/opt/. /opt/`,
       'ln -s /srv/app/config /srv/app/current',
+      'ln -s a/one.txt /srv/tree/link',
       'mkdir /srv/.etc',
       `cp ${stage}/resolv.conf ${stage}/hosts ${stage}/hostname /srv/.etc/`,
       'mount --bind /srv/.etc/resolv.conf /etc/resolv.conf',
@@ -261,6 +269,7 @@ export async function createWorld(options: WorldOptions = {}): Promise<World> {
         hostname,
         benchFile: '/srv/bench-4k.bin',
         bigFile: { path: '/srv/big.bin', size: big.length, sha256: createHash('sha256').update(big).digest('hex') },
+        tree: '/srv/tree',
         address: `${link}.2`,
         hostAddress: `${link}.1`,
         http: {

@@ -1,0 +1,102 @@
+/* Descriptors: dup, dup2, dup3 and fcntl(F_DUPFD*) keep what a remote descriptor is; dup2/dup3 onto the layer's own
+ * socket and close_range/closefrom over it leave the program reaching the target; a closed range forgets its
+ * descriptors; a file over 4 MiB and a file with a 254-byte name arrive whole.
+ * usage: descriptors SMALL_FILE SMALL_CONTENT BIG_FILE LONG_NAME_FILE COPY_OF_BIG_FILE (local) */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+static const char *small, *content;
+static int failed;
+
+static void check(int ok, const char *what) {
+  printf("%s: %s\n", what, ok ? "ok" : "FAILED");
+  if (!ok) failed = 1;
+}
+
+/* Copies the whole file through read(2) to a local file, for the test to compare; returns its size. */
+static size_t copy(int from, const char *to) {
+  int out = open(to, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  char buf[65536];
+  size_t size = 0;
+  for (ssize_t n; (n = read(from, buf, sizeof buf)) > 0; size += (size_t)n)
+    if (write(out, buf, (size_t)n) != n) return 0;
+  close(out);
+  return size;
+}
+
+static int reads_remote(void) {
+  char buf[4096];
+  int fd = open(small, O_RDONLY);
+  if (fd < 0) return 0;
+  ssize_t n = read(fd, buf, sizeof buf);
+  close(fd);
+  return n == (ssize_t)strlen(content) && memcmp(buf, content, (size_t)n) == 0;
+}
+
+static int reports_remote_size(int fd) {
+  struct stat st;
+  return fstat(fd, &st) == 0 && st.st_size == (off_t)strlen(content);
+}
+
+/* The layer's socket: a Unix socket at 900 or above. */
+static int own_socket(void) {
+  for (int fd = 900; fd < 4096; fd++) {
+    struct stat st;
+    if (fcntl(fd, F_GETFD) >= 0 && fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode)) return fd;
+  }
+  return -1;
+}
+
+int main(int argc, char **argv) {
+  if (argc != 6) return 2;
+  small = argv[1];
+  content = argv[2];
+  check(reads_remote(), "remote read");
+
+  int fd = open(small, O_RDONLY);
+  int a = dup(fd), b = dup2(fd, 50), c = dup3(fd, 51, O_CLOEXEC), d = fcntl(fd, F_DUPFD, 60), e = fcntl(fd, F_DUPFD_CLOEXEC, 70);
+  check(reports_remote_size(a) && b == 50 && reports_remote_size(b) && c == 51 && reports_remote_size(c) && d >= 60 && reports_remote_size(d) && e >= 70 && reports_remote_size(e),
+        "dup, dup2, dup3, F_DUPFD, F_DUPFD_CLOEXEC report the remote file");
+  int null = open("/dev/null", O_RDONLY);
+  dup2(null, 50);
+  struct stat st;
+  check(fstat(50, &st) == 0 && S_ISCHR(st.st_mode), "dup2 over a remote descriptor: the new file's own stat");
+
+  int own = own_socket();
+  check(own >= 900, "the layer's socket sits at 900 or above");
+  check(dup2(null, own) == own && reads_remote(), "dup2 onto the layer's socket: still remote");
+  own = own_socket();
+  check(dup3(null, own, O_CLOEXEC) == own && reads_remote(), "dup3 onto the layer's socket: still remote");
+  check(fstat(own, &st) == 0 && S_ISCHR(st.st_mode), "the program has the number it asked for");
+
+  /* Descriptors 3 and up go; the remote ones are forgotten, so new local files at their numbers are local. */
+  check(close_range(3, ~0u, 0) == 0 && reads_remote(), "close_range over everything: still remote");
+  int local = open("/dev/null", O_RDONLY);
+  int at50 = dup2(local, 50);
+  check(fstat(local, &st) == 0 && S_ISCHR(st.st_mode) && at50 == 50 && fstat(50, &st) == 0 && S_ISCHR(st.st_mode), "a closed range forgets its remote descriptors");
+  fd = open(small, O_RDONLY);
+  check(syscall(SYS_close_range, 3, 4000, 0) == 0 && fcntl(fd, F_GETFD) < 0 && errno == EBADF && reads_remote(), "syscall(SYS_close_range): still remote");
+  closefrom(3);
+  check(reads_remote(), "closefrom: still remote");
+
+  fd = open(argv[3], O_RDONLY);
+  size_t size = copy(fd, argv[5]);
+  check(fstat(fd, &st) == 0 && (size_t)st.st_size == size && size > 4 * 1024 * 1024, "a file over 4 MiB arrives whole");
+  close(fd);
+
+  fd = open(argv[4], O_RDONLY);
+  char buf[256] = {0};
+  check(fd >= 0 && read(fd, buf, sizeof buf - 1) > 0, "a remote file with a 254-byte name");
+  printf("long name: %s", buf);
+  close(fd);
+  return failed;
+}
