@@ -86,10 +86,10 @@ test('the incoming answers encode as the layer reads them', () => {
 test('a connect kept local may name the address to connect to instead', () => {
   const connect = decodeRequest(Op.connect, Buffer.concat([Buffer.from([1, 0, 0, 0, 0, 0, 0, 0]), encodeAddr({ family: 4, address: '198.18.64.13', port: 5432 })]));
   const instead = { family: 4 as const, address: '127.1.2.3', port: 5432 };
-  const answer = encodeAnswer(connect, { kind: 'local', address: instead });
+  const answer = encodeAnswer(connect, { kind: 'local', address: instead }, 7);
   assert.deepEqual([answer.readUInt32LE(0), answer.readInt32LE(4)], [ADDR_SIZE, 1]);
-  assert.deepEqual(decodeAddr(answer, 8), instead);
-  assert.equal(encodeAnswer(connect, { kind: 'local' }).readUInt32LE(0), 0);
+  assert.deepEqual(decodeAddr(answer, RESP_HEADER), instead);
+  assert.equal(encodeAnswer(connect, { kind: 'local' }, 7).readUInt32LE(0), 0);
 });
 
 test('a UDP route request decodes as the layer fills it, and its relay encodes as the layer reads it', () => {
