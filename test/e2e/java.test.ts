@@ -6,33 +6,25 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { after, afterEach, before, describe, test } from 'node:test';
+import { after, before, describe, test } from 'node:test';
 import { needsRoot } from '../support/root.ts';
-import { createWorld, type World } from '../world/world.ts';
-import { leftoversAfter } from './leftovers.ts';
 import { execIn } from './run-doppel.ts';
+import { suiteWorld } from './suite-world.ts';
 
 describe('java under doppel', needsRoot('doppel exec against a process target'), () => {
-  let world: World;
+  const world = suiteWorld();
   let classes: string;
-  before(async () => {
+  before(() => {
     classes = mkdtempSync(join(tmpdir(), 'doppel-java-'));
     execFileSync('javac', ['-d', classes, fileURLToPath(new URL('fixtures/RemoteWorld.java', import.meta.url))]);
-    world = await createWorld();
   });
-  after(async () => {
-    await world?.destroy();
-    rmSync(classes, { recursive: true, force: true });
-  });
-  afterEach(async () => {
-    if (world) assert.deepEqual(await leftoversAfter(world.target.pid), { agents: [], dirs: [] });
-  });
+  after(() => rmSync(classes, { recursive: true, force: true }));
 
   test('Files.readString, Files.list, InetAddress.getByName and HttpClient see the target', async () => {
     const settings = '/srv/app/config/settings.json';
-    const { http } = world.services;
-    const result = await execIn(world.target.pid, ['java', '-cp', classes, 'RemoteWorld', settings, world.target.dir.path, http.name, `http://${http.name}:${http.port}/`], { timeoutMs: 120_000 });
+    const { target, services: { http } } = world();
+    const result = await execIn(target.pid, ['java', '-cp', classes, 'RemoteWorld', settings, target.dir.path, http.name, `http://${http.name}:${http.port}/`], { timeoutMs: 120_000 });
     assert.equal(result.status, 0, result.stderr);
-    assert.equal(result.stdout, `${world.target.files[settings]}${world.target.dir.entries.join(',')}\n${http.address}\n200 ${http.body}\n`);
+    assert.equal(result.stdout, `${target.files[settings]}${target.dir.entries.join(',')}\n${http.address}\n200 ${http.body}\n`);
   });
 });

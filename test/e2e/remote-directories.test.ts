@@ -5,29 +5,19 @@ import { execFileSync } from 'node:child_process';
 import { lstatSync, mkdtempSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
-import { after, afterEach, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import { needsRoot } from '../support/root.ts';
-import { createWorld, type World } from '../world/world.ts';
-import { leftoversAfter } from './leftovers.ts';
 import { execIn } from './run-doppel.ts';
+import { suiteWorld } from './suite-world.ts';
 
 describe('coreutils on remote directories', needsRoot('doppel exec against a process target'), () => {
-  let world: World;
-  before(async () => {
-    world = await createWorld();
-  });
-  after(async () => {
-    await world?.destroy();
-  });
-  afterEach(async () => {
-    if (world) assert.deepEqual(await leftoversAfter(world.target.pid), { agents: [], dirs: [] });
-  });
+  const world = suiteWorld();
 
   /** The same shell command under doppel and in the target's own mount namespace. */
   async function both(command: string): Promise<{ doppel: string; target: string }> {
-    const result = await execIn(world.target.pid, ['bash', '-c', command]);
+    const result = await execIn(world().target.pid, ['bash', '-c', command]);
     assert.equal(result.status, 0, `${command}: ${result.stderr}`);
-    const target = execFileSync('nsenter', ['-t', String(world.target.pid), '-m', '--', 'bash', '-c', command], { encoding: 'utf8' });
+    const target = execFileSync('nsenter', ['-t', String(world().target.pid), '-m', '--', 'bash', '-c', command], { encoding: 'utf8' });
     return { doppel: result.stdout, target };
   }
 
@@ -49,12 +39,12 @@ describe('coreutils on remote directories', needsRoot('doppel exec against a pro
   test('cp -r copies a remote tree into a local directory', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'doppel-cp-'));
     try {
-      const result = await execIn(world.target.pid, ['cp', '-r', world.target.tree, join(dir, 'copy')]);
+      const result = await execIn(world().target.pid, ['cp', '-r', world().target.tree, join(dir, 'copy')]);
       assert.equal(result.status, 0, result.stderr);
       const copied = execFileSync('find', [join(dir, 'copy'), '-type', 'f'], { encoding: 'utf8' }).trim().split('\n').sort();
-      const expected = Object.keys(world.target.files).filter((path) => path.startsWith(`${world.target.tree}/`));
-      assert.deepEqual(copied, expected.map((path) => join(dir, 'copy', relative(world.target.tree, path))).sort());
-      for (const path of expected) assert.equal(readFileSync(join(dir, 'copy', relative(world.target.tree, path)), 'utf8'), world.target.files[path]);
+      const expected = Object.keys(world().target.files).filter((path) => path.startsWith(`${world().target.tree}/`));
+      assert.deepEqual(copied, expected.map((path) => join(dir, 'copy', relative(world().target.tree, path))).sort());
+      for (const path of expected) assert.equal(readFileSync(join(dir, 'copy', relative(world().target.tree, path)), 'utf8'), world().target.files[path]);
       assert.ok(lstatSync(join(dir, 'copy', 'link')).isSymbolicLink());
       assert.equal(readlinkSync(join(dir, 'copy', 'link')), 'a/one.txt');
     } finally {
