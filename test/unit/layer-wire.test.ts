@@ -96,9 +96,9 @@ test('a UDP route request decodes as the layer fills it, and its relay encodes a
   const request = decodeRequest(Op.udpRoute, cBytes(`struct dp_udp_route_req r = {.remote = ${cAddr('AF_INET', 53, [198, 18, 64, 10])}};`));
   assert.deepEqual(request, { op: 'udpRoute', remote: { family: 4, address: '198.18.64.10', port: 53 } });
   const relay = { family: 4 as const, address: '127.0.0.1', port: 40999 };
-  const answer = encodeAnswer(request, { kind: 'remote', value: { via: relay } });
-  assert.deepEqual([answer.readUInt32LE(0), answer.readInt32LE(4), decodeAddr(answer, 8)], [UDP_ROUTE_RESP_SIZE, 0, relay]);
-  assert.equal(encodeAnswer(request, { kind: 'error', code: 'ENETUNREACH' }).readInt32LE(4), -101);
+  const answer = encodeAnswer(request, { kind: 'remote', value: { via: relay } }, 7);
+  assert.deepEqual([answer.readUInt32LE(0), answer.readInt32LE(4), decodeAddr(answer, RESP_HEADER)], [UDP_ROUTE_RESP_SIZE, 0, relay]);
+  assert.equal(encodeAnswer(request, { kind: 'error', code: 'ENETUNREACH' }, 7).readInt32LE(4), -101);
 });
 
 test('addresses round-trip, and IPv4-mapped IPv6 means IPv4', () => {
