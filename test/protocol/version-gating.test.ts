@@ -2,6 +2,8 @@
 import assert from 'node:assert/strict';
 import { constants as fsConstants } from 'node:fs';
 import type { Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { createLog } from '../../src/agent/log.ts';
 import { createRequestHandler } from '../../src/agent/serve.ts';
@@ -11,6 +13,7 @@ import { decodeControl, encodeControl, PROTOCOL_VERSION, type ControlMessage } f
 import { connectAgent } from '../../src/proxy/agent-client.ts';
 import { createFileWriteRequests } from '../../src/proxy/file-writes.ts';
 import { createFileRequests } from '../../src/proxy/files.ts';
+import { createStandIns } from '../../src/proxy/standins.ts';
 import { createUdpRequests } from '../../src/proxy/udp.ts';
 import { socketPair } from './pair.ts';
 
@@ -114,7 +117,8 @@ test('toward a version 4 agent every write answers EROFS and nothing is sent', a
   const policy = { decide: (path: string) => ({ action: 'remote' as const, path }) };
   const notices: string[] = [];
   const writes = createFileWriteRequests(client, policy, (text) => notices.push(text));
-  const files = createFileRequests(client, policy, writes.openForWrite);
+  // No directory is opened here, so its stand-ins' directory is never made.
+  const files = createFileRequests(client, policy, writes.openForWrite, createStandIns(join(tmpdir(), 'doppel-unused-standins')));
   const erofs = { kind: 'error', code: 'EROFS' };
   assert.deepEqual(await files.open('/srv/out', fsConstants.O_WRONLY | fsConstants.O_CREAT, 0o644), erofs);
   assert.deepEqual(await writes.mkdir('/srv/d', 0o755), erofs);
