@@ -16,6 +16,11 @@ struct dp_ai_list {
 static struct dp_ai_list *lists;
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 
+/* fork() holds the lock, so a child never inherits it taken by another thread and hangs in its first freeaddrinfo. */
+static void hold(void) { pthread_mutex_lock(&lock); }
+static void release(void) { pthread_mutex_unlock(&lock); }
+__attribute__((constructor)) static void fork_safe(void) { pthread_atfork(hold, release, release); }
+
 static int is_numeric(const char *node) {
   unsigned char buf[sizeof(struct in6_addr)];
   return inet_pton(AF_INET, node, buf) == 1 || inet_pton(AF_INET6, node, buf) == 1;

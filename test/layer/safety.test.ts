@@ -29,8 +29,8 @@ const longName = (world: World) => Object.keys(world.target.files).find((path) =
 
 const cases: Record<(typeof programs)[number], Case> = {
   'threads-fork': {
-    args: (world) => [settings, world.target.files[settings]!, '100'],
-    expected: () => 'forks 100, failed children 0, failed reads 0, handler closed some: yes\n',
+    args: (world) => [settings, world.target.files[settings]!, world.services.http.name, '100'],
+    expected: () => 'forks 100, failed children 0, failed calls 0, handler closed some: yes\n',
   },
   'stale-reply': {
     args: () => [settings, flags, '2000'],

@@ -1,8 +1,10 @@
-/* Threads inside hooks, forks while they are, and a signal handler that closes descriptors on top of them:
- * every remote read stays right, and nothing hangs (a child or the whole run that takes too long fails).
- * usage: threads-fork FILE EXPECTED_CONTENT FORKS */
+/* Threads inside hooks (files and getaddrinfo/freeaddrinfo), forks while they are, and a signal handler that closes
+ * descriptors on top of them: every remote answer stays right, and nothing hangs (a child or the whole run that
+ * takes too long fails).
+ * usage: threads-fork FILE EXPECTED_CONTENT NAME FORKS   (NAME resolves only on the target) */
 #define _GNU_SOURCE
 #include <fcntl.h>
+#include <netdb.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -14,7 +16,7 @@
 
 #define THREADS 4
 
-static const char *path, *expected;
+static const char *path, *expected, *name;
 static volatile int stop;
 static int failures;
 static pid_t waiting_for;
@@ -36,7 +38,7 @@ static void hung(int sig) {
   _exit(3);
 }
 
-/* One remote open, read, fstat, stat and close; 0 when every answer is the target's. */
+/* One remote open, read, fstat, stat and close, and one lookup; 0 when every answer is the target's. */
 static int remote_round(int leave_victim) {
   char buf[4096];
   int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -50,6 +52,9 @@ static int remote_round(int leave_victim) {
     if (old >= 0) close(old);
   }
   close(fd);
+  struct addrinfo hints = {.ai_family = AF_INET, .ai_socktype = SOCK_STREAM}, *res;
+  if (getaddrinfo(name, NULL, &hints, &res) != 0) return -1;
+  freeaddrinfo(res);
   return ok ? 0 : -1;
 }
 
@@ -61,10 +66,11 @@ static void *worker(void *arg) {
 }
 
 int main(int argc, char **argv) {
-  if (argc != 4) return 2;
+  if (argc != 5) return 2;
   path = argv[1];
   expected = argv[2];
-  int forks = atoi(argv[3]);
+  name = argv[3];
+  int forks = atoi(argv[4]);
   signal(SIGALRM, hung);
   struct sigaction sa = {.sa_handler = on_usr1, .sa_flags = SA_RESTART};
   sigaction(SIGUSR1, &sa, NULL);
@@ -88,6 +94,6 @@ int main(int argc, char **argv) {
   stop = 1;
   for (int i = 0; i < THREADS; i++) pthread_join(threads[i], NULL);
   alarm(0);
-  printf("forks %d, failed children %d, failed reads %d, handler closed some: %s\n", forks, child_failures, failures, closed_by_handler > 0 ? "yes" : "no");
+  printf("forks %d, failed children %d, failed calls %d, handler closed some: %s\n", forks, child_failures, failures, closed_by_handler > 0 ? "yes" : "no");
   return 0;
 }
