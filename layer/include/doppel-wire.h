@@ -10,6 +10,8 @@
 #define DP_ENV_SOCKET "DOPPEL_LAYER_SOCKET"
 /* The target's hostname (feature.hostname), which gethostname and uname report; unset keeps the local one. */
 #define DP_ENV_HOSTNAME "DOPPEL_HOSTNAME"
+/* Set when some Unix socket paths are the target's (unix_streams): only then does connect() ask about AF_UNIX. */
+#define DP_ENV_UNIX_STREAMS "DOPPEL_UNIX_STREAMS"
 
 /* Remote directories have local stand-ins under this directory next to the socket: the remote path P is mirrored at
  * <socket's directory>/DP_STANDIN_DIR/P, a real directory holding an empty entry of the same kind for each remote
@@ -97,6 +99,11 @@ enum dp_op {
   DP_OP_CHMOD = 46,
   /* fchmod of a written file.  payload: struct dp_fchmod_req.  DP_OK payload: empty. */
   DP_OP_FCHMOD = 47,
+  /* Outgoing Unix streams (60-69; feature.network.outgoing.unix_streams). connect() of an AF_UNIX stream socket:
+   * payload: sun_path as the program passed it (an abstract name starts with a NUL byte).
+   * DP_OK payload: a NUL-terminated path of a proxy socket to connect to instead (relayed to the target's socket);
+   * DP_LOCAL: connect as asked. Asked only when DP_ENV_UNIX_STREAMS is set. */
+  DP_OP_UNIX_CONNECT = 60,
 };
 
 #define DP_STAT_NOFOLLOW 1u

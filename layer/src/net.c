@@ -52,6 +52,7 @@ int connect(int fd, const struct sockaddr *addr, socklen_t len) {
   struct dp_connect_req req = {0};
   int type = 0;
   socklen_t type_len = sizeof type;
+  if (addr != NULL && addr->sa_family == AF_UNIX) return dp_unix_connect(fd, addr, len);
   if (addr == NULL || !dp_to_addr(addr, len, &req.remote)) {
     /* AF_UNSPEC dissolves a connection: its relayed peer goes with it. */
     if (addr != NULL && addr->sa_family == AF_UNSPEC) dp_fd_forget(fd);

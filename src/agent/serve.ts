@@ -8,7 +8,7 @@ import { createFileWrites, readCredentials, type Credentials } from './file-writ
 import { createFiles } from './files.ts';
 import type { Incoming } from './incoming.ts';
 import type { Log } from './log.ts';
-import { createOutgoing } from './outgoing.ts';
+import { createOutgoing, createUnixOutgoing } from './outgoing.ts';
 import { createUdp } from './udp.ts';
 
 /**
@@ -23,6 +23,7 @@ export function createRequestHandler(pid: number, log: Log, incoming?: Incoming,
   const writes = createFileWrites(root, () => (credentials ??= readCredentials(pid)));
   const lookup = createDns(root);
   const tcpConnect = createOutgoing(log);
+  const unixConnect = createUnixOutgoing(root, log);
   const udpOpen = createUdp(log);
   const noIncoming = (): never => {
     throw new RemoteError('ENOSYS', 'this agent serves no incoming traffic');
@@ -47,6 +48,7 @@ export function createRequestHandler(pid: number, log: Log, incoming?: Incoming,
     'dns.lookup': (args) => lookup(args),
     'tcp.connect': (args, connection) => tcpConnect(args, connection),
     'udp.open': (args, connection) => udpOpen(args, connection),
+    'unix.connect': (args, connection) => unixConnect(args, connection),
     'incoming.subscribe': (args, connection) => (incoming ?? noIncoming()).subscribe(args, connection),
     'incoming.unsubscribe': (args) => (incoming ?? noIncoming()).unsubscribe(args),
     'incoming.accepted': async () => {

@@ -136,6 +136,25 @@ export function createOutgoingPolicy(outgoing: ResolvedConfig['feature']['networ
   };
 }
 
+/**
+ * mirrord's `unix_streams`: regexes (unanchored, as Rust's is_match) over the path a program connects an AF_UNIX stream
+ * socket to (`@name` for an abstract one); a match is the target's socket, anything else stays local.
+ */
+export function createUnixStreamPolicy(patterns: readonly string[]) {
+  const compiled = patterns.map((pattern) => {
+    try {
+      return new RegExp(pattern);
+    } catch (error) {
+      throw new DoppelError('E_CONFIG_INVALID', `feature.network.outgoing.unix_streams: ${(error as Error).message}`, { category: 'config', hint: 'write each entry as a regular expression over socket paths, e.g. "redis\\.sock$"' });
+    }
+  });
+  return {
+    /** Whether any path is the target's: without patterns the layer does not ask at all. */
+    any: compiled.length > 0,
+    decide: (name: string): Way => (compiled.some((regex) => regex.test(name)) ? 'remote' : 'local'),
+  };
+}
+
 export function createDnsPolicy(dns: ResolvedConfig['feature']['network']['dns']) {
   const filter = compileFilter(dns.filter);
   return {

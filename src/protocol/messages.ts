@@ -110,6 +110,11 @@ export interface Operations {
    * the client's from a socket of its own and returns what comes back to it. Ending the channel closes the socket.
    */
   'udp.open': { args: { channel: number }; result: Record<string, never> };
+  /**
+   * Version 5: a stream to the target's Unix socket (unix_streams): `path` in its mount namespace, or with `abstract`
+   * a name in its network namespace's abstract space. The bytes travel on `channel` (opened by the client).
+   */
+  'unix.connect': { args: { path: string; abstract: boolean; channel: number }; result: Record<string, never> };
 }
 
 export type IncomingMode = 'steal' | 'mirror';
@@ -160,6 +165,7 @@ export const operationSince: Record<Operation, number> = {
   'fs.rename': 5,
   'fs.chmod': 5,
   'udp.open': 5,
+  'unix.connect': 5,
   'agent.park': 6,
 };
 

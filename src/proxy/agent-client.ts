@@ -30,6 +30,8 @@ export interface AgentClient {
   chmod(path: string, mode: number, follow: boolean): Promise<void>;
   lookup(name: string, family: 0 | 4 | 6): Promise<Operations['dns.lookup']['result']>;
   connectTcp(host: string, port: number): Promise<{ stream: Duplex; localAddress: string; localPort: number }>;
+  /** A stream to the target's Unix socket at `path` (or abstract name); version 5. */
+  connectUnix(path: string, abstract: boolean): Promise<Duplex>;
   /**
    * A UDP socket in the target's network namespace: datagrams (framed by `datagrams.ts`) may be written at once, and
    * `opened` settles with the agent's answer. Ending the stream closes the socket.
@@ -126,6 +128,16 @@ export async function connectAgent(stream: Duplex, options: AgentClientOptions):
         },
       );
       return { stream: channel, opened };
+    },
+    async connectUnix(path, abstract) {
+      const channel = connection.openChannel();
+      try {
+        await connection.request('unix.connect', { path, abstract, channel: channel.id });
+        return channel;
+      } catch (error) {
+        channel.destroy();
+        throw error;
+      }
     },
     subscribeIncoming: (args) => connection.request('incoming.subscribe', args),
     async unsubscribeIncoming(port) {

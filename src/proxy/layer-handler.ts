@@ -71,4 +71,6 @@ export interface LayerHandler {
   fchmod(handle: number, mode: number): Promise<Answer<void>>;
   /** Where the program's UDP datagrams to `remote` go: remote names the loopback relay to send them to instead. */
   udpRoute(remote: SockAddr): Promise<Answer<{ via: SockAddr }>>;
+  /** connect() of an AF_UNIX stream socket to `path` (an abstract name when `abstract`): remote names the proxy's socket to connect to instead. */
+  unixConnect(path: string, abstract: boolean): Promise<Answer<string>>;
 }

@@ -119,5 +119,7 @@ function call(handler: LayerHandler, request: LayerRequest): Promise<Answer<unkn
       return handler.fchmod(request.handle, request.mode);
     case 'udpRoute':
       return handler.udpRoute(request.remote);
+    case 'unixConnect':
+      return handler.unixConnect(request.path, request.abstract);
   }
 }

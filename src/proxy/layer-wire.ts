@@ -33,7 +33,7 @@ export const MAX_REPLY = 2 ** 30;
 export const STANDIN_DIR = 'dirs';
 
 export const Op = { open: 1, stat: 2, access: 3, readlink: 4, realpath: 6, getaddrinfo: 7, connect: 8, bind: 9, listen: 10, peerOf: 11, unlisten: 12,
-  udpRoute: 30, writeback: 40, writebackData: 41, mkdir: 42, rmdir: 43, unlink: 44, rename: 45, chmod: 46, fchmod: 47 } as const;
+  udpRoute: 30, unixConnect: 60, writeback: 40, writebackData: 41, mkdir: 42, rmdir: 43, unlink: 44, rename: 45, chmod: 46, fchmod: 47 } as const;
 const STATUS_OK = 0;
 const STATUS_LOCAL = 1;
 const STATUS_WRITABLE = 2;
@@ -72,9 +72,16 @@ export type LayerRequest =
   | { op: 'rename'; noReplace: boolean; from: string; to: string }
   | { op: 'chmod'; mode: number; follow: boolean; path: string }
   | { op: 'fchmod'; handle: number; mode: number }
-  | { op: 'udpRoute'; remote: SockAddr };
+  | { op: 'udpRoute'; remote: SockAddr }
+  | { op: 'unixConnect'; path: string; abstract: boolean };
 
 export class WireError extends Error {}
+
+/** The bytes up to the first NUL, or all of them. */
+function cstringOrAll(payload: Buffer): string {
+  const end = payload.indexOf(0);
+  return payload.toString('utf8', 0, end < 0 ? payload.length : end);
+}
 
 /** Handles, offsets and sizes are u64 on the wire and stay far below 2^53. */
 const u64 = (buffer: Buffer, offset: number) => Number(buffer.readBigUInt64LE(offset));
@@ -157,6 +164,10 @@ export function decodeRequest(op: number, payload: Buffer): LayerRequest {
     case Op.udpRoute:
       need(UDP_ROUTE_REQ_SIZE);
       return { op: 'udpRoute', remote: decodeAddr(payload, 0) };
+    case Op.unixConnect:
+      need(1);
+      // An abstract name is every byte after its leading NUL; a path ends at its NUL.
+      return payload[0] === 0 ? { op: 'unixConnect', path: payload.toString('utf8', 1), abstract: true } : { op: 'unixConnect', path: cstringOrAll(payload), abstract: false };
     default:
       throw new WireError(`unknown op ${op}`);
   }
@@ -223,6 +234,8 @@ function encodeValue(request: LayerRequest, value: unknown): Buffer {
     }
     case 'udpRoute':
       return encodeAddr((value as { via: SockAddr }).via);
+    case 'unixConnect':
+      return cstr(value as string);
     case 'listen':
     case 'unlisten':
     case 'writebackData':

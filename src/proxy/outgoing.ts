@@ -1,6 +1,6 @@
 // Outgoing TCP from the layer: the agent connects from the target's network, and a one-shot loopback listener hands the stream to the program.
 import { lookup } from 'node:dns/promises';
-import { createServer, isIPv4, type Socket } from 'node:net';
+import { createServer, isIPv4, type Server, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { pipeline } from 'node:stream';
 import type { Destination, OutgoingPolicy } from '../config/network-policy.ts';
@@ -92,6 +92,17 @@ export function createOutgoingRequests(agent: AgentClient, policy: OutgoingDecid
 
 /** Listens once on loopback; the first connection is spliced to the relayed stream. */
 async function handOff(stream: Duplex, open: Set<{ destroy(): void }>): Promise<SockAddr> {
+  const server = await listenOnce(stream, open, (listening) => listening.listen(0, '127.0.0.1'));
+  const address = server.address();
+  if (address === null || typeof address === 'string') throw new Error('loopback listener has no port');
+  return { family: 4, address: '127.0.0.1', port: address.port };
+}
+
+/**
+ * A server that takes one connection and splices it to the relayed stream, closing at once (or, with none in 10 s,
+ * ending the stream); `listen` starts it where the layer will connect.
+ */
+export async function listenOnce(stream: Duplex, open: Set<{ destroy(): void }>, listen: (server: Server) => void): Promise<Server> {
   // Half-open both ways: a program that shuts down its sending side still reads the answer.
   const server = createServer({ noDelay: true, allowHalfOpen: true });
   const tracked = { destroy: () => { server.close(); stream.destroy(); } };
@@ -110,9 +121,8 @@ async function handOff(stream: Duplex, open: Set<{ destroy(): void }>): Promise<
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => resolve());
+    server.once('listening', () => resolve());
+    listen(server);
   });
-  const address = server.address();
-  if (address === null || typeof address === 'string') throw new Error('loopback listener has no port');
-  return { family: 4, address: '127.0.0.1', port: address.port };
+  return server;
 }

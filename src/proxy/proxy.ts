@@ -14,6 +14,7 @@ import { STANDIN_DIR } from './layer-wire.ts';
 import { createListenerRequests } from './listeners.ts';
 import { createOutgoingRequests, type OutgoingDecider } from './outgoing.ts';
 import { createResolvedNames } from './resolved-names.ts';
+import { createUnixStreamRequests, type UnixStreamDecider } from './unix-streams.ts';
 import { createRoute, type ResolverDecider } from './route.ts';
 import { createStandIns } from './standins.ts';
 import { createUdpRequests } from './udp.ts';
@@ -23,6 +24,7 @@ export interface ProxyOptions {
   fs: FsDecider;
   dns: DnsDecider & ResolverDecider;
   outgoing: OutgoingDecider;
+  unixStreams: UnixStreamDecider;
   incoming: IncomingDecider;
   /** Who this session is to other sessions on the target, and what the user hears of them. */
   session: IncomingSession;
@@ -45,6 +47,7 @@ export async function startProxy(options: ProxyOptions): Promise<Proxy> {
   const route = createRoute(options.agent, options.outgoing, options.dns);
   const outgoing = createOutgoingRequests(options.agent, options.outgoing, { names, notice: options.session.notice, route });
   const udp = createUdpRequests(options.agent, async (target) => route({ ...target, hostnames: await outgoing.namesOf(target.address) }), options.session.notice);
+  const unixStreams = createUnixStreamRequests(options.agent, options.unixStreams, dir);
   const incoming = createIncomingRequests(options.agent, options.incoming, options.session);
   const { sweep, ...listeners } = createListenerRequests(incoming, options.incoming);
   const { openForWrite, ...fileWrites } = createFileWriteRequests(options.agent, options.fs, options.session.notice);
@@ -55,6 +58,7 @@ export async function startProxy(options: ProxyOptions): Promise<Proxy> {
     ...createDnsRequests(options.agent, options.dns, { names, rememberLocal: options.outgoing.filterNames !== undefined }),
     connect: outgoing.connect,
     udpRoute: udp.udpRoute,
+    unixConnect: unixStreams.unixConnect,
     ...listeners,
   };
   try {
@@ -68,6 +72,7 @@ export async function startProxy(options: ProxyOptions): Promise<Proxy> {
         closing ??= (async () => {
           try {
             outgoing.close();
+            unixStreams.close();
             udp.close();
             // Fails when the session has no agent left to tell; the socket directory must go all the same.
             await incoming.close();

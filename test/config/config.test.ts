@@ -7,7 +7,7 @@ import { after, test } from 'node:test';
 import { mergeEnvironment } from '../../src/config/env-policy.ts';
 import { createFsPolicy } from '../../src/config/fs-policy.ts';
 import { resolveConfig } from '../../src/config/load.ts';
-import { createDnsPolicy, createOutgoingPolicy } from '../../src/config/network-policy.ts';
+import { createDnsPolicy, createOutgoingPolicy, createUnixStreamPolicy } from '../../src/config/network-policy.ts';
 import { parseTarget } from '../../src/config/target.ts';
 
 const made: string[] = [];
@@ -152,6 +152,10 @@ test('outgoing and DNS filters', async () => {
   assert.equal(byName.redirectsLocal({ ...db, address: '127.0.0.1' }), false);
   assert.equal(all.redirectsLocal(db), false);
   assert.equal(all.filterNames, undefined);
+  const unix = createUnixStreamPolicy(['redis\\.sock$', '^@doppel-']);
+  assert.deepEqual([unix.any, unix.decide('/srv/run/redis.sock'), unix.decide('@doppel-x'), unix.decide('/run/dbus/system_bus_socket')], [true, 'remote', 'remote', 'local']);
+  assert.equal(createUnixStreamPolicy([]).any, false);
+  assert.throws(() => createUnixStreamPolicy(['(']), { code: 'E_CONFIG_INVALID' });
   assert.equal(createDnsPolicy(dns).decide('redis.data'), 'remote');
   assert.equal(createDnsPolicy(dns).decide('localhost'), 'local');
   assert.equal(createDnsPolicy({ ...dns, filter: { local: ['*.corp.example'] } }).decide('git.corp.example'), 'local');

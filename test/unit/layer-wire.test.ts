@@ -37,9 +37,9 @@ test('struct sizes and op numbers match the C header', () => {
   assert.deepEqual(sizes, [REQ_HEADER, RESP_HEADER, STAT_SIZE, ADDR_SIZE, GAI_REQ_SIZE, CONNECT_REQ_SIZE, CONNECT_RESP_SIZE,
     BIND_REQ_SIZE, BIND_RESP_SIZE, LISTEN_REQ_SIZE, PEER_OF_REQ_SIZE, PEER_OF_RESP_SIZE, UNLISTEN_REQ_SIZE, UDP_ROUTE_REQ_SIZE, UDP_ROUTE_RESP_SIZE]);
   assert.deepEqual(runC('printf("%u %s", DP_MAX_REPLY, DP_STANDIN_DIR);').split(' '), [String(MAX_REPLY), STANDIN_DIR]);
-  const ops = ['OPEN', 'STAT', 'ACCESS', 'READLINK', 'REALPATH', 'GETADDRINFO', 'CONNECT', 'BIND', 'LISTEN', 'PEER_OF', 'UNLISTEN', 'UDP_ROUTE'];
+  const ops = ['OPEN', 'STAT', 'ACCESS', 'READLINK', 'REALPATH', 'GETADDRINFO', 'CONNECT', 'BIND', 'LISTEN', 'PEER_OF', 'UNLISTEN', 'UDP_ROUTE', 'UNIX_CONNECT'];
   const numbers = runC(ops.map((name) => `printf("%d ", DP_OP_${name});`).join(' ')).split(' ').map(Number);
-  assert.deepEqual(numbers, [Op.open, Op.stat, Op.access, Op.readlink, Op.realpath, Op.getaddrinfo, Op.connect, Op.bind, Op.listen, Op.peerOf, Op.unlisten, Op.udpRoute]);
+  assert.deepEqual(numbers, [Op.open, Op.stat, Op.access, Op.readlink, Op.realpath, Op.getaddrinfo, Op.connect, Op.bind, Op.listen, Op.peerOf, Op.unlisten, Op.udpRoute, Op.unixConnect]);
 });
 
 /** The bytes of a struct the C side fills, as the layer would send them. */
@@ -99,6 +99,15 @@ test('a UDP route request decodes as the layer fills it, and its relay encodes a
   const answer = encodeAnswer(request, { kind: 'remote', value: { via: relay } }, 7);
   assert.deepEqual([answer.readUInt32LE(0), answer.readInt32LE(4), decodeAddr(answer, RESP_HEADER)], [UDP_ROUTE_RESP_SIZE, 0, relay]);
   assert.equal(encodeAnswer(request, { kind: 'error', code: 'ENETUNREACH' }, 7).readInt32LE(4), -101);
+});
+
+test('a Unix connect names a path or an abstract name, and is answered with the proxy\'s socket path', () => {
+  assert.deepEqual(decodeRequest(Op.unixConnect, Buffer.from('/srv/run/redis.sock')), { op: 'unixConnect', path: '/srv/run/redis.sock', abstract: false });
+  assert.deepEqual(decodeRequest(Op.unixConnect, Buffer.from('/run/a.sock\0junk')), { op: 'unixConnect', path: '/run/a.sock', abstract: false });
+  assert.deepEqual(decodeRequest(Op.unixConnect, Buffer.from('\0doppel-x')), { op: 'unixConnect', path: 'doppel-x', abstract: true });
+  assert.throws(() => decodeRequest(Op.unixConnect, Buffer.alloc(0)), /payload/);
+  const answer = encodeAnswer({ op: 'unixConnect', path: 'p', abstract: false }, { kind: 'remote', value: '/tmp/d/unix-1.sock' }, 7);
+  assert.deepEqual([answer.readInt32LE(4), answer.toString('utf8', RESP_HEADER)], [0, '/tmp/d/unix-1.sock\0']);
 });
 
 test('addresses round-trip, and IPv4-mapped IPv6 means IPv4', () => {

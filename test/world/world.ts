@@ -34,6 +34,9 @@ export interface World {
     address: string;
     /** The host's address on that link: where the host's connections to the pod come from. */
     hostAddress: string;
+    /** With the `unixSockets` option: a redis listening only on a socket file in the target's mount namespace
+     * (holding key = value), and a server on an abstract name in its network namespace that answers `greeting`. */
+    unix?: { redisPath: string; key: string; value: string; abstractName: string; greeting: string };
     /** The target's own server, in its network namespace on every address: what incoming traffic is about. */
     http: {
       port: number;
@@ -72,6 +75,8 @@ export interface WorldOptions {
   firewall?: 'legacy' | 'nft';
   /** A real PostgreSQL among the services (db.<namespace>.svc.cluster.local:5432), trusting the pod's connections. */
   postgres?: boolean;
+  /** Unix sockets only the target has: a redis on a socket file in its mount namespace, and a server on an abstract name in its network namespace. */
+  unixSockets?: boolean;
   /** IPv6 on the pod's link to the services: the HTTP service and redis also listen on an IPv6 address with an AAAA record. */
   ipv6?: boolean;
 }
@@ -249,6 +254,20 @@ export async function createWorld(options: WorldOptions = {}): Promise<World> {
       return [`${services.dnsServer}:53`, `${services.http.address}:${services.http.port}`, `${services.redis.address}:${services.redis.port}`, `${services.udpEcho.address}:${services.udpEcho.port}`, ...v6Listening].every((needle) => listening.includes(needle));
     });
     await waitFor('the target\'s server', () => sh(`ip netns exec ${pod} ss -Hltn`).includes(`0.0.0.0:${targetHttp.port}`));
+    let unix: World['target']['unix'];
+    if (options.unixSockets) {
+      unix = { redisPath: '/srv/run/redis.sock', key: 'doppel:unix', value: `unix redis says ${randomBytes(4).toString('hex')}`, abstractName: `doppel-${name}`, greeting: `abstract says ${randomBytes(4).toString('hex')}` };
+      const inTarget = ['-t', String(pid), '-m', '-n', '--'];
+      children.push(
+        spawn('nsenter', [...inTarget, 'sh', '-c', `mkdir -p /srv/run && exec redis-server --port 0 --unixsocket ${unix.redisPath} --save '' --appendonly no --daemonize no --dir /srv/run`], { stdio: 'ignore' }),
+        spawnIn(pod, [process.execPath, '-e', `require('net').createServer((s) => s.end(process.env.GREETING)).listen('\\0' + process.env.NAME)`], { GREETING: unix.greeting, NAME: unix.abstractName }),
+      );
+      await waitFor('the target\'s Unix sockets', () => {
+        const listening = sh(`nsenter -t ${pid} -n ss -Hlx`);
+        return listening.includes(unix!.redisPath) && listening.includes(`@${unix!.abstractName}`);
+      });
+      run('nsenter', [...inTarget, 'redis-cli', '-s', unix.redisPath, 'SET', unix.key, unix.value]);
+    }
     run('ip', ['netns', 'exec', svc, 'redis-cli', '-h', services.redis.address, 'SET', services.redis.key, services.redis.value]);
     if (options.postgres) {
       // The pod reaches the services from its address on their link.
@@ -267,6 +286,7 @@ export async function createWorld(options: WorldOptions = {}): Promise<World> {
         dir: { path: '/srv/app/data', entries: ['a.txt', 'b.txt', 'c.txt'] },
         link: { path: '/srv/app/current/feature-flags', target: '/srv/app/config/feature-flags' },
         hostname,
+        ...(unix ? { unix } : {}),
         benchFile: '/srv/bench-4k.bin',
         bigFile: { path: '/srv/big.bin', size: big.length, sha256: createHash('sha256').update(big).digest('hex') },
         tree: '/srv/tree',

@@ -17,14 +17,18 @@ export function findLayer(): string {
   return layerPath;
 }
 
-/** `hostname`: the target's, for the layer's gethostname and uname (feature.hostname); absent keeps the local one. */
-export function layerEnvironment(layer: string, socketPath: string, existingPreload: string | undefined, hostname?: string): Record<string, string> {
+/**
+ * `hostname`: the target's, for the layer's gethostname and uname (feature.hostname); absent keeps the local one.
+ * `unixStreams`: some Unix socket paths are the target's, so the layer asks about AF_UNIX connects.
+ */
+export function layerEnvironment(layer: string, socketPath: string, existingPreload: string | undefined, session: { hostname?: string; unixStreams?: boolean } = {}): Record<string, string> {
   const preload = (existingPreload ?? '').split(/[: ]/).filter((entry) => entry !== '' && entry !== layer);
   return {
     LD_PRELOAD: [...preload, layer].join(':'),
     DOPPEL_LAYER_SOCKET: socketPath,
     // libuv would hand file I/O to io_uring, which no preloaded library can see.
     UV_USE_IO_URING: '0',
-    ...(hostname === undefined ? {} : { DOPPEL_HOSTNAME: hostname }),
+    ...(session.hostname === undefined ? {} : { DOPPEL_HOSTNAME: session.hostname }),
+    ...(session.unixStreams ? { DOPPEL_UNIX_STREAMS: '1' } : {}),
   };
 }

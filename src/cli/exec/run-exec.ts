@@ -5,7 +5,7 @@ import { homedir, hostname, tmpdir, userInfo } from 'node:os';
 import process from 'node:process';
 import { mergeEnvironment } from '../../config/env-policy.ts';
 import { createFsPolicy } from '../../config/fs-policy.ts';
-import { createDnsPolicy, createIncomingPolicy, createOutgoingPolicy } from '../../config/network-policy.ts';
+import { createDnsPolicy, createIncomingPolicy, createOutgoingPolicy, createUnixStreamPolicy } from '../../config/network-policy.ts';
 import type { ResolvedConfig } from '../../config/schema.ts';
 import { parseTarget } from '../../config/target.ts';
 import type { DoppelError } from '../../errors.ts';
@@ -45,11 +45,13 @@ export async function runExec(command: string[], config: ResolvedConfig, progres
       config.feature.fs.mode === 'local' ? [] : platform.remoteMounts(),
     ]);
     trace('environment fetched');
+    const unixStreams = createUnixStreamPolicy(config.feature.network.outgoing.unix_streams);
     proxy = await startProxy({
       agent,
       fs: createFsPolicy(config.feature.fs, { cwd, home: homedir(), tmpdir: tmpdir(), executable, targetMounts }),
       dns: createDnsPolicy(config.feature.network.dns),
       outgoing: createOutgoingPolicy(config.feature.network.outgoing, config.feature.network.dns),
+      unixStreams,
       incoming: createIncomingPolicy(config.feature.network.incoming, config.agent),
       session: { owner: owner(command), notice: (text) => progress.warn(text), abort },
       wrapHandler: calls?.wrap,
@@ -61,7 +63,7 @@ export async function runExec(command: string[], config: ResolvedConfig, progres
 
     const env = {
       ...mergeEnvironment({ local: process.env, remote: remoteEnv, config: config.feature.env }),
-      ...layerEnvironment(layer, proxy.socketPath, process.env.LD_PRELOAD, hostname),
+      ...layerEnvironment(layer, proxy.socketPath, process.env.LD_PRELOAD, { hostname, unixStreams: unixStreams.any }),
     };
     const program = runProgram(command, env, calls && (() => trace('program: first byte of output')));
     trace('program spawned');
