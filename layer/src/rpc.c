@@ -21,7 +21,8 @@ enum phase { IDLE, SENDING, AWAITING, RECEIVING };
 
 static __thread int conn_fd __attribute__((tls_model("initial-exec"))) = -1;
 static __thread pid_t conn_pid __attribute__((tls_model("initial-exec")));
-static __thread enum phase conn_phase __attribute__((tls_model("initial-exec")));
+/* volatile: a jump can come between any two statements, so each change must be in memory before the next call. */
+static __thread volatile enum phase conn_phase __attribute__((tls_model("initial-exec")));
 static __thread char reply_buf[2048] __attribute__((tls_model("initial-exec")));
 static atomic_uchar own_fds[DP_OWN_FDS];
 /* A connection the program took the number of (dup2 onto it) was moved: moved[old] = new + 1, or -1 if it is gone. */
@@ -129,6 +130,16 @@ static int read_all(int fd, void *buf, size_t len) {
   return 0;
 }
 
+/* Waits until len bytes can be read, and copies them without taking them. */
+static int peek_all(int fd, void *buf, size_t len) {
+  for (;;) {
+    ssize_t n = recv(fd, buf, len, MSG_PEEK | MSG_WAITALL);
+    if (n == (ssize_t)len) return 0;
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return -1;
+  }
+}
+
 /* Reads and drops an answer's payload (one to a request the program jumped out of). */
 static int skip(int fd, uint32_t len) {
   while (len > 0) {
@@ -148,9 +159,11 @@ static int exchange(int fd, uint32_t op, const void *a, size_t a_len, const void
   struct dp_resp_hdr resp;
   for (;;) {
     conn_phase = AWAITING;
+    /* The header is peeked, not taken, while AWAITING: a jump at any point leaves the stream at an answer's start. */
+    if (peek_all(fd, &resp, sizeof resp) < 0) return -1;
+    conn_phase = RECEIVING;
     if (read_all(fd, &resp, sizeof resp) < 0) return -1;
     if (resp.len > DP_MAX_REPLY) return -2;
-    conn_phase = RECEIVING;
     if (resp.seq == seq) break;
     /* Answers come in request order, so anything else is the answer to an abandoned, earlier request. */
     dp_log("dropped the answer to abandoned request %u", resp.seq);

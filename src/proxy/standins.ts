@@ -62,7 +62,7 @@ export function createStandIns(root: string): StandIns {
 
   return {
     mirror(path, entries) {
-      const key = posix.join('/', path);
+      const key = posix.join('/', path).replace(/(.)\/+$/, '$1');
       const next = (queues.get(key) ?? Promise.resolve('')).catch(() => '').then(() => sync(key, entries));
       queues.set(key, next);
       const forget = () => {

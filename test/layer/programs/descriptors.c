@@ -1,11 +1,13 @@
 /* Descriptors: dup, dup2, dup3 and fcntl(F_DUPFD*) keep what a remote descriptor is; dup2/dup3 onto the layer's own
  * socket and close_range/closefrom over it leave the program reaching the target; a closed range forgets its
- * descriptors; a file over 4 MiB and a file with a 254-byte name arrive whole.
+ * descriptors; a file over 4 MiB and a file with a 254-byte name arrive whole; a thread started after the program
+ * cleared its environment still reaches the target.
  * usage: descriptors SMALL_FILE SMALL_CONTENT BIG_FILE LONG_NAME_FILE COPY_OF_BIG_FILE (local) */
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,6 +58,11 @@ static int own_socket(void) {
   return -1;
 }
 
+static void *read_in_thread(void *arg) {
+  *(int *)arg = reads_remote();
+  return NULL;
+}
+
 int main(int argc, char **argv) {
   if (argc != 6) return 2;
   small = argv[1];
@@ -98,5 +105,10 @@ int main(int argc, char **argv) {
   check(fd >= 0 && read(fd, buf, sizeof buf - 1) > 0, "a remote file with a 254-byte name");
   printf("long name: %s", buf);
   close(fd);
+
+  clearenv();
+  pthread_t thread;
+  int remote = 0;
+  check(pthread_create(&thread, NULL, read_in_thread, &remote) == 0 && pthread_join(thread, NULL) == 0 && remote, "a new thread after clearenv: remote");
   return failed;
 }
