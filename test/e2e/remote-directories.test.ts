@@ -1,5 +1,6 @@
 // bash and coreutils on the target's directories under doppel print what they print inside the target itself:
-// ls -la, stat, find (fts), du (fts), and cp -r copies a remote tree into a local directory.
+// ls -la, stat, find (fts), du (fts), and cp -r copies a remote tree into a local directory; in write mode,
+// mkdir -p and rm -r (which walk by directory descriptor) change the target's tree.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { lstatSync, mkdtempSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
@@ -50,5 +51,15 @@ describe('coreutils on remote directories', needsRoot('doppel exec against a pro
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+
+  test('in write mode, mkdir -p and rm -r work on the target\'s tree through directory descriptors', async () => {
+    const inTarget = (command: string) => execFileSync('nsenter', ['-t', String(world().target.pid), '-m', '--', 'sh', '-c', command], { encoding: 'utf8' });
+    const made = await execIn(world().target.pid, ['sh', '-c', 'mkdir -p /srv/made/x/y && echo deep > /srv/made/x/y/file'], { flags: ['--fs-mode', 'write'] });
+    assert.equal(made.status, 0, made.stderr);
+    assert.equal(inTarget('find /srv/made | sort; cat /srv/made/x/y/file'), '/srv/made\n/srv/made/x\n/srv/made/x/y\n/srv/made/x/y/file\ndeep\n');
+    const removed = await execIn(world().target.pid, ['rm', '-r', '/srv/made'], { flags: ['--fs-mode', 'write'] });
+    assert.equal(removed.status, 0, removed.stderr);
+    assert.equal(inTarget('test -e /srv/made && echo still there || echo gone'), 'gone\n');
   });
 });
