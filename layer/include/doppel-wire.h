@@ -12,6 +12,8 @@
 #define DP_ENV_HOSTNAME "DOPPEL_HOSTNAME"
 /* Set when some Unix socket paths are the target's (unix_streams): only then does connect() ask about AF_UNIX. */
 #define DP_ENV_UNIX_STREAMS "DOPPEL_UNIX_STREAMS"
+/* Process names, ':'-separated, in which the layer stays inactive (skip_processes, and the build tools). */
+#define DP_ENV_SKIP_PROCESSES "DOPPEL_SKIP_PROCESSES"
 
 /* Remote directories have local stand-ins under this directory next to the socket: the remote path P is mirrored at
  * <socket's directory>/DP_STANDIN_DIR/P, a real directory holding an empty entry of the same kind for each remote

@@ -12,7 +12,7 @@
 extern char **environ;
 
 /* The variables that must reach every child, captured at load (before the program can change them). */
-static const char *carried[] = {DP_ENV_SOCKET, DP_ENV_HOSTNAME, DP_ENV_UNIX_STREAMS, "DOPPEL_LAYER_LOG", "UV_USE_IO_URING"};
+static const char *carried[] = {DP_ENV_SOCKET, DP_ENV_HOSTNAME, DP_ENV_UNIX_STREAMS, DP_ENV_SKIP_PROCESSES, "DOPPEL_LAYER_LOG", "UV_USE_IO_URING"};
 #define DP_CARRIED (sizeof carried / sizeof carried[0])
 static char *captured[DP_CARRIED];
 static char layer_path[4096];

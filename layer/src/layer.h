@@ -25,6 +25,10 @@ const char *dp_socket_path(void);
 int dp_unstand(char *path);
 /* Resolves the hook table once; every hook calls it (directly or through dp_enter) before using real_*. */
 void dp_init(void);
+/* Whether the layer serves this process: under doppel, and not one skip_processes or skip_build_tools names. */
+int dp_active(void);
+/* This process is one the CLI's DP_ENV_SKIP_PROCESSES lists (skip.c). */
+int dp_skipped_process(void);
 /* True when the hook should do its own work; false means "call libc". Sets the guard when true. */
 int dp_enter(void);
 void dp_leave(void);

@@ -28,7 +28,7 @@ static const char *bypass_names[] = {"disabled", "reentrant", "policy", "not-ine
 static void init(void) {
   dp_resolve_hooks();
   const char *socket = getenv(DP_ENV_SOCKET);
-  enabled = socket != NULL && socket[0] != '\0' && strlen(socket) < sizeof socket_path;
+  enabled = socket != NULL && socket[0] != '\0' && strlen(socket) < sizeof socket_path && !dp_skipped_process();
   if (enabled) {
     strcpy(socket_path, socket);
     /* The stand-ins of remote directories live next to the socket (see doppel-wire.h). */
@@ -42,6 +42,11 @@ static void init(void) {
 }
 
 void dp_init(void) { pthread_once(&once, init); }
+
+int dp_active(void) {
+  dp_init();
+  return enabled;
+}
 
 __attribute__((constructor)) static void load(void) { dp_init(); }
 

@@ -8,6 +8,7 @@ import { mergeEnvironment } from '../../src/config/env-policy.ts';
 import { createFsPolicy } from '../../src/config/fs-policy.ts';
 import { resolveConfig } from '../../src/config/load.ts';
 import { createDnsPolicy, createOutgoingPolicy, createUnixStreamPolicy } from '../../src/config/network-policy.ts';
+import { BUILD_TOOLS, skippedProcesses } from '../../src/config/skip-processes.ts';
 import { parseTarget } from '../../src/config/target.ts';
 
 const made: string[] = [];
@@ -160,4 +161,14 @@ test('outgoing and DNS filters', async () => {
   assert.equal(createDnsPolicy(dns).decide('localhost'), 'local');
   assert.equal(createDnsPolicy({ ...dns, filter: { local: ['*.corp.example'] } }).decide('git.corp.example'), 'local');
   assert.equal(createDnsPolicy({ ...dns, enabled: false }).decide('redis.data'), 'local');
+});
+
+test('skip_processes and the build tools mirrord leaves alone', async () => {
+  const { config } = await load(dir());
+  assert.equal(config.skip_build_tools, true);
+  assert.deepEqual(skippedProcesses(config), BUILD_TOOLS);
+  assert.ok(BUILD_TOOLS.includes('cc') && BUILD_TOOLS.includes('git') && BUILD_TOOLS.includes('cargo'));
+  assert.deepEqual(skippedProcesses({ skip_processes: ['bash', 'cc'], skip_build_tools: false }), ['bash', 'cc']);
+  assert.deepEqual(skippedProcesses({ skip_processes: ['bash'], skip_build_tools: true }).slice(0, 2), ['bash', 'as']);
+  for (const bad of ['', 'a:b', '/bin/sh']) assert.throws(() => skippedProcesses({ skip_processes: [bad], skip_build_tools: false }), { code: 'E_CONFIG_INVALID' });
 });

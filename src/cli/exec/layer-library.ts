@@ -20,8 +20,9 @@ export function findLayer(): string {
 /**
  * `hostname`: the target's, for the layer's gethostname and uname (feature.hostname); absent keeps the local one.
  * `unixStreams`: some Unix socket paths are the target's, so the layer asks about AF_UNIX connects.
+ * `skipProcesses`: names of processes the layer leaves alone (skip_processes, build tools).
  */
-export function layerEnvironment(layer: string, socketPath: string, existingPreload: string | undefined, session: { hostname?: string; unixStreams?: boolean } = {}): Record<string, string> {
+export function layerEnvironment(layer: string, socketPath: string, existingPreload: string | undefined, session: { hostname?: string; unixStreams?: boolean; skipProcesses?: string[] } = {}): Record<string, string> {
   const preload = (existingPreload ?? '').split(/[: ]/).filter((entry) => entry !== '' && entry !== layer);
   return {
     LD_PRELOAD: [...preload, layer].join(':'),
@@ -30,5 +31,6 @@ export function layerEnvironment(layer: string, socketPath: string, existingPrel
     UV_USE_IO_URING: '0',
     ...(session.hostname === undefined ? {} : { DOPPEL_HOSTNAME: session.hostname }),
     ...(session.unixStreams ? { DOPPEL_UNIX_STREAMS: '1' } : {}),
+    ...(session.skipProcesses?.length ? { DOPPEL_SKIP_PROCESSES: session.skipProcesses.join(':') } : {}),
   };
 }

@@ -5,6 +5,7 @@ import { homedir, hostname, tmpdir, userInfo } from 'node:os';
 import process from 'node:process';
 import { mergeEnvironment } from '../../config/env-policy.ts';
 import { createFsPolicy } from '../../config/fs-policy.ts';
+import { skippedProcesses } from '../../config/skip-processes.ts';
 import { createDnsPolicy, createIncomingPolicy, createOutgoingPolicy, createUnixStreamPolicy } from '../../config/network-policy.ts';
 import type { ResolvedConfig } from '../../config/schema.ts';
 import { parseTarget } from '../../config/target.ts';
@@ -22,6 +23,9 @@ import { isStaticElf, whichSync } from './static-binary.ts';
 
 export async function runExec(command: string[], config: ResolvedConfig, progress: Progress): Promise<number> {
   const layer = findLayer();
+  // Bad lists fail before any agent starts.
+  const unixStreams = createUnixStreamPolicy(config.feature.network.outgoing.unix_streams);
+  const skipProcesses = skippedProcesses(config);
   const calls = tracing() ? createCallTracer() : undefined;
   const platform = await createPlatform(parseTarget(config.target.path), config);
   let session: Session | undefined;
@@ -45,7 +49,6 @@ export async function runExec(command: string[], config: ResolvedConfig, progres
       config.feature.fs.mode === 'local' ? [] : platform.remoteMounts(),
     ]);
     trace('environment fetched');
-    const unixStreams = createUnixStreamPolicy(config.feature.network.outgoing.unix_streams);
     proxy = await startProxy({
       agent,
       fs: createFsPolicy(config.feature.fs, { cwd, home: homedir(), tmpdir: tmpdir(), executable, targetMounts }),
@@ -63,7 +66,7 @@ export async function runExec(command: string[], config: ResolvedConfig, progres
 
     const env = {
       ...mergeEnvironment({ local: process.env, remote: remoteEnv, config: config.feature.env }),
-      ...layerEnvironment(layer, proxy.socketPath, process.env.LD_PRELOAD, { hostname, unixStreams: unixStreams.any }),
+      ...layerEnvironment(layer, proxy.socketPath, process.env.LD_PRELOAD, { hostname, unixStreams: unixStreams.any, skipProcesses }),
     };
     const program = runProgram(command, env, calls && (() => trace('program: first byte of output')));
     trace('program spawned');

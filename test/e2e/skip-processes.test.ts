@@ -1,0 +1,73 @@
+// skip_processes and skip_build_tools end to end: the layer stays inactive in the processes they name (their calls
+// are the developer machine's), while the children those processes start are served again.
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, afterEach, before, describe, test } from 'node:test';
+import { needsRoot } from '../support/root.ts';
+import { createWorld, type World } from '../world/world.ts';
+import { leftoversAfter } from './leftovers.ts';
+import { execIn, type Finished } from './run-doppel.ts';
+
+const gate = needsRoot('skip_processes against a process target');
+
+function ok(result: Finished): string {
+  assert.equal(result.status, 0, `doppel exited ${result.status}${result.signal ? ` (${result.signal})` : ''}\nstdout: ${result.stdout}\nstderr: ${result.stderr}`);
+  return result.stdout;
+}
+
+describe('skip_processes and build tools', gate, () => {
+  let world: World;
+  let dir: string;
+  const pid = () => world.target.pid;
+  const remoteFile = '/srv/app/data/a.txt';
+  const config = (name: string, content: object) => {
+    const path = join(dir, name);
+    writeFileSync(path, JSON.stringify(content));
+    return path;
+  };
+
+  before(async () => {
+    world = await createWorld();
+    dir = mkdtempSync(join(tmpdir(), `${world.name}-skip-`));
+  });
+  after(async () => {
+    await world?.destroy();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+  afterEach(async () => {
+    if (!world) return;
+    assert.deepEqual(await leftoversAfter(pid()), { agents: [], dirs: [] }, 'a session left an agent process or a socket directory behind');
+  });
+
+  test('a skipped shell sees the local files, and its cat child the target\'s', async () => {
+    const skipSh = config('skip-sh.json', { skip_processes: ['sh'] });
+    // The shell's own stat (a builtin test) against its child's read.
+    const script = `if [ -e ${remoteFile} ]; then echo sh-sees-it; else echo sh-does-not; fi; cat ${remoteFile}`;
+    assert.deepEqual(ok(await execIn(pid(), ['sh', '-c', script], { flags: ['-f', skipSh] })).split('\n'), ['sh-does-not', 'alpha', '']);
+    assert.deepEqual(ok(await execIn(pid(), ['sh', '-c', script])).split('\n'), ['sh-sees-it', 'alpha', '']);
+  });
+
+  test('python3 is skipped by its executable\'s name as well as the name it was started as', async () => {
+    const script = `import os; print(os.path.exists("${remoteFile}"))`;
+    assert.equal(ok(await execIn(pid(), ['python3', '-c', script], { flags: ['-f', config('skip-python.json', { skip_processes: ['python3'] })] })).trim(), 'False');
+    const exe = ok(await execIn(pid(), ['python3', '-c', 'import os, sys; sys.stdout.write(os.path.basename(os.path.realpath("/proc/self/exe")))']));
+    assert.equal(ok(await execIn(pid(), ['python3', '-c', script], { flags: ['-f', config('skip-exe.json', { skip_processes: [exe] })] })).trim(), 'False');
+    assert.equal(ok(await execIn(pid(), ['python3', '-c', script])).trim(), 'True');
+  });
+
+  test('build tools are left alone by default (the C compiler reads local files), and served with skip_build_tools: false', async () => {
+    const compile = ['cc', '-x', 'c', '-E', '-P', remoteFile];
+    const skipped = await execIn(pid(), compile);
+    assert.notEqual(skipped.status, 0, skipped.stdout);
+    assert.match(skipped.stderr, /No such file or directory/);
+    assert.equal(ok(await execIn(pid(), compile, { flags: ['-f', config('build-tools.json', { skip_build_tools: false })] })).trim(), 'alpha');
+  });
+
+  test('a name with a directory in skip_processes is one clear line', async () => {
+    const result = await execIn(pid(), ['true'], { flags: ['-f', config('bad-skip.json', { skip_processes: ['/bin/sh'] })] });
+    assert.notEqual(result.status, 0, result.stderr);
+    assert.match(result.stderr, /skip_processes: "\/bin\/sh" is not a process name/);
+  });
+});
