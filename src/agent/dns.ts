@@ -1,6 +1,6 @@
 // Name resolution as the target does it: its /etc/hosts, then its resolv.conf's nameservers, search list and ndots, queried from its network namespace.
 import { Resolver } from 'node:dns/promises';
-import { readFile } from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { RemoteError } from '../protocol/errors.ts';
 import type { Operations } from '../protocol/messages.ts';
@@ -63,12 +63,25 @@ export function hostsLookup(text: string, name: string, family: 0 | 4 | 6): Foun
 }
 
 export function createDns(root: string): (args: Lookup['args']) => Promise<Found> {
+  // Small files, read synchronously (see resolveInRoot): two trips through the thread pool per query are most of a
+  // lookup's time in the agent.
   const readTargetFile = async (path: string) => {
     try {
-      return await readFile((await resolveInRoot(root, path, true)).host, 'utf8');
+      return readFileSync((await resolveInRoot(root, path, true)).host, 'utf8');
     } catch {
       return '';
     }
+  };
+  // A resolver (a c-ares channel) per resolv.conf as it reads now: made again only when the file changes.
+  let cached: { text: string; conf: ResolvConf; resolver: Resolver } | undefined;
+  const resolverFor = (text: string) => {
+    if (cached?.text !== text) {
+      const conf = parseResolvConf(text);
+      const resolver = new Resolver({ timeout: conf.timeoutMs, tries: conf.attempts });
+      resolver.setServers(conf.nameservers);
+      cached = { text, conf, resolver };
+    }
+    return cached;
   };
   return async ({ name, family }) => {
     const literal = isIP(name);
@@ -76,9 +89,7 @@ export function createDns(root: string): (args: Lookup['args']) => Promise<Found
     // Read at every query: the target may change them, and they are small.
     const fromHosts = hostsLookup(await readTargetFile('/etc/hosts'), name, family);
     if (fromHosts) return fromHosts;
-    const conf = parseResolvConf(await readTargetFile('/etc/resolv.conf'));
-    const resolver = new Resolver({ timeout: conf.timeoutMs, tries: conf.attempts });
-    resolver.setServers(conf.nameservers);
+    const { conf, resolver } = resolverFor(await readTargetFile('/etc/resolv.conf'));
     let failure: string | undefined;
     for (const candidate of candidateNames(name, conf)) {
       const [v4, v6] = await Promise.all([

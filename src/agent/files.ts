@@ -1,6 +1,6 @@
 // File requests, served through /proc/PID/root with every symlink resolved by hand so nothing escapes that root.
-import { constants, type BigIntStats } from 'node:fs';
-import { access, lstat, open, readdir, readlink, type FileHandle } from 'node:fs/promises';
+import { closeSync, constants, createReadStream, fstatSync, lstatSync, openSync, readlinkSync, readSync, type BigIntStats } from 'node:fs';
+import { access, lstat, open, readdir, readlink } from 'node:fs/promises';
 import { pipeline } from 'node:stream/promises';
 import type { Connection } from '../protocol/connection.ts';
 import { RemoteError } from '../protocol/errors.ts';
@@ -13,6 +13,7 @@ const MAX_LINKS = 40;
 const OPEN_FLAGS = constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK;
 const S_IFMT = 0o170000;
 const S_IFDIR = 0o040000;
+const S_IFREG = 0o100000;
 
 export interface Files {
   stat(args: Operations['fs.stat']['args']): Promise<Stat>;
@@ -52,23 +53,37 @@ export function createFiles(root: string): Files {
     async fetch({ path, channel: id }, connection) {
       // Attached before the first await, so a reset from a client that gave up (its deadline) finds the channel.
       const channel = connection.attachChannel(id);
-      let handle: FileHandle | undefined;
+      // Opened and read synchronously where that is quick (see resolveInRoot): each trip through the thread pool
+      // would cost more than the read itself, and this is the call a program makes most.
+      let fd: number | undefined;
       let stat: Stat;
       try {
-        handle = await open((await resolve(path, true)).host, OPEN_FLAGS);
-        stat = toStat(await handle.stat({ bigint: true }));
+        fd = openSync((await resolve(path, true)).host, OPEN_FLAGS);
+        stat = toStat(fstatSync(fd, { bigint: true }));
       } catch (error) {
-        await handle?.close();
+        if (fd !== undefined) closeSync(fd);
         channel.end();
         throw error;
       }
       if ((stat.mode & S_IFMT) === S_IFDIR) {
-        await handle.close();
+        closeSync(fd);
         channel.end();
         return { stat };
       }
+      let start = 0;
+      if ((stat.mode & S_IFMT) === S_IFREG && stat.size < MAX_DATA_CHUNK) {
+        // A short read of a regular file is its end; one that fills the buffer means it grew, and the stream goes on.
+        const data = Buffer.allocUnsafe(stat.size + 1);
+        start = readSync(fd, data, 0, data.length, 0);
+        if (start < data.length) {
+          closeSync(fd);
+          channel.end(data.subarray(0, start));
+          return { stat };
+        }
+        channel.write(data);
+      }
       // Read to the end rather than to stat.size: /proc and sysfs files say 0. A failure resets the channel, which the client reports.
-      pipeline(handle.createReadStream({ highWaterMark: MAX_DATA_CHUNK }), channel).catch(() => undefined);
+      pipeline(createReadStream('', { fd, start, highWaterMark: MAX_DATA_CHUNK }), channel).catch(() => undefined);
       return { stat };
     },
     async readdir({ path }) {
@@ -119,7 +134,9 @@ export async function resolveInRoot(root: string, path: string, followLast: bool
     const last = pending.length === 0;
     let isLink = false;
     try {
-      isLink = (await lstat(candidate)).isSymbolicLink();
+      // Synchronous: a few µs each on the target's own filesystem, where a trip through libuv's thread pool costs
+      // tens and comes back behind whatever else the event loop has queued: one per path component, on every call.
+      isLink = lstatSync(candidate).isSymbolicLink();
     } catch (error) {
       if (last && (error as NodeJS.ErrnoException).code === 'ENOENT') {
         resolved.push(part);
@@ -129,7 +146,7 @@ export async function resolveInRoot(root: string, path: string, followLast: bool
     }
     if (isLink && (!last || followLast)) {
       if (++links > MAX_LINKS) throw new RemoteError('ELOOP', `too many levels of symbolic links: ${path}`);
-      const target = await readlink(candidate);
+      const target = readlinkSync(candidate);
       if (target.startsWith('/')) resolved.length = 0;
       pending.unshift(...target.split('/').filter((p) => p !== ''));
       continue;

@@ -1,7 +1,6 @@
 // Finds and parses the config file, lays environment variables and flags over it (flag > env > file > default), validates, resolves.
 // The parsers and the schema load only when needed (the YAML parser for a YAML file; the schema, about a third of the
 // CLI's start, for inputs not validated before): see the validated-config cache below.
-import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { extname, join, resolve as resolvePath } from 'node:path';
@@ -98,16 +97,20 @@ export async function resolveConfig(options: LoadOptions): Promise<{ config: Res
  */
 function validatedCache(layered: Raw, env: NodeJS.ProcessEnv): { read(): ResolvedConfig | undefined; write(config: ResolvedConfig): void } | undefined {
   const dir = join(env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'doppel', 'config');
-  let file: string;
+  let input: string;
   try {
-    file = join(dir, `${createHash('sha256').update(JSON.stringify([buildId(), layered])).digest('hex')}.json`);
+    input = JSON.stringify([buildId(), layered]);
   } catch {
     return undefined;
   }
+  // The file holds its input too, and is used only for exactly that input: a short hash names it (node:crypto alone
+  // would cost a tenth of the start this saves).
+  const file = join(dir, `${fnv1a(input, 0x811c9dc5)}${fnv1a(input, 0x050c5d1f)}.json`);
   return {
     read() {
       try {
-        return JSON.parse(readFileSync(file, 'utf8')) as ResolvedConfig;
+        const entry = JSON.parse(readFileSync(file, 'utf8')) as { input: string; config: ResolvedConfig };
+        return entry.input === input ? entry.config : undefined;
       } catch {
         return undefined;
       }
@@ -116,13 +119,20 @@ function validatedCache(layered: Raw, env: NodeJS.ProcessEnv): { read(): Resolve
       try {
         mkdirSync(dir, { recursive: true, mode: 0o700 });
         const partial = `${file}.${process.pid}`;
-        writeFileSync(partial, JSON.stringify(config));
+        writeFileSync(partial, JSON.stringify({ input, config }));
         renameSync(partial, file);
       } catch {
         // best effort
       }
     },
   };
+}
+
+/** 32-bit FNV-1a of the string's UTF-16 units, as 8 hex digits. */
+function fnv1a(text: string, seed: number): string {
+  let hash = seed;
+  for (let i = 0; i < text.length; i++) hash = Math.imul(hash ^ text.charCodeAt(i), 0x01000193);
+  return (hash >>> 0).toString(16).padStart(8, '0');
 }
 
 /** This build of the modules that decide a configuration: a rebuild (even of the same version) is a new build. */
