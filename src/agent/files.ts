@@ -74,7 +74,13 @@ export function createFiles(root: string): Files {
       if ((stat.mode & S_IFMT) === S_IFREG && stat.size < MAX_DATA_CHUNK) {
         // A short read of a regular file is its end; one that fills the buffer means it grew, and the stream goes on.
         const data = Buffer.allocUnsafe(stat.size + 1);
-        start = readSync(fd, data, 0, data.length, 0);
+        try {
+          start = readSync(fd, data, 0, data.length, 0);
+        } catch (error) {
+          closeSync(fd);
+          channel.end();
+          throw error;
+        }
         if (start < data.length) {
           closeSync(fd);
           channel.end(data.subarray(0, start));

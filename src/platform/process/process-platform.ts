@@ -70,7 +70,6 @@ interface AgentProcess {
   pid: number;
   /** Whether it may still be running: what killNow may signal. */
   running(): boolean;
-  session: string;
   stream: Duplex;
   /** Settles when the agent has exited (spawned) or its socket closed (reused), with what was seen. */
   exited: Promise<string>;
@@ -164,7 +163,7 @@ function startProcessAgent(options: ProcessAgentOptions, session: string, warm: 
   // While the agent's Node.js starts (longer than this takes): what dead sessions left goes before ours can be made.
   sweepChains(pid, warn);
   trace('dead sessions\' rules swept');
-  return processTransport(options, { pid: child.pid ?? 0, running, session, stream, exited, tail, removeChains }, warm, detach);
+  return processTransport(options, { pid: child.pid ?? 0, running, stream, exited, tail, removeChains }, warm, detach);
 }
 
 /** A warm agent that took this session: it is not our child, so its end is its socket's, and its log went with its first CLI. */
@@ -185,7 +184,7 @@ function reusedAgent(options: ProcessAgentOptions, reused: { socket: Socket; age
       resolve(isAlive(agentPid) ? 'closed its connection' : 'ended');
     });
   });
-  const transport = processTransport(options, { pid: agentPid, running: () => isAlive(agentPid), session, stream: socket, exited, tail, removeChains }, warm, () => socket.unref());
+  const transport = processTransport(options, { pid: agentPid, running: () => isAlive(agentPid), stream: socket, exited, tail, removeChains }, warm, () => socket.unref());
   // The sweep of dead sessions' rules waits for the end of this session: here nothing slower would hide it.
   const sweep = once(() => sweepChains(pid, warn));
   return { ...transport, stop: () => transport.stop().finally(sweep) };
