@@ -80,6 +80,9 @@ socklen_t dp_from_addr(const struct dp_addr *a, int family, struct sockaddr_stor
 /* Copies an address into a caller's (addr, len) out-parameters the way the kernel does: truncated, full length reported. */
 void dp_copy_out(const struct sockaddr_storage *src, socklen_t src_len, struct sockaddr *addr, socklen_t *len);
 
+/* A relayed connect: the program's socket connects to `via` (the proxy's) and getpeername/getsockname answer from
+ * info; forgotten again if the connect fails outright. */
+int dp_connect_via(int fd, const struct dp_fdinfo *info, const struct sockaddr *via, socklen_t via_len);
 /* connect() of an AF_UNIX socket: to a proxy socket relayed to the target's when its path is one of unix_streams. */
 int dp_unix_connect(int fd, const struct sockaddr *addr, socklen_t len);
 

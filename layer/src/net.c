@@ -90,19 +90,24 @@ int connect(int fd, const struct sockaddr *addr, socklen_t len) {
     struct dp_fdinfo info = {.has_peer = 1, .has_local = 1, .peer_len = len < sizeof info.peer ? len : sizeof info.peer};
     memcpy(&info.peer, addr, info.peer_len);
     info.local_len = dp_from_addr(&resp.local, addr->sa_family, &info.local);
-    dp_fd_set(fd, &info);
-    /* On a non-blocking socket this may say EINPROGRESS, as the program expects. */
-    r = real_connect(fd, (struct sockaddr *)&via, via_len);
-    if (r < 0 && errno != EINPROGRESS) {
-      int saved = errno;
-      dp_fd_forget(fd);
-      errno = saved;
-    }
+    r = dp_connect_via(fd, &info, (struct sockaddr *)&via, via_len);
   }
   int saved = errno;
   dp_free(reply);
   dp_leave();
   errno = saved;
+  return r;
+}
+
+int dp_connect_via(int fd, const struct dp_fdinfo *info, const struct sockaddr *via, socklen_t via_len) {
+  dp_fd_set(fd, info);
+  /* On a non-blocking socket this may say EINPROGRESS, as the program expects. */
+  int r = real_connect(fd, via, via_len);
+  if (r < 0 && errno != EINPROGRESS) {
+    int saved = errno;
+    dp_fd_forget(fd);
+    errno = saved;
+  }
   return r;
 }
 

@@ -42,13 +42,7 @@ int dp_unix_connect(int fd, const struct sockaddr *addr, socklen_t len) {
     memcpy(via.sun_path, reply, reply_len);
     struct dp_fdinfo info = {.has_peer = 1, .peer_len = len};
     memcpy(&info.peer, addr, len);
-    dp_fd_set(fd, &info);
-    r = real_connect(fd, (struct sockaddr *)&via, (socklen_t)(offset + reply_len));
-    if (r < 0 && errno != EINPROGRESS) {
-      int saved = errno;
-      dp_fd_forget(fd);
-      errno = saved;
-    }
+    r = dp_connect_via(fd, &info, (struct sockaddr *)&via, (socklen_t)(offset + reply_len));
   }
   int saved = errno;
   dp_free(reply);

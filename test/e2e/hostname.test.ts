@@ -7,14 +7,9 @@ import { after, afterEach, before, describe, test } from 'node:test';
 import { needsRoot } from '../support/root.ts';
 import { createWorld, type World } from '../world/world.ts';
 import { leftoversAfter } from './leftovers.ts';
-import { execIn, type Finished } from './run-doppel.ts';
+import { execIn, ok } from './run-doppel.ts';
 
 const gate = needsRoot('feature.hostname against a process target');
-
-function ok(result: Finished): string {
-  assert.equal(result.status, 0, `doppel exited ${result.status}${result.signal ? ` (${result.signal})` : ''}\nstdout: ${result.stdout}\nstderr: ${result.stderr}`);
-  return result.stdout;
-}
 
 /** One line per way of asking: hostname(1), uname -n, python's gethostname and platform.node, node's os.hostname, and a child whose environment was emptied. */
 const askAll = [

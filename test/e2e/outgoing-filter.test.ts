@@ -12,14 +12,9 @@ import { needsRoot } from '../support/root.ts';
 import { startPostgres, type Postgres } from '../world/postgres.ts';
 import { createWorld, type World } from '../world/world.ts';
 import { leftoversAfter } from './leftovers.ts';
-import { execIn, type Finished } from './run-doppel.ts';
+import { execIn, ok } from './run-doppel.ts';
 
 const gate = needsRoot('outgoing filters by host name against a process target');
-
-function ok(result: Finished): string {
-  assert.equal(result.status, 0, `doppel exited ${result.status}${result.signal ? ` (${result.signal})` : ''}\nstdout: ${result.stdout}\nstderr: ${result.stderr}`);
-  return result.stdout;
-}
 
 describe('outgoing filters by host name', gate, () => {
   let world: World;

@@ -1,4 +1,5 @@
 // Runs the real doppel CLI (bin/doppel, the built dist/) the way a user does, and collects what it printed.
+import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 
@@ -58,4 +59,10 @@ export function runDoppel(args: string[], options: RunOptions = {}): Promise<Fin
 /** `doppel exec --target process/PID -q -- COMMAND...` */
 export function execIn(pid: number, command: string[], options: RunOptions & { flags?: string[] } = {}): Promise<Finished> {
   return runDoppel(['exec', '--target', `process/${pid}`, '-q', ...(options.flags ?? []), '--', ...command], options);
+}
+
+/** The stdout of a run that must have succeeded; a failure shows its status and both streams. */
+export function ok(result: Finished): string {
+  assert.equal(result.status, 0, `doppel exited ${result.status}${result.signal ? ` (${result.signal})` : ''}\nstdout: ${result.stdout}\nstderr: ${result.stderr}`);
+  return result.stdout;
 }
