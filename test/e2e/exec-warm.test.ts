@@ -11,7 +11,7 @@ import { setTimeout as delay } from 'node:timers/promises';
 import { needsRoot } from '../support/root.ts';
 import { createWorld, type World } from '../world/world.ts';
 import { agentProcesses, leftoversAfter } from './leftovers.ts';
-import { execIn, runDoppel, startDoppel, type Finished } from './run-doppel.ts';
+import { execIn, ok, runDoppel, startDoppel } from './run-doppel.ts';
 
 const gate = needsRoot('warm agents of process targets');
 const warmDir = join(tmpdir(), 'doppel-warm');
@@ -19,11 +19,6 @@ const warmDir = join(tmpdir(), 'doppel-warm');
 /** The warm agents' socket files of target `pid`. */
 const warmSockets = (pid: number) => (existsSync(warmDir) ? readdirSync(warmDir).filter((entry) => entry.startsWith(`${pid}-`)) : []);
 const agentPids = (pid: number) => agentProcesses(pid).map((line) => Number(line.split(' ')[0]));
-
-function ok(result: Finished): string {
-  assert.equal(result.status, 0, `doppel exited ${result.status}\nstdout: ${result.stdout}\nstderr: ${result.stderr}`);
-  return result.stdout;
-}
 
 async function until<T>(what: string, probe: () => T | undefined, ms = 10_000): Promise<T> {
   const deadline = Date.now() + ms;

@@ -10,13 +10,8 @@ import { after, afterEach, before, describe, test } from 'node:test';
 import { needsRoot } from '../support/root.ts';
 import { createWorld, type World } from '../world/world.ts';
 import { leftoversAfter } from './leftovers.ts';
-import { execIn, type Finished } from './run-doppel.ts';
+import { execIn, ok } from './run-doppel.ts';
 import { inTarget, targetTree } from './target-files.ts';
-
-function ok(result: Finished): string {
-  assert.equal(result.status, 0, `doppel exited ${result.status}\nstdout: ${result.stdout}\nstderr: ${result.stderr}`);
-  return result.stdout;
-}
 
 /** Waits until `pid` runs as `uid` (setpriv has exec'd). */
 async function waitForUser(pid: number, uid: number): Promise<void> {

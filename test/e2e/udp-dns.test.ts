@@ -8,12 +8,7 @@ import { after, afterEach, before, describe, test } from 'node:test';
 import { needsRoot } from '../support/root.ts';
 import { createWorld, type World } from '../world/world.ts';
 import { leftoversAfter } from './leftovers.ts';
-import { execIn, type Finished } from './run-doppel.ts';
-
-function ok(result: Finished): string {
-  assert.equal(result.status, 0, `doppel exited ${result.status}${result.signal ? ` (${result.signal})` : ''}\nstdout: ${result.stdout}\nstderr: ${result.stderr}`);
-  return result.stdout;
-}
+import { execIn, ok } from './run-doppel.ts';
 
 describe('UDP and DNS over UDP through the target', needsRoot('doppel exec against a process target'), () => {
   let world: World;
