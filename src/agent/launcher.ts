@@ -22,6 +22,8 @@ interface Settings {
   deadlineMs: number;
   logLevel: string;
   token: string;
+  /** The CLI's --trace: each agent times its answers for the CLI's call lines. */
+  trace: boolean;
 }
 
 function readSettings(): Settings {
@@ -33,6 +35,7 @@ function readSettings(): Settings {
       'startup-timeout': { type: 'string', default: '60' },
       deadline: { type: 'string', default: '86400' },
       'log-level': { type: 'string', default: 'info' },
+      trace: { type: 'boolean', default: false },
     },
   });
   const token = process.env.DOPPEL_AGENT_TOKEN ?? '';
@@ -52,6 +55,7 @@ function readSettings(): Settings {
     deadlineMs: seconds('deadline', values.deadline),
     logLevel: values['log-level']!,
     token,
+    trace: values.trace!,
   };
 }
 
@@ -186,7 +190,7 @@ function inTargetNetwork(pid: number): boolean {
 function startAgent(pid: number, settings: Settings, session: string, socket: Socket, log: Log): ChildProcess {
   // Entering needs CAP_SYS_ADMIN, which an agent already in the namespace can do without.
   const enter = inTargetNetwork(pid) ? [] : ['nsenter', `--net=/proc/${pid}/ns/net`, '--'];
-  const argv = [...enter, process.execPath, ...AGENT_NODE_FLAGS, agentMain, '--pid', String(pid), '--fd', '3', '--session', session, '--log-level', settings.logLevel];
+  const argv = [...enter, process.execPath, ...AGENT_NODE_FLAGS, agentMain, '--pid', String(pid), '--fd', '3', '--session', session, '--log-level', settings.logLevel, ...(settings.trace ? ['--trace'] : [])];
   const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'inherit', 'inherit', socket] });
   child.once('error', (error) => log.error(`could not start the agent: ${error.message}`));
   socket.write(AUTH_OK, () => socket.destroy());

@@ -4,6 +4,7 @@ import type { V1Capabilities, V1Container, V1Job, V1PodSpec } from '@kubernetes/
 import { hostname } from 'node:os';
 import process from 'node:process';
 import type { ResolvedConfig } from '../../config/schema.ts';
+import { tracing } from '../../trace.ts';
 
 /** The port the launcher listens on, on its own pod's loopback. */
 export const AGENT_PORT = 7473;
@@ -53,6 +54,7 @@ export function agentContainer(plan: AgentContainerPlan): V1Container {
   const { agent, target } = plan;
   const args = ['--port', String(plan.port), '--ttl', String(agent.ttl), '--startup-timeout', String(agent.startup_timeout), '--deadline', String(plan.deadlineSeconds), '--log-level', agent.log_level];
   if (target) args.push('--container-id', target.containerId);
+  if (tracing()) args.push('--trace');
   return {
     name: plan.name,
     image: agent.image,

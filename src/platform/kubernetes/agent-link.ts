@@ -3,6 +3,7 @@
 import type { Duplex } from 'node:stream';
 import { DoppelError } from '../../errors.ts';
 import { AUTH_DENIED, AUTH_OK, authLine } from '../../protocol/auth-preface.ts';
+import { trace } from '../../trace.ts';
 import { AGENT_PORT } from './agent-job.ts';
 import type { KubeContext } from './kube-context.ts';
 import { openPortForward, type ForwardedStream } from './port-forward.ts';
@@ -15,8 +16,12 @@ export async function linkToAgent(kube: KubeContext, namespace: string, pod: str
     signal?.throwIfAborted();
     let forward: ForwardedStream | undefined;
     try {
+      const opening = performance.now();
       forward = await kube.call({ verb: 'create', resource: 'pods/portforward', namespace, name: pod }, () => openPortForward(kube.config, namespace, pod, port));
+      const open = performance.now();
       await admitted(forward.stream, token);
+      trace(`kubernetes: port-forward to ${pod}:${port} opened in ${(open - opening).toFixed(1)} ms, try ${attempt}`, open);
+      trace(`kubernetes: the agent's launcher in ${pod} admitted the session`);
       return forward;
     } catch (error) {
       forward?.stream.destroy();

@@ -4,6 +4,7 @@
 import { randomBytes } from 'node:crypto';
 import type { ResolvedConfig } from '../../config/schema.ts';
 import type { Target } from '../../config/target.ts';
+import { trace } from '../../trace.ts';
 import type { AgentTransport } from '../agent-transport.ts';
 import type { Platform, ReplicaEvents, StepReporter } from '../platform.ts';
 import { runEphemeralAgent } from './agent-ephemeral.ts';
@@ -23,6 +24,7 @@ const DEADLINE_SECONDS = 24 * 3600;
 
 export async function createKubernetesPlatform(target: Exclude<Target, { kind: 'process' | 'container' }>, config: ResolvedConfig): Promise<Platform> {
   const kube = await loadKubeContext({ kubeconfig: config.kubeconfig, context: config.kube_context, namespace: config.target.namespace });
+  trace(`kubernetes: kubeconfig loaded (API server ${kube.server}, namespace ${kube.namespace})`);
   const sessionId = randomBytes(4).toString('hex');
   const token = randomBytes(24).toString('base64url');
   const agentNamespace = config.agent.namespace ?? kube.namespace;
@@ -84,6 +86,7 @@ export async function createKubernetesPlatform(target: Exclude<Target, { kind: '
       }
       const found = await progress.step(`resolving ${description}`, () => resolveTarget(kube, target));
       resolved = found;
+      trace(`kubernetes: ${description} resolved: ready pods ${found.pods.map((pod) => pod.name).join(', ')}`);
       const pods = oneReplica ? found.pods.slice(0, 1) : found.pods;
       const nodes = [...new Set(pods.map((pod) => pod.nodeName))].join(', ');
       return progress.step(`starting ${pods.length === 1 ? 'the agent' : `${pods.length} agents`} ${where} ${pods.map((p) => p.name).join(', ')} on ${nodes} (image ${config.agent.image})`, async (status) => {
@@ -146,6 +149,7 @@ async function runJobAgent(kube: KubeContext, run: JobAgentRun): Promise<AgentTr
   const job = `doppel-agent-${run.sessionId}-${randomBytes(3).toString('hex')}`;
   const spec = agentJob({ ...run, name: job });
   await kube.call({ verb: 'create', resource: 'jobs.batch', namespace }, () => kube.batch.createNamespacedJob({ namespace, body: spec }));
+  trace(`kubernetes: agent Job ${job} created`);
   const calledOff = new AbortController();
   const callOff = () => calledOff.abort();
   run.cancelled.addEventListener('abort', callOff, { once: true });
@@ -161,6 +165,7 @@ async function runJobAgent(kube: KubeContext, run: JobAgentRun): Promise<AgentTr
     // listens: linking starts once the pod has a node, and retries until the launcher answers.
     let placed: (pod: string) => void = () => {};
     const onNode = new Promise<string>((resolve) => (placed = resolve));
+    void onNode.then((pod) => trace(`kubernetes: agent pod ${pod} placed on its node`));
     const running = waitForAgentPod(kube, namespace, job, startupMs, run.report, { placed, signal: calledOff.signal });
     const linked = onNode.then((pod) => linkToAgent(kube, namespace, pod, run.token, startupMs, AGENT_PORT, calledOff.signal));
     const link = await Promise.race([linked, running.then(() => linked)]);
