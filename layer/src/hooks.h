@@ -76,6 +76,14 @@ struct statx;
   X(eaccess, int, (const char *, int), 0) \
   X(readlink, ssize_t, (const char *, char *, size_t), 1) \
   X(readlinkat, ssize_t, (int, const char *, char *, size_t), 1) \
+  X(getxattr, ssize_t, (const char *, const char *, void *, size_t), 0) \
+  X(lgetxattr, ssize_t, (const char *, const char *, void *, size_t), 0) \
+  X(listxattr, ssize_t, (const char *, char *, size_t), 0) \
+  X(llistxattr, ssize_t, (const char *, char *, size_t), 0) \
+  X(setxattr, int, (const char *, const char *, const void *, size_t, int), 0) \
+  X(lsetxattr, int, (const char *, const char *, const void *, size_t, int), 0) \
+  X(removexattr, int, (const char *, const char *), 0) \
+  X(lremovexattr, int, (const char *, const char *), 0) \
   X(realpath, char *, (const char *, char *), 1) \
   X(__realpath_chk, char *, (const char *, char *, size_t), 0) \
   X(canonicalize_file_name, char *, (const char *), 0) \

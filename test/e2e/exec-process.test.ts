@@ -92,6 +92,24 @@ sys.stdout.write(json.dumps([open(p).read(), os.stat(p).st_size, sorted(os.listd
       assert.deepEqual(JSON.parse(ok(await execIn(pid(), ['python3', '-c', script]))), [content, Buffer.byteLength(content), world.target.dir.entries, false]);
     });
 
+    test('ls -la lists remote files quietly: their extended attributes are ENOTSUP (a missing one ENOENT), local ones stay local', async () => {
+      const listed = await execIn(pid(), ['ls', '-la', world.target.dir.path]);
+      assert.equal(listed.stderr, '');
+      assert.equal(listed.status, 0);
+      for (const entry of world.target.dir.entries) assert.match(listed.stdout, new RegExp(` ${entry}\n`));
+      const script = `import errno, json, os, sys
+def code(call):
+    try:
+        call()
+        return "ok"
+    except OSError as e:
+        return errno.errorcode[e.errno]
+p = ${JSON.stringify(settings)}
+sys.stdout.write(json.dumps([code(lambda: os.getxattr(p, "user.x")), code(lambda: os.getxattr(p, "user.x", follow_symlinks=False)), code(lambda: os.listxattr(p)),
+  code(lambda: os.setxattr(p, "user.x", b"1")), code(lambda: os.removexattr(p, "user.x")), code(lambda: os.listxattr("/srv/app/nope")), code(lambda: os.listxattr("package.json"))]))`;
+      assert.deepEqual(JSON.parse(ok(await execIn(pid(), ['python3', '-c', script]))), ['ENOTSUP', 'ENOTSUP', 'ENOTSUP', 'ENOTSUP', 'ENOTSUP', 'ENOENT', 'ok']);
+    });
+
     test('a missing remote file is ENOENT, and local paths stay local', async () => {
       const result = await execIn(pid(), ['cat', '/srv/app/missing']);
       assert.notEqual(result.status, 0);

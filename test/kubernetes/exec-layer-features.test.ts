@@ -129,6 +129,14 @@ describe('the layer\'s features on a Kubernetes target, from a machine that reac
     assert.ok(!existsSync('/data'), 'mode read made /data on this machine');
   });
 
+  test('ls -la lists the ConfigMap-mounted directory as the pod has it, with no error for any entry', async () => {
+    const result = await exec(['ls', '-la', '/etc/app']);
+    assert.equal(result.stderr, '');
+    const dataLink = (await inPod('readlink /etc/app/..data')).trim();
+    const links = ok(result).split('\n').filter((line) => line.includes(' -> ')).map((line) => line.slice(line.lastIndexOf(' ', line.indexOf(' -> ') - 1) + 1));
+    assert.deepEqual(links, [`..data -> ${dataLink}`, 'a.txt -> ..data/a.txt', 'b.json -> ..data/b.json']);
+  });
+
   test('hostname, uname -n, python3 and node os.hostname() say the pod\'s name', async () => {
     assert.equal((await inPod('hostname')).trim(), pod);
     const out = ok(await exec(['sh', '-c', "hostname; uname -n; python3 -c 'import socket; print(socket.gethostname())'; node -p 'require(\"os\").hostname()'"]));
