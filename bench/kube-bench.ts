@@ -162,6 +162,8 @@ try {
     file4KiBOpenReadClose: await loop('file-loop.mjs', [fixture.filePath, String(loops)]),
     dnsLookup: await loop('dns-loop.mjs', [service.name, String(loops)]),
     tcpConnectHttpRoundTrip: await loop('http-loop.mjs', [service.name, String(service.port), '/message.txt', String(loops)]),
+    udpRoundTrip: await loop('udp-loop.mjs', [fixture.udpEcho.address, String(fixture.udpEcho.port), String(loops)]),
+    dnsResolve4OverUdp: await loop('resolve-loop.mjs', [fixture.serviceFqdn, String(loops)]),
   };
 
   const results = {

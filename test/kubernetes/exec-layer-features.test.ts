@@ -82,11 +82,11 @@ describe('the layer\'s features on a Kubernetes target, from a machine that reac
     assert.notEqual(curl.status, 0, curl.stdout);
   });
 
-  test('dig and node dns.resolve4 get CoreDNS\'s answers for a Service\'s short name and FQDN through the pod\'s resolver', async () => {
+  test('dig (over UDP and TCP) and node dns.resolve4 get CoreDNS\'s answers for a Service\'s short name and FQDN through the pod\'s resolver', async () => {
     const orders = await clusterIP('orders');
-    const out = ok(await exec(['sh', '-c', `dig +short ${fqdn('orders')}; dig +short +search orders; dig +short +search echo; cat /etc/resolv.conf`]));
-    const [fullName, shortName, echo, ...resolvConf] = out.trim().split('\n');
-    assert.deepEqual([fullName, shortName, echo], [orders, orders, await clusterIP('echo')]);
+    const out = ok(await exec(['sh', '-c', `dig +short ${fqdn('orders')}; dig +short +search orders; dig +short +search echo; dig +short +tcp ${fqdn('orders')}; cat /etc/resolv.conf`]));
+    const [fullName, shortName, echo, overTcp, ...resolvConf] = out.trim().split('\n');
+    assert.deepEqual([fullName, shortName, echo, overTcp], [orders, orders, await clusterIP('echo'), orders]);
     assert.ok(resolvConf.includes(`nameserver ${network.clusterDNSIP}`), out);
     const program = `
       const dns = require('dns').promises;
