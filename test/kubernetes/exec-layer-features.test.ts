@@ -1,12 +1,14 @@
 // The layer's features on a real Kubernetes target, run the way a user runs them: bin/doppel exec --target
 // deployment/web from a developer machine (a network namespace) that reaches the cluster's API server and nothing else
 // of it, so every DNS answer, datagram and connection that works went through the pod. DNS over UDP to CoreDNS, a
-// UDP Service, write mode on the pod's emptyDir and root filesystem, the pod's hostname, an outgoing filter by host
-// name, --trace; no agent Job or pod and no rule stays behind.
+// UDP Service, write mode on the pod's emptyDir and root filesystem, a ConfigMap directory listed (ls, find, Java), the
+// pod's hostname, an outgoing filter by host name, --trace; no agent Job or pod and no rule stays behind.
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { after, afterEach, before, describe, test } from 'node:test';
 import { defaultAgentImage } from '../../src/platform/kubernetes/agent-image.ts';
 import { runDoppel, type Finished } from '../e2e/run-doppel.ts';
@@ -129,12 +131,24 @@ describe('the layer\'s features on a Kubernetes target, from a machine that reac
     assert.ok(!existsSync('/data'), 'mode read made /data on this machine');
   });
 
-  test('ls -la lists the ConfigMap-mounted directory as the pod has it, with no error for any entry', async () => {
+  test('ls -la, find and a Java program (Files.list) list the ConfigMap-mounted directory as the pod has it', async () => {
     const result = await exec(['ls', '-la', '/etc/app']);
     assert.equal(result.stderr, '');
     const dataLink = (await inPod('readlink /etc/app/..data')).trim();
     const links = ok(result).split('\n').filter((line) => line.includes(' -> ')).map((line) => line.slice(line.lastIndexOf(' ', line.indexOf(' -> ') - 1) + 1));
     assert.deepEqual(links, [`..data -> ${dataLink}`, 'a.txt -> ..data/a.txt', 'b.json -> ..data/b.json']);
+    const find = 'find /etc/app | sort; find /etc/app -type f | sort';
+    assert.equal(ok(await exec(['sh', '-c', find])), await inPod(find));
+
+    const classes = mkdtempSync(path.join(tmpdir(), 'doppel-k8s-java-'));
+    try {
+      execFileSync('javac', ['-d', classes, fileURLToPath(new URL('../e2e/fixtures/RemoteWorld.java', import.meta.url))]);
+      const java = await exec(['java', '-cp', classes, 'RemoteWorld', '/etc/app/a.txt', '/etc/app', 'orders', 'http://orders/message.txt']);
+      const entries = (await inPod('ls -A /etc/app')).trim().split('\n').sort();
+      assert.equal(ok(java), `alpha\n${entries.join(',')}\n${await clusterIP('orders')}\n200 ${appImageBody}\n`);
+    } finally {
+      rmSync(classes, { recursive: true, force: true });
+    }
   });
 
   test('hostname, uname -n, python3 and node os.hostname() say the pod\'s name', async () => {
