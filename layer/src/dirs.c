@@ -1,5 +1,5 @@
 /* Directory hooks: a remote directory opens as its local stand-in (see DP_STANDIN_DIR in doppel-wire.h), which libc
- * and the kernel then list as any directory; opendir and scandir only swap the path, closedir forgets. */
+ * and the kernel then list as any directory; opendir, scandir and chdir only swap the path, closedir forgets. */
 #define _GNU_SOURCE
 #include "layer.h"
 #include <errno.h>
@@ -49,6 +49,21 @@ DIR *opendir(const char *path) {
   dp_leave();
   errno = saved;
   return result;
+}
+
+/* cd into a remote directory goes to its stand-in, as fchdir of an opened one does: relative paths then map back to
+ * the remote directory (mkdir -p and rm -r chdir into each level they make or walk). */
+int chdir(const char *path) {
+  dp_init();
+  if (!dp_enter()) return real_chdir(path);
+  char dir[PATH_MAX];
+  struct dp_stat remote;
+  int r = dir_path(path, dir, &remote);
+  if (r >= 0) r = real_chdir(dir);
+  int saved = errno;
+  dp_leave();
+  errno = saved;
+  return r;
 }
 
 /* libc closes a DIR's descriptor itself, out of reach of the close hook (write.c does the same for fclose). */

@@ -88,6 +88,7 @@ struct statx;
   X(__realpath_chk, char *, (const char *, char *, size_t), 0) \
   X(canonicalize_file_name, char *, (const char *), 0) \
   X(opendir, DIR *, (const char *), 1) \
+  X(chdir, int, (const char *), 1) \
   X(closedir, int, (DIR *), 1) \
   X(scandir, int, (const char *, struct dirent ***, int (*)(const struct dirent *), int (*)(const struct dirent **, const struct dirent **)), 1) \
   X(scandir64, int, (const char *, struct dirent64 ***, int (*)(const struct dirent64 *), int (*)(const struct dirent64 **, const struct dirent64 **)), 1) \

@@ -62,7 +62,9 @@ export function createFileWrites(root: string, credentials: () => Promise<Creden
   }
   /** Creating or removing an entry needs write and search on its directory. */
   async function allowInParent(host: string, path: string): Promise<void> {
-    const parent = await lstat(dirname(host), { bigint: true });
+    // An entry of the target's / has the root for parent: `/proc/PID/root` is a link, so lstat must see the directory behind it.
+    const parentHost = dirname(host);
+    const parent = await lstat(parentHost === root.replace(/\/+$/, '') ? `${parentHost}/` : parentHost, { bigint: true });
     if ((Number(parent.mode) & S_IFMT) !== S_IFDIR) throw new RemoteError('ENOTDIR', `not a directory: ${dirname(path)}`);
     await allow(parent, W | X, dirname(path));
   }

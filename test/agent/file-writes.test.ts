@@ -92,6 +92,22 @@ test('errors come from the target: EEXIST, ENOENT, EISDIR, ENOTEMPTY', async () 
   assert.equal(readFileSync(join(dir, 'etc/passwd'), 'utf8'), 'target passwd\n');
 });
 
+test('entries right under / are made, written, renamed and removed when the root is a link, as /proc/PID/root is', async () => {
+  const { outside, root: dir } = makeTarget();
+  symlinkSync(dir, join(outside, 'root-link'));
+  const client = await connect(join(outside, 'root-link'), root);
+  await client.mkdir('/data', 0o755);
+  await assert.rejects(client.mkdir('/data', 0o755), { code: 'EEXIST' }, 'mkdir -p goes on past an existing directory only on EEXIST');
+  await client.openForWrite('/top.txt', O_WRONLY | O_CREAT | O_TRUNC, 0o644);
+  await client.writeBack('/top.txt', Buffer.from('top\n'), 0, false);
+  await client.rename('/top.txt', '/data/top.txt', false);
+  await client.rename('/data/top.txt', '/moved.txt', false);
+  assert.equal(readFileSync(join(dir, 'moved.txt'), 'utf8'), 'top\n');
+  await client.unlink('/moved.txt');
+  await client.rmdir('/data');
+  assert.deepEqual([existsSync(join(dir, 'data')), existsSync(join(dir, 'moved.txt'))], [false, false]);
+});
+
 test('writes, renames, mkdir and chmod through .. and escaping symlinks stay inside the root', async () => {
   const { outside, root: dir } = makeTarget();
   const client = await connect(dir, root);

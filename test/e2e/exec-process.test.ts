@@ -110,6 +110,25 @@ sys.stdout.write(json.dumps([code(lambda: os.getxattr(p, "user.x")), code(lambda
       assert.deepEqual(JSON.parse(ok(await execIn(pid(), ['python3', '-c', script]))), ['ENOTSUP', 'ENOTSUP', 'ENOTSUP', 'ENOTSUP', 'ENOTSUP', 'ENOENT', 'ok']);
     });
 
+    test('cd into a remote directory (sh, python3 os.chdir): relative paths then name its files; a remote file or a missing one is refused', async () => {
+      const { path: dir, entries } = world.target.dir;
+      const [first] = entries;
+      assert.equal(ok(await execIn(pid(), ['sh', '-c', `cd ${dir} && cat ${first} && ls`])), `${world.target.files[`${dir}/${first}`]}${entries.join('\n')}\n`);
+      const script = `import errno, json, os, sys
+def code(call):
+    try:
+        call()
+        return "ok"
+    except OSError as e:
+        return errno.errorcode[e.errno]
+os.chdir(${JSON.stringify(dir)})
+seen = [sorted(os.listdir(".")), open(${JSON.stringify(first)}).read(), code(lambda: os.chdir(${JSON.stringify(settings)})), code(lambda: os.chdir("/srv/app/nope"))]
+os.chdir("..")
+seen.append(os.path.isdir("data"))
+sys.stdout.write(json.dumps(seen))`;
+      assert.deepEqual(JSON.parse(ok(await execIn(pid(), ['python3', '-c', script]))), [entries, world.target.files[`${dir}/${first}`], 'ENOTDIR', 'ENOENT', true]);
+    });
+
     test('a missing remote file is ENOENT, and local paths stay local', async () => {
       const result = await execIn(pid(), ['cat', '/srv/app/missing']);
       assert.notEqual(result.status, 0);

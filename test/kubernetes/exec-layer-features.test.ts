@@ -111,17 +111,18 @@ describe('the layer\'s features on a Kubernetes target, from a machine that reac
     assert.equal(ok(await exec(['node', '-e', node])), `node@${podIP} ${echoIP} 7007\n`);
   });
 
-  test('write mode changes the pod\'s emptyDir and root filesystem; mode read leaves the pod untouched', async () => {
+  test('write mode changes the pod\'s emptyDir and root filesystem (mkdir -p and rm -r too); mode read leaves the pod untouched', async () => {
     const shell = [
       'echo x > /data/out', 'echo y >> /data/out', 'mkdir /data/sub', 'mv /data/out /data/sub/moved', 'chmod 600 /data/sub/moved',
       'echo gone > /data/gone', 'rm /data/gone', 'mkdir /data/empty', 'rmdir /data/empty', 'echo root-fs > /app/written.txt',
+      'mkdir -p /data/p/q/r', 'echo t > /data/p/q/r/t', 'mkdir -p /data/tree/x', 'echo t > /data/tree/x/t', 'rm -r /data/tree',
     ].join(' && ');
     ok(await exec(['sh', '-c', shell], ['--fs-mode', 'write']));
     const python = 'import os\nwith open("/data/py.txt", "w") as f:\n    f.write("from python\\n")\nos.rename("/data/py.txt", "/data/sub/py.txt")\nos.mkdir("/data/pydir")';
     ok(await exec(['python3', '-c', python], ['--fs-mode', 'write']));
     ok(await exec(['node', '-e', "require('fs').writeFileSync('/data/node.txt', 'from node\\n'); require('fs').appendFileSync('/data/node.txt', 'appended\\n')"], ['--fs-mode', 'write']));
     const tree = "cd /data && find . | sort && stat -c '%a %n' sub/moved && cat sub/moved sub/py.txt node.txt /app/written.txt";
-    const expected = ['.', './node.txt', './pydir', './sub', './sub/moved', './sub/py.txt', '600 sub/moved', 'x', 'y', 'from python', 'from node', 'appended', 'root-fs', ''].join('\n');
+    const expected = ['.', './node.txt', './p', './p/q', './p/q/r', './p/q/r/t', './pydir', './sub', './sub/moved', './sub/py.txt', '600 sub/moved', 'x', 'y', 'from python', 'from node', 'appended', 'root-fs', ''].join('\n');
     assert.equal(await inPod(tree), expected);
 
     // Mode read (the default): writes stay on this machine, where /data does not exist; the pod keeps what it had.

@@ -28,6 +28,7 @@ describe('the layer under AddressSanitizer', needsRoot('the sanitizer run'), () 
     ['python3 (connect, getpeername)', ['python3', '-c', 'import socket,sys; s=socket.create_connection(("api",8080)); s.sendall(b"GET / HTTP/1.0\\r\\n\\r\\n"); d=s.recv(4096); print(s.getpeername()[0]); sys.stdout.write(d.split(b"\\r\\n\\r\\n",1)[1].decode())'], (w) => `${w.services.http.address}\n${w.services.http.body}`],
     ['hostname and uname -n (gethostname, uname)', ['sh', '-c', 'hostname; uname -n'], (w) => `${w.target.hostname}\n${w.target.hostname}\n`],
     ['dig (DNS over UDP to the target\'s resolver)', ['dig', '+short', '+search', 'echo'], (w) => `${w.services.udpEcho.address}\n`],
+    ['cd (chdir into a remote directory)', ['sh', '-c', 'cd /srv/app/data && ls'], (w) => `${w.target.dir.entries.join('\n')}\n`],
     ['ls -la (getxattr, lgetxattr of remote files)', ['sh', '-c', 'ls -la /srv/app/data >/dev/null && echo listed'], () => 'listed\n'],
     ['readlink and realpath', ['sh', '-c', 'readlink /srv/app/current; realpath /srv/app/current/feature-flags'], () => '/srv/app/config\n/srv/app/config/feature-flags\n'],
   ];
