@@ -11,7 +11,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, afterEach, before, describe, test } from 'node:test';
 import { defaultAgentImage } from '../../src/platform/kubernetes/agent-image.ts';
-import { runDoppel, type Finished } from '../e2e/run-doppel.ts';
+import { ok, runDoppel } from '../e2e/run-doppel.ts';
 import { adminKubeconfig, apply, createNamespace, deployment, httpdContainer, kubectl, needsCluster, rolloutStatus } from './support/cluster.ts';
 import { createDeveloperMachine, type DeveloperMachine } from './support/developer-machine.ts';
 import { assertNothingLeft, podStates } from './support/doppel-objects.ts';
@@ -22,11 +22,6 @@ const env = { ...process.env, KUBECONFIG: adminKubeconfig };
 /** Answers each datagram with itself and the address it came from, as the test world's echo does. */
 const udpEcho = "const s = require('dgram').createSocket('udp4'); s.on('message', (m, r) => s.send(Buffer.concat([m, Buffer.from('@' + r.address)]), r.port, r.address)); s.bind(7007)";
 const appImageBody = 'hello from the doppel test app image\n';
-
-function ok(result: Finished): string {
-  assert.equal(result.status, 0, `doppel exited ${result.status}${result.signal ? ` (${result.signal})` : ''}\nstdout: ${result.stdout}\nstderr: ${result.stderr}`);
-  return result.stdout;
-}
 
 describe('the layer\'s features on a Kubernetes target, from a machine that reaches only the API server', needsCluster('doppel exec on Kubernetes'), () => {
   let ns: Awaited<ReturnType<typeof createNamespace>>;
