@@ -55,6 +55,15 @@ describe('doppel exec --target process/PID', gate, () => {
   });
 
   describe('files', () => {
+    /** Python's `code(call)`: "ok", or the errno name of the OSError the call raised. */
+    const pythonErrnoOf = `import errno, json, os, sys
+def code(call):
+    try:
+        call()
+        return "ok"
+    except OSError as e:
+        return errno.errorcode[e.errno]
+`;
     const settings = '/srv/app/config/settings.json';
 
     test('cat, sh and a symlink read files only the target has', async () => {
@@ -97,14 +106,7 @@ sys.stdout.write(json.dumps([open(p).read(), os.stat(p).st_size, sorted(os.listd
       assert.equal(listed.stderr, '');
       assert.equal(listed.status, 0);
       for (const entry of world.target.dir.entries) assert.match(listed.stdout, new RegExp(` ${entry}\n`));
-      const script = `import errno, json, os, sys
-def code(call):
-    try:
-        call()
-        return "ok"
-    except OSError as e:
-        return errno.errorcode[e.errno]
-p = ${JSON.stringify(settings)}
+      const script = `${pythonErrnoOf}p = ${JSON.stringify(settings)}
 sys.stdout.write(json.dumps([code(lambda: os.getxattr(p, "user.x")), code(lambda: os.getxattr(p, "user.x", follow_symlinks=False)), code(lambda: os.listxattr(p)),
   code(lambda: os.setxattr(p, "user.x", b"1")), code(lambda: os.removexattr(p, "user.x")), code(lambda: os.listxattr("/srv/app/nope")), code(lambda: os.listxattr("package.json"))]))`;
       assert.deepEqual(JSON.parse(ok(await execIn(pid(), ['python3', '-c', script]))), ['ENOTSUP', 'ENOTSUP', 'ENOTSUP', 'ENOTSUP', 'ENOTSUP', 'ENOENT', 'ok']);
@@ -114,14 +116,7 @@ sys.stdout.write(json.dumps([code(lambda: os.getxattr(p, "user.x")), code(lambda
       const { path: dir, entries } = world.target.dir;
       const [first] = entries;
       assert.equal(ok(await execIn(pid(), ['sh', '-c', `cd ${dir} && cat ${first} && ls`])), `${world.target.files[`${dir}/${first}`]}${entries.join('\n')}\n`);
-      const script = `import errno, json, os, sys
-def code(call):
-    try:
-        call()
-        return "ok"
-    except OSError as e:
-        return errno.errorcode[e.errno]
-os.chdir(${JSON.stringify(dir)})
+      const script = `${pythonErrnoOf}os.chdir(${JSON.stringify(dir)})
 seen = [sorted(os.listdir(".")), open(${JSON.stringify(first)}).read(), code(lambda: os.chdir(${JSON.stringify(settings)})), code(lambda: os.chdir("/srv/app/nope"))]
 os.chdir("..")
 seen.append(os.path.isdir("data"))
