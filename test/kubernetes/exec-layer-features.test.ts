@@ -28,7 +28,7 @@ describe('the layer\'s features on a Kubernetes target, from a machine that reac
   let machine: DeveloperMachine;
   let pod: string;
   let podIP: string;
-  let before_: string;
+  let podsBefore: string;
   let configs: string;
   const fqdn = (service: string) => `${service}.${ns.name}.svc.cluster.local`;
   const clusterIP = async (service: string) => (await kubectl(['get', 'service', service, '-n', ns.name, '-o', 'jsonpath={.spec.clusterIP}'])).trim();
@@ -53,7 +53,7 @@ describe('the layer\'s features on a Kubernetes target, from a machine that reac
     ]);
     for (const name of ['web', 'orders', 'echo']) await rolloutStatus(`deployment/${name}`, namespace);
     [pod, podIP] = (await kubectl(['get', 'pods', '-n', namespace, '-l', 'app=web', '-o', 'jsonpath={.items[0].metadata.name} {.items[0].status.podIP}'])).split(' ') as [string, string];
-    before_ = await podStates(namespace);
+    podsBefore = await podStates(namespace);
     // The developer's /etc/hosts says where the orders service runs on their machine.
     machine = createDeveloperMachine(`127.0.0.2 ${fqdn('orders')}\n`);
     configs = mkdtempSync(path.join(tmpdir(), 'doppel-k8s-features-'));
@@ -61,10 +61,10 @@ describe('the layer\'s features on a Kubernetes target, from a machine that reac
   after(async () => {
     machine?.remove();
     if (configs) rmSync(configs, { recursive: true, force: true });
-    if (ns) {
-      assert.equal(await podStates(ns.name), before_, 'a target pod restarted or was replaced');
-      await ns.remove();
-    }
+    if (!ns) return;
+    const podsAfter = await podStates(ns.name);
+    await ns.remove();
+    assert.equal(podsAfter, podsBefore, 'a target pod restarted or was replaced');
   });
   afterEach(async () => {
     await assertNothingLeft(ns.name);
