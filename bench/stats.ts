@@ -27,4 +27,5 @@ export function compare(direct: number[], doppel: number[]): Comparison {
   return { direct: a, doppel: b, ratio: { median: round(b.medianMs / a.medianMs), p90: round(b.p90Ms / a.p90Ms), p99: round(b.p99Ms / a.p99Ms) }, overheadMedianMs: round(b.medianMs - a.medianMs) };
 }
 
-const round = (value: number) => Math.round(value * 1000) / 1000;
+// Microsecond-scale calls (the layer bench) need nanoseconds kept.
+const round = (value: number) => Math.round(value * 1e6) / 1e6;

@@ -80,6 +80,11 @@ enum dp_op {
   /* A subscribed socket's descriptor was closed (others may still hold it).  payload: struct dp_unlisten_req.
    * DP_OK payload: empty. */
   DP_OP_UNLISTEN = 12,
+  /* Sent first on every new connection.  payload: struct dp_hello_req, then the executable's path NUL.
+   * DP_OK payload: struct dp_hello_resp, then the session's fast rules for paths, each struct dp_rule then `len`
+   * bytes of text (no NUL), at most DP_RULES_MAX of them in DP_RULES_MAX_BYTES; an error status means none
+   * (ask about everything). */
+  DP_OP_HELLO = 13,
   /* Where a UDP datagram to a destination goes (sendto, sendmsg, connect of a UDP socket).  payload: struct dp_udp_route_req.
    * DP_OK payload: struct dp_udp_route_resp (send there instead: a proxy relay on loopback); DP_LOCAL: send as asked.
    * The answer holds for the whole session, so the layer keeps it. */
@@ -221,5 +226,32 @@ struct dp_fchmod_req {
   uint32_t mode;
   uint32_t reserved;
 };
+
+struct dp_hello_req {
+  uint32_t pid, ppid;
+};
+
+/* TCP connections to loopback addresses are always local. */
+#define DP_HELLO_LOOPBACK_TCP_LOCAL 1u
+
+struct dp_hello_resp {
+  uint32_t flags; /* DP_HELLO_* */
+  uint32_t reserved;
+};
+
+/* A fast rule (src/config/fs-fast-rules.ts): how it matches an absolute, normalized, ASCII path, compared
+ * ASCII case-insensitively with its text (lower case). The first rule that matches decides: LOCAL means local
+ * without asking the proxy; ASK, or no rule, means ask. */
+struct dp_rule {
+  uint16_t match;   /* enum dp_rule_match */
+  uint16_t verdict; /* enum dp_rule_verdict */
+  uint32_t len;
+};
+
+enum dp_rule_match { DP_MATCH_EXACT = 1, DP_MATCH_PREFIX = 2, DP_MATCH_SUFFIX = 3, DP_MATCH_CONTAINS = 4 };
+enum dp_rule_verdict { DP_RULE_LOCAL = 1, DP_RULE_ASK = 2 };
+
+#define DP_RULES_MAX 256
+#define DP_RULES_MAX_BYTES 16384
 
 #endif

@@ -55,7 +55,7 @@ DIR *opendir(const char *path) {
  * the remote directory (mkdir -p and rm -r chdir into each level they make or walk). */
 int chdir(const char *path) {
   dp_init();
-  if (!dp_enter()) return real_chdir(path);
+  if (!dp_enter()) return dp_cwd_moved(real_chdir(path));
   char dir[PATH_MAX];
   struct dp_stat remote;
   int r = dir_path(path, dir, &remote);
@@ -63,7 +63,7 @@ int chdir(const char *path) {
   int saved = errno;
   dp_leave();
   errno = saved;
-  return r;
+  return dp_cwd_moved(r);
 }
 
 /* libc closes a DIR's descriptor itself, out of reach of the close hook (write.c does the same for fclose). */

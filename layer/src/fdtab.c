@@ -138,7 +138,8 @@ int dp_absolute(int dirfd, const char *path, char *out, size_t size) {
   } else {
     char base[4096];
     if (dirfd == AT_FDCWD) {
-      if (getcwd(base, sizeof base) == NULL) return -errno;
+      int r = dp_cwd(base, sizeof base);
+      if (r < 0) return r;
     } else {
       char link[64];
       snprintf(link, sizeof link, "/proc/self/fd/%d", dirfd);

@@ -15,16 +15,46 @@
 /* A path under a stand-in that stays local is the remote path's local namesake, not the stand-in's empty entry. */
 static __thread char unstood[PATH_MAX] __attribute__((tls_model("initial-exec")));
 
-int dp_ask_path(uint32_t op, const void *head, size_t head_len, int dirfd, const char *path, char **reply, uint32_t *reply_len, const char **local_path) {
-  char abs[PATH_MAX];
+int dp_path_to_ask(int dirfd, const char *path, char *abs, const char **local_path) {
   *local_path = path;
-  *reply = NULL;
-  *reply_len = 0;
-  int mapped = path == NULL ? -1 : dp_absolute(dirfd, path, abs, sizeof abs);
-  if (mapped < 0) return DP_LOCAL;
+  int mapped = path == NULL ? -1 : dp_absolute(dirfd, path, abs, PATH_MAX);
+  if (mapped < 0) return 0;
   if (mapped == 1) *local_path = strcpy(unstood, abs);
+  if (dp_rules_local(abs)) {
+    dp_log("local by rule: %s", abs);
+    return 0;
+  }
+  return 1;
+}
+
+int dp_ask_abs(uint32_t op, const void *head, size_t head_len, const char *abs, char **reply, uint32_t *reply_len, const char **local_path) {
+  dp_log("ask op %u: %s", (unsigned)op, abs);
   int status = dp_call(op, head, head_len, abs, strlen(abs) + 1, reply, reply_len);
   if (status == DP_LOCAL && *reply != NULL && *reply_len > 0) *local_path = *reply;
+  return status;
+}
+
+int dp_ask_path(uint32_t op, const void *head, size_t head_len, int dirfd, const char *path, char **reply, uint32_t *reply_len, const char **local_path) {
+  char abs[PATH_MAX];
+  *reply = NULL;
+  *reply_len = 0;
+  if (!dp_path_to_ask(dirfd, path, abs, local_path)) return DP_LOCAL;
+  return dp_ask_abs(op, head, head_len, abs, reply, reply_len, local_path);
+}
+
+/* A remote open: its answer starts with the file's stat, which answers a stat of the same path soon after. */
+static int ask_open(int dirfd, const char *path, int flags, mode_t mode, char *abs, char **reply, uint32_t *len, const char **local) {
+  struct { int32_t flags; uint32_t mode; } head = {flags, mode};
+  *reply = NULL;
+  *len = 0;
+  if (!dp_path_to_ask(dirfd, path, abs, local)) return DP_LOCAL;
+  unsigned epoch = dp_cache_epoch();
+  int status = dp_ask_abs(DP_OP_OPEN, &head, sizeof head, abs, reply, len, local);
+  if (status == DP_OK && *len >= sizeof(struct dp_stat)) {
+    struct dp_stat stat;
+    memcpy(&stat, *reply, sizeof stat);
+    dp_cache_put(abs, 0, 0, &stat, epoch);
+  }
   return status;
 }
 
@@ -87,11 +117,11 @@ static int remote_fd(int status, const char *path, const char *reply, uint32_t l
 
 static int open_at(int dirfd, const char *path, int flags, mode_t mode) {
   if (!dp_enter()) return real_openat(dirfd, path, flags, mode);
-  struct { int32_t flags; uint32_t mode; } head = {flags, mode};
+  char abs[PATH_MAX];
   char *reply;
   uint32_t len;
   const char *local;
-  int status = dp_ask_path(DP_OP_OPEN, &head, sizeof head, dirfd, path, &reply, &len, &local);
+  int status = ask_open(dirfd, path, flags, mode, abs, &reply, &len, &local);
   int fd = status == DP_LOCAL ? real_openat(local == path ? dirfd : AT_FDCWD, local, flags, mode) : remote_fd(status, path, reply, len, flags);
   int saved = errno;
   dp_free(reply);
@@ -149,11 +179,11 @@ static FILE *fopen_hook(const char *path, const char *mode, FILE *(*real)(const 
   dp_init();
   if (mode == NULL || !dp_enter()) return real(path, mode);
   int flags = fopen_flags(mode);
-  struct { int32_t flags; uint32_t mode; } head = {flags, 0666};
+  char abs[PATH_MAX];
   char *reply;
   uint32_t len;
   const char *local;
-  int status = dp_ask_path(DP_OP_OPEN, &head, sizeof head, AT_FDCWD, path, &reply, &len, &local);
+  int status = ask_open(AT_FDCWD, path, flags, 0666, abs, &reply, &len, &local);
   FILE *file = NULL;
   if (status == DP_LOCAL) {
     file = real(local, mode);

@@ -70,6 +70,7 @@ struct statx;
   X(__fxstatat64, int, (int, int, const char *, struct stat64 *, int), 0) \
   X(statx, int, (int, const char *, int, unsigned int, struct statx *), 0) \
   X(syscall, long, (long, ...), 1) \
+  X(fchdir, int, (int), 1) \
   X(access, int, (const char *, int), 1) \
   X(faccessat, int, (int, const char *, int, int), 1) \
   X(euidaccess, int, (const char *, int), 0) \

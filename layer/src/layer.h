@@ -47,6 +47,13 @@ int dp_is_own_fd(int fd);
 /* Moves the layer's socket at fd to another number (the program is about to take fd, with dup2 or dup3). */
 void dp_move_own_fd(int fd);
 
+/* The working directory, without a system call while no chdir/fchdir happened (cwd.c); 0 or -errno. */
+int dp_cwd(char *out, size_t size);
+/* syscall(SYS_chdir / SYS_fchdir, arg) as the program made it. */
+int dp_chdir_raw(long number, long arg);
+/* Called after every change of directory, with its result (returned): the kept working directory is read again. */
+int dp_cwd_moved(int r);
+
 /* Builds the absolute form of path (relative to dirfd, or the cwd for AT_FDCWD) into out, with a stand-in's path
  * mapped back to the remote one. Returns 1 if it was, 0 if not, or a negative errno. */
 int dp_absolute(int dirfd, const char *path, char *out, size_t size);
@@ -105,6 +112,28 @@ void dp_unlisten(const struct dp_fdinfo *info);
 /* Asks the proxy about a path-based call: `head` is the op's fixed part, the absolute path follows.
  * On DP_LOCAL, *local_path is the path to use locally (the caller's own, or the proxy's rewrite). */
 int dp_ask_path(uint32_t op, const void *head, size_t head_len, int dirfd, const char *path, char **reply, uint32_t *reply_len, const char **local_path);
+/* The absolute path to ask the proxy about, in abs (PATH_MAX bytes), and in *local_path the path a local call uses;
+ * 0 when the call stays local without asking (no path, or one the session's fast rules call local). */
+int dp_path_to_ask(int dirfd, const char *path, char *abs, const char **local_path);
+/* dp_ask_path for a path dp_path_to_ask gave; *local_path becomes the proxy's rewrite, if any. */
+int dp_ask_abs(uint32_t op, const void *head, size_t head_len, const char *abs, char **reply, uint32_t *reply_len, const char **local_path);
+
+/* The session's fast rules (rules.c): the hello's answer is read into the store dp_rules_claim hands out (NULL
+ * when another connection loads them, or they are too big), then parsed by dp_rules_loaded. */
+char *dp_rules_claim(uint32_t len);
+void dp_rules_loaded(uint32_t flags, uint32_t len, int ok);
+/* True when the rules call this absolute path local. */
+int dp_rules_local(const char *path);
+/* True when TCP to a loopback address is always local in this session. */
+int dp_loopback_tcp_local(void);
+
+/* Remote stat answers kept briefly (stat-cache.c). get: 0 (stat in *out) or a negative errno when known, 1 when not.
+ * put stores an answer to a question asked in `asked_in` (dp_cache_epoch before asking); status 0 or -errno. */
+int dp_cache_get(const char *path, int nofollow, struct dp_stat *out);
+unsigned dp_cache_epoch(void);
+void dp_cache_put(const char *path, int nofollow, int status, const struct dp_stat *stat, unsigned asked_in);
+/* Every request to the proxy, before and after: one that may change files forgets what was kept. */
+void dp_cache_note(uint32_t op, const void *head, size_t head_len);
 
 /* fstatat as libc has it, or the raw system call where libc lacks the symbol (glibc before 2.33). */
 int dp_local_fstatat(int dirfd, const char *path, struct stat *st, int flags);

@@ -47,6 +47,14 @@ socklen_t dp_from_addr(const struct dp_addr *a, int family, struct sockaddr_stor
   return sizeof *sin;
 }
 
+/* 127.0.0.0/8, ::1, and IPv4 loopback mapped into IPv6. */
+static int is_loopback(const struct dp_addr *a) {
+  static const uint8_t v6_loopback[16] = {[15] = 1};
+  static const uint8_t v4_mapped[12] = {[10] = 0xff, [11] = 0xff};
+  if (a->family == AF_INET) return a->addr[0] == 127;
+  return memcmp(a->addr, v6_loopback, 16) == 0 || (memcmp(a->addr, v4_mapped, 12) == 0 && a->addr[12] == 127);
+}
+
 int connect(int fd, const struct sockaddr *addr, socklen_t len) {
   dp_init();
   struct dp_connect_req req = {0};
@@ -61,6 +69,10 @@ int connect(int fd, const struct sockaddr *addr, socklen_t len) {
   if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &type_len) < 0) return real_connect(fd, addr, len);
   if (type == SOCK_DGRAM) return dp_udp_connect(fd, addr, len);
   if (type != SOCK_STREAM) return real_connect(fd, addr, len);
+  if (dp_loopback_tcp_local() && is_loopback(&req.remote)) {
+    dp_log("connect: loopback, local by rule");
+    return real_connect(fd, addr, len);
+  }
   if (!dp_enter()) return real_connect(fd, addr, len);
   req.socktype = (uint32_t)type;
   char *reply = NULL;

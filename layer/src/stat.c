@@ -3,6 +3,7 @@
 #include "layer.h"
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -65,11 +66,23 @@ static int remote_stat(int dirfd, const char *path, int flags, struct dp_stat *o
     }
     return 0;
   }
-  uint32_t head = (flags & AT_SYMLINK_NOFOLLOW) ? DP_STAT_NOFOLLOW : 0;
+  char abs[PATH_MAX];
+  if (!dp_path_to_ask(dirfd, path, abs, local)) return 0;
+  int nofollow = (flags & AT_SYMLINK_NOFOLLOW) != 0;
+  int known = dp_cache_get(abs, nofollow, out);
+  if (known != 1) {
+    dp_log("stat of %s: answered from the last %s", abs, known == 0 ? "stat" : "error");
+    if (known == 0) return 1;
+    errno = -known;
+    return -1;
+  }
+  uint32_t head = nofollow ? DP_STAT_NOFOLLOW : 0;
   uint32_t len;
-  int status = dp_ask_path(DP_OP_STAT, &head, sizeof head, dirfd, path, reply, &len, local);
+  unsigned epoch = dp_cache_epoch();
+  int status = dp_ask_abs(DP_OP_STAT, &head, sizeof head, abs, reply, &len, local);
   if (status == DP_LOCAL) return 0;
   if (status < 0) {
+    dp_cache_put(abs, nofollow, status, NULL, epoch);
     errno = -status;
     return -1;
   }
@@ -78,6 +91,7 @@ static int remote_stat(int dirfd, const char *path, int flags, struct dp_stat *o
     return -1;
   }
   memcpy(out, *reply, sizeof *out);
+  dp_cache_put(abs, nofollow, 0, out, epoch);
   return 1;
 }
 
@@ -171,5 +185,6 @@ long syscall(long number, ...) {
   if (number == SYS_statx) return statx_hook((int)a1, (const char *)a2, (int)a3, (unsigned)a4, (struct statx *)a5);
   if (number == SYS_close) return dp_close((int)a1, 1);
   if (number == SYS_close_range) return dp_close_range((unsigned)a1, (unsigned)a2, (int)a3);
+  if (number == SYS_chdir || number == SYS_fchdir) return dp_chdir_raw(number, a1);
   return real_syscall(number, a1, a2, a3, a4, a5, a6);
 }

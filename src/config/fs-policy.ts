@@ -1,11 +1,14 @@
 // Decides, per path, whether a file call is served locally, by the target, or answered "not found" — mirrord's rules and order.
 import { posix } from 'node:path';
+import { deriveFastRules, type FastRule } from './fs-fast-rules.ts';
 import type { ResolvedConfig } from './schema.ts';
 
 export type FsAction = 'local' | 'remote' | 'not_found';
 
 export interface FsPolicy {
   decide(path: string, options: { write: boolean }): { action: FsAction; path: string };
+  /** Rules the layer applies before asking: a path they call local, this policy calls local too (fs-fast-rules.ts). */
+  readonly fastRules: FastRule[];
 }
 
 export interface RunTimePaths {
@@ -23,7 +26,9 @@ const under = (dir: string) => `^${escape(dir.replace(/\/+$/, ''))}(/|$)`;
 
 /** Paths that stay local whatever the mode: system files, interpreters' own files, and the project. */
 const defaultLocal = [
-  '\\.(so(\\.\\d+)*|sh|rb|d|pyc|py|jar|class|js|pth)$',
+  // Two patterns so that the layer can apply the plain suffixes itself.
+  '\\.(sh|rb|d|pyc|py|jar|class|js|pth|so)$',
+  '\\.so(\\.\\d+)+$',
   '(^|/)venv\\.cfg$',
   '(^|/)jvm\\.cfg$',
   ...['/proc', '/sys', '/lib', '/lib32', '/lib64', '/libx32', '/etc', '/usr', '/home', '/bin', '/sbin', '/dev', '/opt', '/tmp', '/var/tmp', '/snap', '/run', '/nix'].map(under),
@@ -43,27 +48,41 @@ function ancestors(dir: string): string[] {
 }
 
 export function createFsPolicy(fs: ResolvedConfig['feature']['fs'], paths: RunTimePaths): FsPolicy {
+  const home = paths.home.replace(/\/+$/, '');
+  const sources = {
+    defaultNotFound: [under(`${home}/.config/gcloud`), under(`${home}/.kube`), under(`${home}/.azure`)],
+    remoteDefaults: [...defaultRemote, ...(paths.targetMounts ?? []).filter((dir) => dir.replace(/\/+$/, '') !== '').map(under)],
+    localDefaults: [
+      ...defaultLocal,
+      // The root directory as working directory would make everything local; it is not a project.
+      ...[paths.tmpdir, paths.cwd].filter((dir) => dir.replace(/\/+$/, '') !== '').map(under),
+      // The directories above the project: runtimes resolve a script's real path one component at a time.
+      ...ancestors(paths.cwd).map((dir) => `^${escape(dir)}$`),
+      ...(home !== '' ? [`^${escape(home)}/\\.`] : []),
+      ...(paths.executable ? [`^${escape(paths.executable)}$`] : []),
+    ],
+  };
   const compile = (patterns: string[]) => patterns.map((pattern) => new RegExp(pattern, 'i'));
   const userNotFound = compile(fs.not_found);
   const readWrite = compile(fs.read_write);
   const readOnly = compile(fs.read_only);
   const userLocal = compile(fs.local);
-  const home = paths.home.replace(/\/+$/, '');
-  const defaultNotFound = compile([under(`${home}/.config/gcloud`), under(`${home}/.kube`), under(`${home}/.azure`)]);
-  const remoteDefaults = compile([...defaultRemote, ...(paths.targetMounts ?? []).filter((dir) => dir.replace(/\/+$/, '') !== '').map(under)]);
-  const localDefaults = compile([
-    ...defaultLocal,
-    // The root directory as working directory would make everything local; it is not a project.
-    ...[paths.tmpdir, paths.cwd].filter((dir) => dir.replace(/\/+$/, '') !== '').map(under),
-    // The directories above the project: runtimes resolve a script's real path one component at a time.
-    ...ancestors(paths.cwd).map((dir) => `^${escape(dir)}$`),
-    ...(home !== '' ? [`^${escape(home)}/\\.`] : []),
-    ...(paths.executable ? [`^${escape(paths.executable)}$`] : []),
-  ]);
+  const defaultNotFound = compile(sources.defaultNotFound);
+  const remoteDefaults = compile(sources.remoteDefaults);
+  const localDefaults = compile(sources.localDefaults);
   const mappings = Object.entries(fs.mapping).map(([pattern, replacement]) => ({ regex: new RegExp(pattern, 'i'), replacement }));
   const matches = (list: RegExp[], path: string) => list.some((regex) => regex.test(path));
+  const fastRules = deriveFastRules({
+    mode: fs.mode,
+    mapping: Object.keys(fs.mapping),
+    userAsk: [...fs.not_found, ...fs.read_write, ...fs.read_only],
+    userLocal: fs.local,
+    defaultAsk: [...sources.defaultNotFound, ...sources.remoteDefaults],
+    defaultLocal: sources.localDefaults,
+  });
 
   return {
+    fastRules,
     decide(original, { write }) {
       const mapping = mappings.find(({ regex }) => regex.test(original));
       const path = posix.normalize(mapping ? original.replace(mapping.regex, mapping.replacement) : original);

@@ -116,6 +116,8 @@ export interface OutgoingPolicy {
    * locally (mirrord's rule): only a decision of the filter does, and loopback is never redirected.
    */
   redirectsLocal(target: Destination): boolean;
+  /** Every TCP connection to a loopback address is local: the layer need not ask. */
+  readonly loopbackTcpLocal: boolean;
 }
 
 export function createOutgoingPolicy(outgoing: ResolvedConfig['feature']['network']['outgoing'], dns: Pick<ResolvedConfig['feature']['network']['dns'], 'enabled'> = { enabled: true }): OutgoingPolicy {
@@ -123,6 +125,8 @@ export function createOutgoingPolicy(outgoing: ResolvedConfig['feature']['networ
   const enabled = (target: Destination) => (target.protocol === 'tcp' ? outgoing.tcp : outgoing.udp);
   const names = [...new Set((filter?.rules ?? []).flatMap((rule) => (rule.host && !rule.host.includes('*') ? [rule.host] : [])))];
   return {
+    // Only a remote filter can send loopback to the target (below); then the layer asks about each connection.
+    loopbackTcpLocal: !outgoing.tcp || filter?.way !== 'remote',
     decide(target: Destination): Way {
       if (!enabled(target)) return 'local';
       const listed = filter?.rules.some((rule) => ruleMatches(rule, target)) ?? false;

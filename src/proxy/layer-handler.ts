@@ -1,6 +1,7 @@
 // What the layer may ask of the proxy, one method per layer request; the session implements it, the layer server calls it.
 
 // A stat result and a directory entry are what the agent sends; the layer gets them unchanged.
+import type { FastRule } from '../config/fs-fast-rules.ts';
 import type { DirEntry, Stat as RemoteStat } from '../protocol/messages.ts';
 
 export type { DirEntry, RemoteStat };
@@ -39,7 +40,22 @@ export interface ListeningSocket {
  *  stand-in (a real directory mirroring its entries). */
 export type Opened = { stat: RemoteStat; data: Uint8Array; handle?: number } | { stat: RemoteStat; directory: string };
 
+/** What the layer decides without asking: paths the rules call local, and TCP to loopback when that is always local. */
+export interface FastPath {
+  rules: FastRule[];
+  loopbackTcpLocal: boolean;
+}
+
+/** Who opened a layer connection. */
+export interface LayerPeer {
+  pid: number;
+  ppid: number;
+  executable: string;
+}
+
 export interface LayerHandler {
+  /** A connection's first request: who it is; the answer is what the layer may decide itself. */
+  hello(peer: LayerPeer): Promise<Answer<FastPath>>;
   open(path: string, flags: number, mode: number): Promise<Answer<Opened>>;
   stat(path: string, follow: boolean): Promise<Answer<RemoteStat>>;
   access(path: string, mode: number): Promise<Answer<void>>;

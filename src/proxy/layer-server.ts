@@ -1,7 +1,7 @@
 // Serves layer connections on a Unix socket: decode each request, ask the handler, write the answer; a bad peer loses only its own connection.
 import { unlink } from 'node:fs/promises';
 import { createServer, type Socket } from 'node:net';
-import type { Answer, LayerHandler } from './layer-handler.ts';
+import type { Answer, LayerHandler, LayerPeer } from './layer-handler.ts';
 import { decodeRequest, encodeAnswer, MAX_REQUEST, REQ_HEADER, type LayerRequest } from './layer-wire.ts';
 
 export interface LayerServer {
@@ -43,6 +43,9 @@ function serve(socket: Socket, handler: LayerHandler, onError: (error: Error) =>
   let buffered: Buffer = Buffer.alloc(0);
   // Requests on one connection are answered in order; the layer waits for each answer anyway.
   let queue = Promise.resolve();
+  // Who is on the other end, once its hello came: named in what goes wrong.
+  let peer: LayerPeer | undefined;
+  const fail = (error: Error) => onError(peer ? new Error(`pid ${peer.pid} (${peer.executable}): ${error.message}`, { cause: error }) : error);
   socket.on('error', () => socket.destroy());
   socket.on('data', (chunk: Buffer) => {
     buffered = buffered.length === 0 ? chunk : Buffer.concat([buffered, chunk]);
@@ -51,7 +54,7 @@ function serve(socket: Socket, handler: LayerHandler, onError: (error: Error) =>
       const op = buffered.readUInt32LE(4);
       const seq = buffered.readUInt32LE(8);
       if (length > MAX_REQUEST) {
-        onError(new Error(`layer request of ${length} bytes`));
+        fail(new Error(`layer request of ${length} bytes`));
         socket.destroy();
         return;
       }
@@ -62,13 +65,14 @@ function serve(socket: Socket, handler: LayerHandler, onError: (error: Error) =>
       try {
         request = decodeRequest(op, Buffer.from(payload));
       } catch (error) {
-        onError(error as Error);
+        fail(error as Error);
         socket.destroy();
         return;
       }
+      if (request.op === 'hello') peer = { pid: request.pid, ppid: request.ppid, executable: request.executable };
       queue = queue.then(async () => {
         const answer = await call(handler, request).catch((error: Error): Answer<never> => {
-          onError(error);
+          fail(error);
           return { kind: 'error', code: 'EIO' };
         });
         if (!socket.destroyed) socket.write(encodeAnswer(request, answer, seq));
@@ -121,5 +125,7 @@ function call(handler: LayerHandler, request: LayerRequest): Promise<Answer<unkn
       return handler.udpRoute(request.remote);
     case 'unixConnect':
       return handler.unixConnect(request.path, request.abstract);
+    case 'hello':
+      return handler.hello({ pid: request.pid, ppid: request.ppid, executable: request.executable });
   }
 }

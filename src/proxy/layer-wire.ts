@@ -1,7 +1,8 @@
 // The layer <-> proxy wire format, mirroring layer/include/doppel-wire.h: fixed little-endian structs, NUL-terminated strings.
 import { isIP, SocketAddress } from 'node:net';
 import { constants } from 'node:os';
-import type { AddrInfoHints, Answer, ListeningSocket, Opened, RemoteStat, SockAddr } from './layer-handler.ts';
+import type { FastRule } from '../config/fs-fast-rules.ts';
+import type { AddrInfoHints, Answer, FastPath, ListeningSocket, Opened, RemoteStat, SockAddr } from './layer-handler.ts';
 
 export const REQ_HEADER = 16;
 export const RESP_HEADER = 16;
@@ -25,6 +26,12 @@ export const WRITEBACK_CHUNK = 60 * 1024;
 export const FCHMOD_REQ_SIZE = 16;
 export const UDP_ROUTE_REQ_SIZE = ADDR_SIZE;
 export const UDP_ROUTE_RESP_SIZE = ADDR_SIZE;
+export const HELLO_REQ_SIZE = 8;
+export const HELLO_RESP_SIZE = 8;
+export const HELLO_LOOPBACK_TCP_LOCAL = 1;
+export const RULE_SIZE = 8;
+export const RULES_MAX = 256;
+export const RULES_MAX_BYTES = 16384;
 /** A request larger than this is not from our layer. */
 export const MAX_REQUEST = 64 * 1024;
 /** DP_MAX_REPLY: the layer takes no longer answer; a file that would make one is answered EFBIG. */
@@ -33,7 +40,7 @@ export const MAX_REPLY = 2 ** 30;
 export const STANDIN_DIR = 'dirs';
 
 export const Op = { open: 1, stat: 2, access: 3, readlink: 4, realpath: 6, getaddrinfo: 7, connect: 8, bind: 9, listen: 10, peerOf: 11, unlisten: 12,
-  udpRoute: 30, unixConnect: 60, writeback: 40, writebackData: 41, mkdir: 42, rmdir: 43, unlink: 44, rename: 45, chmod: 46, fchmod: 47 } as const;
+  udpRoute: 30, unixConnect: 60, writeback: 40, writebackData: 41, mkdir: 42, rmdir: 43, unlink: 44, rename: 45, chmod: 46, fchmod: 47, hello: 13 } as const;
 const STATUS_OK = 0;
 const STATUS_LOCAL = 1;
 const STATUS_WRITABLE = 2;
@@ -73,7 +80,8 @@ export type LayerRequest =
   | { op: 'chmod'; mode: number; follow: boolean; path: string }
   | { op: 'fchmod'; handle: number; mode: number }
   | { op: 'udpRoute'; remote: SockAddr }
-  | { op: 'unixConnect'; path: string; abstract: boolean };
+  | { op: 'unixConnect'; path: string; abstract: boolean }
+  | { op: 'hello'; pid: number; ppid: number; executable: string };
 
 export class WireError extends Error {}
 
@@ -246,7 +254,30 @@ function encodeValue(request: LayerRequest, value: unknown): Buffer {
     case 'chmod':
     case 'fchmod':
       return Buffer.alloc(0);
+    case 'hello': {
+      const { rules, loopbackTcpLocal } = value as FastPath;
+      const head = Buffer.alloc(HELLO_RESP_SIZE);
+      head.writeUInt32LE(loopbackTcpLocal ? HELLO_LOOPBACK_TCP_LOCAL : 0, 0);
+      return Buffer.concat([head, encodeRules(rules)]);
+    }
   }
+}
+
+const ruleMatch = { exact: 1, prefix: 2, suffix: 3, contains: 4 } as const;
+const ruleVerdict = { local: 1, ask: 2 } as const;
+
+/** The rules as the layer reads them; a table past the layer's limits is sent empty (it then asks about everything). */
+export function encodeRules(rules: FastRule[]): Buffer {
+  const parts = rules.flatMap((rule) => {
+    const head = Buffer.alloc(RULE_SIZE);
+    const text = Buffer.from(rule.text, 'ascii');
+    head.writeUInt16LE(ruleMatch[rule.match], 0);
+    head.writeUInt16LE(ruleVerdict[rule.verdict], 2);
+    head.writeUInt32LE(text.length, 4);
+    return [head, text];
+  });
+  const table = Buffer.concat(parts);
+  return rules.length > RULES_MAX || table.length > RULES_MAX_BYTES ? Buffer.alloc(0) : table;
 }
 
 export function errorStatus(op: LayerRequest['op'], code: string): number {

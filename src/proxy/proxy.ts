@@ -3,6 +3,7 @@ import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import process from 'node:process';
+import type { FastRule } from '../config/fs-fast-rules.ts';
 import type { AgentClient } from './agent-client.ts';
 import { createDnsRequests, type DnsDecider } from './dns.ts';
 import { createFileWriteRequests } from './file-writes.ts';
@@ -21,7 +22,8 @@ import { createUdpRequests } from './udp.ts';
 
 export interface ProxyOptions {
   agent: AgentClient;
-  fs: FsDecider;
+  /** The fs policy, with the rules the layer applies itself (src/config/fs-fast-rules.ts). */
+  fs: FsDecider & { readonly fastRules: FastRule[] };
   dns: DnsDecider & ResolverDecider;
   outgoing: OutgoingDecider;
   unixStreams: UnixStreamDecider;
@@ -52,6 +54,8 @@ export async function startProxy(options: ProxyOptions): Promise<Proxy> {
   const { sweep, ...listeners } = createListenerRequests(incoming, options.incoming);
   const { openForWrite, ...fileWrites } = createFileWriteRequests(options.agent, options.fs, options.session.notice);
   const handler: LayerHandler = {
+    // Every process of the session gets the same answer: it comes from the session's policies alone.
+    hello: () => Promise.resolve({ kind: 'remote', value: { rules: options.fs.fastRules, loopbackTcpLocal: options.outgoing.loopbackTcpLocal } }),
     // Remote directories' stand-ins live in the same directory, so they go with it.
     ...createFileRequests(options.agent, options.fs, openForWrite, createStandIns(join(dir, STANDIN_DIR))),
     ...fileWrites,

@@ -30,6 +30,8 @@ describe('the layer under AddressSanitizer', needsRoot('the sanitizer run'), () 
     ['dig (DNS over UDP to the target\'s resolver)', ['dig', '+short', '+search', 'echo'], (w) => `${w.services.udpEcho.address}\n`],
     ['cd (chdir into a remote directory)', ['sh', '-c', 'cd /srv/app/data && ls'], (w) => `${w.target.dir.entries.join('\n')}\n`],
     ['ls -la (getxattr, lgetxattr of remote files)', ['sh', '-c', 'ls -la /srv/app/data >/dev/null && echo listed'], () => 'listed\n'],
+    ['the fast path, remote stats kept briefly and the working directory (chdir, statx)', ['sh', '-c', 'cd /srv && stat -c %s app/config/settings.json app/config/settings.json && cd /usr/bin && stat -c %F env'],
+      (w) => `${Buffer.byteLength(w.target.files['/srv/app/config/settings.json']!)}\n`.repeat(2) + 'regular file\n'],
     ['readlink and realpath', ['sh', '-c', 'readlink /srv/app/current; realpath /srv/app/current/feature-flags'], () => '/srv/app/config\n/srv/app/config/feature-flags\n'],
   ];
   test('a C server (bind, getsockname, listen, accept, accept4, getpeername, dup, fork, close)', async () => {

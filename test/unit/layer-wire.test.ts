@@ -8,7 +8,8 @@ import { fileURLToPath } from 'node:url';
 import { test } from 'node:test';
 import {
   ADDR_SIZE, BIND_REQ_SIZE, BIND_RESP_SIZE, CONNECT_REQ_SIZE, CONNECT_RESP_SIZE, decodeAddr, decodeRequest, encodeAddr, encodeAnswer, GAI_REQ_SIZE,
-  LISTEN_REQ_SIZE, MAX_REPLY, Op, PEER_OF_REQ_SIZE, PEER_OF_RESP_SIZE, REQ_HEADER, RESP_HEADER, STANDIN_DIR, STAT_SIZE, UDP_ROUTE_REQ_SIZE, UDP_ROUTE_RESP_SIZE, UNLISTEN_REQ_SIZE,
+  HELLO_LOOPBACK_TCP_LOCAL, HELLO_REQ_SIZE, HELLO_RESP_SIZE, LISTEN_REQ_SIZE, MAX_REPLY, Op, PEER_OF_REQ_SIZE, PEER_OF_RESP_SIZE, REQ_HEADER, RESP_HEADER,
+  RULE_SIZE, RULES_MAX, RULES_MAX_BYTES, STANDIN_DIR, STAT_SIZE, UDP_ROUTE_REQ_SIZE, UDP_ROUTE_RESP_SIZE, UNLISTEN_REQ_SIZE,
 } from '../../src/proxy/layer-wire.ts';
 import { FCHMOD_REQ_SIZE, OPEN_WRITE_SIZE, WRITEBACK_CHUNK, WRITEBACK_DATA_SIZE, WRITEBACK_REQ_SIZE, WRITEBACK_RESP_SIZE } from '../../src/proxy/layer-wire.ts';
 
@@ -32,14 +33,34 @@ int main(void) { ${body} return 0; }`);
 
 test('struct sizes and op numbers match the C header', () => {
   const structs = ['dp_req_hdr', 'dp_resp_hdr', 'dp_stat', 'dp_addr', 'dp_gai_req', 'dp_connect_req', 'dp_connect_resp',
-    'dp_bind_req', 'dp_bind_resp', 'dp_listen_req', 'dp_peer_of_req', 'dp_peer_of_resp', 'dp_unlisten_req', 'dp_udp_route_req', 'dp_udp_route_resp'];
+    'dp_bind_req', 'dp_bind_resp', 'dp_listen_req', 'dp_peer_of_req', 'dp_peer_of_resp', 'dp_unlisten_req', 'dp_udp_route_req', 'dp_udp_route_resp',
+    'dp_hello_req', 'dp_hello_resp', 'dp_rule'];
   const sizes = runC(structs.map((name) => `printf("%zu ", sizeof(struct ${name}));`).join(' ')).split(' ').map(Number);
   assert.deepEqual(sizes, [REQ_HEADER, RESP_HEADER, STAT_SIZE, ADDR_SIZE, GAI_REQ_SIZE, CONNECT_REQ_SIZE, CONNECT_RESP_SIZE,
-    BIND_REQ_SIZE, BIND_RESP_SIZE, LISTEN_REQ_SIZE, PEER_OF_REQ_SIZE, PEER_OF_RESP_SIZE, UNLISTEN_REQ_SIZE, UDP_ROUTE_REQ_SIZE, UDP_ROUTE_RESP_SIZE]);
+    BIND_REQ_SIZE, BIND_RESP_SIZE, LISTEN_REQ_SIZE, PEER_OF_REQ_SIZE, PEER_OF_RESP_SIZE, UNLISTEN_REQ_SIZE, UDP_ROUTE_REQ_SIZE, UDP_ROUTE_RESP_SIZE,
+    HELLO_REQ_SIZE, HELLO_RESP_SIZE, RULE_SIZE]);
   assert.deepEqual(runC('printf("%u %s", DP_MAX_REPLY, DP_STANDIN_DIR);').split(' '), [String(MAX_REPLY), STANDIN_DIR]);
-  const ops = ['OPEN', 'STAT', 'ACCESS', 'READLINK', 'REALPATH', 'GETADDRINFO', 'CONNECT', 'BIND', 'LISTEN', 'PEER_OF', 'UNLISTEN', 'UDP_ROUTE', 'UNIX_CONNECT'];
+  const ops = ['OPEN', 'STAT', 'ACCESS', 'READLINK', 'REALPATH', 'GETADDRINFO', 'CONNECT', 'BIND', 'LISTEN', 'PEER_OF', 'UNLISTEN', 'UDP_ROUTE', 'UNIX_CONNECT', 'HELLO'];
   const numbers = runC(ops.map((name) => `printf("%d ", DP_OP_${name});`).join(' ')).split(' ').map(Number);
-  assert.deepEqual(numbers, [Op.open, Op.stat, Op.access, Op.readlink, Op.realpath, Op.getaddrinfo, Op.connect, Op.bind, Op.listen, Op.peerOf, Op.unlisten, Op.udpRoute, Op.unixConnect]);
+  assert.deepEqual(numbers, [Op.open, Op.stat, Op.access, Op.readlink, Op.realpath, Op.getaddrinfo, Op.connect, Op.bind, Op.listen, Op.peerOf, Op.unlisten, Op.udpRoute, Op.unixConnect, Op.hello]);
+  const limits = runC('printf("%d %d %u %d %d %d %d %d %d", DP_RULES_MAX, DP_RULES_MAX_BYTES, DP_HELLO_LOOPBACK_TCP_LOCAL, DP_MATCH_EXACT, DP_MATCH_PREFIX, DP_MATCH_SUFFIX, DP_MATCH_CONTAINS, DP_RULE_LOCAL, DP_RULE_ASK);');
+  assert.equal(limits, `${RULES_MAX} ${RULES_MAX_BYTES} ${HELLO_LOOPBACK_TCP_LOCAL} 1 2 3 4 1 2`);
+});
+
+test('hello: the layer says who it is; the answer is the fast path\'s flags and rules as the layer reads them', () => {
+  const who = cBytes('struct dp_hello_req r = {.pid = 4242, .ppid = 1};');
+  const hello = decodeRequest(Op.hello, Buffer.concat([who, Buffer.from('/usr/bin/python3\0')]));
+  assert.deepEqual(hello, { op: 'hello', pid: 4242, ppid: 1, executable: '/usr/bin/python3' });
+  const answer = encodeAnswer(hello, { kind: 'remote', value: { loopbackTcpLocal: true, rules: [{ match: 'prefix', verdict: 'local', text: '/usr/' }, { match: 'exact', verdict: 'ask', text: '/etc/hosts' }] } }, 7);
+  assert.deepEqual([answer.readInt32LE(4), answer.readUInt32LE(8)], [0, 7]);
+  const body = answer.subarray(RESP_HEADER);
+  assert.equal(body.readUInt32LE(0), HELLO_LOOPBACK_TCP_LOCAL);
+  const rules = body.subarray(HELLO_RESP_SIZE);
+  assert.deepEqual([rules.readUInt16LE(0), rules.readUInt16LE(2), rules.readUInt32LE(4), rules.toString('ascii', 8, 13)], [2, 1, 5, '/usr/']);
+  assert.deepEqual([rules.readUInt16LE(13), rules.readUInt16LE(15), rules.readUInt32LE(17), rules.toString('ascii', 21)], [1, 2, 10, '/etc/hosts']);
+  // A table past the layer's limits is sent empty: the layer then asks about every path.
+  const many = Array.from({ length: RULES_MAX + 1 }, () => ({ match: 'exact' as const, verdict: 'local' as const, text: '/x' }));
+  assert.equal(encodeAnswer(hello, { kind: 'remote', value: { loopbackTcpLocal: false, rules: many } }, 7).length, RESP_HEADER + HELLO_RESP_SIZE);
 });
 
 /** The bytes of a struct the C side fills, as the layer would send them. */

@@ -1,0 +1,90 @@
+/* Benchmark workload: one hooked call pattern N times; prints each iteration's nanoseconds as a JSON array.
+ *   stat PATH N       stat(2)
+ *   read PATH N       open + read to the end + close
+ *   stat-open PATH N  stat, then open + read + close, then stat again (what many runtimes do to load a file)
+ *   missing PATH N    stat of PATH.<i>, a different file that is not there each time (ENOENT)
+ *   connect - N       socket + connect to a loopback listener of its own (accept and close are not timed) */
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+static long long now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static void fail(const char *what) {
+  perror(what);
+  exit(1);
+}
+
+static void read_file(const char *path) {
+  static char buf[65536];
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) fail(path);
+  ssize_t n, total = 0;
+  while ((n = read(fd, buf, sizeof buf)) > 0) total += n;
+  if (n < 0) fail("read");
+  close(fd);
+}
+
+static void stat_file(const char *path) {
+  struct stat st;
+  if (stat(path, &st) < 0) fail(path);
+}
+
+int main(int argc, char **argv) {
+  if (argc != 4) {
+    fprintf(stderr, "usage: %s stat|read|stat-open|missing|connect PATH N\n", argv[0]);
+    return 2;
+  }
+  const char *mode = argv[1], *path = argv[2];
+  int n = atoi(argv[3]);
+  long long *times = calloc((size_t)n, sizeof *times);
+  int listener = -1;
+  struct sockaddr_in addr = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  if (strcmp(mode, "connect") == 0) {
+    socklen_t len = sizeof addr;
+    listener = socket(AF_INET, SOCK_STREAM, 0);
+    if (listener < 0 || bind(listener, (struct sockaddr *)&addr, sizeof addr) < 0 || listen(listener, 16) < 0 || getsockname(listener, (struct sockaddr *)&addr, &len) < 0) fail("listener");
+  }
+  for (int i = 0; i < n; i++) {
+    long long start = now();
+    if (strcmp(mode, "stat") == 0) {
+      stat_file(path);
+    } else if (strcmp(mode, "read") == 0) {
+      read_file(path);
+    } else if (strcmp(mode, "missing") == 0) {
+      char name[4096];
+      struct stat st;
+      snprintf(name, sizeof name, "%s.%d", path, i);
+      if (stat(name, &st) == 0) fail("a missing file is there");
+    } else if (strcmp(mode, "stat-open") == 0) {
+      stat_file(path);
+      read_file(path);
+      stat_file(path);
+    } else {
+      int fd = socket(AF_INET, SOCK_STREAM, 0);
+      if (fd < 0 || connect(fd, (struct sockaddr *)&addr, sizeof addr) < 0) fail("connect");
+      times[i] = now() - start;
+      int peer = accept(listener, NULL, NULL);
+      if (peer < 0) fail("accept");
+      close(peer);
+      close(fd);
+      continue;
+    }
+    times[i] = now() - start;
+  }
+  printf("[");
+  for (int i = 0; i < n; i++) printf("%s%lld", i ? "," : "", times[i]);
+  printf("]\n");
+  return 0;
+}

@@ -1,0 +1,104 @@
+/* The session's fast rules (made by src/config/fs-fast-rules.ts from the fs policy): paths they call local are
+ * served by libc without a round trip to the proxy. Loaded once per process from the first connection's hello. */
+#define _GNU_SOURCE
+#include "layer.h"
+#include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <string.h>
+
+struct rule {
+  uint16_t match, verdict;
+  uint32_t len;
+  const char *text;
+};
+
+enum { UNSET, LOADING, LOADED };
+static atomic_int state;
+static struct rule rules[DP_RULES_MAX];
+static size_t count;
+static uint32_t flags;
+static char store[DP_RULES_MAX_BYTES];
+
+/* A child forked while another thread was loading would wait for it forever; it loads again instead. */
+static void after_fork_child(void) {
+  int loading = LOADING;
+  atomic_compare_exchange_strong(&state, &loading, UNSET);
+}
+__attribute__((constructor)) static void fork_safe(void) { pthread_atfork(NULL, NULL, after_fork_child); }
+
+char *dp_rules_claim(uint32_t len) {
+  int unset = UNSET;
+  if (len > sizeof store || !atomic_compare_exchange_strong(&state, &unset, LOADING)) return NULL;
+  return store;
+}
+
+/* Parses the claimed store; anything malformed loads no rules, which means "ask about everything". */
+void dp_rules_loaded(uint32_t hello_flags, uint32_t len, int ok) {
+  if (!ok) {
+    atomic_store(&state, UNSET);
+    return;
+  }
+  size_t n = 0;
+  for (uint32_t off = 0; off < len; n++) {
+    struct dp_rule head;
+    if (n == DP_RULES_MAX || len - off < sizeof head) goto bad;
+    memcpy(&head, store + off, sizeof head);
+    off += (uint32_t)sizeof head;
+    if (head.len > len - off || head.match < DP_MATCH_EXACT || head.match > DP_MATCH_CONTAINS || (head.verdict != DP_RULE_LOCAL && head.verdict != DP_RULE_ASK)) goto bad;
+    rules[n] = (struct rule){head.match, head.verdict, head.len, store + off};
+    off += head.len;
+  }
+  count = n;
+  flags = hello_flags;
+  atomic_store_explicit(&state, LOADED, memory_order_release);
+  dp_log("hello: %zu fast rules", n);
+  return;
+bad:
+  count = 0;
+  flags = 0;
+  atomic_store_explicit(&state, LOADED, memory_order_release);
+  dp_log("hello: malformed fast rules; asking the proxy about every path");
+}
+
+/* A path is checked against every rule before the one that decides: the last byte of a prefix and of a suffix
+ * rejects most of them without a call to memcmp. */
+static int matches(const struct rule *r, const char *path, size_t n) {
+  size_t len = r->len;
+  switch (r->match) {
+  case DP_MATCH_EXACT: return n == len && memcmp(path, r->text, n) == 0;
+  case DP_MATCH_PREFIX: return n >= len && (len == 0 || path[len - 1] == r->text[len - 1]) && memcmp(path, r->text, len) == 0;
+  case DP_MATCH_SUFFIX: return n >= len && (len == 0 || path[n - 1] == r->text[len - 1]) && memcmp(path + n - len, r->text, len) == 0;
+  default: return memmem(path, n, r->text, r->len) != NULL;
+  }
+}
+
+/* Only a path the policy would see unchanged: absolute, ASCII (the policy's regexes fold ASCII case only among
+ * ASCII), and normalized (no empty, "." or ".." component), since the policy normalizes before it decides. */
+static size_t lower_plain(const char *path, char *out, size_t size) {
+  if (path[0] != '/') return 0;
+  size_t n = 0;
+  for (; path[n] != '\0'; n++) {
+    unsigned char c = (unsigned char)path[n];
+    if (c >= 0x80 || n + 1 >= size) return 0;
+    if (c == '/') {
+      const char *next = path + n + 1;
+      if (next[0] == '/' || (next[0] == '.' && (next[1] == '/' || next[1] == '\0' || (next[1] == '.' && (next[2] == '/' || next[2] == '\0'))))) return 0;
+    }
+    out[n] = (char)(c >= 'A' && c <= 'Z' ? c + ('a' - 'A') : c);
+  }
+  return n;
+}
+
+int dp_loopback_tcp_local(void) { return atomic_load_explicit(&state, memory_order_acquire) == LOADED && (flags & DP_HELLO_LOOPBACK_TCP_LOCAL); }
+
+int dp_rules_local(const char *path) {
+  if (atomic_load_explicit(&state, memory_order_acquire) != LOADED || count == 0) return 0;
+  char low[PATH_MAX];
+  size_t n = lower_plain(path, low, sizeof low);
+  if (n == 0) return 0;
+  for (size_t i = 0; i < count; i++) {
+    if (matches(&rules[i], low, n)) return rules[i].verdict == DP_RULE_LOCAL;
+  }
+  return 0;
+}
