@@ -1,6 +1,6 @@
 // Benchmarks the layer's cost per call, with and without it in the same run: local stat, read and loopback connect
 // (direct = the same program on the host without doppel), next to remote stat and reads through a real agent in a
-// test world (direct = the program inside the target with nsenter). Writes bench/results/layer.json.
+// test world (direct = the program inside the target with nsenter), in alternating rounds. Writes bench/results/layer.json.
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, release, tmpdir } from 'node:os';
@@ -15,6 +15,7 @@ const doppel = fileURLToPath(new URL('../bin/doppel', import.meta.url));
 const node = process.execPath;
 const localLoops = Number(process.env.BENCH_LOCAL_LOOPS ?? 20000);
 const remoteLoops = Number(process.env.BENCH_REMOTE_LOOPS ?? 1000);
+const rounds = Number(process.env.BENCH_ROUNDS ?? 5);
 
 const scratch = mkdtempSync(join(tmpdir(), 'doppel-layer-bench-'));
 const world = await createWorld();
@@ -28,24 +29,35 @@ try {
 
   const times = (command: string, args: string[]) => JSON.parse(execFileSync(command, args, { cwd: repo, encoding: 'utf8', maxBuffer: 64 << 20 })) as number[];
   const underDoppel = (program: string[]) => times(doppel, ['exec', '-q', '--target', `process/${pid}`, '--', ...program]);
+  /** Direct and doppel runs taken in turns, so that a change in the machine's load falls on both. */
+  const alternate = (direct: () => number[], viaDoppel: () => number[]) => {
+    const samples: [number[], number[]] = [[], []];
+    for (let round = 0; round < rounds; round++) {
+      samples[0].push(...direct());
+      samples[1].push(...viaDoppel());
+    }
+    return compare(...samples);
+  };
   /** A local call: the program alone on the host against the same program under doppel. */
-  const local = (program: string[]) => compare(times(program[0]!, program.slice(1)), underDoppel(program));
+  const local = (program: string[]) => alternate(() => times(program[0]!, program.slice(1)), () => underDoppel(program));
   /** A remote call: the program inside the target (nsenter) against the same program under doppel. */
-  const remote = (program: string[]) => compare(times('nsenter', ['-t', pid, '-n', '-m', ...program]), underDoppel(program));
-  const c = (mode: string, path: string, loops: number) => [loopBin, mode, path, String(loops)];
+  const remote = (program: string[]) => alternate(() => times('nsenter', ['-t', pid, '-n', '-m', ...program]), () => underDoppel(program));
+  const perRound = (loops: number) => String(Math.ceil(loops / rounds));
+  const c = (mode: string, path: string, loops: number) => [loopBin, mode, path, perRound(loops)];
 
   const results = {
     when: new Date().toISOString(),
     machine: { cpu: cpus()[0]?.model, cores: cpus().length, kernel: release(), node: process.version },
     localLoops,
     remoteLoops,
+    rounds,
     direct: 'local cases: the same program on the host without doppel; remote cases: inside the target with nsenter -n -m',
     local: {
       statC: local(c('stat', '/usr/bin/env', localLoops)),
       statRelativeC: local(c('stat', 'package.json', localLoops)),
-      statNode: local([node, `${here}workloads/stat-loop.mjs`, '/usr/bin/env', String(localLoops)]),
+      statNode: local([node, `${here}workloads/stat-loop.mjs`, '/usr/bin/env', perRound(localLoops)]),
       openReadClose4KiBC: local(c('read', localFile, localLoops)),
-      openReadClose4KiBNode: local([node, `${here}workloads/file-loop.mjs`, localFile, String(localLoops)]),
+      openReadClose4KiBNode: local([node, `${here}workloads/file-loop.mjs`, localFile, perRound(localLoops)]),
       loopbackConnectC: local(c('connect', '-', localLoops)),
     },
     remote: {
