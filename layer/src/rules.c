@@ -2,7 +2,6 @@
  * served by libc without a round trip to the proxy. Loaded once per process from the first connection's hello. */
 #define _GNU_SOURCE
 #include "layer.h"
-#include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <string.h>
@@ -61,31 +60,45 @@ bad:
   dp_log("hello: malformed fast rules; asking the proxy about every path");
 }
 
+static inline char lower(char c) { return c >= 'A' && c <= 'Z' ? (char)(c + ('a' - 'A')) : c; }
+
+/* Rule texts are lower case; a path is compared as it is, letter by letter. */
+static int same(const char *path, const char *text, size_t len) {
+  for (size_t i = 0; i < len; i++) {
+    if (lower(path[i]) != text[i]) return 0;
+  }
+  return 1;
+}
+
 /* A path is checked against every rule before the one that decides: the last byte of a prefix and of a suffix
- * rejects most of them without a call to memcmp. */
+ * rejects most of them at once. */
 static int matches(const struct rule *r, const char *path, size_t n) {
   size_t len = r->len;
   switch (r->match) {
-  case DP_MATCH_EXACT: return n == len && memcmp(path, r->text, n) == 0;
-  case DP_MATCH_PREFIX: return n >= len && (len == 0 || path[len - 1] == r->text[len - 1]) && memcmp(path, r->text, len) == 0;
-  case DP_MATCH_SUFFIX: return n >= len && (len == 0 || path[n - 1] == r->text[len - 1]) && memcmp(path + n - len, r->text, len) == 0;
-  default: return memmem(path, n, r->text, r->len) != NULL;
+  case DP_MATCH_EXACT: return n == len && same(path, r->text, n);
+  case DP_MATCH_PREFIX: return n >= len && (len == 0 || lower(path[len - 1]) == r->text[len - 1]) && same(path, r->text, len);
+  case DP_MATCH_SUFFIX: return n >= len && (len == 0 || lower(path[n - 1]) == r->text[len - 1]) && same(path + n - len, r->text, len);
+  default:
+    for (size_t i = 0; i + len <= n; i++) {
+      if (same(path + i, r->text, len)) return 1;
+    }
+    return 0;
   }
 }
 
 /* Only a path the policy would see unchanged: absolute, ASCII (the policy's regexes fold ASCII case only among
- * ASCII), and normalized (no empty, "." or ".." component), since the policy normalizes before it decides. */
-static size_t lower_plain(const char *path, char *out, size_t size) {
+ * ASCII), and normalized (no empty, "." or ".." component), since the policy normalizes before it decides.
+ * Returns its length, or 0. */
+static size_t plain_length(const char *path) {
   if (path[0] != '/') return 0;
   size_t n = 0;
   for (; path[n] != '\0'; n++) {
     unsigned char c = (unsigned char)path[n];
-    if (c >= 0x80 || n + 1 >= size) return 0;
+    if (c >= 0x80) return 0;
     if (c == '/') {
       const char *next = path + n + 1;
       if (next[0] == '/' || (next[0] == '.' && (next[1] == '/' || next[1] == '\0' || (next[1] == '.' && (next[2] == '/' || next[2] == '\0'))))) return 0;
     }
-    out[n] = (char)(c >= 'A' && c <= 'Z' ? c + ('a' - 'A') : c);
   }
   return n;
 }
@@ -94,11 +107,10 @@ int dp_loopback_tcp_local(void) { return atomic_load_explicit(&state, memory_ord
 
 int dp_rules_local(const char *path) {
   if (atomic_load_explicit(&state, memory_order_acquire) != LOADED || count == 0) return 0;
-  char low[PATH_MAX];
-  size_t n = lower_plain(path, low, sizeof low);
+  size_t n = plain_length(path);
   if (n == 0) return 0;
   for (size_t i = 0; i < count; i++) {
-    if (matches(&rules[i], low, n)) return rules[i].verdict == DP_RULE_LOCAL;
+    if (matches(&rules[i], path, n)) return rules[i].verdict == DP_RULE_LOCAL;
   }
   return 0;
 }

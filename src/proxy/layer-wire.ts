@@ -176,6 +176,9 @@ export function decodeRequest(op: number, payload: Buffer): LayerRequest {
       need(1);
       // An abstract name is every byte after its leading NUL; a path ends at its NUL.
       return payload[0] === 0 ? { op: 'unixConnect', path: payload.toString('utf8', 1), abstract: true } : { op: 'unixConnect', path: cstringOrAll(payload), abstract: false };
+    case Op.hello:
+      need(HELLO_REQ_SIZE + 1);
+      return { op: 'hello', pid: payload.readUInt32LE(0), ppid: payload.readUInt32LE(4), executable: cstring(HELLO_REQ_SIZE) };
     default:
       throw new WireError(`unknown op ${op}`);
   }
