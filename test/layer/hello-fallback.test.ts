@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { test } from 'node:test';
-import { Op, REQ_HEADER } from '../../src/proxy/layer-wire.ts';
+import { Op, REQ_HEADER, RESP_HEADER } from '../../src/proxy/layer-wire.ts';
 
 const layer = fileURLToPath(new URL('../../layer/build/libdoppel.so', import.meta.url));
 
@@ -25,6 +25,7 @@ test('a failed hello: the layer falls back to asking the proxy about every path'
       while (buffered.length >= REQ_HEADER && buffered.length >= REQ_HEADER + buffered.readUInt32LE(0)) {
         const length = buffered.readUInt32LE(0);
         const op = buffered.readUInt32LE(4);
+        const header = buffered.subarray(0, REQ_HEADER);
         const payload = buffered.subarray(REQ_HEADER, REQ_HEADER + length);
         buffered = buffered.subarray(REQ_HEADER + length);
         if (op === Op.hello) {
@@ -33,9 +34,10 @@ test('a failed hello: the layer falls back to asking the proxy about every path'
           return;
         }
         seen.push({ op, path: payload.subarray(4, payload.indexOf(0, 4)).toString() });
-        // Every answer "local", the one a proxy gives for /usr.
-        const answer = Buffer.alloc(8);
+        // Every answer "local" (the one a proxy gives for /usr), echoing the request's sequence number.
+        const answer = Buffer.alloc(RESP_HEADER);
         answer.writeInt32LE(1, 4);
+        answer.writeUInt32LE(header.readUInt32LE(8), 8);
         socket.write(answer);
       }
     });
