@@ -147,8 +147,12 @@ int dp_absolute(int dirfd, const char *path, char *out, size_t size) {
       if (n < 0) return -EBADF;
       base[n] = '\0';
     }
-    int n = snprintf(out, size, "%s/%s", strcmp(base, "/") == 0 ? "" : base, path);
-    if (n < 0 || (size_t)n >= size) return -ENAMETOOLONG;
+    /* Not snprintf: relative paths are common enough (a build's) for its cost to show. */
+    size_t base_len = strcmp(base, "/") == 0 ? 0 : strlen(base), path_len = strlen(path);
+    if (base_len + 1 + path_len >= size) return -ENAMETOOLONG;
+    memcpy(out, base, base_len);
+    out[base_len] = '/';
+    memcpy(out + base_len + 1, path, path_len + 1);
   }
   return dp_unstand(out);
 }

@@ -70,13 +70,13 @@ static int same(const char *path, const char *text, size_t len) {
   return 1;
 }
 
-/* A path is checked against every rule before the one that decides: the last byte of a prefix and of a suffix
- * rejects most of them at once. */
+/* A path is checked against every rule before the one that decides: the byte after the leading slash of a prefix,
+ * and the last byte of a suffix, reject most of them at once. */
 static int matches(const struct rule *r, const char *path, size_t n) {
   size_t len = r->len;
   switch (r->match) {
   case DP_MATCH_EXACT: return n == len && same(path, r->text, n);
-  case DP_MATCH_PREFIX: return n >= len && (len == 0 || lower(path[len - 1]) == r->text[len - 1]) && same(path, r->text, len);
+  case DP_MATCH_PREFIX: return n >= len && (len < 2 || lower(path[1]) == r->text[1]) && same(path, r->text, len);
   case DP_MATCH_SUFFIX: return n >= len && (len == 0 || lower(path[n - 1]) == r->text[len - 1]) && same(path + n - len, r->text, len);
   default:
     for (size_t i = 0; i + len <= n; i++) {
