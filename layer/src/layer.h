@@ -124,6 +124,8 @@ char *dp_rules_claim(uint32_t len);
 void dp_rules_loaded(uint32_t flags, uint32_t len, int ok);
 /* True when the rules call this absolute path local. */
 int dp_rules_local(const char *path);
+/* Inside a hook: opens this thread's proxy connection now if it has none, so that its hello loads the rules. */
+void dp_connect_early(void);
 /* True when TCP to a loopback address is always local in this session. */
 int dp_loopback_tcp_local(void);
 

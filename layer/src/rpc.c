@@ -226,6 +226,15 @@ static int exchange(int fd, uint32_t op, const void *a, size_t a_len, const void
   return 0;
 }
 
+void dp_connect_early(void) {
+  if (conn_fd >= 0) return;
+  int saved = errno;
+  conn_fd = connect_proxy();
+  conn_pid = getpid();
+  conn_phase = IDLE;
+  errno = saved;
+}
+
 int dp_call(uint32_t op, const void *a, size_t a_len, const void *b, size_t b_len, char **reply, uint32_t *reply_len) {
   int saved = errno;
   *reply = NULL;

@@ -87,8 +87,8 @@ static int matches(const struct rule *r, const char *path, size_t n) {
 }
 
 /* Only a path the policy would see unchanged: absolute, ASCII (the policy's regexes fold ASCII case only among
- * ASCII), and normalized (no empty, "." or ".." component), since the policy normalizes before it decides.
- * Returns its length, or 0. */
+ * ASCII), and normalized (no empty, "." or ".." component but a last "."), since the policy normalizes before it
+ * decides. Returns the length to match, or 0. */
 static size_t plain_length(const char *path) {
   if (path[0] != '/') return 0;
   size_t n = 0;
@@ -97,6 +97,8 @@ static size_t plain_length(const char *path) {
     if (c >= 0x80) return 0;
     if (c == '/') {
       const char *next = path + n + 1;
+      /* A last "." component is dropped, as the policy's normalize does ("$PWD/." is how shells check a directory). */
+      if (n > 0 && next[0] == '.' && next[1] == '\0') return n;
       if (next[0] == '/' || (next[0] == '.' && (next[1] == '/' || next[1] == '\0' || (next[1] == '.' && (next[2] == '/' || next[2] == '\0'))))) return 0;
     }
   }
@@ -106,6 +108,9 @@ static size_t plain_length(const char *path) {
 int dp_loopback_tcp_local(void) { return atomic_load_explicit(&state, memory_order_acquire) == LOADED && (flags & DP_HELLO_LOOPBACK_TCP_LOCAL); }
 
 int dp_rules_local(const char *path) {
+  /* The rules come with a connection's hello: a process's first call connects before it looks at them, so that
+   * call too can stay local. */
+  if (atomic_load_explicit(&state, memory_order_acquire) == UNSET) dp_connect_early();
   if (atomic_load_explicit(&state, memory_order_acquire) != LOADED || count == 0) return 0;
   size_t n = plain_length(path);
   if (n == 0) return 0;

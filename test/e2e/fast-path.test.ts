@@ -91,15 +91,18 @@ describe('the layer\'s fast path', gate, () => {
     const policy = createFsPolicy(config.feature.fs, { cwd: '/', home: homedir(), tmpdir: tmpdir(), executable: whichSync('python3', process.env.PATH, existsSync), targetMounts: await targetMounts(world.target.pid) });
     const kept = localByRule(log);
     assert.ok(kept.length > 0, 'nothing was decided by the fast rules');
-    for (const path of kept) assert.deepEqual(policy.decide(path, { write: false }), { action: 'local', path }, `the layer kept ${path} local`);
+    for (const path of kept) assert.equal(policy.decide(path, { write: false }).action, 'local', `the layer kept ${path} local`);
   }
 
   test('local stats under /usr, /proc and node_modules and a loopback connection do not reach the proxy; the target\'s files still do', async () => {
-    const local = ['/usr/bin/env', '/proc/version', join(repo, 'node_modules/yaml/LICENSE'), '/usr/bin/../bin/env'];
+    // A last "." component is dropped as the policy's normalize drops it (shells stat "$PWD/.").
+    const local = ['/usr/bin/env', '/proc/version', join(repo, 'node_modules/yaml/LICENSE'), '/usr/bin/.', '/usr/bin/../bin/env'];
     const remote = ['/etc/resolv.conf', '/etc/hosts', '/opt/app/mounted.conf', '/srv/app/config/settings.json'];
     const { out, log } = parse(await probe(local, remote, true));
-    assert.match(log.join('\n'), /hello: [1-9]\d* fast rules/);
-    for (const path of local.slice(0, 3)) {
+    // The first call of the process connects before it looks at the rules, so it is decided by them too.
+    const hello = log.findIndex((line) => /hello: [1-9]\d* fast rules/.test(line));
+    assert.ok(hello >= 0 && log.findIndex((line) => /: (ask op \d+|local by rule): /.test(line)) > hello, 'a path was decided before the hello');
+    for (const path of local.slice(0, 4)) {
       assert.deepEqual(out.stats[path], hostStat(path), path);
       assert.ok(localByRule(log).includes(path) && !asked(log, path), `${path} should be decided in the layer`);
     }
