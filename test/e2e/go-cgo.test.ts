@@ -8,39 +8,32 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import process from 'node:process';
 import { fileURLToPath } from 'node:url';
-import { after, afterEach, before, describe, test } from 'node:test';
+import { after, before, describe, test } from 'node:test';
 import { needsRoot } from '../support/root.ts';
-import { createWorld, type World } from '../world/world.ts';
-import { leftoversAfter } from './leftovers.ts';
 import { execIn } from './run-doppel.ts';
+import { suiteWorld } from './suite-world.ts';
 
 const gate = needsRoot('a cgo Go program against a process target');
 const source = fileURLToPath(new URL('./fixtures/go-lookup/', import.meta.url));
 
 describe('a cgo Go program', gate, () => {
-  let world: World;
+  const world = suiteWorld();
   let dir: string;
   let program: string;
-  const pid = () => world.target.pid;
+  const pid = () => world().target.pid;
 
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'doppel-go-'));
     program = join(dir, 'go-lookup');
     // Offline and with this machine's toolchain: the program needs nothing but the standard library.
     execFileSync('go', ['build', '-o', program, '.'], { cwd: source, env: { ...process.env, CGO_ENABLED: '1', GOTOOLCHAIN: 'local', GOPROXY: 'off', GOFLAGS: '-mod=mod' }, stdio: ['ignore', 'ignore', 'pipe'] });
-    world = await createWorld();
   });
-  after(async () => {
-    await world?.destroy();
+  after(() => {
     if (dir) rmSync(dir, { recursive: true, force: true });
-  });
-  afterEach(async () => {
-    if (!world) return;
-    assert.deepEqual(await leftoversAfter(pid()), { agents: [], dirs: [] }, 'a session left an agent process or a socket directory behind');
   });
 
   test('net.LookupHost through the cgo resolver gets the target\'s answer; the GET dials from the developer machine', async () => {
-    const { http } = world.services;
+    const { http } = world().services;
     // GODEBUG=netdns=cgo: Go's own resolver would read resolv.conf with its own system calls, out of the layer's reach.
     const result = await execIn(pid(), [program, http.name, `http://${http.name}:${http.port}/`], { env: { ...process.env, GODEBUG: 'netdns=cgo' } });
     const [address, get] = result.stdout.split('\n');

@@ -3,11 +3,10 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, afterEach, before, describe, test } from 'node:test';
+import { after, before, describe, test } from 'node:test';
 import { needsRoot } from '../support/root.ts';
-import { createWorld, type World } from '../world/world.ts';
-import { leftoversAfter } from './leftovers.ts';
 import { execIn, ok } from './run-doppel.ts';
+import { suiteWorld } from './suite-world.ts';
 
 const gate = needsRoot('feature.hostname against a process target');
 
@@ -21,27 +20,21 @@ const askAll = [
 ].join(' && ');
 
 describe('feature.hostname', gate, () => {
-  let world: World;
+  const world = suiteWorld();
   let dir: string;
-  const pid = () => world.target.pid;
+  const pid = () => world().target.pid;
 
-  before(async () => {
-    world = await createWorld();
-    dir = mkdtempSync(join(tmpdir(), `${world.name}-hostname-`));
+  before(() => {
+    dir = mkdtempSync(join(tmpdir(), 'doppel-hostname-'));
   });
-  after(async () => {
-    await world?.destroy();
+  after(() => {
     if (dir) rmSync(dir, { recursive: true, force: true });
-  });
-  afterEach(async () => {
-    if (!world) return;
-    assert.deepEqual(await leftoversAfter(pid()), { agents: [], dirs: [] }, 'a session left an agent process or a socket directory behind');
   });
 
   test('hostname, uname, python3 and node say the target\'s hostname (the default)', async () => {
-    assert.notEqual(world.target.hostname, hostname());
+    assert.notEqual(world().target.hostname, hostname());
     const out = ok(await execIn(pid(), ['sh', '-c', askAll]));
-    assert.deepEqual(out.trim().split('\n'), Array(6).fill(world.target.hostname));
+    assert.deepEqual(out.trim().split('\n'), Array(6).fill(world().target.hostname));
   });
 
   test('with hostname: false they say the local one', async () => {

@@ -4,18 +4,17 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, afterEach, before, describe, test } from 'node:test';
+import { after, before, describe, test } from 'node:test';
 import { needsRoot } from '../support/root.ts';
-import { createWorld, type World } from '../world/world.ts';
-import { leftoversAfter } from './leftovers.ts';
 import { execIn, ok } from './run-doppel.ts';
+import { suiteWorld } from './suite-world.ts';
 
 const gate = needsRoot('skip_processes against a process target');
 
 describe('skip_processes and build tools', gate, () => {
-  let world: World;
+  const world = suiteWorld();
   let dir: string;
-  const pid = () => world.target.pid;
+  const pid = () => world().target.pid;
   const remoteFile = '/srv/app/data/a.txt';
   const config = (name: string, content: object) => {
     const path = join(dir, name);
@@ -23,17 +22,11 @@ describe('skip_processes and build tools', gate, () => {
     return path;
   };
 
-  before(async () => {
-    world = await createWorld();
-    dir = mkdtempSync(join(tmpdir(), `${world.name}-skip-`));
+  before(() => {
+    dir = mkdtempSync(join(tmpdir(), 'doppel-skip-'));
   });
-  after(async () => {
-    await world?.destroy();
+  after(() => {
     if (dir) rmSync(dir, { recursive: true, force: true });
-  });
-  afterEach(async () => {
-    if (!world) return;
-    assert.deepEqual(await leftoversAfter(pid()), { agents: [], dirs: [] }, 'a session left an agent process or a socket directory behind');
   });
 
   test('a skipped shell sees the local files, and its cat child the target\'s', async () => {
