@@ -7,23 +7,13 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, afterEach, before, describe, test } from 'node:test';
 import { needsRoot } from '../support/root.ts';
+import { until } from '../support/until.ts';
 import { createWorld, type World } from '../world/world.ts';
 import { agentProcesses, leftoversAfter } from './leftovers.ts';
 import { doppelBin, execIn, runDoppel, startDoppel } from './run-doppel.ts';
 
 const gate = needsRoot('doppel exec failure paths');
 const fixtures = fileURLToPath(new URL('./fixtures/', import.meta.url));
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-async function until<T>(what: string, probe: () => T | undefined, ms = 10_000): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const value = probe();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(50);
-  }
-}
 
 const alive = (pid: number) => spawnSync('kill', ['-0', String(pid)]).status === 0;
 

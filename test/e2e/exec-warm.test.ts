@@ -7,8 +7,8 @@ import { existsSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, afterEach, before, describe, test } from 'node:test';
-import { setTimeout as delay } from 'node:timers/promises';
 import { needsRoot } from '../support/root.ts';
+import { until } from '../support/until.ts';
 import { createWorld, type World } from '../world/world.ts';
 import { agentProcesses, leftoversAfter } from './leftovers.ts';
 import { execIn, ok, runDoppel, startDoppel } from './run-doppel.ts';
@@ -19,16 +19,6 @@ const warmDir = join(tmpdir(), 'doppel-warm');
 /** The warm agents' socket files of target `pid`. */
 const warmSockets = (pid: number) => (existsSync(warmDir) ? readdirSync(warmDir).filter((entry) => entry.startsWith(`${pid}-`)) : []);
 const agentPids = (pid: number) => agentProcesses(pid).map((line) => Number(line.split(' ')[0]));
-
-async function until<T>(what: string, probe: () => T | undefined, ms = 10_000): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const value = probe();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await delay(50);
-  }
-}
 
 /** Nothing of any session on `pid` is left: no agent process, no socket file, no socket directory. */
 async function nothingLeft(pid: number): Promise<void> {

@@ -1,29 +1,17 @@
 // Node programs as they are written, under doppel: worker threads resolving names, a child process started with a
 // replaced environment, and a stream of a file of several MiB that only the target has.
 import assert from 'node:assert/strict';
-import { after, afterEach, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import { needsRoot } from '../support/root.ts';
-import { createWorld, type World } from '../world/world.ts';
-import { leftoversAfter } from './leftovers.ts';
 import { execIn, ok } from './run-doppel.ts';
+import { suiteWorld } from './suite-world.ts';
 
 describe('node programs under doppel', needsRoot('doppel exec against a process target'), () => {
-  let world: World;
-  const pid = () => world.target.pid;
-
-  before(async () => {
-    world = await createWorld();
-  });
-  after(async () => {
-    await world?.destroy();
-  });
-  afterEach(async () => {
-    if (!world) return;
-    assert.deepEqual(await leftoversAfter(pid()), { agents: [], dirs: [] }, 'a session left an agent process or a socket directory behind');
-  });
+  const world = suiteWorld();
+  const pid = () => world().target.pid;
 
   test('worker_threads resolve cluster names at once: dns.lookup (getaddrinfo) and dns.resolve4 (c-ares)', async () => {
-    const { http, redis, udpEcho } = world.services;
+    const { http, redis, udpEcho } = world().services;
     const script = `
       const { Worker } = require('worker_threads');
       const names = ${JSON.stringify([http.shortName, redis.shortName, udpEcho.name, http.name])};
@@ -46,7 +34,7 @@ describe('node programs under doppel', needsRoot('doppel exec against a process 
 
   test('child_process with a replaced environment ({PATH} only) still reads, resolves and connects through the target', async () => {
     const settings = '/srv/app/config/settings.json';
-    const { http, udpEcho } = world.services;
+    const { http, udpEcho } = world().services;
     const child = `
       const dns = require('dns').promises;
       (async () => {
@@ -65,7 +53,7 @@ describe('node programs under doppel', needsRoot('doppel exec against a process 
       });
     `;
     assert.deepEqual(JSON.parse(ok(await execIn(pid(), ['node', '-e', parent]))), {
-      file: world.target.files[settings],
+      file: world().target.files[settings],
       looked: http.address,
       resolved: [udpEcho.address],
       body: http.body,
@@ -74,7 +62,7 @@ describe('node programs under doppel', needsRoot('doppel exec against a process 
   });
 
   test('fs.createReadStream of a multi-MiB file only the target has streams every byte', async () => {
-    const { path, size, sha256 } = world.target.bigFile;
+    const { path, size, sha256 } = world().target.bigFile;
     const script = `
       const hash = require('crypto').createHash('sha256');
       let bytes = 0;

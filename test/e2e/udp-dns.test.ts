@@ -4,44 +4,37 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, afterEach, before, describe, test } from 'node:test';
+import { after, before, describe, test } from 'node:test';
 import { needsRoot } from '../support/root.ts';
-import { createWorld, type World } from '../world/world.ts';
-import { leftoversAfter } from './leftovers.ts';
 import { execIn, ok } from './run-doppel.ts';
+import { suiteWorld } from './suite-world.ts';
 
 describe('UDP and DNS over UDP through the target', needsRoot('doppel exec against a process target'), () => {
-  let world: World;
+  const world = suiteWorld();
   let dir: string;
-  const pid = () => world.target.pid;
+  const pid = () => world().target.pid;
   const config = (name: string, value: unknown) => {
     const path = join(dir, `${name}.json`);
     writeFileSync(path, JSON.stringify(value));
     return ['-f', path];
   };
 
-  before(async () => {
-    world = await createWorld();
+  before(() => {
     dir = mkdtempSync(join(tmpdir(), 'doppel-udp-e2e-'));
   });
-  after(async () => {
+  after(() => {
     rmSync(dir, { recursive: true, force: true });
-    await world?.destroy();
-  });
-  afterEach(async () => {
-    if (!world) return;
-    assert.deepEqual(await leftoversAfter(pid()), { agents: [], dirs: [] }, 'a session left an agent process or a socket directory behind');
   });
 
   test('dig asks the target\'s resolver (read from its resolv.conf) over UDP and gets a cluster-only name', async () => {
-    const { udpEcho, dnsServer } = world.services;
+    const { udpEcho, dnsServer } = world().services;
     const out = ok(await execIn(pid(), ['dig', udpEcho.name]));
     assert.match(out, new RegExp(`^${udpEcho.name.replaceAll('.', '\\.')}\\.\\s+\\d+\\s+IN\\s+A\\s+${udpEcho.address.replaceAll('.', '\\.')}$`, 'm'));
     assert.match(out, new RegExp(`^;; SERVER: ${dnsServer.replaceAll('.', '\\.')}#53\\(${dnsServer.replaceAll('.', '\\.')}\\) \\(UDP\\)$`, 'm'));
   });
 
   test('node: dns.resolve4 and dns.promises.Resolver (c-ares) get the target\'s answers; dgram reaches the echo', async () => {
-    const { udpEcho, redis } = world.services;
+    const { udpEcho, redis } = world().services;
     const script = `
       const dns = require('dns');
       const dgram = require('dgram');
@@ -61,13 +54,13 @@ describe('UDP and DNS over UDP through the target', needsRoot('doppel exec again
     assert.deepEqual(JSON.parse(ok(await execIn(pid(), ['node', '-e', script]))), {
       resolve4: [udpEcho.address],
       viaResolver: [redis.address],
-      servers: [world.services.dnsServer],
+      servers: [world().services.dnsServer],
       reply: [`node@${udpEcho.seenFrom}`, udpEcho.address, udpEcho.port],
     });
   });
 
   test('python3: asyncio datagram endpoints, connected and not, and a plain socket\'s sendto/recvfrom', async () => {
-    const { udpEcho } = world.services;
+    const { udpEcho } = world().services;
     const script = `
 import asyncio, socket
 async def exchange(send, **where):
@@ -101,7 +94,7 @@ print(s.recvfrom(100))
   });
 
   test('python3: threads resolving and exchanging datagrams at once, and subprocesses resolving (dig, python)', async () => {
-    const { udpEcho, redis } = world.services;
+    const { udpEcho, redis } = world().services;
     const script = `
 import socket, subprocess, sys
 from concurrent.futures import ThreadPoolExecutor
@@ -122,7 +115,7 @@ print(subprocess.run([sys.executable, "-c", "import socket; print(socket.gethost
   });
 
   test('--no-udp-outgoing and udp: false send from the developer machine; DNS to the target\'s resolver still follows the dns switch', async () => {
-    const { udpEcho } = world.services;
+    const { udpEcho } = world().services;
     const send = `import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.sendto(b"x", ("${udpEcho.address}", ${udpEcho.port}))`;
     for (const flags of [['--no-udp-outgoing'], config('udp-off', { feature: { network: { outgoing: { udp: false } } } })]) {
       const result = await execIn(pid(), ['python3', '-c', send], { flags });
@@ -133,7 +126,7 @@ print(subprocess.run([sys.executable, "-c", "import socket; print(socket.gethost
   });
 
   test('DNS over TCP to the target\'s resolver follows the dns switch too: dig +tcp resolves with --no-tcp-outgoing', async () => {
-    const { udpEcho, http } = world.services;
+    const { udpEcho, http } = world().services;
     assert.equal(ok(await execIn(pid(), ['dig', '+tcp', '+short', udpEcho.name], { flags: ['--no-tcp-outgoing'] })), `${udpEcho.address}\n`);
     // Other TCP leaves from the developer machine, which has no route to the service.
     const other = await execIn(pid(), ['curl', '-s', '-m', '5', `http://${http.address}:${http.port}/`], { flags: ['--no-tcp-outgoing'] });
@@ -141,13 +134,13 @@ print(subprocess.run([sys.executable, "-c", "import socket; print(socket.gethost
   });
 
   test('--no-remote-dns sends dig\'s queries from the developer machine, where the target\'s resolver is unreachable', async () => {
-    const result = await execIn(pid(), ['dig', '+tries=1', '+time=2', world.services.udpEcho.name], { flags: ['--no-remote-dns'] });
+    const result = await execIn(pid(), ['dig', '+tries=1', '+time=2', world().services.udpEcho.name], { flags: ['--no-remote-dns'] });
     assert.notEqual(result.status, 0);
     assert.match(result.stdout, /host unreachable|network unreachable|no servers could be reached/);
   });
 
   test('an outgoing filter sends a UDP destination from the developer machine and leaves TCP alone', async () => {
-    const { udpEcho, http } = world.services;
+    const { udpEcho, http } = world().services;
     const flags = config('filter', { feature: { network: { outgoing: { filter: { local: [`udp://${udpEcho.address}:${udpEcho.port}`] } } } } });
     const send = `import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.sendto(b"x", ("${udpEcho.address}", ${udpEcho.port}))`;
     const filtered = await execIn(pid(), ['python3', '-c', send], { flags });
