@@ -43,30 +43,33 @@ export async function runExec(command: string[], config: ResolvedConfig, progres
     session = await openSession(platform, { handshakeTimeoutMs: config.agent.startup_timeout * 1000, communicationTimeoutMs: config.agent.communication_timeout * 1000, onCall: calls?.onCall }, progress);
     trace('handshake done');
     const agent = session.agent;
-    const [remoteEnv, hostname, targetMounts] = await Promise.all([
+    const environment = Promise.all([
       config.feature.env.enabled && platform.hasTargetProcess ? progress.step('reading the target\'s environment', () => agent.env()) : {},
       config.feature.hostname && platform.hasTargetProcess ? targetHostname(agent) : undefined,
-      config.feature.fs.mode === 'local' ? [] : platform.remoteMounts(),
-    ]);
-    trace('environment fetched');
-    proxy = await startProxy({
-      agent,
-      fs: createFsPolicy(config.feature.fs, { cwd, home: homedir(), tmpdir: tmpdir(), executable, targetMounts }),
-      dns: createDnsPolicy(config.feature.network.dns),
-      outgoing: createOutgoingPolicy(config.feature.network.outgoing, config.feature.network.dns),
-      unixStreams,
-      incoming: createIncomingPolicy(config.feature.network.incoming, config.agent),
-      session: { owner: owner(command), notice: (text) => progress.warn(text), abort },
-      wrapHandler: calls?.wrap,
+    ]).then((found) => (trace('environment fetched'), found));
+    // The proxy needs the target's mounts, not its environment: it starts listening while the environment is read.
+    const listening = (config.feature.fs.mode === 'local' ? Promise.resolve([]) : platform.remoteMounts()).then(async (targetMounts) => {
+      proxy = await startProxy({
+        agent,
+        fs: createFsPolicy(config.feature.fs, { cwd, home: homedir(), tmpdir: tmpdir(), executable, targetMounts }),
+        dns: createDnsPolicy(config.feature.network.dns),
+        outgoing: createOutgoingPolicy(config.feature.network.outgoing, config.feature.network.dns),
+        unixStreams,
+        incoming: createIncomingPolicy(config.feature.network.incoming, config.agent),
+        session: { owner: owner(command), notice: (text) => progress.warn(text), abort },
+        wrapHandler: calls?.wrap,
+      });
+      trace('proxy listening');
+      return proxy;
     });
-    trace('proxy listening');
+    const [[remoteEnv, hostname], { socketPath }] = await bothSettled(environment, listening);
     if (await staticElf) {
       progress.warn(`${executable} is statically linked: the layer cannot reach it, so it runs with the local context only`);
     }
 
     const env = {
       ...mergeEnvironment({ local: process.env, remote: remoteEnv, config: config.feature.env }),
-      ...layerEnvironment(layer, proxy.socketPath, process.env.LD_PRELOAD, { hostname, unixStreams: unixStreams.any, skipProcesses }),
+      ...layerEnvironment(layer, socketPath, process.env.LD_PRELOAD, { hostname, unixStreams: unixStreams.any, skipProcesses }),
     };
     const program = runProgram(command, env, calls && (() => trace('program: first byte of output')));
     trace('program spawned');
@@ -92,4 +95,12 @@ export async function runExec(command: string[], config: ResolvedConfig, progres
 function owner(command: string[]): string {
   const line = command.join(' ').replace(/\s+/g, ' ');
   return `${userInfo().username}@${hostname()} (doppel pid ${process.pid}: ${line.length > 60 ? `${line.slice(0, 57)}...` : line})`;
+}
+
+/** Both results, or the first failure once both have settled: nothing started (the proxy) is left starting when the session ends. */
+async function bothSettled<A, B>(a: Promise<A>, b: Promise<B>): Promise<[A, B]> {
+  const [first, second] = await Promise.allSettled([a, b]);
+  if (first.status === 'rejected') throw first.reason;
+  if (second.status === 'rejected') throw second.reason;
+  return [first.value, second.value];
 }
