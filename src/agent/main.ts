@@ -2,7 +2,6 @@
 // launcher admitted), from inside the target's network namespace; exit when the client, or the target, is gone. A
 // client that parks the agent (`agent.park`) leaves it warm: it then serves the next client that comes to its Unix
 // socket within the ttl, and exits when none does.
-import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { Socket } from 'node:net';
 import process from 'node:process';
@@ -44,7 +43,8 @@ async function main(): Promise<number> {
   if (!Number.isInteger(pid) || pid <= 0) return usage(log, '--pid PID is required');
   if (!existsSync(`/proc/${pid}`)) return usage(log, `process ${pid} does not exist`);
   const timeoutMs = Number(values['startup-timeout']) * 1000;
-  const session = values.session ?? `a${randomBytes(4).toString('hex')}`;
+  // node:crypto costs a tenth of the agent's start: only an agent started without --session loads it.
+  const session = values.session ?? `a${(await import('node:crypto')).randomBytes(4).toString('hex')}`;
   if (!SESSION_PATTERN.test(session)) return usage(log, `--session: "${session}" is not 1-21 letters, digits or dashes`);
   if (values.fd === undefined) return usage(log, '--fd N is required');
 
