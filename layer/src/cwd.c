@@ -12,16 +12,18 @@
 
 static atomic_uint epoch = 1;
 static __thread unsigned seen __attribute__((tls_model("initial-exec")));
+static __thread size_t cwd_len __attribute__((tls_model("initial-exec")));
 static __thread char cwd[PATH_MAX] __attribute__((tls_model("initial-exec")));
 
 int dp_cwd(char *out, size_t size) {
   unsigned now = atomic_load(&epoch);
   if (seen != now) {
     if (getcwd(cwd, sizeof cwd) == NULL) return -errno;
+    cwd_len = strlen(cwd);
     seen = now;
   }
-  if (strlen(cwd) >= size) return -ENAMETOOLONG;
-  strcpy(out, cwd);
+  if (cwd_len >= size) return -ENAMETOOLONG;
+  memcpy(out, cwd, cwd_len + 1);
   return 0;
 }
 

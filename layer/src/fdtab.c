@@ -132,25 +132,24 @@ void dp_fd_each(unsigned first, unsigned last, int take, void (*each)(int fd, co
 
 int dp_absolute(int dirfd, const char *path, char *out, size_t size) {
   if (path == NULL) return -EFAULT;
+  size_t path_len = strlen(path);
   if (path[0] == '/') {
-    if (strlen(path) >= size) return -ENAMETOOLONG;
-    strcpy(out, path);
+    if (path_len >= size) return -ENAMETOOLONG;
+    memcpy(out, path, path_len + 1);
   } else {
-    char base[4096];
+    /* The base goes straight into out (not snprintf: relative paths are common enough, a build's, for copies to show). */
     if (dirfd == AT_FDCWD) {
-      int r = dp_cwd(base, sizeof base);
+      int r = dp_cwd(out, size);
       if (r < 0) return r;
     } else {
       char link[64];
       snprintf(link, sizeof link, "/proc/self/fd/%d", dirfd);
-      ssize_t n = real_readlink(link, base, sizeof base - 1);
+      ssize_t n = real_readlink(link, out, size - 1);
       if (n < 0) return -EBADF;
-      base[n] = '\0';
+      out[n] = '\0';
     }
-    /* Not snprintf: relative paths are common enough (a build's) for its cost to show. */
-    size_t base_len = strcmp(base, "/") == 0 ? 0 : strlen(base), path_len = strlen(path);
+    size_t base_len = out[0] == '/' && out[1] == '\0' ? 0 : strlen(out);
     if (base_len + 1 + path_len >= size) return -ENAMETOOLONG;
-    memcpy(out, base, base_len);
     out[base_len] = '/';
     memcpy(out + base_len + 1, path, path_len + 1);
   }

@@ -19,6 +19,14 @@ static size_t count;
 static uint32_t flags;
 static char store[DP_RULES_MAX_BYTES];
 
+/* The rules a path can match, by what rejects most of them at once: exact and prefix rules in the list of the byte
+ * after their leading slash, suffix rules in the list of their last byte, and the rest (substrings, texts too short
+ * for either byte) in one list tried for every path. Each list keeps the session's order, so the earliest first match
+ * of the three lists a path picks is the rule that decides. */
+enum { BY_FIRST = 0, BY_LAST = 128, ALWAYS = 256, LISTS };
+static uint16_t list_start[LISTS + 1];
+static uint16_t listed[DP_RULES_MAX];
+
 /* A child forked while another thread was loading would wait for it forever; it loads again instead. */
 static void after_fork_child(void) {
   int loading = LOADING;
@@ -30,6 +38,24 @@ char *dp_rules_claim(uint32_t len) {
   int unset = UNSET;
   if (len > sizeof store || !atomic_compare_exchange_strong(&state, &unset, LOADING)) return NULL;
   return store;
+}
+
+static unsigned list_of(const struct rule *r) {
+  if ((r->match == DP_MATCH_EXACT || r->match == DP_MATCH_PREFIX) && r->len >= 2) return BY_FIRST + (unsigned char)r->text[1];
+  if (r->match == DP_MATCH_SUFFIX && r->len >= 1) return BY_LAST + (unsigned char)r->text[r->len - 1];
+  return ALWAYS;
+}
+
+/* A counting sort of the rules' numbers into their lists, stable so each list keeps the session's order. */
+static void index_rules(void) {
+  uint16_t fill[LISTS] = {0};
+  memset(list_start, 0, sizeof list_start);
+  for (size_t i = 0; i < count; i++) list_start[list_of(&rules[i]) + 1]++;
+  for (unsigned l = 0; l < LISTS; l++) list_start[l + 1] = (uint16_t)(list_start[l + 1] + list_start[l]);
+  for (size_t i = 0; i < count; i++) {
+    unsigned l = list_of(&rules[i]);
+    listed[list_start[l] + fill[l]++] = (uint16_t)i;
+  }
 }
 
 /* Parses the claimed store; anything malformed loads no rules, which means "ask about everything". */
@@ -45,10 +71,16 @@ void dp_rules_loaded(uint32_t hello_flags, uint32_t len, int ok) {
     memcpy(&head, store + off, sizeof head);
     off += (uint32_t)sizeof head;
     if (head.len > len - off || head.match < DP_MATCH_EXACT || head.match > DP_MATCH_CONTAINS || (head.verdict != DP_RULE_LOCAL && head.verdict != DP_RULE_ASK)) goto bad;
+    for (uint32_t i = 0; i < head.len; i++) {
+      /* Lower-case ASCII, as the policy sends them: the lists are indexed by byte. */
+      unsigned char c = (unsigned char)store[off + i];
+      if (c >= 0x80 || (c >= 'A' && c <= 'Z')) goto bad;
+    }
     rules[n] = (struct rule){head.match, head.verdict, head.len, store + off};
     off += head.len;
   }
   count = n;
+  index_rules();
   flags = hello_flags;
   atomic_store_explicit(&state, LOADED, memory_order_release);
   dp_log("hello: %zu fast rules", n);
@@ -70,20 +102,27 @@ static int same(const char *path, const char *text, size_t len) {
   return 1;
 }
 
-/* A path is checked against every rule before the one that decides: the byte after the leading slash of a prefix,
- * and the last byte of a suffix, reject most of them at once. */
 static int matches(const struct rule *r, const char *path, size_t n) {
   size_t len = r->len;
   switch (r->match) {
   case DP_MATCH_EXACT: return n == len && same(path, r->text, n);
-  case DP_MATCH_PREFIX: return n >= len && (len < 2 || lower(path[1]) == r->text[1]) && same(path, r->text, len);
-  case DP_MATCH_SUFFIX: return n >= len && (len == 0 || lower(path[n - 1]) == r->text[len - 1]) && same(path + n - len, r->text, len);
+  case DP_MATCH_PREFIX: return n >= len && same(path, r->text, len);
+  case DP_MATCH_SUFFIX: return n >= len && same(path + n - len, r->text, len);
   default:
+    if (len == 0) return 1;
     for (size_t i = 0; i + len <= n; i++) {
-      if (same(path + i, r->text, len)) return 1;
+      if (lower(path[i]) == r->text[0] && same(path + i, r->text, len)) return 1;
     }
     return 0;
   }
+}
+
+/* The number of the first rule of list l before `before` that matches, or `before`. */
+static size_t first_match(unsigned l, size_t before, const char *path, size_t n) {
+  for (unsigned i = list_start[l]; i < list_start[l + 1] && listed[i] < before; i++) {
+    if (matches(&rules[listed[i]], path, n)) return listed[i];
+  }
+  return before;
 }
 
 /* Only a path the policy would see unchanged: absolute, ASCII (the policy's regexes fold ASCII case only among
@@ -114,8 +153,9 @@ int dp_rules_local(const char *path) {
   if (atomic_load_explicit(&state, memory_order_acquire) != LOADED || count == 0) return 0;
   size_t n = plain_length(path);
   if (n == 0) return 0;
-  for (size_t i = 0; i < count; i++) {
-    if (matches(&rules[i], path, n)) return rules[i].verdict == DP_RULE_LOCAL;
-  }
-  return 0;
+  size_t first = count;
+  if (n >= 2) first = first_match(BY_FIRST + (unsigned char)lower(path[1]), first, path, n);
+  first = first_match(BY_LAST + (unsigned char)lower(path[n - 1]), first, path, n);
+  first = first_match(ALWAYS, first, path, n);
+  return first < count && rules[first].verdict == DP_RULE_LOCAL;
 }

@@ -98,7 +98,9 @@ describe('the layer\'s fast path', gate, () => {
     // A last "." component is dropped as the policy's normalize drops it (shells stat "$PWD/.").
     const local = ['/usr/bin/env', '/proc/version', join(repo, 'node_modules/yaml/LICENSE'), '/usr/bin/.', '/usr/bin/../bin/env'];
     const remote = ['/etc/resolv.conf', '/etc/hosts', '/opt/app/mounted.conf', '/srv/app/config/settings.json'];
-    const { out, log } = parse(await probe(local, remote, true));
+    // Under a remote default (/etc/ssl/certs) with a local suffix (.sh): the earlier rule, the remote one, decides.
+    const certScript = '/etc/ssl/certs/doppel-probe.sh';
+    const { out, log } = parse(await probe([...local, certScript], remote, true));
     // The first call of the process connects before it looks at the rules, so it is decided by them too.
     const hello = log.findIndex((line) => /hello: [1-9]\d* fast rules/.test(line));
     assert.ok(hello >= 0 && log.findIndex((line) => /: (ask op \d+|local by rule): /.test(line)) > hello, 'a path was decided before the hello');
@@ -113,7 +115,8 @@ describe('the layer\'s fast path', gate, () => {
     assert.match(out.reads['/etc/hosts']!, new RegExp(world.services.hostsAlias.name.replace(/\./g, '\\.')));
     assert.equal(out.reads['/opt/app/mounted.conf'], world.target.files['/opt/app/mounted.conf']);
     assert.equal(out.reads['/srv/app/config/settings.json'], world.target.files['/srv/app/config/settings.json']);
-    for (const path of remote) assert.ok(asked(log, path), `${path} should be asked about`);
+    for (const path of [...remote, certScript]) assert.ok(asked(log, path), `${path} should be asked about`);
+    assert.equal(out.stats[certScript], 'ENOENT');
     assert.equal(out.loopback, 'from the developer machine');
     assert.ok(log.some((line) => line.endsWith('connect: loopback, local by rule')));
     await assertPolicyAgrees(log);
