@@ -20,6 +20,11 @@
  * entry, so that fdopendir, getdents64 and fchdir work on it. The layer maps paths under it back to P. */
 #define DP_STANDIN_DIR "dirs"
 
+/* Before the program starts, the proxy writes the payload of its hello answer (struct dp_hello_resp, then the fast
+ * rules) to this file next to the socket: a process reads it at load (three system calls) instead of connecting and
+ * waiting for a hello's answer, and connects only when it has something to ask. */
+#define DP_FAST_PATH_FILE "fast-path"
+
 /* The largest answer payload (a whole remote file travels in one): the layer treats a longer one as a broken stream. */
 #define DP_MAX_REPLY (1u << 30)
 
@@ -233,6 +238,8 @@ struct dp_hello_req {
 
 /* TCP connections to loopback addresses are always local. */
 #define DP_HELLO_LOOPBACK_TCP_LOCAL 1u
+/* Some writes go to the target (write mode, read_write lists): only then can a process hold written files. */
+#define DP_HELLO_REMOTE_WRITES 2u
 
 struct dp_hello_resp {
   uint32_t flags; /* DP_HELLO_* */

@@ -119,9 +119,16 @@ int dp_path_to_ask(int dirfd, const char *path, char *abs, const char **local_pa
 int dp_ask_abs(uint32_t op, const void *head, size_t head_len, const char *abs, char **reply, uint32_t *reply_len, const char **local_path);
 
 /* The session's fast rules (rules.c): the hello's answer is read into the store dp_rules_claim hands out (NULL
- * when another connection loads them, or they are too big), then parsed by dp_rules_loaded. */
+ * when another connection loads them, or they are too big), then parsed by dp_rules_loaded (`from` names the
+ * source in the debug log). */
 char *dp_rules_claim(uint32_t len);
-void dp_rules_loaded(uint32_t flags, uint32_t len, int ok);
+void dp_rules_loaded(const char *from, uint32_t flags, uint32_t len, int ok);
+/* Loads them from the proxy's DP_FAST_PATH_FILE instead; 1 if it did. */
+int dp_rules_from_file(const char *path);
+/* The rules are loaded (from the file or a hello), so a connection need not wait for its hello's answer. */
+int dp_rules_ready(void);
+/* Whether this process may hold written files (write.c): true until the rules say no write goes to the target. */
+int dp_remote_writes(void);
 /* True when the rules call this absolute path local. */
 int dp_rules_local(const char *path);
 /* Inside a hook: opens this thread's proxy connection now if it has none, so that its hello loads the rules. */

@@ -25,6 +25,8 @@ static __thread pid_t conn_pid __attribute__((tls_model("initial-exec")));
 /* volatile: a jump can come between any two statements, so each change must be in memory before the next call. */
 static __thread volatile enum phase conn_phase __attribute__((tls_model("initial-exec")));
 static __thread char reply_buf[2048] __attribute__((tls_model("initial-exec")));
+/* The hello of this thread's connection when its answer was not waited for (the rules were loaded already). */
+static __thread uint32_t unanswered_hello __attribute__((tls_model("initial-exec")));
 static atomic_uchar own_fds[DP_OWN_FDS];
 /* A connection the program took the number of (dup2 onto it) was moved: moved[old] = new + 1, or -1 if it is gone. */
 static atomic_int moved[DP_OWN_FDS];
@@ -74,6 +76,7 @@ static void on_thread_exit(void *value) {
 
 static void make_key(void) { pthread_key_create(&conn_key, on_thread_exit); }
 
+static int say_hello(int fd, uint32_t *seq);
 static int hello(int fd);
 
 static int connect_proxy(void) {
@@ -98,9 +101,16 @@ static int connect_proxy(void) {
   }
   pthread_once(&key_once, make_key);
   pthread_setspecific(conn_key, (void *)1);
-  /* A proxy that closes the stream on a hello does not know it: from then on, ask it about every path. */
+  /* A proxy that closes the stream on a hello does not know it: from then on, ask it about every path. Once the
+   * rules are loaded (from the proxy's file), the hello only says who this process is, for the proxy's messages:
+   * its answer is not waited for, and the next exchange passes over it. */
   static atomic_int no_hello;
-  if (!atomic_load(&no_hello) && hello(fd) < 0) {
+  if (dp_rules_ready()) {
+    if (say_hello(fd, &unanswered_hello) < 0) {
+      release(fd);
+      return -1;
+    }
+  } else if (!atomic_load(&no_hello) && hello(fd) < 0) {
     atomic_store(&no_hello, 1);
     release(fd);
     return connect_proxy();
@@ -160,18 +170,24 @@ static int skip(int fd, uint32_t len) {
   return 0;
 }
 
-/* Says who this process is; the answer holds the session's fast rules (rules.c). -1: the stream broke. */
-static int hello(int fd) {
+/* Says who this process is, under the sequence number in *seq. -1: the stream broke. */
+static int say_hello(int fd, uint32_t *seq) {
   char exe[PATH_MAX];
   ssize_t n = real_readlink("/proc/self/exe", exe, sizeof exe - 1);
   exe[n < 0 ? 0 : n] = '\0';
   struct dp_hello_req who = {(uint32_t)getpid(), (uint32_t)getppid()};
   size_t exe_len = strlen(exe) + 1;
-  uint32_t seq = atomic_fetch_add(&next_seq, 1);
-  struct dp_req_hdr req = {.len = (uint32_t)(sizeof who + exe_len), .op = DP_OP_HELLO, .seq = seq};
+  *seq = atomic_fetch_add(&next_seq, 1);
+  struct dp_req_hdr req = {.len = (uint32_t)(sizeof who + exe_len), .op = DP_OP_HELLO, .seq = *seq};
   struct iovec iov[3] = {{&req, sizeof req}, {&who, sizeof who}, {exe, exe_len}};
+  return write_all(fd, iov, 3);
+}
+
+/* A hello whose answer holds the session's fast rules (rules.c). -1: the stream broke. */
+static int hello(int fd) {
+  uint32_t seq;
   struct dp_resp_hdr resp;
-  if (write_all(fd, iov, 3) < 0 || read_all(fd, &resp, sizeof resp) < 0 || resp.seq != seq || resp.len > DP_MAX_REPLY) return -1;
+  if (say_hello(fd, &seq) < 0 || read_all(fd, &resp, sizeof resp) < 0 || resp.seq != seq || resp.len > DP_MAX_REPLY) return -1;
   struct dp_hello_resp head;
   uint32_t left = resp.len;
   if (resp.status == DP_OK && left >= sizeof head) {
@@ -181,7 +197,7 @@ static int hello(int fd) {
     char *store = dp_rules_claim(left);
     if (store != NULL) {
       int ok = read_all(fd, store, left) == 0;
-      dp_rules_loaded(head.flags, left, ok);
+      dp_rules_loaded("hello", head.flags, left, ok);
       return ok ? 0 : -1;
     }
   }
@@ -203,8 +219,9 @@ static int exchange(int fd, uint32_t op, const void *a, size_t a_len, const void
     if (read_all(fd, &resp, sizeof resp) < 0) return -1;
     if (resp.len > DP_MAX_REPLY) return -2;
     if (resp.seq == seq) break;
-    /* Answers come in request order, so anything else is the answer to an abandoned, earlier request. */
-    dp_log("dropped the answer to abandoned request %u", resp.seq);
+    /* Answers come in request order, so anything else is the answer to an abandoned, earlier request (or to the
+     * connection's hello). */
+    if (resp.seq != unanswered_hello) dp_log("dropped the answer to abandoned request %u", resp.seq);
     if (skip(fd, resp.len) < 0) return -1;
   }
   char *body = NULL;

@@ -1,10 +1,14 @@
 /* The session's fast rules (made by src/config/fs-fast-rules.ts from the fs policy): paths they call local are
- * served by libc without a round trip to the proxy. Loaded once per process from the first connection's hello. */
+ * served by libc without a round trip to the proxy. Loaded once per process: at load from the file the proxy wrote
+ * next to its socket, or else from the first connection's hello. */
 #define _GNU_SOURCE
 #include "layer.h"
+#include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <string.h>
+#include <unistd.h>
 
 struct rule {
   uint16_t match, verdict;
@@ -58,8 +62,38 @@ static void index_rules(void) {
   }
 }
 
+/* Up to size bytes of fd into buf: how many (fewer only at its end), or -1. */
+static ssize_t read_up_to(int fd, void *buf, size_t size) {
+  size_t got = 0;
+  while (got < size) {
+    ssize_t n = read(fd, (char *)buf + got, size - got);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return -1;
+    if (n == 0) break;
+    got += (size_t)n;
+  }
+  return (ssize_t)got;
+}
+
+int dp_rules_from_file(const char *path) {
+  int saved = errno;
+  int fd = real_openat(AT_FDCWD, path, O_RDONLY | O_CLOEXEC);
+  int unset = UNSET, loaded = 0;
+  if (fd >= 0 && atomic_compare_exchange_strong(&state, &unset, LOADING)) {
+    struct dp_hello_resp head = {0, 0};
+    char more;
+    ssize_t len = read_up_to(fd, &head, sizeof head) == (ssize_t)sizeof head ? read_up_to(fd, store, sizeof store) : -1;
+    /* A file longer than the store is not one this layer can read whole. */
+    loaded = len >= 0 && read_up_to(fd, &more, 1) == 0;
+    dp_rules_loaded(DP_FAST_PATH_FILE, head.flags, loaded ? (uint32_t)len : 0, loaded);
+  }
+  if (fd >= 0) real_close(fd);
+  errno = saved;
+  return loaded;
+}
+
 /* Parses the claimed store; anything malformed loads no rules, which means "ask about everything". */
-void dp_rules_loaded(uint32_t hello_flags, uint32_t len, int ok) {
+void dp_rules_loaded(const char *from, uint32_t hello_flags, uint32_t len, int ok) {
   if (!ok) {
     atomic_store(&state, UNSET);
     return;
@@ -83,13 +117,13 @@ void dp_rules_loaded(uint32_t hello_flags, uint32_t len, int ok) {
   index_rules();
   flags = hello_flags;
   atomic_store_explicit(&state, LOADED, memory_order_release);
-  dp_log("hello: %zu fast rules", n);
+  dp_log("%s: %zu fast rules", from, n);
   return;
 bad:
   count = 0;
   flags = 0;
   atomic_store_explicit(&state, LOADED, memory_order_release);
-  dp_log("hello: malformed fast rules; asking the proxy about every path");
+  dp_log("%s: malformed fast rules; asking the proxy about every path", from);
 }
 
 static inline char lower(char c) { return c >= 'A' && c <= 'Z' ? (char)(c + ('a' - 'A')) : c; }
@@ -143,6 +177,10 @@ static size_t plain_length(const char *path) {
   }
   return n;
 }
+
+int dp_rules_ready(void) { return atomic_load_explicit(&state, memory_order_acquire) == LOADED; }
+
+int dp_remote_writes(void) { return !dp_rules_ready() || (flags & DP_HELLO_REMOTE_WRITES); }
 
 int dp_loopback_tcp_local(void) { return atomic_load_explicit(&state, memory_order_acquire) == LOADED && (flags & DP_HELLO_LOOPBACK_TCP_LOCAL); }
 

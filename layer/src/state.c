@@ -27,6 +27,8 @@ static const char *bypass_names[] = {"disabled", "reentrant", "policy", "not-ine
 
 static void init(void) {
   dp_resolve_hooks();
+  const char *log = getenv("DOPPEL_LAYER_LOG");
+  debug = log != NULL && strcmp(log, "debug") == 0;
   const char *socket = getenv(DP_ENV_SOCKET);
   enabled = socket != NULL && socket[0] != '\0' && strlen(socket) < sizeof socket_path && !dp_skipped_process();
   if (enabled) {
@@ -36,9 +38,10 @@ static void init(void) {
     size_t dir_len = slash ? (size_t)(slash - socket_path) : 0;
     int n = snprintf(standin_root, sizeof standin_root, "%.*s/%s", (int)dir_len, socket_path, DP_STANDIN_DIR);
     standin_len = n > 0 && (size_t)n < sizeof standin_root ? (size_t)n : 0;
+    char fast_path[sizeof socket_path + sizeof DP_FAST_PATH_FILE];
+    n = snprintf(fast_path, sizeof fast_path, "%.*s/%s", (int)dir_len, socket_path, DP_FAST_PATH_FILE);
+    if (n > 0 && (size_t)n < sizeof fast_path) dp_rules_from_file(fast_path);
   }
-  const char *log = getenv("DOPPEL_LAYER_LOG");
-  debug = log != NULL && strcmp(log, "debug") == 0;
 }
 
 void dp_init(void) { pthread_once(&once, init); }

@@ -187,14 +187,16 @@ static int send_at_exit(int fd, uint64_t handle, void *ctx) {
   return 0;
 }
 
+/* Both look through /proc/self/fd, which only a session that writes to the target needs. */
 __attribute__((constructor)) static void adopt_inherited(void) {
-  if (!dp_enter()) return;
+  dp_init();
+  if (!dp_remote_writes() || !dp_enter()) return;
   scan_written(adopt, NULL);
   dp_leave();
 }
 
 __attribute__((destructor)) static void write_back_at_exit(void) {
-  if (!dp_enter()) return;
+  if (!dp_remote_writes() || !dp_enter()) return;
   /* libc flushes streams only after the destructors have run. */
   fflush(NULL);
   struct sent sent = {.count = 0};

@@ -9,6 +9,8 @@ export interface FsPolicy {
   decide(path: string, options: { write: boolean }): { action: FsAction; path: string };
   /** Rules the layer applies before asking: a path they call local, this policy calls local too (fs-fast-rules.ts). */
   readonly fastRules: FastRule[];
+  /** Whether any write can go to the target (write mode, or read_write lists in a mode that applies them). */
+  readonly remoteWrites: boolean;
 }
 
 export interface RunTimePaths {
@@ -83,6 +85,7 @@ export function createFsPolicy(fs: ResolvedConfig['feature']['fs'], paths: RunTi
 
   return {
     fastRules,
+    remoteWrites: fs.mode === 'write' || (fs.mode !== 'local' && fs.read_write.length > 0),
     decide(original, { write }) {
       const mapping = mappings.find(({ regex }) => regex.test(original));
       const path = posix.normalize(mapping ? original.replace(mapping.regex, mapping.replacement) : original);

@@ -44,6 +44,8 @@ export type Opened = { stat: RemoteStat; data: Uint8Array; handle?: number } | {
 export interface FastPath {
   rules: FastRule[];
   loopbackTcpLocal: boolean;
+  /** Some writes go to the target: only then can a process hold written files (the layer looks for them only then). */
+  remoteWrites: boolean;
 }
 
 /** Who opened a layer connection. */

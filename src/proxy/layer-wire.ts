@@ -29,6 +29,7 @@ export const UDP_ROUTE_RESP_SIZE = ADDR_SIZE;
 export const HELLO_REQ_SIZE = 8;
 export const HELLO_RESP_SIZE = 8;
 export const HELLO_LOOPBACK_TCP_LOCAL = 1;
+export const HELLO_REMOTE_WRITES = 2;
 export const RULE_SIZE = 8;
 export const RULES_MAX = 256;
 export const RULES_MAX_BYTES = 16384;
@@ -38,6 +39,8 @@ export const MAX_REQUEST = 64 * 1024;
 export const MAX_REPLY = 2 ** 30;
 /** DP_STANDIN_DIR: remote directories' stand-ins live in this directory next to the socket. */
 export const STANDIN_DIR = 'dirs';
+/** DP_FAST_PATH_FILE: the hello answer's payload, next to the socket, for processes to read at load. */
+export const FAST_PATH_FILE = 'fast-path';
 
 export const Op = { open: 1, stat: 2, access: 3, readlink: 4, realpath: 6, getaddrinfo: 7, connect: 8, bind: 9, listen: 10, peerOf: 11, unlisten: 12,
   udpRoute: 30, unixConnect: 60, writeback: 40, writebackData: 41, mkdir: 42, rmdir: 43, unlink: 44, rename: 45, chmod: 46, fchmod: 47, hello: 13 } as const;
@@ -257,13 +260,16 @@ function encodeValue(request: LayerRequest, value: unknown): Buffer {
     case 'chmod':
     case 'fchmod':
       return Buffer.alloc(0);
-    case 'hello': {
-      const { rules, loopbackTcpLocal } = value as FastPath;
-      const head = Buffer.alloc(HELLO_RESP_SIZE);
-      head.writeUInt32LE(loopbackTcpLocal ? HELLO_LOOPBACK_TCP_LOCAL : 0, 0);
-      return Buffer.concat([head, encodeRules(rules)]);
-    }
+    case 'hello':
+      return encodeFastPath(value as FastPath);
   }
+}
+
+/** The hello answer's payload, which is also what DP_FAST_PATH_FILE holds. */
+export function encodeFastPath({ rules, loopbackTcpLocal, remoteWrites }: FastPath): Buffer {
+  const head = Buffer.alloc(HELLO_RESP_SIZE);
+  head.writeUInt32LE((loopbackTcpLocal ? HELLO_LOOPBACK_TCP_LOCAL : 0) | (remoteWrites ? HELLO_REMOTE_WRITES : 0), 0);
+  return Buffer.concat([head, encodeRules(rules)]);
 }
 
 const ruleMatch = { exact: 1, prefix: 2, suffix: 3, contains: 4 } as const;

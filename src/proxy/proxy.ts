@@ -1,5 +1,5 @@
 // The internal proxy: serves every layer connection of one session from a private Unix socket, backed by one agent.
-import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import process from 'node:process';
@@ -11,7 +11,7 @@ import { createFileRequests, type FsDecider } from './files.ts';
 import { createIncomingRequests, type IncomingDecider, type IncomingSession } from './incoming.ts';
 import type { LayerHandler } from './layer-handler.ts';
 import { startLayerServer } from './layer-server.ts';
-import { STANDIN_DIR } from './layer-wire.ts';
+import { encodeFastPath, FAST_PATH_FILE, STANDIN_DIR } from './layer-wire.ts';
 import { createListenerRequests } from './listeners.ts';
 import { createOutgoingRequests, type OutgoingDecider } from './outgoing.ts';
 import { createResolvedNames } from './resolved-names.ts';
@@ -23,7 +23,7 @@ import { createUdpRequests } from './udp.ts';
 export interface ProxyOptions {
   agent: AgentClient;
   /** The fs policy, with the rules the layer applies itself (src/config/fs-fast-rules.ts). */
-  fs: FsDecider & { readonly fastRules: FastRule[] };
+  fs: FsDecider & { readonly fastRules: FastRule[]; readonly remoteWrites: boolean };
   dns: DnsDecider & ResolverDecider;
   outgoing: OutgoingDecider;
   unixStreams: UnixStreamDecider;
@@ -53,9 +53,10 @@ export async function startProxy(options: ProxyOptions): Promise<Proxy> {
   const incoming = createIncomingRequests(options.agent, options.incoming, options.session);
   const { sweep, ...listeners } = createListenerRequests(incoming, options.incoming);
   const { openForWrite, ...fileWrites } = createFileWriteRequests(options.agent, options.fs, options.session.notice);
+  // Every process of the session gets the same answer: it comes from the session's policies alone.
+  const fastPath = { rules: options.fs.fastRules, loopbackTcpLocal: options.outgoing.loopbackTcpLocal, remoteWrites: options.fs.remoteWrites };
   const handler: LayerHandler = {
-    // Every process of the session gets the same answer: it comes from the session's policies alone.
-    hello: () => Promise.resolve({ kind: 'remote', value: { rules: options.fs.fastRules, loopbackTcpLocal: options.outgoing.loopbackTcpLocal } }),
+    hello: () => Promise.resolve({ kind: 'remote', value: fastPath }),
     // Remote directories' stand-ins live in the same directory, so they go with it.
     ...createFileRequests(options.agent, options.fs, openForWrite, createStandIns(join(dir, STANDIN_DIR))),
     ...fileWrites,
@@ -66,6 +67,8 @@ export async function startProxy(options: ProxyOptions): Promise<Proxy> {
     ...listeners,
   };
   try {
+    // Read by every process at load, so that one that asks nothing never connects (DP_FAST_PATH_FILE).
+    await writeFile(join(dir, FAST_PATH_FILE), encodeFastPath(fastPath));
     // A process that exits without closing its listening sockets ends their subscriptions with its layer connections,
     // and its UDP sockets' flows.
     const server = await startLayerServer({ socketPath, handler: options.wrapHandler?.(handler) ?? handler, onDisconnect: () => void Promise.all([sweep(), udp.sweep()]) });

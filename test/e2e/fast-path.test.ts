@@ -101,9 +101,9 @@ describe('the layer\'s fast path', gate, () => {
     // Under a remote default (/etc/ssl/certs) with a local suffix (.sh): the earlier rule, the remote one, decides.
     const certScript = '/etc/ssl/certs/doppel-probe.sh';
     const { out, log } = parse(await probe([...local, certScript], remote, true));
-    // The first call of the process connects before it looks at the rules, so it is decided by them too.
-    const hello = log.findIndex((line) => /hello: [1-9]\d* fast rules/.test(line));
-    assert.ok(hello >= 0 && log.findIndex((line) => /: (ask op \d+|local by rule): /.test(line)) > hello, 'a path was decided before the hello');
+    // The rules come from the proxy's file as the process loads, so its first call is decided by them too.
+    const loaded = log.findIndex((line) => /fast-path: [1-9]\d* fast rules/.test(line));
+    assert.ok(loaded >= 0 && log.findIndex((line) => /: (ask op \d+|local by rule): /.test(line)) > loaded, 'a path was decided before the rules were loaded');
     for (const path of local.slice(0, 4)) {
       assert.deepEqual(out.stats[path], hostStat(path), path);
       assert.ok(localByRule(log).includes(path) && !asked(log, path), `${path} should be decided in the layer`);
@@ -120,6 +120,12 @@ describe('the layer\'s fast path', gate, () => {
     assert.equal(out.loopback, 'from the developer machine');
     assert.ok(log.some((line) => line.endsWith('connect: loopback, local by rule')));
     await assertPolicyAgrees(log);
+  });
+
+  test('a process that asks nothing never connects to the proxy; one that asks connects once', async () => {
+    const hellos = (result: Finished) => parse(result).log.filter((line) => / call hello /.test(line)).length;
+    assert.equal(hellos(await execIn(world.target.pid, ['/usr/bin/stat', '-c', '%i', '/usr/bin/env'], { cwd: '/', flags: ['--trace'] })), 0);
+    assert.equal(hellos(await execIn(world.target.pid, ['/bin/cat', '/srv/app/config/settings.json'], { cwd: '/', flags: ['--trace'] })), 1);
   });
 
   test('a user\'s not_found, read_only, local and mapping lists still decide, with the fast path on', async () => {
@@ -208,7 +214,7 @@ print(json.dumps(out))
     const configFile = join(scratch, 'regex.json');
     writeFileSync(configFile, JSON.stringify({ feature: { fs: { not_found: ['[a-z]+-release$'] } } }));
     const { out, log } = parse(await probe(['/usr/lib/os-release', '/usr/bin/env'], ['/srv/app/config/settings.json'], false, ['-f', configFile]));
-    assert.ok(log.some((line) => line.endsWith('hello: 0 fast rules')));
+    assert.ok(log.some((line) => line.endsWith('fast-path: 0 fast rules')));
     assert.deepEqual(localByRule(log), []);
     assert.equal(out.stats['/usr/lib/os-release'], 'ENOENT');
     assert.deepEqual(out.stats['/usr/bin/env'], hostStat('/usr/bin/env'));

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { test } from 'node:test';
 import {
-  ADDR_SIZE, BIND_REQ_SIZE, BIND_RESP_SIZE, CONNECT_REQ_SIZE, CONNECT_RESP_SIZE, decodeAddr, decodeRequest, encodeAddr, encodeAnswer, GAI_REQ_SIZE,
+  ADDR_SIZE, BIND_REQ_SIZE, FAST_PATH_FILE, HELLO_REMOTE_WRITES, BIND_RESP_SIZE, CONNECT_REQ_SIZE, CONNECT_RESP_SIZE, decodeAddr, decodeRequest, encodeAddr, encodeAnswer, encodeFastPath, GAI_REQ_SIZE,
   HELLO_LOOPBACK_TCP_LOCAL, HELLO_REQ_SIZE, HELLO_RESP_SIZE, LISTEN_REQ_SIZE, MAX_REPLY, Op, PEER_OF_REQ_SIZE, PEER_OF_RESP_SIZE, REQ_HEADER, RESP_HEADER,
   RULE_SIZE, RULES_MAX, RULES_MAX_BYTES, STANDIN_DIR, STAT_SIZE, UDP_ROUTE_REQ_SIZE, UDP_ROUTE_RESP_SIZE, UNLISTEN_REQ_SIZE,
 } from '../../src/proxy/layer-wire.ts';
@@ -39,7 +39,7 @@ test('struct sizes and op numbers match the C header', () => {
   assert.deepEqual(sizes, [REQ_HEADER, RESP_HEADER, STAT_SIZE, ADDR_SIZE, GAI_REQ_SIZE, CONNECT_REQ_SIZE, CONNECT_RESP_SIZE,
     BIND_REQ_SIZE, BIND_RESP_SIZE, LISTEN_REQ_SIZE, PEER_OF_REQ_SIZE, PEER_OF_RESP_SIZE, UNLISTEN_REQ_SIZE, UDP_ROUTE_REQ_SIZE, UDP_ROUTE_RESP_SIZE,
     HELLO_REQ_SIZE, HELLO_RESP_SIZE, RULE_SIZE]);
-  assert.deepEqual(runC('printf("%u %s", DP_MAX_REPLY, DP_STANDIN_DIR);').split(' '), [String(MAX_REPLY), STANDIN_DIR]);
+  assert.deepEqual(runC('printf("%u %s %s %u", DP_MAX_REPLY, DP_STANDIN_DIR, DP_FAST_PATH_FILE, DP_HELLO_REMOTE_WRITES);').split(' '), [String(MAX_REPLY), STANDIN_DIR, FAST_PATH_FILE, String(HELLO_REMOTE_WRITES)]);
   const ops = ['OPEN', 'STAT', 'ACCESS', 'READLINK', 'REALPATH', 'GETADDRINFO', 'CONNECT', 'BIND', 'LISTEN', 'PEER_OF', 'UNLISTEN', 'UDP_ROUTE', 'UNIX_CONNECT', 'HELLO'];
   const numbers = runC(ops.map((name) => `printf("%d ", DP_OP_${name});`).join(' ')).split(' ').map(Number);
   assert.deepEqual(numbers, [Op.open, Op.stat, Op.access, Op.readlink, Op.realpath, Op.getaddrinfo, Op.connect, Op.bind, Op.listen, Op.peerOf, Op.unlisten, Op.udpRoute, Op.unixConnect, Op.hello]);
@@ -51,16 +51,18 @@ test('hello: the layer says who it is; the answer is the fast path\'s flags and 
   const who = cBytes('struct dp_hello_req r = {.pid = 4242, .ppid = 1};');
   const hello = decodeRequest(Op.hello, Buffer.concat([who, Buffer.from('/usr/bin/python3\0')]));
   assert.deepEqual(hello, { op: 'hello', pid: 4242, ppid: 1, executable: '/usr/bin/python3' });
-  const answer = encodeAnswer(hello, { kind: 'remote', value: { loopbackTcpLocal: true, rules: [{ match: 'prefix', verdict: 'local', text: '/usr/' }, { match: 'exact', verdict: 'ask', text: '/etc/hosts' }] } }, 7);
+  const answer = encodeAnswer(hello, { kind: 'remote', value: { loopbackTcpLocal: true, remoteWrites: true, rules: [{ match: 'prefix', verdict: 'local', text: '/usr/' }, { match: 'exact', verdict: 'ask', text: '/etc/hosts' }] } }, 7);
   assert.deepEqual([answer.readInt32LE(4), answer.readUInt32LE(8)], [0, 7]);
   const body = answer.subarray(RESP_HEADER);
-  assert.equal(body.readUInt32LE(0), HELLO_LOOPBACK_TCP_LOCAL);
+  assert.equal(body.readUInt32LE(0), HELLO_LOOPBACK_TCP_LOCAL | HELLO_REMOTE_WRITES);
+  // The proxy's file next to its socket holds the same payload.
+  assert.deepEqual(encodeFastPath({ loopbackTcpLocal: true, remoteWrites: true, rules: [{ match: 'prefix', verdict: 'local', text: '/usr/' }, { match: 'exact', verdict: 'ask', text: '/etc/hosts' }] }), body);
   const rules = body.subarray(HELLO_RESP_SIZE);
   assert.deepEqual([rules.readUInt16LE(0), rules.readUInt16LE(2), rules.readUInt32LE(4), rules.toString('ascii', 8, 13)], [2, 1, 5, '/usr/']);
   assert.deepEqual([rules.readUInt16LE(13), rules.readUInt16LE(15), rules.readUInt32LE(17), rules.toString('ascii', 21)], [1, 2, 10, '/etc/hosts']);
   // A table past the layer's limits is sent empty: the layer then asks about every path.
   const many = Array.from({ length: RULES_MAX + 1 }, () => ({ match: 'exact' as const, verdict: 'local' as const, text: '/x' }));
-  assert.equal(encodeAnswer(hello, { kind: 'remote', value: { loopbackTcpLocal: false, rules: many } }, 7).length, RESP_HEADER + HELLO_RESP_SIZE);
+  assert.equal(encodeAnswer(hello, { kind: 'remote', value: { loopbackTcpLocal: false, remoteWrites: false, rules: many } }, 7).length, RESP_HEADER + HELLO_RESP_SIZE);
 });
 
 /** The bytes of a struct the C side fills, as the layer would send them. */
