@@ -19,6 +19,10 @@ export interface RunTimePaths {
   tmpdir: string;
   /** The program's own executable, when known. */
   executable: string | undefined;
+  /** The program's PATH (the developer's: mirrord never takes PATH from the target). */
+  path?: string;
+  /** The previous working directory ($OLDPWD), which every bash checks is a directory as it starts. */
+  previousCwd?: string;
   /** Where the target mounts volumes: read from the target even under local roots such as /etc (mirrord's auto_mount). */
   targetMounts?: string[];
 }
@@ -38,6 +42,8 @@ const defaultLocal = [
   '(^|/)package\\.json$',
   '(^|/)\\.yarnrc[^/]*$',
   '(^|/)\\.tool-versions$',
+  // Not mirrord's: the other version managers' files, which pyenv, rbenv and nvm look for in every directory up to /.
+  '(^|/)\\.(python-version|ruby-version|node-version|nvmrc)$',
 ];
 
 /** Files under local roots that describe the target's network identity, so they come from it. */
@@ -58,9 +64,15 @@ export function createFsPolicy(fs: ResolvedConfig['feature']['fs'], paths: RunTi
       ...defaultLocal,
       // The root directory as working directory would make everything local; it is not a project.
       ...[paths.tmpdir, paths.cwd].filter((dir) => dir.replace(/\/+$/, '') !== '').map(under),
-      // The directories above the project: runtimes resolve a script's real path one component at a time.
-      ...ancestors(paths.cwd).map((dir) => `^${escape(dir)}$`),
+      // The directories above the project and the home directory itself (its dotfiles are local): runtimes resolve
+      // a real path one component at a time. And the previous working directory itself (not what it holds).
+      ...[...ancestors(paths.cwd), ...(home !== '' ? [...ancestors(home), home] : []), ...(paths.previousCwd?.startsWith('/') ? [paths.previousCwd.replace(/\/+$/, '')] : [])]
+        .filter((dir) => dir !== '')
+        .map((dir) => `^${escape(dir)}$`),
       ...(home !== '' ? [`^${escape(home)}/\\.`] : []),
+      // Not mirrord's: the PATH's directories. Whatever a program finds there it runs here (exec is always local), so
+      // a shell's command search must see the local ones; asked of the target, it found none of ~/bin or ~/go/bin.
+      ...(paths.path ?? '').split(':').filter((dir) => dir.startsWith('/') && dir.replace(/\/+$/, '') !== '').map(under),
       ...(paths.executable ? [`^${escape(paths.executable)}$`] : []),
     ],
   };

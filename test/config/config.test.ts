@@ -111,6 +111,12 @@ test('fs policy: mirrord\'s order, defaults, modes and mapping', async () => {
   assert.equal(d(createFsPolicy({ ...base, mode: 'localwithoverrides', read_only: ['^/srv/app'] }, paths), '/srv/app/x'), 'remote');
   assert.equal(d(createFsPolicy({ ...base, mode: 'localwithoverrides' }, paths), '/srv/app/x'), 'local');
   assert.deepEqual(createFsPolicy({ ...base, mapping: { '^/data/(.*)': '/srv/$1' } }, paths).decide('/data/a', { write: false }), { action: 'remote', path: '/srv/a' });
+  // Beyond mirrord's defaults: the PATH's directories (commands found there run here), the home directory and the
+  // previous working directory themselves, and the version managers' files.
+  const dev = createFsPolicy(base, { ...paths, home: '/root', path: '/root/go/bin:/usr/bin:.', previousCwd: '/srv/old/' });
+  for (const path of ['/root/go/bin/tool', '/root/go/bin', '/root', '/srv/old', '/srv/app/.python-version', '/.ruby-version', '/work/.node-version', '/work/.nvmrc']) assert.equal(d(dev, path), 'local', path);
+  for (const path of ['/root/go', '/root/app/config.json', '/srv/old/config.json', '/srv/app/python-version', '/srv/app/tool']) assert.equal(d(dev, path), 'remote', path);
+  assert.equal(d(createFsPolicy(base, { ...paths, previousCwd: '/' }), '/srv/app/x'), 'remote');
 });
 
 test('env merge: wildcards, default exclusions, env_file, override, unset', async () => {

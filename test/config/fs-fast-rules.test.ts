@@ -32,10 +32,10 @@ const interesting = [
   '/srv/app/x.js', '/srv/app/config.json', '/srv/secret/key.py', '/srv/secretive', '/srv/cache/a', '/data/a', '/data/x/node_modules/y', '/data/node_modules',
   '/home/dev/.kube/config', '/home/dev/.kube', '/home/dev/.bashrc', '/home/dev/.config/gcloud/x.py', '/work/project', '/work/project/src/a.ts', '/work',
   '/work/other', '/tmp/x', '/var/data/a.py', '/var/data/a', '/proc/self/status', '/etc/myapp/conf', '/etc/MyApp/conf.py', '/opt/app/mounted.conf',
-  '/usr/local/bin/tool', '/usr/lib/abc.so', '/usr/share/doc', '/opt/share/x.js', '/srv/12', '/a', '/b/c', '/x.secret', '/srv/cache/remote/x', '/opt/app/local.conf', '/opt/app/other.conf', '/work/project/../../etc/hosts', '/usr//etc/hosts', '/usr/./x', '/usr/lib/caf\u00e9.py', '/srv/app/package.json',
+  '/usr/local/bin/tool', '/data/tools/bin/tool', '/data/tools', '/data/toolsx', '/opt/app/bin/tool', '/srv/.python-version', '/work/.nvmrc', '/srv/old', '/srv/old/x', '/usr/lib/abc.so', '/usr/share/doc', '/opt/share/x.js', '/srv/12', '/a', '/b/c', '/x.secret', '/srv/cache/remote/x', '/opt/app/local.conf', '/opt/app/other.conf', '/work/project/../../etc/hosts', '/usr//etc/hosts', '/usr/./x', '/usr/lib/caf\u00e9.py', '/srv/app/package.json',
 ];
 
-const paths = { cwd: '/work/project', home: '/home/dev', tmpdir: '/tmp', executable: '/usr/bin/node', targetMounts: ['/etc/app', '/opt/app'] };
+const paths = { cwd: '/work/project', home: '/home/dev', tmpdir: '/tmp', executable: '/usr/bin/node', path: '/usr/local/bin:/data/tools/bin:bin:/:/opt/app/bin', previousCwd: '/srv/old', targetMounts: ['/etc/app', '/opt/app'] };
 const base: ResolvedConfig['feature']['fs'] = { mode: 'read', read_write: [], read_only: [], local: [], not_found: [], mapping: {}, readonly_file_buffer: 128000 };
 
 function assertSound(fs: ResolvedConfig['feature']['fs']): FastRule[] {
@@ -73,10 +73,13 @@ test('patterns with other regex syntax do not convert', () => {
 test('defaults: system roots, interpreters\' files, node_modules and the project are local; the target\'s files are not', () => {
   const rules = assertSound(base);
   const local = (path: string) => layerCallsLocal(rules, path);
-  for (const path of ['/usr/lib/x.so.6', '/proc/self/status', '/data/x/node_modules/y', '/work/project/src/a.ts', '/etc/passwd', '/home/dev/.bashrc', '/srv/app/x.js', '/USR/LIB']) {
+  for (const path of ['/usr/lib/x.so.6', '/proc/self/status', '/data/x/node_modules/y', '/work/project/src/a.ts', '/etc/passwd', '/home/dev/.bashrc', '/srv/app/x.js', '/USR/LIB',
+    '/data/tools/bin/tool', '/srv/.python-version', '/work/.nvmrc']) {
     assert.ok(local(path), path);
   }
-  for (const path of ['/etc/hosts', '/ETC/HOSTS', '/etc/resolv.conf', '/etc/ssl/certs/ca.pem', '/etc/app/a.conf', '/opt/app/x', '/home/dev/.kube/config', '/srv/app/config.json', '/work/project/../x', '/usr//x']) {
+  // A PATH directory under the target's mounts is still the target's; relative entries and / are no directories here.
+  for (const path of ['/etc/hosts', '/ETC/HOSTS', '/etc/resolv.conf', '/etc/ssl/certs/ca.pem', '/etc/app/a.conf', '/opt/app/x', '/home/dev/.kube/config', '/srv/app/config.json', '/work/project/../x', '/usr//x',
+    '/data/tools', '/data/toolsx', '/opt/app/bin/tool', '/srv/bin/x']) {
     assert.ok(!local(path), path);
   }
 });

@@ -88,7 +88,7 @@ describe('the layer\'s fast path', gate, () => {
   /** Every path the layer kept local on its own is one the policy, given the same session, calls local. */
   async function assertPolicyAgrees(log: string[], configFile?: string) {
     const { config } = await resolveConfig({ cwd: '/', env: {}, flags: {}, configFile });
-    const policy = createFsPolicy(config.feature.fs, { cwd: '/', home: homedir(), tmpdir: tmpdir(), executable: whichSync('python3', process.env.PATH, existsSync), targetMounts: await targetMounts(world.target.pid) });
+    const policy = createFsPolicy(config.feature.fs, { cwd: '/', home: homedir(), tmpdir: tmpdir(), executable: whichSync('python3', process.env.PATH, existsSync), path: process.env.PATH, previousCwd: process.env.OLDPWD, targetMounts: await targetMounts(world.target.pid) });
     const kept = localByRule(log);
     assert.ok(kept.length > 0, 'nothing was decided by the fast rules');
     for (const path of kept) assert.equal(policy.decide(path, { write: false }).action, 'local', `the layer kept ${path} local`);

@@ -51,7 +51,7 @@ export async function runExec(command: string[], config: ResolvedConfig, progres
     const listening = (config.feature.fs.mode === 'local' ? Promise.resolve([]) : platform.remoteMounts()).then(async (targetMounts) => {
       proxy = await startProxy({
         agent,
-        fs: createFsPolicy(config.feature.fs, { cwd, home: homedir(), tmpdir: tmpdir(), executable, targetMounts }),
+        fs: createFsPolicy(config.feature.fs, { cwd, home: homedir(), tmpdir: tmpdir(), executable, path: process.env.PATH, previousCwd: process.env.OLDPWD, targetMounts }),
         dns: createDnsPolicy(config.feature.network.dns),
         outgoing: createOutgoingPolicy(config.feature.network.outgoing, config.feature.network.dns),
         unixStreams,
