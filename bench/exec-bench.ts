@@ -15,6 +15,9 @@ const node = process.execPath;
 const runs = Number(process.env.BENCH_RUNS ?? 20);
 const loops = Number(process.env.BENCH_LOOPS ?? 500);
 const restarts = Number(process.env.BENCH_RESTARTS ?? 20);
+// BENCH_ONLY=calls measures the remote calls alone (BENCH_ONLY=startup the start-ups and the restart loop).
+const only = process.env.BENCH_ONLY;
+const wanted = (part: 'calls' | 'startup') => only === undefined || only === part;
 
 /** Nanoseconds from spawn to the program's first line of output. */
 function firstLine(command: string, args: string[]): Promise<number> {
@@ -66,20 +69,24 @@ try {
     loops,
     restarts,
     direct: 'the same program run inside the target with nsenter -n -m',
-    startupToFirstLine: {
-      freshAgent: { sh: await startup(programs.sh!, 0), node: await startup(programs.node!, 0) },
-      warmAgent: { sh: await startup(programs.sh!, 10), node: await startup(programs.node!, 10) },
-    },
-    restartLoop: Object.fromEntries(Object.entries(programs).map(([name, command]) => [name, loop('restart-loop.mjs', [String(restarts), ...command])])),
-    file4KiBOpenReadClose: loop('file-loop.mjs', [world.target.benchFile, String(loops)]),
-    dnsLookup: loop('dns-loop.mjs', [redis.name, String(loops)]),
-    tcpConnectRoundTrip: loop('tcp-loop.mjs', [redis.address, String(redis.port), String(loops)]),
-    udpRoundTrip: loop('udp-loop.mjs', [udpEcho.address, String(udpEcho.port), String(loops)]),
-    dnsResolve4OverUdp: loop('resolve-loop.mjs', [redis.name, String(loops)]),
+    ...(wanted('startup') && {
+      startupToFirstLine: {
+        freshAgent: { sh: await startup(programs.sh!, 0), node: await startup(programs.node!, 0) },
+        warmAgent: { sh: await startup(programs.sh!, 10), node: await startup(programs.node!, 10) },
+      },
+      restartLoop: Object.fromEntries(Object.entries(programs).map(([name, command]) => [name, loop('restart-loop.mjs', [String(restarts), ...command])])),
+    }),
+    ...(wanted('calls') && {
+      file4KiBOpenReadClose: loop('file-loop.mjs', [world.target.benchFile, String(loops)]),
+      dnsLookup: loop('dns-loop.mjs', [redis.name, String(loops)]),
+      tcpConnectRoundTrip: loop('tcp-loop.mjs', [redis.address, String(redis.port), String(loops)]),
+      udpRoundTrip: loop('udp-loop.mjs', [udpEcho.address, String(udpEcho.port), String(loops)]),
+      dnsResolve4OverUdp: loop('resolve-loop.mjs', [redis.name, String(loops)]),
+    }),
     loadAverage: [...load, loadavg()[0]!],
   };
   mkdirSync(`${here}results`, { recursive: true });
-  writeFileSync(`${here}results/exec.json`, `${JSON.stringify(results, null, 2)}\n`);
+  writeFileSync(`${here}results/${only === undefined ? 'exec' : `exec-${only}`}.json`, `${JSON.stringify(results, null, 2)}\n`);
   console.log(JSON.stringify(results, null, 2));
 } finally {
   await world.destroy();

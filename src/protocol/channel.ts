@@ -4,6 +4,12 @@ import { MAX_DATA_CHUNK } from './frame.ts';
 
 /** Bytes each side may send on a fresh channel before the peer grants more. */
 export const INITIAL_WINDOW = 256 * 1024;
+/**
+ * Credit goes back once this much was taken, not after every read: a request and its answer of a few bytes then cost
+ * no credit frames (each a wake-up of the peer). The peer waits for credit only after a whole window, by which time
+ * at least this much has been taken, so it is never held back for want of a grant.
+ */
+const GRANT_AT = INITIAL_WINDOW / 4;
 
 /** What a channel needs from its connection. */
 export interface ChannelLink {
@@ -91,7 +97,7 @@ export class Channel extends Duplex {
   }
 
   private grant(): void {
-    if (this.ungranted === 0 || this.destroyed) return;
+    if (this.ungranted < GRANT_AT || this.destroyed) return;
     this.allowance += this.ungranted;
     this.link.sendCredit(this.id, this.ungranted);
     this.ungranted = 0;

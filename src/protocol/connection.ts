@@ -58,6 +58,7 @@ export class Connection implements ChannelLink {
   private readonly dataQueue: Buffer[] = [];
   private keepaliveTimer: NodeJS.Timeout | undefined;
   private waitingDrain = false;
+  private flushScheduled = false;
   private nextRequest = 1;
   private nextChannel: number;
   private ended: Error | undefined | null = null;
@@ -127,6 +128,7 @@ export class Connection implements ChannelLink {
   }
 
   close(): void {
+    this.pump();
     this.stream.end();
     this.shutdown(undefined);
   }
@@ -279,26 +281,43 @@ export class Connection implements ChannelLink {
     this.enqueue(encodeFrame({ kind: 'control', body: encodeControl(message) }), this.controlQueue);
   }
 
+  /**
+   * Frames go out once per turn of the event loop, together: an answer, its data and its channel's end (or a request
+   * and its channel's credit) are one write and wake the peer once, where a write each cost a system call and a
+   * wake-up each (measured with --cpu-prof: the writes were the largest part of the proxy's and the agent's time).
+   */
   private enqueue(frame: Buffer, queue: Buffer[]): void {
     if (this.ended !== null) return;
     queue.push(frame);
-    this.pump();
+    if (this.flushScheduled) return;
+    this.flushScheduled = true;
+    setImmediate(this.flush);
   }
 
-  /** Writes control frames before data, so requests never wait behind bulk transfers. */
+  private readonly flush = (): void => {
+    this.flushScheduled = false;
+    this.pump();
+  };
+
+  /** Writes control frames before data, so requests never wait behind bulk transfers; corked, so one writev takes them all. */
   private pump(): void {
-    if (this.waitingDrain) return;
-    for (;;) {
-      const next = this.controlQueue.shift() ?? this.dataQueue.shift();
-      if (next === undefined) return;
-      if (!this.stream.write(next)) {
-        this.waitingDrain = true;
-        this.stream.once('drain', () => {
-          this.waitingDrain = false;
-          this.pump();
-        });
-        return;
+    if (this.waitingDrain || this.ended !== null) return;
+    this.stream.cork();
+    try {
+      for (;;) {
+        const next = this.controlQueue.shift() ?? this.dataQueue.shift();
+        if (next === undefined) return;
+        if (!this.stream.write(next)) {
+          this.waitingDrain = true;
+          this.stream.once('drain', () => {
+            this.waitingDrain = false;
+            this.pump();
+          });
+          return;
+        }
       }
+    } finally {
+      this.stream.uncork();
     }
   }
 

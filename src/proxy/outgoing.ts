@@ -2,7 +2,6 @@
 import { lookup } from 'node:dns/promises';
 import { createServer, isIPv4, type Server, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { pipeline } from 'node:stream';
 import type { Destination, OutgoingPolicy } from '../config/network-policy.ts';
 import type { AgentClient } from './agent-client.ts';
 import { errorAnswer } from './answer.ts';
@@ -114,10 +113,7 @@ export async function listenOnce(stream: Duplex, open: Set<{ destroy(): void }>,
     open.delete(tracked);
     const pair = { destroy: () => { socket.destroy(); stream.destroy(); } };
     open.add(pair);
-    let ended = 0;
-    const done = () => { if (++ended === 2) open.delete(pair); };
-    pipeline(socket, stream, () => done());
-    pipeline(stream, socket, () => done());
+    splice(socket, stream, () => open.delete(pair));
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
@@ -125,4 +121,25 @@ export async function listenOnce(stream: Duplex, open: Set<{ destroy(): void }>,
     listen(server);
   });
   return server;
+}
+
+/**
+ * Pipes two streams into each other, an end carried over as an end, an error destroying both; `done` once both
+ * closed. Plain `pipe`: `pipeline` made an AbortError, stack trace and all, for every connection it finished (about a
+ * tenth of the proxy's time per relayed connection, measured with --cpu-prof).
+ */
+export function splice(a: Duplex, b: Duplex, done: () => void): void {
+  let closed = 0;
+  const fail = () => {
+    a.destroy();
+    b.destroy();
+  };
+  for (const stream of [a, b]) {
+    stream.on('error', fail);
+    stream.once('close', () => {
+      if (++closed === 2) done();
+    });
+  }
+  a.pipe(b);
+  b.pipe(a);
 }
