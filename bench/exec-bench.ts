@@ -15,6 +15,8 @@ const node = process.execPath;
 const runs = Number(process.env.BENCH_RUNS ?? 20);
 const loops = Number(process.env.BENCH_LOOPS ?? 500);
 const restarts = Number(process.env.BENCH_RESTARTS ?? 20);
+// The remote calls' loops run in this many alternating rounds (direct, doppel, direct, ...).
+const rounds = Number(process.env.BENCH_ROUNDS ?? 4);
 // BENCH_ONLY=calls measures the remote calls alone (BENCH_ONLY=startup the start-ups and the restart loop).
 const only = process.env.BENCH_ONLY;
 const wanted = (part: 'calls' | 'startup') => only === undefined || only === part;
@@ -55,10 +57,19 @@ try {
     }
     return compare(...samples);
   };
-  const loop = (script: string, args: string[]) => {
-    const d = JSON.parse(execFileSync(...direct([node, `${here}workloads/${script}`, ...args]), { encoding: 'utf8' })) as number[];
-    const v = JSON.parse(execFileSync(...viaDoppel([node, `${here}workloads/${script}`, ...args], 0), { encoding: 'utf8' })) as number[];
-    return compare(d, v);
+  /**
+   * A workload's per-iteration times, direct and under doppel, in `times` alternating runs of `count / times`
+   * iterations each, so that a change in the machine's load during the bench falls on both sides alike.
+   */
+  const loop = (script: string, args: (count: number) => string[], count: number, times = rounds) => {
+    const samples: [number[], number[]] = [[], []];
+    const run = (how: [string, string[]]) => JSON.parse(execFileSync(...how, { encoding: 'utf8' })) as number[];
+    for (let round = 0; round < times; round++) {
+      const command = [node, `${here}workloads/${script}`, ...args(Math.ceil(count / times))];
+      samples[0].push(...run(direct(command)));
+      samples[1].push(...run(viaDoppel(command, 0)));
+    }
+    return compare(...samples);
   };
   const { redis, udpEcho } = world.services;
   const results = {
@@ -68,20 +79,21 @@ try {
     runs,
     loops,
     restarts,
+    rounds,
     direct: 'the same program run inside the target with nsenter -n -m',
     ...(wanted('startup') && {
       startupToFirstLine: {
         freshAgent: { sh: await startup(programs.sh!, 0), node: await startup(programs.node!, 0) },
         warmAgent: { sh: await startup(programs.sh!, 10), node: await startup(programs.node!, 10) },
       },
-      restartLoop: Object.fromEntries(Object.entries(programs).map(([name, command]) => [name, loop('restart-loop.mjs', [String(restarts), ...command])])),
+      restartLoop: Object.fromEntries(Object.entries(programs).map(([name, command]) => [name, loop('restart-loop.mjs', (n) => [String(n), ...command], restarts, 1)])),
     }),
     ...(wanted('calls') && {
-      file4KiBOpenReadClose: loop('file-loop.mjs', [world.target.benchFile, String(loops)]),
-      dnsLookup: loop('dns-loop.mjs', [redis.name, String(loops)]),
-      tcpConnectRoundTrip: loop('tcp-loop.mjs', [redis.address, String(redis.port), String(loops)]),
-      udpRoundTrip: loop('udp-loop.mjs', [udpEcho.address, String(udpEcho.port), String(loops)]),
-      dnsResolve4OverUdp: loop('resolve-loop.mjs', [redis.name, String(loops)]),
+      file4KiBOpenReadClose: loop('file-loop.mjs', (n) => [world.target.benchFile, String(n)], loops),
+      dnsLookup: loop('dns-loop.mjs', (n) => [redis.name, String(n)], loops),
+      tcpConnectRoundTrip: loop('tcp-loop.mjs', (n) => [redis.address, String(redis.port), String(n)], loops),
+      udpRoundTrip: loop('udp-loop.mjs', (n) => [udpEcho.address, String(udpEcho.port), String(n)], loops),
+      dnsResolve4OverUdp: loop('resolve-loop.mjs', (n) => [redis.name, String(n)], loops),
     }),
     loadAverage: [...load, loadavg()[0]!],
   };

@@ -110,10 +110,9 @@ export class FrameDecoder {
     const rest = all.subarray(n);
     this.chunks = rest.length > 0 ? [rest] : [];
     this.buffered = rest.length;
-    // A read that holds just this frame (the usual request or answer) pins nothing else: no copy.
-    if (rest.length === 0 && all.byteOffset === 0 && all.buffer.byteLength === n) return all;
-    // Copy so a retained frame does not pin the rest of a large read buffer.
-    return Buffer.from(all.subarray(0, n));
+    // A view, not a copy: frames are handled as they come, and what is kept longer, a channel's data, is copied there
+    // (Channel.receive), so no frame pins a read buffer. Reads now often hold an answer with its data and its end.
+    return all.subarray(0, n);
   }
 }
 

@@ -75,7 +75,7 @@ function collect(channel: Channel, path: string, idleTimeoutMs: number): Promise
     channel.once('end', () => {
       ended = true;
       clearTimeout(idle);
-      resolve(Buffer.concat(pieces));
+      resolve(pieces.length === 1 ? pieces[0]! : Buffer.concat(pieces));
     });
     channel.once('error', (error: Error & { code?: string }) => {
       clearTimeout(idle);
