@@ -3,9 +3,10 @@
 // line with a fresh agent and with a warm one, remote calls (4 KiB file, DNS, TCP round trip), and the restart loop
 // (a program started again and again inside one session, as a file watcher does).
 import { execFileSync, spawn } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { fileURLToPath } from 'node:url';
+import { whichSync } from '../src/cli/exec/static-binary.ts';
 import { createWorld } from '../test/world/world.ts';
 import { compare } from './stats.ts';
 
@@ -86,7 +87,10 @@ try {
         freshAgent: { sh: await startup(programs.sh!, 0), node: await startup(programs.node!, 0) },
         warmAgent: { sh: await startup(programs.sh!, 10), node: await startup(programs.node!, 10) },
       },
-      restartLoop: Object.fromEntries(Object.entries(programs).map(([name, command]) => [name, loop('restart-loop.mjs', (n) => [String(n), ...command], restarts, 1)])),
+      // What each name runs, both ways (the direct case keeps this PATH, and the target's mount namespace sees the same
+    // files): a pyenv shim, say, is a bash script starting several programs on every start.
+    restartPrograms: Object.fromEntries(Object.entries(programs).map(([name, [command]]) => [name, whichSync(command!, process.env.PATH, existsSync) ?? command])),
+    restartLoop: Object.fromEntries(Object.entries(programs).map(([name, command]) => [name, loop('restart-loop.mjs', (n) => [String(n), ...command], restarts, 1)])),
     }),
     ...(wanted('calls') && {
       file4KiBOpenReadClose: loop('file-loop.mjs', (n) => [world.target.benchFile, String(n)], loops),
