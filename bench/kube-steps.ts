@@ -63,7 +63,7 @@ export async function timePlatformSteps(kubeconfig: string, namespace: string, t
     },
     () => {},
   );
-  const spec = agentJob({ name: job, sessionId: 'bench', target: { pod: pod.name, namespace: pod.namespace, nodeName: pod.nodeName, containerId: pod.containerId }, agent: config.agent, token, deadlineSeconds: 600 });
+  const spec = agentJob({ name: job, sessionId: 'bench', target: { pod: pod.name, namespace: pod.namespace, nodeName: pod.nodeName, uid: pod.uid, containerId: pod.containerId }, agent: config.agent, token, deadlineSeconds: 600, configDigest: 'bench' });
   await kube.batch.createNamespacedJob({ namespace, body: spec });
   const jobCreated = at();
   try {

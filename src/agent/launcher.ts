@@ -1,5 +1,7 @@
 // The agent's entry point in a Kubernetes pod: listens on the pod's loopback, admits clients holding the session token,
-// and runs one agent per client inside the target container's network namespace, handing it the connection as fd 3.
+// and runs one agent per client inside the target container's network namespace, handing it the connection. The agent
+// is started before its client comes (at the launcher's start, and while it waits agent.ttl for the next session), so
+// its Node.js start is not on the client's path.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readlinkSync } from 'node:fs';
 import { createServer, type Socket } from 'node:net';
@@ -76,6 +78,15 @@ async function main(): Promise<number> {
   process.once('exit', () => report('removing this launcher\'s chains', sessions.removeAll()));
 
   const agents = new Set<ChildProcess>();
+  /** The agent started ahead of the next client; not counted as serving anyone. */
+  let spare: Spare | undefined;
+  const startSpare = () => {
+    const started = startAgent(pid, settings, log);
+    spare = started;
+    started.child.once('exit', () => {
+      if (spare === started) spare = undefined;
+    });
+  };
   let everServed = false;
   let finish: (why: string) => void = () => {};
   const finished = new Promise<string>((resolve) => (finish = resolve));
@@ -84,6 +95,8 @@ async function main(): Promise<number> {
   const armIdle = () => {
     clearTimeout(idle);
     if (agents.size > 0) return;
+    // Waiting for the next session (agent.ttl): its agent is ready before it comes.
+    if (everServed && settings.ttlMs > 0 && !spare) startSpare();
     const ms = everServed ? settings.ttlMs : settings.startupMs;
     idle = setTimeout(() => finish(everServed ? `no client for ${ms / 1000}s after the last one left` : `no client connected within ${ms / 1000}s`), ms);
   };
@@ -91,12 +104,15 @@ async function main(): Promise<number> {
   // Nagle would hold small protocol frames back for a delayed ACK (~40 ms per streamed call).
   const server = createServer({ noDelay: true }, (socket) => {
     admit(socket, settings.token, log).then(
-      () => {
-        const session = sessions.next();
-        const agent = startAgent(pid, settings, session, socket, log);
+      async () => {
+        // Counted as serving from here, so that the ttl cannot end the launcher under a client being handed over.
         everServed = true;
-        agents.add(agent);
         clearTimeout(idle);
+        if (!spare) startSpare();
+        const { child: agent, ready } = spare!;
+        spare = undefined;
+        agents.add(agent);
+        const session = sessions.next();
         agent.once('exit', (code, signal) => {
           agents.delete(agent);
           log.info(`agent for a client ended (${signal ?? `code ${code}`})`);
@@ -104,6 +120,8 @@ async function main(): Promise<number> {
           report(`removing the chains of session ${session}`, sessions.removeSession(session));
           armIdle();
         });
+        if (await ready) handOver(agent, socket, session);
+        else socket.destroy();
       },
       (error: Error) => {
         log.warn(`refused a client: ${error.message}`);
@@ -116,6 +134,7 @@ async function main(): Promise<number> {
     server.listen(settings.port, '127.0.0.1', resolve);
   });
   log.info(`listening on 127.0.0.1:${settings.port}`);
+  startSpare();
   armIdle();
 
   setTimeout(() => finish(`the session's hard deadline of ${settings.deadlineMs / 1000}s passed`), settings.deadlineMs).unref();
@@ -130,6 +149,7 @@ async function main(): Promise<number> {
   log.info(`exiting: ${why}`);
   server.close();
   clearTimeout(idle);
+  spare?.child.kill('SIGTERM');
   for (const agent of agents) agent.kill('SIGTERM');
   // The agents remove their chains as they exit; the container's end would kill them midway, so wait (bounded: the
   // pod's grace period is 2 s), and the exit handler removes what they left.
@@ -186,15 +206,33 @@ function inTargetNetwork(pid: number): boolean {
   }
 }
 
-/** One agent per client, in the target's network namespace; the launcher keeps no copy of the connection. */
-function startAgent(pid: number, settings: Settings, session: string, socket: Socket, log: Log): ChildProcess {
+interface Spare {
+  child: ChildProcess;
+  /** Whether it came up and waits for its client (false: it ended first). */
+  ready: Promise<boolean>;
+}
+
+/** An agent in the target's network namespace, waiting for its client on the IPC channel (fd 3, through nsenter). */
+function startAgent(pid: number, settings: Settings, log: Log): Spare {
   // Entering needs CAP_SYS_ADMIN, which an agent already in the namespace can do without.
   const enter = inTargetNetwork(pid) ? [] : ['nsenter', `--net=/proc/${pid}/ns/net`, '--'];
-  const argv = [...enter, process.execPath, ...AGENT_NODE_FLAGS, agentMain, '--pid', String(pid), '--fd', '3', '--session', session, '--log-level', settings.logLevel, ...(settings.trace ? ['--trace'] : [])];
-  const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'inherit', 'inherit', socket] });
+  const argv = [...enter, process.execPath, ...AGENT_NODE_FLAGS, agentMain, '--pid', String(pid), '--fd', 'ipc', '--log-level', settings.logLevel, ...(settings.trace ? ['--trace'] : [])];
+  const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
   child.once('error', (error) => log.error(`could not start the agent: ${error.message}`));
-  socket.write(AUTH_OK, () => socket.destroy());
-  return child;
+  const ready = new Promise<boolean>((resolve) => {
+    child.once('message', () => resolve(true));
+    child.once('exit', () => resolve(false));
+  });
+  return { child, ready };
+}
+
+/** The client's answer, then its connection goes to the agent; the launcher keeps no copy of it. */
+function handOver(agent: ChildProcess, socket: Socket, session: string): void {
+  socket.write(AUTH_OK, () =>
+    agent.send({ session }, socket, (error) => {
+      if (error) socket.destroy();
+    }),
+  );
 }
 
 main().then(

@@ -1,5 +1,6 @@
-// The agent's entry point: serve one client on an inherited fd (a socketpair from the CLI, or a TCP connection the
-// launcher admitted), from inside the target's network namespace; exit when the client, or the target, is gone. A
+// The agent's entry point: serve one client on an inherited fd (a socketpair from the CLI), or on a connection its
+// launcher admits and hands over (`--fd ipc`: started ahead of its client, so its own start is off the client's path),
+// from inside the target's network namespace; exit when the client, or the target, is gone. A
 // client that parks the agent (`agent.park`) leaves it warm: it then serves the next client that comes to its Unix
 // socket within the ttl, and exits when none does.
 import { existsSync, readFileSync } from 'node:fs';
@@ -24,6 +25,7 @@ async function main(): Promise<number> {
   const { values } = parseArgs({
     options: {
       pid: { type: 'string' },
+      // A descriptor number, or `ipc`: the launcher sends the connection, and its session, once a client is admitted.
       fd: { type: 'string' },
       'log-level': { type: 'string', default: 'info' },
       'startup-timeout': { type: 'string', default: '60' },
@@ -43,10 +45,13 @@ async function main(): Promise<number> {
   if (!Number.isInteger(pid) || pid <= 0) return usage(log, '--pid PID is required');
   if (!existsSync(`/proc/${pid}`)) return usage(log, `process ${pid} does not exist`);
   const timeoutMs = Number(values['startup-timeout']) * 1000;
-  // node:crypto costs a tenth of the agent's start: only an agent started without --session loads it.
-  const session = values.session ?? `a${(await import('node:crypto')).randomBytes(4).toString('hex')}`;
-  if (!SESSION_PATTERN.test(session)) return usage(log, `--session: "${session}" is not 1-21 letters, digits or dashes`);
   if (values.fd === undefined) return usage(log, '--fd N is required');
+  // Waits here, before any signal is ours to handle: a launcher that ends kills or leaves a waiting agent, and it exits.
+  const handed = values.fd === 'ipc' ? await handedClient() : undefined;
+  if (handed) mark('client handed over');
+  // node:crypto costs a tenth of the agent's start: only an agent started without --session loads it.
+  const session = handed?.session ?? values.session ?? `a${(await import('node:crypto')).randomBytes(4).toString('hex')}`;
+  if (!SESSION_PATTERN.test(session)) return usage(log, `--session: "${session}" is not 1-21 letters, digits or dashes`);
 
   const targetGone = new Promise<string>((resolve) => {
     const timer = setInterval(() => {
@@ -58,7 +63,7 @@ async function main(): Promise<number> {
     for (const signal of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.once(signal, () => resolve(`received ${signal}`));
   });
 
-  let stream = new Socket({ fd: Number(values.fd), readable: true, writable: true });
+  let stream = handed?.stream ?? new Socket({ fd: Number(values.fd), readable: true, writable: true });
   let client: WarmClient = { session, trace: values.trace };
   for (;;) {
     let warm: Warm | undefined;
@@ -99,6 +104,27 @@ async function main(): Promise<number> {
     }
     ({ stream, client } = next);
   }
+}
+
+/**
+ * The launcher's client, sent with its session over the IPC channel once admitted. We say `ready` first: a message
+ * sent before our listener exists would be lost. The channel then closes, so nothing of the launcher holds us.
+ */
+function handedClient(): Promise<{ stream: Socket; session: string }> {
+  return new Promise((resolve, reject) => {
+    if (!process.send) return reject(new Error('--fd ipc needs the launcher\'s IPC channel'));
+    const gone = () => reject(new Error('the launcher went away before handing over a client'));
+    process.once('disconnect', gone);
+    process.on('message', function take(message: unknown, handle: unknown) {
+      const session = (message as { session?: unknown } | null)?.session;
+      if (typeof session !== 'string' || !(handle instanceof Socket)) return;
+      process.off('message', take);
+      process.off('disconnect', gone);
+      process.disconnect();
+      resolve({ stream: handle, session });
+    });
+    process.send({ ready: true });
+  });
 }
 
 /**

@@ -16,7 +16,8 @@ export interface AgentTransport {
   killNow(): void;
   /**
    * After a clean session, before `stop`: leaves the agent warm for the next session (agent.ttl), `ask` being the
-   * `agent.park` request with where and how long; absent where agents do not stay warm. `stop` then leaves it be.
+   * `agent.park` request with where and how long (Kubernetes keeps the agent's pod instead, and does not ask); absent
+   * where agents do not stay warm. `stop` then leaves it be.
    */
   park?(ask: (args: { socket: string; ttlMs: number }) => Promise<void>): Promise<void>;
 }

@@ -30,7 +30,7 @@ export async function runEphemeralAgent(kube: KubeContext, plan: EphemeralAgentP
   const { pod } = plan;
   const name = `doppel-agent-${plan.sessionId}-${randomBytes(2).toString('hex')}`;
   const port = randomInt(PORTS.from, PORTS.to);
-  const target = { pod: pod.name, namespace: pod.namespace, nodeName: pod.nodeName, containerId: pod.containerId };
+  const target = { pod: pod.name, namespace: pod.namespace, nodeName: pod.nodeName, uid: pod.uid, containerId: pod.containerId };
   // Kubernetes allows no resources on an ephemeral container: it runs within what the pod already has.
   const container: V1EphemeralContainer = { ...agentContainer({ ...plan, name, port, target }), targetContainerName: pod.container };
   const operation = { verb: 'patch', resource: 'pods/ephemeralcontainers', namespace: pod.namespace, name: pod.name };

@@ -18,12 +18,23 @@ export const SESSION_LABEL = 'doppel.dev/session';
 export const AGENT_LABEL = 'doppel.dev/agent';
 /** Where the CLI that owns the agent runs (`host/pid`), so a later start on that host can tell a dead session. */
 export const CLIENT_ANNOTATION = 'doppel.dev/client';
+/** The target pod's uid: an agent serves that pod only, and a pod replaced under the same name has another. */
+export const TARGET_UID_LABEL = 'doppel.dev/target-uid';
+/** A digest of every agent setting the Job was made from: a session with other settings does not reuse it. */
+export const AGENT_CONFIG_LABEL = 'doppel.dev/agent-config';
+/** The target container's id: a restarted container is another process, which the launcher no longer serves. */
+export const TARGET_CONTAINER_ANNOTATION = 'doppel.dev/target-container';
+/** Milliseconds since the epoch (the parking CLI's clock) until which the parked agent waits; absent while in use. */
+export const PARKED_UNTIL_ANNOTATION = 'doppel.dev/parked-until';
+/** The parked Job's pod, so that a claim needs no look-up of it. */
+export const AGENT_POD_ANNOTATION = 'doppel.dev/agent-pod';
 
 /** What the Job is set against: the target's pod and container, or none for targetless. */
 export interface AgentTarget {
   pod: string;
   namespace: string;
   nodeName: string;
+  uid: string;
   containerId: string;
 }
 
@@ -42,6 +53,8 @@ export interface AgentContainerPlan {
 export interface AgentJobPlan extends Omit<AgentContainerPlan, 'name' | 'port'> {
   name: string;
   sessionId: string;
+  /** `agentConfigDigest` of the settings: a later session finds a parked agent with the same settings by it. */
+  configDigest: string;
 }
 
 const capabilities = ['NET_ADMIN', 'SYS_PTRACE', 'SYS_ADMIN'];
@@ -68,12 +81,21 @@ export function agentContainer(plan: AgentContainerPlan): V1Container {
 
 export function agentJob(plan: AgentJobPlan): V1Job {
   const { agent, target } = plan;
-  const labels = { ...agent.labels, ...noMeshLabels, ...MANAGED_BY, 'app.kubernetes.io/name': 'doppel-agent', [SESSION_LABEL]: plan.sessionId, [AGENT_LABEL]: plan.name };
+  const labels = {
+    ...agent.labels,
+    ...noMeshLabels,
+    ...MANAGED_BY,
+    'app.kubernetes.io/name': 'doppel-agent',
+    [SESSION_LABEL]: plan.sessionId,
+    [AGENT_LABEL]: plan.name,
+    [AGENT_CONFIG_LABEL]: plan.configDigest,
+    ...(target ? { [TARGET_UID_LABEL]: target.uid } : {}),
+  };
   const annotations = {
     ...noMeshAnnotations,
     ...agent.annotations,
     [CLIENT_ANNOTATION]: `${hostname()}/${process.pid}`,
-    ...(target ? { 'doppel.dev/target': `${target.namespace}/${target.pod}` } : {}),
+    ...(target ? { 'doppel.dev/target': `${target.namespace}/${target.pod}`, [TARGET_CONTAINER_ANNOTATION]: target.containerId } : {}),
   };
   const container: V1Container = { ...agentContainer({ ...plan, name: AGENT_CONTAINER, port: AGENT_PORT }), resources: agent.resources };
   const spec: V1PodSpec = {

@@ -2,6 +2,7 @@
 // with -e an ephemeral container in it; targetless, one plain Job), links to each through a port-forward, follows
 // the replicas, and removes every Job it made.
 import { randomBytes } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { ResolvedConfig } from '../../config/schema.ts';
 import type { Target } from '../../config/target.ts';
 import { trace } from '../../trace.ts';
@@ -12,12 +13,14 @@ import { howAgentEnded } from './agent-end.ts';
 import { AGENT_CONTAINER, AGENT_PORT, agentJob, type AgentTarget } from './agent-job.ts';
 import { agentLogTail, waitForAgentPod } from './agent-pod.ts';
 import { linkToAgent } from './agent-link.ts';
+import type { ForwardedStream } from './port-forward.ts';
 import { followTargetPods } from './follow-pods.ts';
 import { loadKubeContext, type KubeContext } from './kube-context.ts';
 import { resolveTarget, type ResolvedTarget, type TargetPod } from './resolve-target.ts';
 import { stillRuns } from './target-pod.ts';
 import { sweepDeadAgents } from './sweep-agents.ts';
 import { volumeMountPaths } from './volume-mounts.ts';
+import { agentConfigDigest, claimParkedAgent, listParkedAgents, parkAgent, parkedFor, type ParkedAgent } from './warm-agents.ts';
 
 /** No session outlives this, whatever happens to the CLI or the link. */
 const DEADLINE_SECONDS = 24 * 3600;
@@ -42,14 +45,27 @@ export async function createKubernetesPlatform(target: Exclude<Target, { kind: '
   const oneReplica = config.target.replicas === 'one';
   const description = target.kind === 'targetless' ? `targetless in ${kube.namespace}` : `${target.kind}/${target.name} in ${kube.namespace}`;
 
-  const startAgent = async (pod: TargetPod | undefined, report: (text: string) => void): Promise<AgentTransport> => {
+  const configDigest = agentConfigDigest(config.agent, DEADLINE_SECONDS);
+  /** Job agents of targets stay warm after a clean session (agent.ttl); ephemeral containers cannot be left running. */
+  const warmAgents = !config.agent.ephemeral && config.agent.ttl > 0 && target.kind !== 'targetless';
+  /** `reuse`: a parked agent next to this pod, claimed and linked instead of starting one when it still answers. */
+  const startAgent = async (pod: TargetPod | undefined, report: (text: string) => void, reuse?: ParkedAgent): Promise<AgentTransport> => {
     const run = { sessionId, token, agent: config.agent, deadlineSeconds: DEADLINE_SECONDS, report };
     const started =
-      pod && config.agent.ephemeral
-        ? runEphemeralAgent(kube, { ...run, pod })
-        : runJobAgent(kube, { ...run, namespace: agentNamespace, target: pod && { pod: pod.name, namespace: pod.namespace, nodeName: pod.nodeName, containerId: pod.containerId }, cancelled: ending.signal });
+      pod && reuse
+        ? reuseJobAgent(kube, reuse, pod, sessionId, config.agent.ttl)
+        : pod && config.agent.ephemeral
+          ? runEphemeralAgent(kube, { ...run, pod })
+          : runJobAgent(kube, {
+              ...run,
+              configDigest,
+              namespace: agentNamespace,
+              target: pod && { pod: pod.name, namespace: pod.namespace, nodeName: pod.nodeName, uid: pod.uid, containerId: pod.containerId },
+              cancelled: ending.signal,
+            });
     starting.add(started);
     const transport = await started.finally(() => starting.delete(started));
+    if (!transport) return startAgent(pod, report);
     // An agent that was still starting when the session ended must not wait for its startup timeout to go.
     if (stopped) {
       await transport.stop();
@@ -84,14 +100,24 @@ export async function createKubernetesPlatform(target: Exclude<Target, { kind: '
       if (target.kind === 'targetless') {
         return [await progress.step(`starting the agent in namespace ${agentNamespace} (image ${config.agent.image})`, (status) => startAgent(undefined, status))];
       }
+      // Looked for while the target resolves: one list of the namespace's parked agents with our settings.
+      const parking = warmAgents ? listParkedAgents(kube, agentNamespace, configDigest) : Promise.resolve([]);
       const found = await progress.step(`resolving ${description}`, () => resolveTarget(kube, target));
       resolved = found;
       trace(`kubernetes: ${description} resolved: ready pods ${found.pods.map((pod) => pod.name).join(', ')}`);
       const pods = oneReplica ? found.pods.slice(0, 1) : found.pods;
-      const nodes = [...new Set(pods.map((pod) => pod.nodeName))].join(', ');
-      return progress.step(`starting ${pods.length === 1 ? 'the agent' : `${pods.length} agents`} ${where} ${pods.map((p) => p.name).join(', ')} on ${nodes} (image ${config.agent.image})`, async (status) => {
+      const parked = await parking;
+      const warm = pods.map((pod) => parkedFor(parked, pod));
+      const fresh = pods.filter((_, index) => !warm[index]);
+      const nodes = [...new Set(fresh.map((pod) => pod.nodeName))].join(', ');
+      const agentsText = (n: number, what: string) => (n === 1 ? `the ${what}agent` : `${n} ${what}agents`);
+      const text =
+        fresh.length === 0
+          ? `reusing ${agentsText(pods.length, 'warm ')} ${pods.map((pod, index) => `${warm[index]!.pod} (next to ${pod.name})`).join(', ')}`
+          : `${fresh.length < pods.length ? `reusing ${agentsText(pods.length - fresh.length, 'warm ')} and ` : ''}starting ${agentsText(fresh.length, '')} ${where} ${fresh.map((p) => p.name).join(', ')} on ${nodes} (image ${config.agent.image})`;
+      return progress.step(text, async (status) => {
         // All settle before a failure is reported, so no agent is still starting when the CLI cleans up.
-        const started = await Promise.allSettled(pods.map((pod) => startAgent(pod, (text) => status(pods.length === 1 ? text : `${pod.name}: ${text}`))));
+        const started = await Promise.allSettled(pods.map((pod, index) => startAgent(pod, (text) => status(pods.length === 1 ? text : `${pod.name}: ${text}`), warm[index])));
         const failed = started.find((result) => result.status === 'rejected');
         if (failed) throw failed.reason;
         return started.map((result) => (result as PromiseFulfilledResult<AgentTransport>).value);
@@ -135,6 +161,7 @@ export async function createKubernetesPlatform(target: Exclude<Target, { kind: '
 
 interface JobAgentRun {
   namespace: string;
+  configDigest: string;
   sessionId: string;
   token: string;
   target: AgentTarget | undefined;
@@ -153,11 +180,7 @@ async function runJobAgent(kube: KubeContext, run: JobAgentRun): Promise<AgentTr
   const calledOff = new AbortController();
   const callOff = () => calledOff.abort();
   run.cancelled.addEventListener('abort', callOff, { once: true });
-  const removeJob = () =>
-    kube.batch.deleteNamespacedJob({ name: job, namespace, propagationPolicy: 'Background', gracePeriodSeconds: 0 }).then(
-      () => undefined,
-      () => undefined,
-    );
+  const removeJob = () => deleteJob(kube, namespace, job);
   try {
     run.cancelled.throwIfAborted();
     const startupMs = agent.startup_timeout * 1000;
@@ -172,25 +195,85 @@ async function runJobAgent(kube: KubeContext, run: JobAgentRun): Promise<AgentTr
     run.cancelled.removeEventListener('abort', callOff);
     calledOff.abort();
     const pod = await onNode;
-    let stopping: Promise<void> | undefined;
-    return {
-      stream: link.stream,
-      description: run.target ? `pod ${run.target.pod} (agent pod ${pod})` : `agent pod ${pod}`,
-      exited: link.closed.then((why) => (stopping ? why : howAgentEnded(kube, { namespace, pod, container: AGENT_CONTAINER, ephemeral: false }, why))),
-      logTail: () => agentLogTail(kube, namespace, pod),
-      stop() {
-        stopping ??= (async () => {
-          link.stream.destroy();
-          await removeJob();
-        })();
-        return stopping;
-      },
-      killNow() {},
-    };
+    return jobTransport(kube, { namespace, job, pod, target: run.target, ttl: agent.ttl }, link);
   } catch (error) {
     run.cancelled.removeEventListener('abort', callOff);
     calledOff.abort();
     await removeJob();
     throw error;
+  }
+}
+
+const deleteJob = (kube: KubeContext, namespace: string, job: string) =>
+  kube.batch.deleteNamespacedJob({ name: job, namespace, propagationPolicy: 'Background', gracePeriodSeconds: 0 }).then(
+    () => undefined,
+    () => undefined,
+  );
+
+interface JobAgent {
+  namespace: string;
+  job: string;
+  pod: string;
+  target: AgentTarget | undefined;
+  /** agent.ttl: how long a parked agent waits for the next session. */
+  ttl: number;
+}
+
+/**
+ * A Job agent's transport, started or reused: after a clean session it parks (the Job stays, marked, and its launcher
+ * waits agent.ttl for the next session); otherwise stopping removes the Job.
+ */
+function jobTransport(kube: KubeContext, agent: JobAgent, link: ForwardedStream): AgentTransport {
+  const { namespace, job, pod, target } = agent;
+  let stopping: Promise<void> | undefined;
+  let linked = true;
+  let parked = false;
+  void link.closed.then(() => (linked = false));
+  return {
+    stream: link.stream,
+    description: target ? `pod ${target.pod} (agent pod ${pod})` : `agent pod ${pod}`,
+    exited: link.closed.then((why) => (stopping ? why : howAgentEnded(kube, { namespace, pod, container: AGENT_CONTAINER, ephemeral: false }, why))),
+    logTail: () => agentLogTail(kube, namespace, pod),
+    // Targetless agents serve no one pod, so nothing names which session could take them: they are not kept.
+    park:
+      target && agent.ttl > 0
+        ? async () => {
+            // Only an agent still linked is worth keeping: its launcher answered to the end.
+            if (!linked) return;
+            const late = sleep(PARK_TIMEOUT_MS, undefined, { ref: false }).then(() => Promise.reject(new Error('the API server did not answer')));
+            await Promise.race([parkAgent(kube, namespace, job, pod, agent.ttl), late]);
+            parked = true;
+            trace(`kubernetes: agent ${pod} parked for ${agent.ttl}s`);
+          }
+        : undefined,
+    stop() {
+      stopping ??= (async () => {
+        link.stream.destroy();
+        if (!parked) await deleteJob(kube, namespace, job);
+      })();
+      return stopping;
+    },
+    killNow() {},
+  };
+}
+
+/** Past this the Job is removed as if never parked (a patch landing later is deleted with it). */
+const PARK_TIMEOUT_MS = 2000;
+
+/** A parked agent's launcher answers at once, its agent already started; one that does not within this is going. */
+const WARM_LINK_MS = 1500;
+
+/** Claims a parked agent and links to it; undefined when another session took it first or it is no longer there. */
+async function reuseJobAgent(kube: KubeContext, parked: ParkedAgent, pod: TargetPod, sessionId: string, ttl: number): Promise<AgentTransport | undefined> {
+  if (!(await claimParkedAgent(kube, parked, sessionId))) return undefined;
+  trace(`kubernetes: warm agent ${parked.pod} claimed`);
+  const target: AgentTarget = { pod: pod.name, namespace: pod.namespace, nodeName: pod.nodeName, uid: pod.uid, containerId: pod.containerId };
+  try {
+    const link = await linkToAgent(kube, parked.namespace, parked.pod, parked.token, WARM_LINK_MS);
+    return jobTransport(kube, { namespace: parked.namespace, job: parked.job, pod: parked.pod, target, ttl }, link);
+  } catch {
+    // Ours now, and not answering: its ttl passed as we came, or it was killed.
+    await deleteJob(kube, parked.namespace, parked.job);
+    return undefined;
   }
 }
