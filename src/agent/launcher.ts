@@ -1,14 +1,14 @@
-// The agent's entry point in a Kubernetes pod: listens on the pod's loopback, admits clients holding the session token,
-// and runs one agent per client inside the target container's network namespace, handing it the connection. The agent
-// is started before its client comes (at the launcher's start, and while it waits agent.ttl for the next session), so
-// its Node.js start is not on the client's path.
+// The agent's entry point in a Kubernetes pod: listens on the pod's loopback and runs one agent per client inside the
+// target container's network namespace, handing it the connection unread; the agent admits the client only if it holds
+// the session token. The agent is started before its client comes (at the launcher's start, and while it waits
+// agent.ttl for the next session), so its Node.js start is not on the client's path.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readlinkSync } from 'node:fs';
-import { createServer, type Socket } from 'node:net';
+import { createServer } from 'node:net';
 import process from 'node:process';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { AUTH_DENIED, AUTH_MAX_LINE, AUTH_OK, tokenMatches } from '../protocol/auth-preface.ts';
+import { REFUSED_EXIT } from './admission.ts';
 import { findContainerProcess } from './find-container-process.ts';
 import { launcherSessions } from './launcher-sessions.ts';
 import { createLog, parseLogLevel, type Log } from './log.ts';
@@ -23,7 +23,6 @@ interface Settings {
   startupMs: number;
   deadlineMs: number;
   logLevel: string;
-  token: string;
   /** The CLI's --trace: each agent times its answers for the CLI's call lines. */
   trace: boolean;
 }
@@ -40,6 +39,7 @@ function readSettings(): Settings {
       trace: { type: 'boolean', default: false },
     },
   });
+  // Each agent reads it from the environment it inherits, to admit its client.
   const token = process.env.DOPPEL_AGENT_TOKEN ?? '';
   const seconds = (name: string, value: string | undefined) => {
     const n = Number(value);
@@ -56,7 +56,6 @@ function readSettings(): Settings {
     startupMs: seconds('startup-timeout', values['startup-timeout']),
     deadlineMs: seconds('deadline', values.deadline),
     logLevel: values['log-level']!,
-    token,
     trace: values.trace!,
   };
 }
@@ -101,33 +100,30 @@ async function main(): Promise<number> {
     idle = setTimeout(() => finish(everServed ? `no client for ${ms / 1000}s after the last one left` : `no client connected within ${ms / 1000}s`), ms);
   };
 
-  // Nagle would hold small protocol frames back for a delayed ACK (~40 ms per streamed call).
-  const server = createServer({ noDelay: true }, (socket) => {
-    admit(socket, settings.token, log).then(
-      async () => {
-        // Counted as serving from here, so that the ttl cannot end the launcher under a client being handed over.
-        everServed = true;
-        clearTimeout(idle);
-        if (!spare) startSpare();
-        const { child: agent, ready } = spare!;
-        spare = undefined;
-        agents.add(agent);
-        const session = sessions.next();
-        agent.once('exit', (code, signal) => {
-          agents.delete(agent);
-          log.info(`agent for a client ended (${signal ?? `code ${code}`})`);
-          // The agent removes its chains itself unless it was killed; what is gone already is no error.
-          report(`removing the chains of session ${session}`, sessions.removeSession(session));
-          armIdle();
-        });
-        if (await ready) handOver(agent, socket, session);
-        else socket.destroy();
-      },
-      (error: Error) => {
-        log.warn(`refused a client: ${error.message}`);
-        socket.destroy();
-      },
-    );
+  // Nagle would hold small protocol frames back for a delayed ACK (~40 ms per streamed call). Paused: not a byte is
+  // read here, so nothing the client sends can be left behind when the connection moves to its agent.
+  const server = createServer({ noDelay: true, pauseOnConnect: true }, (socket) => {
+    clearTimeout(idle);
+    if (!spare) startSpare();
+    const { child: agent, ready } = spare!;
+    spare = undefined;
+    agents.add(agent);
+    const session = sessions.next();
+    agent.once('exit', (code, signal) => {
+      agents.delete(agent);
+      // A client without the token was refused by the agent: it was no session, and the wait goes on as it was.
+      if (code !== REFUSED_EXIT) everServed = true;
+      log.info(`agent for a client ended (${signal ?? `code ${code}`})`);
+      // The agent removes its chains itself unless it was killed; what is gone already is no error.
+      report(`removing the chains of session ${session}`, sessions.removeSession(session));
+      armIdle();
+    });
+    void ready.then((up) => {
+      if (!up) return socket.destroy();
+      agent.send({ session }, socket, (error) => {
+        if (error) socket.destroy();
+      });
+    });
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
@@ -162,40 +158,6 @@ function waitForExit(agents: Set<ChildProcess>, ms: number): Promise<void> {
   return Promise.race([Promise.all(exits).then(() => {}), new Promise<void>((resolve) => setTimeout(resolve, ms).unref())]);
 }
 
-/** Reads the client's one-line preface and answers it; resolves when the token matched. */
-function admit(socket: Socket, token: string, log: Log): Promise<void> {
-  return new Promise((resolve, reject) => {
-    let line = '';
-    const timer = setTimeout(() => fail(new Error('no preface within 10s')), 10_000);
-    const fail = (error: Error) => {
-      clearTimeout(timer);
-      socket.off('data', onData);
-      reject(error);
-    };
-    const onData = (chunk: Buffer) => {
-      line += chunk.toString('latin1');
-      const end = line.indexOf('\n');
-      if (end < 0) {
-        if (line.length > AUTH_MAX_LINE) fail(new Error('preface too long'));
-        return;
-      }
-      // The client waits for our answer before it speaks the protocol, so nothing may follow the line.
-      socket.pause();
-      socket.off('data', onData);
-      clearTimeout(timer);
-      if (end !== line.length - 1 || !tokenMatches(line.slice(0, end), token)) {
-        socket.end(AUTH_DENIED);
-        reject(new Error('wrong session token'));
-        return;
-      }
-      log.debug('client admitted');
-      resolve();
-    };
-    socket.on('data', onData);
-    socket.once('error', fail);
-  });
-}
-
 /** Whether the target's network namespace is the launcher's own: targetless, or an ephemeral container in the target pod. */
 function inTargetNetwork(pid: number): boolean {
   try {
@@ -224,15 +186,6 @@ function startAgent(pid: number, settings: Settings, log: Log): Spare {
     child.once('exit', () => resolve(false));
   });
   return { child, ready };
-}
-
-/** The client's answer, then its connection goes to the agent; the launcher keeps no copy of it. */
-function handOver(agent: ChildProcess, socket: Socket, session: string): void {
-  socket.write(AUTH_OK, () =>
-    agent.send({ session }, socket, (error) => {
-      if (error) socket.destroy();
-    }),
-  );
 }
 
 main().then(

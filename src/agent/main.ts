@@ -1,5 +1,6 @@
 // The agent's entry point: serve one client on an inherited fd (a socketpair from the CLI), or on a connection its
-// launcher admits and hands over (`--fd ipc`: started ahead of its client, so its own start is off the client's path),
+// launcher hands over (`--fd ipc`: started ahead of its client, so its own start is off the client's path; the agent
+// admits the client by the session's token),
 // from inside the target's network namespace; exit when the client, or the target, is gone. A
 // client that parks the agent (`agent.park`) leaves it warm: it then serves the next client that comes to its Unix
 // socket within the ttl, and exits when none does.
@@ -48,7 +49,18 @@ async function main(): Promise<number> {
   if (values.fd === undefined) return usage(log, '--fd N is required');
   // Waits here, before any signal is ours to handle: a launcher that ends kills or leaves a waiting agent, and it exits.
   const handed = values.fd === 'ipc' ? await handedClient() : undefined;
-  if (handed) mark('client handed over');
+  if (handed) {
+    mark('client handed over');
+    // Loaded here: the token check needs node:crypto, which an agent of the process platform does without.
+    const { admit, REFUSED_EXIT } = await import('./admission.ts');
+    try {
+      await admit(handed.stream, process.env.DOPPEL_AGENT_TOKEN ?? '');
+    } catch (error) {
+      log.warn(`refused a client: ${(error as Error).message}`);
+      return REFUSED_EXIT;
+    }
+    mark('client admitted');
+  }
   // node:crypto costs a tenth of the agent's start: only an agent started without --session loads it.
   const session = handed?.session ?? values.session ?? `a${(await import('node:crypto')).randomBytes(4).toString('hex')}`;
   if (!SESSION_PATTERN.test(session)) return usage(log, `--session: "${session}" is not 1-21 letters, digits or dashes`);
@@ -107,7 +119,7 @@ async function main(): Promise<number> {
 }
 
 /**
- * The launcher's client, sent with its session over the IPC channel once admitted. We say `ready` first: a message
+ * The launcher's client, unread, sent with its session over the IPC channel. We say `ready` first: a message
  * sent before our listener exists would be lost. The channel then closes, so nothing of the launcher holds us.
  */
 function handedClient(): Promise<{ stream: Socket; session: string }> {
