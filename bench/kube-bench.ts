@@ -1,5 +1,6 @@
 // Benchmarks `doppel exec --target deployment/...` on the test cluster: start to the program's first line against a bare
-// run (with the CLI's own steps and the platform's inner steps), and per-call latency through the port-forward against
+// run, with a fresh agent and with the warm agent the run before it left (with the CLI's own steps and the platform's
+// inner steps), and per-call latency through the port-forward against
 // the process platform (the same pod's container as a process/PID target) and the direct case (the same program run in
 // the target pod); writes medians, p99s and ratios to bench/results/kube.json.
 import { spawn } from 'node:child_process';
@@ -37,6 +38,7 @@ const progressLine = /^doppel: (.*) \((\d+\.\d+)s, \d+\.\d+s total\)$/;
 const stepKeys: [RegExp, string][] = [
   [/^resolving /, 'resolveTarget'],
   [/^starting /, 'startAgents'],
+  [/^reusing /, 'reuseWarmAgent'],
   [/^connecting /, 'handshake'],
   [/^reading the target's environment/, 'readEnv'],
 ];
@@ -103,13 +105,16 @@ for (const signal of ['SIGINT', 'SIGTERM'] as const) {
     void fixture.remove().finally(() => process.exit(130));
   });
 }
+/** Fresh starts need no parked agent to be found: the warm one each round leaves is removed, not waited out. */
+const removeAgents = () => kubectl(['delete', 'jobs', '-n', namespace, '-l', 'app.kubernetes.io/managed-by=doppel', '--wait=false']);
 const noAgentLeft = () =>
   poll('the previous agent pods to go', async () => ((await kubectl(['get', 'pods', '-n', namespace, '-l', 'app.kubernetes.io/managed-by=doppel', '-o', 'name'])).trim() === '' ? true : undefined), 60_000);
 // Others share this 2-core machine: its load is part of every number, so the results say what it was.
 const loadAtStart = loadavg();
 try {
   const program = [node, '-e', 'console.log("ready")'];
-  const viaKube = ['exec', '--target', fixture.target, '--target-namespace', namespace, '--', ...program];
+  // A ttl long enough for the warm run to come within it on a loaded machine.
+  const viaKube = ['exec', '--target', fixture.target, '--target-namespace', namespace, '--agent-ttl', '30', '--', ...program];
   const viaProcess = ['exec', '--target', `process/${fixture.appPid}`, '--', ...program];
 
   // One untimed round first, so that no run pays for cold caches alone.
@@ -118,18 +123,24 @@ try {
   await run(doppel, viaProcess, env);
   const bare: Timed[] = [];
   const kube: Timed[] = [];
+  const warm: Timed[] = [];
   const proc: Timed[] = [];
   const cliOnly: number[] = [];
   for (let i = 0; i < runs; i++) {
     // Each run starts with no agent pod of an earlier one still stopping beside it.
+    await removeAgents();
     await noAgentLeft();
     bare.push(await run(program[0]!, program.slice(1)));
     kube.push(await run(doppel, viaKube, env));
+    const reused = await run(doppel, viaKube, env);
+    if (!reused.steps.some((step) => step.key === 'reuseWarmAgent')) throw new Error('the second run did not reuse the warm agent the first one left');
+    warm.push(reused);
     proc.push(await run(doppel, viaProcess, env));
     cliOnly.push((await run(doppel, ['--version'])).exit);
   }
 
   const timelines: StepTimeline[] = [];
+  await removeAgents();
   for (let i = 0; i < runs; i++) {
     await noAgentLeft();
     timelines.push(await timePlatformSteps(adminKubeconfig, namespace, fixture.target));
@@ -179,10 +190,12 @@ try {
     startupToFirstLine: {
       goalMs: 3000,
       kubernetes: compare(bare.map((t) => t.firstLine), kube.map((t) => t.firstLine)),
+      kubernetesWarmAgent: compare(bare.map((t) => t.firstLine), warm.map((t) => t.firstLine)),
       processPlatform: compare(bare.map((t) => t.firstLine), proc.map((t) => t.firstLine)),
       kubernetesExitAfterFirstLine: summarize(kube.map((t) => t.exit - t.firstLine)),
       // Medians in ms of where the Kubernetes runs' time goes, from the CLI's progress lines.
       kubernetesSteps: cliBreakdown(kube),
+      kubernetesWarmAgentSteps: cliBreakdown(warm),
       cliWithoutWork: { what: 'doppel --version: Node start and the CLI\'s imports', ...summarize(cliOnly) },
     },
     // Medians in ms since the start of the platform's work, every moment on this machine's clock (see bench/kube-steps.ts).

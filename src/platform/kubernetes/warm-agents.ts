@@ -10,7 +10,6 @@ import type { ResolvedConfig } from '../../config/schema.ts';
 import { tracing } from '../../trace.ts';
 import { AGENT_CONFIG_LABEL, AGENT_CONTAINER, AGENT_POD_ANNOTATION, CLIENT_ANNOTATION, MANAGED_BY, PARKED_UNTIL_ANNOTATION, SESSION_LABEL, TARGET_CONTAINER_ANNOTATION, TARGET_UID_LABEL } from './agent-job.ts';
 import type { KubeContext } from './kube-context.ts';
-import { apiStatus } from './kube-error.ts';
 import type { TargetPod } from './target-pod.ts';
 
 const mergePatch = setHeaderOptions('Content-Type', PatchStrategy.MergePatch);
@@ -75,13 +74,11 @@ export async function claimParkedAgent(kube: KubeContext, agent: ParkedAgent, se
       annotations: { [PARKED_UNTIL_ANNOTATION]: null, [AGENT_POD_ANNOTATION]: null, [CLIENT_ANNOTATION]: `${hostname()}/${process.pid}` },
     },
   };
-  try {
-    await kube.batch.patchNamespacedJob({ name: agent.job, namespace: agent.namespace, body }, mergePatch);
-    return true;
-  } catch (error) {
-    if (apiStatus(error) !== 409 && apiStatus(error) !== 404) throw error;
-    return false;
-  }
+  // Taken (409), gone (404), or not ours to patch (403): either way this session starts its own.
+  return kube.batch.patchNamespacedJob({ name: agent.job, namespace: agent.namespace, body }, mergePatch).then(
+    () => true,
+    () => false,
+  );
 }
 
 /** Marks a Job whose session ended cleanly as parked for `ttlSeconds`, naming its pod for the next session. */
