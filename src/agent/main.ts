@@ -1,9 +1,8 @@
 // The agent's entry point: serve one client on an inherited fd (a socketpair from the CLI), or on a connection its
-// launcher hands over (`--fd ipc`: started ahead of its client, so its own start is off the client's path; the agent
-// admits the client by the session's token),
-// from inside the target's network namespace; exit when the client, or the target, is gone. A
-// client that parks the agent (`agent.park`) leaves it warm: it then serves the next client that comes to its Unix
-// socket within the ttl, and exits when none does.
+// launcher hands over (`--fd ipc`: started ahead of its client, so its own start is off the client's path; it admits
+// the client by the session's token), from inside the target's network namespace; exit when the client, or the
+// target, is gone. A client that parks the agent (`agent.park`) leaves it warm: it then serves the next client that
+// comes to its Unix socket within the ttl, and exits when none does.
 import { existsSync, readFileSync } from 'node:fs';
 import { Socket } from 'node:net';
 import process from 'node:process';
@@ -26,7 +25,7 @@ async function main(): Promise<number> {
   const { values } = parseArgs({
     options: {
       pid: { type: 'string' },
-      // A descriptor number, or `ipc`: the launcher sends the connection, and its session, once a client is admitted.
+      // A descriptor number, or `ipc`: the launcher sends the connection, and its session, once a client connects.
       fd: { type: 'string' },
       'log-level': { type: 'string', default: 'info' },
       'startup-timeout': { type: 'string', default: '60' },

@@ -3,12 +3,17 @@
 // end with one reusing it and one starting its own; a replaced target pod, a session killed outright and a passed ttl
 // leave nothing to reuse, and nothing stays behind after the ttl.
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { runDoppel, startDoppel, type Finished } from '../e2e/run-doppel.ts';
 import { adminKubeconfig, apply, createNamespace, deployment, kubectl, needsCluster, poll, rolloutStatus } from './support/cluster.ts';
 import { LEFTOVER_GRACE_MS } from './support/doppel-objects.ts';
 
 const env = { ...process.env, KUBECONFIG: adminKubeconfig };
+const dir = mkdtempSync(path.join(tmpdir(), 'doppel-k8s-warm-'));
+after(() => rmSync(dir, { recursive: true, force: true }));
 /** Long enough for the next run to start on a loaded machine. */
 const TTL = '30';
 const reusing = /^doppel: reusing the warm agent (\S+) \(next to (\S+)\)/m;
@@ -70,8 +75,19 @@ describe('warm agents on the test cluster', needsCluster('warm agents on Kuberne
     const target = await targetPod('reuse');
     const parked = (await agentsOf(target.uid)).pods;
     assert.equal(parked.length, 1, 'the previous test left its agent parked');
-    const [a, b] = await Promise.all([exec('reuse'), exec('reuse')]);
-    const lines = [succeeded(a!), succeeded(b!)];
+    // Both sessions hold on until both programs run, so neither can park the agent again for the other to take.
+    const gate = path.join(dir, 'both-running');
+    const program = ['sh', '-c', `echo $APP_GREETING; while [ ! -e ${gate} ]; do sleep 0.1; done`];
+    const runs = [0, 1].map(() => startDoppel(args('reuse', TTL, program), { env, timeoutMs: 120_000 }));
+    const outputs = runs.map(({ child }) => {
+      let out = '';
+      child.stdout!.on('data', (chunk: Buffer) => (out += chunk.toString()));
+      return () => out;
+    });
+    const ended = Promise.all(runs.map(({ finished }) => finished));
+    await Promise.race([poll('both programs to run', async () => (outputs.every((out) => out() !== '') ? true : undefined), 120_000), ended]);
+    writeFileSync(gate, '');
+    const lines = (await ended).map(succeeded);
     const reused = lines.filter((stderr) => reusing.test(stderr));
     assert.equal(reused.length, 1, `exactly one reused the parked agent:\n${lines.join('\n---\n')}`);
     assert.equal(reusing.exec(reused[0]!)![1], parked[0]!.split(' ')[0]);

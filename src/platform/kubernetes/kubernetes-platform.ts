@@ -48,12 +48,12 @@ export async function createKubernetesPlatform(target: Exclude<Target, { kind: '
   const configDigest = agentConfigDigest(config.agent, DEADLINE_SECONDS);
   /** Job agents of targets stay warm after a clean session (agent.ttl); ephemeral containers cannot be left running. */
   const warmAgents = !config.agent.ephemeral && config.agent.ttl > 0 && target.kind !== 'targetless';
-  /** `reuse`: a parked agent next to this pod, claimed and linked instead of starting one when it still answers. */
+  /** `reuse`: a parked agent next to this pod, claimed: linked to instead of starting one when it still answers. */
   const startAgent = async (pod: TargetPod | undefined, report: (text: string) => void, reuse?: ParkedAgent): Promise<AgentTransport> => {
     const run = { sessionId, token, agent: config.agent, deadlineSeconds: DEADLINE_SECONDS, report };
     const started =
       pod && reuse
-        ? reuseJobAgent(kube, reuse, pod, sessionId, config.agent.ttl)
+        ? reuseJobAgent(kube, reuse, pod, config.agent.ttl)
         : pod && config.agent.ephemeral
           ? runEphemeralAgent(kube, { ...run, pod })
           : runJobAgent(kube, {
@@ -65,7 +65,10 @@ export async function createKubernetesPlatform(target: Exclude<Target, { kind: '
             });
     starting.add(started);
     const transport = await started.finally(() => starting.delete(started));
-    if (!transport) return startAgent(pod, report);
+    if (!transport) {
+      report(`the warm agent ${reuse!.pod} did not answer; starting a fresh one`);
+      return startAgent(pod, report);
+    }
     // An agent that was still starting when the session ended must not wait for its startup timeout to go.
     if (stopped) {
       await transport.stop();
@@ -107,7 +110,13 @@ export async function createKubernetesPlatform(target: Exclude<Target, { kind: '
       trace(`kubernetes: ${description} resolved: ready pods ${found.pods.map((pod) => pod.name).join(', ')}`);
       const pods = oneReplica ? found.pods.slice(0, 1) : found.pods;
       const parked = await parking;
-      const warm = pods.map((pod) => parkedFor(parked, pod));
+      // Claimed before the line is written, so that it says what happens: of two CLIs at once, one gets the agent.
+      const warm = await Promise.all(
+        pods.map(async (pod) => {
+          const agent = parkedFor(parked, pod);
+          return agent && (await claimParkedAgent(kube, agent, sessionId)) ? agent : undefined;
+        }),
+      );
       const fresh = pods.filter((_, index) => !warm[index]);
       const nodes = [...new Set(fresh.map((pod) => pod.nodeName))].join(', ');
       const agentsText = (n: number, what: string) => (n === 1 ? `the ${what}agent` : `${n} ${what}agents`);
@@ -263,9 +272,8 @@ const PARK_TIMEOUT_MS = 2000;
 /** A parked agent's launcher answers at once, its agent already started; one that does not within this is going. */
 const WARM_LINK_MS = 1500;
 
-/** Claims a parked agent and links to it; undefined when another session took it first or it is no longer there. */
-async function reuseJobAgent(kube: KubeContext, parked: ParkedAgent, pod: TargetPod, sessionId: string, ttl: number): Promise<AgentTransport | undefined> {
-  if (!(await claimParkedAgent(kube, parked, sessionId))) return undefined;
+/** Links to a parked agent this session claimed; undefined when it no longer answers (its Job is then removed). */
+async function reuseJobAgent(kube: KubeContext, parked: ParkedAgent, pod: TargetPod, ttl: number): Promise<AgentTransport | undefined> {
   trace(`kubernetes: warm agent ${parked.pod} claimed`);
   const target: AgentTarget = { pod: pod.name, namespace: pod.namespace, nodeName: pod.nodeName, uid: pod.uid, containerId: pod.containerId };
   try {
