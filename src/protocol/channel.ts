@@ -77,6 +77,13 @@ export class Channel extends Duplex {
   }
 
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
+    // The usual case, a chunk within the credit, goes out at once: no promise for each relayed read.
+    if (chunk.length <= this.sendCredit && chunk.length <= MAX_DATA_CHUNK && !this.destroyed) {
+      this.link.sendData(this.id, chunk);
+      this.sendCredit -= chunk.length;
+      callback();
+      return;
+    }
     this.sendAll(chunk).then(() => callback(), callback);
   }
 
