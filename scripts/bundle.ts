@@ -1,5 +1,5 @@
-// Bundles the two programs whose start a user waits for, the CLI (dist/cli/entry.js) and the agent (dist/agent/main.js),
-// over tsc's output of the same name: one file each, plus shared and lazily loaded chunks in dist/chunks/, instead of
+// Bundles the programs whose start a user waits for, the CLI (dist/cli/entry.js), the agent (dist/agent/main.js) and the
+// warm session host (dist/warm/session-host.js, which a session's end waits for), over tsc's output of the same name: one file each, plus shared and lazily loaded chunks in dist/chunks/, instead of
 // about 80 modules that Node resolves, reads and links one by one (a third of the CLI's start). Every other file in
 // dist/ stays as tsc wrote it: tests, the demo and the Kubernetes launcher load those.
 import type { Plugin } from 'esbuild';
@@ -52,7 +52,7 @@ function requireBuiltins(code: string): string {
 
 await rm(join(dist, 'chunks'), { recursive: true, force: true });
 const { outputFiles } = await build({
-  entryPoints: { 'cli/entry': join(src, 'cli/entry.ts'), 'agent/main': join(src, 'agent/main.ts') },
+  entryPoints: { 'cli/entry': join(src, 'cli/entry.ts'), 'agent/main': join(src, 'agent/main.ts'), 'warm/session-host': join(src, 'warm/session-host.ts') },
   outdir: dist,
   chunkNames: 'chunks/[name]-[hash]',
   bundle: true,

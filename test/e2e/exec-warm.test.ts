@@ -1,6 +1,8 @@
 // Warm agents: a session that ends cleanly leaves its agent warm for agent.ttl, the next session on the same target
 // reuses it (the same agent process), and a warm agent that must not be reused (its target gone, its ttl passed, its
-// CLI killed) is not, and leaves nothing: no agent process, no socket file.
+// CLI killed) is not, and leaves nothing: no agent process, no socket file. A warm session host (warm-launch.test.ts)
+// takes a parked agent at once; here it is made to give it back, so that the agent waits parked as it does for a CLI
+// that comes before a host is up or with another configuration.
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readdirSync } from 'node:fs';
@@ -12,6 +14,7 @@ import { until } from '../support/until.ts';
 import { createWorld, type World } from '../world/world.ts';
 import { agentProcesses, leftoversAfter } from './leftovers.ts';
 import { execIn, ok, runDoppel, startDoppel } from './run-doppel.ts';
+import { hostGivesBack } from './warm-host.ts';
 
 const gate = needsRoot('warm agents of process targets');
 const warmDir = join(tmpdir(), 'doppel-warm');
@@ -47,6 +50,7 @@ describe('warm agents', gate, () => {
     const first = await execIn(pid(), program, { flags: ['--agent-ttl', '30'] });
     assert.equal(ok(first), `${secret()}|${remoteContent()}`);
     assert.doesNotMatch(first.stderr, /reusing/);
+    await hostGivesBack(pid());
     const [warm] = agentPids(pid());
     assert.ok(warm, 'no agent stayed warm');
     assert.equal(warmSockets(pid()).length, 1);
@@ -72,6 +76,7 @@ describe('warm agents', gate, () => {
     try {
       await until('the target', () => (existsSync(`/proc/${targetPid}/ns/net`) && agentPids(targetPid).length === 0 ? true : undefined));
       ok(await execIn(targetPid, ['true'], { flags: ['--agent-ttl', '60'] }));
+      await hostGivesBack(targetPid);
       assert.equal(agentPids(targetPid).length, 1, 'no agent stayed warm');
       assert.equal(warmSockets(targetPid).length, 1);
       target.kill('SIGKILL');
@@ -115,6 +120,7 @@ describe('warm agents', gate, () => {
 
   test('a warm agent killed outright leaves a socket file that the next start removes', async () => {
     ok(await execIn(pid(), ['true'], { flags: ['--agent-ttl', '60'] }));
+    await hostGivesBack(pid());
     const [warm] = agentPids(pid());
     assert.ok(warm, 'no agent stayed warm');
     process.kill(warm, 'SIGKILL');

@@ -4,10 +4,15 @@ import { readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { startedDoppels } from './run-doppel.ts';
 
-export function agentProcesses(pid: number): string[] {
+export const agentProcesses = (pid: number): string[] => processes(`agent/main\\.(js|ts) --pid ${pid}( |$)`);
+
+/** Warm session hosts of target `pid` (src/warm/session-host.ts). */
+export const hostProcesses = (pid: number): string[] => processes(`warm/session-host\\.(js|ts) --pid ${pid}( |$)`);
+
+function processes(pattern: string): string[] {
   let out = '';
   try {
-    out = execFileSync('pgrep', ['-af', `agent/main\\.(js|ts) --pid ${pid}( |$)`], { encoding: 'utf8' });
+    out = execFileSync('pgrep', ['-af', pattern], { encoding: 'utf8' });
   } catch {
     return [];
   }
@@ -20,11 +25,11 @@ export function proxyDirs(pids: readonly number[] = startedDoppels()): string[] 
   return readdirSync(tmpdir()).filter((entry) => ours.has(/^doppel-(\d+)-/.exec(entry)?.[1] ?? ''));
 }
 
-/** Waits up to `ms` for the agent of `pid` and our sessions' directories to be gone; returns what is still there. */
+/** Waits up to `ms` for the agents and warm session hosts of `pid` and our sessions' directories to be gone; returns what is still there. */
 export async function leftoversAfter(pid: number, ms = 5000): Promise<{ agents: string[]; dirs: string[] }> {
   const deadline = Date.now() + ms;
   for (;;) {
-    const agents = agentProcesses(pid);
+    const agents = [...agentProcesses(pid), ...hostProcesses(pid)];
     const dirs = proxyDirs();
     if ((agents.length === 0 && dirs.length === 0) || Date.now() > deadline) return { agents, dirs };
     await new Promise((resolve) => setTimeout(resolve, 100));

@@ -7,7 +7,7 @@ import { sweepDeadSessionDirs } from '../../proxy/proxy.ts';
 import { trace } from '../../trace.ts';
 import { createProgress } from '../progress.ts';
 
-interface ExecOptions {
+export interface ExecOptions {
   target?: string;
   targetNamespace?: string;
   oneReplica?: boolean;
@@ -29,9 +29,22 @@ interface ExecOptions {
   configFile?: string;
   context?: string;
   quiet?: boolean;
+  trace?: boolean;
 }
 
 export function register(program: Command): void {
+  defineExec(program, async (command, options) => {
+    // Before anything can fail: what a killed session left must not outlive the next start.
+    await sweepDeadSessionDirs();
+    const { config } = await resolveConfig({ cwd: process.cwd(), configFile: options.configFile, env: process.env, flags: toFlags(options) });
+    trace('cli: configuration read');
+    const progress = createProgress({ quiet: options.quiet === true });
+    process.exitCode = await runExec(command, config, progress);
+  });
+}
+
+/** The exec command's arguments and flags, parsed by the CLI and by the warm session host alike (src/warm/). */
+export function defineExec(program: Command, action: (command: string[], options: ExecOptions) => Promise<void>): void {
   program
     .command('exec')
     .description('run COMMAND locally in the context of the target: its environment, files, DNS and network')
@@ -59,17 +72,10 @@ export function register(program: Command): void {
     .option('-q, --quiet', 'no progress lines')
     // Read by the entry before anything loads (see src/trace.ts); declared here for --help and the parser.
     .option('--trace', 'print timings on stderr: each step of the start-up, and each remote call hop by hop (or DOPPEL_TRACE=1)')
-    .action(async (command: string[], options: ExecOptions) => {
-      // Before anything can fail: what a killed session left must not outlive the next start.
-      await sweepDeadSessionDirs();
-      const { config } = await resolveConfig({ cwd: process.cwd(), configFile: options.configFile, env: process.env, flags: toFlags(options) });
-      trace('cli: configuration read');
-      const progress = createProgress({ quiet: options.quiet === true });
-      process.exitCode = await runExec(command, config, progress);
-    });
+    .action(action);
 }
 
-function toFlags(options: ExecOptions): ExecFlags {
+export function toFlags(options: ExecOptions): ExecFlags {
   return {
     target: options.target,
     targetNamespace: options.targetNamespace,

@@ -20,7 +20,8 @@ export interface Session {
   size(): number;
   /** Settles with the error that ends the session: its last agent was lost. */
   readonly lost: Promise<DoppelError>;
-  close(): Promise<void>;
+  /** Ends the session; agents that can stay warm are parked for the next one unless `park` is false. Says if any was. */
+  close(options?: { park?: boolean }): Promise<boolean>;
 }
 
 interface Member {
@@ -135,13 +136,14 @@ export async function openSession(platform: Platform, options: SessionOptions, p
     agent,
     size: () => members.length,
     lost,
-    async close() {
+    async close({ park = true } = {}) {
       closing = true;
       following.stop();
       // A session that ends with its agents answering leaves those that can stay warm parked for the next one.
-      await Promise.all(members.map(({ transport, client }) => transport.park?.((args) => withTimeout(client.park(args), PARK_TIMEOUT_MS)).catch(() => undefined)));
+      const parked = park ? await Promise.all(members.map(({ transport, client }) => transport.park?.((args) => withTimeout(client.park(args), PARK_TIMEOUT_MS)).then(() => true, () => false))) : [];
       for (const member of members) member.client.close();
       await platform.stop();
+      return parked.some(Boolean);
     },
   };
 }

@@ -25,6 +25,8 @@ export interface ProcessAgentOptions {
   logLevel: string;
   /** agent.ttl: how long, in seconds, a cleanly ended session's agent stays warm for the next one; 0 for never. */
   ttl?: number;
+  /** Only a warm agent will do (the warm session host takes the agent its CLI parked): none is an error. */
+  warmOnly?: boolean;
 }
 
 const agentMain = fileURLToPath(new URL(`../../agent/main${extname(fileURLToPath(import.meta.url))}`, import.meta.url));
@@ -39,6 +41,7 @@ export function createProcessPlatform(options: ProcessAgentOptions): Platform {
       const warm = (options.ttl ?? 0) > 0 ? warmPlace(options.pid) : undefined;
       const session = newSession();
       const reused = warm && (await reachWarmAgent(warm.dir, options.pid, warm.targetStart, { session, trace: tracing() }));
+      if (!reused && options.warmOnly) throw new DoppelError('E_NO_WARM_AGENT', `no warm agent of process ${options.pid} to take`, { category: 'agent' });
       if (reused) {
         trace('reusing a warm agent');
         transport = await progress.step(`reusing the warm agent of process ${options.pid}`, async () => reusedAgent(options, reused, session, warm, progress.warn));

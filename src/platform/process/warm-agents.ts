@@ -30,9 +30,15 @@ export function warmDirectory(): string | undefined {
 
 /** When the kernel started the process (clock ticks since boot): with its PID, names one process for good. */
 export function startTime(pid: number): string | undefined {
+  return processStat(pid)?.start;
+}
+
+/** The process's start time and state (`Z` for one that has exited and waits for its parent). */
+export function processStat(pid: number): { start: string; state: string } | undefined {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return { start: fields[19]!, state: fields[0]! };
   } catch {
     return undefined;
   }
@@ -47,14 +53,16 @@ export const warmSocket = (dir: string, targetPid: number, targetStart: string, 
 export async function reachWarmAgent(dir: string, targetPid: number, targetStart: string, client: WarmClient): Promise<{ socket: Socket; agentPid: number } | undefined> {
   const ours = `${targetPid}-${targetStart}-`;
   for (const entry of readdirSync(dir)) {
-    const agentPid = Number(/^\d+-\d+-(\d+)\.sock$/.exec(entry)?.[1]);
+    // Warm agents' sockets, and warm session hosts' (src/warm/), whose stale files go here too.
+    const match = /^(launch-)?\d+-\d+-(\d+)\.sock$/.exec(entry);
+    const agentPid = Number(match?.[2]);
     // Never 0 or 1: signalling those means a process group, or init.
     if (!Number.isInteger(agentPid) || agentPid <= 1) continue;
     if (!isAlive(agentPid)) {
       removeStale(join(dir, entry));
       continue;
     }
-    if (!entry.startsWith(ours)) continue;
+    if (match?.[1] || !entry.startsWith(ours)) continue;
     const socket = await handOver(join(dir, entry), client);
     if (socket) return { socket, agentPid };
   }

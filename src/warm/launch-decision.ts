@@ -1,0 +1,81 @@
+// Whether a warm session host runs a launch request's program in its session: the request is read exactly as the CLI
+// would read it (the exec command's own parser, the configuration loader with the request's directory, variables and
+// flags), and runs here only when the resolved configuration is the session's and nothing else asks for the CLI.
+import { accessSync, constants, statSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { Command } from 'commander';
+import { defineExec, toFlags, type ExecOptions } from '../cli/commands/exec.ts';
+import { isStaticElf, whichSync } from '../cli/exec/static-binary.ts';
+import { resolveConfig } from '../config/load.ts';
+import type { ResolvedConfig } from '../config/schema.ts';
+import { parseTarget } from '../config/target.ts';
+import { traceRequested } from '../trace.ts';
+import type { LaunchRequest } from './launch-wire.ts';
+
+export type Decision =
+  /** Not this host's: another target, another doppel, or arguments the CLI must answer (help, a usage error). */
+  | { kind: 'other' }
+  /** This host's target, but the CLI must run it (another configuration, --trace, a static or missing program). */
+  | { kind: 'cli'; why: string }
+  | { kind: 'run'; command: string[]; executable: string; path: string; quiet: boolean; jsonErrors: boolean };
+
+export interface HostIdentity {
+  /** This doppel's CLI entry (dist/cli/entry.js): a request from another installation is not ours. */
+  entry: string;
+  targetPid: number;
+  /** The session's resolved configuration, as JSON. */
+  config: string;
+}
+
+export async function decide(request: LaunchRequest, host: HostIdentity): Promise<Decision> {
+  const at = request.argv.indexOf(host.entry);
+  const args = at < 0 ? [] : request.argv.slice(at + 1);
+  if (args[0] !== 'exec') return { kind: 'other' };
+  const parsed = await parseExec(args);
+  if (!parsed) return { kind: 'other' };
+  const { command, options } = parsed;
+  let config: ResolvedConfig;
+  try {
+    ({ config } = await resolveConfig({ cwd: request.cwd, configFile: options.configFile, env: request.env, flags: toFlags(options) }));
+    const target = parseTarget(config.target.path);
+    if (target.kind !== 'process' || target.pid !== host.targetPid) return { kind: 'other' };
+  } catch {
+    return { kind: 'other' };
+  }
+  if (traceRequested(args, request.env)) return { kind: 'cli', why: '--trace' };
+  if (JSON.stringify(config) !== host.config) return { kind: 'cli', why: 'another configuration' };
+  // The file the CLI's spawn would run (execvp's search); a name it would not find, or one it would run without the
+  // layer, is the CLI's to report.
+  const path = whichSync(command[0] ?? '', request.env.PATH, (file) => isExecutableFile(resolve(request.cwd, file)));
+  const executable = path === undefined ? undefined : resolve(request.cwd, path);
+  if (path === undefined || executable === undefined || !isExecutableFile(executable)) return { kind: 'cli', why: 'no such program' };
+  if (await isStaticElf(executable).catch(() => false)) return { kind: 'cli', why: 'a static program' };
+  return { kind: 'run', command, executable, path, quiet: options.quiet === true, jsonErrors: parsed.jsonErrors };
+}
+
+/** The exec command's arguments as the CLI's parser reads them; undefined for anything it would not run. */
+async function parseExec(args: string[]): Promise<{ command: string[]; options: ExecOptions; jsonErrors: boolean } | undefined> {
+  let parsed: { command: string[]; options: ExecOptions } | undefined;
+  const program = new Command('doppel')
+    .option('--json-errors')
+    .exitOverride()
+    .configureOutput({ writeOut: () => {}, writeErr: () => {} });
+  defineExec(program, async (command, options) => {
+    parsed = { command, options };
+  });
+  try {
+    await program.parseAsync(args, { from: 'user' });
+  } catch {
+    return undefined;
+  }
+  return parsed && { ...parsed, jsonErrors: program.opts<{ jsonErrors?: boolean }>().jsonErrors === true };
+}
+
+function isExecutableFile(file: string): boolean {
+  try {
+    accessSync(file, constants.X_OK);
+    return statSync(file).isFile();
+  } catch {
+    return false;
+  }
+}

@@ -1,0 +1,77 @@
+// The launch wire, mirroring layer/include/doppel-launch.h: the trampoline's request to a warm session host and the
+// host's answer, a fixed little-endian header then NUL-terminated strings.
+
+export const LAUNCH_ENV = 'DOPPEL_LAUNCH';
+export const LAUNCH_PRELOAD_ENV = 'DOPPEL_LAUNCH_PRELOAD';
+export const LAUNCH_PREFIX = 'launch-';
+export const LAUNCH_MAGIC = 0x314c5044;
+export const LAUNCH_MAX = 16 << 20;
+export const LAUNCH_REQ_SIZE = 24;
+export const LAUNCH_RESP_SIZE = 16;
+export const LaunchStatus = { run: 0, no: 1 } as const;
+export const EXEC_FAILED = 'F'.charCodeAt(0);
+
+export interface LaunchRequest {
+  pid: number;
+  cwd: string;
+  /** The command that runs the CLI (node, its flags, the entry, then doppel's own arguments). */
+  argv: string[];
+  env: Record<string, string>;
+}
+
+/** A whole request once `buffer` holds one: the request and how many bytes it took; undefined while more must come. */
+export function decodeLaunchRequest(buffer: Buffer): { request: LaunchRequest; size: number } | undefined {
+  if (buffer.length < LAUNCH_REQ_SIZE) return undefined;
+  if (buffer.readUInt32LE(0) !== LAUNCH_MAGIC) throw new Error('not a launch request');
+  const len = buffer.readUInt32LE(4);
+  if (len > LAUNCH_MAX) throw new Error(`a launch request of ${len} bytes`);
+  if (buffer.length < LAUNCH_REQ_SIZE + len) return undefined;
+  const strings = buffer.subarray(LAUNCH_REQ_SIZE, LAUNCH_REQ_SIZE + len).toString('utf8').split('\0');
+  const [argc, envc] = [buffer.readUInt32LE(12), buffer.readUInt32LE(16)];
+  // The last NUL leaves one empty piece after it.
+  if (strings.length !== 1 + argc + envc + 1 || strings.at(-1) !== '') throw new Error('a malformed launch request');
+  const env: Record<string, string> = {};
+  for (const entry of strings.slice(1 + argc, 1 + argc + envc)) {
+    const eq = entry.indexOf('=');
+    if (eq > 0) env[entry.slice(0, eq)] = entry.slice(eq + 1);
+  }
+  return { request: { pid: buffer.readInt32LE(8), cwd: strings[0]!, argv: strings.slice(1, 1 + argc), env }, size: LAUNCH_REQ_SIZE + len };
+}
+
+export function encodeLaunchRequest(request: LaunchRequest): Buffer {
+  const env = Object.entries(request.env).map(([name, value]) => `${name}=${value}`);
+  const body = Buffer.from([request.cwd, ...request.argv, ...env].map((s) => `${s}\0`).join(''), 'utf8');
+  const header = Buffer.alloc(LAUNCH_REQ_SIZE);
+  header.writeUInt32LE(LAUNCH_MAGIC, 0);
+  header.writeUInt32LE(body.length, 4);
+  header.writeInt32LE(request.pid, 8);
+  header.writeUInt32LE(request.argv.length, 12);
+  header.writeUInt32LE(env.length, 16);
+  return Buffer.concat([header, body]);
+}
+
+export type LaunchAnswer = { run: false } | { run: true; text: string; file: string; argv: string[]; env: Record<string, string> };
+
+export function encodeLaunchAnswer(answer: LaunchAnswer): Buffer {
+  const header = Buffer.alloc(LAUNCH_RESP_SIZE);
+  if (!answer.run) {
+    header.writeInt32LE(LaunchStatus.no, 4);
+    return header;
+  }
+  const env = Object.entries(answer.env).map(([name, value]) => `${name}=${value}`);
+  const body = Buffer.from([answer.text, answer.file, ...answer.argv, ...env].map((s) => `${s}\0`).join(''), 'utf8');
+  header.writeUInt32LE(body.length, 0);
+  header.writeInt32LE(LaunchStatus.run, 4);
+  header.writeUInt32LE(answer.argv.length, 8);
+  header.writeUInt32LE(env.length, 12);
+  return Buffer.concat([header, body]);
+}
+
+export function decodeLaunchAnswer(buffer: Buffer): LaunchAnswer {
+  if (buffer.readInt32LE(4) !== LaunchStatus.run) return { run: false };
+  const [argc, envc] = [buffer.readUInt32LE(8), buffer.readUInt32LE(12)];
+  const strings = buffer.subarray(LAUNCH_RESP_SIZE, LAUNCH_RESP_SIZE + buffer.readUInt32LE(0)).toString('utf8').split('\0');
+  const env: Record<string, string> = {};
+  for (const entry of strings.slice(2 + argc, 2 + argc + envc)) env[entry.slice(0, entry.indexOf('='))] = entry.slice(entry.indexOf('=') + 1);
+  return { run: true, text: strings[0]!, file: strings[1]!, argv: strings.slice(2, 2 + argc), env };
+}

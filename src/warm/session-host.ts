@@ -1,0 +1,284 @@
+// The warm session host: started by a `doppel exec` on a process target (agent.ttl > 0) while its program runs, it
+// takes the agent its CLI parks at the end, reads what the target tells once, and listens on a launch socket in the
+// 0700 warm directory. bin/doppel's trampoline asks it to start the next program; a request that matches the session
+// gets its own proxy on the same agent and the program's whole environment, and the program runs as the shell's own
+// child. It exits, its agent with it, agent.ttl after the last program ended, when the target exits, when the agent is
+// lost, on a signal, or after giving its agent back to a CLI that must run a request itself.
+//
+// stdin from the CLI: one JSON line (the session: configuration, target, layer), then `go` once the agent is parked
+// (end of file instead: the session did not end cleanly, and the host exits). stdout to the CLI: `ready` or `none`.
+import { openSync, writeSync, closeSync } from 'node:fs';
+import { createServer, type Socket } from 'node:net';
+import { join } from 'node:path';
+import process from 'node:process';
+import { fileURLToPath } from 'node:url';
+import { programEnvironment, readTargetEnvironment, readTargetMounts, sessionOwner, sessionPolicies, startProgramProxy } from '../cli/exec/program-proxy.ts';
+import { openSession } from '../cli/exec/session.ts';
+import { errorText } from '../cli/render-error.ts';
+import type { ResolvedConfig } from '../config/schema.ts';
+import type { DoppelError } from '../errors.ts';
+import { createProcessPlatform } from '../platform/process/process-platform.ts';
+import { processStat, startTime, warmDirectory } from '../platform/process/warm-agents.ts';
+import { decide, type Decision, type HostIdentity } from './launch-decision.ts';
+import { decodeLaunchRequest, encodeLaunchAnswer, EXEC_FAILED, LAUNCH_PREFIX, type LaunchAnswer, type LaunchRequest } from './launch-wire.ts';
+
+export interface Handoff {
+  config: ResolvedConfig;
+  targetPid: number;
+  layer: string;
+}
+
+/** How often a running program, and the target, are looked at. */
+const PROGRAM_POLL_MS = 50;
+const TARGET_POLL_MS = 500;
+/** A program stopped because its session ended gets this long after SIGTERM. */
+const KILL_AFTER_MS = 3000;
+
+const entry = fileURLToPath(new URL(`../cli/entry${import.meta.url.endsWith('.ts') ? '.ts' : '.js'}`, import.meta.url));
+
+/** One program running in the session. */
+interface Launch {
+  pid: number;
+  start: string;
+  jsonErrors: boolean;
+  /** Marks the program's end: it exited, or its exec failed. */
+  end(): void;
+  /** Settles once the program has ended and its proxy is closed. */
+  ended: Promise<void>;
+  /** Stops the program: SIGTERM, SIGKILL a while later. */
+  stop(): void;
+}
+
+const lines = readLines(process.stdin);
+const handoff = JSON.parse((await lines.next()) ?? 'null') as Handoff | null;
+if (!handoff || (await lines.next()) !== 'go') process.exit(0);
+const ready = await takeSession(handoff).catch(() => false);
+process.stdout.write(ready ? 'ready\n' : 'none\n');
+if (!ready) process.exit(0);
+
+async function takeSession({ config, targetPid, layer }: Handoff): Promise<boolean> {
+  const dir = warmDirectory();
+  const targetStart = startTime(targetPid);
+  if (!dir || !targetStart) return false;
+  const policies = sessionPolicies(config);
+  const platform = createProcessPlatform({ pid: targetPid, logLevel: config.agent.log_level, ttl: config.agent.ttl, warmOnly: true });
+  /** The program running now; `starting` while its proxy starts, so that a second request waits its turn. */
+  let current: Launch | 'starting' | undefined;
+  const progress = {
+    step: <T>(_: string, work: (status: (text: string) => void) => Promise<T>) => work(() => {}),
+    warn: (text: string) => typeof current === 'object' && writeToStderr(current.pid, `doppel: warning: ${text}\n`),
+  };
+  const session = await openSession(platform, { handshakeTimeoutMs: config.agent.startup_timeout * 1000, communicationTimeoutMs: config.agent.communication_timeout * 1000 }, progress);
+  const context = Promise.all([readTargetEnvironment(session.agent, platform, config, progress), readTargetMounts(platform, config)]);
+  context.catch(() => undefined);
+  const identity: HostIdentity = { entry, targetPid, config: JSON.stringify(config) };
+
+  let idle: NodeJS.Timeout | undefined;
+  const waitIdle = () => {
+    clearTimeout(idle);
+    idle = setTimeout(() => void shutdown(), config.agent.ttl * 1000);
+  };
+  let ending: Promise<void> | undefined;
+  const server = createServer((socket) => void serve(socket).catch(() => socket.destroy()));
+  /**
+   * Every way out. `giveBack`: a CLI will run the request on `socket` and wants the agent, so it is parked again
+   * (warm for agent.ttl, as its last CLI left it) before the answer; otherwise the agent exits when its link closes.
+   */
+  const shutdown = (giveBack?: Socket) =>
+    (ending ??= (async () => {
+      server.close();
+      clearTimeout(idle);
+      if (typeof current === 'object') {
+        current.stop();
+        await current.ended;
+      }
+      await session.close({ park: giveBack !== undefined }).catch(() => undefined);
+      if (giveBack) await new Promise<void>((resolve) => giveBack.end(encodeLaunchAnswer({ run: false }), resolve));
+      process.exit(0);
+    })());
+
+  const serve = async (socket: Socket) => {
+    socket.on('error', () => {});
+    const request = await readRequest(socket);
+    const decision = request && !ending ? await decide(request, identity).catch(() => undefined) : undefined;
+    if (!request || !decision || decision.kind === 'other') return answer(socket, { run: false });
+    // One program at a time; one that has just exited has its session ended first.
+    if (typeof current === 'object' && !running(current.pid, current.start)) current.end();
+    if (typeof current === 'object') await Promise.race([current.ended, delay(PROGRAM_POLL_MS)]);
+    if (current || ending) return answer(socket, { run: false });
+    if (decision.kind === 'cli') return shutdown(socket);
+    const start = processStat(request.pid)?.start;
+    if (!start) return answer(socket, { run: false });
+    current = 'starting';
+    clearTimeout(idle);
+    const started = await startLaunch(request, start, decision).catch(() => undefined);
+    current = started?.launch;
+    if (!started) {
+      waitIdle();
+      return answer(socket, { run: false });
+    }
+    const text = decision.quiet ? '' : `doppel: reusing the warm session of process ${targetPid} (host pid ${process.pid})\n`;
+    answer(socket, { run: true, text, file: decision.executable, argv: decision.command, env: started.env });
+    // The trampoline closes the socket when it execs the program; a byte first means the exec failed.
+    socket.once('data', (byte: Buffer) => byte[0] === EXEC_FAILED && started.launch.end());
+    socket.once('close', () => {
+      const timer = setInterval(() => {
+        if (!running(request.pid, start)) started.launch.end();
+      }, PROGRAM_POLL_MS);
+      void started.launch.ended.then(() => clearInterval(timer));
+    });
+    socket.resume();
+  };
+
+  /** The program's proxy and environment: what the CLI would give it, on the session's agent. */
+  const startLaunch = async (request: LaunchRequest, start: string, decision: Extract<Decision, { kind: 'run' }>): Promise<{ launch: Launch; env: Record<string, string> }> => {
+    let abort: (error: DoppelError) => void = () => {};
+    const aborted = new Promise<DoppelError>((resolve) => (abort = resolve));
+    const [target, targetMounts] = await context;
+    const proxy = await startProgramProxy({
+      agent: session.agent,
+      config,
+      policies,
+      targetMounts,
+      cwd: request.cwd,
+      executable: decision.path,
+      localEnv: request.env,
+      session: { owner: sessionOwner(decision.command, request.pid), notice: (text) => writeToStderr(request.pid, `doppel: warning: ${text}\n`), abort },
+    });
+    const env = programEnvironment({ config, policies, target, localEnv: request.env, layer, socketPath: proxy.socketPath });
+    let end: () => void = () => {};
+    const exited = new Promise<void>((resolve) => (end = resolve));
+    let killer: NodeJS.Timeout | undefined;
+    const launch: Launch = {
+      pid: request.pid,
+      start,
+      jsonErrors: decision.jsonErrors,
+      end,
+      ended: exited.then(async () => {
+        clearTimeout(killer);
+        await proxy.close().catch(() => undefined);
+        if (current === launch) current = undefined;
+        if (!ending) waitIdle();
+      }),
+      stop() {
+        signal(request.pid, start, 'SIGTERM');
+        killer ??= setTimeout(() => signal(request.pid, start, 'SIGKILL'), KILL_AFTER_MS);
+      },
+    };
+    // An incoming conflict (or any error the CLI ends its session with) stops the program, as the CLI does.
+    void aborted.then((error) => {
+      writeToStderr(request.pid, errorText(error, { json: decision.jsonErrors }));
+      launch.stop();
+    });
+    return { launch, env };
+  };
+
+  // The agent lost: a running program hears it as from the CLI, and is stopped.
+  void session.lost.then((error) => {
+    if (typeof current === 'object') writeToStderr(current.pid, errorText(error, { json: current.jsonErrors }));
+    void shutdown();
+  });
+  setInterval(() => {
+    if (startTime(targetPid) !== targetStart) void shutdown();
+  }, TARGET_POLL_MS).unref();
+  for (const name of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.once(name, () => void shutdown());
+
+  // The socket file goes with the server; one left by a host killed outright is removed by the next start.
+  const socketPath = join(dir, `${LAUNCH_PREFIX}${targetPid}-${targetStart}-${process.pid}.sock`);
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(socketPath, () => resolve());
+  });
+  waitIdle();
+  return true;
+}
+
+const delay = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+function answer(socket: Socket, reply: LaunchAnswer): void {
+  socket.end(encodeLaunchAnswer(reply));
+}
+
+/** Alive and not yet reaped nor a zombie: still the program we started (its PID with its start time). */
+function running(pid: number, start: string): boolean {
+  const stat = processStat(pid);
+  return stat !== undefined && stat.start === start && stat.state !== 'Z';
+}
+
+function signal(pid: number, start: string, name: NodeJS.Signals): void {
+  if (!running(pid, start)) return;
+  try {
+    process.kill(pid, name);
+  } catch {
+    // gone meanwhile
+  }
+}
+
+/** The program's stderr is the CLI's would-be stderr: what the CLI would print there goes there. */
+function writeToStderr(pid: number, text: string): void {
+  try {
+    const fd = openSync(`/proc/${pid}/fd/2`, 'a');
+    try {
+      writeSync(fd, text);
+    } finally {
+      closeSync(fd);
+    }
+  } catch {
+    // the program has gone, or closed its stderr
+  }
+}
+
+function readRequest(socket: Socket): Promise<LaunchRequest | undefined> {
+  return new Promise((resolve) => {
+    let buffer = Buffer.alloc(0);
+    const finish = (request: LaunchRequest | undefined) => {
+      socket.off('data', onData);
+      resolve(request);
+    };
+    const onData = (chunk: Buffer) => {
+      buffer = Buffer.concat([buffer, chunk]);
+      try {
+        const decoded = decodeLaunchRequest(buffer);
+        if (decoded) finish(decoded.request);
+      } catch {
+        finish(undefined);
+      }
+    };
+    socket.on('data', onData);
+    socket.once('end', () => finish(undefined));
+  });
+}
+
+/** Lines from a stream, one at a time; undefined at its end. */
+function readLines(stream: NodeJS.ReadableStream): { next(): Promise<string | undefined> } {
+  let buffer = '';
+  let ended = false;
+  let wake: (() => void) | undefined;
+  stream.setEncoding('utf8');
+  stream.on('data', (chunk: string) => {
+    buffer += chunk;
+    wake?.();
+  });
+  stream.on('end', () => {
+    ended = true;
+    wake?.();
+  });
+  stream.on('error', () => {
+    ended = true;
+    wake?.();
+  });
+  return {
+    async next() {
+      for (;;) {
+        const end = buffer.indexOf('\n');
+        if (end >= 0) {
+          const line = buffer.slice(0, end);
+          buffer = buffer.slice(end + 1);
+          return line;
+        }
+        if (ended) return undefined;
+        await new Promise<void>((resolve) => (wake = resolve));
+      }
+    },
+  };
+}

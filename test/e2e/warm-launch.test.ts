@@ -1,0 +1,214 @@
+// The warm session host (src/warm/) and bin/doppel's launch through it: after a session on a process target, the next
+// `doppel exec` with the same configuration starts its program in that session (the same agent, the same host) as the
+// shell's own child; anything else (another configuration, another target, --trace, a host that went or was killed)
+// runs the CLI, which gives the same result. Nothing is left behind on any path: no host, agent, socket file, socket
+// directory or iptables rule.
+import assert from 'node:assert/strict';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, readdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { after, afterEach, before, describe, test } from 'node:test';
+import { needsRoot } from '../support/root.ts';
+import { until } from '../support/until.ts';
+import { createWorld, type World } from '../world/world.ts';
+import { agentProcesses, hostProcesses, leftoversAfter } from './leftovers.ts';
+import { execIn, ok, runDoppel, startDoppel } from './run-doppel.ts';
+import { askHost, launchSockets, warmDir } from './warm-host.ts';
+
+const gate = needsRoot('warm session hosts of process targets');
+
+const pidsOf = (lines: string[]) => lines.map((line) => Number(line.split(' ')[0]));
+const agentSockets = (pid: number) => (existsSync(warmDir) ? readdirSync(warmDir).filter((name) => name.startsWith(`${pid}-`)) : []);
+
+/** Rules of ours in the target's network namespace, in either iptables backend. */
+function chainsLeft(pid: number): string[] {
+  return ['iptables-legacy-save', 'iptables-nft-save'].flatMap((save) => {
+    try {
+      return execFileSync('nsenter', [`--net=/proc/${pid}/ns/net`, save], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] })
+        .split('\n')
+        .filter((line) => line.includes('DOPPEL'));
+    } catch {
+      return [];
+    }
+  });
+}
+
+/** Nothing of any session on `pid`: no agent or host, no socket directory, no warm or launch socket, no rule. */
+async function nothingLeft(pid: number): Promise<void> {
+  assert.deepEqual(await leftoversAfter(pid, 8000), { agents: [], dirs: [] });
+  await until('the warm sockets to go', () => (launchSockets(pid).length + agentSockets(pid).length === 0 ? true : undefined), 3000);
+  assert.deepEqual(chainsLeft(pid), []);
+}
+
+describe('warm session hosts', gate, () => {
+  let world: World;
+  const pid = () => world.target.pid;
+  const secret = () => world.target.env.DOPPEL_TEST_SECRET!;
+  const [remotePath, remoteContent] = [() => Object.keys(world.target.files)[0]!, () => Object.values(world.target.files)[0]!];
+  const exec = (flags: string[], command: string[]) => ['exec', '--target', `process/${pid()}`, ...flags, '--', ...command];
+
+  /** A session that leaves a host: the first CLI's, with agent.ttl `ttl`. */
+  async function warmUp(ttl: string, flags: string[] = []): Promise<{ host: number; agent: number }> {
+    ok(await execIn(pid(), ['true'], { flags: ['--agent-ttl', ttl, ...flags] }));
+    const [host] = pidsOf(hostProcesses(pid()));
+    const [agent] = pidsOf(agentProcesses(pid()));
+    assert.ok(host && agent, `no host or agent stayed: ${hostProcesses(pid())} ${agentProcesses(pid())}`);
+    assert.equal(launchSockets(pid()).length, 1, 'the host does not listen');
+    return { host, agent };
+  }
+
+  before(async () => {
+    world = await createWorld();
+  });
+  after(async () => {
+    await world?.destroy();
+  });
+  afterEach(async () => {
+    if (world) await nothingLeft(pid());
+  });
+
+  test('the next doppel exec runs in the warm session: same agent and host, the target\'s context, its own pid and exit status', async () => {
+    const { host, agent } = await warmUp('30');
+    const program = ['sh', '-c', `printf '%s|%s|' "$DOPPEL_TEST_SECRET" $$; cat ${remotePath()}; exit 7`];
+    for (let run = 0; run < 3; run++) {
+      const { child, finished } = startDoppel(exec(['--agent-ttl', '30'], program));
+      const result = await finished;
+      assert.equal(result.status, 7, result.stderr);
+      // The program is the process bin/doppel started: no CLI between them.
+      assert.equal(result.stdout, `${secret()}|${child.pid}|${remoteContent()}`);
+      assert.equal(result.stderr, `doppel: reusing the warm session of process ${pid()} (host pid ${host})\n`);
+      assert.deepEqual(pidsOf(agentProcesses(pid())), [agent]);
+      assert.deepEqual(pidsOf(hostProcesses(pid())), [host]);
+    }
+    // -q: nothing of ours on stderr. The program's own death by a signal is the caller's to see.
+    const killed = await runDoppel(exec(['-q', '--agent-ttl', '30'], ['sh', '-c', 'echo $$; kill -TERM $$']));
+    assert.equal(killed.signal, 'SIGTERM');
+    assert.equal(killed.stderr, '');
+    // A signal to the process bin/doppel started reaches the program.
+    const { child, finished } = startDoppel(exec(['-q', '--agent-ttl', '30'], ['sh', '-c', 'trap "echo got-term; exit 5" TERM; echo ready; while :; do sleep 0.05; done']));
+    let out = '';
+    child.stdout!.on('data', (chunk: Buffer) => (out += chunk));
+    await until('the program', () => (out.includes('ready') ? true : undefined));
+    child.kill('SIGTERM');
+    const trapped = await finished;
+    assert.equal(trapped.status, 5);
+    assert.equal(trapped.stdout, 'ready\ngot-term\n');
+    // The host's ttl is its own session's (30 s), so it goes now.
+    process.kill(host, 'SIGTERM');
+  });
+
+  test('another configuration, --trace or a missing program runs the CLI, which reuses the agent the host gave back', async () => {
+    const { host, agent } = await warmUp('30');
+    // Another environment filter: the CLI's answer, from the same agent.
+    const other = await runDoppel(exec(['--agent-ttl', '30', '--env-exclude', 'DOPPEL_TEST_SECRET'], ['sh', '-c', 'printf "[%s]" "$DOPPEL_TEST_SECRET"']));
+    assert.equal(ok(other), '[]');
+    assert.match(other.stderr, new RegExp(`reusing the warm agent of process ${pid()}`));
+    assert.deepEqual(pidsOf(agentProcesses(pid())), [agent]);
+    await until('the first host to go', () => (pidsOf(hostProcesses(pid())).includes(host) ? undefined : true));
+    // That CLI left a host of its own, for its configuration.
+    const [second] = pidsOf(hostProcesses(pid()));
+    assert.ok(second, 'the CLI left no host');
+    const traced = await execIn(pid(), ['cat', remotePath()], { flags: ['--agent-ttl', '30', '--env-exclude', 'DOPPEL_TEST_SECRET', '--trace'] });
+    assert.equal(ok(traced), remoteContent());
+    assert.match(traced.stderr, /trace .* program spawned/);
+    assert.deepEqual(pidsOf(agentProcesses(pid())), [agent]);
+    // A program that is not there: the CLI's error and status.
+    await until('a host', () => hostProcesses(pid())[0]);
+    const missing = await execIn(pid(), ['no-such-program-here'], { flags: ['--agent-ttl', '30', '--env-exclude', 'DOPPEL_TEST_SECRET'] });
+    assert.equal(missing.status, 127);
+    assert.match(missing.stderr, /command not found: no-such-program-here/);
+    // The agent went back to waiting warm for 30 s; a last session with a short ttl ends it.
+    ok(await execIn(pid(), ['true'], { flags: ['--agent-ttl', '1'] }));
+    assert.deepEqual(pidsOf(agentProcesses(pid())), [agent]);
+  });
+
+  test('a host answers a request as the layer sends it: not for another target or doppel, and gives its agent back for another configuration', async () => {
+    const { host } = await warmUp('30');
+    const [socket] = launchSockets(pid());
+    // The process the host takes for the program; the test stands in for its layer.
+    const program = spawn('sleep', ['60'], { stdio: 'ignore' });
+    after(() => program.kill('SIGKILL'));
+    const request = (args: string[]) => askHost(socket!, { pid: program.pid!, args });
+    assert.deepEqual(await request(['exec', '-t', 'process/1', '--agent-ttl', '30', '--', 'true']), { run: false });
+    assert.deepEqual(await request(['ls']), { run: false });
+    const answer = await request(exec(['--agent-ttl', '30'], ['sh', '-c', 'true']));
+    assert.ok(answer.run);
+    assert.equal(answer.file, '/usr/bin/sh');
+    assert.deepEqual(answer.argv, ['sh', '-c', 'true']);
+    assert.equal(answer.env.DOPPEL_TEST_SECRET, secret());
+    assert.match(answer.env.LD_PRELOAD ?? '', /libdoppel\.so$/);
+    assert.ok(existsSync(answer.env.DOPPEL_LAYER_SOCKET!), 'the launch has no proxy');
+    // That program has not ended, so the host is busy.
+    assert.deepEqual(await request(exec(['--agent-ttl', '30'], ['true'])), { run: false });
+    assert.deepEqual(pidsOf(hostProcesses(pid())), [host]);
+    // A host that goes stops its program first, as a CLI would.
+    process.kill(host, 'SIGTERM');
+    await until('the host to go', () => (hostProcesses(pid()).length === 0 ? true : undefined));
+    assert.equal(program.signalCode, 'SIGTERM');
+    assert.equal(existsSync(answer.env.DOPPEL_LAYER_SOCKET!), false, 'the launch\'s proxy outlived its host');
+
+    const next = await warmUp('30');
+    const [nextSocket] = launchSockets(pid());
+    assert.deepEqual(await askHost(nextSocket!, { pid: program.pid!, args: exec(['--agent-ttl', '30', '--fs-mode', 'local'], ['true']) }), { run: false });
+    await until('the host to go', () => (hostProcesses(pid()).length === 0 ? true : undefined));
+    assert.deepEqual(pidsOf(agentProcesses(pid())), [next.agent], 'the agent did not stay warm');
+    assert.equal(agentSockets(pid()).length, 1);
+    const fallback = await runDoppel(exec(['--agent-ttl', '1', '--fs-mode', 'local'], ['true']));
+    ok(fallback);
+    assert.match(fallback.stderr, /reusing the warm agent/);
+  });
+
+  test('after its ttl the host and its agent are gone, and the next run starts afresh', async () => {
+    await warmUp('1');
+    await nothingLeft(pid());
+    const next = await runDoppel(exec(['--agent-ttl', '1'], ['sh', '-c', 'printf %s "$DOPPEL_TEST_SECRET"']));
+    assert.equal(ok(next), secret());
+    assert.doesNotMatch(next.stderr, /reusing/);
+  });
+
+  test('a host killed outright takes its agent with it; its socket file and proxy directory go at the next start', async () => {
+    const { host, agent } = await warmUp('60');
+    // A launch under way when the host dies: the program's layer loses its proxy, not its life.
+    const running = startDoppel(exec(['-q', '--agent-ttl', '60'], ['sh', '-c', 'echo up; sleep 0.5; echo done']));
+    let out = '';
+    running.child.stdout!.on('data', (chunk: Buffer) => (out += chunk));
+    await until('the program', () => (out.includes('up') ? true : undefined));
+    const proxyDirs = readdirSync(tmpdir()).filter((name) => name.startsWith(`doppel-${host}-`));
+    assert.equal(proxyDirs.length, 1, 'the launch has no proxy directory');
+    process.kill(host, 'SIGKILL');
+    await until('the agent to go', () => (isRunning(agent) ? undefined : true));
+    assert.equal((await running.finished).stdout, 'up\ndone\n');
+    assert.equal(launchSockets(pid()).length, 1);
+    const next = await runDoppel(exec(['--agent-ttl', '1'], ['sh', '-c', 'printf %s "$DOPPEL_TEST_SECRET"']));
+    assert.equal(ok(next), secret());
+    assert.doesNotMatch(next.stderr, /reusing/);
+    assert.ok(!launchSockets(pid()).some((name) => name.endsWith(`-${host}.sock`)), 'the dead host\'s socket is still there');
+    assert.deepEqual(readdirSync(tmpdir()).filter((name) => name.startsWith(`doppel-${host}-`)), []);
+  });
+
+  test('a host whose target exits goes, and leaves nothing', async () => {
+    const target: ChildProcess = spawn('nsenter', ['-t', String(pid()), '-n', '-m', 'sleep', '600'], { stdio: 'ignore' });
+    const targetPid = target.pid!;
+    try {
+      await until('the target', () => (existsSync(`/proc/${targetPid}/ns/net`) && agentProcesses(targetPid).length === 0 ? true : undefined));
+      ok(await execIn(targetPid, ['true'], { flags: ['--agent-ttl', '60'] }));
+      assert.equal(hostProcesses(targetPid).length, 1, 'no host stayed');
+      target.kill('SIGKILL');
+      await nothingLeft(targetPid);
+      // bin/doppel finds no host and the CLI says what is wrong.
+      const gone = await execIn(targetPid, ['true'], { flags: ['--agent-ttl', '60'] });
+      assert.match(gone.stderr, /E_TARGET_NOT_FOUND/);
+    } finally {
+      target.kill('SIGKILL');
+    }
+  });
+});
+
+function isRunning(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
