@@ -5,7 +5,8 @@
 // directory or iptables rule.
 import assert from 'node:assert/strict';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, readdirSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { after, afterEach, before, describe, test } from 'node:test';
 import { needsRoot } from '../support/root.ts';
@@ -156,6 +157,21 @@ describe('warm session hosts', gate, () => {
     const fallback = await runDoppel(exec(['--agent-ttl', '1', '--fs-mode', 'local'], ['true']));
     ok(fallback);
     assert.match(fallback.stderr, /reusing the warm agent/);
+  });
+
+  test('the agent lost while a program runs in the warm session: the program hears it as from the CLI, and is stopped', async () => {
+    const { agent } = await warmUp('60');
+    // The host writes to the program's stderr through /proc, which opens a file, pipe or terminal but not a socket
+    // (what child_process gives): here it is a file.
+    const errors = join(mkdtempSync(join(tmpdir(), 'doppel-test-')), 'stderr');
+    after(() => rmSync(dirname(errors), { recursive: true, force: true }));
+    const { child, finished } = startDoppel(exec(['-q', '--agent-ttl', '60'], ['sh', '-c', 'echo up; exec sleep 30']), { wrap: ['sh', '-c', 'exec "$@" 2>"$0"', errors] });
+    let out = '';
+    child.stdout!.on('data', (chunk: Buffer) => (out += chunk));
+    await until('the program', () => (out.includes('up') ? true : undefined));
+    process.kill(agent, 'SIGKILL');
+    assert.equal((await finished).signal, 'SIGTERM');
+    assert.match(readFileSync(errors, 'utf8'), new RegExp(`^doppel: the agent in process ${pid()} .* while the program ran.*\\[E_AGENT_LOST\\]\n  hint: `));
   });
 
   test('after its ttl the host and its agent are gone, and the next run starts afresh', async () => {
