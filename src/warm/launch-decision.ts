@@ -1,11 +1,10 @@
 // Whether a warm session host runs a launch request's program in its session: the request is read exactly as the CLI
 // would read it (the exec command's own parser, the configuration loader with the request's directory, variables and
 // flags), and runs here only when the resolved configuration is the session's and nothing else asks for the CLI.
-import { accessSync, constants, statSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { Command } from 'commander';
 import { defineExec, toFlags, type ExecOptions } from '../cli/commands/exec.ts';
-import { isStaticElf, whichSync } from '../cli/exec/static-binary.ts';
+import { isExecutable, isStaticElf, whichSync } from '../cli/exec/static-binary.ts';
 import { resolveConfig } from '../config/load.ts';
 import type { ResolvedConfig } from '../config/schema.ts';
 import { parseTarget } from '../config/target.ts';
@@ -46,9 +45,9 @@ export async function decide(request: LaunchRequest, host: HostIdentity): Promis
   if (JSON.stringify(config) !== host.config) return { kind: 'cli', why: 'another configuration' };
   // The file the CLI's spawn would run (execvp's search); a name it would not find, or one it would run without the
   // layer, is the CLI's to report.
-  const path = whichSync(command[0] ?? '', request.env.PATH, (file) => isExecutableFile(resolve(request.cwd, file)));
+  const path = whichSync(command[0] ?? '', request.env.PATH, (file) => isExecutable(resolve(request.cwd, file)));
   const executable = path === undefined ? undefined : resolve(request.cwd, path);
-  if (path === undefined || executable === undefined || !isExecutableFile(executable)) return { kind: 'cli', why: 'no such program' };
+  if (path === undefined || executable === undefined || !isExecutable(executable)) return { kind: 'cli', why: 'no such program' };
   if (await isStaticElf(executable).catch(() => false)) return { kind: 'cli', why: 'a static program' };
   return { kind: 'run', command, executable, path, quiet: options.quiet === true, jsonErrors: parsed.jsonErrors };
 }
@@ -69,13 +68,4 @@ async function parseExec(args: string[]): Promise<{ command: string[]; options: 
     return undefined;
   }
   return parsed && { ...parsed, jsonErrors: program.opts<{ jsonErrors?: boolean }>().jsonErrors === true };
-}
-
-function isExecutableFile(file: string): boolean {
-  try {
-    accessSync(file, constants.X_OK);
-    return statSync(file).isFile();
-  } catch {
-    return false;
-  }
 }

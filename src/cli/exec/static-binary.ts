@@ -1,4 +1,5 @@
 // Tells whether a program is a statically linked ELF executable, which LD_PRELOAD (and so the layer) cannot reach.
+import { accessSync, constants, statSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { delimiter, join } from 'node:path';
 
@@ -12,6 +13,16 @@ export function whichSync(command: string, path: string | undefined, exists: (fi
     if (exists(file)) return file;
   }
   return undefined;
+}
+
+/** A regular file we may execute: what execvp's search takes. */
+export function isExecutable(file: string): boolean {
+  try {
+    accessSync(file, constants.X_OK);
+    return statSync(file).isFile();
+  } catch {
+    return false;
+  }
 }
 
 export async function isStaticElf(file: string): Promise<boolean> {

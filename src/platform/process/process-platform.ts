@@ -1,6 +1,5 @@
 // The process platform: runs the agent inside a local process's network namespace (Linux, root), over a socketpair.
 import { spawn } from 'node:child_process';
-import { accessSync, constants as fsConstants, statSync } from 'node:fs';
 import { access, constants, readlink } from 'node:fs/promises';
 import module from 'node:module';
 import type { Socket } from 'node:net';
@@ -14,7 +13,7 @@ import { parseAgentTrace, trace, tracing } from '../../trace.ts';
 import type { AgentTransport } from '../agent-transport.ts';
 import { createLogTail, type LogTail } from '../log-tail.ts';
 import type { Platform } from '../platform.ts';
-import { whichSync } from '../../cli/exec/static-binary.ts';
+import { isExecutable, whichSync } from '../../cli/exec/static-binary.ts';
 import { isAlive } from '../../proxy/proxy.ts';
 import { newSession, removeSessionChains, sweepDeadSessionChains } from './session-chains.ts';
 import { targetMounts } from './target-mounts.ts';
@@ -256,15 +255,6 @@ function findNsenter(): string {
     });
   }
   return path;
-}
-
-function isExecutable(file: string): boolean {
-  try {
-    accessSync(file, fsConstants.X_OK);
-    return statSync(file).isFile();
-  } catch {
-    return false;
-  }
 }
 
 const delay = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms).unref());
