@@ -21,8 +21,8 @@
 #define DP_STANDIN_DIR "dirs"
 
 /* Before the program starts, the proxy writes the payload of its hello answer (struct dp_hello_resp, then the fast
- * rules) to this file next to the socket: a process reads it at load (three system calls) instead of connecting and
- * waiting for a hello's answer, and connects only when it has something to ask. */
+ * rules) to this file next to the socket: a process reads it at load (an open, a few reads) instead of connecting
+ * and waiting for a hello's answer, and connects only when it has something to ask. */
 #define DP_FAST_PATH_FILE "fast-path"
 
 /* The largest answer payload (a whole remote file travels in one): the layer treats a longer one as a broken stream. */
