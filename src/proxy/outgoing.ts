@@ -124,11 +124,12 @@ export async function listenOnce(stream: Duplex, open: Set<{ destroy(): void }>,
 }
 
 /**
- * Pipes two streams into each other, an end carried over as an end, an error destroying both; `done` once both
- * closed. Plain `pipe`: `pipeline` made an AbortError, stack trace and all, for every connection it finished (about a
- * tenth of the proxy's time per relayed connection, measured with --cpu-prof).
+ * Pipes two streams into each other, an end carried over as an end; an error, or either one gone before both its
+ * directions ended (a reset, a lost agent), destroys both; `done` once both closed. Plain `pipe`: `pipeline` made an
+ * AbortError, stack trace and all, for every connection it finished (about a tenth of the proxy's time per relayed
+ * connection, measured with --cpu-prof).
  */
-export function splice(a: Duplex, b: Duplex, done: () => void): void {
+function splice(a: Duplex, b: Duplex, done: () => void): void {
   let closed = 0;
   const fail = () => {
     a.destroy();
@@ -137,6 +138,7 @@ export function splice(a: Duplex, b: Duplex, done: () => void): void {
   for (const stream of [a, b]) {
     stream.on('error', fail);
     stream.once('close', () => {
+      if (!(stream.readableEnded && stream.writableFinished)) fail();
       if (++closed === 2) done();
     });
   }
