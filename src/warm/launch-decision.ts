@@ -1,6 +1,7 @@
 // Whether a warm session host runs a launch request's program in its session: the request is read exactly as the CLI
 // would read it (the exec command's own parser, the configuration loader with the request's directory, variables and
 // flags), and runs here only when the resolved configuration is the session's and nothing else asks for the CLI.
+import { realpathSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { Command } from 'commander';
 import { defineExec, toFlags, type ExecOptions } from '../cli/commands/exec.ts';
@@ -27,7 +28,8 @@ export interface HostIdentity {
 }
 
 export async function decide(request: LaunchRequest, host: HostIdentity): Promise<Decision> {
-  const at = request.argv.indexOf(host.entry);
+  // bin/doppel names the entry by the path it was started as (a link resolved, the directories not).
+  const at = request.argv.findIndex((arg) => arg.endsWith(ENTRY_NAME) && realPath(resolve(request.cwd, arg)) === host.entry);
   const args = at < 0 ? [] : request.argv.slice(at + 1);
   if (args[0] !== 'exec') return { kind: 'other' };
   const parsed = await parseExec(args);
@@ -50,6 +52,16 @@ export async function decide(request: LaunchRequest, host: HostIdentity): Promis
   if (path === undefined || executable === undefined || !isExecutable(executable)) return { kind: 'cli', why: 'no such program' };
   if (await isStaticElf(executable).catch(() => false)) return { kind: 'cli', why: 'a static program' };
   return { kind: 'run', command, executable, path, quiet: options.quiet === true, jsonErrors: parsed.jsonErrors };
+}
+
+const ENTRY_NAME = '/dist/cli/entry.js';
+
+function realPath(path: string): string | undefined {
+  try {
+    return realpathSync(path);
+  } catch {
+    return undefined;
+  }
 }
 
 /** The exec command's arguments as the CLI's parser reads them; undefined for anything it would not run. */

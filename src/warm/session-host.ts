@@ -7,7 +7,7 @@
 //
 // stdin from the CLI: one JSON line (the session: configuration, target, layer), then `go` once the agent is parked
 // (end of file instead: the session did not end cleanly, and the host exits). stdout to the CLI: `ready` or `none`.
-import { openSync, writeSync, closeSync } from 'node:fs';
+import { closeSync, openSync, realpathSync, writeSync } from 'node:fs';
 import { createServer, type Socket } from 'node:net';
 import { join } from 'node:path';
 import process from 'node:process';
@@ -34,7 +34,7 @@ const TARGET_POLL_MS = 500;
 /** A program stopped because its session ended gets this long after SIGTERM. */
 const KILL_AFTER_MS = 3000;
 
-const entry = fileURLToPath(new URL(`../cli/entry${import.meta.url.endsWith('.ts') ? '.ts' : '.js'}`, import.meta.url));
+const entry = realpathSync(fileURLToPath(new URL(`../cli/entry${import.meta.url.endsWith('.ts') ? '.ts' : '.js'}`, import.meta.url)));
 
 /** One program running in the session. */
 interface Launch {

@@ -4,8 +4,9 @@
 // runs the CLI, which gives the same result. Nothing is left behind on any path: no host, agent, socket file, socket
 // directory or iptables rule.
 import assert from 'node:assert/strict';
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { dirname, join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { after, afterEach, before, describe, test } from 'node:test';
@@ -13,7 +14,7 @@ import { needsRoot } from '../support/root.ts';
 import { until } from '../support/until.ts';
 import { createWorld, type World } from '../world/world.ts';
 import { agentProcesses, hostProcesses, leftoversAfter } from './leftovers.ts';
-import { execIn, ok, runDoppel, startDoppel } from './run-doppel.ts';
+import { doppelBin, execIn, ok, runDoppel, startDoppel } from './run-doppel.ts';
 import { askHost, launchSockets, warmDir } from './warm-host.ts';
 
 const gate = needsRoot('warm session hosts of process targets');
@@ -80,6 +81,15 @@ describe('warm session hosts', gate, () => {
       assert.equal(result.stderr, `doppel: reusing the warm session of process ${pid()} (host pid ${host})\n`);
       assert.deepEqual(pidsOf(agentProcesses(pid())), [agent]);
       assert.deepEqual(pidsOf(hostProcesses(pid())), [host]);
+    }
+    // bin/doppel through a link (as npm installs it) and by a relative path reaches the same host.
+    const links = mkdtempSync(join(tmpdir(), 'doppel-test-'));
+    after(() => rmSync(links, { recursive: true, force: true }));
+    symlinkSync(doppelBin, join(links, 'doppel'));
+    for (const [file, cwd] of [[join(links, 'doppel'), undefined], ['bin/doppel', fileURLToPath(new URL('../..', import.meta.url))]]) {
+      const viaPath = spawnSync(file!, exec(['--agent-ttl', '30'], ['sh', '-c', 'printf %s "$DOPPEL_TEST_SECRET"']), { cwd, encoding: 'utf8', timeout: 60_000 });
+      assert.equal(viaPath.stdout, secret(), viaPath.stderr);
+      assert.equal(viaPath.stderr, `doppel: reusing the warm session of process ${pid()} (host pid ${host})\n`);
     }
     // -q: nothing of ours on stderr. The program's own death by a signal is the caller's to see.
     const killed = await runDoppel(exec(['-q', '--agent-ttl', '30'], ['sh', '-c', 'echo $$; kill -TERM $$']));
