@@ -145,7 +145,14 @@ async function takeSession({ config, targetPid, layer }: Handoff): Promise<boole
       localEnv: request.env,
       session: { owner: sessionOwner(decision.command, request.pid), notice: (text) => writeToStderr(request.pid, `doppel: warning: ${text}\n`), abort },
     });
-    const env = programEnvironment({ config, policies, target, localEnv: request.env, layer, socketPath: proxy.socketPath });
+    let env: Record<string, string>;
+    try {
+      env = programEnvironment({ config, policies, target, localEnv: request.env, layer, socketPath: proxy.socketPath });
+    } catch (error) {
+      // An env_file that cannot be read: the CLI says so.
+      await proxy.close();
+      throw error;
+    }
     let end: () => void = () => {};
     const exited = new Promise<void>((resolve) => (end = resolve));
     let killer: NodeJS.Timeout | undefined;

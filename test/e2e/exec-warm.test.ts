@@ -5,29 +5,17 @@
 // that comes before a host is up or with another configuration.
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, readdirSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { existsSync } from 'node:fs';
 import { after, afterEach, before, describe, test } from 'node:test';
 import { needsRoot } from '../support/root.ts';
 import { until } from '../support/until.ts';
 import { createWorld, type World } from '../world/world.ts';
 import { agentProcesses, leftoversAfter } from './leftovers.ts';
 import { execIn, ok, runDoppel, startDoppel } from './run-doppel.ts';
-import { hostGivesBack } from './warm-host.ts';
+import { agentSockets, hostGivesBack, nothingLeft, pidsOf } from './warm-host.ts';
 
 const gate = needsRoot('warm agents of process targets');
-const warmDir = join(tmpdir(), 'doppel-warm');
-
-/** The warm agents' socket files of target `pid`. */
-const warmSockets = (pid: number) => (existsSync(warmDir) ? readdirSync(warmDir).filter((entry) => entry.startsWith(`${pid}-`)) : []);
-const agentPids = (pid: number) => agentProcesses(pid).map((line) => Number(line.split(' ')[0]));
-
-/** Nothing of any session on `pid` is left: no agent process, no socket file, no socket directory. */
-async function nothingLeft(pid: number): Promise<void> {
-  assert.deepEqual(await leftoversAfter(pid, 8000), { agents: [], dirs: [] });
-  await until('the warm socket to go', () => (warmSockets(pid).length === 0 ? true : undefined), 3000);
-}
+const agentPids = (pid: number) => pidsOf(agentProcesses(pid));
 
 describe('warm agents', gate, () => {
   let world: World;
@@ -53,7 +41,7 @@ describe('warm agents', gate, () => {
     await hostGivesBack(pid());
     const [warm] = agentPids(pid());
     assert.ok(warm, 'no agent stayed warm');
-    assert.equal(warmSockets(pid()).length, 1);
+    assert.equal(agentSockets(pid()).length, 1);
 
     // Without -q: the progress line says what happened.
     const second = await runDoppel(['exec', '--target', `process/${pid()}`, '--agent-ttl', '30', '--', ...program]);
@@ -78,7 +66,7 @@ describe('warm agents', gate, () => {
       ok(await execIn(targetPid, ['true'], { flags: ['--agent-ttl', '60'] }));
       await hostGivesBack(targetPid);
       assert.equal(agentPids(targetPid).length, 1, 'no agent stayed warm');
-      assert.equal(warmSockets(targetPid).length, 1);
+      assert.equal(agentSockets(targetPid).length, 1);
       target.kill('SIGKILL');
       await nothingLeft(targetPid);
     } finally {
@@ -107,7 +95,7 @@ describe('warm agents', gate, () => {
     await finished;
     // Its socket directory stays for the next start to sweep (as for any killed CLI); its agent is gone at once.
     assert.deepEqual((await leftoversAfter(pid(), 8000)).agents, []);
-    assert.deepEqual(warmSockets(pid()), []);
+    assert.deepEqual(agentSockets(pid()), []);
     const next = await runDoppel(['exec', '--target', `process/${pid()}`, '--agent-ttl', '1', '--', 'true']);
     assert.doesNotMatch(ok(next) + next.stderr, /reusing/);
   });
@@ -115,7 +103,7 @@ describe('warm agents', gate, () => {
   test('--agent-ttl 0 keeps no agent warm', async () => {
     ok(await execIn(pid(), ['true'], { flags: ['--agent-ttl', '0'] }));
     assert.deepEqual(agentPids(pid()), []);
-    assert.deepEqual(warmSockets(pid()), []);
+    assert.deepEqual(agentSockets(pid()), []);
   });
 
   test('a warm agent killed outright leaves a socket file that the next start removes', async () => {
@@ -125,10 +113,10 @@ describe('warm agents', gate, () => {
     assert.ok(warm, 'no agent stayed warm');
     process.kill(warm, 'SIGKILL');
     await until('the agent to die', () => (agentPids(pid()).length === 0 ? true : undefined));
-    assert.equal(warmSockets(pid()).length, 1);
+    assert.equal(agentSockets(pid()).length, 1);
     const next = await runDoppel(['exec', '--target', `process/${pid()}`, '--agent-ttl', '1', '--', 'true']);
     assert.doesNotMatch(ok(next) + next.stderr, /reusing/);
     // The killed agent's socket is gone; the new agent's (warm for 1 s) has another name.
-    assert.ok(!warmSockets(pid()).some((entry) => entry.endsWith(`-${warm}.sock`)));
+    assert.ok(!agentSockets(pid()).some((entry) => entry.endsWith(`-${warm}.sock`)));
   });
 });

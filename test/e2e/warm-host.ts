@@ -1,4 +1,7 @@
-// Speaking to a warm session host (src/warm/) from a test, as the layer's trampoline does.
+// Warm agents and warm session hosts (src/warm/) seen from a test: their socket files, speaking to a host as the
+// layer's trampoline does, and that nothing of them is left.
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { existsSync, readdirSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -6,13 +9,39 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { decodeLaunchAnswer, encodeLaunchRequest, LAUNCH_RESP_SIZE, type LaunchAnswer } from '../../src/warm/launch-wire.ts';
 import { until } from '../support/until.ts';
-import { hostProcesses } from './leftovers.ts';
+import { hostProcesses, leftoversAfter } from './leftovers.ts';
 
 export const warmDir = join(tmpdir(), 'doppel-warm');
 const entry = fileURLToPath(new URL('../../dist/cli/entry.js', import.meta.url));
 
+const warmFiles = (prefix: string) => (existsSync(warmDir) ? readdirSync(warmDir).filter((name) => name.startsWith(prefix)) : []);
 /** The launch sockets of the hosts of target `pid`. */
-export const launchSockets = (pid: number) => (existsSync(warmDir) ? readdirSync(warmDir).filter((name) => name.startsWith(`launch-${pid}-`)) : []);
+export const launchSockets = (pid: number) => warmFiles(`launch-${pid}-`);
+/** The sockets of the warm agents of target `pid`. */
+export const agentSockets = (pid: number) => warmFiles(`${pid}-`);
+
+/** The PIDs in `pgrep -a` lines. */
+export const pidsOf = (lines: string[]) => lines.map((line) => Number(line.split(' ')[0]));
+
+/** Rules of ours in the target's network namespace, in either iptables backend. */
+export function chainsLeft(pid: number): string[] {
+  return ['iptables-legacy-save', 'iptables-nft-save'].flatMap((save) => {
+    try {
+      return execFileSync('nsenter', [`--net=/proc/${pid}/ns/net`, save], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] })
+        .split('\n')
+        .filter((line) => line.includes('DOPPEL'));
+    } catch {
+      return [];
+    }
+  });
+}
+
+/** Nothing of any session on `pid`: no agent or host, no socket directory, no warm or launch socket, no rule. */
+export async function nothingLeft(pid: number): Promise<void> {
+  assert.deepEqual(await leftoversAfter(pid, 8000), { agents: [], dirs: [] });
+  await until('the warm sockets to go', () => (launchSockets(pid).length + agentSockets(pid).length === 0 ? true : undefined), 3000);
+  assert.deepEqual(chainsLeft(pid), []);
+}
 
 /** Asks the host at `socket` (a name in the warm directory) to run `args` for the process `pid`, which it then stops when it goes. */
 export function askHost(socket: string, request: { pid: number; args: string[] }): Promise<LaunchAnswer> {

@@ -4,7 +4,7 @@
 // runs the CLI, which gives the same result. Nothing is left behind on any path: no host, agent, socket file, socket
 // directory or iptables rule.
 import assert from 'node:assert/strict';
-import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { dirname, join } from 'node:path';
@@ -13,34 +13,11 @@ import { after, afterEach, before, describe, test } from 'node:test';
 import { needsRoot } from '../support/root.ts';
 import { until } from '../support/until.ts';
 import { createWorld, type World } from '../world/world.ts';
-import { agentProcesses, hostProcesses, leftoversAfter } from './leftovers.ts';
+import { agentProcesses, hostProcesses } from './leftovers.ts';
 import { doppelBin, execIn, ok, runDoppel, startDoppel } from './run-doppel.ts';
-import { askHost, launchSockets, warmDir } from './warm-host.ts';
+import { agentSockets, askHost, launchSockets, nothingLeft, pidsOf } from './warm-host.ts';
 
 const gate = needsRoot('warm session hosts of process targets');
-
-const pidsOf = (lines: string[]) => lines.map((line) => Number(line.split(' ')[0]));
-const agentSockets = (pid: number) => (existsSync(warmDir) ? readdirSync(warmDir).filter((name) => name.startsWith(`${pid}-`)) : []);
-
-/** Rules of ours in the target's network namespace, in either iptables backend. */
-function chainsLeft(pid: number): string[] {
-  return ['iptables-legacy-save', 'iptables-nft-save'].flatMap((save) => {
-    try {
-      return execFileSync('nsenter', [`--net=/proc/${pid}/ns/net`, save], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] })
-        .split('\n')
-        .filter((line) => line.includes('DOPPEL'));
-    } catch {
-      return [];
-    }
-  });
-}
-
-/** Nothing of any session on `pid`: no agent or host, no socket directory, no warm or launch socket, no rule. */
-async function nothingLeft(pid: number): Promise<void> {
-  assert.deepEqual(await leftoversAfter(pid, 8000), { agents: [], dirs: [] });
-  await until('the warm sockets to go', () => (launchSockets(pid).length + agentSockets(pid).length === 0 ? true : undefined), 3000);
-  assert.deepEqual(chainsLeft(pid), []);
-}
 
 describe('warm session hosts', gate, () => {
   let world: World;

@@ -29,7 +29,6 @@ export interface ExecOptions {
   configFile?: string;
   context?: string;
   quiet?: boolean;
-  trace?: boolean;
 }
 
 export function register(program: Command): void {
