@@ -15,6 +15,8 @@ import { until } from '../support/until.ts';
 import { createWorld, type World } from '../world/world.ts';
 import { agentProcesses, hostProcesses } from './leftovers.ts';
 import { doppelBin, execIn, ok, runDoppel, startDoppel } from './run-doppel.ts';
+import { serveUnderDoppel } from './serve-under-doppel.ts';
+import { curlTarget, targetAnswersAgain } from './target-http.ts';
 import { agentSockets, askHost, launchSockets, nothingLeft, pidsOf } from './warm-host.ts';
 
 const gate = needsRoot('warm session hosts of process targets');
@@ -82,6 +84,22 @@ describe('warm session hosts', gate, () => {
     assert.equal(trapped.status, 5);
     assert.equal(trapped.stdout, 'ready\ngot-term\n');
     // The host's ttl is its own session's (30 s), so it goes now.
+    process.kill(host, 'SIGTERM');
+  });
+
+  test('a program in the warm session takes the target\'s port; when it exits the port goes back, and the next one takes it again', async () => {
+    const { host, agent } = await warmUp('30', ['--steal']);
+    // Answers one caller, then exits without closing its server: its session's end gives the port back.
+    const script = `require('http').createServer((q, s) => s.end('local', () => process.exit(0))).listen(Number(process.argv[1]), () => console.log('ready'))`;
+    for (let round = 0; round < 2; round++) {
+      const server = serveUnderDoppel(pid(), [process.execPath, '-e', script, String(world.target.http.port)], { flags: ['--agent-ttl', '30', '--steal'] });
+      await server.line(/^ready/);
+      assert.equal(await curlTarget(world, `/steal-${round}`), 'local');
+      assert.equal((await server.finished).status, 0);
+      await targetAnswersAgain(world);
+    }
+    assert.deepEqual(world.target.http.requests().filter((line) => line.includes('steal')), [], 'the target got a stolen request');
+    assert.deepEqual([pidsOf(hostProcesses(pid())), pidsOf(agentProcesses(pid()))], [[host], [agent]]);
     process.kill(host, 'SIGTERM');
   });
 
