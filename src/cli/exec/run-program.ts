@@ -4,6 +4,7 @@ import { once } from 'node:events';
 import { constants } from 'node:os';
 import { setTimeout as delay } from 'node:timers/promises';
 import process from 'node:process';
+import { isatty } from 'node:tty';
 import { DoppelError } from '../../errors.ts';
 
 export interface RunningProgram {
@@ -25,7 +26,8 @@ export function runProgram(command: string[], env: NodeJS.ProcessEnv, onFirstOut
     child.stdout!.once('data', onFirstOutput);
     child.stdout!.pipe(process.stdout);
   }
-  const fromTerminal = process.stdin.isTTY === true;
+  // Not process.stdin.isTTY: making the stdin stream loads and runs stream code the session never uses.
+  const fromTerminal = isatty(0);
   const handlers = new Map<NodeJS.Signals, () => void>();
   for (const signal of [...terminalSignals, ...relayedSignals]) {
     const handler = () => {

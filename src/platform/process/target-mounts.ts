@@ -1,6 +1,6 @@
 // The target's own mounts (from /proc/PID/mountinfo): those its mount namespace has and ours does not, minus kernel
 // filesystems. Files under them come from the target even under local roots, as a pod's volumes do.
-import { readFile } from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
 
 const kernelFilesystems = new Set(['proc', 'sysfs', 'cgroup', 'cgroup2', 'devpts', 'devtmpfs', 'mqueue', 'securityfs', 'debugfs', 'tracefs', 'bpf', 'pstore', 'hugetlbfs', 'fusectl', 'configfs', 'binfmt_misc', 'autofs', 'nsfs']);
 const kernelRoots = /^\/(proc|sys|dev)(\/|$)/;
@@ -26,7 +26,8 @@ function parse(mountinfo: string): Mount[] {
 }
 
 export async function targetMounts(pid: number): Promise<string[]> {
-  const [theirs, ours] = await Promise.all([readFile(`/proc/${pid}/mountinfo`, 'utf8'), readFile('/proc/self/mountinfo', 'utf8')]).catch(() => ['', '']);
+  // Read at once: two small files of the kernel's, where a FileHandle's open, stat and reads cost more than the read.
+  const [theirs, ours] = readBoth(`/proc/${pid}/mountinfo`, '/proc/self/mountinfo');
   const shared = new Set(parse(ours).map((m) => `${m.point} ${m.identity}`));
   return [
     ...new Set(
@@ -35,4 +36,12 @@ export async function targetMounts(pid: number): Promise<string[]> {
         .map((m) => m.point),
     ),
   ];
+}
+
+function readBoth(first: string, second: string): [string, string] {
+  try {
+    return [readFileSync(first, 'utf8'), readFileSync(second, 'utf8')];
+  } catch {
+    return ['', ''];
+  }
 }
