@@ -103,7 +103,16 @@ export function deleteRedirect(enter: Enter, backend: Backend, chain: string, po
 
 /** Chains named DOPPEL-* in the nat table of `backend`, from its save output. */
 function listChains(enter: Enter, backend: Backend): { chains: string[]; save: string } {
-  const save = runSync(enter, saveCommand(backend), []).stdout;
+  return natChains(runSync(enter, saveCommand(backend), []).stdout);
+}
+
+/** The DOPPEL-* chains of every backend, listed without blocking (a sweep that finds nothing to remove needs no more). */
+export async function listDoppelChains(enter: Enter): Promise<string[]> {
+  const saves = await Promise.all(BACKENDS.map((backend) => run(enter, saveCommand(backend), [])));
+  return saves.flatMap(({ stdout }) => natChains(stdout).chains);
+}
+
+function natChains(save: string): { chains: string[]; save: string } {
   const natTable = /^\*nat$([\s\S]*?)^COMMIT$/m.exec(save)?.[1] ?? '';
   const chains = [...natTable.matchAll(/^:(DOPPEL-[A-Za-z0-9-]+) /gm)].map((match) => match[1]!);
   return { chains, save: natTable };

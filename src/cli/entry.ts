@@ -10,4 +10,6 @@ module.enableCompileCache?.(join(process.env.XDG_CACHE_HOME || join(homedir(), '
 const { enableTrace, trace, traceRequested } = await import('../trace.ts');
 if (traceRequested(process.argv.slice(2), process.env)) enableTrace();
 trace('cli: started (Node.js itself started at 0)');
+// A process target named on the command line gets its agent now, while the CLI loads: see agent-spawn.ts.
+(await import('../platform/process/agent-spawn.ts')).startEarlyAgent(process.argv.slice(2), process.env);
 await import('./main.ts');

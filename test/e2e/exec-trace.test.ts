@@ -1,5 +1,8 @@
 // doppel exec --trace: the start-up's steps in order, the agent's own marks among them, and each remote call hop by hop.
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { needsRoot } from '../support/root.ts';
 import { createWorld, type World } from '../world/world.ts';
@@ -17,22 +20,39 @@ function traceLines(result: Finished): { at: number; what: string }[] {
     .map((match) => ({ at: Number(match[1]), what: match[2]! }));
 }
 
-/** In order; the steps of one inner list run concurrently, so each is only after the step before and before the next. */
-const startup = [
-  'cli: started',
-  'cli: modules loaded',
-  'cli: configuration read',
-  'spawning the agent',
-  'agent: process started',
-  'agent: modules loaded',
-  'agent: sending hello',
-  'handshake done',
-  ['environment fetched', 'proxy listening'],
-  'program spawned',
-  'program: first byte of output',
-  'program exited',
-  'session closed',
+/**
+ * Each chain in order. The agent named on the command line starts while the CLI loads and reads its configuration,
+ * so the two meet only at the handshake; the steps of an inner list run concurrently.
+ */
+const startup: (string | string[])[][] = [
+  ['cli: started', 'cli: modules loaded', 'cli: configuration read', 'handshake done'],
+  ['cli: started', 'spawning the agent', 'agent: process started', 'agent: modules loaded', 'agent: sending hello', 'handshake done'],
+  [
+    'handshake done',
+    ['environment fetched', 'proxy listening'],
+    'program spawned',
+    'program: first byte of output',
+    'program exited',
+    'session closed',
+  ],
 ];
+
+/** Asserts each chain's order; every step must be there. */
+function assertOrder(lines: { at: number; what: string }[], chains: (string | string[])[][], stderr: string): void {
+  const find = (step: string) => {
+    const found = lines.find(({ what }) => what.startsWith(step));
+    assert.ok(found, `no trace line for "${step}" in:\n${stderr}`);
+    return found;
+  };
+  for (const chain of chains) {
+    const stages = chain.map((stage) => (typeof stage === 'string' ? [stage] : stage).map(find));
+    for (let i = 1; i < stages.length; i++) {
+      for (const before of stages[i - 1]!) {
+        for (const step of stages[i]!) assert.ok(step.at >= before.at, `"${step.what}" (${step.at} ms) came before "${before.what}" (${before.at} ms)`);
+      }
+    }
+  }
+}
 
 describe('doppel exec --trace', gate, () => {
   let world: World;
@@ -50,17 +70,9 @@ describe('doppel exec --trace', gate, () => {
     // The program's output still reaches doppel's stdout whole, through the pipe that sees its first byte.
     assert.equal(result.stdout, `${content}done\n`);
     const lines = traceLines(result);
-    const find = (step: string) => {
-      const found = lines.find(({ what }) => what.startsWith(step));
-      assert.ok(found, `no trace line for "${step}" in:\n${result.stderr}`);
-      return found;
-    };
-    const stages = startup.map((stage) => (typeof stage === 'string' ? [stage] : stage).map(find));
-    for (let i = 1; i < stages.length; i++) {
-      for (const before of stages[i - 1]!) {
-        for (const step of stages[i]!) assert.ok(step.at >= before.at, `"${step.what}" (${step.at} ms) came before "${before.what}" (${before.at} ms)`);
-      }
-    }
+    assertOrder(lines, startup, result.stderr);
+    // Started from the command line: before the CLI's modules, not after its configuration.
+    assertOrder(lines, [['spawning the agent', 'cli: modules loaded']], result.stderr);
     // The remote open: its time in the proxy, the agent round trip split into the link and the agent's own time.
     const open = lines.find(({ what }) => what.startsWith(`call open ${JSON.stringify(path)} -> remote:`));
     assert.ok(open, `no trace of the remote open of ${path} in:\n${result.stderr}`);
@@ -69,6 +81,24 @@ describe('doppel exec --trace', gate, () => {
     // The agent's marks are the CLI's trace lines, not lines of its log.
     assert.doesNotMatch(result.stderr, /agent: trace @/);
     assert.deepEqual(await leftoversAfter(world.target.pid), { agents: [], dirs: [] });
+  });
+
+  test('a configuration that asks for another agent than the command line\'s ends the early one and starts its own', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'doppel-trace-test-'));
+    try {
+      const file = join(dir, 'config.json');
+      writeFileSync(file, JSON.stringify({ agent: { log_level: 'debug', ttl: 0 } }));
+      const result = await execIn(world.target.pid, ['sh', '-c', 'echo "$DOPPEL_TEST_SECRET"'], { flags: ['--trace', '-f', file] });
+      assert.equal(result.status, 0, result.stderr);
+      assert.equal(result.stdout, `${world.target.env.DOPPEL_TEST_SECRET}\n`);
+      const spawns = traceLines(result).filter(({ what }) => what === 'spawning the agent');
+      assert.equal(spawns.length, 2, result.stderr);
+      // The second is the configuration's: after it was read.
+      assert.ok(spawns[1]!.at >= traceLines(result).find(({ what }) => what.startsWith('cli: configuration read'))!.at, result.stderr);
+      assert.deepEqual(await leftoversAfter(world.target.pid), { agents: [], dirs: [] });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   test('DOPPEL_TRACE=1 does the same; without either there is no trace line', async () => {

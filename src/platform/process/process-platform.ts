@@ -1,21 +1,16 @@
 // The process platform: runs the agent inside a local process's network namespace (Linux, root), over a socketpair.
-import { spawn } from 'node:child_process';
-import { access, constants, readlink } from 'node:fs/promises';
-import module from 'node:module';
+import { accessSync, constants as fsConstants, readlinkSync } from 'node:fs';
 import type { Socket } from 'node:net';
-import { extname } from 'node:path';
 import process from 'node:process';
 import type { Duplex } from 'node:stream';
-import { fileURLToPath } from 'node:url';
-import { AGENT_NODE_FLAGS } from '../../agent/node-flags.ts';
 import { DoppelError } from '../../errors.ts';
 import { parseAgentTrace, trace, tracing } from '../../trace.ts';
 import type { AgentTransport } from '../agent-transport.ts';
 import { createLogTail, type LogTail } from '../log-tail.ts';
 import type { Platform } from '../platform.ts';
-import { isExecutable, whichSync } from '../../cli/exec/static-binary.ts';
 import { isAlive } from '../../proxy/proxy.ts';
-import { newSession, removeSessionChains, sweepDeadSessionChains } from './session-chains.ts';
+import { adoptEarlyAgent, newSession, spawnAgent, type EarlyAgent } from './agent-spawn.ts';
+import { removeSessionChains, sweepDeadSessionChains } from './session-chains.ts';
 import { targetMounts } from './target-mounts.ts';
 import { reachWarmAgent, startTime, warmDirectory, warmSocket } from './warm-agents.ts';
 
@@ -28,24 +23,24 @@ export interface ProcessAgentOptions {
   warmOnly?: boolean;
 }
 
-const agentMain = fileURLToPath(new URL(`../../agent/main${extname(fileURLToPath(import.meta.url))}`, import.meta.url));
-
 export function createProcessPlatform(options: ProcessAgentOptions): Platform {
   let transport: AgentTransport | undefined;
   return {
     description: `process ${options.pid}`,
     hasTargetProcess: true,
     async start(progress) {
-      await checkTarget(options.pid);
+      checkTarget(options.pid);
+      // Started by the entry from the command line, if that is the agent this configuration asks for.
+      const early = options.warmOnly ? undefined : adoptEarlyAgent(options.pid, options.logLevel);
       const warm = (options.ttl ?? 0) > 0 ? warmPlace(options.pid) : undefined;
-      const session = newSession();
-      const reused = warm && (await reachWarmAgent(warm.dir, options.pid, warm.targetStart, { session, trace: tracing() }));
+      const session = early?.session ?? newSession();
+      const reused = !early && warm && (await reachWarmAgent(warm.dir, options.pid, warm.targetStart, { session, trace: tracing() }));
       if (!reused && options.warmOnly) throw new DoppelError('E_NO_WARM_AGENT', `no warm agent of process ${options.pid} to take`, { category: 'agent' });
       if (reused) {
         trace('reusing a warm agent');
         transport = await progress.step(`reusing the warm agent of process ${options.pid}`, async () => reusedAgent(options, reused, session, warm, progress.warn));
       } else {
-        transport = await progress.step(`starting the agent in process ${options.pid}'s network namespace`, async () => startProcessAgent(options, session, warm, progress.warn));
+        transport = await progress.step(`starting the agent in process ${options.pid}'s network namespace`, async () => startProcessAgent(options, session, warm, progress.warn, early));
       }
       return [transport];
     },
@@ -123,21 +118,9 @@ function processTransport(options: ProcessAgentOptions, agent: AgentProcess, war
   };
 }
 
-function startProcessAgent(options: ProcessAgentOptions, session: string, warm: WarmPlace | undefined, warn: (text: string) => void): AgentTransport {
+function startProcessAgent(options: ProcessAgentOptions, session: string, warm: WarmPlace | undefined, warn: (text: string) => void, early: EarlyAgent | undefined): AgentTransport {
   const { pid } = options;
-  const nsenter = findNsenter();
-  // Only the network namespace is entered: the agent keeps the host's mount namespace and
-  // reaches the target's files through /proc/PID/root. A new session keeps the terminal's
-  // Ctrl-C away from it; it still ends when the socketpair on fd 3 closes.
-  const traced = tracing() ? ['--trace'] : [];
-  // The CLI's compile cache serves the agent's modules too (the same files): a fifth of its start.
-  const cache = module.getCompileCacheDir?.();
-  trace('spawning the agent');
-  const child = spawn(
-    nsenter,
-    [`--net=/proc/${pid}/ns/net`, '--', process.execPath, ...AGENT_NODE_FLAGS, agentMain, '--pid', String(pid), '--fd', '3', '--log-level', options.logLevel, '--session', session, ...traced],
-    { stdio: ['ignore', 'pipe', 'pipe', 'pipe'], detached: true, env: cache ? { ...process.env, NODE_COMPILE_CACHE: cache } : process.env },
-  );
+  const child = early?.child ?? spawnAgent(pid, options.logLevel, session);
   const tail = createLogTail(40);
   child.stdout?.on('data', (chunk: Buffer) => tail.push(chunk));
   child.stderr?.on('data', tracing() ? agentTraceSplitter(tail) : (chunk: Buffer) => tail.push(chunk));
@@ -162,10 +145,10 @@ function startProcessAgent(options: ProcessAgentOptions, session: string, warm: 
     child.unref();
   };
   const running = () => child.pid !== undefined && child.exitCode === null && child.signalCode === null;
-  // While the agent's Node.js starts (longer than this takes): what dead sessions left goes before ours can be made.
-  sweepChains(pid, warn);
-  trace('dead sessions\' rules swept');
-  return processTransport(options, { pid: child.pid ?? 0, running, stream, exited, tail, removeChains }, warm, detach);
+  // While the agent's Node.js starts: what dead sessions left goes, before the session ends at the latest.
+  const swept = sweepChains(pid, warn).then(() => trace('dead sessions\' rules swept'));
+  const transport = processTransport(options, { pid: child.pid ?? 0, running, stream, exited, tail, removeChains }, warm, detach);
+  return { ...transport, stop: () => transport.stop().finally(() => swept) };
 }
 
 /** A warm agent that took this session: it is not our child, so its end is its socket's, and its log went with its first CLI. */
@@ -188,12 +171,12 @@ function reusedAgent(options: ProcessAgentOptions, reused: { socket: Socket; age
   });
   const transport = processTransport(options, { pid: agentPid, running: () => isAlive(agentPid), stream: socket, exited, tail, removeChains }, warm, () => socket.unref());
   // The sweep of dead sessions' rules waits for the end of this session: here nothing slower would hide it.
-  const sweep = once(() => sweepChains(pid, warn));
-  return { ...transport, stop: () => transport.stop().finally(sweep) };
+  let sweeping: Promise<void> | undefined;
+  return { ...transport, stop: () => transport.stop().finally(() => (sweeping ??= sweepChains(pid, warn))) };
 }
 
-function sweepChains(pid: number, warn: (text: string) => void): void {
-  for (const failure of sweepDeadSessionChains(pid)) warn(`could not remove a dead session's iptables rules in process ${pid}'s network namespace: ${failure}`);
+async function sweepChains(pid: number, warn: (text: string) => void): Promise<void> {
+  for (const failure of await sweepDeadSessionChains(pid)) warn(`could not remove a dead session's iptables rules in process ${pid}'s network namespace: ${failure}`);
 }
 
 /** The agent's trace marks become the CLI's trace lines; everything else it says goes to its log tail. */
@@ -219,7 +202,7 @@ function once(run: () => void): () => void {
   };
 }
 
-async function checkTarget(pid: number): Promise<void> {
+function checkTarget(pid: number): void {
   if (process.getuid?.() !== 0) {
     throw new DoppelError('E_PERMISSION_ROOT', `targeting process/${pid} needs root, to enter its network namespace and read its files`, {
       category: 'permission',
@@ -228,7 +211,9 @@ async function checkTarget(pid: number): Promise<void> {
   }
   for (const entry of [`/proc/${pid}/ns/net`, `/proc/${pid}/root`]) {
     try {
-      await (entry.endsWith('/net') ? readlink(entry) : access(entry, constants.R_OK));
+      // Synchronous: two system calls on /proc, where each trip through libuv's thread pool waits on the event loop.
+      if (entry.endsWith('/net')) readlinkSync(entry);
+      else accessSync(entry, fsConstants.R_OK);
     } catch (error) {
       const code = (error as NodeJS.ErrnoException).code;
       if (code === 'EACCES' || code === 'EPERM') {
@@ -243,18 +228,6 @@ async function checkTarget(pid: number): Promise<void> {
       });
     }
   }
-}
-
-/** Looked up in PATH here rather than by a shell: a process start less before the agent's. */
-function findNsenter(): string {
-  const path = whichSync('nsenter', process.env.PATH, isExecutable);
-  if (path === undefined) {
-    throw new DoppelError('E_MISSING_TOOL', 'nsenter was not found on PATH; doppel needs it to start the agent in the target\'s network namespace', {
-      category: 'usage',
-      hint: 'install util-linux (Debian: apt-get install util-linux)',
-    });
-  }
-  return path;
 }
 
 const delay = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms).unref());
