@@ -12,7 +12,7 @@ import { isAlive } from '../../proxy/proxy.ts';
 import { adoptEarlyAgent, newSession, spawnAgent, type EarlyAgent } from './agent-spawn.ts';
 import { removeSessionChains, sweepDeadSessionChains } from './session-chains.ts';
 import { targetMounts } from './target-mounts.ts';
-import { reachWarmAgent, startTime, warmDirectory, warmSocket } from './warm-agents.ts';
+import { reachWarmAgent, startTime, sweepWarmSockets, warmDirectory, warmSocket } from './warm-agents.ts';
 
 export interface ProcessAgentOptions {
   pid: number;
@@ -34,6 +34,8 @@ export function createProcessPlatform(options: ProcessAgentOptions): Platform {
       const early = options.warmOnly ? undefined : adoptEarlyAgent(options.pid, options.logLevel);
       const warm = (options.ttl ?? 0) > 0 ? warmPlace(options.pid) : undefined;
       const session = early?.session ?? newSession();
+      // With an agent of its own the session takes no warm one, but what killed ones left goes all the same.
+      if (early && warm) sweepWarmSockets(warm.dir);
       const reused = !early && warm && (await reachWarmAgent(warm.dir, options.pid, warm.targetStart, { session, trace: tracing() }));
       if (!reused && options.warmOnly) throw new DoppelError('E_NO_WARM_AGENT', `no warm agent of process ${options.pid} to take`, { category: 'agent' });
       if (reused) {

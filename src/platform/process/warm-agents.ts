@@ -52,21 +52,27 @@ export const warmSocket = (dir: string, targetPid: number, targetStart: string, 
  */
 export async function reachWarmAgent(dir: string, targetPid: number, targetStart: string, client: WarmClient): Promise<{ socket: Socket; agentPid: number } | undefined> {
   const ours = `${targetPid}-${targetStart}-`;
-  for (const entry of readdirSync(dir)) {
-    // Warm agents' sockets, and warm session hosts' (src/warm/), whose stale files go here too.
-    const match = /^(launch-)?\d+-\d+-(\d+)\.sock$/.exec(entry);
-    const agentPid = Number(match?.[2]);
-    // Never 0 or 1: signalling those means a process group, or init.
-    if (!Number.isInteger(agentPid) || agentPid <= 1) continue;
-    if (!isAlive(agentPid)) {
-      removeStale(join(dir, entry));
-      continue;
-    }
-    if (match?.[1] || !entry.startsWith(ours)) continue;
+  for (const { entry, agentPid, launch } of sweepWarmSockets(dir)) {
+    if (launch || !entry.startsWith(ours)) continue;
     const socket = await handOver(join(dir, entry), client);
     if (socket) return { socket, agentPid };
   }
   return undefined;
+}
+
+/** Removes the sockets of warm agents and warm session hosts (src/warm/) that were killed; returns the live ones. */
+export function sweepWarmSockets(dir: string): { entry: string; agentPid: number; launch: boolean }[] {
+  return readdirSync(dir).flatMap((entry) => {
+    const match = /^(launch-)?\d+-\d+-(\d+)\.sock$/.exec(entry);
+    const agentPid = Number(match?.[2]);
+    // Never 0 or 1: signalling those means a process group, or init.
+    if (!Number.isInteger(agentPid) || agentPid <= 1) return [];
+    if (!isAlive(agentPid)) {
+      removeStale(join(dir, entry));
+      return [];
+    }
+    return [{ entry, agentPid, launch: match?.[1] !== undefined }];
+  });
 }
 
 function removeStale(path: string): void {
