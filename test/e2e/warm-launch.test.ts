@@ -17,7 +17,8 @@ import { agentProcesses, hostProcesses } from './leftovers.ts';
 import { doppelBin, execIn, ok, runDoppel, startDoppel } from './run-doppel.ts';
 import { serveUnderDoppel } from './serve-under-doppel.ts';
 import { curlTarget, targetAnswersAgain } from './target-http.ts';
-import { agentSockets, askHost, launchSockets, nothingLeft, pidsOf } from './warm-host.ts';
+import { agentSockets, askHost, launchSockets, nothingLeft, pidsOf, warmDir } from './warm-host.ts';
+import { sanitizedEnv, sanitizerReport } from '../layer/sanitized.ts';
 
 const gate = needsRoot('warm session hosts of process targets');
 
@@ -100,6 +101,19 @@ describe('warm session hosts', gate, () => {
     }
     assert.deepEqual(world.target.http.requests().filter((line) => line.includes('steal')), [], 'the target got a stolen request');
     assert.deepEqual([pidsOf(hostProcesses(pid())), pidsOf(agentProcesses(pid()))], [[host], [agent]]);
+    process.kill(host, 'SIGTERM');
+  });
+
+  test('the trampoline under AddressSanitizer and UBSan: the request, the answer and the exec', async () => {
+    const { host } = await warmUp('30');
+    const sanitized = sanitizedEnv();
+    const entry = fileURLToPath(new URL('../../dist/cli/entry.js', import.meta.url));
+    // What bin/doppel runs, with the sanitized layer (after libasan, which must come first) in the trampoline.
+    const env = { ...sanitized, DOPPEL_LAYER_LIBRARY: undefined, DOPPEL_LAUNCH: warmDir, DOPPEL_LAUNCH_PRELOAD: sanitized.LD_PRELOAD, LD_PRELOAD: `${sanitized.LD_PRELOAD}:${sanitized.DOPPEL_LAYER_LIBRARY}` };
+    const run = spawnSync('/usr/bin/env', [process.execPath, '--enable-source-maps', entry, ...exec(['--agent-ttl', '30'], ['sh', '-c', 'printf %s "$DOPPEL_TEST_SECRET"'])], { env, encoding: 'utf8', timeout: 60_000 });
+    assert.doesNotMatch(run.stderr, sanitizerReport);
+    assert.equal(run.stdout, secret(), run.stderr);
+    assert.match(run.stderr, new RegExp(`reusing the warm session of process ${pid()} \\(host pid ${host}\\)`));
     process.kill(host, 'SIGTERM');
   });
 
