@@ -10,6 +10,7 @@ import type { ResolvedConfig } from '../../config/schema.ts';
 import { tracing } from '../../trace.ts';
 import { AGENT_CONFIG_LABEL, AGENT_CONTAINER, AGENT_POD_ANNOTATION, CLIENT_ANNOTATION, MANAGED_BY, PARKED_UNTIL_ANNOTATION, SESSION_LABEL, TARGET_CONTAINER_ANNOTATION, TARGET_UID_LABEL } from './agent-job.ts';
 import type { KubeContext } from './kube-context.ts';
+import { apiStatus } from './kube-error.ts';
 import type { TargetPod } from './target-pod.ts';
 
 const mergePatch = setHeaderOptions('Content-Type', PatchStrategy.MergePatch);
@@ -21,6 +22,8 @@ export interface ParkedAgent {
   token: string;
   targetUid: string;
   containerId: string;
+  /** Its parked-until mark: the same mark on a second read means the same parking, unclaimed. */
+  parkedUntil: number;
   resourceVersion: string;
 }
 
@@ -45,7 +48,7 @@ export async function listParkedAgents(kube: KubeContext, namespace: string, dig
     const annotations = job.metadata?.annotations ?? {};
     const token = job.spec?.template.spec?.containers.find((c) => c.name === AGENT_CONTAINER)?.env?.find((e) => e.name === 'DOPPEL_AGENT_TOKEN')?.value;
     const pod = annotations[AGENT_POD_ANNOTATION];
-    if (!(parked !== undefined && parked > now) || finished(job) || job.metadata?.deletionTimestamp || !token || !pod) return [];
+    if (parked === undefined || !(parked > now) || finished(job) || job.metadata?.deletionTimestamp || !token || !pod) return [];
     return [
       {
         job: job.metadata!.name!,
@@ -54,6 +57,7 @@ export async function listParkedAgents(kube: KubeContext, namespace: string, dig
         token,
         targetUid: job.metadata?.labels?.[TARGET_UID_LABEL] ?? '',
         containerId: annotations[TARGET_CONTAINER_ANNOTATION] ?? '',
+        parkedUntil: parked,
         resourceVersion: job.metadata?.resourceVersion ?? '',
       },
     ];
@@ -63,23 +67,36 @@ export async function listParkedAgents(kube: KubeContext, namespace: string, dig
 export const parkedFor = (parked: ParkedAgent[], pod: TargetPod) => parked.find((agent) => agent.targetUid === pod.uid && agent.containerId === pod.containerId);
 
 /**
- * Takes a parked agent for this session: the patch holds only if nobody changed the Job since it was listed (a
- * resourceVersion precondition), so one of two CLIs wins and the other is told no (409) and starts its own.
+ * Takes a parked agent for this session: the patch holds only if nobody changed the Job since it was read (a
+ * resourceVersion precondition), so one of two CLIs wins and the other is told no (409) and starts its own. The Job
+ * controller's status updates change the version too: a Job still parked the same way is read again and claimed anew.
  */
 export async function claimParkedAgent(kube: KubeContext, agent: ParkedAgent, sessionId: string): Promise<boolean> {
-  const body = {
-    metadata: {
-      resourceVersion: agent.resourceVersion,
-      labels: { [SESSION_LABEL]: sessionId },
-      annotations: { [PARKED_UNTIL_ANNOTATION]: null, [AGENT_POD_ANNOTATION]: null, [CLIENT_ANNOTATION]: `${hostname()}/${process.pid}` },
-    },
-  };
-  // Taken (409), gone (404), or not ours to patch (403): either way this session starts its own.
-  return kube.batch.patchNamespacedJob({ name: agent.job, namespace: agent.namespace, body }, mergePatch).then(
-    () => true,
-    () => false,
-  );
+  const { job: name, namespace } = agent;
+  let resourceVersion = agent.resourceVersion;
+  for (let attempt = 0; attempt < CLAIM_ATTEMPTS; attempt++) {
+    const body = {
+      metadata: {
+        resourceVersion,
+        labels: { [SESSION_LABEL]: sessionId },
+        annotations: { [PARKED_UNTIL_ANNOTATION]: null, [AGENT_POD_ANNOTATION]: null, [CLIENT_ANNOTATION]: `${hostname()}/${process.pid}` },
+      },
+    };
+    const claimed = await kube.batch.patchNamespacedJob({ name, namespace, body }, mergePatch).then(
+      () => true,
+      (error: unknown) => (apiStatus(error) === 409 ? undefined : false),
+    );
+    // Gone (404), not ours to patch (403), ...: this session starts its own.
+    if (claimed !== undefined) return claimed;
+    const now = await kube.batch.readNamespacedJob({ name, namespace }).catch(() => undefined);
+    if (!now || parkedUntil(now) !== agent.parkedUntil || now.metadata?.deletionTimestamp || finished(now)) return false;
+    resourceVersion = now.metadata?.resourceVersion ?? '';
+  }
+  return false;
 }
+
+/** A Job the controller keeps updating is not worth more tries than this. */
+const CLAIM_ATTEMPTS = 3;
 
 /** Marks a Job whose session ended cleanly as parked for `ttlSeconds`, naming its pod for the next session. */
 export async function parkAgent(kube: KubeContext, namespace: string, job: string, pod: string, ttlSeconds: number): Promise<void> {
