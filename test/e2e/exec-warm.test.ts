@@ -6,10 +6,10 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { after, afterEach, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import { needsRoot } from '../support/root.ts';
 import { until } from '../support/until.ts';
-import { createWorld, type World } from '../world/world.ts';
+import { suiteWorld } from './suite-world.ts';
 import { agentProcesses, leftoversAfter } from './leftovers.ts';
 import { execIn, ok, runDoppel, startDoppel } from './run-doppel.ts';
 import { agentSockets, hostGivesBack, nothingLeft, pidsOf } from './warm-host.ts';
@@ -18,20 +18,11 @@ const gate = needsRoot('warm agents of process targets');
 const agentPids = (pid: number) => pidsOf(agentProcesses(pid));
 
 describe('warm agents', gate, () => {
-  let world: World;
-  const pid = () => world.target.pid;
-  const secret = () => world.target.env.DOPPEL_TEST_SECRET!;
-  const [remotePath, remoteContent] = [() => Object.keys(world.target.files)[0]!, () => Object.values(world.target.files)[0]!];
+  const world = suiteWorld((w) => nothingLeft(w.target.pid));
+  const pid = () => world().target.pid;
+  const secret = () => world().target.env.DOPPEL_TEST_SECRET!;
+  const [remotePath, remoteContent] = [() => Object.keys(world().target.files)[0]!, () => Object.values(world().target.files)[0]!];
 
-  before(async () => {
-    world = await createWorld();
-  });
-  after(async () => {
-    await world?.destroy();
-  });
-  afterEach(async () => {
-    if (world) await nothingLeft(pid());
-  });
 
   test('the next session on the target reuses the warm agent, says so, and serves from it', async () => {
     const program = ['sh', '-c', `printf '%s|' "$DOPPEL_TEST_SECRET"; cat ${remotePath()}`];

@@ -9,10 +9,10 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync
 import { fileURLToPath } from 'node:url';
 import { dirname, join } from 'node:path';
 import { tmpdir } from 'node:os';
-import { after, afterEach, before, describe, test } from 'node:test';
+import { after, describe, test } from 'node:test';
 import { needsRoot } from '../support/root.ts';
 import { until } from '../support/until.ts';
-import { createWorld, type World } from '../world/world.ts';
+import { suiteWorld } from './suite-world.ts';
 import { agentProcesses, hostProcesses } from './leftovers.ts';
 import { doppelBin, execIn, ok, runDoppel, startDoppel } from './run-doppel.ts';
 import { serveUnderDoppel } from './serve-under-doppel.ts';
@@ -23,10 +23,10 @@ import { sanitizedEnv, sanitizerReport } from '../layer/sanitized.ts';
 const gate = needsRoot('warm session hosts of process targets');
 
 describe('warm session hosts', gate, () => {
-  let world: World;
-  const pid = () => world.target.pid;
-  const secret = () => world.target.env.DOPPEL_TEST_SECRET!;
-  const [remotePath, remoteContent] = [() => Object.keys(world.target.files)[0]!, () => Object.values(world.target.files)[0]!];
+  const world = suiteWorld((w) => nothingLeft(w.target.pid));
+  const pid = () => world().target.pid;
+  const secret = () => world().target.env.DOPPEL_TEST_SECRET!;
+  const [remotePath, remoteContent] = [() => Object.keys(world().target.files)[0]!, () => Object.values(world().target.files)[0]!];
   const exec = (flags: string[], command: string[]) => ['exec', '--target', `process/${pid()}`, ...flags, '--', ...command];
 
   /** A session that leaves a host: the first CLI's, with agent.ttl `ttl`. */
@@ -39,15 +39,6 @@ describe('warm session hosts', gate, () => {
     return { host, agent };
   }
 
-  before(async () => {
-    world = await createWorld();
-  });
-  after(async () => {
-    await world?.destroy();
-  });
-  afterEach(async () => {
-    if (world) await nothingLeft(pid());
-  });
 
   test('the next doppel exec runs in the warm session: same agent and host, the target\'s context, its own pid and exit status', async () => {
     const { host, agent } = await warmUp('30');
@@ -93,13 +84,13 @@ describe('warm session hosts', gate, () => {
     // Answers one caller, then exits without closing its server: its session's end gives the port back.
     const script = `require('http').createServer((q, s) => s.end('local', () => process.exit(0))).listen(Number(process.argv[1]), () => console.log('ready'))`;
     for (let round = 0; round < 2; round++) {
-      const server = serveUnderDoppel(pid(), [process.execPath, '-e', script, String(world.target.http.port)], { flags: ['--agent-ttl', '30', '--steal'] });
+      const server = serveUnderDoppel(pid(), [process.execPath, '-e', script, String(world().target.http.port)], { flags: ['--agent-ttl', '30', '--steal'] });
       await server.line(/^ready/);
-      assert.equal(await curlTarget(world, `/steal-${round}`), 'local');
+      assert.equal(await curlTarget(world(), `/steal-${round}`), 'local');
       assert.equal((await server.finished).status, 0);
-      await targetAnswersAgain(world);
+      await targetAnswersAgain(world());
     }
-    assert.deepEqual(world.target.http.requests().filter((line) => line.includes('steal')), [], 'the target got a stolen request');
+    assert.deepEqual(world().target.http.requests().filter((line) => line.includes('steal')), [], 'the target got a stolen request');
     assert.deepEqual([pidsOf(hostProcesses(pid())), pidsOf(agentProcesses(pid()))], [[host], [agent]]);
     process.kill(host, 'SIGTERM');
   });
