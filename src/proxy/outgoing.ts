@@ -1,7 +1,7 @@
 // Outgoing TCP from the layer: the agent connects from the target's network, and a one-shot loopback listener hands the stream to the program.
 import { lookup } from 'node:dns/promises';
-import { createServer, isIPv4, type Server, type Socket } from 'node:net';
-import type { Duplex } from 'node:stream';
+import { connect as connectSocket, createServer, isIPv4, type Server, type Socket } from 'node:net';
+import { PassThrough, type Duplex } from 'node:stream';
 import type { Destination, OutgoingPolicy } from '../config/network-policy.ts';
 import type { AgentClient } from './agent-client.ts';
 import { errorAnswer } from './answer.ts';
@@ -27,6 +27,8 @@ const HANDOFF_TIMEOUT_MS = 10_000;
 export interface OutgoingRequests extends Pick<LayerHandler, 'connect'> {
   /** The names a destination goes by, for the filter: those the program resolved to it, and the filter's own that resolve to it. */
   namesOf(address: string): Promise<string[]>;
+  /** See `primeHandOff`. */
+  prime(): Promise<void>;
   close(): void;
 }
 
@@ -82,11 +84,27 @@ export function createOutgoingRequests(agent: AgentClient, policy: OutgoingDecid
       return { kind: 'remote', value: { via, local } };
     },
     namesOf,
+    prime: () => primeHandOff(open),
     close() {
       for (const item of open) item.destroy();
       open.clear();
     },
   };
+}
+
+/**
+ * One hand-off over loopback, spliced to an echo instead of a relayed stream, left as a finished connection leaves it:
+ * the first listen, accept and splice of a process run 10-25 ms of Node's own cold code (the listen's address lookup
+ * compiles its IPv6 expression...), which the program's first relayed connection would otherwise wait for.
+ */
+export async function primeHandOff(open: Set<{ destroy(): void }>): Promise<void> {
+  const { port } = await handOff(new PassThrough(), open);
+  await new Promise<void>((resolve) => {
+    const socket = connectSocket({ host: '127.0.0.1', port, noDelay: true }, () => socket.end('.'));
+    socket.on('error', () => resolve());
+    socket.on('close', () => resolve());
+    socket.resume();
+  });
 }
 
 /** Listens once on loopback; the first connection is spliced to the relayed stream. */

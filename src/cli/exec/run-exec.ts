@@ -66,6 +66,8 @@ export async function runExec(command: string[], config: ResolvedConfig, progres
     const env = programEnvironment({ config, policies, target: found, localEnv: process.env, layer, socketPath });
     const program = runProgram(command, env, calls && (() => trace('program: first byte of output')));
     trace('program spawned');
+    // While the program starts: its first remote calls then find compiled code in the proxy and the agent.
+    void proxy?.prime();
     // The next `doppel exec` on this target can start its program in this session, kept warm by a host (src/warm/).
     if (target.kind === 'process' && config.agent.ttl > 0) host = startSessionHost({ config, targetPid: target.pid, layer });
     const outcome = await Promise.race([program.status.then((status) => ({ status })), session.lost.then((error) => ({ error })), aborted.then((error) => ({ error }))]);
