@@ -21,7 +21,7 @@ export function startSessionHost(handoff: Handoff): SessionHostStart {
   const cache = module.getCompileCacheDir?.();
   // Its own session: the terminal's signals are not for it. `--pid` only names its target in `ps`. Its errors have nowhere to go; a request it cannot serve
   // is the CLI's.
-  const child = spawn(process.execPath, [hostMain, '--pid', String(handoff.targetPid)], { detached: true, stdio: ['pipe', 'pipe', 'ignore'], env: cache ? { ...process.env, NODE_COMPILE_CACHE: cache } : process.env });
+  const child = spawn(process.execPath, [...process.execArgv.filter((flag) => flag.startsWith('--min-semi-space-size')), hostMain, '--pid', String(handoff.targetPid)], { detached: true, stdio: ['pipe', 'pipe', 'ignore'], env: cache ? { ...process.env, NODE_COMPILE_CACHE: cache } : process.env });
   child.on('error', () => {});
   child.stdin!.on('error', () => {});
   child.stdin!.write(`${JSON.stringify(handoff)}\n`);
