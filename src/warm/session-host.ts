@@ -73,6 +73,7 @@ async function takeSession({ config, targetPid, layer }: Handoff): Promise<boole
   context.catch(() => undefined);
   const identity: HostIdentity = { entry, targetPid, config: JSON.stringify(config) };
 
+  let primed = false;
   let idle: NodeJS.Timeout | undefined;
   const waitIdle = () => {
     clearTimeout(idle);
@@ -152,6 +153,11 @@ async function takeSession({ config, targetPid, layer }: Handoff): Promise<boole
       // An env_file that cannot be read: the CLI says so.
       await proxy.close();
       throw error;
+    }
+    // The host's code is cold only for its first program: that one warms the call paths while it starts, as the CLI's does.
+    if (!primed) {
+      primed = true;
+      void proxy.prime();
     }
     let end: () => void = () => {};
     const exited = new Promise<void>((resolve) => (end = resolve));
