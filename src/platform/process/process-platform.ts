@@ -126,14 +126,15 @@ function startProcessAgent(options: ProcessAgentOptions, session: string, warm: 
   const tail = createLogTail(40);
   child.stdout?.on('data', (chunk: Buffer) => tail.push(chunk));
   child.stderr?.on('data', tracing() ? agentTraceSplitter(tail) : (chunk: Buffer) => tail.push(chunk));
-  // An agent removes its own chains on its way out; one that was killed cannot, so we do, before anyone hears it is gone.
+  // An agent removes its own chains on its way out (its exit code 0 says it got there: two nsenter + iptables-save runs
+  // spared on every session's end); one that was killed or failed may not have, so we do, before anyone hears it is gone.
   const removeChains = once(() => {
     for (const failure of removeSessionChains(pid, session)) tail.push(Buffer.from(`doppel: removing the agent's iptables rules: ${failure}\n`));
   });
   const exited = new Promise<string>((resolve) => {
     child.once('error', (error) => resolve(`could not be started: ${error.message}`));
     child.once('exit', (code, signal) => {
-      removeChains();
+      if (code !== 0) removeChains();
       resolve(signal ? `was killed by ${signal}` : `exited with code ${code}`);
     });
   });
