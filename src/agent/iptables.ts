@@ -1,6 +1,7 @@
 // iptables nat chains of one session in a network namespace: the backend the namespace already uses, a chain per
 // session jumped to from PREROUTING, REDIRECT rules in it, and their removal (also from another process, through nsenter).
 import { execFile, spawnSync } from 'node:child_process';
+import { SESSION_PATTERN } from './session-id.ts';
 
 export type Backend = 'iptables' | 'iptables-legacy' | 'iptables-nft';
 
@@ -15,9 +16,6 @@ interface Result {
   stdout: string;
   stderr: string;
 }
-
-/** Session ids become chain names, which iptables caps at 28 characters. */
-export const SESSION_PATTERN = /^[A-Za-z0-9-]{1,21}$/;
 
 export function chainName(session: string): string {
   if (!SESSION_PATTERN.test(session)) throw new Error(`invalid session id "${session}": 1-21 letters, digits or dashes`);

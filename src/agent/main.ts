@@ -8,13 +8,12 @@ import { Socket } from 'node:net';
 import process from 'node:process';
 import { parseArgs } from 'node:util';
 import { isDoppelError } from '../errors.ts';
-import { Connection } from '../protocol/connection.ts';
+import { Connection, type RequestHandler } from '../protocol/connection.ts';
 import type { WarmClient } from '../protocol/warm-preface.ts';
 import { agentTraceLine } from '../trace.ts';
 import type { Incoming } from './incoming.ts';
-import { SESSION_PATTERN } from './iptables.ts';
 import { createLog, parseLogLevel, type Log } from './log.ts';
-import { createRequestHandler } from './serve.ts';
+import { SESSION_PATTERN } from './session-id.ts';
 import { listenWarm, type Warm } from './warm.ts';
 
 const modulesLoaded = performance.now();
@@ -91,13 +90,22 @@ async function main(): Promise<number> {
       for (const out of [process.stdout, process.stderr]) out.on('error', () => undefined);
     };
     mark('sending hello');
-    const connection = await Connection.open(stream, {
+    let handle: RequestHandler | undefined;
+    let handler: Promise<RequestHandler> | undefined;
+    const opening = Connection.open(stream, {
       role: 'agent',
       software,
       handshakeTimeoutMs: timeoutMs,
-      onRequest: createRequestHandler(pid, log, incoming, park),
+      // Requests that come while the handlers load wait for them, in the order they came.
+      onRequest: (op, args, connection) => (handle ? handle(op, args, connection) : handler!.then((loaded) => loaded(op, args, connection))),
       timeAnswers: client.trace,
     });
+    // Loaded once the hello is out: the client's side of the handshake, and what it does next, runs meanwhile.
+    handler = requestHandlers().then(({ createRequestHandler }) => {
+      mark('request handlers loaded');
+      return (handle = createRequestHandler(pid, log, incoming, park));
+    });
+    const connection = await opening;
     mark('handshake done');
     log.info(`serving ${connection.peer.software} for process ${pid}`);
 
@@ -137,6 +145,12 @@ function handedClient(): Promise<{ stream: Socket; session: string }> {
     process.send({ ready: true });
   });
 }
+
+/**
+ * The request handlers' modules (files, DNS, environment, writes, outgoing, UDP), with the builtins only they load
+ * (fs and stream promises, dns, dgram), load after the hello: the client's handshake does not wait for them.
+ */
+const requestHandlers = () => import('./serve.ts');
 
 /**
  * Incoming traffic's modules (HTTP/1 and HTTP/2 parsers, the router) load at the first subscription: most sessions
