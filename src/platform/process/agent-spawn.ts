@@ -5,14 +5,14 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readdirSync } from 'node:fs';
 import module from 'node:module';
-import { tmpdir } from 'node:os';
-import { extname, join } from 'node:path';
+import { extname } from 'node:path';
 import process from 'node:process';
 import { fileURLToPath } from 'node:url';
 import { AGENT_NODE_FLAGS } from '../../agent/node-flags.ts';
 import { isExecutable, whichSync } from '../../cli/exec/static-binary.ts';
 import { DoppelError } from '../../errors.ts';
 import { trace, tracing } from '../../trace.ts';
+import { warmPath } from './warm-path.ts';
 
 const agentMain = fileURLToPath(new URL(`../../agent/main${extname(fileURLToPath(import.meta.url))}`, import.meta.url));
 
@@ -107,7 +107,7 @@ function endEarlyAgent(): void {
 /** A warm agent's socket names its target's PID first (see warm-agents.ts); any of this PID's may still be alive. */
 function mayHaveWarmAgent(pid: number): boolean {
   try {
-    return readdirSync(join(tmpdir(), 'doppel-warm')).some((entry) => entry.startsWith(`${pid}-`));
+    return readdirSync(warmPath()).some((entry) => entry.startsWith(`${pid}-`));
   } catch {
     return false;
   }

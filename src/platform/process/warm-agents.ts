@@ -3,18 +3,18 @@
 // the same target (the same process, not a later one with its PID) connects there instead of starting an agent.
 import { lstatSync, mkdirSync, readdirSync, readFileSync, unlinkSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import process from 'node:process';
 import { isAlive } from '../../proxy/proxy.ts';
 import { WARM_MAX_LINE, WARM_OK, warmLine, type WarmClient } from '../../protocol/warm-preface.ts';
+import { warmPath } from './warm-path.ts';
 
 /** A warm agent answers its preface at once; one that does not is busy or going. */
 const ANSWER_TIMEOUT_MS = 1000;
 
 /** Our directory for warm agents' sockets, made 0700 if missing; undefined when it is not ours alone (then no agent stays warm). */
 export function warmDirectory(): string | undefined {
-  const dir = join(tmpdir(), 'doppel-warm');
+  const dir = warmPath();
   try {
     mkdirSync(dir, { mode: 0o700 });
   } catch (error) {
