@@ -10,6 +10,7 @@
 import { closeSync, openSync, realpathSync, writeSync } from 'node:fs';
 import { createServer, type Socket } from 'node:net';
 import { join } from 'node:path';
+import { createInterface } from 'node:readline';
 import process from 'node:process';
 import { fileURLToPath } from 'node:url';
 import { programEnvironment, readTargetEnvironment, readTargetMounts, sessionOwner, sessionPolicies, startProgramProxy } from '../cli/exec/program-proxy.ts';
@@ -49,9 +50,10 @@ interface Launch {
   stop(): void;
 }
 
-const lines = readLines(process.stdin);
-const handoff = JSON.parse((await lines.next()) ?? 'null') as Handoff | null;
-if (!handoff || (await lines.next()) !== 'go') process.exit(0);
+const lines = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
+const nextLine = () => lines.next().then(({ value }) => value as string | undefined, () => undefined);
+const handoff = JSON.parse((await nextLine()) ?? 'null') as Handoff | null;
+if (!handoff || (await nextLine()) !== 'go') process.exit(0);
 const ready = await takeSession(handoff).catch(() => false);
 process.stdout.write(ready ? 'ready\n' : 'none\n');
 if (!ready) process.exit(0);
@@ -260,38 +262,4 @@ function readRequest(socket: Socket): Promise<LaunchRequest | undefined> {
     socket.on('data', onData);
     socket.once('end', () => finish(undefined));
   });
-}
-
-/** Lines from a stream, one at a time; undefined at its end. */
-function readLines(stream: NodeJS.ReadableStream): { next(): Promise<string | undefined> } {
-  let buffer = '';
-  let ended = false;
-  let wake: (() => void) | undefined;
-  stream.setEncoding('utf8');
-  stream.on('data', (chunk: string) => {
-    buffer += chunk;
-    wake?.();
-  });
-  stream.on('end', () => {
-    ended = true;
-    wake?.();
-  });
-  stream.on('error', () => {
-    ended = true;
-    wake?.();
-  });
-  return {
-    async next() {
-      for (;;) {
-        const end = buffer.indexOf('\n');
-        if (end >= 0) {
-          const line = buffer.slice(0, end);
-          buffer = buffer.slice(end + 1);
-          return line;
-        }
-        if (ended) return undefined;
-        await new Promise<void>((resolve) => (wake = resolve));
-      }
-    },
-  };
 }
