@@ -1,6 +1,6 @@
 // File requests, served through /proc/PID/root with every symlink resolved by hand so nothing escapes that root.
-import { closeSync, constants, createReadStream, fstatSync, lstatSync, openSync, readlinkSync, readSync, type BigIntStats } from 'node:fs';
-import { access, lstat, open, readdir, readlink } from 'node:fs/promises';
+import { accessSync, closeSync, constants, createReadStream, fstatSync, lstatSync, openSync, readlinkSync, readSync, type BigIntStats } from 'node:fs';
+import { lstat, open, readdir } from 'node:fs/promises';
 import { pipeline } from 'node:stream/promises';
 import type { Connection } from '../protocol/connection.ts';
 import { RemoteError } from '../protocol/errors.ts';
@@ -19,6 +19,7 @@ export interface Files {
   stat(args: Operations['fs.stat']['args']): Promise<Stat>;
   read(args: Operations['fs.read']['args']): Promise<Operations['fs.read']['result']>;
   fetch(args: Operations['fs.fetch']['args'], connection: Connection): Promise<Operations['fs.fetch']['result']>;
+  get(args: Operations['fs.get']['args']): Promise<Operations['fs.get']['result']>;
   readdir(args: Operations['fs.readdir']['args']): Promise<Operations['fs.readdir']['result']>;
   readlink(args: Operations['fs.readlink']['args']): Promise<Operations['fs.readlink']['result']>;
   access(args: Operations['fs.access']['args']): Promise<Record<string, never>>;
@@ -28,9 +29,10 @@ export interface Files {
 export function createFiles(root: string): Files {
   const resolve = (path: string, followLast: boolean) => resolveInRoot(root, path, followLast);
   return {
+    // stat, readlink, access and realpath are synchronous, as the path walk is: see openForReading.
     async stat({ path, follow }) {
       const { host } = await resolve(path, follow);
-      return toStat(await lstat(host, { bigint: true }));
+      return toStat(lstatSync(host, { bigint: true }));
     },
     async read({ path, offset, length }) {
       const { host } = await resolve(path, true);
@@ -53,18 +55,14 @@ export function createFiles(root: string): Files {
     async fetch({ path, channel: id }, connection) {
       // Attached before the first await, so a reset from a client that gave up (its deadline) finds the channel.
       const channel = connection.attachChannel(id);
-      // Opened and read synchronously where that is quick (see resolveInRoot): each trip through the thread pool
-      // would cost more than the read itself, and this is the call a program makes most.
-      let fd: number | undefined;
-      let stat: Stat;
+      let opened: { fd: number; stat: Stat };
       try {
-        fd = openSync((await resolve(path, true)).host, OPEN_FLAGS);
-        stat = toStat(fstatSync(fd, { bigint: true }));
+        opened = openForReading((await resolve(path, true)).host);
       } catch (error) {
-        if (fd !== undefined) closeSync(fd);
         channel.end();
         throw error;
       }
+      const { fd, stat } = opened;
       if ((stat.mode & S_IFMT) === S_IFDIR) {
         closeSync(fd);
         channel.end();
@@ -72,25 +70,36 @@ export function createFiles(root: string): Files {
       }
       let start = 0;
       if ((stat.mode & S_IFMT) === S_IFREG && stat.size < MAX_DATA_CHUNK) {
-        // A short read of a regular file is its end; one that fills the buffer means it grew, and the stream goes on.
-        const data = Buffer.allocUnsafe(stat.size + 1);
+        let whole: { data: Buffer; read: number };
         try {
-          start = readSync(fd, data, 0, data.length, 0);
+          whole = readWhole(fd, stat.size + 1);
         } catch (error) {
           closeSync(fd);
           channel.end();
           throw error;
         }
-        if (start < data.length) {
+        if (whole.read < whole.data.length) {
           closeSync(fd);
-          channel.end(data.subarray(0, start));
+          channel.end(whole.data.subarray(0, whole.read));
           return { stat };
         }
-        channel.write(data);
+        start = whole.read;
+        channel.write(whole.data);
       }
       // Read to the end rather than to stat.size: /proc and sysfs files say 0. A failure resets the channel, which the client reports.
       pipeline(createReadStream('', { fd, start, highWaterMark: MAX_DATA_CHUNK }), channel).catch(() => undefined);
       return { stat };
+    },
+    async get({ path, upTo }) {
+      const { fd, stat } = openForReading((await resolve(path, true)).host);
+      try {
+        if ((stat.mode & S_IFMT) !== S_IFREG || stat.size > upTo) return { stat };
+        // A file that says 0 may still have content (/proc, sysfs): a page's worth is looked for.
+        const { data, read } = stat.size > 0 ? readWhole(fd, stat.size + 1) : readWhole(fd, EMPTY_LOOKAHEAD, true);
+        return read < data.length ? { stat, data: data.subarray(0, read) } : { stat };
+      } finally {
+        closeSync(fd);
+      }
     },
     async readdir({ path }) {
       const { host } = await resolve(path, true);
@@ -105,19 +114,52 @@ export function createFiles(root: string): Files {
     },
     async readlink({ path }) {
       const { host } = await resolve(path, false);
-      return { target: await readlink(host) };
+      return { target: readlinkSync(host) };
     },
     async access({ path, mode }) {
       const { host } = await resolve(path, true);
-      await access(host, mode);
+      accessSync(host, mode);
       return {};
     },
     async realpath({ path }) {
       const { host, inside } = await resolve(path, true);
-      await lstat(host);
+      lstatSync(host);
       return { path: inside };
     },
   };
+}
+
+/** What `fs.get` reads of a file whose stat says it is empty. */
+const EMPTY_LOOKAHEAD = 4096;
+
+/**
+ * Opened and stat'ed synchronously, as the files a program reads most are small: each trip through libuv's thread
+ * pool would cost more than the call itself.
+ */
+function openForReading(host: string): { fd: number; stat: Stat } {
+  const fd = openSync(host, OPEN_FLAGS);
+  try {
+    return { fd, stat: toStat(fstatSync(fd, { bigint: true })) };
+  } catch (error) {
+    closeSync(fd);
+    throw error;
+  }
+}
+
+/**
+ * Reads into a buffer of `room` bytes: a regular file's short read is its end, and one that fills the buffer means the
+ * file is bigger (it grew since its stat), and the caller reads on. A file that says 0 bytes (/proc, sysfs) is read
+ * until a read gives nothing: /proc's lists come a page of whole lines at a time.
+ */
+function readWhole(fd: number, room: number, toTheEnd = false): { data: Buffer; read: number } {
+  const data = Buffer.allocUnsafe(room);
+  let read = readSync(fd, data, 0, room, 0);
+  while (toTheEnd && read < room) {
+    const n = readSync(fd, data, read, room - read, read);
+    if (n === 0) break;
+    read += n;
+  }
+  return { data, read };
 }
 
 /**

@@ -3,7 +3,7 @@ import { Decoder, Encoder } from '@msgpack/msgpack';
 import { ProtocolError } from './errors.ts';
 
 /** Bumped when an operation or field is added; a peer must speak at least MIN_PEER_VERSION. */
-export const PROTOCOL_VERSION = 6;
+export const PROTOCOL_VERSION = 7;
 /**
  * Version 1 peers are still served: the keepalive is the `ping` request every version answers, and a client
  * facing a version 1 agent fetches files with `fs.read` pieces instead of `fs.fetch`. Agents ship apart from the
@@ -115,6 +115,12 @@ export interface Operations {
    * a name in its network namespace's abstract space. The bytes travel on `channel` (opened by the client).
    */
   'unix.connect': { args: { path: string; abstract: boolean; channel: number }; result: Record<string, never> };
+  /**
+   * Version 7: the file's stat, and with it its whole content when it is a regular file of at most `upTo` bytes; a
+   * bigger or special file (a FIFO, a device) comes without `data`, for `fs.fetch` to stream. The call a program makes
+   * most, in one frame each way: no channel, no credit or end frames.
+   */
+  'fs.get': { args: { path: string; upTo: number }; result: { stat: Stat; data?: Uint8Array } };
 }
 
 export type IncomingMode = 'steal' | 'mirror';
@@ -167,6 +173,7 @@ export const operationSince: Record<Operation, number> = {
   'udp.open': 5,
   'unix.connect': 5,
   'agent.park': 6,
+  'fs.get': 7,
 };
 
 export function isOperation(op: string): op is Operation {

@@ -14,8 +14,22 @@ const FETCH_WINDOW = 1024 * 1024;
 /** `fs.read` pieces from a version 1 agent; each is one control frame that other requests wait behind. */
 const READ_PIECE = 4 * 1024 * 1024;
 
+/**
+ * Files up to this size come inside the answer (`fs.get`): most a program opens (sources, configuration, modules).
+ * Bigger ones stream on a channel, so that a big file does not hold back the requests behind it in one control frame.
+ */
+const INLINE_LIMIT = 64 * 1024;
+const S_IFMT = 0o170000;
+const S_IFDIR = 0o040000;
+
 /** Fails with E_PROTOCOL_TIMEOUT when the answer, or the content, stops coming for `idleTimeoutMs`. */
 export async function fetchFile(connection: Connection, path: string, idleTimeoutMs: number): Promise<FetchedFile> {
+  if (connection.supports('fs.get')) {
+    const { stat, data } = await connection.request('fs.get', { path, upTo: INLINE_LIMIT });
+    if (data !== undefined) return { stat, data };
+    // A directory has no content; a file too big (or grown since its stat) or a special one streams as before.
+    if ((stat.mode & S_IFMT) === S_IFDIR) return { stat, data: new Uint8Array(0) };
+  }
   if (!connection.supports('fs.fetch')) return readInPieces(connection, path);
   return receive(connection, path, idleTimeoutMs, (channel) => connection.request('fs.fetch', { path, channel }));
 }

@@ -125,3 +125,55 @@ test('a client facing a version 1 agent fetches in fs.read pieces and never send
   assert.equal(sha((await client.fetch(join(dir, 'nine'))).data), sha(nine));
   assert.deepEqual(seen, ['fs.read', 'fs.read', 'fs.read']);
 });
+
+test('a file up to 64 KiB comes inside the answer (fs.get); a bigger one, or a /proc file past its look-ahead, streams on a channel', async () => {
+  const link = await relayedLink();
+  closers.push(link.close);
+  const seen: string[] = [];
+  const serve = createRequestHandler(process.pid, createLog('error'));
+  const [client, agent] = await Promise.all([
+    connectAgent(link.a, { handshakeTimeoutMs: 5000 }),
+    Connection.open(link.b, {
+      role: 'agent',
+      software: 'test-agent',
+      handshakeTimeoutMs: 5000,
+      onRequest: (op, args, connection) => {
+        seen.push(op);
+        return serve(op, args, connection);
+      },
+    }),
+  ]);
+  closers.push(() => client.close());
+  const fetched = async (path: string) => {
+    seen.length = 0;
+    const { data } = await client.fetch(path);
+    return { data: Buffer.from(data), ops: [...seen] };
+  };
+
+  const inline = randomBytes(64 * 1024);
+  writeFileSync(join(dir, 'inline'), inline);
+  const small = await fetched(join(dir, 'inline'));
+  assert.deepEqual(small.ops, ['fs.get']);
+  assert.equal(sha(small.data), sha(inline));
+
+  const over = randomBytes(64 * 1024 + 1);
+  writeFileSync(join(dir, 'over'), over);
+  const big = await fetched(join(dir, 'over'));
+  assert.deepEqual(big.ops, ['fs.get', 'fs.fetch']);
+  assert.equal(sha(big.data), sha(over));
+
+  // /proc files say 0 bytes: a short one fits the look-ahead, a long one (this process's memory map) goes on a channel.
+  const status = await fetched('/proc/self/status');
+  assert.deepEqual(status.ops, ['fs.get']);
+  assert.match(status.data.toString(), /^Name:/);
+  const maps = await fetched('/proc/self/maps');
+  assert.ok(maps.data.length > 4096, `/proc/self/maps of the agent is ${maps.data.length} bytes`);
+  assert.deepEqual(maps.ops, ['fs.get', 'fs.fetch']);
+  assert.match(maps.data.toString().trimEnd().split('\n').at(-1)!, /\[vsyscall\]|\[vdso\]|\[stack\]/);
+
+  const directory = await fetched(dir);
+  assert.deepEqual(directory.ops, ['fs.get']);
+  assert.equal(directory.data.length, 0);
+  await assert.rejects(client.fetch(join(dir, 'missing')), { code: 'ENOENT' });
+  assert.equal(agent.openChannels, 0);
+});
