@@ -43,7 +43,7 @@ describe('warm agents', gate, () => {
     // And again, with --trace: the reused agent times its answers too.
     const third = await execIn(pid(), ['cat', remotePath()], { flags: ['--agent-ttl', '1', '--trace'] });
     assert.equal(ok(third), remoteContent());
-    assert.match(third.stderr, /call open "[^"]+" -> remote: proxy [\d.]+ \| fs\.fetch link [\d.]+ \+ agent [\d.]+/);
+    assert.match(third.stderr, /call open "[^"]+" -> remote: proxy [\d.]+ \| fs\.get link [\d.]+ \+ agent [\d.]+/);
     assert.deepEqual(agentPids(pid()), [warm]);
     // Its ttl is the last session's: 1 s, after which nothing is left (afterEach).
   });

@@ -57,9 +57,11 @@ test('a request with no answer in time fails with E_PROTOCOL_TIMEOUT; the late a
 });
 
 test('a remote open the agent never answers reaches the layer as EIO at the deadline, and the agent end of its channel is reset', async () => {
-  // Fault injection: an agent that takes the fetch's channel and then never answers.
+  // Fault injection: an agent that says the file is too big to come inside its answer (fs.get), then takes the
+  // fetch's channel and never answers.
   const held: { resetCode?: Promise<string | undefined> } = {};
-  const { client } = await pair((_op, args, connection) => {
+  const { client } = await pair((op, args, connection) => {
+    if (op === 'fs.get') return Promise.resolve({ stat });
     const channel = connection.attachChannel((args as { channel: number }).channel);
     held.resetCode = new Promise((resolve) => channel.on('error', (error: Error & { code?: string }) => resolve(error.code)));
     return new Promise(() => {});
@@ -98,8 +100,10 @@ test('a connect the client gave up on at its deadline is abandoned by the agent 
 });
 
 test('file content that stops coming mid-transfer fails after the communication timeout', async () => {
-  // Fault injection: an agent that answers the fetch, sends a little content, then goes quiet without ending it.
+  // Fault injection: an agent that says the file is too big for fs.get, answers the fetch, sends a little content,
+  // then goes quiet without ending it.
   const { client } = await pair(async (op, args, connection) => {
+    if (op === 'fs.get') return { stat };
     const channel = connection.attachChannel((args as { channel: number }).channel);
     channel.write(Buffer.alloc(1000, 7));
     return { stat };
