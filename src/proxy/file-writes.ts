@@ -1,5 +1,5 @@
 // Write mode: files opened for writing on the target, their write-backs from the layer's memfds, and path changes (mkdir, rename, ...).
-import { createHash } from 'node:crypto';
+import { createRequire } from 'node:module';
 import { constants } from 'node:fs';
 import type { AgentClient } from './agent-client.ts';
 import { remote } from './answer.ts';
@@ -34,7 +34,11 @@ export type FileWriteRequests = Pick<LayerHandler, 'writeback' | 'writebackData'
   openForWrite(path: string, flags: number, mode: number): Promise<Answer<{ stat: RemoteStat; data: Uint8Array; handle: number }>>;
 };
 
-const digestOf = (data: Uint8Array) => createHash('sha256').update(data).digest('base64');
+/** node:crypto is loaded at the first file opened for writing, not by every session: it costs a start 3-5 ms of CPU. */
+const digestOf = (data: Uint8Array): string => {
+  const { createHash } = createRequire(import.meta.url)('node:crypto') as typeof import('node:crypto');
+  return createHash('sha256').update(data).digest('base64');
+};
 const error = (code: string): Answer<never> => ({ kind: 'error', code });
 
 /** `notice` tells the user, once, that an older agent makes every write fail. */
