@@ -74,7 +74,7 @@ export async function timePlatformSteps(kubeconfig: string, namespace: string, t
     const linked = at();
     const client = await connectAgent(link.stream, { handshakeTimeoutMs: timeoutMs });
     const handshaken = at();
-    await client.env();
+    await client.env(true);
     const envRead = at();
 
     const before = performance.now();

@@ -4,7 +4,7 @@ import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { RemoteError } from '../protocol/errors.ts';
 import type { Operations } from '../protocol/messages.ts';
-import { resolveInRoot } from './files.ts';
+import { resolveInRoot } from './root-path.ts';
 
 type Lookup = Operations['dns.lookup'];
 type Found = Lookup['result'];

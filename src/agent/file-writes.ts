@@ -7,7 +7,8 @@ import type { Connection } from '../protocol/connection.ts';
 import { RemoteError } from '../protocol/errors.ts';
 import { MAX_DATA_CHUNK } from '../protocol/frame.ts';
 import type { Operations } from '../protocol/messages.ts';
-import { resolveInRoot, toStat } from './files.ts';
+import { toStat } from './files.ts';
+import { resolveInRoot } from './root-path.ts';
 
 const { O_ACCMODE, O_WRONLY, O_RDONLY, O_CREAT, O_EXCL, O_TRUNC, O_APPEND, O_NOFOLLOW, O_NONBLOCK } = { ...constants, O_ACCMODE: 3 };
 const S_IFMT = 0o170000;

@@ -9,8 +9,10 @@ import process from 'node:process';
 import { parseArgs } from 'node:util';
 import { isDoppelError } from '../errors.ts';
 import { Connection, type RequestHandler } from '../protocol/connection.ts';
+import type { Operations } from '../protocol/messages.ts';
 import type { WarmClient } from '../protocol/warm-preface.ts';
 import { agentTraceLine } from '../trace.ts';
+import { targetEnvironment } from './env.ts';
 import type { Incoming } from './incoming.ts';
 import { createLog, parseLogLevel, type Log } from './log.ts';
 import { SESSION_PATTERN } from './session-id.ts';
@@ -96,8 +98,13 @@ async function main(): Promise<number> {
       role: 'agent',
       software,
       handshakeTimeoutMs: timeoutMs,
-      // Requests that come while the handlers load wait for them, in the order they came.
-      onRequest: (op, args, connection) => (handle ? handle(op, args, connection) : handler!.then((loaded) => loaded(op, args, connection))),
+      // Requests that come while the handlers load wait for them, in the order they came; but the environment, the
+      // CLI's first question and the one its program waits for, is answered at once.
+      onRequest: (op, args, connection) => {
+        if (handle) return handle(op, args, connection);
+        if (op === 'env') return targetEnvironment(pid, args as Operations['env']['args']);
+        return handler!.then((loaded) => loaded(op, args, connection));
+      },
       timeAnswers: client.trace,
     });
     // Loaded once the hello is out: the client's side of the handshake, and what it does next, runs meanwhile.

@@ -3,7 +3,7 @@ import { connect, isIP, type Socket } from 'node:net';
 import type { Connection } from '../protocol/connection.ts';
 import { RemoteError } from '../protocol/errors.ts';
 import type { Operations } from '../protocol/messages.ts';
-import { resolveInRoot } from './files.ts';
+import { resolveInRoot } from './root-path.ts';
 import type { Log } from './log.ts';
 
 type TcpConnect = Operations['tcp.connect'];

@@ -3,7 +3,7 @@ import type { RequestHandler } from '../protocol/connection.ts';
 import { RemoteError } from '../protocol/errors.ts';
 import type { Operation, Operations } from '../protocol/messages.ts';
 import { createDns } from './dns.ts';
-import { readEnvironment } from './env.ts';
+import { targetEnvironment } from './env.ts';
 import { createFileWrites, readCredentials, type Credentials } from './file-writes.ts';
 import { createFiles } from './files.ts';
 import type { Incoming } from './incoming.ts';
@@ -30,7 +30,7 @@ export function createRequestHandler(pid: number, log: Log, incoming?: Incoming,
   };
   // `ping` is answered by the connection itself: it is also the keepalive.
   const handlers: { [O in Exclude<Operation, 'ping'>]: (args: Operations[O]['args'], connection: Parameters<RequestHandler>[2]) => Promise<Operations[O]['result']> } = {
-    env: async () => ({ vars: await readEnvironment(pid) }),
+    env: (args) => targetEnvironment(pid, args),
     'fs.stat': (args) => files.stat(args),
     'fs.read': (args) => files.read(args),
     'fs.fetch': (args, connection) => files.fetch(args, connection),

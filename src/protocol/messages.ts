@@ -10,6 +10,8 @@ export const PROTOCOL_VERSION = 7;
  * CLI (`agent.image` may name any image), so refusing them would buy nothing but a failed session.
  */
 export const MIN_PEER_VERSION = 1;
+/** The first version whose `env` answers `hostname` (an older agent's answer lacks it whether or not the file exists). */
+export const ENV_HOSTNAME_SINCE = 7;
 export const PROTOCOL_NAME = 'doppel-agent';
 
 export interface Stat {
@@ -41,7 +43,11 @@ export interface DirEntry {
 export interface Operations {
   /** Also the keepalive both ends send: any answer, even an error from a version 1 client, proves the peer reads and writes. */
   ping: { args: Record<string, never>; result: { now: number } };
-  env: { args: Record<string, never>; result: { vars: Record<string, string> } };
+  /**
+   * The target process's environment; since version 7, with `hostname`, also the content of its /etc/hostname (absent
+   * when it has none), so that a session's start asks one question before its program runs.
+   */
+  env: { args: { hostname?: boolean }; result: { vars: Record<string, string>; hostname?: string } };
   'fs.stat': { args: { path: string; follow: boolean }; result: Stat };
   /** A piece of a file inside one control frame; version 1 agents only have this, newer clients use `fs.fetch`. */
   'fs.read': { args: { path: string; offset: number; length: number }; result: { stat: Stat; data: Uint8Array; eof: boolean } };

@@ -3,7 +3,7 @@ import type { Duplex } from 'node:stream';
 import { readFileSync } from 'node:fs';
 import { Connection, DEFAULT_REQUEST_TIMEOUT_MS, type ConnectionOptions, type RequestHandler } from '../protocol/connection.ts';
 import { RemoteError } from '../protocol/errors.ts';
-import type { Operations, SocketAddress } from '../protocol/messages.ts';
+import { ENV_HOSTNAME_SINCE, type Operations, type SocketAddress } from '../protocol/messages.ts';
 import { fetchFile, openForWrite, writeFile, type FetchedFile } from './fetch-file.ts';
 import type { DirEntry, RemoteStat } from './layer-handler.ts';
 
@@ -11,7 +11,8 @@ const { version } = JSON.parse(readFileSync(new URL('../../package.json', import
 
 export interface AgentClient {
   readonly connection: Connection;
-  env(): Promise<Record<string, string>>;
+  /** The target's environment and, with `withHostname`, its /etc/hostname's content (undefined when it has none). */
+  env(withHostname: boolean): Promise<{ vars: Record<string, string>; hostnameFile?: string | undefined }>;
   stat(path: string, follow: boolean): Promise<RemoteStat>;
   /** The stat and the whole content of a file, for the layer's memfd. */
   fetch(path: string): Promise<FetchedFile>;
@@ -84,7 +85,19 @@ export async function connectAgent(stream: Duplex, options: AgentClientOptions):
   });
   return {
     connection,
-    env: async () => (await connection.request('env', {})).vars,
+    async env(withHostname) {
+      if (!withHostname) return { vars: (await connection.request('env', {})).vars };
+      if (connection.peer.version >= ENV_HOSTNAME_SINCE) {
+        const { vars, hostname } = await connection.request('env', { hostname: true });
+        return { vars, hostnameFile: hostname };
+      }
+      // An older agent: the file as the program would read it, alongside.
+      const [{ vars }, hostnameFile] = await Promise.all([
+        connection.request('env', {}),
+        fetchFile(connection, '/etc/hostname', communicationTimeoutMs).then(({ data }) => Buffer.from(data).toString('utf8'), () => undefined),
+      ]);
+      return { vars, hostnameFile };
+    },
     stat: (path, follow) => connection.request('fs.stat', { path, follow }),
     fetch: (path) => fetchFile(connection, path, communicationTimeoutMs),
     readdir: async (path) => (await connection.request('fs.readdir', { path })).entries,

@@ -4,7 +4,8 @@ import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
-import { createFiles, resolveInRoot } from '../../src/agent/files.ts';
+import { createFiles } from '../../src/agent/files.ts';
+import { resolveInRoot } from '../../src/agent/root-path.ts';
 
 const made: string[] = [];
 after(() => made.forEach((d) => rmSync(d, { recursive: true, force: true })));

@@ -1,14 +1,14 @@
 // File contents on channels: the real agent's fs.fetch through the real client, over throttled real sockets, with small requests overtaking a big transfer.
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { createLog } from '../../src/agent/log.ts';
 import { createRequestHandler } from '../../src/agent/serve.ts';
 import { Connection } from '../../src/protocol/connection.ts';
-import { decodeControl, encodeControl } from '../../src/protocol/messages.ts';
+import { decodeControl, encodeControl, PROTOCOL_VERSION } from '../../src/protocol/messages.ts';
 import { connectAgent, type AgentClient } from '../../src/proxy/agent-client.ts';
 import { startAgentProcess } from './agent-process.ts';
 import { socketPair } from './pair.ts';
@@ -176,4 +176,41 @@ test('a file up to 64 KiB comes inside the answer (fs.get); a bigger one, or a /
   assert.equal(directory.data.length, 0);
   await assert.rejects(client.fetch(join(dir, 'missing')), { code: 'ENOENT' });
   assert.equal(agent.openChannels, 0);
+});
+
+test('the environment brings /etc/hostname in the same answer; a version 6 agent is asked for the file alongside', async () => {
+  const serve = createRequestHandler(process.pid, createLog('error'));
+  const hostnameFile = readFileSync('/etc/hostname', 'utf8');
+  for (const version of [PROTOCOL_VERSION, 6]) {
+    // Fault injection for the older case: the relay makes the real agent's hello claim version 6.
+    const link = await relayedLink({
+      helloFromB: (frame) => {
+        const message = frame.kind === 'control' ? decodeControl(frame.body) : undefined;
+        if (message?.t !== 'hello') throw new Error('the agent did not start with its hello');
+        return { kind: 'control', body: encodeControl({ ...message, version }) };
+      },
+    });
+    closers.push(link.close);
+    const seen: string[] = [];
+    const [client] = await Promise.all([
+      connectAgent(link.a, { handshakeTimeoutMs: 5000 }),
+      Connection.open(link.b, {
+        role: 'agent',
+        software: 'test-agent',
+        handshakeTimeoutMs: 5000,
+        onRequest: (op, args, connection) => {
+          seen.push(op);
+          return serve(op, args, connection);
+        },
+      }),
+    ]);
+    closers.push(() => client.close());
+    const { vars, hostnameFile: got } = await client.env(true);
+    assert.equal(vars.PATH, process.env.PATH);
+    assert.equal(got, hostnameFile);
+    assert.deepEqual(seen.sort(), version === 6 ? ['env', 'fs.fetch'] : ['env']);
+    seen.length = 0;
+    assert.equal((await client.env(false)).hostnameFile, undefined);
+    assert.deepEqual(seen, ['env']);
+  }
 });

@@ -13,7 +13,7 @@ import type { IncomingSession } from '../../proxy/incoming.ts';
 import type { LayerHandler } from '../../proxy/layer-handler.ts';
 import { startProxy, type Proxy } from '../../proxy/proxy.ts';
 import { layerEnvironment } from './layer-library.ts';
-import { targetHostname } from './target-hostname.ts';
+import { hostnameFrom } from './target-hostname.ts';
 
 export interface SessionPolicies {
   unixStreams: ReturnType<typeof createUnixStreamPolicy>;
@@ -32,11 +32,12 @@ export interface TargetEnvironment {
 }
 
 export async function readTargetEnvironment(agent: AgentClient, platform: Pick<Platform, 'hasTargetProcess'>, config: ResolvedConfig, progress: StepReporter): Promise<TargetEnvironment> {
-  const [remoteEnv, hostname] = await Promise.all([
-    config.feature.env.enabled && platform.hasTargetProcess ? progress.step('reading the target\'s environment', () => agent.env()) : {},
-    config.feature.hostname && platform.hasTargetProcess ? targetHostname(agent) : undefined,
-  ]);
-  return { remoteEnv, hostname };
+  const wantEnv = config.feature.env.enabled && platform.hasTargetProcess;
+  const wantHostname = config.feature.hostname && platform.hasTargetProcess;
+  if (!wantEnv && !wantHostname) return { remoteEnv: {}, hostname: undefined };
+  // One question for both: the agent answers it before anything else (src/agent/env.ts).
+  const { vars, hostnameFile } = await progress.step('reading the target\'s environment', () => agent.env(wantHostname));
+  return { remoteEnv: wantEnv ? vars : {}, hostname: hostnameFrom(hostnameFile) };
 }
 
 /** The target's own mounts, read remotely even under local roots; the proxy's fs policy needs them. */
