@@ -31,6 +31,9 @@ interface Member {
   leaving: boolean;
 }
 
+/** How long a broken link waits for its agent's exit to say why. */
+const EXIT_GRACE_MS = 250;
+
 export async function openSession(platform: Platform, options: SessionOptions, progress: StepReporter): Promise<Session> {
   const transports = await platform.start(progress);
   const members: Member[] = [];
@@ -50,8 +53,11 @@ export async function openSession(platform: Platform, options: SessionOptions, p
     for (const args of subscriptions.values()) {
       client.subscribeIncoming(args).catch((error: Error) => progress.warn(`${transport.description} does not take port ${args.port}'s traffic: ${error.message}`));
     }
-    // A link that stalls ends the connection while the transport may still look open.
-    const stalled = client.connection.closed.then((error) => (error ? `stopped answering (${error.message})` : transport.exited));
+    // A link that stalls ends the connection while the transport may still look open. A link broken by the agent's
+    // death (EPIPE, a reset) is said as that death when its exit is known within a moment.
+    const stalled = client.connection.closed.then((error) =>
+      error ? Promise.race([transport.exited, new Promise<string>((resolve) => setTimeout(() => resolve(`stopped answering (${error.message})`), EXIT_GRACE_MS).unref())]) : transport.exited,
+    );
     void Promise.race([transport.exited, stalled]).then((how) => onExit(member, how));
   };
   const onExit = async (member: Member, how: string) => {
