@@ -94,26 +94,34 @@ async function main(): Promise<number> {
     mark('sending hello');
     let handle: RequestHandler | undefined;
     let handler: Promise<RequestHandler> | undefined;
+    // Loaded after the hello, so that the client's side of the handshake runs meanwhile, and after the environment's
+    // answer has gone (module loading holds the event loop for milliseconds, and the client's program waits for that
+    // answer): at the first other request, or soon after the handshake when none comes.
+    const loadHandlers = () =>
+      (handler ??= requestHandlers().then(({ createRequestHandler }) => {
+        mark('request handlers loaded');
+        return (handle = createRequestHandler(pid, log, incoming, park));
+      }));
     const opening = Connection.open(stream, {
       role: 'agent',
       software,
       handshakeTimeoutMs: timeoutMs,
-      // Requests that come while the handlers load wait for them, in the order they came; but the environment, the
-      // CLI's first question and the one its program waits for, is answered at once.
       onRequest: (op, args, connection) => {
         if (handle) return handle(op, args, connection);
-        if (op === 'env') return targetEnvironment(pid, args as Operations['env']['args']);
-        return handler!.then((loaded) => loaded(op, args, connection));
+        if (op === 'env') {
+          const answer = targetEnvironment(pid, args as Operations['env']['args']);
+          // A timer's turn comes after the link's flush of the answer (setImmediate).
+          void answer.finally(() => setTimeout(loadHandlers, 1));
+          return answer;
+        }
+        // Requests that come while the handlers load wait for them, in the order they came.
+        return loadHandlers().then((loaded) => loaded(op, args, connection));
       },
       timeAnswers: client.trace,
     });
-    // Loaded once the hello is out: the client's side of the handshake, and what it does next, runs meanwhile.
-    handler = requestHandlers().then(({ createRequestHandler }) => {
-      mark('request handlers loaded');
-      return (handle = createRequestHandler(pid, log, incoming, park));
-    });
     const connection = await opening;
     mark('handshake done');
+    setTimeout(loadHandlers, HANDLERS_AFTER_MS);
     log.info(`serving ${connection.peer.software} for process ${pid}`);
 
     const why = await Promise.race([connection.closed.then((error) => (error ? `connection failed: ${error.message}` : 'client disconnected')), targetGone, signalled]);
@@ -158,6 +166,8 @@ function handedClient(): Promise<{ stream: Socket; session: string }> {
  * (fs and stream promises, dns, dgram), load after the hello: the client's handshake does not wait for them.
  */
 const requestHandlers = () => import('./serve.ts');
+/** A client that asks no environment first gets the handlers loaded this long after the handshake all the same. */
+const HANDLERS_AFTER_MS = 10;
 
 /**
  * Incoming traffic's modules (HTTP/1 and HTTP/2 parsers, the router) load at the first subscription: most sessions

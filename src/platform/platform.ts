@@ -25,7 +25,10 @@ export interface Platform {
   start(progress: StepReporter): Promise<AgentTransport[]>;
   /** Follows replicas joining and leaving until stopped; platforms with one fixed target report nothing. */
   follow(events: ReplicaEvents): { stop(): void };
-  /** Directories the target mounts from volumes (ConfigMaps, Secrets, PVCs...), read remotely even under local roots. */
+  /**
+   * Directories the target mounts from volumes (ConfigMaps, Secrets, PVCs...), read remotely even under local roots.
+   * May be asked before start(): it settles once the target is known (or the platform stopped).
+   */
   remoteMounts(): Promise<string[]>;
   /** Whether the target has an environment of its own (targetless has none). */
   readonly hasTargetProcess: boolean;

@@ -20,14 +20,18 @@ import { createRoute, type ResolverDecider } from './route.ts';
 import { createStandIns } from './standins.ts';
 import { createUdpRequests } from './udp.ts';
 
-export interface ProxyOptions {
-  agent: AgentClient;
+/** What a session's configuration and target decide, before any agent. */
+export interface ProxyPolicies {
   /** The fs policy, with the rules the layer applies itself (src/config/fs-fast-rules.ts). */
   fs: FsDecider & { readonly fastRules: FastRule[]; readonly remoteWrites: boolean };
   dns: DnsDecider & ResolverDecider;
   outgoing: OutgoingDecider;
   unixStreams: UnixStreamDecider;
   incoming: IncomingDecider;
+}
+
+export interface ProxyOptions extends ProxyPolicies {
+  agent: AgentClient;
   /** Who this session is to other sessions on the target, and what the user hears of them. */
   session: IncomingSession;
   /** `--trace`: the handler as the layer server calls it, timed. */
@@ -45,10 +49,33 @@ export interface Proxy {
   close(): Promise<void>;
 }
 
-export async function startProxy(options: ProxyOptions): Promise<Proxy> {
+/** A proxy's directory with the layer's rules in it, made while the agent starts: it needs the policies alone. */
+export interface PreparedProxy {
+  readonly dir: string;
+  /** Removes the directory of a proxy that will not start. */
+  discard(): Promise<void>;
+}
+
+export async function prepareProxy(policies: Pick<ProxyPolicies, 'fs' | 'outgoing'>): Promise<PreparedProxy> {
   // A fresh 0700 directory keeps other local users off the socket; its name carries our PID
   // so that a later session can remove it if this one is killed before it cleans up.
   const dir = await mkdtemp(join(tmpdir(), `doppel-${process.pid}-`));
+  const discard = () => rm(dir, { recursive: true, force: true });
+  try {
+    // Read by every process at load, so that one that asks nothing never connects (DP_FAST_PATH_FILE).
+    await writeFile(join(dir, FAST_PATH_FILE), encodeFastPath(fastPathOf(policies)));
+  } catch (error) {
+    await discard();
+    throw error;
+  }
+  return { dir, discard };
+}
+
+/** Every process of the session gets the same rules: they come from the session's policies alone. */
+const fastPathOf = (policies: Pick<ProxyPolicies, 'fs' | 'outgoing'>) => ({ rules: policies.fs.fastRules, loopbackTcpLocal: policies.outgoing.loopbackTcpLocal, remoteWrites: policies.fs.remoteWrites });
+
+export async function startProxy(options: ProxyOptions, prepared?: PreparedProxy): Promise<Proxy> {
+  const { dir } = prepared ?? (await prepareProxy(options));
   const socketPath = join(dir, 'layer.sock');
   const names = createResolvedNames();
   const route = createRoute(options.agent, options.outgoing, options.dns);
@@ -58,8 +85,7 @@ export async function startProxy(options: ProxyOptions): Promise<Proxy> {
   const incoming = createIncomingRequests(options.agent, options.incoming, options.session);
   const { sweep, ...listeners } = createListenerRequests(incoming, options.incoming);
   const { openForWrite, ...fileWrites } = createFileWriteRequests(options.agent, options.fs, options.session.notice);
-  // Every process of the session gets the same answer: it comes from the session's policies alone.
-  const fastPath = { rules: options.fs.fastRules, loopbackTcpLocal: options.outgoing.loopbackTcpLocal, remoteWrites: options.fs.remoteWrites };
+  const fastPath = fastPathOf(options);
   const handler: LayerHandler = {
     hello: () => Promise.resolve({ kind: 'remote', value: fastPath }),
     // Remote directories' stand-ins live in the same directory, so they go with it.
@@ -72,8 +98,6 @@ export async function startProxy(options: ProxyOptions): Promise<Proxy> {
     ...listeners,
   };
   try {
-    // Read by every process at load, so that one that asks nothing never connects (DP_FAST_PATH_FILE).
-    await writeFile(join(dir, FAST_PATH_FILE), encodeFastPath(fastPath));
     // A process that exits without closing its listening sockets ends their subscriptions with its layer connections,
     // and its UDP sockets' flows.
     const server = await startLayerServer({ socketPath, handler: options.wrapHandler?.(handler) ?? handler, onDisconnect: () => void Promise.all([sweep(), udp.sweep()]) });

@@ -11,7 +11,7 @@ import type { Platform, StepReporter } from '../../platform/platform.ts';
 import type { AgentClient } from '../../proxy/agent-client.ts';
 import type { IncomingSession } from '../../proxy/incoming.ts';
 import type { LayerHandler } from '../../proxy/layer-handler.ts';
-import { startProxy, type Proxy } from '../../proxy/proxy.ts';
+import { startProxy, type Proxy, type ProxyPolicies } from '../../proxy/proxy.ts';
 import { layerEnvironment } from './layer-library.ts';
 import { hostnameFrom } from './target-hostname.ts';
 
@@ -59,17 +59,18 @@ export interface ProgramProxyOptions {
 
 /** The program's proxy: its fs policy knows the program's directory and executable. */
 export function startProgramProxy(options: ProgramProxyOptions): Promise<Proxy> {
+  return startProxy({ ...programProxyPolicies(options), agent: options.agent, session: options.session, ...(options.wrapHandler ? { wrapHandler: options.wrapHandler } : {}) });
+}
+
+export function programProxyPolicies(options: Omit<ProgramProxyOptions, 'agent' | 'session' | 'wrapHandler'>): ProxyPolicies {
   const { config, localEnv } = options;
-  return startProxy({
-    agent: options.agent,
+  return {
     fs: createFsPolicy(config.feature.fs, { cwd: options.cwd, home: localEnv.HOME || homedir(), tmpdir: tmpdir(), executable: options.executable, path: localEnv.PATH, previousCwd: localEnv.OLDPWD, targetMounts: options.targetMounts }),
     dns: createDnsPolicy(config.feature.network.dns),
     outgoing: createOutgoingPolicy(config.feature.network.outgoing, config.feature.network.dns),
     unixStreams: options.policies.unixStreams,
     incoming: createIncomingPolicy(config.feature.network.incoming, config.agent),
-    session: options.session,
-    ...(options.wrapHandler ? { wrapHandler: options.wrapHandler } : {}),
-  });
+  };
 }
 
 /** The program's whole environment: the merged variables, and the layer's for its proxy at `socketPath`. */

@@ -6,12 +6,12 @@ import type { ResolvedConfig } from '../../config/schema.ts';
 import { parseTarget } from '../../config/target.ts';
 import type { DoppelError } from '../../errors.ts';
 import { createPlatform } from '../../platform/create-platform.ts';
-import type { Proxy } from '../../proxy/proxy.ts';
+import { prepareProxy, startProxy, type Proxy } from '../../proxy/proxy.ts';
 import type { Progress } from '../progress.ts';
 import { findLayer } from './layer-library.ts';
 import { trace, tracing } from '../../trace.ts';
 import { createCallTracer } from './call-trace.ts';
-import { programEnvironment, readTargetEnvironment, readTargetMounts, sessionOwner, sessionPolicies, startProgramProxy } from './program-proxy.ts';
+import { programEnvironment, programProxyPolicies, readTargetEnvironment, readTargetMounts, sessionOwner, sessionPolicies } from './program-proxy.ts';
 import { runProgram } from './run-program.ts';
 import { openSession, type Session } from './session.ts';
 import { isStaticElf, whichSync } from './static-binary.ts';
@@ -37,24 +37,25 @@ export async function runExec(command: string[], config: ResolvedConfig, progres
   const executable = whichSync(command[0] ?? '', process.env.PATH, existsSync);
   // Nothing before the program's start waits for what needs no agent: it runs while the agent starts.
   const staticElf = executable ? isStaticElf(executable).catch(() => false) : Promise.resolve(false);
+  // The proxy's policies, its directory and the layer's rules need the target's mounts, not its agent: made while the
+  // agent starts (the platform gives the mounts once it knows the target).
+  const preparing = readTargetMounts(platform, config).then(async (targetMounts) => {
+    const proxyPolicies = programProxyPolicies({ config, policies, targetMounts, cwd, executable, localEnv: process.env });
+    return { proxyPolicies, prepared: await prepareProxy(proxyPolicies) };
+  });
+  // Awaited where the proxy starts, or at the end to remove what it made.
+  preparing.catch(() => undefined);
   try {
     session = await openSession(platform, { handshakeTimeoutMs: config.agent.startup_timeout * 1000, communicationTimeoutMs: config.agent.communication_timeout * 1000, onCall: calls?.onCall }, progress);
     trace('handshake done');
     const agent = session.agent;
     const environment = readTargetEnvironment(agent, platform, config, progress).then((found) => (trace('environment fetched'), found));
-    // The proxy needs the target's mounts, not its environment: it starts listening while the environment is read.
-    const listening = readTargetMounts(platform, config).then(async (targetMounts) => {
-      proxy = await startProgramProxy({
-        agent,
-        config,
-        policies,
-        targetMounts,
-        cwd,
-        executable,
-        localEnv: process.env,
-        session: { owner: sessionOwner(command, process.pid), notice: (text) => progress.warn(text), abort },
-        ...(calls ? { wrapHandler: calls.wrap } : {}),
-      });
+    // The proxy starts listening while the environment is read.
+    const listening = preparing.then(async ({ proxyPolicies, prepared }) => {
+      proxy = await startProxy(
+        { ...proxyPolicies, agent, session: { owner: sessionOwner(command, process.pid), notice: (text) => progress.warn(text), abort }, ...(calls ? { wrapHandler: calls.wrap } : {}) },
+        prepared,
+      );
       trace('proxy listening');
       return proxy;
     });
@@ -85,6 +86,8 @@ export async function runExec(command: string[], config: ResolvedConfig, progres
   } finally {
     await proxy?.close().catch(() => undefined);
     const parked = await (session ? session.close() : platform.stop()).catch(() => undefined);
+    // After the platform's stop, by which the target's mounts are known or will never be.
+    if (!proxy) await preparing.then(({ prepared }) => prepared.discard(), () => undefined);
     await host?.handOver(cleanEnd && parked === true);
     if (host) trace('session host told');
     process.off('exit', onExit);

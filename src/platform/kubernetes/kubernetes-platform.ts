@@ -40,6 +40,9 @@ export async function createKubernetesPlatform(target: Exclude<Target, { kind: '
   /** Agents stopped because their pod left the session: their end is no loss. */
   const dismissed = new WeakSet<AgentTransport>();
   let resolved: ResolvedTarget | undefined;
+  /** Settled once the target is known, or at stop(): the mounts may be asked for before start() is done. */
+  let targetKnown!: (target: ResolvedTarget | undefined) => void;
+  const known = new Promise<ResolvedTarget | undefined>((resolve) => (targetKnown = resolve));
   let stopped = false;
   let sweeping: Promise<void> = Promise.resolve();
   const oneReplica = config.target.replicas === 'one';
@@ -101,12 +104,14 @@ export async function createKubernetesPlatform(target: Exclude<Target, { kind: '
       // In the background of the start; stop() waits for it, so a short session still finishes the sweep.
       sweeping = sweepDeadAgents(kube, agentNamespace).catch(() => undefined);
       if (target.kind === 'targetless') {
+        targetKnown(undefined);
         return [await progress.step(`starting the agent in namespace ${agentNamespace} (image ${config.agent.image})`, (status) => startAgent(undefined, status))];
       }
       // Looked for while the target resolves: one list of the namespace's parked agents with our settings.
       const parking = warmAgents ? listParkedAgents(kube, agentNamespace, configDigest) : Promise.resolve([]);
       const found = await progress.step(`resolving ${description}`, () => resolveTarget(kube, target));
       resolved = found;
+      targetKnown(found);
       trace(`kubernetes: ${description} resolved: ready pods ${found.pods.map((pod) => pod.name).join(', ')}`);
       const pods = oneReplica ? found.pods.slice(0, 1) : found.pods;
       const parked = await parking;
@@ -152,11 +157,12 @@ export async function createKubernetesPlatform(target: Exclude<Target, { kind: '
       });
     },
     async remoteMounts() {
-      const pod = resolved?.pods[0];
+      const pod = (await known)?.pods[0];
       return pod ? volumeMountPaths(kube, pod) : [];
     },
     async stop() {
       stopped = true;
+      targetKnown(resolved);
       ending.abort();
       await Promise.allSettled(starting);
       await Promise.all([...agents.values()].map((agent) => agent.stop()));
