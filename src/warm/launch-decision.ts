@@ -10,6 +10,7 @@ import { resolveConfig } from '../config/load.ts';
 import type { ResolvedConfig } from '../config/schema.ts';
 import { parseTarget } from '../config/target.ts';
 import { traceRequested } from '../trace.ts';
+import type { HostTarget } from './host-target.ts';
 import type { LaunchRequest } from './launch-wire.ts';
 
 export type Decision =
@@ -22,7 +23,8 @@ export type Decision =
 export interface HostIdentity {
   /** This doppel's CLI entry (dist/cli/entry.js): a request from another installation is not ours. */
   entry: string;
-  targetPid: number;
+  /** Whether the request's target is the session's (host-target.ts). */
+  isOurs: HostTarget['isOurs'];
   /** The session's resolved configuration, as JSON. */
   config: string;
 }
@@ -38,8 +40,7 @@ export async function decide(request: LaunchRequest, host: HostIdentity): Promis
   let config: ResolvedConfig;
   try {
     ({ config } = await resolveConfig({ cwd: request.cwd, configFile: options.configFile, env: request.env, flags: toFlags(options) }));
-    const target = parseTarget(config.target.path);
-    if (target.kind !== 'process' || target.pid !== host.targetPid) return { kind: 'other' };
+    if (!(await host.isOurs(parseTarget(config.target.path), config, request))) return { kind: 'other' };
   } catch {
     return { kind: 'other' };
   }

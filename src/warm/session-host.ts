@@ -1,9 +1,9 @@
-// The warm session host: started by a `doppel exec` on a process target (agent.ttl > 0) while its program runs, it
-// takes the agent its CLI parks at the end, reads what the target tells once, and listens on a launch socket in the
-// 0700 warm directory. bin/doppel's trampoline asks it to start the next program; a request that matches the session
+// The warm session host: started by a `doppel exec` on a process target or a Kubernetes target with one pod
+// (agent.ttl > 0) while its program runs, it takes the agent its CLI parks at the end (host-target.ts: how, per
+// platform), reads what the target tells once, and listens on a launch socket in the 0700 warm directory. bin/doppel's trampoline asks it to start the next program; a request that matches the session
 // gets its own proxy on the same agent and the program's whole environment, and the program runs as the shell's own
-// child. It exits, its agent with it, agent.ttl after the last program ended, when the target exits, when the agent is
-// lost, on a signal, or after giving its agent back to a CLI that must run a request itself.
+// child. It exits, its agent with it, agent.ttl after the last program ended, when the target exits or changes, when
+// the agent is lost, on a signal, or after giving its agent back to a CLI that must run a request itself.
 //
 // stdin from the CLI: one JSON line (the session: configuration, target, layer), then `go` once the agent is parked
 // (end of file instead: the session did not end cleanly, and the host exits). stdout to the CLI: `ready` or `none`.
@@ -18,20 +18,20 @@ import { openSession } from '../cli/exec/session.ts';
 import { errorText } from '../cli/render-error.ts';
 import type { ResolvedConfig } from '../config/schema.ts';
 import type { DoppelError } from '../errors.ts';
-import { createProcessPlatform } from '../platform/process/process-platform.ts';
-import { processStat, startTime, warmDirectory } from '../platform/process/warm-agents.ts';
+import { parseTarget } from '../config/target.ts';
+import { processStat, warmDirectory } from '../platform/process/warm-agents.ts';
+import type { HostTarget } from './host-target.ts';
 import { decide, type Decision, type HostIdentity } from './launch-decision.ts';
-import { decodeLaunchRequest, encodeLaunchAnswer, EXEC_FAILED, LAUNCH_PREFIX, type LaunchAnswer, type LaunchRequest } from './launch-wire.ts';
+import { decodeLaunchRequest, encodeLaunchAnswer, EXEC_FAILED, type LaunchAnswer, type LaunchRequest } from './launch-wire.ts';
+import { processHostTarget } from './process-host-target.ts';
 
 export interface Handoff {
   config: ResolvedConfig;
-  targetPid: number;
   layer: string;
 }
 
-/** How often a running program, and the target, are looked at. */
+/** How often a running program is looked at. */
 const PROGRAM_POLL_MS = 50;
-const TARGET_POLL_MS = 500;
 /** A program stopped because its session ended gets this long after SIGTERM. */
 const KILL_AFTER_MS = 3000;
 
@@ -53,17 +53,30 @@ interface Launch {
 const lines = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
 const nextLine = () => lines.next().then(({ value }) => value as string | undefined, () => undefined);
 const handoff = JSON.parse((await nextLine()) ?? 'null') as Handoff | null;
+// The target's side is made while the CLI's program runs: the Kubernetes client alone takes most of a second to load.
+const preparing = handoff ? hostTarget(handoff.config) : undefined;
+preparing?.catch(() => undefined);
 if (!handoff || (await nextLine()) !== 'go') process.exit(0);
-const ready = await takeSession(handoff).catch(() => false);
+const ready = await takeSession(handoff, preparing!).catch(() => false);
 process.stdout.write(ready ? 'ready\n' : 'none\n');
 if (!ready) process.exit(0);
 
-async function takeSession({ config, targetPid, layer }: Handoff): Promise<boolean> {
+async function hostTarget(config: ResolvedConfig): Promise<HostTarget> {
+  const target = parseTarget(config.target.path);
+  if (target.kind === 'process') return processHostTarget(config, target.pid);
+  if (target.kind === 'container' || target.kind === 'targetless') throw new Error(`no warm session for ${target.kind} targets`);
+  // Loaded only for Kubernetes targets: a process target's host must not pay for the Kubernetes client.
+  const { kubeHostTarget } = await import('./kube-host-target.ts');
+  return kubeHostTarget(config, target);
+}
+
+async function takeSession({ config, layer }: Handoff, preparing: Promise<HostTarget>): Promise<boolean> {
   const dir = warmDirectory();
-  const targetStart = startTime(targetPid);
-  if (!dir || !targetStart) return false;
+  const where = await preparing;
+  const socketName = where.socketName(process.pid);
+  if (!dir || !socketName) return false;
+  const { platform } = where;
   const policies = sessionPolicies(config);
-  const platform = createProcessPlatform({ pid: targetPid, logLevel: config.agent.log_level, ttl: config.agent.ttl, warmOnly: true });
   /** The program running now; `starting` while its proxy starts, so that a second request waits its turn. */
   let current: Launch | 'starting' | undefined;
   const progress = {
@@ -73,7 +86,7 @@ async function takeSession({ config, targetPid, layer }: Handoff): Promise<boole
   const session = await openSession(platform, { handshakeTimeoutMs: config.agent.startup_timeout * 1000, communicationTimeoutMs: config.agent.communication_timeout * 1000 }, progress);
   const context = Promise.all([readTargetEnvironment(session.agent, platform, config, progress), readTargetMounts(platform, config)]);
   context.catch(() => undefined);
-  const identity: HostIdentity = { entry, targetPid, config: JSON.stringify(config) };
+  const identity: HostIdentity = { entry, isOurs: where.isOurs, config: JSON.stringify(config) };
 
   let primed = false;
   let idle: NodeJS.Timeout | undefined;
@@ -85,9 +98,10 @@ async function takeSession({ config, targetPid, layer }: Handoff): Promise<boole
   const server = createServer((socket) => void serve(socket).catch(() => socket.destroy()));
   /**
    * Every way out. `giveBack`: a CLI will run the request on `socket` and wants the agent, so it is parked again
-   * (warm for agent.ttl, as its last CLI left it) before the answer; otherwise the agent exits when its link closes.
+   * (warm for agent.ttl, as its last CLI left it) before the answer; `park` alone parks it for whoever comes next;
+   * otherwise the agent exits when its link closes (on Kubernetes its Job is deleted).
    */
-  const shutdown = (giveBack?: Socket) =>
+  const shutdown = (giveBack?: Socket, park = giveBack !== undefined) =>
     (ending ??= (async () => {
       server.close();
       clearTimeout(idle);
@@ -95,7 +109,7 @@ async function takeSession({ config, targetPid, layer }: Handoff): Promise<boole
         current.stop();
         await current.ended;
       }
-      await session.close({ park: giveBack !== undefined }).catch(() => undefined);
+      await session.close({ park }).catch(() => undefined);
       if (giveBack) await new Promise<void>((resolve) => giveBack.end(encodeLaunchAnswer({ run: false }), resolve));
       process.exit(0);
     })());
@@ -120,7 +134,7 @@ async function takeSession({ config, targetPid, layer }: Handoff): Promise<boole
       waitIdle();
       return answer(socket, { run: false });
     }
-    const text = decision.quiet ? '' : `doppel: reusing the warm session of process ${targetPid} (host pid ${process.pid})\n`;
+    const text = decision.quiet ? '' : `doppel: reusing the warm session of ${where.description} (host pid ${process.pid})\n`;
     answer(socket, { run: true, text, file: decision.executable, argv: decision.command, env: started.env });
     // The trampoline closes the socket when it execs the program; a byte first means the exec failed.
     socket.once('data', (byte: Buffer) => byte[0] === EXEC_FAILED && started.launch.end());
@@ -193,13 +207,11 @@ async function takeSession({ config, targetPid, layer }: Handoff): Promise<boole
     if (typeof current === 'object') writeToStderr(current.pid, errorText(error, { json: current.jsonErrors }));
     void shutdown();
   });
-  setInterval(() => {
-    if (startTime(targetPid) !== targetStart) void shutdown();
-  }, TARGET_POLL_MS).unref();
+  where.watch((keepAgent) => void shutdown(undefined, keepAgent));
   for (const name of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.once(name, () => void shutdown());
 
   // The socket file goes with the server; one left by a host killed outright is removed by the next start.
-  const socketPath = join(dir, `${LAUNCH_PREFIX}${targetPid}-${targetStart}-${process.pid}.sock`);
+  const socketPath = join(dir, socketName);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(socketPath, () => resolve());

@@ -5,6 +5,8 @@ import { spawn } from 'node:child_process';
 import module from 'node:module';
 import process from 'node:process';
 import { fileURLToPath } from 'node:url';
+import type { ResolvedConfig } from '../config/schema.ts';
+import type { Target } from '../config/target.ts';
 import type { Handoff } from './session-host.ts';
 
 const hostMain = fileURLToPath(new URL(`./session-host${import.meta.url.endsWith('.ts') ? '.ts' : '.js'}`, import.meta.url));
@@ -17,11 +19,21 @@ export interface SessionHostStart {
   handOver(parked: boolean): Promise<void>;
 }
 
-export function startSessionHost(handoff: Handoff): SessionHostStart {
+/**
+ * Whether a session on `target` leaves a host: with agent.ttl > 0, on a process, or on a Kubernetes target whose
+ * session has one agent in a Job (an ephemeral container is not kept warm; several replicas' agents are not taken).
+ */
+export function leavesHost(target: Target, config: ResolvedConfig, agents: number): boolean {
+  if (config.agent.ttl <= 0 || target.kind === 'container' || target.kind === 'targetless') return false;
+  return target.kind === 'process' || (!config.agent.ephemeral && agents === 1);
+}
+
+export function startSessionHost(target: Target, handoff: Handoff): SessionHostStart {
   const cache = module.getCompileCacheDir?.();
-  // Its own session: the terminal's signals are not for it. `--pid` only names its target in `ps`. Its errors have nowhere to go; a request it cannot serve
-  // is the CLI's.
-  const child = spawn(process.execPath, [...process.execArgv.filter((flag) => flag.startsWith('--min-semi-space-size')), hostMain, '--pid', String(handoff.targetPid)], { detached: true, stdio: ['pipe', 'pipe', 'ignore'], env: cache ? { ...process.env, NODE_COMPILE_CACHE: cache } : process.env });
+  // Its own session: the terminal's signals are not for it. `--pid` or `--target` only names its target in `ps`. Its
+  // errors have nowhere to go; a request it cannot serve is the CLI's.
+  const naming = target.kind === 'process' ? ['--pid', String(target.pid)] : ['--target', handoff.config.target.path ?? ''];
+  const child = spawn(process.execPath, [...process.execArgv.filter((flag) => flag.startsWith('--min-semi-space-size')), hostMain, ...naming], { detached: true, stdio: ['pipe', 'pipe', 'ignore'], env: cache ? { ...process.env, NODE_COMPILE_CACHE: cache } : process.env });
   child.on('error', () => {});
   child.stdin!.on('error', () => {});
   child.stdin!.write(`${JSON.stringify(handoff)}\n`);

@@ -15,7 +15,7 @@ import { programEnvironment, programProxyPolicies, readTargetEnvironment, readTa
 import { runProgram } from './run-program.ts';
 import { openSession, type Session } from './session.ts';
 import { isStaticElf, whichSync } from './static-binary.ts';
-import { startSessionHost, type SessionHostStart } from '../../warm/start-host.ts';
+import { leavesHost, startSessionHost, type SessionHostStart } from '../../warm/start-host.ts';
 
 export async function runExec(command: string[], config: ResolvedConfig, progress: Progress): Promise<number> {
   const layer = findLayer();
@@ -70,7 +70,7 @@ export async function runExec(command: string[], config: ResolvedConfig, progres
     // While the program starts: its first remote calls then find compiled code in the proxy and the agent.
     void proxy?.prime();
     // The next `doppel exec` on this target can start its program in this session, kept warm by a host (src/warm/).
-    if (target.kind === 'process' && config.agent.ttl > 0) host = startSessionHost({ config, targetPid: target.pid, layer });
+    if (leavesHost(target, config, session.size())) host = startSessionHost(target, { config, layer });
     const outcome = await Promise.race([program.status.then((status) => ({ status })), session.lost.then((error) => ({ error })), aborted.then((error) => ({ error }))]);
     trace('program exited');
     if ('status' in outcome) {

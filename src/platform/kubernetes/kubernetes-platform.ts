@@ -2,9 +2,13 @@
 // with -e an ephemeral container in it; targetless, one plain Job), links to each through a port-forward, follows
 // the replicas, and removes every Job it made.
 import { randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ResolvedConfig } from '../../config/schema.ts';
 import type { Target } from '../../config/target.ts';
+import { DoppelError } from '../../errors.ts';
+import { sweepWarmSockets } from '../process/warm-agents.ts';
+import { warmPath } from '../process/warm-path.ts';
 import { trace } from '../../trace.ts';
 import type { AgentTransport } from '../agent-transport.ts';
 import type { Platform, ReplicaEvents, StepReporter } from '../platform.ts';
@@ -25,7 +29,16 @@ import { agentConfigDigest, claimParkedAgent, listParkedAgents, parkAgent, parke
 /** No session outlives this, whatever happens to the CLI or the link. */
 const DEADLINE_SECONDS = 24 * 3600;
 
-export async function createKubernetesPlatform(target: Exclude<Target, { kind: 'process' | 'container' }>, config: ResolvedConfig): Promise<Platform> {
+export interface KubernetesPlatformOptions {
+  /**
+   * A warm session host's platform (src/warm/): only the agent parked next to the target's one pod will do, claimed as
+   * a CLI claims it; none is an error. Its pods are followed, and any change (the pod gone or not ready, another ready)
+   * is told instead of starting or stopping agents; `keepAgent` says the agent's pod is still the target's.
+   */
+  warmOnly?: { targetChanged(keepAgent: boolean): void };
+}
+
+export async function createKubernetesPlatform(target: Exclude<Target, { kind: 'process' | 'container' }>, config: ResolvedConfig, options: KubernetesPlatformOptions = {}): Promise<Platform> {
   const kube = await loadKubeContext({ kubeconfig: config.kubeconfig, context: config.kube_context, namespace: config.target.namespace });
   trace(`kubernetes: kubeconfig loaded (API server ${kube.server}, namespace ${kube.namespace})`);
   const sessionId = randomBytes(4).toString('hex');
@@ -96,13 +109,31 @@ export async function createKubernetesPlatform(target: Exclude<Target, { kind: '
     startAgent(pod, () => {}).then(events.joined, (error: Error) => stopped || events.failed(`pod ${pod.name}`, error));
   };
   const where = config.agent.ephemeral && target.kind !== 'targetless' ? 'in' : 'next to';
+  /** The warm session host's one pod (its uid), whose agent it holds. */
+  let heldPod: string | undefined;
+  /** The warm session host's start: the agent its CLI parked next to the target's one pod, or an error. */
+  const takeParkedAgent = async (): Promise<AgentTransport> => {
+    if (target.kind === 'targetless' || !warmAgents) throw noWarmAgent(description);
+    const parking = listParkedAgents(kube, agentNamespace, configDigest);
+    resolved = await resolveTarget(kube, target);
+    const pods = oneReplica ? resolved.pods.slice(0, 1) : resolved.pods;
+    const pod = pods.length === 1 ? pods[0]! : undefined;
+    const parked = pod && parkedFor(await parking, pod);
+    const transport = parked && (await claimParkedAgent(kube, parked, sessionId)) ? await reuseJobAgent(kube, parked, pod, config.agent.ttl) : undefined;
+    if (!transport || !pod) throw noWarmAgent(description);
+    agents.set(pod.name, transport);
+    heldPod = pod.uid;
+    return transport;
+  };
 
   return {
     description,
     hasTargetProcess: target.kind !== 'targetless',
     async start(progress: StepReporter) {
+      if (options.warmOnly) return [await takeParkedAgent()];
       // In the background of the start; stop() waits for it, so a short session still finishes the sweep.
       sweeping = sweepDeadAgents(kube, agentNamespace).catch(() => undefined);
+      sweepLaunchSockets();
       if (target.kind === 'targetless') {
         targetKnown(undefined);
         return [await progress.step(`starting the agent in namespace ${agentNamespace} (image ${config.agent.image})`, (status) => startAgent(undefined, status))];
@@ -139,6 +170,10 @@ export async function createKubernetesPlatform(target: Exclude<Target, { kind: '
     },
     follow(events: ReplicaEvents) {
       if (!resolved) return { stop() {} };
+      const warmOnly = options.warmOnly;
+      if (warmOnly) {
+        return followTargetPods(kube, resolved, { joined: () => warmOnly.targetChanged(true), left: (pod) => warmOnly.targetChanged(pod.uid !== heldPod) });
+      }
       replicas = events;
       return followTargetPods(kube, resolved, {
         joined(pod) {
@@ -172,6 +207,14 @@ export async function createKubernetesPlatform(target: Exclude<Target, { kind: '
       // Nothing synchronous reaches the API server; each agent ends by itself once its link is gone (agent.ttl).
     },
   };
+}
+
+const noWarmAgent = (description: string) => new DoppelError('E_NO_WARM_AGENT', `no warm agent of ${description} to take`, { category: 'agent' });
+
+/** Removes the launch sockets of warm session hosts that were killed (src/warm/): nobody else would. */
+function sweepLaunchSockets(): void {
+  const dir = warmPath();
+  if (existsSync(dir)) sweepWarmSockets(dir);
 }
 
 interface JobAgentRun {

@@ -60,10 +60,11 @@ export async function reachWarmAgent(dir: string, targetPid: number, targetStart
   return undefined;
 }
 
-/** Removes the sockets of warm agents and warm session hosts (src/warm/) that were killed; returns the live ones. */
+/** Removes the sockets of warm agents and warm session hosts (src/warm/, of any target) that were killed; returns the live ones. */
 export function sweepWarmSockets(dir: string): { entry: string; agentPid: number; launch: boolean }[] {
   return readdirSync(dir).flatMap((entry) => {
-    const match = /^(launch-)?\d+-\d+-(\d+)\.sock$/.exec(entry);
+    // Process targets' `<target pid>-<start>-<pid>`, Kubernetes targets' hosts `launch-kube-<pid>`.
+    const match = /^(launch-)?(?:\d+-\d+|(?<=launch-)kube)-(\d+)\.sock$/.exec(entry);
     const agentPid = Number(match?.[2]);
     // Never 0 or 1: signalling those means a process group, or init.
     if (!Number.isInteger(agentPid) || agentPid <= 1) return [];
