@@ -44,8 +44,8 @@ export async function nothingLeft(pid: number): Promise<void> {
 }
 
 /** Asks the host at `socket` (a name in the warm directory) to run `args` for the process `pid`, which it then stops when it goes. */
-export function askHost(socket: string, request: { pid: number; args: string[] }): Promise<LaunchAnswer> {
-  const env = Object.fromEntries(Object.entries(process.env).filter((pair): pair is [string, string] => pair[1] !== undefined));
+export function askHost(socket: string, request: { pid: number; args: string[]; env?: NodeJS.ProcessEnv }): Promise<LaunchAnswer> {
+  const env = Object.fromEntries(Object.entries(request.env ?? process.env).filter((pair): pair is [string, string] => pair[1] !== undefined));
   return new Promise((resolve, reject) => {
     const client = connect({ path: join(warmDir, socket) });
     let answer = Buffer.alloc(0);

@@ -1,7 +1,9 @@
 // Warm agents on the test cluster: a session that ends cleanly leaves its agent pod waiting agent.ttl, and the next
 // `doppel exec` on the same target pod reuses that very pod (same name and uid, no new Job) and says so; two at once
 // end with one reusing it and one starting its own; a replaced target pod, a session killed outright and a passed ttl
-// leave nothing to reuse, and nothing stays behind after the ttl.
+// leave nothing to reuse, and nothing stays behind after the ttl. A warm session host (exec-warm-session.test.ts)
+// takes a parked agent at once; here it is made to give it back, so that the agent waits parked as it does for a CLI
+// that comes before a host is up or with another configuration.
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -10,6 +12,7 @@ import { after, before, describe, test } from 'node:test';
 import { runDoppel, startDoppel, type Finished } from '../e2e/run-doppel.ts';
 import { adminKubeconfig, apply, createNamespace, deployment, kubectl, needsCluster, poll, rolloutStatus } from './support/cluster.ts';
 import { LEFTOVER_GRACE_MS } from './support/doppel-objects.ts';
+import { hostGivesBack } from './support/warm-session.ts';
 
 const env = { ...process.env, KUBECONFIG: adminKubeconfig };
 const dir = mkdtempSync(path.join(tmpdir(), 'doppel-k8s-warm-'));
@@ -25,6 +28,8 @@ describe('warm agents on the test cluster', needsCluster('warm agents on Kuberne
 
   const args = (app: string, ttl: string, command: string[]) => ['exec', '--target', `deployment/${app}`, '-n', ns, '--agent-ttl', ttl, '--', ...command];
   const exec = (app: string, ttl = TTL, command = ['sh', '-c', 'echo $APP_GREETING']) => runDoppel(args(app, ttl, command), { env, timeoutMs: 120_000 });
+  /** The session's host parks the agent again and goes. */
+  const parked = (app: string, ttl = TTL) => hostGivesBack(`deployment/${app}`, ['-n', ns, '--agent-ttl', ttl], env);
   const succeeded = (result: Finished) => {
     assert.equal(result.status, 0, result.stderr);
     assert.equal(result.stdout, 'hello-from-image\n', 'the program got the target\'s environment');
@@ -61,6 +66,7 @@ describe('warm agents on the test cluster', needsCluster('warm agents on Kuberne
   test('the next exec within the ttl reuses the agent pod (same name and uid, no new Job) and says so', async () => {
     const target = await targetPod('reuse');
     assert.match(succeeded(await exec('reuse')), starting);
+    await parked('reuse');
     const first = await agentsOf(target.uid);
     assert.equal(first.pods.length, 1, `one agent pod: ${first.pods.join(', ')}`);
     const stderr = succeeded(await exec('reuse'));
@@ -73,8 +79,9 @@ describe('warm agents on the test cluster', needsCluster('warm agents on Kuberne
 
   test('two execs at once on one parked agent: one reuses it, the other starts its own', async () => {
     const target = await targetPod('reuse');
-    const parked = (await agentsOf(target.uid)).pods;
-    assert.equal(parked.length, 1, 'the previous test left its agent parked');
+    await parked('reuse');
+    const waiting = (await agentsOf(target.uid)).pods;
+    assert.equal(waiting.length, 1, 'the previous test left its agent');
     // Both sessions hold on until both programs run, so neither can park the agent again for the other to take.
     const gate = path.join(dir, 'both-running');
     const program = ['sh', '-c', `echo $APP_GREETING; while [ ! -e ${gate} ]; do sleep 0.1; done`];
@@ -90,7 +97,7 @@ describe('warm agents on the test cluster', needsCluster('warm agents on Kuberne
     const lines = (await ended).map(succeeded);
     const reused = lines.filter((stderr) => reusing.test(stderr));
     assert.equal(reused.length, 1, `exactly one reused the parked agent:\n${lines.join('\n---\n')}`);
-    assert.equal(reusing.exec(reused[0]!)![1], parked[0]!.split(' ')[0]);
+    assert.equal(reusing.exec(reused[0]!)![1], waiting[0]!.split(' ')[0]);
     assert.equal(lines.filter((stderr) => starting.test(stderr)).length, 1, 'the other started a fresh agent');
     assert.equal((await agentsOf(target.uid)).jobs, 2);
   });

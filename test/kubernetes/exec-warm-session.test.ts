@@ -1,0 +1,175 @@
+// Warm session hosts of Kubernetes targets on the test cluster: after a session on a deployment, the next `doppel exec`
+// of the same target, namespace and kubeconfig within agent.ttl runs in that session (the same host and agent pod, no
+// new Job), as the shell's own child, with the pod's environment, files and hostname; another target, namespace,
+// kubeconfig or configuration runs the CLI; the host goes after its ttl (its agent with it), when its pod is deleted,
+// and, killed, leaves nothing the next start does not sweep; agent.ttl 0 leaves no host.
+import assert from 'node:assert/strict';
+import { copyFileSync, mkdtempSync, rmSync } from 'node:fs';
+import { hostname, tmpdir } from 'node:os';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { runDoppel, startDoppel, type Finished } from '../e2e/run-doppel.ts';
+import { adminKubeconfig, apply, createNamespace, deployment, kubectl, needsCluster, poll, rolloutStatus } from './support/cluster.ts';
+import { LEFTOVER_GRACE_MS } from './support/doppel-objects.ts';
+import { hasLaunchSocket, hostGone, hostOf, isRunning, kubeHosts } from './support/warm-session.ts';
+
+const env = { ...process.env, KUBECONFIG: adminKubeconfig };
+const dir = mkdtempSync(path.join(tmpdir(), 'doppel-k8s-warm-session-'));
+after(() => rmSync(dir, { recursive: true, force: true }));
+const TTL = '30';
+const starting = /^doppel: starting the agent next to (\S+) on /m;
+/** A program that shows the pod's environment, a file only the pod's image has, the hostname, its own pid and status. */
+const probe = ['sh', '-c', 'echo "$APP_GREETING|$(cat /app/message.txt)|$(hostname)|$$"; exit 7'];
+
+describe('warm sessions on the test cluster', needsCluster('warm sessions on Kubernetes'), () => {
+  let namespace: Awaited<ReturnType<typeof createNamespace>>;
+  let other: Awaited<ReturnType<typeof createNamespace>>;
+  let ns = '';
+
+  const target = (app: string) => `deployment/${app}`;
+  const args = (app: string, flags: string[], command: string[], namespaceName = ns) => ['exec', '--target', target(app), '-n', namespaceName, ...flags, '--', ...command];
+  const exec = (app: string, flags: string[] = ['--agent-ttl', TTL], command = ['sh', '-c', 'echo $APP_GREETING'], options: { namespace?: string; env?: NodeJS.ProcessEnv } = {}) =>
+    runDoppel(args(app, flags, command, options.namespace), { env: options.env ?? env, timeoutMs: 120_000 });
+  const succeeded = (result: Finished) => {
+    assert.equal(result.status, 0, result.stderr);
+    assert.equal(result.stdout, 'hello-from-image\n', 'the program got the target\'s environment');
+    return result.stderr;
+  };
+  const targetPod = async (app: string, namespaceName = ns) => {
+    const [name, uid] = (await kubectl(['get', 'pods', '-n', namespaceName, '-l', `app=${app}`, '--field-selector=status.phase=Running', '-o', 'jsonpath={.items[0].metadata.name} {.items[0].metadata.uid}'])).split(' ');
+    return { name: name!, uid: uid! };
+  };
+  /** `name uid` of every agent pod, and the agent Jobs with their client annotation, made for the target pod with this uid. */
+  const agentsOf = async (uid: string) => {
+    const selector = `doppel.dev/target-uid=${uid}`;
+    const pods = await kubectl(['get', 'pods', '-n', ns, '-l', selector, '-o', 'jsonpath={range .items[*]}{.metadata.name} {.metadata.uid}{"\\n"}{end}']);
+    const jobs = await kubectl(['get', 'jobs', '-n', ns, '-l', selector, '-o', 'jsonpath={range .items[*]}{.metadata.annotations.doppel\\.dev/client}{"\\n"}{end}']);
+    return { pods: pods.split('\n').filter(Boolean).sort(), clients: jobs.split('\n').filter(Boolean) };
+  };
+  const allGone = (uid: string) =>
+    poll(`no agent of pod ${uid} left`, async () => {
+      const { pods, clients } = await agentsOf(uid);
+      return pods.length + clients.length === 0 ? true : undefined;
+    }, LEFTOVER_GRACE_MS);
+
+  before(async () => {
+    namespace = await createNamespace('wsession');
+    other = await createNamespace('wsession-other');
+    ns = namespace.name;
+    const apps = ['wsess-reuse', 'wsess-other', 'wsess-expiry', 'wsess-deleted', 'wsess-killed', 'wsess-ttl0'];
+    await apply([...apps.map((app) => deployment(ns, app, 1)), deployment(other.name, 'wsess-reuse', 1)]);
+    for (const app of apps) await rolloutStatus(target(app), ns);
+    await rolloutStatus(target('wsess-reuse'), other.name);
+  });
+  after(async () => {
+    for (const app of ['wsess-reuse', 'wsess-other', 'wsess-expiry', 'wsess-deleted', 'wsess-killed', 'wsess-ttl0']) for (const host of kubeHosts(target(app))) process.kill(host, 'SIGTERM');
+    await Promise.all([namespace?.remove(), other?.remove()]);
+  });
+
+  test('the next exec within the ttl runs in the warm session: the same host and agent pod, the pod\'s context, its own pid and status', async () => {
+    const pod = await targetPod('wsess-reuse');
+    assert.match(succeeded(await exec('wsess-reuse')), starting);
+    const host = await hostOf(target('wsess-reuse'));
+    const first = await agentsOf(pod.uid);
+    assert.equal(first.pods.length, 1, `one agent pod: ${first.pods.join(', ')}`);
+    assert.deepEqual(first.clients, [`${hostname()}/${host}`], 'the host holds the agent\'s Job');
+    for (let run = 0; run < 3; run++) {
+      const { child, finished } = startDoppel(args('wsess-reuse', ['--agent-ttl', TTL], probe), { env, timeoutMs: 60_000 });
+      const result = await finished;
+      assert.equal(result.status, 7, result.stderr);
+      // The program is the process bin/doppel started: no CLI between them.
+      assert.equal(result.stdout, `hello-from-image|hello from the doppel test app image|${pod.name}|${child.pid}\n`);
+      assert.equal(result.stderr, `doppel: reusing the warm session of deployment/wsess-reuse in ${ns} (host pid ${host})\n`);
+    }
+    // -q: nothing of ours on stderr.
+    const quiet = await exec('wsess-reuse', ['-q', '--agent-ttl', TTL]);
+    assert.equal(quiet.stderr, '');
+    assert.equal(quiet.stdout, 'hello-from-image\n');
+    assert.deepEqual(await agentsOf(pod.uid), first, 'the same agent pod (name and uid) and Job, nothing new');
+    assert.deepEqual(kubeHosts(target('wsess-reuse')), [host]);
+  });
+
+  test('another target, namespace or kubeconfig runs the CLI and the host stays; another configuration has it give its agent back', async () => {
+    const host = await hostOf(target('wsess-reuse'));
+    const pod = await targetPod('wsess-reuse');
+    const held = await agentsOf(pod.uid);
+    const notWarm = (stderr: string) => assert.doesNotMatch(stderr, /warm session/);
+    // Another deployment in the same namespace.
+    const otherApp = await exec('wsess-other');
+    notWarm(succeeded(otherApp));
+    assert.equal(starting.exec(otherApp.stderr)?.[1], (await targetPod('wsess-other')).name);
+    // The same deployment's name in another namespace: that namespace's pod.
+    const elsewhere = await exec('wsess-reuse', ['--agent-ttl', '1'], ['hostname'], { namespace: other.name });
+    assert.equal(elsewhere.status, 0, elsewhere.stderr);
+    notWarm(elsewhere.stderr);
+    assert.equal(elsewhere.stdout, `${(await targetPod('wsess-reuse', other.name)).name}\n`);
+    // The same cluster through another kubeconfig file: the CLI's to read.
+    const copy = path.join(dir, 'copy.kubeconfig');
+    copyFileSync(adminKubeconfig, copy);
+    const viaCopy = await exec('wsess-reuse', ['--agent-ttl', '1'], undefined, { env: { ...env, KUBECONFIG: copy } });
+    notWarm(succeeded(viaCopy));
+    assert.match(viaCopy.stderr, starting);
+    // (That run left a host of its own, for its kubeconfig.)
+    assert.ok(kubeHosts(target('wsess-reuse')).includes(host), 'the host stayed');
+    assert.deepEqual((await agentsOf(pod.uid)).clients.filter((client) => client.endsWith(`/${host}`)), [`${hostname()}/${host}`]);
+    // The same target with another configuration: the host parks its agent, goes, and the CLI reuses the agent.
+    const otherConfig = await exec('wsess-reuse', ['--agent-ttl', TTL, '--env-exclude', 'SOMETHING_ELSE']);
+    succeeded(otherConfig);
+    assert.match(otherConfig.stderr, new RegExp(`^doppel: reusing the warm agent ${held.pods[0]!.split(' ')[0]} `, 'm'));
+    await hostGone(host);
+  });
+
+  test('after the ttl the host is gone, its launch socket removed, and its agent\'s Job and pod too; the next exec starts afresh', async () => {
+    const pod = await targetPod('wsess-expiry');
+    succeeded(await exec('wsess-expiry', ['--agent-ttl', '2']));
+    const host = await hostOf(target('wsess-expiry'));
+    assert.equal((await agentsOf(pod.uid)).pods.length, 1);
+    await hostGone(host);
+    await allGone(pod.uid);
+    const next = await exec('wsess-expiry', ['--agent-ttl', '2']);
+    assert.doesNotMatch(succeeded(next), /reusing/);
+    assert.match(next.stderr, starting);
+    await hostGone(await hostOf(target('wsess-expiry')));
+    await allGone(pod.uid);
+  });
+
+  test('the target pod deleted while a host waits: the host goes at once, and the next exec runs normally on the new pod', async () => {
+    const old = await targetPod('wsess-deleted');
+    succeeded(await exec('wsess-deleted'));
+    const host = await hostOf(target('wsess-deleted'));
+    await kubectl(['delete', 'pod', old.name, '-n', ns, '--wait=false']);
+    // Well before its 30 s ttl.
+    await hostGone(host, 15_000);
+    await rolloutStatus(target('wsess-deleted'), ns);
+    const replacement = await targetPod('wsess-deleted');
+    assert.notEqual(replacement.uid, old.uid);
+    const next = await exec('wsess-deleted', ['--agent-ttl', TTL], ['hostname']);
+    assert.equal(next.status, 0, next.stderr);
+    assert.equal(next.stdout, `${replacement.name}\n`);
+    assert.equal(starting.exec(next.stderr)?.[1], replacement.name);
+    await allGone(old.uid);
+  });
+
+  test('a host killed outright: the next start removes its launch socket and its agent\'s Job', async () => {
+    const pod = await targetPod('wsess-killed');
+    succeeded(await exec('wsess-killed'));
+    const host = await hostOf(target('wsess-killed'));
+    const held = (await agentsOf(pod.uid)).pods;
+    process.kill(host, 'SIGKILL');
+    await poll('the host to die', async () => (isRunning(host) ? undefined : true));
+    assert.ok(hasLaunchSocket(host), 'a host killed outright cannot remove its socket');
+    // Any Kubernetes start sweeps; this one's target has no host, so bin/doppel's launch path asks the dead socket in vain.
+    const next = await exec('wsess-other', ['--agent-ttl', '1']);
+    succeeded(next);
+    assert.equal(hasLaunchSocket(host), false, 'the dead host\'s launch socket is still there');
+    // Its Job names a CLI on this machine that is gone, and is not parked: the sweep deletes it.
+    await poll('the killed host\'s agent to go', async () => ((await agentsOf(pod.uid)).pods.some((agent) => held.includes(agent)) ? undefined : true), LEFTOVER_GRACE_MS);
+  });
+
+  test('agent.ttl 0 leaves no host', async () => {
+    const pod = await targetPod('wsess-ttl0');
+    succeeded(await exec('wsess-ttl0', ['--agent-ttl', '0']));
+    assert.deepEqual(kubeHosts(target('wsess-ttl0')), []);
+    await allGone(pod.uid);
+  });
+});
