@@ -1,6 +1,6 @@
 // Benchmarks `doppel exec --target deployment/...` on the test cluster: start to the program's first line against a bare
-// run, with a fresh agent and with the warm agent the run before it left (with the CLI's own steps and the platform's
-// inner steps), and per-call latency through the port-forward against
+// run, with a fresh agent, in the warm session the run before it left (its host starts the program), and with the warm
+// agent that host then gives back to a CLI (with the CLI's own steps and the platform's inner steps), and per-call latency through the port-forward against
 // the process platform (the same pod's container as a process/PID target) and the direct case (the same program run in
 // the target pod); writes medians, p99s and ratios to bench/results/kube.json.
 import { spawn } from 'node:child_process';
@@ -9,6 +9,7 @@ import { loadavg, tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { adminKubeconfig, kubectl, poll } from '../test/kubernetes/support/cluster.ts';
+import { hostGivesBack, kubeHosts } from '../test/kubernetes/support/warm-session.ts';
 import { createKubeFixture } from './kube-fixture.ts';
 import { timePlatformSteps, type StepTimeline } from './kube-steps.ts';
 import { compare, summarize } from './stats.ts';
@@ -32,6 +33,7 @@ interface Timed {
   exit: number;
   /** The CLI's progress lines: what, how long the step took (ms), and when the line arrived (ns since spawn). */
   steps: { key: string; durationMs: number; arrived: number }[];
+  stderr: string;
 }
 
 const progressLine = /^doppel: (.*) \((\d+\.\d+)s, \d+\.\d+s total\)$/;
@@ -67,7 +69,7 @@ function run(command: string, args: string[], env: NodeJS.ProcessEnv = process.e
     child.once('error', reject);
     child.once('close', (code) => {
       if (code !== 0 || Number.isNaN(firstLine)) reject(new Error(`${command} ${args.join(' ')} exited with ${code}: ${stderr.trim()}`));
-      else resolve({ firstLine, exit: since(), steps });
+      else resolve({ firstLine, exit: since(), steps, stderr });
     });
   });
 }
@@ -109,6 +111,8 @@ for (const signal of ['SIGINT', 'SIGTERM'] as const) {
 const removeAgents = () => kubectl(['delete', 'jobs', '-n', namespace, '-l', 'app.kubernetes.io/managed-by=doppel', '--wait=false']);
 const noAgentLeft = () =>
   poll('the previous agent pods to go', async () => ((await kubectl(['get', 'pods', '-n', namespace, '-l', 'app.kubernetes.io/managed-by=doppel', '-o', 'name'])).trim() === '' ? true : undefined), 60_000);
+/** A warm session host whose agent's Job was removed loses its agent and goes. */
+const noHostLeft = () => poll('the previous warm session hosts to go', async () => (kubeHosts(fixture.target).length === 0 ? true : undefined), 60_000);
 // Others share this 2-core machine: its load is part of every number, so the results say what it was.
 const loadAtStart = loadavg();
 try {
@@ -123,6 +127,7 @@ try {
   await run(doppel, viaProcess, env);
   const bare: Timed[] = [];
   const kube: Timed[] = [];
+  const session: Timed[] = [];
   const warm: Timed[] = [];
   const proc: Timed[] = [];
   const cliOnly: number[] = [];
@@ -130,8 +135,14 @@ try {
     // Each run starts with no agent pod of an earlier one still stopping beside it.
     await removeAgents();
     await noAgentLeft();
+    await noHostLeft();
     bare.push(await run(program[0]!, program.slice(1)));
     kube.push(await run(doppel, viaKube, env));
+    const hosted = await run(doppel, viaKube, env);
+    if (!hosted.stderr.includes('reusing the warm session')) throw new Error(`the second run was not started by the warm session host the first one left: ${hosted.stderr.trim()}`);
+    session.push(hosted);
+    // The host parks its agent and goes, as for a request it does not run: the next CLI takes the warm agent itself.
+    await hostGivesBack(fixture.target, ['--target-namespace', namespace, '--agent-ttl', '30'], env);
     const reused = await run(doppel, viaKube, env);
     if (!reused.steps.some((step) => step.key === 'reuseWarmAgent')) throw new Error('the second run did not reuse the warm agent the first one left');
     warm.push(reused);
@@ -190,6 +201,7 @@ try {
     startupToFirstLine: {
       goalMs: 3000,
       kubernetes: compare(bare.map((t) => t.firstLine), kube.map((t) => t.firstLine)),
+      kubernetesWarmSession: compare(bare.map((t) => t.firstLine), session.map((t) => t.firstLine)),
       kubernetesWarmAgent: compare(bare.map((t) => t.firstLine), warm.map((t) => t.firstLine)),
       processPlatform: compare(bare.map((t) => t.firstLine), proc.map((t) => t.firstLine)),
       kubernetesExitAfterFirstLine: summarize(kube.map((t) => t.exit - t.firstLine)),

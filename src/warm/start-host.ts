@@ -7,6 +7,7 @@ import process from 'node:process';
 import { fileURLToPath } from 'node:url';
 import type { ResolvedConfig } from '../config/schema.ts';
 import type { Target } from '../config/target.ts';
+import { tracing } from '../trace.ts';
 import type { Handoff } from './session-host.ts';
 
 const hostMain = fileURLToPath(new URL(`./session-host${import.meta.url.endsWith('.ts') ? '.ts' : '.js'}`, import.meta.url));
@@ -21,11 +22,12 @@ export interface SessionHostStart {
 
 /**
  * Whether a session on `target` leaves a host: with agent.ttl > 0, on a process, or on a Kubernetes target whose
- * session has one agent in a Job (an ephemeral container is not kept warm; several replicas' agents are not taken).
+ * session has one agent in a Job (an ephemeral container is not kept warm; several replicas' agents are not taken;
+ * a traced agent's Job carries --trace in its settings, which the host, not traced, would not take).
  */
 export function leavesHost(target: Target, config: ResolvedConfig, agents: number): boolean {
   if (config.agent.ttl <= 0 || target.kind === 'container' || target.kind === 'targetless') return false;
-  return target.kind === 'process' || (!config.agent.ephemeral && agents === 1);
+  return target.kind === 'process' || (!config.agent.ephemeral && agents === 1 && !tracing());
 }
 
 export function startSessionHost(target: Target, handoff: Handoff): SessionHostStart {

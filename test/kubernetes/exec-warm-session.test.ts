@@ -2,13 +2,15 @@
 // of the same target, namespace and kubeconfig within agent.ttl runs in that session (the same host and agent pod, no
 // new Job), as the shell's own child, with the pod's environment, files and hostname; another target, namespace,
 // kubeconfig or configuration runs the CLI; the host goes after its ttl (its agent with it), when its pod is deleted,
-// and, killed, leaves nothing the next start does not sweep; agent.ttl 0 leaves no host.
+// and, killed, leaves nothing the next start does not sweep; agent.ttl 0 leaves no host. A program in the warm session
+// steals the pod's port as in a fresh session, and gives it back when it exits.
 import assert from 'node:assert/strict';
 import { copyFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { hostname, tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { runDoppel, startDoppel, type Finished } from '../e2e/run-doppel.ts';
+import { serveWithDoppel } from '../e2e/serve-under-doppel.ts';
 import { adminKubeconfig, apply, createNamespace, deployment, kubectl, needsCluster, poll, rolloutStatus } from './support/cluster.ts';
 import { LEFTOVER_GRACE_MS } from './support/doppel-objects.ts';
 import { hasLaunchSocket, hostGone, hostOf, isRunning, kubeHosts } from './support/warm-session.ts';
@@ -56,13 +58,13 @@ describe('warm sessions on the test cluster', needsCluster('warm sessions on Kub
     namespace = await createNamespace('wsession');
     other = await createNamespace('wsession-other');
     ns = namespace.name;
-    const apps = ['wsess-reuse', 'wsess-other', 'wsess-expiry', 'wsess-deleted', 'wsess-killed', 'wsess-ttl0'];
+    const apps = ['wsess-reuse', 'wsess-other', 'wsess-expiry', 'wsess-deleted', 'wsess-killed', 'wsess-ttl0', 'wsess-steal'];
     await apply([...apps.map((app) => deployment(ns, app, 1)), deployment(other.name, 'wsess-reuse', 1)]);
     for (const app of apps) await rolloutStatus(target(app), ns);
     await rolloutStatus(target('wsess-reuse'), other.name);
   });
   after(async () => {
-    for (const app of ['wsess-reuse', 'wsess-other', 'wsess-expiry', 'wsess-deleted', 'wsess-killed', 'wsess-ttl0']) for (const host of kubeHosts(target(app))) process.kill(host, 'SIGTERM');
+    for (const app of ['wsess-reuse', 'wsess-other', 'wsess-expiry', 'wsess-deleted', 'wsess-killed', 'wsess-ttl0', 'wsess-steal']) for (const host of kubeHosts(target(app))) process.kill(host, 'SIGTERM');
     await Promise.all([namespace?.remove(), other?.remove()]);
   });
 
@@ -164,6 +166,27 @@ describe('warm sessions on the test cluster', needsCluster('warm sessions on Kub
     assert.equal(hasLaunchSocket(host), false, 'the dead host\'s launch socket is still there');
     // Its Job names a CLI on this machine that is gone, and is not parked: the sweep deletes it.
     await poll('the killed host\'s agent to go', async () => ((await agentsOf(pod.uid)).pods.some((agent) => held.includes(agent)) ? undefined : true), LEFTOVER_GRACE_MS);
+  });
+
+  test('a program in the warm session steals the pod\'s port; when it exits the pod answers again, and the next one steals it again', async () => {
+    const podIP = (await kubectl(['get', 'pods', '-n', ns, '-l', 'app=wsess-steal', '-o', 'jsonpath={.items[0].status.podIP}'])).trim();
+    // This machine is the cluster's node: it reaches the pod's address, where the agent's redirect takes the port.
+    const get = async () => (await fetch(`http://${podIP}:8080/index.html`, { signal: AbortSignal.timeout(5000) })).text();
+    assert.equal(await get(), 'doppel test app\n');
+    succeeded(await exec('wsess-steal', ['--agent-ttl', TTL, '--steal']));
+    const host = await hostOf(target('wsess-steal'));
+    // Answers one caller, then exits without closing its server: its session's end gives the port back.
+    const script = `require('http').createServer((q, s) => s.end('local', () => process.exit(0))).listen(8080, () => console.log('ready'))`;
+    for (let round = 0; round < 2; round++) {
+      const server = serveWithDoppel(args('wsess-steal', ['--agent-ttl', TTL, '--steal'], ['node', '-e', script]), { env, timeoutMs: 60_000 });
+      await server.line(/^ready/);
+      assert.equal(await get(), 'local');
+      const result = await server.finished;
+      assert.equal(result.status, 0, result.stderr);
+      assert.equal(result.stderr, `doppel: reusing the warm session of deployment/wsess-steal in ${ns} (host pid ${host})\n`);
+      await poll('the pod to answer again', async () => ((await get().catch(() => '')) === 'doppel test app\n' ? true : undefined), 15_000);
+    }
+    assert.deepEqual(kubeHosts(target('wsess-steal')), [host]);
   });
 
   test('agent.ttl 0 leaves no host', async () => {
