@@ -12,10 +12,12 @@ import type { KubeTarget } from '../platform/kubernetes/resolve-target.ts';
 import type { HostTarget } from './host-target.ts';
 import { LAUNCH_PREFIX } from './launch-wire.ts';
 
-export const KUBE_LAUNCH_PREFIX = `${LAUNCH_PREFIX}kube-`;
+const KUBE_LAUNCH_PREFIX = `${LAUNCH_PREFIX}kube-`;
 
 export async function kubeHostTarget(config: ResolvedConfig, target: KubeTarget): Promise<HostTarget> {
-  let gone: (keepAgent: boolean) => void = () => {};
+  // A change seen before the host watches is kept for it.
+  let seen: boolean | undefined;
+  let gone: (keepAgent: boolean) => void = (keepAgent) => (seen = (seen ?? true) && keepAgent);
   const platform = await createKubernetesPlatform(target, config, { warmOnly: { targetChanged: (keepAgent) => gone(keepAgent) } });
   const own = await kubeIdentity(config, process.env as Record<string, string>, process.cwd());
   return {
@@ -26,7 +28,10 @@ export async function kubeHostTarget(config: ResolvedConfig, target: KubeTarget)
       if (requested.kind !== target.kind || requested.name !== target.name || requested.container !== target.container) return false;
       return (await kubeIdentity(requestConfig, env, cwd)) === own;
     },
-    watch: (callback) => (gone = callback),
+    watch(callback) {
+      gone = callback;
+      if (seen !== undefined) callback(seen);
+    },
   };
 }
 

@@ -90,8 +90,11 @@ async function takeSession({ config, layer }: Handoff, preparing: Promise<HostTa
 
   let primed = false;
   let idle: NodeJS.Timeout | undefined;
+  /** The target changed but the agent is still its (another pod became ready): the running program ends first. */
+  let retiring = false;
   const waitIdle = () => {
     clearTimeout(idle);
+    if (retiring) return void shutdown(undefined, true);
     idle = setTimeout(() => void shutdown(), config.agent.ttl * 1000);
   };
   let ending: Promise<void> | undefined;
@@ -122,7 +125,7 @@ async function takeSession({ config, layer }: Handoff, preparing: Promise<HostTa
     // One program at a time; one that has just exited has its session ended first.
     if (typeof current === 'object' && !running(current.pid, current.start)) current.end();
     if (typeof current === 'object') await Promise.race([current.ended, delay(PROGRAM_POLL_MS)]);
-    if (current || ending) return answer(socket, { run: false });
+    if (current || ending || retiring) return answer(socket, { run: false });
     if (decision.kind === 'cli') return shutdown(socket);
     const start = processStat(request.pid)?.start;
     if (!start) return answer(socket, { run: false });
@@ -207,7 +210,12 @@ async function takeSession({ config, layer }: Handoff, preparing: Promise<HostTa
     if (typeof current === 'object') writeToStderr(current.pid, errorText(error, { json: current.jsonErrors }));
     void shutdown();
   });
-  where.watch((keepAgent) => void shutdown(undefined, keepAgent));
+  // The target's pod gone, the session is over; another one ready, a program running finishes first, as in a CLI's
+  // session, which would have taken that pod in.
+  where.watch((keepAgent) => {
+    if (!keepAgent || current === undefined) return void shutdown(undefined, keepAgent);
+    retiring = true;
+  });
   for (const name of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.once(name, () => void shutdown());
 
   // The socket file goes with the server; one left by a host killed outright is removed by the next start.

@@ -58,13 +58,13 @@ describe('warm sessions on the test cluster', needsCluster('warm sessions on Kub
     namespace = await createNamespace('wsession');
     other = await createNamespace('wsession-other');
     ns = namespace.name;
-    const apps = ['wsess-reuse', 'wsess-other', 'wsess-expiry', 'wsess-deleted', 'wsess-killed', 'wsess-ttl0', 'wsess-steal'];
+    const apps = ['wsess-reuse', 'wsess-other', 'wsess-expiry', 'wsess-deleted', 'wsess-killed', 'wsess-ttl0', 'wsess-steal', 'wsess-scaled'];
     await apply([...apps.map((app) => deployment(ns, app, 1)), deployment(other.name, 'wsess-reuse', 1)]);
     for (const app of apps) await rolloutStatus(target(app), ns);
     await rolloutStatus(target('wsess-reuse'), other.name);
   });
   after(async () => {
-    for (const app of ['wsess-reuse', 'wsess-other', 'wsess-expiry', 'wsess-deleted', 'wsess-killed', 'wsess-ttl0', 'wsess-steal']) for (const host of kubeHosts(target(app))) process.kill(host, 'SIGTERM');
+    for (const app of ['wsess-reuse', 'wsess-other', 'wsess-expiry', 'wsess-deleted', 'wsess-killed', 'wsess-ttl0', 'wsess-steal', 'wsess-scaled']) for (const host of kubeHosts(target(app))) process.kill(host, 'SIGTERM');
     await Promise.all([namespace?.remove(), other?.remove()]);
   });
 
@@ -150,6 +150,22 @@ describe('warm sessions on the test cluster', needsCluster('warm sessions on Kub
     assert.equal(next.stdout, `${replacement.name}\n`);
     assert.equal(starting.exec(next.stderr)?.[1], replacement.name);
     await allGone(old.uid);
+  });
+
+  test('another pod of the target ready while a host waits: the host parks its agent and goes; the next exec takes it and starts one for the new pod', async () => {
+    const first = await targetPod('wsess-scaled');
+    succeeded(await exec('wsess-scaled'));
+    const host = await hostOf(target('wsess-scaled'));
+    const held = (await agentsOf(first.uid)).pods[0]!.split(' ')[0]!;
+    await kubectl(['scale', target('wsess-scaled'), '-n', ns, '--replicas=2']);
+    await rolloutStatus(target('wsess-scaled'), ns);
+    await hostGone(host);
+    // The same settings (agent.ttl among them), so that the parked agent is one this session may take.
+    const next = await exec('wsess-scaled');
+    succeeded(next);
+    assert.match(next.stderr, new RegExp(`^doppel: reusing the warm agent and starting the agent next to \\S+ on .*$`, 'm'));
+    assert.ok((await agentsOf(first.uid)).pods.some((pod) => pod.startsWith(`${held} `)), 'the parked agent was not the one reused');
+    assert.deepEqual(kubeHosts(target('wsess-scaled')), [], 'a session of two agents leaves no host');
   });
 
   test('a host killed outright: the next start removes its launch socket and its agent\'s Job', async () => {
