@@ -21,13 +21,13 @@ export interface SessionHostStart {
 }
 
 /**
- * Whether a session on `target` leaves a host: with agent.ttl > 0, on a process, or on a Kubernetes target whose
- * session has one agent in a Job (an ephemeral container is not kept warm; several replicas' agents are not taken;
- * a traced agent's Job carries --trace in its settings, which the host, not traced, would not take).
+ * Whether a session on `target` may leave a host: with agent.ttl > 0, on a process, or on a Kubernetes target with
+ * its agents in Jobs (an ephemeral container is not kept warm; a traced agent's Job carries --trace in its settings,
+ * which the host, not traced, would not take). Only a session that ends with one agent hands it over.
  */
-export function leavesHost(target: Target, config: ResolvedConfig, agents: number): boolean {
+export function leavesHost(target: Target, config: ResolvedConfig): boolean {
   if (config.agent.ttl <= 0 || target.kind === 'container' || target.kind === 'targetless') return false;
-  return target.kind === 'process' || (!config.agent.ephemeral && agents === 1 && !tracing());
+  return target.kind === 'process' || (!config.agent.ephemeral && !tracing());
 }
 
 export function startSessionHost(target: Target, handoff: Handoff): SessionHostStart {

@@ -70,7 +70,7 @@ export async function runExec(command: string[], config: ResolvedConfig, progres
     // While the program starts: its first remote calls then find compiled code in the proxy and the agent.
     void proxy?.prime();
     // The next `doppel exec` on this target can start its program in this session, kept warm by a host (src/warm/).
-    if (leavesHost(target, config, session.size())) host = startSessionHost(target, { config, layer });
+    if (leavesHost(target, config) && session.size() === 1) host = startSessionHost(target, { config, layer });
     const outcome = await Promise.race([program.status.then((status) => ({ status })), session.lost.then((error) => ({ error })), aborted.then((error) => ({ error }))]);
     trace('program exited');
     if ('status' in outcome) {
@@ -88,7 +88,8 @@ export async function runExec(command: string[], config: ResolvedConfig, progres
     const parked = await (session ? session.close() : platform.stop()).catch(() => undefined);
     // After the platform's stop, by which the target's mounts are known or will never be.
     if (!proxy) await preparing.then(({ prepared }) => prepared.discard(), () => undefined);
-    await host?.handOver(cleanEnd && parked === true);
+    // A host takes one agent: a session that had several leaves them parked for the next CLI.
+    await host?.handOver(cleanEnd && parked === true && session?.size() === 1);
     if (host) trace('session host told');
     process.off('exit', onExit);
     trace('session closed');

@@ -32,7 +32,7 @@ const DEADLINE_SECONDS = 24 * 3600;
 export interface KubernetesPlatformOptions {
   /**
    * A warm session host's platform (src/warm/): only the agent parked next to the target's one pod will do, claimed as
-   * a CLI claims it; none is an error. Its pods are followed, and any change (the pod gone or not ready, another ready)
+   * a CLI claims it; none is an error. The target is resolved at once, before the agent is parked. Its pods are followed, and any change (the pod gone or not ready, another ready)
    * is told instead of starting or stopping agents; `keepAgent` says the agent's pod is still the target's.
    */
   warmOnly?: { targetChanged(keepAgent: boolean): void };
@@ -112,10 +112,13 @@ export async function createKubernetesPlatform(target: Exclude<Target, { kind: '
   /** The warm session host's one pod (its uid), whose agent it holds. */
   let heldPod: string | undefined;
   /** The warm session host's start: the agent its CLI parked next to the target's one pod, or an error. */
+  // Resolved as the host is made, while its CLI's program runs; a pod that changes before the take is seen by the follower.
+  const early = options.warmOnly && target.kind !== 'targetless' ? resolveTarget(kube, target) : undefined;
+  early?.catch(() => undefined);
   const takeParkedAgent = async (): Promise<AgentTransport> => {
-    if (target.kind === 'targetless' || !warmAgents) throw noWarmAgent(description);
+    if (!early || !warmAgents) throw noWarmAgent(description);
     const parking = listParkedAgents(kube, agentNamespace, configDigest);
-    resolved = await resolveTarget(kube, target);
+    resolved = await early;
     const pods = oneReplica ? resolved.pods.slice(0, 1) : resolved.pods;
     const pod = pods.length === 1 ? pods[0]! : undefined;
     const parked = pod && parkedFor(await parking, pod);
