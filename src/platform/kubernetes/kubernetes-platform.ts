@@ -119,6 +119,7 @@ export async function createKubernetesPlatform(target: Exclude<Target, { kind: '
     if (!early || !warmAgents) throw noWarmAgent(description);
     const parking = listParkedAgents(kube, agentNamespace, configDigest);
     resolved = await early;
+    targetKnown(resolved);
     const pods = oneReplica ? resolved.pods.slice(0, 1) : resolved.pods;
     const pod = pods.length === 1 ? pods[0]! : undefined;
     const parked = pod && parkedFor(await parking, pod);
