@@ -1,6 +1,6 @@
 // Benchmarks `doppel exec --target deployment/...` on the test cluster: start to the program's first line against a bare
-// run, with a fresh agent, in the warm session the run before it left (its host starts the program), and with the warm
-// agent that host then gives back to a CLI (with the CLI's own steps and the platform's inner steps), and per-call latency through the port-forward against
+// run, with a fresh agent, in the warm session a run before it left (its host starts the program: right after that run,
+// and some runs into the session), and with the warm agent that host gives back to a CLI (with the CLI's own steps and the platform's inner steps), and per-call latency through the port-forward against
 // the process platform (the same pod's container as a process/PID target) and the direct case (the same program run in
 // the target pod); writes medians, p99s and ratios to bench/results/kube.json.
 import { spawn } from 'node:child_process';
@@ -127,7 +127,10 @@ try {
   await run(doppel, viaProcess, env);
   const bare: Timed[] = [];
   const kube: Timed[] = [];
+  /** The run right after a fresh one, and runs of a session that has started programs before (alternating with bare). */
+  const sessionFirst: Timed[] = [];
   const session: Timed[] = [];
+  const sessionBare: Timed[] = [];
   const warm: Timed[] = [];
   const proc: Timed[] = [];
   const cliOnly: number[] = [];
@@ -140,7 +143,7 @@ try {
     kube.push(await run(doppel, viaKube, env));
     const hosted = await run(doppel, viaKube, env);
     if (!hosted.stderr.includes('reusing the warm session')) throw new Error(`the second run was not started by the warm session host the first one left: ${hosted.stderr.trim()}`);
-    session.push(hosted);
+    sessionFirst.push(hosted);
     // The host parks its agent and goes, as for a request it does not run: the next CLI takes the warm agent itself.
     await hostGivesBack(fixture.target, ['--target-namespace', namespace, '--agent-ttl', '30'], env);
     const reused = await run(doppel, viaKube, env);
@@ -148,6 +151,18 @@ try {
     warm.push(reused);
     proc.push(await run(doppel, viaProcess, env));
     cliOnly.push((await run(doppel, ['--version'])).exit);
+  }
+
+  // A warm session some time into a developer's work: one fresh run leaves it, two untimed runs go through it first.
+  await removeAgents();
+  await noAgentLeft();
+  await noHostLeft();
+  for (let i = 0; i < 3; i++) await run(doppel, viaKube, env);
+  for (let i = 0; i < runs; i++) {
+    sessionBare.push(await run(program[0]!, program.slice(1)));
+    const hosted = await run(doppel, viaKube, env);
+    if (!hosted.stderr.includes('reusing the warm session')) throw new Error(`a run within the ttl was not started by the warm session host: ${hosted.stderr.trim()}`);
+    session.push(hosted);
   }
 
   const timelines: StepTimeline[] = [];
@@ -201,7 +216,8 @@ try {
     startupToFirstLine: {
       goalMs: 3000,
       kubernetes: compare(bare.map((t) => t.firstLine), kube.map((t) => t.firstLine)),
-      kubernetesWarmSession: compare(bare.map((t) => t.firstLine), session.map((t) => t.firstLine)),
+      kubernetesWarmSession: compare(sessionBare.map((t) => t.firstLine), session.map((t) => t.firstLine)),
+      kubernetesWarmSessionRightAfterFresh: compare(bare.map((t) => t.firstLine), sessionFirst.map((t) => t.firstLine)),
       kubernetesWarmAgent: compare(bare.map((t) => t.firstLine), warm.map((t) => t.firstLine)),
       processPlatform: compare(bare.map((t) => t.firstLine), proc.map((t) => t.firstLine)),
       kubernetesExitAfterFirstLine: summarize(kube.map((t) => t.exit - t.firstLine)),
