@@ -193,6 +193,6 @@ describe('the layer\'s features on a Kubernetes target, from a machine that reac
     });
     for (let i = 1; i < steps.length; i++) assert.ok(steps[i]!.at >= steps[i - 1]!.at, `"${steps[i]!.what}" came before "${steps[i - 1]!.what}"`);
     // The agent in the pod times its answers too: the call's link and agent time are apart.
-    assert.ok(lines.some(({ what }) => /^call open "\/etc\/app\/a\.txt" -> remote: proxy [\d.]+ \| fs\.fetch link [\d.]+ \+ agent [\d.]+ \| proxy [\d.]+ = [\d.]+ ms$/.test(what)), result.stderr);
+    assert.ok(lines.some(({ what }) => /^call open "\/etc\/app\/a\.txt" -> remote: proxy [\d.]+ \| fs\.get link [\d.]+ \+ agent [\d.]+ \| proxy [\d.]+ = [\d.]+ ms$/.test(what)), result.stderr);
   });
 });
