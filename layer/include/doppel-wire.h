@@ -52,6 +52,9 @@ enum dp_status {
    * struct dp_stat and the file's bytes as for DP_OK. Its content goes back with DP_OP_WRITEBACK. */
   DP_WRITABLE = 2,
   DP_DIRECTORY = 3, /* DP_OP_OPEN of a remote directory; payload: struct dp_stat, then its stand-in's path NUL */
+  /* DP_OP_CONNECT only, to a request flagged DP_CONNECT_TAKES_FD: the agent's connected socket for the program to take
+   * (pidfd_getfd) in place of its own. Payload: struct dp_handover; the layer then sends DP_OP_HANDED_OVER. */
+  DP_HANDOVER = 4,
 };
 
 enum dp_op {
@@ -70,8 +73,9 @@ enum dp_op {
   /* payload: struct dp_gai_req, then name NUL.
    * DP_OK payload: uint32 count, `count` x struct dp_addr (port 0), then canonical name NUL (may be empty). */
   DP_OP_GETADDRINFO = 7,
-  /* payload: struct dp_connect_req.  DP_OK payload: struct dp_connect_resp; DP_LOCAL: connect as asked, or to the
-   * struct dp_addr in the payload (a name kept local that the target's DNS resolved: where it resolves locally). */
+  /* payload: struct dp_connect_req.  DP_OK payload: struct dp_connect_resp (relayed); DP_HANDOVER; DP_LOCAL: connect
+   * as asked, or to the struct dp_addr in the payload (a name kept local that the target's DNS resolved: where it
+   * resolves locally). */
   DP_OP_CONNECT = 8,
   /* A server socket's bind to a port > 0.  payload: struct dp_bind_req.
    * DP_OK payload: struct dp_bind_resp (the port to bind locally; the layer tracks the socket); DP_LOCAL: bind as asked. */
@@ -90,6 +94,9 @@ enum dp_op {
    * bytes of text (no NUL), at most DP_RULES_MAX of them in DP_RULES_MAX_BYTES; an error status means none
    * (ask about everything). */
   DP_OP_HELLO = 13,
+  /* The layer took the socket of a DP_HANDOVER answer, or could not: payload struct dp_handed_over. One way: the proxy
+   * answers nothing (a connect pays no second round trip). */
+  DP_OP_HANDED_OVER = 14,
   /* Where a UDP datagram to a destination goes (sendto, sendmsg, connect of a UDP socket).  payload: struct dp_udp_route_req.
    * DP_OK payload: struct dp_udp_route_resp (send there instead: a proxy relay on loopback); DP_LOCAL: send as asked.
    * The answer holds for the whole session, so the layer keeps it. */
@@ -137,15 +144,33 @@ struct dp_gai_req {
   int32_t family, socktype, protocol, flags; /* from the hints; 0 when hints is NULL */
 };
 
+/* The layer can take a socket from the agent (pidfd_getfd works on the hello's handover_pid), and the program's socket
+ * may be replaced: it was not bound. */
+#define DP_CONNECT_TAKES_FD 1u
+/* The program's socket is AF_INET6 (an IPv4 destination is then reached at its IPv4-mapped address). */
+#define DP_CONNECT_INET6_SOCKET 2u
+
 struct dp_connect_req {
   uint32_t socktype; /* SOCK_STREAM (others are answered DP_LOCAL for now) */
-  uint32_t reserved;
+  uint32_t flags;    /* DP_CONNECT_* */
   struct dp_addr remote;
 };
 
 struct dp_connect_resp {
   struct dp_addr via;   /* where the layer connects instead: a proxy listener on loopback */
   struct dp_addr local; /* the connection's local address on the target, for getsockname */
+};
+
+struct dp_handover {
+  uint32_t pid;   /* the agent's process */
+  uint32_t fd;    /* the connected socket's descriptor there */
+  uint64_t token; /* names the hand-over in DP_OP_HANDED_OVER */
+};
+
+struct dp_handed_over {
+  uint64_t token;
+  int32_t status; /* 0: taken; else -errno (the layer asks again without DP_CONNECT_TAKES_FD) */
+  uint32_t reserved;
 };
 
 struct dp_udp_route_req {
@@ -242,8 +267,8 @@ struct dp_hello_req {
 #define DP_HELLO_REMOTE_WRITES 2u
 
 struct dp_hello_resp {
-  uint32_t flags; /* DP_HELLO_* */
-  uint32_t reserved;
+  uint32_t flags;        /* DP_HELLO_* */
+  uint32_t handover_pid; /* the agent's process when it hands its sockets over (process platform), else 0 */
 };
 
 /* A fast rule (src/config/fs-fast-rules.ts): how it matches an absolute, normalized, ASCII path, compared

@@ -8,6 +8,7 @@
 #include <netdb.h>
 #include <spawn.h>
 #include <stdio.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -115,6 +116,7 @@ struct statx;
   X(listen, int, (int, int), 1) \
   X(accept, int, (int, struct sockaddr *, socklen_t *), 1) \
   X(accept4, int, (int, struct sockaddr *, socklen_t *, int), 1) \
+  X(epoll_ctl, int, (int, int, int, struct epoll_event *), 1) \
   X(execve, int, (const char *, char *const[], char *const[]), 1) \
   X(execv, int, (const char *, char *const[]), 1) \
   X(execvp, int, (const char *, char *const[]), 1) \

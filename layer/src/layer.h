@@ -38,6 +38,8 @@ void dp_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* One round trip to the proxy. On success returns the status (DP_OK, DP_LOCAL or negative errno/EAI)
  * and sets *reply (NUL-terminated, NULL when empty) and *reply_len. Without a proxy it answers DP_LOCAL. */
 int dp_call(uint32_t op, const void *a, size_t a_len, const void *b, size_t b_len, char **reply, uint32_t *reply_len);
+/* A request the proxy does not answer (the program does not wait); lost if the proxy is gone. */
+void dp_tell(uint32_t op, const void *a, size_t a_len);
 /* Releases a reply from dp_call; only the thread's latest reply is valid, so release it before the next call. */
 void dp_free(char *reply);
 /* The layer's own sockets are numbered below this (from 900 up). */
@@ -90,6 +92,12 @@ void dp_copy_out(const struct sockaddr_storage *src, socklen_t src_len, struct s
 /* A relayed connect: the program's socket connects to `via` (the proxy's) and getpeername/getsockname answer from
  * info; forgotten again if the connect fails outright. */
 int dp_connect_via(int fd, const struct dp_fdinfo *info, const struct sockaddr *via, socklen_t via_len);
+/* The DP_CONNECT_* flags of a TCP socket about to connect, in *flags: its family, and whether its number may take the
+ * agent's socket (this process can take one, and the socket is not bound). 1 when it is connected already. */
+int dp_handover_flags(int fd, uint32_t *flags);
+/* A DP_HANDOVER answer (struct dp_handover) to connect(fd, addr): takes the agent's socket in place of fd and tells the
+ * proxy. 0 (blocking) or 1 (non-blocking socket) when taken, else -errno with fd untouched (relay it instead). */
+int dp_take_handover(int fd, const char *reply, const struct sockaddr *addr, socklen_t len);
 /* connect() of an AF_UNIX socket: to a proxy socket relayed to the target's when its path is one of unix_streams. */
 int dp_unix_connect(int fd, const struct sockaddr *addr, socklen_t len);
 
@@ -122,7 +130,7 @@ int dp_ask_abs(uint32_t op, const void *head, size_t head_len, const char *abs, 
  * when another connection loads them, or they are too big), then parsed by dp_rules_loaded (`from` names the
  * source in the debug log). */
 char *dp_rules_claim(uint32_t len);
-void dp_rules_loaded(const char *from, uint32_t flags, uint32_t len, int ok);
+void dp_rules_loaded(const char *from, const struct dp_hello_resp *head, uint32_t len, int ok);
 /* Loads them from the proxy's DP_FAST_PATH_FILE instead; 1 if it did. */
 int dp_rules_from_file(const char *path);
 /* The rules are loaded (from the file or a hello), so a connection need not wait for its hello's answer. */
@@ -135,6 +143,8 @@ int dp_rules_local(const char *path);
 void dp_connect_early(void);
 /* True when TCP to a loopback address is always local in this session. */
 int dp_loopback_tcp_local(void);
+/* The agent's process whose sockets connect() may take (the hello's handover_pid), or 0. */
+uint32_t dp_handover_pid(void);
 
 /* Remote stat answers kept briefly (stat-cache.c). get: 0 (stat in *out) or a negative errno when known, 1 when not.
  * put stores an answer to a question asked in `asked_in` (dp_cache_epoch before asking); status 0 or -errno. */

@@ -1,4 +1,5 @@
-/* Outgoing connect(): TCP relayed through the proxy, UDP handed to udp.c; getpeername/getsockname report the remote view of the layer's sockets. */
+/* Outgoing connect(): TCP relayed through the proxy or the agent's socket taken (handover.c), UDP handed to udp.c;
+ * getpeername/getsockname report the remote view of the layer's relayed sockets. */
 #define _GNU_SOURCE
 #include "layer.h"
 #include <errno.h>
@@ -74,12 +75,29 @@ int connect(int fd, const struct sockaddr *addr, socklen_t len) {
     return real_connect(fd, addr, len);
   }
   if (!dp_enter()) return real_connect(fd, addr, len);
+  if (dp_handover_flags(fd, &req.flags)) {
+    dp_leave();
+    return real_connect(fd, addr, len);
+  }
   req.socktype = (uint32_t)type;
   char *reply = NULL;
   uint32_t reply_len;
   int status = dp_call(DP_OP_CONNECT, &req, sizeof req, NULL, 0, &reply, &reply_len);
+  int taken = -EIO;
+  if (status == DP_HANDOVER && (reply_len < sizeof(struct dp_handover) || (taken = dp_take_handover(fd, reply, addr, len)) < 0)) {
+    /* Not taken: the proxy relays it when asked again without the flag. */
+    dp_free(reply);
+    req.flags &= ~DP_CONNECT_TAKES_FD;
+    status = dp_call(DP_OP_CONNECT, &req, sizeof req, NULL, 0, &reply, &reply_len);
+  }
   int r;
-  if (status == DP_LOCAL && reply_len >= sizeof(struct dp_addr)) {
+  if (status == DP_HANDOVER && taken == 0) {
+    r = 0;
+  } else if (status == DP_HANDOVER && taken > 0) {
+    /* Connected already; a non-blocking socket says so as a real connect would, and poll then finds it writable. */
+    errno = EINPROGRESS;
+    r = -1;
+  } else if (status == DP_LOCAL && reply_len >= sizeof(struct dp_addr)) {
     struct dp_addr instead;
     memcpy(&instead, reply, sizeof instead);
     struct sockaddr_storage to;
@@ -91,7 +109,7 @@ int connect(int fd, const struct sockaddr *addr, socklen_t len) {
   } else if (status < 0) {
     errno = -status;
     r = -1;
-  } else if (reply_len < sizeof(struct dp_connect_resp)) {
+  } else if (status != DP_OK || reply_len < sizeof(struct dp_connect_resp)) {
     errno = EIO;
     r = -1;
   } else {

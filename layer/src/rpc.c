@@ -197,7 +197,7 @@ static int hello(int fd) {
     char *store = dp_rules_claim(left);
     if (store != NULL) {
       int ok = read_all(fd, store, left) == 0;
-      dp_rules_loaded("hello", head.flags, left, ok);
+      dp_rules_loaded("hello", &head, left, ok);
       return ok ? 0 : -1;
     }
   }
@@ -252,12 +252,9 @@ void dp_connect_early(void) {
   errno = saved;
 }
 
-int dp_call(uint32_t op, const void *a, size_t a_len, const void *b, size_t b_len, char **reply, uint32_t *reply_len) {
-  int saved = errno;
-  *reply = NULL;
-  *reply_len = 0;
-  dp_cache_note(op, a, a_len);
-  pid_t pid = getpid();
+/* Drops this thread's connection when it cannot carry a new request: a forked child's copy of its parent's, or one
+ * the program jumped out of mid-message. */
+static void check_conn(pid_t pid) {
   follow_move();
   if (conn_fd >= 0 && conn_pid != pid) {
     /* A forked child must not share its parent's stream; its copy of the fd is its own to close. */
@@ -271,6 +268,37 @@ int dp_call(uint32_t op, const void *a, size_t a_len, const void *b, size_t b_le
     release(conn_fd);
     conn_fd = -1;
   }
+}
+
+void dp_tell(uint32_t op, const void *a, size_t a_len) {
+  int saved = errno;
+  pid_t pid = getpid();
+  check_conn(pid);
+  if (conn_fd < 0) {
+    conn_fd = connect_proxy();
+    conn_pid = pid;
+    conn_phase = IDLE;
+  }
+  if (conn_fd >= 0) {
+    struct dp_req_hdr req = {.len = (uint32_t)a_len, .op = op, .seq = atomic_fetch_add(&next_seq, 1)};
+    struct iovec iov[2] = {{&req, sizeof req}, {(void *)a, a_len}};
+    conn_phase = SENDING;
+    if (write_all(conn_fd, iov, 2) < 0) {
+      release(conn_fd);
+      conn_fd = -1;
+    }
+    conn_phase = IDLE;
+  }
+  errno = saved;
+}
+
+int dp_call(uint32_t op, const void *a, size_t a_len, const void *b, size_t b_len, char **reply, uint32_t *reply_len) {
+  int saved = errno;
+  *reply = NULL;
+  *reply_len = 0;
+  dp_cache_note(op, a, a_len);
+  pid_t pid = getpid();
+  check_conn(pid);
   for (int attempt = 0; attempt < 2; attempt++) {
     if (conn_fd < 0) {
       conn_fd = connect_proxy();

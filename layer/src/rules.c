@@ -21,6 +21,7 @@ static atomic_int state;
 static struct rule rules[DP_RULES_MAX];
 static size_t count;
 static uint32_t flags;
+static uint32_t handover_pid;
 static char store[DP_RULES_MAX_BYTES];
 
 /* The rules a path can match, by what rejects most of them at once: exact and prefix rules in the list of the byte
@@ -85,7 +86,7 @@ int dp_rules_from_file(const char *path) {
     ssize_t len = read_up_to(fd, &head, sizeof head) == (ssize_t)sizeof head ? read_up_to(fd, store, sizeof store) : -1;
     /* A file longer than the store is not one this layer can read whole. */
     loaded = len >= 0 && read_up_to(fd, &more, 1) == 0;
-    dp_rules_loaded(DP_FAST_PATH_FILE, head.flags, loaded ? (uint32_t)len : 0, loaded);
+    dp_rules_loaded(DP_FAST_PATH_FILE, &head, loaded ? (uint32_t)len : 0, loaded);
   }
   if (fd >= 0) real_close(fd);
   errno = saved;
@@ -93,11 +94,12 @@ int dp_rules_from_file(const char *path) {
 }
 
 /* Parses the claimed store; anything malformed loads no rules, which means "ask about everything". */
-void dp_rules_loaded(const char *from, uint32_t hello_flags, uint32_t len, int ok) {
+void dp_rules_loaded(const char *from, const struct dp_hello_resp *hello, uint32_t len, int ok) {
   if (!ok) {
     atomic_store(&state, UNSET);
     return;
   }
+  handover_pid = hello->handover_pid;
   size_t n = 0;
   for (uint32_t off = 0; off < len; n++) {
     struct dp_rule head;
@@ -115,7 +117,7 @@ void dp_rules_loaded(const char *from, uint32_t hello_flags, uint32_t len, int o
   }
   count = n;
   index_rules();
-  flags = hello_flags;
+  flags = hello->flags;
   atomic_store_explicit(&state, LOADED, memory_order_release);
   dp_log("%s: %zu fast rules", from, n);
   return;
@@ -181,6 +183,8 @@ static size_t plain_length(const char *path) {
 int dp_rules_ready(void) { return atomic_load_explicit(&state, memory_order_acquire) == LOADED; }
 
 int dp_remote_writes(void) { return !dp_rules_ready() || (flags & DP_HELLO_REMOTE_WRITES); }
+
+uint32_t dp_handover_pid(void) { return atomic_load_explicit(&state, memory_order_acquire) == LOADED ? handover_pid : 0; }
 
 int dp_loopback_tcp_local(void) { return atomic_load_explicit(&state, memory_order_acquire) == LOADED && (flags & DP_HELLO_LOOPBACK_TCP_LOCAL); }
 

@@ -9,7 +9,7 @@ import process from 'node:process';
 import { parseArgs } from 'node:util';
 import { isDoppelError } from '../errors.ts';
 import { Connection, type RequestHandler } from '../protocol/connection.ts';
-import type { Operations } from '../protocol/messages.ts';
+import { FEATURE_CONNECT_FD, type Operations } from '../protocol/messages.ts';
 import type { WarmClient } from '../protocol/warm-preface.ts';
 import { agentTraceLine } from '../trace.ts';
 import { targetEnvironment } from './env.ts';
@@ -76,6 +76,9 @@ async function main(): Promise<number> {
   });
 
   let stream = handed?.stream ?? new Socket({ fd: Number(values.fd), readable: true, writable: true });
+  // An agent on an inherited descriptor was started by the CLI of the process platform, on the program's machine and
+  // in its PID namespace: the program may take our sockets. A launcher's agent (Kubernetes) serves another machine.
+  const handover = !handed;
   let client: WarmClient = { session, trace: values.trace };
   for (;;) {
     let warm: Warm | undefined;
@@ -100,11 +103,12 @@ async function main(): Promise<number> {
     const loadHandlers = () =>
       (handler ??= requestHandlers().then(({ createRequestHandler }) => {
         mark('request handlers loaded');
-        return (handle = createRequestHandler(pid, log, incoming, park));
+        return (handle = createRequestHandler(pid, log, { incoming, park, handover }));
       }));
     const opening = Connection.open(stream, {
       role: 'agent',
       software,
+      ...(handover ? { features: [FEATURE_CONNECT_FD], pid: process.pid } : {}),
       handshakeTimeoutMs: timeoutMs,
       onRequest: (op, args, connection) => {
         if (handle) return handle(op, args, connection);

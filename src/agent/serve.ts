@@ -8,14 +8,19 @@ import { createFileWrites, readCredentials, type Credentials } from './file-writ
 import { createFiles } from './files.ts';
 import type { Incoming } from './incoming.ts';
 import type { Log } from './log.ts';
-import { createOutgoing, createUnixOutgoing } from './outgoing.ts';
+import { createHandover, createOutgoing, createUnixOutgoing } from './outgoing.ts';
 import { createUdp } from './udp.ts';
 
-/**
- * `incoming` is left out where nothing may change the namespace's rules (tests of the other families); `park` where
- * the agent cannot stay warm for a next client.
- */
-export function createRequestHandler(pid: number, log: Log, incoming?: Incoming, park?: (args: Operations['agent.park']['args']) => Promise<void>): RequestHandler {
+export interface RequestHandlerOptions {
+  /** Left out where nothing may change the namespace's rules (tests of the other families). */
+  incoming?: Incoming;
+  /** Left out where the agent cannot stay warm for a next client. */
+  park?: (args: Operations['agent.park']['args']) => Promise<void>;
+  /** The client's programs run on this machine and may take our sockets (`tcp.connectFd`): the process platform. */
+  handover?: boolean;
+}
+
+export function createRequestHandler(pid: number, log: Log, { incoming, park, handover }: RequestHandlerOptions = {}): RequestHandler {
   const root = `/proc/${pid}/root`;
   const files = createFiles(root);
   // Read once: a process's user and umask rarely change, and every write checks them.
@@ -25,6 +30,10 @@ export function createRequestHandler(pid: number, log: Log, incoming?: Incoming,
   const tcpConnect = createOutgoing(log);
   const unixConnect = createUnixOutgoing(root, log);
   const udpOpen = createUdp(log);
+  const handedOver = handover ? createHandover(log) : undefined;
+  const noHandover = (): never => {
+    throw new RemoteError('ENOSYS', 'this agent hands over no sockets: its client is on another machine');
+  };
   const noIncoming = (): never => {
     throw new RemoteError('ENOSYS', 'this agent serves no incoming traffic');
   };
@@ -48,6 +57,8 @@ export function createRequestHandler(pid: number, log: Log, incoming?: Incoming,
     'fs.chmod': (args) => writes.chmod(args),
     'dns.lookup': (args) => lookup(args),
     'tcp.connect': (args, connection) => tcpConnect(args, connection),
+    'tcp.connectFd': (args, connection) => (handedOver ?? noHandover()).connect(args, connection),
+    'tcp.releaseFd': (args) => (handedOver ?? noHandover()).release(args),
     'udp.open': (args, connection) => udpOpen(args, connection),
     'unix.connect': (args, connection) => unixConnect(args, connection),
     'incoming.subscribe': (args, connection) => (incoming ?? noIncoming()).subscribe(args, connection),

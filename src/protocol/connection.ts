@@ -20,6 +20,8 @@ export interface ConnectionOptions {
   role: 'client' | 'agent';
   software: string;
   features?: string[];
+  /** Sent in the hello: the agent's process, whose sockets a program on the same machine may take (`tcp.connectFd`). */
+  pid?: number;
   handshakeTimeoutMs: number;
   maxFrame?: number;
   onRequest?: RequestHandler;
@@ -37,6 +39,7 @@ export interface PeerHello {
   version: number;
   features: string[];
   software: string;
+  pid?: number;
 }
 
 export class Connection implements ChannelLink {
@@ -82,7 +85,7 @@ export class Connection implements ChannelLink {
   /** Sends our hello, waits for the peer's, and returns the connection ready for requests. */
   static async open(stream: Duplex, options: ConnectionOptions): Promise<Connection> {
     const decoder = new FrameDecoder(options.maxFrame);
-    const hello: ControlMessage = { t: 'hello', protocol: PROTOCOL_NAME, version: PROTOCOL_VERSION, features: options.features ?? [], software: options.software };
+    const hello: ControlMessage = { t: 'hello', protocol: PROTOCOL_NAME, version: PROTOCOL_VERSION, features: options.features ?? [], software: options.software, ...(options.pid === undefined ? {} : { pid: options.pid }) };
     stream.write(encodeFrame({ kind: 'control', body: encodeControl(hello) }));
     const { peer, rest } = await readHello(stream, decoder, options.handshakeTimeoutMs);
     const connection = new Connection(stream, decoder, peer, options);
@@ -429,5 +432,5 @@ function checkHello(frame: Frame): PeerHello {
   if (message.version < MIN_PEER_VERSION) {
     throw new ProtocolError('E_PROTOCOL_VERSION', `the peer speaks protocol version ${message.version} (${message.software}); this side needs at least ${MIN_PEER_VERSION}`);
   }
-  return { version: message.version, features: message.features, software: message.software };
+  return { version: message.version, features: message.features, software: message.software, ...(Number.isSafeInteger(message.pid) ? { pid: message.pid } : {}) };
 }

@@ -3,7 +3,7 @@ import { Decoder, Encoder } from '@msgpack/msgpack';
 import { ProtocolError } from './errors.ts';
 
 /** Bumped when an operation or field is added; a peer must speak at least MIN_PEER_VERSION. */
-export const PROTOCOL_VERSION = 7;
+export const PROTOCOL_VERSION = 8;
 /**
  * Version 1 peers are still served: the keepalive is the `ping` request every version answers, and a client
  * facing a version 1 agent fetches files with `fs.read` pieces instead of `fs.fetch`. Agents ship apart from the
@@ -127,7 +127,20 @@ export interface Operations {
    * most, in one frame each way: no channel, no credit or end frames.
    */
   'fs.get': { args: { path: string; upTo: number }; result: { stat: Stat; data?: Uint8Array } };
+  /**
+   * Version 8, served only by an agent whose hello lists the feature `tcp.connectFd` (the process platform's: the
+   * program runs on the same machine): connects from the target's network namespace as `tcp.connect` does, reads
+   * nothing, and answers with the socket's descriptor number in the agent's process `pid`, for the program's layer to
+   * take (pidfd_getfd). The agent keeps its copy until `tcp.releaseFd` with `token`, or a few seconds at most. No
+   * addresses: the program's getsockname and getpeername are then the kernel's.
+   */
+  'tcp.connectFd': { args: { host: string; port: number }; result: { fd: number; pid: number; token: number } };
+  /** Version 8: the program took the socket of `token` (or could not): the agent closes its copy. */
+  'tcp.releaseFd': { args: { token: number }; result: Record<string, never> };
 }
+
+/** The hello feature of an agent that serves `tcp.connectFd`. */
+export const FEATURE_CONNECT_FD = 'tcp.connectFd';
 
 export type IncomingMode = 'steal' | 'mirror';
 
@@ -180,6 +193,8 @@ export const operationSince: Record<Operation, number> = {
   'unix.connect': 5,
   'agent.park': 6,
   'fs.get': 7,
+  'tcp.connectFd': 8,
+  'tcp.releaseFd': 8,
 };
 
 export function isOperation(op: string): op is Operation {
@@ -187,7 +202,8 @@ export function isOperation(op: string): op is Operation {
 }
 
 export type ControlMessage =
-  | { t: 'hello'; protocol: string; version: number; features: string[]; software: string }
+  // `pid`: the sender's process, sent by an agent that serves `tcp.connectFd` (older peers ignore it).
+  | { t: 'hello'; protocol: string; version: number; features: string[]; software: string; pid?: number }
   | { t: 'req'; id: number; op: string; args: unknown }
   // `us`: how long the answering side took, in µs; only an agent started with --trace sends it, and peers ignore it.
   | { t: 'res'; id: number; ok: unknown; us?: number }

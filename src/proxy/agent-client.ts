@@ -3,7 +3,7 @@ import type { Duplex } from 'node:stream';
 import { readFileSync } from 'node:fs';
 import { Connection, DEFAULT_REQUEST_TIMEOUT_MS, type ConnectionOptions, type RequestHandler } from '../protocol/connection.ts';
 import { RemoteError } from '../protocol/errors.ts';
-import { ENV_HOSTNAME_SINCE, type Operations, type SocketAddress } from '../protocol/messages.ts';
+import { ENV_HOSTNAME_SINCE, FEATURE_CONNECT_FD, type Operations, type SocketAddress } from '../protocol/messages.ts';
 import { fetchFile, openForWrite, writeFile, type FetchedFile } from './fetch-file.ts';
 import type { DirEntry, RemoteStat } from './layer-handler.ts';
 
@@ -31,6 +31,12 @@ export interface AgentClient {
   chmod(path: string, mode: number, follow: boolean): Promise<void>;
   lookup(name: string, family: 0 | 4 | 6): Promise<Operations['dns.lookup']['result']>;
   connectTcp(host: string, port: number): Promise<{ stream: Duplex; localAddress: string; localPort: number }>;
+  /** The agent's process when it hands its connected sockets over (`tcp.connectFd`, process platform), else undefined. */
+  handoverPid(): number | undefined;
+  /** Connects and hands the socket over: its descriptor in the agent's process, and the token that releases it. */
+  connectTcpFd(host: string, port: number): Promise<Operations['tcp.connectFd']['result']>;
+  /** The program took the socket of `token`, or could not: the agent closes its copy. Nothing waits for the answer. */
+  releaseFd(token: number): void;
   /** A stream to the target's Unix socket at `path` (or abstract name); version 5. */
   connectUnix(path: string, abstract: boolean): Promise<Duplex>;
   /**
@@ -134,6 +140,12 @@ export async function connectAgent(stream: Duplex, options: AgentClientOptions):
         channel.destroy();
         throw error;
       }
+    },
+    handoverPid: () => (connection.supports('tcp.connectFd') && connection.peer.features.includes(FEATURE_CONNECT_FD) ? connection.peer.pid : undefined),
+    connectTcpFd: (host, port) => connection.request('tcp.connectFd', { host, port }),
+    releaseFd(token) {
+      // An agent that is gone closed its copies with it.
+      connection.request('tcp.releaseFd', { token }).catch(() => undefined);
     },
     openUdp() {
       const channel = connection.openChannel();

@@ -44,9 +44,30 @@ export type Opened = { stat: RemoteStat; data: Uint8Array; handle?: number } | {
 export interface FastPath {
   rules: FastRule[];
   loopbackTcpLocal: boolean;
+  /** The agent's process when it hands its sockets over (`tcp.connectFd`): the layer checks once whether it may take them. */
+  handoverPid?: number | undefined;
   /** Some writes go to the target: only then can a process hold written files (the layer looks for them only then). */
   remoteWrites: boolean;
 }
+
+/** The program's socket at connect, as the layer sees it. */
+export interface ConnectingSocket {
+  /** The layer can take a socket from the agent (pidfd_getfd works on it), and this one may be replaced (not bound). */
+  takesFd: boolean;
+  /** An IPv6 socket (6) reaches an IPv4 destination at its IPv4-mapped address. */
+  family: 4 | 6;
+}
+
+/** A connected socket of the agent's for the layer to take: descriptor `fd` of process `pid`, released by `token`. */
+export interface HandedOver {
+  pid: number;
+  fd: number;
+  token: number;
+}
+
+/** A remote connect: relayed (`via` the loopback listener the layer connects to, `local` what getsockname reports), or
+ *  the agent's own socket handed over. */
+export type Connected = { via: SockAddr; local: SockAddr } | { handover: HandedOver };
 
 /** Who opened a layer connection. */
 export interface LayerPeer {
@@ -64,8 +85,10 @@ export interface LayerHandler {
   readlink(path: string): Promise<Answer<string>>;
   realpath(path: string): Promise<Answer<string>>;
   getaddrinfo(name: string, hints: AddrInfoHints): Promise<Answer<{ addresses: SockAddr[]; canonicalName: string }>>;
-  /** Relays a connection: `via` is the loopback listener the layer connects to instead, `local` what getsockname reports. */
-  connect(socktype: number, remote: SockAddr): Promise<Answer<{ via: SockAddr; local: SockAddr }>>;
+  /** A connection to `remote` from the program's `socket`: kept local, relayed, or the agent's socket handed over. */
+  connect(socktype: number, remote: SockAddr, socket: ConnectingSocket): Promise<Answer<Connected>>;
+  /** One way, nothing is answered: the layer took the socket of hand-over `token`, or could not. */
+  handedOver(token: number, taken: boolean): Promise<Answer<void>>;
   /** A server socket binds `requested` (port > 0): local binds as asked; remote names the local port to bind
    *  instead and whether a port taken locally may fall back to any free one. */
   bind(socktype: number, requested: SockAddr): Promise<Answer<{ port: number; fallback: boolean }>>;

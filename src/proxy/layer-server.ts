@@ -2,7 +2,7 @@
 import { unlink } from 'node:fs/promises';
 import { createServer, type Socket } from 'node:net';
 import type { Answer, LayerHandler, LayerPeer } from './layer-handler.ts';
-import { decodeRequest, encodeAnswer, MAX_REQUEST, REQ_HEADER, type LayerRequest } from './layer-wire.ts';
+import { decodeRequest, encodeAnswer, isOneWay, MAX_REQUEST, REQ_HEADER, type LayerRequest } from './layer-wire.ts';
 
 export interface LayerServer {
   close(): Promise<void>;
@@ -75,7 +75,7 @@ function serve(socket: Socket, handler: LayerHandler, onError: (error: Error) =>
           fail(error);
           return { kind: 'error', code: 'EIO' };
         });
-        if (!socket.destroyed) socket.write(encodeAnswer(request, answer, seq));
+        if (!socket.destroyed && !isOneWay(request)) socket.write(encodeAnswer(request, answer, seq));
       });
     }
   });
@@ -96,7 +96,9 @@ function call(handler: LayerHandler, request: LayerRequest): Promise<Answer<unkn
     case 'getaddrinfo':
       return handler.getaddrinfo(request.name, request.hints);
     case 'connect':
-      return handler.connect(request.socktype, request.remote);
+      return handler.connect(request.socktype, request.remote, request.socket);
+    case 'handedOver':
+      return handler.handedOver(request.token, request.taken);
     case 'bind':
       return handler.bind(request.socktype, request.requested);
     case 'listen':

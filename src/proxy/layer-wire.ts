@@ -2,7 +2,7 @@
 import { isIP, SocketAddress } from 'node:net';
 import { constants } from 'node:os';
 import type { FastRule } from '../config/fs-fast-rules.ts';
-import type { AddrInfoHints, Answer, FastPath, ListeningSocket, Opened, RemoteStat, SockAddr } from './layer-handler.ts';
+import type { AddrInfoHints, Answer, ConnectingSocket, Connected, FastPath, HandedOver, ListeningSocket, Opened, RemoteStat, SockAddr } from './layer-handler.ts';
 
 export const REQ_HEADER = 16;
 export const RESP_HEADER = 16;
@@ -11,6 +11,10 @@ export const ADDR_SIZE = 24;
 export const GAI_REQ_SIZE = 16;
 export const CONNECT_REQ_SIZE = 8 + ADDR_SIZE;
 export const CONNECT_RESP_SIZE = 2 * ADDR_SIZE;
+export const CONNECT_TAKES_FD = 1;
+export const CONNECT_INET6_SOCKET = 2;
+export const HANDOVER_SIZE = 16;
+export const HANDED_OVER_REQ_SIZE = 16;
 export const BIND_REQ_SIZE = 8 + ADDR_SIZE;
 export const BIND_RESP_SIZE = 8;
 export const LISTEN_REQ_SIZE = 2 * ADDR_SIZE + 16;
@@ -43,11 +47,13 @@ export const STANDIN_DIR = 'dirs';
 export const FAST_PATH_FILE = 'fast-path';
 
 export const Op = { open: 1, stat: 2, access: 3, readlink: 4, realpath: 6, getaddrinfo: 7, connect: 8, bind: 9, listen: 10, peerOf: 11, unlisten: 12,
-  udpRoute: 30, unixConnect: 60, writeback: 40, writebackData: 41, mkdir: 42, rmdir: 43, unlink: 44, rename: 45, chmod: 46, fchmod: 47, hello: 13 } as const;
+  udpRoute: 30, unixConnect: 60, writeback: 40, writebackData: 41, mkdir: 42, rmdir: 43, unlink: 44, rename: 45, chmod: 46, fchmod: 47, hello: 13,
+  handedOver: 14 } as const;
 const STATUS_OK = 0;
 const STATUS_LOCAL = 1;
 const STATUS_WRITABLE = 2;
 const STATUS_DIRECTORY = 3;
+const STATUS_HANDOVER = 4;
 export const WRITEBACK_LAST = 1;
 export const RENAME_NOREPLACE = 1;
 export const CHMOD_NOFOLLOW = 1;
@@ -70,7 +76,8 @@ export type LayerRequest =
   | { op: 'access'; mode: number; path: string }
   | { op: 'readlink' | 'realpath'; path: string }
   | { op: 'getaddrinfo'; hints: AddrInfoHints; name: string }
-  | { op: 'connect'; socktype: number; remote: SockAddr }
+  | { op: 'connect'; socktype: number; remote: SockAddr; socket: ConnectingSocket }
+  | { op: 'handedOver'; token: number; taken: boolean }
   | { op: 'bind'; socktype: number; requested: SockAddr }
   | { op: 'listen'; requested: SockAddr; local: SockAddr; socket: ListeningSocket }
   | { op: 'peerOf'; peer: SockAddr; listenerPort: number }
@@ -87,6 +94,9 @@ export type LayerRequest =
   | { op: 'hello'; pid: number; ppid: number; executable: string };
 
 export class WireError extends Error {}
+
+/** A request the layer sends without waiting: nothing is written back. */
+export const isOneWay = (request: LayerRequest): boolean => request.op === 'handedOver';
 
 /** The bytes up to the first NUL, or all of them. */
 function cstringOrAll(payload: Buffer): string {
@@ -127,9 +137,19 @@ export function decodeRequest(op: number, payload: Buffer): LayerRequest {
         hints: { family: payload.readInt32LE(0), socktype: payload.readInt32LE(4), protocol: payload.readInt32LE(8), flags: payload.readInt32LE(12) },
         name: cstring(GAI_REQ_SIZE),
       };
-    case Op.connect:
+    case Op.connect: {
       need(CONNECT_REQ_SIZE);
-      return { op: 'connect', socktype: payload.readUInt32LE(0), remote: decodeAddr(payload, 8) };
+      const flags = payload.readUInt32LE(4);
+      return {
+        op: 'connect',
+        socktype: payload.readUInt32LE(0),
+        remote: decodeAddr(payload, 8),
+        socket: { takesFd: (flags & CONNECT_TAKES_FD) !== 0, family: (flags & CONNECT_INET6_SOCKET) !== 0 ? 6 : 4 },
+      };
+    }
+    case Op.handedOver:
+      need(HANDED_OVER_REQ_SIZE);
+      return { op: 'handedOver', token: u64(payload, 0), taken: payload.readInt32LE(8) === 0 };
     case Op.bind:
       need(BIND_REQ_SIZE);
       return { op: 'bind', socktype: payload.readUInt32LE(0), requested: decodeAddr(payload, 8) };
@@ -191,6 +211,14 @@ export function decodeRequest(op: number, payload: Buffer): LayerRequest {
 export function encodeAnswer(request: LayerRequest, answer: Answer<unknown>, seq: number): Buffer {
   if (answer.kind === 'local') return frame(STATUS_LOCAL, answer.address ? encodeAddr(answer.address) : answer.path === undefined ? Buffer.alloc(0) : cstr(answer.path), seq);
   if (answer.kind === 'error') return frame(errorStatus(request.op, answer.code), Buffer.alloc(0), seq);
+  if (request.op === 'connect' && 'handover' in (answer.value as Connected)) {
+    const { pid, fd, token } = (answer.value as { handover: HandedOver }).handover;
+    const out = Buffer.alloc(HANDOVER_SIZE);
+    out.writeUInt32LE(pid, 0);
+    out.writeUInt32LE(fd, 4);
+    out.writeBigUInt64LE(BigInt(token), 8);
+    return frame(STATUS_HANDOVER, out, seq);
+  }
   if (request.op === 'open') {
     const opened = answer.value as Opened;
     if ('directory' in opened) return frame(STATUS_DIRECTORY, Buffer.concat([encodeStat(opened.stat), cstr(opened.directory)]), seq);
@@ -251,6 +279,7 @@ function encodeValue(request: LayerRequest, value: unknown): Buffer {
     case 'unixConnect':
       return cstr(value as string);
     case 'listen':
+    case 'handedOver':
     case 'unlisten':
     case 'writebackData':
     case 'mkdir':
@@ -266,9 +295,10 @@ function encodeValue(request: LayerRequest, value: unknown): Buffer {
 }
 
 /** The hello answer's payload, which is also what DP_FAST_PATH_FILE holds. */
-export function encodeFastPath({ rules, loopbackTcpLocal, remoteWrites }: FastPath): Buffer {
+export function encodeFastPath({ rules, loopbackTcpLocal, remoteWrites, handoverPid }: FastPath): Buffer {
   const head = Buffer.alloc(HELLO_RESP_SIZE);
   head.writeUInt32LE((loopbackTcpLocal ? HELLO_LOOPBACK_TCP_LOCAL : 0) | (remoteWrites ? HELLO_REMOTE_WRITES : 0), 0);
+  head.writeUInt32LE(handoverPid ?? 0, 4);
   return Buffer.concat([head, encodeRules(rules)]);
 }
 

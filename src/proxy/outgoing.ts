@@ -1,11 +1,12 @@
-// Outgoing TCP from the layer: the agent connects from the target's network, and a one-shot loopback listener hands the stream to the program.
+// Outgoing TCP from the layer: the agent connects from the target's network, then either hands its socket itself to the
+// program (process platform: the layer takes it with pidfd_getfd) or relays it through a one-shot loopback listener.
 import { lookup } from 'node:dns/promises';
 import { connect as connectSocket, createServer, isIPv4, type Server, type Socket } from 'node:net';
 import { PassThrough, type Duplex } from 'node:stream';
 import type { Destination, OutgoingPolicy } from '../config/network-policy.ts';
 import type { AgentClient } from './agent-client.ts';
 import { errorAnswer } from './answer.ts';
-import type { Answer, LayerHandler, SockAddr } from './layer-handler.ts';
+import type { Answer, ConnectingSocket, Connected, LayerHandler, SockAddr } from './layer-handler.ts';
 import { normalAddress, type ResolvedNames } from './resolved-names.ts';
 import type { Route } from './route.ts';
 
@@ -24,7 +25,7 @@ const SOCK_STREAM = 1;
 /** How long a relayed connection waits for the layer to connect to its loopback listener. */
 const HANDOFF_TIMEOUT_MS = 10_000;
 
-export interface OutgoingRequests extends Pick<LayerHandler, 'connect'> {
+export interface OutgoingRequests extends Pick<LayerHandler, 'connect' | 'handedOver'> {
   /** The names a destination goes by, for the filter: those the program resolved to it, and the filter's own that resolve to it. */
   namesOf(address: string): Promise<string[]>;
   /** See `primeHandOff`. */
@@ -68,11 +69,28 @@ export function createOutgoingRequests(agent: AgentClient, policy: OutgoingDecid
     }
     return { kind: 'error', code: 'EHOSTUNREACH' };
   };
+  /**
+   * The agent's own socket for the program, when the agent hands sockets over and the layer can take this one: an IPv4
+   * socket to an IPv4 destination, an IPv6 socket to an IPv6 one or (as the agent's IPv6 socket to the IPv4-mapped
+   * address) to an IPv4 one. Undefined means relay: that includes an agent whose namespace has no IPv6 for the last.
+   */
+  const handOver = async (target: SockAddr, socket: ConnectingSocket): Promise<Answer<Connected> | undefined> => {
+    if (!socket.takesFd || agent.handoverPid() === undefined || (socket.family === 4 && target.family === 6)) return undefined;
+    const host = socket.family === 6 && target.family === 4 ? `::ffff:${target.address}` : target.address;
+    try {
+      return { kind: 'remote', value: { handover: await agent.connectTcpFd(host, target.port) } };
+    } catch (error) {
+      if ((error as { code?: unknown }).code === 'EAFNOSUPPORT') return undefined;
+      return errorAnswer(error, 'ECONNREFUSED');
+    }
+  };
   return {
-    async connect(socktype, target) {
+    async connect(socktype, target, socket) {
       if (socktype !== SOCK_STREAM) return { kind: 'local' };
       const destination: Destination = { address: target.address, port: target.port, protocol: 'tcp', hostnames: await namesOf(target.address) };
       if ((await route(destination)) === 'local') return localAnswer(destination);
+      const handedOver = await handOver(target, socket);
+      if (handedOver) return handedOver;
       let relayed: Awaited<ReturnType<AgentClient['connectTcp']>>;
       try {
         relayed = await agent.connectTcp(target.address, target.port);
@@ -82,6 +100,10 @@ export function createOutgoingRequests(agent: AgentClient, policy: OutgoingDecid
       const via = await handOff(relayed.stream, open);
       const local: SockAddr = { family: relayed.localAddress.includes(':') ? 6 : 4, address: relayed.localAddress, port: relayed.localPort };
       return { kind: 'remote', value: { via, local } };
+    },
+    async handedOver(token) {
+      agent.releaseFd(token);
+      return { kind: 'remote', value: undefined };
     },
     namesOf,
     prime: () => primeHandOff(open),

@@ -85,7 +85,8 @@ export async function startProxy(options: ProxyOptions, prepared?: PreparedProxy
   const incoming = createIncomingRequests(options.agent, options.incoming, options.session);
   const { sweep, ...listeners } = createListenerRequests(incoming, options.incoming);
   const { openForWrite, ...fileWrites } = createFileWriteRequests(options.agent, options.fs, options.session.notice);
-  const fastPath = fastPathOf(options);
+  // The agent's pid is known only now: it joins the rules file written while the agent started (below).
+  const fastPath = { ...fastPathOf(options), handoverPid: options.agent.handoverPid() };
   const handler: LayerHandler = {
     hello: () => Promise.resolve({ kind: 'remote', value: fastPath }),
     // Remote directories' stand-ins live in the same directory, so they go with it.
@@ -93,6 +94,7 @@ export async function startProxy(options: ProxyOptions, prepared?: PreparedProxy
     ...fileWrites,
     ...createDnsRequests(options.agent, options.dns, { names, rememberLocal: options.outgoing.filterNames !== undefined }),
     connect: outgoing.connect,
+    handedOver: outgoing.handedOver,
     udpRoute: udp.udpRoute,
     unixConnect: unixStreams.unixConnect,
     ...listeners,
@@ -100,7 +102,11 @@ export async function startProxy(options: ProxyOptions, prepared?: PreparedProxy
   try {
     // A process that exits without closing its listening sockets ends their subscriptions with its layer connections,
     // and its UDP sockets' flows.
-    const server = await startLayerServer({ socketPath, handler: options.wrapHandler?.(handler) ?? handler, onDisconnect: () => void Promise.all([sweep(), udp.sweep()]) });
+    const [server] = await Promise.all([
+      startLayerServer({ socketPath, handler: options.wrapHandler?.(handler) ?? handler, onDisconnect: () => void Promise.all([sweep(), udp.sweep()]) }),
+      // No process has read it yet (the program starts once the proxy has); a file left without it only means relaying.
+      fastPath.handoverPid === undefined ? undefined : writeFile(join(dir, FAST_PATH_FILE), encodeFastPath(fastPath)).catch(() => undefined),
+    ]);
     let closing: Promise<void> | undefined;
     return {
       socketPath,

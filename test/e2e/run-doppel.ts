@@ -19,6 +19,8 @@ export interface RunOptions {
   timeoutMs?: number;
   /** A command that execs its arguments (so the PID stays the CLI's), put in front of bin/doppel. */
   wrap?: string[];
+  /** Leave stdin open: the test writes to the child's stdin and ends it. */
+  openStdin?: boolean;
 }
 
 const started: number[] = [];
@@ -35,7 +37,7 @@ export function startDoppel(args: string[], options: RunOptions = {}): { child: 
   child.stdout!.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
   child.stderr!.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
   if (options.input !== undefined) child.stdin!.end(options.input);
-  else child.stdin!.end();
+  else if (!options.openStdin) child.stdin!.end();
   // A program that outlives a killed doppel would hold the pipes open; drop them so 'close' still comes.
   const timer = setTimeout(() => {
     child.kill('SIGKILL');

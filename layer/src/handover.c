@@ -1,0 +1,221 @@
+/* Outgoing TCP handed over (process platform): the agent connected a socket from the target's network, and connect()
+ * takes that very socket into the program in place of the program's own (pidfd_getfd, then dup3 onto its number), so
+ * the program talks to the server through the kernel alone: no relay, and getpeername/getsockname are the kernel's.
+ * Whether to hand over is the proxy's decision; the layer only says whether it can take a socket for this one. */
+#define _GNU_SOURCE
+#include "layer.h"
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open 434
+#endif
+#ifndef SYS_pidfd_getfd
+#define SYS_pidfd_getfd 438
+#endif
+
+/* What a program may set on its socket before connect, which the kernel keeps per socket: each one whose value differs
+ * from a fresh socket's is set on the socket taken. Buffer sizes read back doubled (the kernel's bookkeeping share),
+ * so they are set at half. */
+struct option {
+  int level, name;
+  socklen_t size;
+  int doubled;
+};
+static const struct option options[] = {
+    {IPPROTO_TCP, TCP_NODELAY, sizeof(int), 0},        {SOL_SOCKET, SO_KEEPALIVE, sizeof(int), 0},
+    {IPPROTO_TCP, TCP_KEEPIDLE, sizeof(int), 0},       {IPPROTO_TCP, TCP_KEEPINTVL, sizeof(int), 0},
+    {IPPROTO_TCP, TCP_KEEPCNT, sizeof(int), 0},        {IPPROTO_TCP, TCP_USER_TIMEOUT, sizeof(int), 0},
+    {SOL_SOCKET, SO_RCVTIMEO, sizeof(struct timeval), 0}, {SOL_SOCKET, SO_SNDTIMEO, sizeof(struct timeval), 0},
+    {SOL_SOCKET, SO_LINGER, sizeof(struct linger), 0}, {SOL_SOCKET, SO_PRIORITY, sizeof(int), 0},
+    {SOL_SOCKET, SO_RCVBUF, sizeof(int), 1},           {SOL_SOCKET, SO_SNDBUF, sizeof(int), 1},
+};
+#define OPTIONS (sizeof options / sizeof options[0])
+#define OPTION_MAX 16
+
+/* Whether this process can take the agent's sockets: found out once, at the first connect that could use it. */
+enum { UNKNOWN, PROBING, YES, NO };
+static atomic_int can_take;
+/* A fresh socket's values of `options`, read by the probe (before YES is published). */
+static unsigned char defaults[OPTIONS][OPTION_MAX];
+
+/* A child forked while another thread was probing would never see the probe end; it probes again instead. */
+static void after_fork_child(void) {
+  int probing = PROBING;
+  atomic_compare_exchange_strong(&can_take, &probing, UNKNOWN);
+}
+__attribute__((constructor)) static void fork_safe(void) { pthread_atfork(NULL, NULL, after_fork_child); }
+
+/* The socket (by inode) each descriptor held when the program added it to an epoll set: a socket watched before it
+ * connects must stay the same file, or the program would wait on one that is gone (nginx adds its upstream sockets
+ * to epoll, then connects). By inode, so a number closed and reused for another socket needs nothing at close.
+ * Chunks are mapped on first use (a signal handler may be first). */
+#define WATCH_MAX_FD 65536
+#define WATCH_CHUNK 4096
+static _Atomic(_Atomic uint64_t *) watched[WATCH_MAX_FD / WATCH_CHUNK];
+
+static uint64_t socket_inode(int fd) {
+  struct stat st;
+  return real_syscall(SYS_fstat, (long)fd, (long)&st) == 0 && S_ISSOCK(st.st_mode) ? (uint64_t)st.st_ino : 0;
+}
+
+static _Atomic uint64_t *watch_slot(int fd, int create) {
+  if (fd < 0 || fd >= WATCH_MAX_FD) return NULL;
+  _Atomic uint64_t *chunk = atomic_load_explicit(&watched[fd / WATCH_CHUNK], memory_order_acquire);
+  if (chunk == NULL && create) {
+    void *fresh = mmap(NULL, WATCH_CHUNK * sizeof *chunk, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (fresh == MAP_FAILED) return NULL;
+    _Atomic uint64_t *expected = NULL;
+    if (atomic_compare_exchange_strong(&watched[fd / WATCH_CHUNK], &expected, (_Atomic uint64_t *)fresh)) chunk = fresh;
+    else {
+      munmap(fresh, WATCH_CHUNK * sizeof *chunk);
+      chunk = expected;
+    }
+  }
+  return chunk == NULL ? NULL : &chunk[fd % WATCH_CHUNK];
+}
+
+int epoll_ctl(int epfd, int op, int fd, struct epoll_event *event) {
+  dp_init();
+  int r = real_epoll_ctl(epfd, op, fd, event);
+  /* Only a session whose agent hands sockets over needs to know. */
+  if (r == 0 && op == EPOLL_CTL_ADD && dp_handover_pid() != 0) {
+    int saved = errno;
+    uint64_t inode = socket_inode(fd);
+    _Atomic uint64_t *slot = inode != 0 ? watch_slot(fd, 1) : NULL;
+    if (slot != NULL) atomic_store(slot, inode);
+    errno = saved;
+  }
+  return r;
+}
+
+static int is_watched(int fd) {
+  _Atomic uint64_t *slot = watch_slot(fd, 0);
+  uint64_t inode = slot != NULL ? atomic_load(slot) : 0;
+  return inode != 0 && inode == socket_inode(fd);
+}
+
+static int take_fd(uint32_t pid, uint32_t fd) {
+  int pidfd = (int)real_syscall(SYS_pidfd_open, (long)pid, 0L);
+  if (pidfd < 0) return -1;
+  int got = (int)real_syscall(SYS_pidfd_getfd, (long)pidfd, (long)fd, 0L);
+  int saved = errno;
+  real_close(pidfd);
+  errno = saved;
+  return got;
+}
+
+/* Taking a descriptor needs ptrace access to the agent (root with every capability the agent has: a program under
+ * `sudo doppel exec`): EPERM otherwise, ENOSYS before Linux 5.6. Any descriptor tells; one the agent does not have
+ * (EBADF) was looked for, so access was granted. */
+static int probe(void) {
+  uint32_t pid = dp_handover_pid();
+  int got = pid == 0 ? -1 : take_fd(pid, 0);
+  int ok = got >= 0 || (pid != 0 && errno == EBADF);
+  int why = errno;
+  if (got >= 0) real_close(got);
+  int fresh = ok ? socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0) : -1;
+  for (size_t i = 0; fresh >= 0 && i < OPTIONS; i++) {
+    socklen_t size = options[i].size;
+    if (getsockopt(fresh, options[i].level, options[i].name, defaults[i], &size) < 0) memset(defaults[i], 0, sizeof defaults[i]);
+  }
+  if (fresh >= 0) real_close(fresh);
+  if (pid != 0) dp_log("connect: the agent's sockets (process %u) %s (errno %d)", pid, fresh >= 0 ? "can be taken" : "cannot be taken: relaying", fresh >= 0 ? 0 : why);
+  return fresh >= 0;
+}
+
+static int takes_fds(void) {
+  int state = atomic_load_explicit(&can_take, memory_order_acquire);
+  if (state == UNKNOWN && dp_rules_ready()) {
+    /* One thread probes; the others relay meanwhile. */
+    if (!atomic_compare_exchange_strong(&can_take, &state, PROBING)) return state == YES;
+    state = probe() ? YES : NO;
+    atomic_store_explicit(&can_take, state, memory_order_release);
+  }
+  return state == YES;
+}
+
+int dp_handover_flags(int fd, uint32_t *flags) {
+  struct sockaddr_storage me, peer;
+  socklen_t me_len = sizeof me, peer_len = sizeof peer;
+  struct dp_addr bound;
+  static const uint8_t any[16];
+  *flags = 0;
+  if (real_getsockname(fd, (struct sockaddr *)&me, &me_len) < 0 || !dp_to_addr((struct sockaddr *)&me, me_len, &bound)) return 0;
+  *flags = me.ss_family == AF_INET6 ? DP_CONNECT_INET6_SOCKET : 0;
+  int unbound = bound.port == 0 && memcmp(bound.addr, any, sizeof any) == 0;
+  /* A socket with a local address is bound or connected already: a program polling a non-blocking connect's end by
+   * connecting again (Ruby's connect_nonblock) must get the kernel's EISCONN, not a second connection. */
+  if (!unbound && real_getpeername(fd, (struct sockaddr *)&peer, &peer_len) == 0) return 1;
+  /* A socket bound first (its address or port chosen), or already in an epoll set, is the program's to keep: it is
+   * relayed. */
+  if (unbound && takes_fds() && !is_watched(fd)) *flags |= DP_CONNECT_TAKES_FD;
+  return 0;
+}
+
+/* The taken socket gets the program's file status flags (O_NONBLOCK) and the options it set; 0 or -errno. */
+static int copy_settings(int fd, int got) {
+  int mine = real_fcntl(fd, F_GETFL), theirs = real_fcntl(got, F_GETFL);
+  if (mine < 0 || theirs < 0) return -errno;
+  if (((mine ^ theirs) & O_NONBLOCK) && real_fcntl(got, F_SETFL, (theirs & ~O_NONBLOCK) | (mine & O_NONBLOCK)) < 0) return -errno;
+  for (size_t i = 0; i < OPTIONS; i++) {
+    unsigned char value[OPTION_MAX];
+    socklen_t size = options[i].size;
+    if (getsockopt(fd, options[i].level, options[i].name, value, &size) < 0 || memcmp(value, defaults[i], options[i].size) == 0) continue;
+    if (options[i].doubled) {
+      int half;
+      memcpy(&half, value, sizeof half);
+      half /= 2;
+      memcpy(value, &half, sizeof half);
+    }
+    if (setsockopt(got, options[i].level, options[i].name, value, options[i].size) < 0) dp_log("connect: option %d/%d not copied (errno %d)", options[i].level, options[i].name, errno);
+  }
+  return 0;
+}
+
+/* The taken socket must be the connection asked for: a stream connected to the program's destination (the pid could
+ * name another process, in another PID namespace). */
+static int is_connection_to(int got, const struct sockaddr *addr, socklen_t len) {
+  struct sockaddr_storage peer;
+  socklen_t peer_len = sizeof peer;
+  struct dp_addr want, have;
+  return real_getpeername(got, (struct sockaddr *)&peer, &peer_len) == 0 && dp_to_addr(addr, len, &want) &&
+         dp_to_addr((struct sockaddr *)&peer, peer_len, &have) && memcmp(&want, &have, sizeof want) == 0;
+}
+
+int dp_take_handover(int fd, const char *reply, const struct sockaddr *addr, socklen_t len) {
+  struct dp_handover from;
+  memcpy(&from, reply, sizeof from);
+  int r = 0;
+  int got = take_fd(from.pid, from.fd);
+  if (got < 0) r = -errno;
+  else if (!is_connection_to(got, addr, len)) r = -ENOTCONN;
+  else r = copy_settings(fd, got);
+  if (r == 0) {
+    int fd_flags = real_fcntl(fd, F_GETFD);
+    /* Atomically in place of the program's socket (which closes), keeping its close-on-exec. */
+    if (fd_flags < 0 || real_dup3(got, fd, (fd_flags & FD_CLOEXEC) ? O_CLOEXEC : 0) < 0) r = -errno;
+  }
+  if (got >= 0) real_close(got);
+  struct dp_handed_over told = {.token = from.token, .status = r};
+  dp_tell(DP_OP_HANDED_OVER, &told, sizeof told);
+  if (r < 0) {
+    dp_log("connect: could not take the agent's socket (errno %d); relaying from now on", -r);
+    atomic_store(&can_take, NO);
+    return r;
+  }
+  /* Not a relayed socket: the kernel answers getpeername and getsockname. */
+  dp_fd_forget(fd);
+  dp_log("connect: took the agent's socket (process %u, fd %u)", from.pid, from.fd);
+  return (real_fcntl(fd, F_GETFL) & O_NONBLOCK) ? 1 : 0;
+}
