@@ -51,25 +51,37 @@ function requireBuiltins(code: string): string {
 }
 
 await rm(join(dist, 'chunks'), { recursive: true, force: true });
-const { outputFiles } = await build({
-  entryPoints: { 'cli/entry': join(src, 'cli/entry.ts'), 'agent/main': join(src, 'agent/main.ts'), 'warm/session-host': join(src, 'warm/session-host.ts') },
-  outdir: dist,
-  chunkNames: 'chunks/[name]-[hash]',
-  bundle: true,
-  splitting: true,
-  format: 'esm',
-  platform: 'node',
-  target: 'node22',
-  sourcemap: true,
-  sourcesContent: false,
-  // Only for the paths that need them, loaded lazily: bundling would only make their chunks bigger. Not so the
-  // Kubernetes client, whose index loads about 2,800 modules (its generated models): one chunk of it loads in a third
-  // of their time, and every Kubernetes start and every warm reuse waits for it.
-  external: ['zod', 'yaml', 'smol-toml', 'ora'],
-  plugins: [ownUrl],
-  write: false,
-  logLevel: 'warning',
-});
+/**
+ * The agent is bundled apart from the CLI and its session host (which share most of their modules, the Kubernetes
+ * client's chunk among them): esbuild makes a chunk for every set of entry points and lazy imports that share modules,
+ * so one build of all three split what the CLI's exec loads over 21 files; two builds, 15 (from the CLI's start to its
+ * modules loaded, 16.2 -> 13.4 ms, medians of 15 alternating runs).
+ */
+const programs = [{ 'cli/entry': 'cli', 'warm/session-host': 'host' }, { 'agent/main': 'agent' }];
+const built = await Promise.all(
+  programs.map((entries) =>
+    build({
+      entryPoints: Object.fromEntries(Object.keys(entries).map((entry) => [entry, join(src, `${entry}.ts`)])),
+      outdir: dist,
+      chunkNames: `chunks/${Object.values(entries).join('-')}-[name]-[hash]`,
+      bundle: true,
+      splitting: true,
+      format: 'esm',
+      platform: 'node',
+      target: 'node22',
+      sourcemap: true,
+      sourcesContent: false,
+      // Only for the paths that need them, loaded lazily: bundling would only make their chunks bigger. Not so the
+      // Kubernetes client, whose index loads about 2,800 modules (its generated models): one chunk of it loads in a
+      // third of their time, and every Kubernetes start and every warm reuse waits for it.
+      external: ['zod', 'yaml', 'smol-toml', 'ora'],
+      plugins: [ownUrl],
+      write: false,
+      logLevel: 'warning',
+    }),
+  ),
+);
+const outputFiles = built.flatMap((result) => result.outputFiles);
 await Promise.all(outputFiles.map(async ({ path, text }) => {
   await mkdir(dirname(path), { recursive: true });
   await writeFile(path, path.endsWith('.js') ? requireBuiltins(text) : text);

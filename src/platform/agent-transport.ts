@@ -6,10 +6,17 @@ export interface AgentTransport {
   readonly stream: Duplex;
   /** Says where the agent runs, for progress lines and errors ("process 1234"). */
   readonly description: string;
+  /**
+   * The agent's process, where the program may take the sockets it connects (the process platform: an agent of this
+   * build on this machine), known before its handshake; its hello says for sure.
+   */
+  readonly handoverPid?: number;
   /** Settles when the agent is gone, with what was seen of its end. */
   readonly exited: Promise<string>;
   /** The agent's last log lines, for error messages. */
   logTail(): Promise<string>;
+  /** Told once the agent has answered its handshake: what can wait until then starts (a platform's housekeeping). */
+  answered?(): void;
   /** Ends the agent and removes everything the platform created; safe to call more than once. */
   stop(): Promise<void>;
   /** Last resort on a dying CLI: kill synchronously, no waiting. */

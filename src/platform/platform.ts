@@ -32,6 +32,11 @@ export interface Platform {
   remoteMounts(): Promise<string[]>;
   /** Whether the target has an environment of its own (targetless has none). */
   readonly hasTargetProcess: boolean;
+  /**
+   * The target's environment and /etc/hostname, read as its agent would, by a platform that can without one (a local
+   * process's /proc): a program then starts while its agent does. Absent, the agent is asked.
+   */
+  targetEnvironment?(withHostname: boolean): Promise<{ vars: Record<string, string>; hostnameFile?: string | undefined }>;
   /** Stops every agent and removes everything the platform created; safe to call more than once. */
   stop(): Promise<void>;
   /** Last resort on a dying CLI: whatever can be done synchronously. */

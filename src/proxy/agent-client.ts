@@ -10,6 +10,11 @@ import type { DirEntry, RemoteStat } from './layer-handler.ts';
 const { version } = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
 
 export interface AgentClient {
+  /**
+   * Settles once `connection` and `handoverPid` say what the agent is: at once for a client, later for a session's agent
+   * asked while its agents start (its requests wait for them by themselves).
+   */
+  readonly connected: Promise<void>;
   readonly connection: Connection;
   /** The target's environment and, with `withHostname`, its /etc/hostname's content (undefined when it has none). */
   env(withHostname: boolean): Promise<{ vars: Record<string, string>; hostnameFile?: string | undefined }>;
@@ -90,6 +95,7 @@ export async function connectAgent(stream: Duplex, options: AgentClientOptions):
     onCall: options.onCall,
   });
   return {
+    connected: Promise.resolve(),
     connection,
     async env(withHostname) {
       if (!withHostname) return { vars: (await connection.request('env', {})).vars };

@@ -49,7 +49,8 @@ export function createFileWriteRequests(agent: AgentClient, policy: FsDecider, n
   let nextToken = 1;
   let told = false;
   /** An agent older than protocol 5 has no writes: the file system is read-only to the program. */
-  const writable = () => {
+  const writable = async () => {
+    await agent.connected;
     if (agent.connection.supports('fs.open')) return true;
     if (!told) {
       const { software, version } = agent.connection.peer;
@@ -59,7 +60,7 @@ export function createFileWriteRequests(agent: AgentClient, policy: FsDecider, n
     return false;
   };
   const change = (path: string, work: (remotePath: string) => Promise<void>) =>
-    routePath(policy, path, true, (remotePath) => (writable() ? remote(() => work(remotePath)) : Promise.resolve(error('EROFS'))));
+    routePath(policy, path, true, async (remotePath) => ((await writable()) ? remote(() => work(remotePath)) : error('EROFS')));
 
   async function finish(job: Pending): Promise<void> {
     const content = Buffer.concat(job.pieces);
@@ -79,8 +80,8 @@ export function createFileWriteRequests(agent: AgentClient, policy: FsDecider, n
   }
 
   return {
-    openForWrite(path, flags, mode) {
-      if (!writable()) return Promise.resolve(error('EROFS'));
+    async openForWrite(path, flags, mode) {
+      if (!(await writable())) return error('EROFS');
       return remote(async () => {
         const file = await agent.openForWrite(path, flags, mode);
         const handle = nextHandle++;
@@ -131,7 +132,7 @@ export function createFileWriteRequests(agent: AgentClient, policy: FsDecider, n
       }
       // One side here, the other there: as between two file systems, so that mv copies instead.
       if (source.action !== target.action) return error('EXDEV');
-      if (!writable()) return error('EROFS');
+      if (!(await writable())) return error('EROFS');
       return remote(() => agent.rename(source.path, target.path, noReplace));
     },
   };

@@ -75,7 +75,9 @@ export function createOutgoingRequests(agent: AgentClient, policy: OutgoingDecid
    * address) to an IPv4 one. Undefined means relay: that includes an agent whose namespace has no IPv6 for the last.
    */
   const handOver = async (target: SockAddr, socket: ConnectingSocket): Promise<Answer<Connected> | undefined> => {
-    if (!socket.takesFd || agent.handoverPid() === undefined || (socket.family === 4 && target.family === 6)) return undefined;
+    if (!socket.takesFd || (socket.family === 4 && target.family === 6)) return undefined;
+    await agent.connected;
+    if (agent.handoverPid() === undefined) return undefined;
     const host = socket.family === 6 && target.family === 4 ? `::ffff:${target.address}` : target.address;
     try {
       return { kind: 'remote', value: { handover: await agent.connectTcpFd(host, target.port) } };

@@ -1,5 +1,6 @@
 // The internal proxy: serves every layer connection of one session from a private Unix socket, backed by one agent.
-import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import process from 'node:process';
@@ -59,11 +60,12 @@ export interface PreparedProxy {
 export async function prepareProxy(policies: Pick<ProxyPolicies, 'fs' | 'outgoing'>): Promise<PreparedProxy> {
   // A fresh 0700 directory keeps other local users off the socket; its name carries our PID
   // so that a later session can remove it if this one is killed before it cleans up.
-  const dir = await mkdtemp(join(tmpdir(), `doppel-${process.pid}-`));
+  // Synchronous: a few µs each, where a trip through libuv's thread pool waits behind the busy start's event loop.
+  const dir = mkdtempSync(join(tmpdir(), `doppel-${process.pid}-`));
   const discard = () => rm(dir, { recursive: true, force: true });
   try {
     // Read by every process at load, so that one that asks nothing never connects (DP_FAST_PATH_FILE).
-    await writeFile(join(dir, FAST_PATH_FILE), encodeFastPath(fastPathOf(policies)));
+    writeFileSync(join(dir, FAST_PATH_FILE), encodeFastPath(fastPathOf(policies)));
   } catch (error) {
     await discard();
     throw error;
@@ -99,19 +101,23 @@ export async function startProxy(options: ProxyOptions, prepared?: PreparedProxy
     unixConnect: unixStreams.unixConnect,
     ...listeners,
   };
+  // No process has read it yet (the program starts once the proxy has); a file left without it only means relaying.
+  if (fastPath.handoverPid !== undefined) {
+    try {
+      writeFileSync(join(dir, FAST_PATH_FILE), encodeFastPath(fastPath));
+    } catch {
+      // relaying, then
+    }
+  }
   try {
     // A process that exits without closing its listening sockets ends their subscriptions with its layer connections,
     // and its UDP sockets' flows.
-    const [server] = await Promise.all([
-      startLayerServer({ socketPath, handler: options.wrapHandler?.(handler) ?? handler, onDisconnect: () => void Promise.all([sweep(), udp.sweep()]) }),
-      // No process has read it yet (the program starts once the proxy has); a file left without it only means relaying.
-      fastPath.handoverPid === undefined ? undefined : writeFile(join(dir, FAST_PATH_FILE), encodeFastPath(fastPath)).catch(() => undefined),
-    ]);
+    const server = await startLayerServer({ socketPath, handler: options.wrapHandler?.(handler) ?? handler, onDisconnect: () => void Promise.all([sweep(), udp.sweep()]) });
     let closing: Promise<void> | undefined;
     return {
       socketPath,
       async prime() {
-        await Promise.all([outgoing.prime().catch(() => undefined), options.agent.prime()]);
+        await Promise.all([outgoing.prime().catch(() => undefined), options.agent.prime().catch(() => undefined)]);
       },
       close() {
         closing ??= (async () => {

@@ -94,6 +94,7 @@ export function createUdpRequests(agent: AgentClient, route: Route, notice: (tex
 
   const decide = async (remote: SockAddr): Promise<Answer<{ via: SockAddr }>> => {
     if ((await route({ address: remote.address, port: remote.port, protocol: 'udp' })) === 'local') return { kind: 'local' };
+    await agent.connected;
     if (!agent.connection.supports('udp.open')) {
       warnOnce(`the agent (${agent.connection.peer.software}) speaks protocol ${agent.connection.peer.version}: outgoing UDP through the target needs protocol 5, so the program's UDP to the target's network fails (use the agent of the same doppel version as the CLI, or --no-udp-outgoing)`);
       return { kind: 'error', code: 'ENETUNREACH' };

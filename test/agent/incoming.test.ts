@@ -13,6 +13,7 @@ import { connectAgent, type AgentClient } from '../../src/proxy/agent-client.ts'
 import type { IncomingRequests } from '../../src/proxy/incoming.ts';
 import { agentProcesses } from '../e2e/leftovers.ts';
 import { needsRoot } from '../support/root.ts';
+import { until } from '../support/until.ts';
 import { createWorld, type World } from '../world/world.ts';
 import { agentSession, incomingRequests } from './agent-session.ts';
 
@@ -155,7 +156,7 @@ for (const backend of backends) {
       t.diagnostic(`the target answered again ${Date.now() - killedAt} ms after the kill`);
     });
 
-    test('a start removes the chains of dead sessions, and keeps a live one\'s', async () => {
+    test('a session removes the chains of dead sessions once its agent has answered, and keeps a live one\'s', async () => {
       const dead = await deadPid();
       const iptables = (args: string[]) => execFileSync(enter()[0]!, [...enter().slice(1), `iptables-${backend}`, '-w', '-t', 'nat', ...args]);
       for (const chain of [`DOPPEL-${dead}-0`, `DOPPEL-${process.pid}-999`]) {
@@ -171,6 +172,7 @@ for (const backend of backends) {
       // The dead session's rule breaks the target's port until it is swept.
       await assert.rejects(curl(target()));
       await platformSession();
+      await until('the dead session\'s chain to go', () => (chains()[backend].includes(`DOPPEL-${dead}-0`) ? undefined : true));
       assert.deepEqual(chains(), { ...noChains, [backend]: [`DOPPEL-${process.pid}-999`] });
       assert.doesNotMatch(execFileSync(enter()[0]!, [...enter().slice(1), `iptables-${backend}-save`], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }), new RegExp(`DOPPEL-${dead}-`));
     });

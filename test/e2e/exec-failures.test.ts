@@ -97,6 +97,17 @@ describe('doppel exec failure paths', gate, () => {
     assert.match(result.stderr, /the agent in process \d+ exited with code 1 before it was ready: nsenter: reassociate .* \[E_AGENT_START\]/);
   });
 
+  test('a program that started before its agent failed to (fault injection: an nsenter failing after 1.5 s) is stopped, and the failure is one clear line', async () => {
+    const env = { ...process.env, PATH: `${join(fixtures, 'failing-nsenter')}:${process.env.PATH}`, DOPPEL_TEST_NSENTER_DELAY: '1.5' };
+    const result = await execIn(pid(), ['sh', '-c', 'echo $$; exec sleep 30'], { env });
+    assert.equal(result.status, 1);
+    assert.match(result.stderr, /the agent in process \d+ exited with code 1 before it was ready: nsenter: reassociate .* \[E_AGENT_START\]/);
+    // It ran (its environment needs no agent on a process target) and was stopped.
+    const programPid = Number(result.stdout.trim());
+    assert.ok(programPid > 0, `the program did not start: ${result.stdout}`);
+    assert.equal(alive(programPid), false);
+  });
+
   test('an agent killed mid-session stops the program and fails clearly', async () => {
     const { child, finished } = startDoppel(['exec', '--target', `process/${pid()}`, '-q', '--', 'sh', '-c', 'echo $$; exec sleep 30']);
     let out = '';

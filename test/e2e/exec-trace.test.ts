@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import { needsRoot } from '../support/root.ts';
 import { createWorld, type World } from '../world/world.ts';
@@ -10,6 +11,7 @@ import { leftoversAfter } from './leftovers.ts';
 import { execIn, type Finished } from './run-doppel.ts';
 
 const gate = needsRoot('doppel exec --trace against a process target');
+const fixtures = fileURLToPath(new URL('./fixtures', import.meta.url));
 
 /** The trace lines a run printed: milliseconds since the CLI started, and what happened then. */
 function traceLines(result: Finished): { at: number; what: string }[] {
@@ -24,17 +26,20 @@ function traceLines(result: Finished): { at: number; what: string }[] {
  * Each chain in order. The agent named on the command line starts while the CLI loads and reads its configuration,
  * so the two meet only at the handshake; the steps of an inner list run concurrently.
  */
+// The program's start does not wait for the agent's handshake on a process target (its environment is read from /proc),
+// so the two chains meet only at the session's end.
 const startup: (string | string[])[][] = [
-  ['cli: started', 'cli: modules loaded', 'cli: configuration read', 'handshake done'],
-  ['cli: started', 'spawning the agent', 'agent: process started', 'agent: modules loaded', 'agent: sending hello', 'handshake done'],
   [
-    'handshake done',
+    'cli: started',
+    'cli: modules loaded',
+    'cli: configuration read',
     ['environment fetched', 'proxy listening'],
     'program spawned',
     'program: first byte of output',
     'program exited',
     'session closed',
   ],
+  ['cli: started', 'spawning the agent', 'agent: process started', 'agent: modules loaded', 'agent: sending hello', 'handshake done', 'session closed'],
 ];
 
 /** Asserts each chain's order; every step must be there. */
@@ -80,6 +85,18 @@ describe('doppel exec --trace', gate, () => {
     assert.ok(lines.some(({ what }) => /^calls open remote x\d+: proxy [\d.]+ \/ [\d.]+, link [\d.]+ \/ [\d.]+, agent [\d.]+ \/ [\d.]+ \(median \/ p99 ms\)$/.test(what)), result.stderr);
     // The agent's marks are the CLI's trace lines, not lines of its log.
     assert.doesNotMatch(result.stderr, /agent: trace @/);
+    assert.deepEqual(await leftoversAfter(world.target.pid), { agents: [], dirs: [] });
+  });
+
+  test('the program starts before its agent answers, and its first remote calls wait for it (fault injection: an nsenter slow by 1.5 s)', async () => {
+    const [path, content] = Object.entries(world.target.files)[0]!;
+    const env = { ...process.env, PATH: `${fixtures}/slow-nsenter:${process.env.PATH}`, DOPPEL_TEST_NSENTER_DELAY: '1.5' };
+    const { redis } = world.services;
+    const result = await execIn(world.target.pid, ['sh', '-c', `echo "$DOPPEL_TEST_SECRET"; cat ${path}; getent hosts ${redis.name}`], { env, flags: ['--trace'] });
+    assert.equal(result.status, 0, result.stderr);
+    assert.equal(result.stdout, `${world.target.env.DOPPEL_TEST_SECRET}\n${content}${redis.address.padEnd(15)} ${redis.name}\n`);
+    // A call's line carries the time it was asked: the open was asked before the agent answered, and got its file.
+    assertOrder(traceLines(result), [['program spawned', `call open ${JSON.stringify(path)} -> remote`, 'handshake done']], result.stderr);
     assert.deepEqual(await leftoversAfter(world.target.pid), { agents: [], dirs: [] });
   });
 

@@ -31,12 +31,13 @@ export interface TargetEnvironment {
   hostname: string | undefined;
 }
 
-export async function readTargetEnvironment(agent: AgentClient, platform: Pick<Platform, 'hasTargetProcess'>, config: ResolvedConfig, progress: StepReporter): Promise<TargetEnvironment> {
+export async function readTargetEnvironment(agent: AgentClient, platform: Pick<Platform, 'hasTargetProcess' | 'targetEnvironment'>, config: ResolvedConfig, progress: StepReporter): Promise<TargetEnvironment> {
   const wantEnv = config.feature.env.enabled && platform.hasTargetProcess;
   const wantHostname = config.feature.hostname && platform.hasTargetProcess;
   if (!wantEnv && !wantHostname) return { remoteEnv: {}, hostname: undefined };
-  // One question for both: the agent answers it before anything else (src/agent/env.ts).
-  const { vars, hostnameFile } = await progress.step('reading the target\'s environment', () => agent.env(wantHostname));
+  // One question for both, which the agent answers before anything else (src/agent/env.ts), unless the platform reads
+  // them itself.
+  const { vars, hostnameFile } = await progress.step('reading the target\'s environment', () => platform.targetEnvironment?.(wantHostname) ?? agent.env(wantHostname));
   return { remoteEnv: wantEnv ? vars : {}, hostname: hostnameFrom(hostnameFile) };
 }
 

@@ -13,7 +13,7 @@ import { trace, tracing } from '../../trace.ts';
 import { createCallTracer } from './call-trace.ts';
 import { programEnvironment, programProxyPolicies, readTargetEnvironment, readTargetMounts, sessionOwner, sessionPolicies } from './program-proxy.ts';
 import { runProgram } from './run-program.ts';
-import { openSession, type Session } from './session.ts';
+import { startSession, type Session } from './session.ts';
 import { isStaticElf, whichSync } from './static-binary.ts';
 import { leavesHost, startSessionHost, type SessionHostStart } from '../../warm/start-host.ts';
 
@@ -26,7 +26,7 @@ export async function runExec(command: string[], config: ResolvedConfig, progres
   const platform = await createPlatform(target, config);
   let session: Session | undefined;
   let proxy: Proxy | undefined;
-  let host: SessionHostStart | undefined;
+  let hosting: Promise<SessionHostStart | undefined> | undefined;
   let cleanEnd = false;
   // A CLI that dies anyway must not leave agents running; each platform also ends its agents when the link drops.
   const onExit = () => platform.killNow();
@@ -46,9 +46,11 @@ export async function runExec(command: string[], config: ResolvedConfig, progres
   // Awaited where the proxy starts, or at the end to remove what it made.
   preparing.catch(() => undefined);
   try {
-    session = await openSession(platform, { handshakeTimeoutMs: config.agent.startup_timeout * 1000, communicationTimeoutMs: config.agent.communication_timeout * 1000, onCall: calls?.onCall }, progress);
-    trace('handshake done');
-    const agent = session.agent;
+    // The program starts while the agents answer their handshakes, unless it needs them for its environment: its first
+    // remote call waits for them, and a failed handshake ends the session as a lost agent does.
+    const started = (await startSession(platform, { handshakeTimeoutMs: config.agent.startup_timeout * 1000, communicationTimeoutMs: config.agent.communication_timeout * 1000, onCall: calls?.onCall }, progress)).session;
+    session = started;
+    const agent = started.agent;
     const environment = readTargetEnvironment(agent, platform, config, progress).then((found) => (trace('environment fetched'), found));
     // The proxy starts listening while the environment is read.
     const listening = preparing.then(async ({ proxyPolicies, prepared }) => {
@@ -69,11 +71,14 @@ export async function runExec(command: string[], config: ResolvedConfig, progres
     trace('program spawned');
     // While the program starts: its first remote calls then find compiled code in the proxy and the agent.
     void proxy?.prime();
-    // The next `doppel exec` on this target can start its program in this session, kept warm by a host (src/warm/).
-    if (leavesHost(target, config) && session.size() === 1) host = startSessionHost(target, { config, layer });
-    const outcome = await Promise.race([program.status.then((status) => ({ status })), session.lost.then((error) => ({ error })), aborted.then((error) => ({ error }))]);
+    // The next `doppel exec` on this target can start its program in this session, kept warm by a host (src/warm/),
+    // which is started once the session's agents are known, not to slow the program's start.
+    if (leavesHost(target, config)) hosting = started.ready.then(() => (started.size() === 1 ? startSessionHost(target, { config, layer }) : undefined), () => undefined);
+    const outcome = await Promise.race([program.status.then((status) => ({ status })), started.lost.then((error) => ({ error })), aborted.then((error) => ({ error }))]);
     trace('program exited');
     if ('status' in outcome) {
+      // A program that ended before its agents answered does not hide an agent that never did.
+      await started.ready;
       cleanEnd = true;
       return outcome.status;
     }
@@ -89,6 +94,7 @@ export async function runExec(command: string[], config: ResolvedConfig, progres
     // After the platform's stop, by which the target's mounts are known or will never be.
     if (!proxy) await preparing.then(({ prepared }) => prepared.discard(), () => undefined);
     // A host takes one agent: a session that had several leaves them parked for the next CLI.
+    const host = await hosting;
     await host?.handOver(cleanEnd && parked === true && session?.size() === 1);
     if (host) trace('session host told');
     process.off('exit', onExit);

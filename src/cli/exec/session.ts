@@ -1,6 +1,7 @@
 // A session owns all of its agents: the primary serves env, files, DNS and outgoing; every agent serves incoming.
 // When the primary is lost another takes over; when the last one is lost, the session ends with one clear error.
 import { DoppelError } from '../../errors.ts';
+import { trace } from '../../trace.ts';
 import { lastWord, type AgentTransport } from '../../platform/agent-transport.ts';
 import type { Platform, StepReporter } from '../../platform/platform.ts';
 import { connectAgent, type AgentClient, type AgentClientOptions, type IncomingHandler } from '../../proxy/agent-client.ts';
@@ -14,11 +15,16 @@ export interface SessionOptions {
 }
 
 export interface Session {
-  /** Requests go to the current primary agent, whichever it is at the time of the call. */
+  /**
+   * Requests go to the current primary agent, whichever it is at the time of the call. Before the first handshakes are
+   * done (see `startSession`), a request waits for them.
+   */
   readonly agent: AgentClient;
+  /** Settles once every first agent has answered its handshake; rejects as the session is lost (see `lost`). */
+  readonly ready: Promise<void>;
   /** How many agents the session holds now. */
   size(): number;
-  /** Settles with the error that ends the session: its last agent was lost. */
+  /** Settles with the error that ends the session: its last agent was lost, or its first ones failed their handshake. */
   readonly lost: Promise<DoppelError>;
   /** Ends the session; agents that can stay warm are parked for the next one unless `park` is false. Says if any was. */
   close(options?: { park?: boolean }): Promise<boolean>;
@@ -34,7 +40,19 @@ interface Member {
 /** How long a broken link waits for its agent's exit to say why. */
 const EXIT_GRACE_MS = 250;
 
+/** Starts the session's agents and waits for their handshakes, saying so on a slow start. */
 export async function openSession(platform: Platform, options: SessionOptions, progress: StepReporter): Promise<Session> {
+  const { session, agents } = await startSession(platform, options, progress);
+  await progress.step(agents === 1 ? 'connecting to the agent' : `connecting to ${agents} agents`, () => session.ready);
+  return session;
+}
+
+/**
+ * Starts the session's agents and returns before their handshakes: what needs no agent (a program whose environment
+ * the platform reads itself) goes on meanwhile, with no progress line to mix with its output. A failed handshake
+ * stops the platform and ends the session (`lost`).
+ */
+export async function startSession(platform: Platform, options: SessionOptions, progress: StepReporter): Promise<{ session: Session; agents: number }> {
   const transports = await platform.start(progress);
   const members: Member[] = [];
   let closing = false;
@@ -47,6 +65,7 @@ export async function openSession(platform: Platform, options: SessionOptions, p
 
   const join = async (transport: AgentTransport) => {
     const client = await handshake(transport, options);
+    transport.answered?.();
     const member: Member = { transport, client, leaving: false };
     members.push(member);
     if (incomingHandler) client.serveIncoming(incomingHandler);
@@ -72,33 +91,44 @@ export async function openSession(platform: Platform, options: SessionOptions, p
     }
   };
 
-  try {
-    await progress.step(transports.length === 1 ? 'connecting to the agent' : `connecting to ${transports.length} agents`, () => Promise.all(transports.map(join)));
-  } catch (error) {
-    closing = true;
-    for (const member of members) member.client.close();
-    await platform.stop();
-    throw error;
-  }
+  const follow = () =>
+    platform.follow({
+      joined: (transport) => {
+        join(transport).then(
+          () => progress.warn(`${transport.description} joined the session`),
+          (error: Error) => {
+            progress.warn(`${transport.description} became ready but its agent did not answer: ${error.message}`);
+            void transport.stop();
+          },
+        );
+      },
+      left: (transport, why) => {
+        const member = members.find((m) => m.transport === transport);
+        if (member) member.leaving = true;
+        const next = member === members[0] ? members.find((m) => !m.leaving) : undefined;
+        progress.warn(`${transport.description} left the session: ${why}${next ? `; ${next.transport.description} serves the session now` : ''}`);
+      },
+      failed: (description, error) => progress.warn(`${description} became ready but its agent could not start: ${error.message}`),
+    });
 
-  const following = platform.follow({
-    joined: (transport) => {
-      join(transport).then(
-        () => progress.warn(`${transport.description} joined the session`),
-        (error: Error) => {
-          progress.warn(`${transport.description} became ready but its agent did not answer: ${error.message}`);
-          void transport.stop();
-        },
-      );
+  let connected = false;
+  let following: { stop(): void } | undefined;
+  const ready = Promise.all(transports.map(join)).then(
+    () => {
+      trace('handshake done');
+      connected = true;
+      following = follow();
     },
-    left: (transport, why) => {
-      const member = members.find((m) => m.transport === transport);
-      if (member) member.leaving = true;
-      const next = member === members[0] ? members.find((m) => !m.leaving) : undefined;
-      progress.warn(`${transport.description} left the session: ${why}${next ? `; ${next.transport.description} serves the session now` : ''}`);
+    async (error: unknown) => {
+      closing = true;
+      // A program already running is stopped while the platform stops.
+      endSession(error as DoppelError);
+      for (const member of members) member.client.close();
+      await platform.stop();
+      throw error;
     },
-    failed: (description, error) => progress.warn(`${description} became ready but its agent could not start: ${error.message}`),
-  });
+  );
+  ready.catch(() => undefined);
 
   const primary = () => {
     // A replica that is leaving still answers until its agent ends, but it will not for long.
@@ -108,6 +138,7 @@ export async function openSession(platform: Platform, options: SessionOptions, p
   };
   /** Runs `call` on every agent and returns the primary's answer; the primary's failure is the caller's, another's a warning. */
   const everyAgent = async <T>(what: string, call: (client: AgentClient) => Promise<T>): Promise<T> => {
+    if (!connected) await ready;
     const first = primary();
     const index = members.findIndex(({ client }) => client === first);
     const answers = await Promise.all(
@@ -135,16 +166,29 @@ export async function openSession(platform: Platform, options: SessionOptions, p
       await everyAgent(`give port ${port} back`, (client) => client.unsubscribeIncoming(port));
     },
   };
+  // Before the handshakes, a request waits for them (and fails as they did); the agent's pid is the platform's to tell
+  // (the proxy's rules need it before the program starts), and what reads the link itself awaits `connected` first.
+  const beforeHandshake = (key: keyof AgentClient): unknown => {
+    if (key === 'connected') return ready;
+    if (key === 'handoverPid') return () => transports[0]?.handoverPid;
+    if (key === 'connection' || key === 'openUdp' || key === 'close') throw new Error(`internal error: the session's agent was asked for ${key} before its handshake`);
+    return (...args: unknown[]) => ready.then(() => (primary()[key] as (...a: unknown[]) => unknown)(...args));
+  };
   // Everything else is looked up on the primary at call time, so a takeover needs no re-wiring.
-  const agent = new Proxy({} as AgentClient, { get: (_, key) => (key in incoming ? incoming[key as keyof typeof incoming] : primary()[key as keyof AgentClient]) });
+  const agent = new Proxy({} as AgentClient, {
+    get: (_, key) => (key in incoming ? incoming[key as keyof typeof incoming] : connected ? primary()[key as keyof AgentClient] : beforeHandshake(key as keyof AgentClient)),
+  });
 
-  return {
+  const session: Session = {
     agent,
+    ready,
     size: () => members.length,
     lost,
     async close({ park = true } = {}) {
+      // A program that ended before its agents answered: they are parked or ended all the same, once they have.
+      await ready.catch(() => undefined);
       closing = true;
-      following.stop();
+      following?.stop();
       // A session that ends with its agents answering leaves those that can stay warm parked for the next one.
       const parked = park ? await Promise.all(members.map(({ transport, client }) => transport.park?.((args) => withTimeout(client.park(args), PARK_TIMEOUT_MS)).then(() => true, () => false))) : [];
       for (const member of members) member.client.close();
@@ -152,6 +196,7 @@ export async function openSession(platform: Platform, options: SessionOptions, p
       return parked.some(Boolean);
     },
   };
+  return { session, agents: transports.length };
 }
 
 /** Parking is local to the agent (its rules go, a socket is made); one that takes longer is not worth keeping. */

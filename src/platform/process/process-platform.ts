@@ -11,6 +11,7 @@ import type { Platform } from '../platform.ts';
 import { isAlive } from '../../proxy/proxy.ts';
 import { adoptEarlyAgent, newSession, spawnAgent, type EarlyAgent } from './agent-spawn.ts';
 import { removeSessionChains, sweepDeadSessionChains } from './session-chains.ts';
+import { targetEnvironment } from '../../agent/env.ts';
 import { targetMounts } from './target-mounts.ts';
 import { reachWarmAgent, startTime, sweepWarmSockets, warmDirectory, warmSocket } from './warm-agents.ts';
 
@@ -48,6 +49,11 @@ export function createProcessPlatform(options: ProcessAgentOptions): Platform {
     },
     follow: () => ({ stop() {} }),
     remoteMounts: () => targetMounts(options.pid),
+    // As the agent reads it, from the same /proc, with the same module.
+    async targetEnvironment(withHostname) {
+      const { vars, hostname } = await targetEnvironment(options.pid, { hostname: withHostname });
+      return { vars, hostnameFile: hostname };
+    },
     stop: async () => transport?.stop(),
     killNow: () => transport?.killNow(),
   };
@@ -93,6 +99,7 @@ function processTransport(options: ProcessAgentOptions, agent: AgentProcess, war
   };
   return {
     stream: agent.stream,
+    handoverPid: agent.pid,
     description: `process ${pid}`,
     exited: agent.exited,
     logTail: async () => agent.tail.text(),
@@ -148,10 +155,11 @@ function startProcessAgent(options: ProcessAgentOptions, session: string, warm: 
     child.unref();
   };
   const running = () => child.pid !== undefined && child.exitCode === null && child.signalCode === null;
-  // While the agent's Node.js starts: what dead sessions left goes, before the session ends at the latest.
-  const swept = sweepChains(pid, warn).then(() => trace('dead sessions\' rules swept'));
   const transport = processTransport(options, { pid: child.pid ?? 0, running, stream, exited, tail, removeChains }, warm, detach);
-  return { ...transport, stop: () => transport.stop().finally(() => swept) };
+  // What dead sessions left goes once the agent has answered (its processes would slow the start of the agent and the
+  // program), or at the session's end.
+  const sweep = sweeper(pid, warn);
+  return { ...transport, answered: () => void sweep(), stop: () => transport.stop().finally(sweep) };
 }
 
 /** A warm agent that took this session: it is not our child, so its end is its socket's, and its log went with its first CLI. */
@@ -173,13 +181,18 @@ function reusedAgent(options: ProcessAgentOptions, reused: { socket: Socket; age
     });
   });
   const transport = processTransport(options, { pid: agentPid, running: () => isAlive(agentPid), stream: socket, exited, tail, removeChains }, warm, () => socket.unref());
-  // The sweep of dead sessions' rules waits for the end of this session: here nothing slower would hide it.
-  let sweeping: Promise<void> | undefined;
-  return { ...transport, stop: () => transport.stop().finally(() => (sweeping ??= sweepChains(pid, warn))) };
+  // The sweep of dead sessions' rules waits for the end of this session: a warm agent answers before the program starts.
+  return { ...transport, stop: () => transport.stop().finally(sweeper(pid, warn)) };
 }
 
-async function sweepChains(pid: number, warn: (text: string) => void): Promise<void> {
-  for (const failure of await sweepDeadSessionChains(pid)) warn(`could not remove a dead session's iptables rules in process ${pid}'s network namespace: ${failure}`);
+/** The sweep of dead sessions' rules in the target's network namespace, run once, at the first call. */
+function sweeper(pid: number, warn: (text: string) => void): () => Promise<void> {
+  let sweeping: Promise<void> | undefined;
+  return () =>
+    (sweeping ??= (async () => {
+      for (const failure of await sweepDeadSessionChains(pid)) warn(`could not remove a dead session's iptables rules in process ${pid}'s network namespace: ${failure}`);
+      trace('dead sessions\' rules swept');
+    })());
 }
 
 /** The agent's trace marks become the CLI's trace lines; everything else it says goes to its log tail. */
