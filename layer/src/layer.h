@@ -48,6 +48,8 @@ void dp_free(char *reply);
 int dp_is_own_fd(int fd);
 /* Moves the layer's socket at fd to another number (the program is about to take fd, with dup2 or dup3). */
 void dp_move_own_fd(int fd);
+/* Grows the descriptor table to hold the layer's own numbers; called at load, while the process has one thread. */
+void dp_reserve_own_fds(void);
 
 /* The working directory, without a system call while no chdir/fchdir happened (cwd.c); 0 or -errno. */
 int dp_cwd(char *out, size_t size);

@@ -59,6 +59,25 @@ void dp_move_own_fd(int fd) {
   atomic_store(&moved[fd], to >= 0 ? to + 1 : -1);
 }
 
+/* The kernel grows a descriptor table shared by threads only after an RCU grace period: the first connection's move
+ * to DP_FD_FLOOR cost a threaded program (Node.js, a JVM) 10-20 ms at its first remote call. Grown at load, while
+ * the process has one thread, it costs microseconds, and a table never shrinks (a fork's copy does; the child, with
+ * one thread, grows it as cheaply). Any open descriptor will do to grow it, "/" when none of 0-2 is. */
+void dp_reserve_own_fds(void) {
+  int saved = errno;
+  int fd = -1;
+  for (int std = 0; std <= 2 && fd < 0; std++) fd = real_fcntl(std, F_DUPFD_CLOEXEC, DP_FD_FLOOR);
+  if (fd < 0) {
+    int root = real_openat(AT_FDCWD, "/", O_PATH | O_CLOEXEC);
+    if (root >= 0) {
+      fd = real_fcntl(root, F_DUPFD_CLOEXEC, DP_FD_FLOOR);
+      real_close(root);
+    }
+  }
+  if (fd >= 0) real_close(fd);
+  errno = saved;
+}
+
 /* Follows a move of this thread's connection; the old number is the program's now. */
 static void follow_move(void) {
   if (conn_fd < 0 || conn_fd >= DP_OWN_FDS) return;

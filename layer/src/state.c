@@ -32,6 +32,7 @@ static void init(void) {
   const char *socket = getenv(DP_ENV_SOCKET);
   enabled = socket != NULL && socket[0] != '\0' && strlen(socket) < sizeof socket_path && !dp_skipped_process();
   if (enabled) {
+    dp_reserve_own_fds();
     strcpy(socket_path, socket);
     /* The stand-ins of remote directories live next to the socket (see doppel-wire.h). */
     const char *slash = strrchr(socket_path, '/');

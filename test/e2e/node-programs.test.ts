@@ -32,6 +32,16 @@ describe('node programs under doppel', needsRoot('doppel exec against a process 
     ]);
   });
 
+  test('the layer grows the descriptor table for its connection at load, not at the first remote call of a program with threads', async () => {
+    // Grown later, with Node.js's threads running, the kernel waits for an RCU grace period: 10-20 ms measured.
+    const script = "const size = () => Number(/FDSize:\\s+(\\d+)/.exec(require('fs').readFileSync('/proc/self/status', 'utf8'))[1]);" +
+      "const before = size(); require('fs').readFileSync(process.argv[1]); console.log(JSON.stringify([before, size()]));";
+    const [before, after] = JSON.parse(ok(await execIn(pid(), ['node', '-e', script, Object.keys(world().target.files)[0]!]))) as [number, number];
+    // The layer's connection is numbered from 900 up: the table holds it before the first remote call.
+    assert.ok(before > 900, `FDSize ${before} before the first remote call`);
+    assert.equal(after, before);
+  });
+
   test('child_process with a replaced environment ({PATH} only) still reads, resolves and connects through the target', async () => {
     const settings = '/srv/app/config/settings.json';
     const { http, udpEcho } = world().services;
