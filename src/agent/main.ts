@@ -118,8 +118,11 @@ async function main(): Promise<number> {
           void answer.finally(() => setTimeout(loadHandlers, 1));
           return answer;
         }
-        // Requests that come while the handlers load wait for them, in the order they came.
-        return loadHandlers().then((loaded) => loaded(op, args, connection));
+        // Requests that come while the handlers load wait for them, and so does every frame behind them: a channel's
+        // data must not come before its request has attached the channel.
+        const answer = loadHandlers().then((loaded) => ({ answer: loaded(op, args, connection) }));
+        connection.hold(answer);
+        return answer.then(({ answer }) => answer);
       },
       timeAnswers: client.trace,
     });

@@ -66,6 +66,8 @@ export class Connection implements ChannelLink {
   private nextChannel: number;
   private ended: Error | undefined | null = null;
   private markClosed!: (reason: Error | undefined) => void;
+  /** Frames that came while dispatching is held (see `hold`), in order. */
+  private held: Frame[] | undefined;
 
   private constructor(stream: Duplex, decoder: FrameDecoder, peer: PeerHello, options: ConnectionOptions) {
     this.stream = stream;
@@ -146,6 +148,27 @@ export class Connection implements ChannelLink {
     }
   }
 
+  /**
+   * Frames that come until `until` settles wait for it, then are dispatched in the order they came. For a request whose
+   * handler cannot run yet (the agent's handlers still loading): the frames behind it (the data of a channel it will
+   * attach) would otherwise be dispatched first, to a channel not attached yet, and dropped.
+   */
+  hold(until: Promise<unknown>): void {
+    this.held ??= [];
+    void until
+      .catch(() => undefined)
+      .then(() => {
+        const frames = this.held ?? [];
+        this.held = undefined;
+        if (this.ended !== null) return;
+        try {
+          this.dispatchAll(frames);
+        } catch (error) {
+          this.fail(error as Error);
+        }
+      });
+  }
+
   close(): void {
     this.pump();
     this.stream.end();
@@ -185,7 +208,7 @@ export class Connection implements ChannelLink {
   private attach(rest: Frame[]): void {
     const onData = (chunk: Buffer) => {
       try {
-        for (const frame of this.decoder.push(chunk)) this.dispatch(frame);
+        this.dispatchAll(this.decoder.push(chunk));
       } catch (error) {
         this.fail(error as Error);
       }
@@ -195,11 +218,19 @@ export class Connection implements ChannelLink {
     this.stream.on('close', () => this.shutdown(undefined));
     this.stream.on('end', () => this.shutdown(undefined));
     try {
-      for (const frame of rest) this.dispatch(frame);
+      this.dispatchAll(rest);
     } catch (error) {
       this.fail(error as Error);
     }
     this.stream.resume();
+  }
+
+  /** Dispatches `frames` in order; those after a frame that holds dispatching wait with it. */
+  private dispatchAll(frames: Iterable<Frame>): void {
+    for (const frame of frames) {
+      if (this.held) this.held.push(frame);
+      else this.dispatch(frame);
+    }
   }
 
   private dispatch(frame: Frame): void {

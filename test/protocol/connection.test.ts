@@ -9,6 +9,7 @@ import { RemoteError } from '../../src/protocol/errors.ts';
 import { INITIAL_WINDOW } from '../../src/protocol/channel.ts';
 import { encodeFrame } from '../../src/protocol/frame.ts';
 import { encodeControl } from '../../src/protocol/messages.ts';
+import { until } from '../support/until.ts';
 import { socketPair } from './pair.ts';
 
 const closers: (() => void)[] = [];
@@ -122,4 +123,29 @@ test('a refused connect resets its channel before anyone listens to it, and neit
   assert.ok(channel.destroyed);
   assert.equal(client.openChannels, 0);
   assert.equal(agent.openChannels, 0);
+});
+
+test('frames behind a request that holds the link wait for it: the data of the channel it attaches late is not dropped', async () => {
+  // As the agent does while its handlers load: the request's handler runs later, and attaches its channel only then.
+  let release!: () => void;
+  const loaded = new Promise<void>((resolve) => (release = resolve));
+  const received: Buffer[] = [];
+  const { client } = await connected((op, args, connection) => {
+    const attached = loaded.then(() => {
+      connection.attachChannel((args as { channel: number }).channel).on('data', (chunk: Buffer) => received.push(chunk));
+      return {};
+    });
+    connection.hold(attached);
+    return attached;
+  });
+  const channel = client.openChannel();
+  const opened = client.request('udp.open', { channel: channel.id });
+  // Written at once, as the proxy writes a UDP flow's first datagram: it reaches the agent right behind the request.
+  channel.write('the first datagram');
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  assert.deepEqual(received, []);
+  release();
+  await opened;
+  await until('the channel\'s data', () => (received.length > 0 ? true : undefined), 2000);
+  assert.equal(Buffer.concat(received).toString(), 'the first datagram');
 });
