@@ -48,7 +48,7 @@ export async function runExec(command: string[], config: ResolvedConfig, progres
   try {
     // The program starts while the agents answer their handshakes, unless it needs them for its environment: its first
     // remote call waits for them, and a failed handshake ends the session as a lost agent does.
-    const started = (await startSession(platform, { handshakeTimeoutMs: config.agent.startup_timeout * 1000, communicationTimeoutMs: config.agent.communication_timeout * 1000, onCall: calls?.onCall }, progress)).session;
+    const { session: started } = await startSession(platform, { handshakeTimeoutMs: config.agent.startup_timeout * 1000, communicationTimeoutMs: config.agent.communication_timeout * 1000, onCall: calls?.onCall }, progress);
     session = started;
     const agent = started.agent;
     const environment = readTargetEnvironment(agent, platform, config, progress).then((found) => (trace('environment fetched'), found));
