@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { runDoppel } from '../e2e/run-doppel.ts';
-import { adminKubeconfig, apply, deployment, httpdContainer, kubectl, poll, rolloutStatus } from './support/cluster.ts';
+import { adminKubeconfig, apply, deployment, httpdContainer, kubectl, poll, rolloutStatus, serviceRouted } from './support/cluster.ts';
 import { needsCluster } from './support/cluster.ts';
 
 const namespace = 'devops-team';
@@ -43,6 +43,7 @@ describe('doppel exec --target deployment/... on the test cluster', needsCluster
     ]);
     await rolloutStatus('deployment/foo-app-deployment', namespace);
     await rolloutStatus('deployment/orders', namespace);
+    await serviceRouted(namespace, 'orders');
     appPods = await kubectl(['get', 'pods', '-n', namespace, '-l', 'app=foo-app-deployment', '-o', 'jsonpath={range .items[*]}{.metadata.name} {.status.containerStatuses[0].restartCount}{"\\n"}{end}']);
   });
   after(async () => {

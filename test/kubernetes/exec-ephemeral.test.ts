@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { runDoppel, startDoppel } from '../e2e/run-doppel.ts';
-import { adminKubeconfig, apply, createNamespace, deployment, httpdContainer, kubectl, needsCluster, poll, rolloutStatus } from './support/cluster.ts';
+import { adminKubeconfig, apply, createNamespace, deployment, httpdContainer, kubectl, needsCluster, poll, rolloutStatus, serviceRouted } from './support/cluster.ts';
 import { assertOneLineError, doppelObjects, podStates } from './support/doppel-objects.ts';
 import { serviceAccountKubeconfigs, type ServiceAccountKubeconfigs } from './support/service-account.ts';
 
@@ -67,6 +67,7 @@ describe('doppel exec -e: the agent as an ephemeral container', needsCluster('th
     accounts = await serviceAccountKubeconfigs();
     await rolloutStatus('deployment/web', ns);
     await rolloutStatus('deployment/orders', ns);
+    await serviceRouted(ns, 'orders');
     await kubectl(['wait', '--for=condition=Ready', 'pod', '--all', '-n', ns, '--timeout=120s']);
   });
   after(async () => {

@@ -12,7 +12,7 @@ import { fileURLToPath } from 'node:url';
 import { after, afterEach, before, describe, test } from 'node:test';
 import { defaultAgentImage } from '../../src/platform/kubernetes/agent-image.ts';
 import { ok, runDoppel } from '../e2e/run-doppel.ts';
-import { adminKubeconfig, apply, createNamespace, deployment, httpdContainer, kubectl, needsCluster, rolloutStatus } from './support/cluster.ts';
+import { adminKubeconfig, apply, createNamespace, deployment, httpdContainer, kubectl, needsCluster, rolloutStatus, serviceRouted } from './support/cluster.ts';
 import { createDeveloperMachine, type DeveloperMachine } from './support/developer-machine.ts';
 import { assertNothingLeft, podStates } from './support/doppel-objects.ts';
 import { doppelRules, podProcesses } from './support/pod-network.ts';
@@ -52,6 +52,7 @@ describe('the layer\'s features on a Kubernetes target, from a machine that reac
       { apiVersion: 'v1', kind: 'Service', metadata: { name: 'echo', namespace }, spec: { selector: { app: 'echo' }, ports: [{ port: 7007, protocol: 'UDP' }] } },
     ]);
     for (const name of ['web', 'orders', 'echo']) await rolloutStatus(`deployment/${name}`, namespace);
+    await serviceRouted(namespace, 'orders', 'catalog', 'echo');
     [pod, podIP] = (await kubectl(['get', 'pods', '-n', namespace, '-l', 'app=web', '-o', 'jsonpath={.items[0].metadata.name} {.items[0].status.podIP}'])).split(' ') as [string, string];
     podsBefore = await podStates(namespace);
     // The developer's /etc/hosts says where the orders service runs on their machine.

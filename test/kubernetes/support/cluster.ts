@@ -84,6 +84,24 @@ export async function rolloutStatus(ref: string, namespace: string): Promise<voi
   await kubectl(['rollout', 'status', ref, '-n', namespace, '--timeout=180s']);
 }
 
+/**
+ * Waits until kube-proxy on this node sends each named Service's cluster IP to an endpoint. A rollout can end before
+ * that: kube-proxy still holds its REJECT rule for a Service without endpoints, and a connection is refused.
+ */
+export async function serviceRouted(namespace: string, ...names: string[]): Promise<void> {
+  const rules = () =>
+    ['iptables-legacy-save', 'iptables-nft-save'].flatMap((save) =>
+      ['nat', 'filter'].flatMap((table) => spawnSync(save, ['-t', table], { encoding: 'utf8' }).stdout?.split('\n') ?? []),
+    );
+  for (const name of names) {
+    const mentions = (line: string) => line.includes(`"${namespace}/${name} `) || line.includes(`"${namespace}/${name}:`);
+    await poll(`kube-proxy routing Service ${namespace}/${name}`, async () => {
+      const own = rules().filter(mentions);
+      return own.some((line) => line.includes('-j KUBE-SVC-')) && !own.some((line) => line.includes('has no endpoints')) ? true : undefined;
+    }, 60_000);
+  }
+}
+
 const labels = (app: string) => ({ app });
 
 /** The test-app image serving HTTP on 8080, ready once it answers. Quick to stop: busybox httpd as PID 1 ignores SIGTERM. */
