@@ -1,6 +1,6 @@
 // The internal proxy: serves every layer connection of one session from a private Unix socket, backed by one agent.
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { readdir, rm } from 'node:fs/promises';
+import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import process from 'node:process';
@@ -144,12 +144,22 @@ export async function startProxy(options: ProxyOptions, prepared?: PreparedProxy
 }
 
 /** Removes the socket directories of sessions whose CLI was killed outright; every `doppel exec` calls it first. */
-export async function sweepDeadSessionDirs(): Promise<void> {
-  const entries = await readdir(tmpdir()).catch(() => [] as string[]);
+/** Synchronous: a listing of the temporary directory, where the first asynchronous file call starts libuv's threads. */
+export function sweepDeadSessionDirs(): void {
+  let entries: string[];
+  try {
+    entries = readdirSync(tmpdir());
+  } catch {
+    return;
+  }
   for (const entry of entries) {
     const owner = /^doppel-(\d+)-/.exec(entry)?.[1];
     if (owner === undefined || isAlive(Number(owner))) continue;
-    await rm(join(tmpdir(), entry), { recursive: true, force: true }).catch(() => undefined);
+    try {
+      rmSync(join(tmpdir(), entry), { recursive: true, force: true });
+    } catch {
+      // Someone else's to remove.
+    }
   }
 }
 

@@ -51,7 +51,7 @@ export async function decide(request: LaunchRequest, host: HostIdentity): Promis
   const path = whichSync(command[0] ?? '', request.env.PATH, (file) => isExecutable(resolve(request.cwd, file)));
   const executable = path === undefined ? undefined : resolve(request.cwd, path);
   if (path === undefined || executable === undefined || !isExecutable(executable)) return { kind: 'cli', why: 'no such program' };
-  if (await isStaticElf(executable).catch(() => false)) return { kind: 'cli', why: 'a static program' };
+  if (isStaticElf(executable)) return { kind: 'cli', why: 'a static program' };
   return { kind: 'run', command, executable, path, quiet: options.quiet === true, jsonErrors: parsed.jsonErrors };
 }
 

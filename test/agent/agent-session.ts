@@ -4,7 +4,7 @@ import { createIncomingPolicy } from '../../src/config/network-policy.ts';
 import { resolveConfig } from '../../src/config/resolve.ts';
 import type { ConfigFile } from '../../src/config/schema.ts';
 import type { AgentTransport } from '../../src/platform/agent-transport.ts';
-import type { StepReporter } from '../../src/platform/platform.ts';
+import type { Platform, StepReporter } from '../../src/platform/platform.ts';
 import { createProcessPlatform } from '../../src/platform/process/process-platform.ts';
 import { connectAgent, type AgentClient } from '../../src/proxy/agent-client.ts';
 import { createIncomingRequests, type IncomingRequests, type IncomingSession } from '../../src/proxy/incoming.ts';
@@ -15,7 +15,7 @@ export type Incoming = NonNullable<Exclude<NonNullable<NonNullable<ConfigFile['f
 const progress: StepReporter = { step: (_text, work) => work(() => {}), warn: () => {} };
 const quiet: IncomingSession = { owner: 'a test session', notice: () => {}, abort: () => {} };
 
-export async function agentSession(pid: number, closers: (() => unknown)[]): Promise<{ client: AgentClient; transport: AgentTransport }> {
+export async function agentSession(pid: number, closers: (() => unknown)[]): Promise<{ client: AgentClient; transport: AgentTransport; platform: Platform }> {
   const platform = createProcessPlatform({ pid, logLevel: 'debug' });
   const [transport] = await platform.start(progress);
   closers.push(() => platform.stop());
@@ -23,7 +23,7 @@ export async function agentSession(pid: number, closers: (() => unknown)[]): Pro
   // As the session tells it: what the platform does once its agent has answered (the sweep of dead sessions' chains).
   transport!.answered?.();
   closers.push(() => client.close());
-  return { client, transport: transport! };
+  return { client, transport: transport!, platform };
 }
 
 /** The proxy's incoming side over `client`, with the policy `config` resolves to. */

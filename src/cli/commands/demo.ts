@@ -11,7 +11,7 @@ export function register(program: Command): void {
     .action(async (options: { quiet?: boolean }) => {
       // Loaded here, not with the CLI: the demo's servers bring node:http, which every other command would pay for.
       const [{ runDemo }, { sweepDeadSessionDirs }] = await Promise.all([import('../../demo/run-demo.ts'), import('../../proxy/proxy.ts')]);
-      await sweepDeadSessionDirs();
+      sweepDeadSessionDirs();
       process.exitCode = await runDemo(createProgress({ quiet: options.quiet === true }), (text) => process.stdout.write(text));
     });
 }

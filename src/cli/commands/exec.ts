@@ -34,7 +34,7 @@ export interface ExecOptions {
 export function register(program: Command): void {
   defineExec(program, async (command, options) => {
     // Before anything can fail: what a killed session left must not outlive the next start.
-    await sweepDeadSessionDirs();
+    sweepDeadSessionDirs();
     const { config } = await resolveConfig({ cwd: process.cwd(), configFile: options.configFile, env: process.env, flags: toFlags(options) });
     trace('cli: configuration read');
     const progress = createProgress({ quiet: options.quiet === true });

@@ -35,8 +35,6 @@ export async function runExec(command: string[], config: ResolvedConfig, progres
   const aborted = new Promise<DoppelError>((resolve) => (abort = resolve));
   const cwd = process.cwd();
   const executable = whichSync(command[0] ?? '', process.env.PATH, existsSync);
-  // Nothing before the program's start waits for what needs no agent: it runs while the agent starts.
-  const staticElf = executable ? isStaticElf(executable).catch(() => false) : Promise.resolve(false);
   // The proxy's policies, its directory and the layer's rules need the target's mounts, not its agent: made while the
   // agent starts (the platform gives the mounts once it knows the target).
   const preparing = readTargetMounts(platform, config).then(async (targetMounts) => {
@@ -62,13 +60,14 @@ export async function runExec(command: string[], config: ResolvedConfig, progres
       return proxy;
     });
     const [found, { socketPath }] = await bothSettled(environment, listening);
-    if (await staticElf) {
+    if (executable && isStaticElf(executable)) {
       progress.warn(`${executable} is statically linked: the layer cannot reach it, so it runs with the local context only`);
     }
 
     const env = programEnvironment({ config, policies, target: found, localEnv: process.env, layer, socketPath });
     const program = runProgram(command, env, calls && (() => trace('program: first byte of output')));
     trace('program spawned');
+    platform.programStarted?.();
     // While the program starts: its first remote calls then find compiled code in the proxy and the agent.
     void proxy?.prime();
     // The next `doppel exec` on this target can start its program in this session, kept warm by a host (src/warm/),

@@ -26,6 +26,8 @@ export interface ProcessAgentOptions {
 
 export function createProcessPlatform(options: ProcessAgentOptions): Platform {
   let transport: AgentTransport | undefined;
+  let programStarted: () => void = () => {};
+  const programStart = new Promise<void>((resolve) => (programStarted = resolve));
   return {
     description: `process ${options.pid}`,
     hasTargetProcess: true,
@@ -43,7 +45,7 @@ export function createProcessPlatform(options: ProcessAgentOptions): Platform {
         trace('reusing a warm agent');
         transport = await progress.step(`reusing the warm agent of process ${options.pid}`, async () => reusedAgent(options, reused, session, warm, progress.warn));
       } else {
-        transport = await progress.step(`starting the agent in process ${options.pid}'s network namespace`, async () => startProcessAgent(options, session, warm, progress.warn, early));
+        transport = await progress.step(`starting the agent in process ${options.pid}'s network namespace`, async () => startProcessAgent(options, session, warm, progress.warn, early, programStart));
       }
       return [transport];
     },
@@ -54,6 +56,7 @@ export function createProcessPlatform(options: ProcessAgentOptions): Platform {
       const { vars, hostname } = await targetEnvironment(options.pid, { hostname: withHostname });
       return { vars, hostnameFile: hostname };
     },
+    programStarted: () => programStarted(),
     stop: async () => transport?.stop(),
     killNow: () => transport?.killNow(),
   };
@@ -127,7 +130,14 @@ function processTransport(options: ProcessAgentOptions, agent: AgentProcess, war
   };
 }
 
-function startProcessAgent(options: ProcessAgentOptions, session: string, warm: WarmPlace | undefined, warn: (text: string) => void, early: EarlyAgent | undefined): AgentTransport {
+function startProcessAgent(
+  options: ProcessAgentOptions,
+  session: string,
+  warm: WarmPlace | undefined,
+  warn: (text: string) => void,
+  early: EarlyAgent | undefined,
+  programStart: Promise<void>,
+): AgentTransport {
   const { pid } = options;
   const child = early?.child ?? spawnAgent(pid, options.logLevel, session);
   const tail = createLogTail(40);
@@ -156,10 +166,10 @@ function startProcessAgent(options: ProcessAgentOptions, session: string, warm: 
   };
   const running = () => child.pid !== undefined && child.exitCode === null && child.signalCode === null;
   const transport = processTransport(options, { pid: child.pid ?? 0, running, stream, exited, tail, removeChains }, warm, detach);
-  // What dead sessions left goes once the agent has answered (its processes would slow the start of the agent and the
-  // program), or at the session's end.
+  // What dead sessions left goes once the agent has answered and the program has started (its nsenter and iptables
+  // processes, forked from here, would hold up both), or at the session's end.
   const sweep = sweeper(pid, warn);
-  return { ...transport, answered: () => void sweep(), stop: () => transport.stop().finally(sweep) };
+  return { ...transport, answered: () => void programStart.then(sweep), stop: () => transport.stop().finally(sweep) };
 }
 
 /** A warm agent that took this session: it is not our child, so its end is its socket's, and its log went with its first CLI. */
