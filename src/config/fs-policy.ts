@@ -1,6 +1,6 @@
 // Decides, per path, whether a file call is served locally, by the target, or answered "not found" — mirrord's rules and order.
 import { posix } from 'node:path';
-import { deriveFastRules, type FastRule } from './fs-fast-rules.ts';
+import { fastRulesFor, type FastRule } from './fs-fast-rules.ts';
 import type { ResolvedConfig } from './schema.ts';
 
 export type FsAction = 'local' | 'remote' | 'not_found';
@@ -86,7 +86,7 @@ export function createFsPolicy(fs: ResolvedConfig['feature']['fs'], paths: RunTi
   const localDefaults = compile(sources.localDefaults);
   const mappings = Object.entries(fs.mapping).map(([pattern, replacement]) => ({ regex: new RegExp(pattern, 'i'), replacement }));
   const matches = (list: RegExp[], path: string) => list.some((regex) => regex.test(path));
-  const fastRules = deriveFastRules({
+  const fastRules = fastRulesFor({
     mode: fs.mode,
     mapping: Object.keys(fs.mapping),
     userAsk: [...fs.not_found, ...fs.read_write, ...fs.read_only],

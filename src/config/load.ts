@@ -1,11 +1,11 @@
 // Finds and parses the config file, lays environment variables and flags over it (flag > env > file > default), validates, resolves.
 // The parsers and the schema load only when needed (the YAML parser for a YAML file; the schema, about a third of the
 // CLI's start, for inputs not validated before): see the validated-config cache below.
-import { existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
-import { homedir } from 'node:os';
+import { existsSync, readFileSync } from 'node:fs';
 import { extname, join, resolve as resolvePath } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { DoppelError } from '../errors.ts';
+import { diskCache, type DiskCache } from './disk-cache.ts';
 import type { ResolvedConfig } from './schema.ts';
 
 /** The exec flags that overlap config keys. */
@@ -91,58 +91,14 @@ export async function resolveConfig(options: LoadOptions): Promise<{ config: Res
 }
 
 /**
- * Validation and resolution are a pure function of the layered input and of this build of doppel, so their result is
- * kept on disk under a hash of both: a second start with the same file, variables and flags loads no schema. Only
- * valid configurations are kept; a cache that cannot be read or written is only a slower start.
+ * Validation and resolution are a pure function of the layered input and of the modules that decide a configuration,
+ * so their result is kept on disk (disk-cache.ts): a second start with the same file, variables and flags loads no
+ * schema. Only valid configurations are kept.
  */
-function validatedCache(layered: Raw, env: NodeJS.ProcessEnv): { read(): ResolvedConfig | undefined; write(config: ResolvedConfig): void } | undefined {
-  const dir = join(env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'doppel', 'config');
-  let input: string;
-  try {
-    input = JSON.stringify([buildId(), layered]);
-  } catch {
-    return undefined;
-  }
-  // The file holds its input too, and is used only for exactly that input: a short hash names it (node:crypto alone
-  // would cost a tenth of the start this saves).
-  const file = join(dir, `${fnv1a(input, 0x811c9dc5)}${fnv1a(input, 0x050c5d1f)}.json`);
-  return {
-    read() {
-      try {
-        const entry = JSON.parse(readFileSync(file, 'utf8')) as { input: string; config: ResolvedConfig };
-        return entry.input === input ? entry.config : undefined;
-      } catch {
-        return undefined;
-      }
-    },
-    write(config) {
-      try {
-        mkdirSync(dir, { recursive: true, mode: 0o700 });
-        const partial = `${file}.${process.pid}`;
-        writeFileSync(partial, JSON.stringify({ input, config }));
-        renameSync(partial, file);
-      } catch {
-        // best effort
-      }
-    },
-  };
-}
-
-/** 32-bit FNV-1a of the string's UTF-16 units, as 8 hex digits. */
-function fnv1a(text: string, seed: number): string {
-  let hash = seed;
-  for (let i = 0; i < text.length; i++) hash = Math.imul(hash ^ text.charCodeAt(i), 0x01000193);
-  return (hash >>> 0).toString(16).padStart(8, '0');
-}
-
-/** This build of the modules that decide a configuration: a rebuild (even of the same version) is a new build. */
-function buildId(): string[] {
+function validatedCache(layered: Raw, env: NodeJS.ProcessEnv): DiskCache<ResolvedConfig> | undefined {
   const ext = extname(fileURLToPath(import.meta.url));
-  return ['load', 'schema', 'resolve', '../platform/kubernetes/agent-image', '../../package'].map((name) => {
-    const path = fileURLToPath(new URL(`./${name}${name.endsWith('package') ? '.json' : ext}`, import.meta.url));
-    const { mtimeMs, size } = statSync(path);
-    return `${name}:${mtimeMs}:${size}`;
-  });
+  const modules = ['load', 'schema', 'resolve', '../platform/kubernetes/agent-image'].map((name) => new URL(`./${name}${ext}`, import.meta.url));
+  return diskCache('config', layered, [...modules, new URL('../../package.json', import.meta.url)], env);
 }
 
 export function findDefaultFile(cwd: string): string | undefined {

@@ -1,11 +1,15 @@
-// The validated-config cache: a configuration validated once is reused for the same inputs, in the same shape, and
-// nothing invalid or different is ever served from it.
+// The disk caches of a start: a configuration validated once (and the fs policy's fast rules derived once) is reused
+// for the same inputs, in the same shape, and nothing invalid or different is ever served from it.
 import assert from 'node:assert/strict';
-import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import process from 'node:process';
 import { after, test } from 'node:test';
+import type { FastRule } from '../../src/config/fs-fast-rules.ts';
+import { createFsPolicy } from '../../src/config/fs-policy.ts';
 import { resolveConfig } from '../../src/config/load.ts';
+import type { ResolvedConfig } from '../../src/config/schema.ts';
 
 const cache = mkdtempSync(join(tmpdir(), 'doppel-config-cache-'));
 const cwd = mkdtempSync(join(tmpdir(), 'doppel-config-cwd-'));
@@ -37,4 +41,25 @@ test('an invalid configuration is refused every time and never kept', async () =
     await assert.rejects(resolveConfig({ cwd, env, flags: { agentTtl: Number('abc') } }), /agent\.ttl/);
   }
   assert.equal(entries().length, before);
+});
+
+test('the fs policy\'s fast rules are derived once per lists, then read back from the cache', () => {
+  process.env.XDG_CACHE_HOME = cache;
+  const fs: ResolvedConfig['feature']['fs'] = { mode: 'read', read_write: [], read_only: [], local: [], not_found: [], mapping: {}, readonly_file_buffer: 0 };
+  const paths = { cwd: '/work/project', home: '/home/dev', tmpdir: '/tmp', executable: '/usr/bin/node' };
+  const rules = () => readdirSync(join(cache, 'doppel', 'fast-rules'));
+  const first = createFsPolicy(fs, paths).fastRules;
+  assert.ok(first.length > 20);
+  assert.equal(rules().length, 1);
+  assert.deepEqual(createFsPolicy(fs, paths).fastRules, first);
+  assert.equal(rules().length, 1);
+  // What the entry holds is what the next policy gets: it is read, not derived again.
+  const file = join(cache, 'doppel', 'fast-rules', rules()[0]!);
+  const entry = JSON.parse(readFileSync(file, 'utf8')) as { key: string; value: FastRule[] };
+  writeFileSync(file, JSON.stringify({ ...entry, value: first.slice(0, 3) }));
+  assert.deepEqual(createFsPolicy(fs, paths).fastRules, first.slice(0, 3));
+  // Other lists are another entry, never that one's rules.
+  const other = createFsPolicy({ ...fs, local: ['^/srv/cache'] }, paths).fastRules;
+  assert.ok(other.some((rule) => rule.text === '/srv/cache' && rule.verdict === 'local'));
+  assert.equal(rules().length, 2);
 });

@@ -1,0 +1,61 @@
+// Keeps on disk what is a pure function of its input and of the code that computes it, so that the next start with the
+// same input reads it back: the validated configuration (load.ts), the fs policy's fast rules (fs-fast-rules.ts).
+// An entry holds its whole input and serves only that input; a cache that cannot be read or written is a slower start.
+import { mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+import process from 'node:process';
+import { fileURLToPath } from 'node:url';
+
+export interface DiskCache<T> {
+  read(): T | undefined;
+  write(value: T): void;
+}
+
+/**
+ * The entry of `kind` for `input`, as computed by the code in `modules` (file URLs): a rebuild of any of them, even to
+ * the same content, is another entry. Undefined when the input cannot be keyed (or a module is missing).
+ */
+export function diskCache<T>(kind: string, input: unknown, modules: URL[], env: NodeJS.ProcessEnv = process.env): DiskCache<T> | undefined {
+  let key: string;
+  try {
+    key = JSON.stringify([modules.map(stamp), input]);
+  } catch {
+    return undefined;
+  }
+  const dir = join(env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'doppel', kind);
+  // A short hash names the file (node:crypto alone would cost a tenth of the start a hit saves).
+  const file = join(dir, `${fnv1a(key, 0x811c9dc5)}${fnv1a(key, 0x050c5d1f)}.json`);
+  return {
+    read() {
+      try {
+        const entry = JSON.parse(readFileSync(file, 'utf8')) as { key: string; value: T };
+        return entry.key === key ? entry.value : undefined;
+      } catch {
+        return undefined;
+      }
+    },
+    write(value) {
+      try {
+        mkdirSync(dir, { recursive: true, mode: 0o700 });
+        const partial = `${file}.${process.pid}`;
+        writeFileSync(partial, JSON.stringify({ key, value }));
+        renameSync(partial, file);
+      } catch {
+        // best effort
+      }
+    },
+  };
+}
+
+function stamp(module: URL): string {
+  const { mtimeMs, size } = statSync(fileURLToPath(module));
+  return `${module.pathname}:${mtimeMs}:${size}`;
+}
+
+/** 32-bit FNV-1a of the string's UTF-16 units, as 8 hex digits. */
+function fnv1a(text: string, seed: number): string {
+  let hash = seed;
+  for (let i = 0; i < text.length; i++) hash = Math.imul(hash ^ text.charCodeAt(i), 0x01000193);
+  return (hash >>> 0).toString(16).padStart(8, '0');
+}
