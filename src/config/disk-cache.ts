@@ -1,7 +1,7 @@
 // Keeps on disk what is a pure function of its input and of the code that computes it, so that the next start with the
 // same input reads it back: the validated configuration (load.ts), the fs policy's fast rules (fs-fast-rules.ts).
 // An entry holds its whole input and serves only that input; a cache that cannot be read or written is a slower start.
-import { mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import process from 'node:process';
@@ -41,11 +41,21 @@ export function diskCache<T>(kind: string, input: unknown, modules: URL[], env: 
         const partial = `${file}.${process.pid}`;
         writeFileSync(partial, JSON.stringify({ key, value }));
         renameSync(partial, file);
+        prune(dir, file);
       } catch {
         // best effort
       }
     },
   };
+}
+
+/** Entries per kind (every working directory and program makes its own fast rules): past it, the kind starts over. */
+const MAX_ENTRIES = 200;
+
+function prune(dir: string, keep: string): void {
+  const names = readdirSync(dir);
+  if (names.length <= MAX_ENTRIES) return;
+  for (const name of names) if (join(dir, name) !== keep) rmSync(join(dir, name), { force: true });
 }
 
 function stamp(module: URL): string {

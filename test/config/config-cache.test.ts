@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import process from 'node:process';
 import { after, test } from 'node:test';
 import type { FastRule } from '../../src/config/fs-fast-rules.ts';
+import { diskCache } from '../../src/config/disk-cache.ts';
 import { createFsPolicy } from '../../src/config/fs-policy.ts';
 import { resolveConfig } from '../../src/config/load.ts';
 import type { ResolvedConfig } from '../../src/config/schema.ts';
@@ -62,4 +63,16 @@ test('the fs policy\'s fast rules are derived once per lists, then read back fro
   const other = createFsPolicy({ ...fs, local: ['^/srv/cache'] }, paths).fastRules;
   assert.ok(other.some((rule) => rule.text === '/srv/cache' && rule.verdict === 'local'));
   assert.equal(rules().length, 2);
+});
+
+test('a cache holds at most 200 entries: past them it starts over with the latest', () => {
+  process.env.XDG_CACHE_HOME = cache;
+  const dir = join(cache, 'doppel', 'bounded');
+  const modules = [new URL(import.meta.url)];
+  for (let i = 0; i < 200; i++) diskCache<number>('bounded', { i }, modules)!.write(i);
+  assert.equal(readdirSync(dir).length, 200);
+  diskCache<number>('bounded', { i: 200 }, modules)!.write(200);
+  assert.equal(readdirSync(dir).length, 1);
+  assert.equal(diskCache<number>('bounded', { i: 200 }, modules)!.read(), 200);
+  assert.equal(diskCache<number>('bounded', { i: 0 }, modules)!.read(), undefined);
 });
