@@ -39,6 +39,11 @@ interface Member {
 
 /** How long a broken link waits for its agent's exit to say why. */
 const EXIT_GRACE_MS = 250;
+/**
+ * How long the end of one replica's agent waits for the platform to say the replica left: its pod going away often
+ * ends the agent a moment before the watch reports it, and one line then says what happened.
+ */
+const LEFT_GRACE_MS = 2000;
 
 /** Starts the session's agents and waits for their handshakes, saying so on a slow start. */
 export async function openSession(platform: Platform, options: SessionOptions, progress: StepReporter): Promise<Session> {
@@ -79,6 +84,8 @@ export async function startSession(platform: Platform, options: SessionOptions, 
     );
     void Promise.race([transport.exited, stalled]).then((how) => onExit(member, how));
   };
+  /** Agents that ended while their replica was still in the target: told as an end unless it leaves in LEFT_GRACE_MS. */
+  const unexplained = new Map<AgentTransport, { next: string | undefined; tell(): void; timer: NodeJS.Timeout }>();
   const onExit = async (member: Member, how: string) => {
     const index = members.indexOf(member);
     if (index < 0 || closing) return;
@@ -87,7 +94,12 @@ export async function startSession(platform: Platform, options: SessionOptions, 
     if (members.length === 0) {
       endSession(await agentLost(member.transport, how));
     } else if (!member.leaving) {
-      progress.warn(`the agent in ${member.transport.description} ${how}; ${index === 0 ? `${members[0]!.transport.description} serves the session now` : 'the session goes on without it'}`);
+      const next = index === 0 ? members[0]!.transport.description : undefined;
+      const tell = () => {
+        unexplained.delete(member.transport);
+        progress.warn(`the agent in ${member.transport.description} ${how}; ${next ? `${next} serves the session now` : 'the session goes on without it'}`);
+      };
+      unexplained.set(member.transport, { next, tell, timer: setTimeout(tell, LEFT_GRACE_MS).unref() });
     }
   };
 
@@ -103,10 +115,15 @@ export async function startSession(platform: Platform, options: SessionOptions, 
         );
       },
       left: (transport, why) => {
+        const ended = unexplained.get(transport);
+        if (ended) {
+          clearTimeout(ended.timer);
+          unexplained.delete(transport);
+        }
         const member = members.find((m) => m.transport === transport);
         if (member) member.leaving = true;
-        const next = member === members[0] ? members.find((m) => !m.leaving) : undefined;
-        progress.warn(`${transport.description} left the session: ${why}${next ? `; ${next.transport.description} serves the session now` : ''}`);
+        const next = ended ? ended.next : member === members[0] ? members.find((m) => !m.leaving)?.transport.description : undefined;
+        progress.warn(`${transport.description} left the session: ${why}${next ? `; ${next} serves the session now` : ''}`);
       },
       failed: (description, error) => progress.warn(`${description} became ready but its agent could not start: ${error.message}`),
     });
@@ -116,6 +133,8 @@ export async function startSession(platform: Platform, options: SessionOptions, 
   const ready = Promise.all(transports.map(join)).then(
     () => {
       trace('handshake done');
+      // The platform's first agent is the primary, whichever answered first.
+      members.sort((a, b) => transports.indexOf(a.transport) - transports.indexOf(b.transport));
       connected = true;
       following = follow();
     },
@@ -189,6 +208,10 @@ export async function startSession(platform: Platform, options: SessionOptions, 
       await ready.catch(() => undefined);
       closing = true;
       following?.stop();
+      for (const { timer, tell } of [...unexplained.values()]) {
+        clearTimeout(timer);
+        tell();
+      }
       // A session that ends with its agents answering leaves those that can stay warm parked for the next one.
       const parked = park ? await Promise.all(members.map(({ transport, client }) => transport.park?.((args) => withTimeout(client.park(args), PARK_TIMEOUT_MS)).then(() => true, () => false))) : [];
       for (const member of members) member.client.close();
