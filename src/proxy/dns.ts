@@ -1,6 +1,6 @@
 // getaddrinfo from the layer: names the DNS policy sends remote are resolved by the agent, as the target resolves them.
 // Every answer is remembered (ResolvedNames) so that outgoing filters by host name apply to connections to it.
-import { lookup } from 'node:dns/promises';
+import dns from 'node:dns';
 import type { AgentClient } from './agent-client.ts';
 import type { LayerHandler, SockAddr } from './layer-handler.ts';
 import type { ResolvedNames } from './resolved-names.ts';
@@ -42,7 +42,7 @@ export function createDnsRequests(agent: AgentClient, policy: DnsDecider, { name
       const family = hints.family === AF_INET ? 4 : hints.family === AF_INET6 ? 6 : 0;
       if (policy.decide(name) === 'local') {
         if (rememberLocal) {
-          const found = await lookup(name, { all: true, family }).catch(() => []);
+          const found = await dns.promises.lookup(name, { all: true, family }).catch(() => []);
           names.record(name, found.map(({ address }) => address), 'local');
         }
         return { kind: 'local' };

@@ -1,5 +1,5 @@
 // Serves layer connections on a Unix socket: decode each request, ask the handler, write the answer; a bad peer loses only its own connection.
-import { unlink } from 'node:fs/promises';
+import fs from 'node:fs';
 import { createServer, type Socket } from 'node:net';
 import type { Answer, LayerHandler, LayerPeer } from './layer-handler.ts';
 import { decodeRequest, encodeAnswer, isOneWay, MAX_REQUEST, REQ_HEADER, type LayerRequest } from './layer-wire.ts';
@@ -34,7 +34,7 @@ export async function startLayerServer({ socketPath, handler, onError, onDisconn
     async close() {
       for (const socket of sockets) socket.destroy();
       await new Promise<void>((resolve) => server.close(() => resolve()));
-      await unlink(socketPath).catch(() => undefined);
+      await fs.promises.unlink(socketPath).catch(() => undefined);
     },
   };
 }

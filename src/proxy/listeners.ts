@@ -1,7 +1,6 @@
 // The program's server sockets: which binds take the target's traffic, a subscription for as long as its socket
 // listens, and the real caller behind each connection the proxy hands to one.
 import { isIP } from 'node:net';
-import { setImmediate as nextTurn } from 'node:timers/promises';
 import { isLoopback } from '../config/network-policy.ts';
 import { errorAnswer } from './answer.ts';
 import type { IncomingDecider, IncomingRequests } from './incoming.ts';
@@ -79,7 +78,7 @@ export function createListenerRequests(
       for (let turn = 0; turn <= PEER_OF_TURNS; turn++) {
         const found = incoming.peerOf(peer.port);
         if (found) return { kind: 'remote', value: { peer: withFamily(found.peer), local: withFamily(found.local) } };
-        await nextTurn();
+        await new Promise<void>((resolve) => setImmediate(resolve));
       }
       return { kind: 'local' };
     },

@@ -1,5 +1,5 @@
 // The program's sockets as this network namespace's kernel lists them (/proc/net/tcp, udp and their IPv6 tables).
-import { readFile } from 'node:fs/promises';
+import fs from 'node:fs';
 
 const LISTEN_STATE = '0A';
 
@@ -8,7 +8,7 @@ async function rows(protocol: 'tcp' | 'udp'): Promise<string[][]> {
   const out: string[][] = [];
   for (const table of [`/proc/net/${protocol}`, `/proc/net/${protocol}6`]) {
     // A kernel without IPv6 has no tcp6 table.
-    const text = await readFile(table, 'utf8').catch(() => '');
+    const text = await fs.promises.readFile(table, 'utf8').catch(() => '');
     for (const line of text.split('\n').slice(1)) if (line.trim() !== '') out.push(line.trim().split(/\s+/));
   }
   return out;

@@ -1,6 +1,6 @@
 // Outgoing TCP from the layer: the agent connects from the target's network, then either hands its socket itself to the
 // program (process platform: the layer takes it with pidfd_getfd) or relays it through a one-shot loopback listener.
-import { lookup } from 'node:dns/promises';
+import dns from 'node:dns';
 import { connect as connectSocket, createServer, isIPv4, type Server, type Socket } from 'node:net';
 import { PassThrough, type Duplex } from 'node:stream';
 import type { Destination, OutgoingPolicy } from '../config/network-policy.ts';
@@ -39,7 +39,7 @@ export function createOutgoingRequests(agent: AgentClient, policy: OutgoingDecid
   /** What a filter name resolves to where mirrord resolves it; nothing when it does not resolve. */
   const resolveFilterName = async (name: string, at: 'remote' | 'local'): Promise<string[]> => {
     try {
-      const found = at === 'remote' ? (await agent.lookup(name, 0)).addresses : await lookup(name, { all: true });
+      const found = at === 'remote' ? (await agent.lookup(name, 0)).addresses : await dns.promises.lookup(name, { all: true });
       return found.map(({ address }) => normalAddress(address));
     } catch {
       return [];
@@ -61,7 +61,7 @@ export function createOutgoingRequests(agent: AgentClient, policy: OutgoingDecid
   const localAnswer = async (target: Destination): Promise<Answer<never>> => {
     const name = policy.redirectsLocal(target) ? names.remoteNameOf(target.address) : undefined;
     if (name === undefined) return { kind: 'local' };
-    const found = await lookup(name, { family: isIPv4(normalAddress(target.address)) ? 4 : 0 }).catch(() => undefined);
+    const found = await dns.promises.lookup(name, { family: isIPv4(normalAddress(target.address)) ? 4 : 0 }).catch(() => undefined);
     if (found) return { kind: 'local', address: { family: found.family === 6 ? 6 : 4, address: found.address, port: target.port } };
     if (!told.has(name)) {
       told.add(name);

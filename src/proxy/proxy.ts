@@ -1,6 +1,5 @@
 // The internal proxy: serves every layer connection of one session from a private Unix socket, backed by one agent.
-import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
-import { rm } from 'node:fs/promises';
+import fs, { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import process from 'node:process';
@@ -62,7 +61,7 @@ export async function prepareProxy(policies: Pick<ProxyPolicies, 'fs' | 'outgoin
   // so that a later session can remove it if this one is killed before it cleans up.
   // Synchronous: a few µs each, where a trip through libuv's thread pool waits behind the busy start's event loop.
   const dir = mkdtempSync(join(tmpdir(), `doppel-${process.pid}-`));
-  const discard = () => rm(dir, { recursive: true, force: true });
+  const discard = () => fs.promises.rm(dir, { recursive: true, force: true });
   try {
     // Read by every process at load, so that one that asks nothing never connects (DP_FAST_PATH_FILE).
     writeFileSync(join(dir, FAST_PATH_FILE), encodeFastPath(fastPathOf(policies)));
@@ -129,7 +128,7 @@ export async function startProxy(options: ProxyOptions, prepared?: PreparedProxy
             await incoming.close();
             await server.close();
           } finally {
-            await rm(dir, { recursive: true, force: true });
+            await fs.promises.rm(dir, { recursive: true, force: true });
           }
         })();
         return closing;
@@ -138,7 +137,7 @@ export async function startProxy(options: ProxyOptions, prepared?: PreparedProxy
   } catch (error) {
     udp.close();
     await incoming.close();
-    await rm(dir, { recursive: true, force: true });
+    await fs.promises.rm(dir, { recursive: true, force: true });
     throw error;
   }
 }

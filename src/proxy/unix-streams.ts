@@ -1,6 +1,6 @@
 // Outgoing Unix streams (mirrord's unix_streams): a program's connect() to a socket path the patterns name goes to a
 // one-shot socket of the proxy's, spliced to the agent's connection to the target's socket of that path.
-import { rm } from 'node:fs/promises';
+import fs from 'node:fs';
 import { join } from 'node:path';
 import type { AgentClient } from './agent-client.ts';
 import { errorAnswer } from './answer.ts';
@@ -32,7 +32,7 @@ export function createUnixStreamRequests(agent: Pick<AgentClient, 'connectUnix'>
       const socketPath = join(dir, `unix-${++next}.sock`);
       const server = await listenOnce(stream, open, (listening) => listening.listen(socketPath));
       // The name is needed only until the layer has connected.
-      server.once('close', () => void rm(socketPath, { force: true }));
+      server.once('close', () => void fs.promises.rm(socketPath, { force: true }));
       return { kind: 'remote', value: socketPath };
     },
     close() {

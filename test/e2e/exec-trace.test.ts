@@ -1,6 +1,6 @@
 // doppel exec --trace: the start-up's steps in order, the agent's own marks among them, and each remote call hop by hop.
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -113,6 +113,25 @@ describe('doppel exec --trace', gate, () => {
       // The second is the configuration's: after it was read.
       assert.ok(spawns[1]!.at >= traceLines(result).find(({ what }) => what.startsWith('cli: configuration read'))!.at, result.stderr);
       assert.deepEqual(await leftoversAfter(world.target.pid), { agents: [], dirs: [] });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('an untraced start loads none of the built-in modules only later steps use before it spawns the program', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'doppel-trace-test-'));
+    try {
+      const file = join(dir, 'builtins.txt');
+      const env = { ...process.env, NODE_OPTIONS: `--require ${join(fixtures, 'builtins-at-spawn.cjs')}`, DOPPEL_TEST_BUILTINS_FILE: file };
+      const result = await execIn(world.target.pid, ['true'], { env });
+      assert.equal(result.status, 0, result.stderr);
+      const loaded = readFileSync(file, 'utf8').split('\n');
+      assert.ok(loaded.includes('child_process') && loaded.includes('net'), loaded.join(' '));
+      // The perf_hooks behind the `performance` global (a trace's clock), the promise APIs of fs, dns and timers (a
+      // proxy's file, name and listener work) and fs/promises' readline: each loads at its first use.
+      for (const later of ['perf_hooks', 'fs/promises', 'internal/readline/interface', 'dns/promises', 'timers/promises']) {
+        assert.ok(!loaded.includes(later), `${later} was loaded before the program was spawned`);
+      }
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

@@ -2,7 +2,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { constants } from 'node:os';
-import { setTimeout as delay } from 'node:timers/promises';
 import process from 'node:process';
 import { isatty } from 'node:tty';
 import { DoppelError } from '../../errors.ts';
@@ -54,7 +53,7 @@ export function runProgram(command: string[], env: NodeJS.ProcessEnv, onFirstOut
     child.once('exit', async (code, signal) => {
       unhook();
       // What the program wrote last is still in the pipe; a child it left behind may hold the pipe open, though.
-      if (child.stdout && !child.stdout.readableEnded) await Promise.race([once(child.stdout, 'end'), delay(500)]).catch(() => undefined);
+      if (child.stdout && !child.stdout.readableEnded) await Promise.race([once(child.stdout, 'end'), new Promise((resolve) => setTimeout(resolve, 500).unref())]).catch(() => undefined);
       resolve(signal ? 128 + (constants.signals[signal] ?? 0) : (code ?? 1));
     });
   });
