@@ -128,8 +128,9 @@ describe('doppel exec --trace', gate, () => {
       const loaded = readFileSync(file, 'utf8').split('\n');
       assert.ok(loaded.includes('child_process') && loaded.includes('net'), loaded.join(' '));
       // The perf_hooks behind the `performance` global (a trace's clock), the promise APIs of fs, dns and timers (a
-      // proxy's file, name and listener work) and fs/promises' readline: each loads at its first use.
-      for (const later of ['perf_hooks', 'fs/promises', 'internal/readline/interface', 'dns/promises', 'timers/promises']) {
+      // proxy's file, name and listener work), fs/promises' readline, and the call tracer's AsyncLocalStorage: each loads
+      // at its first use.
+      for (const later of ['perf_hooks', 'fs/promises', 'internal/readline/interface', 'dns/promises', 'timers/promises', 'internal/async_local_storage/async_context_frame']) {
         assert.ok(!loaded.includes(later), `${later} was loaded before the program was spawned`);
       }
     } finally {

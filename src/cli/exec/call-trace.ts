@@ -1,7 +1,7 @@
 // `--trace` for remote calls: each layer request's time in the proxy and, within it, each agent round trip it made,
 // split into the link (both ways, framing included) and the agent's own time, which the agent puts in its answer.
 // The layer's own hop (its socket to the proxy) is what the program measures minus the proxy's total.
-import { AsyncLocalStorage } from 'node:async_hooks';
+import asyncHooks from 'node:async_hooks';
 import type { Answer, LayerHandler } from '../../proxy/layer-handler.ts';
 import { trace } from '../../trace.ts';
 
@@ -28,7 +28,8 @@ export interface CallTracer {
 }
 
 export function createCallTracer(): CallTracer {
-  const current = new AsyncLocalStorage<Hop[]>();
+  // Taken here, not imported by name: an untraced start then loads none of AsyncLocalStorage's modules.
+  const current = new asyncHooks.AsyncLocalStorage<Hop[]>();
   const samples = new Map<string, Samples>();
   const record = (key: string, proxy: number, hops: Hop[]) => {
     let entry = samples.get(key);
