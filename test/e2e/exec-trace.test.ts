@@ -118,7 +118,7 @@ describe('doppel exec --trace', gate, () => {
     }
   });
 
-  test('an untraced start loads none of the built-in modules only later steps use before it spawns the program', async () => {
+  test('an untraced start loads none of the built-in modules only later steps use before it spawns the program, nor its agent before its hello', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'doppel-trace-test-'));
     try {
       const file = join(dir, 'builtins.txt');
@@ -133,6 +133,10 @@ describe('doppel exec --trace', gate, () => {
       for (const later of ['perf_hooks', 'fs/promises', 'internal/readline/interface', 'dns/promises', 'timers/promises', 'internal/async_local_storage/async_context_frame']) {
         assert.ok(!loaded.includes(later), `${later} was loaded before the program was spawned`);
       }
+      // The agent's hello waits for no clock either.
+      const agent = readFileSync(`${file}.agent`, 'utf8').split('\n');
+      assert.ok(agent.includes('net'), agent.join(' '));
+      assert.ok(!agent.includes('perf_hooks'), 'the agent loaded perf_hooks before its hello');
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
