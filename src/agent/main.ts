@@ -99,9 +99,8 @@ async function main(): Promise<number> {
     mark('sending hello');
     let handle: RequestHandler | undefined;
     let handler: Promise<RequestHandler> | undefined;
-    // Loaded after the hello, so that the client's side of the handshake runs meanwhile, and after the environment's
-    // answer has gone (module loading holds the event loop for milliseconds, and the client's program waits for that
-    // answer): at the first other request, or soon after the handshake when none comes.
+    // Loaded once the hello has gone, while the client's side of the handshake runs (module loading holds the event loop
+    // for milliseconds, in which the agent would otherwise wait for the client's answer, and then for its first request).
     const loadHandlers = () =>
       (handler ??= requestHandlers().then(({ createRequestHandler }) => {
         mark('request handlers loaded');
@@ -114,12 +113,7 @@ async function main(): Promise<number> {
       handshakeTimeoutMs: timeoutMs,
       onRequest: (op, args, connection) => {
         if (handle) return handle(op, args, connection);
-        if (op === 'env') {
-          const answer = targetEnvironment(pid, args as Operations['env']['args']);
-          // A timer's turn comes after the link's flush of the answer (setImmediate).
-          void answer.finally(() => setTimeout(loadHandlers, 1));
-          return answer;
-        }
+        if (op === 'env') return targetEnvironment(pid, args as Operations['env']['args']);
         // Requests that come while the handlers load wait for them, and so does every frame behind them: a channel's
         // data must not come before its request has attached the channel.
         const answer = loadHandlers().then((loaded) => ({ answer: loaded(op, args, connection) }));
@@ -128,9 +122,10 @@ async function main(): Promise<number> {
       },
       timeAnswers: client.trace,
     });
+    // A timer's turn comes after the link's flush of the hello (setImmediate).
+    setTimeout(loadHandlers, 0);
     const connection = await opening;
     mark('handshake done');
-    setTimeout(loadHandlers, HANDLERS_AFTER_MS);
     log.info(`serving ${connection.peer.software} for process ${pid}`);
 
     const why = await Promise.race([connection.closed.then((error) => (error ? `connection failed: ${error.message}` : 'client disconnected')), targetGone, signalled]);
@@ -175,8 +170,6 @@ function handedClient(): Promise<{ stream: Socket; session: string }> {
  * (fs and stream promises, dns, dgram), load after the hello: the client's handshake does not wait for them.
  */
 const requestHandlers = () => import('./serve.ts');
-/** A client that asks no environment first gets the handlers loaded this long after the handshake all the same. */
-const HANDLERS_AFTER_MS = 10;
 
 /**
  * Incoming traffic's modules (HTTP/1 and HTTP/2 parsers, the router) load at the first subscription: most sessions
