@@ -6,7 +6,9 @@ import process from 'node:process';
 
 // Best effort: an unwritable cache directory only means no cache. Set here, not in the environment, so that the
 // user's own program does not inherit it.
-module.enableCompileCache?.(join(process.env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'doppel', 'node-compile-cache'));
+// A relative XDG_CACHE_HOME is ignored, as the XDG spec says (disk-cache.ts does the same).
+const cacheHome = process.env.XDG_CACHE_HOME?.startsWith('/') ? process.env.XDG_CACHE_HOME : join(homedir(), '.cache');
+module.enableCompileCache?.(join(cacheHome, 'doppel', 'node-compile-cache'));
 const { enableTrace, trace, traceRequested } = await import('../trace.ts');
 if (traceRequested(process.argv.slice(2), process.env)) enableTrace();
 trace('cli: started (Node.js itself started at 0)');

@@ -23,7 +23,9 @@ export function diskCache<T>(kind: string, input: unknown, modules: URL[], env: 
   } catch {
     return undefined;
   }
-  const dir = join(env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'doppel', kind);
+  // A relative XDG_CACHE_HOME is no cache home (the XDG spec): it would put the cache in whatever directory doppel runs in.
+  const home = env.XDG_CACHE_HOME?.startsWith('/') ? env.XDG_CACHE_HOME : join(homedir(), '.cache');
+  const dir = join(home, 'doppel', kind);
   // A short hash names the file (node:crypto alone would cost a tenth of the start a hit saves).
   const file = join(dir, `${fnv1a(key, 0x811c9dc5)}${fnv1a(key, 0x050c5d1f)}.json`);
   return {

@@ -1,7 +1,7 @@
 // The disk caches of a start: a configuration validated once (and the fs policy's fast rules derived once) is reused
 // for the same inputs, in the same shape, and nothing invalid or different is ever served from it.
 import assert from 'node:assert/strict';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import process from 'node:process';
@@ -75,4 +75,18 @@ test('a cache holds at most 200 entries: past them it starts over with the lates
   assert.equal(readdirSync(dir).length, 1);
   assert.equal(diskCache<number>('bounded', { i: 200 }, modules)!.read(), 200);
   assert.equal(diskCache<number>('bounded', { i: 0 }, modules)!.read(), undefined);
+});
+
+test('a relative XDG_CACHE_HOME is ignored: the cache goes under $HOME/.cache, not under the working directory', () => {
+  const home = mkdtempSync(join(tmpdir(), 'doppel-cache-home-'));
+  const saved = process.env.HOME;
+  try {
+    process.env.HOME = home;
+    diskCache<number>('relative', { n: 1 }, [new URL(import.meta.url)], { XDG_CACHE_HOME: 'not/absolute' })!.write(1);
+    assert.equal(readdirSync(join(home, '.cache', 'doppel', 'relative')).length, 1);
+    assert.equal(existsSync(join(process.cwd(), 'not')), false);
+  } finally {
+    process.env.HOME = saved;
+    rmSync(home, { recursive: true, force: true });
+  }
 });
