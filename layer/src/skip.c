@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/auxv.h>
 
+extern char *program_invocation_name;
 extern char *program_invocation_short_name;
 
 static int listed(const char *list, const char *name) {
@@ -44,13 +45,18 @@ static const char *final_name(const char *path, char *out, size_t size) {
 int dp_skipped_process(void) {
   const char *list = getenv(DP_ENV_SKIP_PROCESSES);
   if (list == NULL || list[0] == '\0') return 0;
-  /* By the name it was started as (a symlink's, such as python3) or by its executable's file name. */
+  /* By the name it was started as (a symlink's, such as python3) or by its executable's file name: the file it was
+   * executed as, and for a script (#!) the interpreter its argv[0] names, each at the end of its symbolic links. */
   if (listed(list, program_invocation_short_name)) return 1;
   const char *executed = (const char *)getauxval(AT_EXECFN);
-  if (executed == NULL) return 0;
   char exe[PATH_MAX];
   int saved = errno;
-  const char *name = final_name(executed, exe, sizeof exe);
+  const char *name = executed != NULL ? final_name(executed, exe, sizeof exe) : NULL;
+  int skipped = name != NULL && listed(list, name);
+  if (!skipped && strchr(program_invocation_name, '/') != NULL && (executed == NULL || strcmp(executed, program_invocation_name) != 0)) {
+    name = final_name(program_invocation_name, exe, sizeof exe);
+    skipped = name != NULL && listed(list, name);
+  }
   errno = saved;
-  return name != NULL && listed(list, name);
+  return skipped;
 }

@@ -49,34 +49,23 @@ export interface Proxy {
   close(): Promise<void>;
 }
 
-/** A proxy's directory with the layer's rules in it, made while the agent starts: it needs the policies alone. */
+/** A proxy's directory, made while the agent starts; the layer's rules go in it when the proxy starts. */
 export interface PreparedProxy {
   readonly dir: string;
   /** Removes the directory of a proxy that will not start. */
   discard(): Promise<void>;
 }
 
-export async function prepareProxy(policies: Pick<ProxyPolicies, 'fs' | 'outgoing'>): Promise<PreparedProxy> {
+export function prepareProxy(): PreparedProxy {
   // A fresh 0700 directory keeps other local users off the socket; its name carries our PID
   // so that a later session can remove it if this one is killed before it cleans up.
-  // Synchronous: a few µs each, where a trip through libuv's thread pool waits behind the busy start's event loop.
+  // Synchronous: a few µs, where a trip through libuv's thread pool waits behind the busy start's event loop.
   const dir = mkdtempSync(join(tmpdir(), `doppel-${process.pid}-`));
-  const discard = () => fs.promises.rm(dir, { recursive: true, force: true });
-  try {
-    // Read by every process at load, so that one that asks nothing never connects (DP_FAST_PATH_FILE).
-    writeFileSync(join(dir, FAST_PATH_FILE), encodeFastPath(fastPathOf(policies)));
-  } catch (error) {
-    await discard();
-    throw error;
-  }
-  return { dir, discard };
+  return { dir, discard: () => fs.promises.rm(dir, { recursive: true, force: true }) };
 }
 
-/** Every process of the session gets the same rules: they come from the session's policies alone. */
-const fastPathOf = (policies: Pick<ProxyPolicies, 'fs' | 'outgoing'>) => ({ rules: policies.fs.fastRules, loopbackTcpLocal: policies.outgoing.loopbackTcpLocal, remoteWrites: policies.fs.remoteWrites });
-
 export async function startProxy(options: ProxyOptions, prepared?: PreparedProxy): Promise<Proxy> {
-  const { dir } = prepared ?? (await prepareProxy(options));
+  const { dir } = prepared ?? prepareProxy();
   const socketPath = join(dir, 'layer.sock');
   const names = createResolvedNames();
   const route = createRoute(options.agent, options.outgoing, options.dns);
@@ -86,8 +75,8 @@ export async function startProxy(options: ProxyOptions, prepared?: PreparedProxy
   const incoming = createIncomingRequests(options.agent, options.incoming, options.session);
   const { sweep, ...listeners } = createListenerRequests(incoming, options.incoming);
   const { openForWrite, ...fileWrites } = createFileWriteRequests(options.agent, options.fs, options.session.notice);
-  // The agent's pid is known only now: it joins the rules file written while the agent started (below).
-  const fastPath = { ...fastPathOf(options), handoverPid: options.agent.handoverPid() };
+  // Every process of the session gets the same rules: they come from the session's policies alone.
+  const fastPath = { rules: options.fs.fastRules, loopbackTcpLocal: options.outgoing.loopbackTcpLocal, remoteWrites: options.fs.remoteWrites, handoverPid: options.agent.handoverPid() };
   const handler: LayerHandler = {
     hello: () => Promise.resolve({ kind: 'remote', value: fastPath }),
     // Remote directories' stand-ins live in the same directory, so they go with it.
@@ -100,13 +89,12 @@ export async function startProxy(options: ProxyOptions, prepared?: PreparedProxy
     unixConnect: unixStreams.unixConnect,
     ...listeners,
   };
-  // No process has read it yet (the program starts once the proxy has); a file left without it only means relaying.
-  if (fastPath.handoverPid !== undefined) {
-    try {
-      writeFileSync(join(dir, FAST_PATH_FILE), encodeFastPath(fastPath));
-    } catch {
-      // relaying, then
-    }
+  // Read by every process at load, so that one that asks nothing never connects (DP_FAST_PATH_FILE); written once, the
+  // agent's pid known, before the program starts.
+  try {
+    writeFileSync(join(dir, FAST_PATH_FILE), encodeFastPath(fastPath));
+  } catch {
+    // Each process gets the rules with its hello, then.
   }
   try {
     // A process that exits without closing its listening sockets ends their subscriptions with its layer connections,

@@ -43,6 +43,12 @@ describe('skip_processes and build tools', gate, () => {
     const exe = ok(await execIn(pid(), ['python3', '-c', 'import os, sys; sys.stdout.write(os.path.basename(os.path.realpath("/proc/self/exe")))']));
     assert.equal(ok(await execIn(pid(), ['python3', '-c', script], { flags: ['-f', config('skip-exe.json', { skip_processes: [exe] })] })).trim(), 'False');
     assert.equal(ok(await execIn(pid(), ['python3', '-c', script])).trim(), 'True');
+    // A script naming python3 by its path (#!): the kernel executes the script, and the interpreter is the process.
+    const interpreter = ok(await execIn(pid(), ['python3', '-c', 'import sys; sys.stdout.write(sys.executable)']));
+    const viaShebang = join(dir, 'check.py');
+    writeFileSync(viaShebang, `#!${interpreter}\n${script.replaceAll('; ', '\n')}\n`, { mode: 0o755 });
+    assert.equal(ok(await execIn(pid(), [viaShebang], { flags: ['-f', config('skip-exe.json', { skip_processes: [exe] })] })).trim(), 'False');
+    assert.equal(ok(await execIn(pid(), [viaShebang])).trim(), 'True');
   });
 
   test('build tools are left alone by default (the C compiler reads local files), and served with skip_build_tools: false', async () => {

@@ -35,11 +35,11 @@ export async function runExec(command: string[], config: ResolvedConfig, progres
   const aborted = new Promise<DoppelError>((resolve) => (abort = resolve));
   const cwd = process.cwd();
   const executable = whichSync(command[0] ?? '', process.env.PATH, existsSync);
-  // The proxy's policies, its directory and the layer's rules need the target's mounts, not its agent: made while the
-  // agent starts (the platform gives the mounts once it knows the target).
-  const preparing = readTargetMounts(platform, config).then(async (targetMounts) => {
+  // The proxy's policies and its directory need the target's mounts, not its agent: made while the agent starts (the
+  // platform gives the mounts once it knows the target).
+  const preparing = readTargetMounts(platform, config).then((targetMounts) => {
     const proxyPolicies = programProxyPolicies({ config, policies, targetMounts, cwd, executable, localEnv: process.env });
-    return { proxyPolicies, prepared: await prepareProxy(proxyPolicies) };
+    return { proxyPolicies, prepared: prepareProxy() };
   });
   // Awaited where the proxy starts, or at the end to remove what it made.
   preparing.catch(() => undefined);
