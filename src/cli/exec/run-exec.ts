@@ -68,8 +68,9 @@ export async function runExec(command: string[], config: ResolvedConfig, progres
     const program = runProgram(command, env, calls && (() => trace('program: first byte of output')));
     trace('program spawned');
     platform.programStarted?.();
-    // While the program starts: its first remote calls then find compiled code in the proxy and the agent.
-    void proxy?.prime();
+    // Once the agents have answered: the program's first remote calls then find compiled code in the proxy and the
+    // agent. Not as it is spawned: where cores are few, the prime's CPU came out of the program's own start.
+    void started.ready.then(() => proxy?.prime(), () => undefined);
     // The next `doppel exec` on this target can start its program in this session, kept warm by a host (src/warm/),
     // which is started once the session's agents are known, not to slow the program's start.
     if (leavesHost(target, config)) hosting = started.ready.then(() => (started.size() === 1 ? startSessionHost(target, { config, layer }) : undefined), () => undefined);
