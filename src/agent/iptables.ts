@@ -1,6 +1,7 @@
 // iptables nat chains of one session in a network namespace: the backend the namespace already uses, a chain per
 // session jumped to from PREROUTING, REDIRECT rules in it, and their removal (also from another process, through nsenter).
 import { execFile, spawnSync } from 'node:child_process';
+import { isAlive } from '../process-alive.ts';
 import { SESSION_PATTERN } from './session-id.ts';
 
 export type Backend = 'iptables' | 'iptables-legacy' | 'iptables-nft';
@@ -104,10 +105,22 @@ function listChains(enter: Enter, backend: Backend): { chains: string[]; save: s
   return natChains(runSync(enter, saveCommand(backend), []).stdout);
 }
 
-/** The DOPPEL-* chains of every backend, listed without blocking (a sweep that finds nothing to remove needs no more). */
-export async function listDoppelChains(enter: Enter): Promise<string[]> {
-  const saves = await Promise.all(BACKENDS.map((backend) => run(enter, saveCommand(backend), [])));
-  return saves.flatMap(({ stdout }) => natChains(stdout).chains);
+/**
+ * Removes the chains of the process platform's sessions (DOPPEL-<CLI pid>-<n>, its agent in the CLI's PID namespace)
+ * whose CLI no longer runs: one killed outright took its agent along before either could remove them. The listing, all
+ * that a sweep usually does, runs without blocking; the removal, when there is something to remove, is synchronous.
+ * Returns what failed.
+ */
+export async function sweepDeadCliSessions(enter: Enter): Promise<string[]> {
+  const dead = (name: string) => {
+    const owner = /^DOPPEL-(\d+)-\d+$/.exec(name)?.[1];
+    return owner !== undefined && !isAlive(Number(owner));
+  };
+  // One process lists both backends (each fork of a Node.js process costs milliseconds): the saves one after another.
+  const { stdout } = await run(enter, 'sh', ['-c', BACKENDS.map((backend) => `${saveCommand(backend)} 2>/dev/null`).join('; ')]);
+  const chains = [...stdout.matchAll(/^\*nat$[\s\S]*?^COMMIT$/gm)].flatMap(([table]) => natChains(table).chains);
+  if (!chains.some(dead)) return [];
+  return removeChainsSync(enter, dead);
 }
 
 function natChains(save: string): { chains: string[]; save: string } {

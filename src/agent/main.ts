@@ -14,6 +14,7 @@ import type { WarmClient } from '../protocol/warm-preface.ts';
 import { agentTraceLine } from '../trace.ts';
 import { targetEnvironment } from './env.ts';
 import type { Incoming } from './incoming.ts';
+import { sweepDeadCliSessions } from './iptables.ts';
 import { createLog, parseLogLevel, type Log } from './log.ts';
 import { SESSION_PATTERN } from './session-id.ts';
 import { listenWarm, type Warm } from './warm.ts';
@@ -49,6 +50,9 @@ async function main(): Promise<number> {
   if (!existsSync(`/proc/${pid}`)) return usage(log, `process ${pid} does not exist`);
   const timeoutMs = Number(values['startup-timeout']) * 1000;
   if (values.fd === undefined) return usage(log, '--fd N is required');
+  // An agent on an inherited descriptor is the process platform's, in its CLI's PID namespace: it removes the chains of
+  // sessions whose CLI is dead (see sweepWhenQuiet).
+  const sweep = values.fd === 'ipc' ? undefined : sweepWhenQuiet(log);
   // Waits here, before any signal is ours to handle: a launcher that ends kills or leaves a waiting agent, and it exits.
   const handed = values.fd === 'ipc' ? await handedClient() : undefined;
   if (handed) {
@@ -112,6 +116,7 @@ async function main(): Promise<number> {
       ...(handover ? { features: [FEATURE_CONNECT_FD], pid: process.pid } : {}),
       handshakeTimeoutMs: timeoutMs,
       onRequest: (op, args, connection) => {
+        sweep?.request();
         if (handle) return handle(op, args, connection);
         if (op === 'env') return targetEnvironment(pid, args as Operations['env']['args']);
         // Requests that come while the handlers load wait for them, and so does every frame behind them: a channel's
@@ -126,6 +131,7 @@ async function main(): Promise<number> {
     setTimeout(loadHandlers, 0);
     const connection = await opening;
     mark('handshake done');
+    sweep?.start();
     log.info(`serving ${connection.peer.software} for process ${pid}`);
 
     const why = await Promise.race([connection.closed.then((error) => (error ? `connection failed: ${error.message}` : 'client disconnected')), targetGone, signalled]);
@@ -138,10 +144,46 @@ async function main(): Promise<number> {
     warm?.close();
     if (!next) {
       log.info(`exiting: ${why}`);
+      await sweep?.now();
       return 0;
     }
     ({ stream, client } = next);
   }
+}
+
+/** The link is quiet when it carried no request for this long... */
+const SWEEP_QUIET_MS = 100;
+/** ...and the sweep waits for a quiet moment this many times at most (2 s). */
+const SWEEP_MAX_WAITS = 20;
+
+/**
+ * The sweep of dead sessions' chains (`sweepDeadCliSessions`), run once the first session's link has been quiet for a
+ * moment, or as the agent exits: its iptables-save processes fork from us, milliseconds each during which no call is
+ * served, so not while the program's first calls come (done by the CLI there, they held up those calls for 5-10 ms).
+ */
+function sweepWhenQuiet(log: Log): { start(): void; request(): void; now(): Promise<void> } {
+  let sweeping: Promise<void> | undefined;
+  let requests = 0;
+  const now = () =>
+    (sweeping ??= sweepDeadCliSessions([]).then(
+      (failures) => failures.forEach((failure) => log.warn(`could not remove a dead session's iptables rules: ${failure}`)),
+      (error: Error) => log.warn(`could not look for dead sessions' iptables rules: ${error.message}`),
+    ));
+  return {
+    start() {
+      let seen = -1;
+      let waits = 0;
+      const check = () => {
+        if (sweeping) return;
+        if (requests === seen || waits++ === SWEEP_MAX_WAITS) return void now();
+        seen = requests;
+        setTimeout(check, SWEEP_QUIET_MS).unref();
+      };
+      check();
+    },
+    request: () => void requests++,
+    now,
+  };
 }
 
 /**

@@ -2,7 +2,7 @@
 // A route carries no owner, so its metric is the demo's PID: a later demo can tell a dead run's route from a live one's.
 import { spawnSync } from 'node:child_process';
 import { DoppelError } from '../errors.ts';
-import { isAlive } from '../proxy/proxy.ts';
+import { isAlive } from '../process-alive.ts';
 import { DEMO_RANGE } from './pod-spec.ts';
 
 export function addUnreachableRoute(owner: number): void {

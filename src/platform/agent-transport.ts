@@ -15,8 +15,6 @@ export interface AgentTransport {
   readonly exited: Promise<string>;
   /** The agent's last log lines, for error messages. */
   logTail(): Promise<string>;
-  /** Told once the agent has answered its handshake: what can wait until then starts (a platform's housekeeping). */
-  answered?(): void;
   /** Ends the agent and removes everything the platform created; safe to call more than once. */
   stop(): Promise<void>;
   /** Last resort on a dying CLI: kill synchronously, no waiting. */

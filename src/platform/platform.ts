@@ -37,8 +37,6 @@ export interface Platform {
    * process's /proc): a program then starts while its agent does. Absent, the agent is asked.
    */
   targetEnvironment?(withHostname: boolean): Promise<{ vars: Record<string, string>; hostnameFile?: string | undefined }>;
-  /** Told once the user's program has started: a platform's housekeeping that would slow that start may run now. */
-  programStarted?(): void;
   /** Stops every agent and removes everything the platform created; safe to call more than once. */
   stop(): Promise<void>;
   /** Last resort on a dying CLI: whatever can be done synchronously. */

@@ -3,6 +3,7 @@ import fs, { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import process from 'node:process';
+import { isAlive } from '../process-alive.ts';
 import type { FastRule } from '../config/fs-fast-rules.ts';
 import type { AgentClient } from './agent-client.ts';
 import { createDnsRequests, type DnsDecider } from './dns.ts';
@@ -130,8 +131,10 @@ export async function startProxy(options: ProxyOptions, prepared?: PreparedProxy
   }
 }
 
-/** Removes the socket directories of sessions whose CLI was killed outright; every `doppel exec` calls it first. */
-/** Synchronous: a listing of the temporary directory, where the first asynchronous file call starts libuv's threads. */
+/**
+ * Removes the socket directories of sessions whose CLI was killed outright; every `doppel exec` calls it first.
+ * Synchronous: a listing of the temporary directory, where the first asynchronous file call starts libuv's threads.
+ */
 export function sweepDeadSessionDirs(): void {
   let entries: string[];
   try {
@@ -147,14 +150,5 @@ export function sweepDeadSessionDirs(): void {
     } catch {
       // Someone else's to remove.
     }
-  }
-}
-
-export function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
   }
 }

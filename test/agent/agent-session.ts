@@ -20,8 +20,6 @@ export async function agentSession(pid: number, closers: (() => unknown)[]): Pro
   const [transport] = await platform.start(progress);
   closers.push(() => platform.stop());
   const client = await connectAgent(transport!.stream, { handshakeTimeoutMs: 10_000 });
-  // As the session tells it: what the platform does once its agent has answered (the sweep of dead sessions' chains).
-  transport!.answered?.();
   closers.push(() => client.close());
   return { client, transport: transport!, platform };
 }

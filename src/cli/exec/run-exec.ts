@@ -67,7 +67,6 @@ export async function runExec(command: string[], config: ResolvedConfig, progres
     const env = programEnvironment({ config, policies, target: found, localEnv: process.env, layer, socketPath });
     const program = runProgram(command, env, calls && (() => trace('program: first byte of output')));
     trace('program spawned');
-    platform.programStarted?.();
     // Once the agents have answered: the program's first remote calls then find compiled code in the proxy and the
     // agent. Not as it is spawned: where cores are few, the prime's CPU came out of the program's own start.
     void started.ready.then(() => proxy?.prime(), () => undefined);

@@ -70,7 +70,6 @@ export async function startSession(platform: Platform, options: SessionOptions, 
 
   const join = async (transport: AgentTransport) => {
     const client = await handshake(transport, options);
-    transport.answered?.();
     const member: Member = { transport, client, leaving: false };
     members.push(member);
     if (incomingHandler) client.serveIncoming(incomingHandler);

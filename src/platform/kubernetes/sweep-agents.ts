@@ -1,7 +1,7 @@
 // Removes agent Jobs that dead sessions left: ones whose CLI ran on this host and is gone, ones already finished, and
 // parked ones whose ttl has passed; a parked one still within its ttl waits for the next session, whatever its CLI.
 import { hostname } from 'node:os';
-import { isAlive } from '../../proxy/proxy.ts';
+import { isAlive } from '../../process-alive.ts';
 import { CLIENT_ANNOTATION, MANAGED_BY } from './agent-job.ts';
 import type { KubeContext } from './kube-context.ts';
 import { finished, parkedUntil } from './warm-agents.ts';

@@ -8,7 +8,7 @@ import { parseAgentTrace, trace, tracing } from '../../trace.ts';
 import type { AgentTransport } from '../agent-transport.ts';
 import { createLogTail, type LogTail } from '../log-tail.ts';
 import type { Platform } from '../platform.ts';
-import { isAlive } from '../../proxy/proxy.ts';
+import { isAlive } from '../../process-alive.ts';
 import { adoptEarlyAgent, newSession, spawnAgent, type EarlyAgent } from './agent-spawn.ts';
 import { removeSessionChains, sweepDeadSessionChains } from './session-chains.ts';
 import { targetEnvironment } from '../../agent/env.ts';
@@ -26,8 +26,6 @@ export interface ProcessAgentOptions {
 
 export function createProcessPlatform(options: ProcessAgentOptions): Platform {
   let transport: AgentTransport | undefined;
-  let programStarted: () => void = () => {};
-  const programStart = new Promise<void>((resolve) => (programStarted = resolve));
   return {
     description: `process ${options.pid}`,
     hasTargetProcess: true,
@@ -45,7 +43,7 @@ export function createProcessPlatform(options: ProcessAgentOptions): Platform {
         trace('reusing a warm agent');
         transport = await progress.step(`reusing the warm agent of process ${options.pid}`, async () => reusedAgent(options, reused, session, warm, progress.warn));
       } else {
-        transport = await progress.step(`starting the agent in process ${options.pid}'s network namespace`, async () => startProcessAgent(options, session, warm, progress.warn, early, programStart));
+        transport = await progress.step(`starting the agent in process ${options.pid}'s network namespace`, async () => startProcessAgent(options, session, warm, early));
       }
       return [transport];
     },
@@ -56,7 +54,6 @@ export function createProcessPlatform(options: ProcessAgentOptions): Platform {
       const { vars, hostname } = await targetEnvironment(options.pid, { hostname: withHostname });
       return { vars, hostnameFile: hostname };
     },
-    programStarted: () => programStarted(),
     stop: async () => transport?.stop(),
     killNow: () => transport?.killNow(),
   };
@@ -130,14 +127,8 @@ function processTransport(options: ProcessAgentOptions, agent: AgentProcess, war
   };
 }
 
-function startProcessAgent(
-  options: ProcessAgentOptions,
-  session: string,
-  warm: WarmPlace | undefined,
-  warn: (text: string) => void,
-  early: EarlyAgent | undefined,
-  programStart: Promise<void>,
-): AgentTransport {
+/** Spawned by us (or by the entry): it sweeps what dead sessions left in the target's namespace as it starts. */
+function startProcessAgent(options: ProcessAgentOptions, session: string, warm: WarmPlace | undefined, early: EarlyAgent | undefined): AgentTransport {
   const { pid } = options;
   const child = early?.child ?? spawnAgent(pid, options.logLevel, session);
   const tail = createLogTail(40);
@@ -165,11 +156,7 @@ function startProcessAgent(
     child.unref();
   };
   const running = () => child.pid !== undefined && child.exitCode === null && child.signalCode === null;
-  const transport = processTransport(options, { pid: child.pid ?? 0, running, stream, exited, tail, removeChains }, warm, detach);
-  // What dead sessions left goes once the agent has answered and the program has started (its nsenter and iptables
-  // processes, forked from here, would hold up both), or at the session's end.
-  const sweep = sweeper(pid, warn);
-  return { ...transport, answered: () => void programStart.then(sweep), stop: () => transport.stop().finally(sweep) };
+  return processTransport(options, { pid: child.pid ?? 0, running, stream, exited, tail, removeChains }, warm, detach);
 }
 
 /** A warm agent that took this session: it is not our child, so its end is its socket's, and its log went with its first CLI. */
@@ -191,18 +178,15 @@ function reusedAgent(options: ProcessAgentOptions, reused: { socket: Socket; age
     });
   });
   const transport = processTransport(options, { pid: agentPid, running: () => isAlive(agentPid), stream: socket, exited, tail, removeChains }, warm, () => socket.unref());
-  // The sweep of dead sessions' rules waits for the end of this session: a warm agent answers before the program starts.
-  return { ...transport, stop: () => transport.stop().finally(sweeper(pid, warn)) };
-}
-
-/** The sweep of dead sessions' rules in the target's network namespace, run once, at the first call. */
-function sweeper(pid: number, warn: (text: string) => void): () => Promise<void> {
+  // It swept what dead sessions left when it started, which may be long ago: we do at the session's end, when its nsenter
+  // and iptables processes hold up nothing.
   let sweeping: Promise<void> | undefined;
-  return () =>
+  const sweep = () =>
     (sweeping ??= (async () => {
       for (const failure of await sweepDeadSessionChains(pid)) warn(`could not remove a dead session's iptables rules in process ${pid}'s network namespace: ${failure}`);
       trace('dead sessions\' rules swept');
     })());
+  return { ...transport, stop: () => transport.stop().finally(sweep) };
 }
 
 /** The agent's trace marks become the CLI's trace lines; everything else it says goes to its log tail. */

@@ -5,7 +5,7 @@ import { lstatSync, mkdirSync, readdirSync, readFileSync, unlinkSync } from 'nod
 import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
 import process from 'node:process';
-import { isAlive } from '../../proxy/proxy.ts';
+import { isAlive } from '../../process-alive.ts';
 import { WARM_MAX_LINE, WARM_OK, warmLine, type WarmClient } from '../../protocol/warm-preface.ts';
 import { warmPath } from './warm-path.ts';
 
