@@ -14,7 +14,6 @@ import type { WarmClient } from '../protocol/warm-preface.ts';
 import { agentTraceLine } from '../trace.ts';
 import { targetEnvironment } from './env.ts';
 import type { Incoming } from './incoming.ts';
-import { sweepDeadCliSessions } from './iptables.ts';
 import { createLog, parseLogLevel, type Log } from './log.ts';
 import { SESSION_PATTERN } from './session-id.ts';
 import { listenWarm, type Warm } from './warm.ts';
@@ -160,12 +159,13 @@ const SWEEP_MAX_WAITS = 20;
  * The sweep of dead sessions' chains (`sweepDeadCliSessions`), run once the first session's link has been quiet for a
  * moment, or as the agent exits: its iptables-save processes fork from us, milliseconds each during which no call is
  * served, so not while the program's first calls come (done by the CLI there, they held up those calls for 5-10 ms).
+ * Its module, with child_process, loads then too.
  */
 function sweepWhenQuiet(log: Log): { start(): void; request(): void; now(): Promise<void> } {
   let sweeping: Promise<void> | undefined;
   let requests = 0;
   const now = () =>
-    (sweeping ??= sweepDeadCliSessions([]).then(
+    (sweeping ??= import('./iptables.ts').then(({ sweepDeadCliSessions }) => sweepDeadCliSessions([])).then(
       (failures) => failures.forEach((failure) => log.warn(`could not remove a dead session's iptables rules: ${failure}`)),
       (error: Error) => log.warn(`could not look for dead sessions' iptables rules: ${error.message}`),
     ));

@@ -26,7 +26,7 @@ export function newSession(): string {
 /**
  * Only the network namespace is entered: the agent keeps the host's mount namespace and reaches the target's files
  * through /proc/PID/root. A new session keeps the terminal's Ctrl-C away from it; it still ends when the socketpair
- * on fd 3 closes.
+ * on fd 3 closes. Its log, and anything nsenter or Node.js says, comes on stderr; it writes nothing to stdout.
  */
 export function spawnAgent(pid: number, logLevel: string, session: string): ChildProcess {
   const nsenter = findNsenter();
@@ -37,7 +37,7 @@ export function spawnAgent(pid: number, logLevel: string, session: string): Chil
   return spawn(
     nsenter,
     [`--net=/proc/${pid}/ns/net`, '--', process.execPath, ...AGENT_NODE_FLAGS, agentMain, '--pid', String(pid), '--fd', '3', '--log-level', logLevel, '--session', session, ...traced],
-    { stdio: ['ignore', 'pipe', 'pipe', 'pipe'], detached: true, env: cache ? { ...process.env, NODE_COMPILE_CACHE: cache } : process.env },
+    { stdio: ['ignore', 'ignore', 'pipe', 'pipe'], detached: true, env: cache ? { ...process.env, NODE_COMPILE_CACHE: cache } : process.env },
   );
 }
 

@@ -132,7 +132,6 @@ function startProcessAgent(options: ProcessAgentOptions, session: string, warm: 
   const { pid } = options;
   const child = early?.child ?? spawnAgent(pid, options.logLevel, session);
   const tail = createLogTail(40);
-  child.stdout?.on('data', (chunk: Buffer) => tail.push(chunk));
   child.stderr?.on('data', tracing() ? agentTraceSplitter(tail) : (chunk: Buffer) => tail.push(chunk));
   // An agent removes its own chains on its way out (its exit code 0 says it got there: two nsenter + iptables-save runs
   // spared on every session's end); one that was killed or failed may not have, so we do, before anyone hears it is gone.
@@ -150,8 +149,7 @@ function startProcessAgent(options: ProcessAgentOptions, session: string, warm: 
   // The agent's end may close before we finish writing; that surfaces through `exited`.
   stream.on('error', () => {});
   const detach = () => {
-    // Its log pipes close with us; the agent ignores that.
-    child.stdout?.destroy();
+    // Its log pipe closes with us; the agent ignores that.
     child.stderr?.destroy();
     child.unref();
   };
