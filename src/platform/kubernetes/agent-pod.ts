@@ -99,7 +99,7 @@ export async function waitForAgentContainer(kube: KubeContext, wait: AgentContai
     const pod = latest;
     pullEvent(kube, pod, wait.container).then((pull) => {
       if (pull?.pulling) report(pull.pulling);
-      else if (pull?.failed) settle?.reject(imageError(statusOf(pod, wait)?.image ?? '', pod, pull.failed));
+      else if (pull?.failed) settle?.reject(imageError(pod, wait, pull.failed));
     }, () => undefined);
   }, PULL_CHECK_MS);
   const timer = setTimeout(() => {
@@ -135,7 +135,7 @@ function judge(kube: KubeContext, pod: V1Pod, wait: AgentContainerWait): string 
   if (status?.state?.running) return name;
   const waiting = status?.state?.waiting;
   if (waiting?.reason && imageReasons.has(waiting.reason)) {
-    return Promise.resolve(imageError(status?.image ?? '', pod, `${waiting.reason}${waiting.message ? ` (${oneLine(waiting.message)})` : ''}`));
+    return Promise.resolve(imageError(pod, wait, `${waiting.reason}${waiting.message ? ` (${oneLine(waiting.message)})` : ''}`));
   }
   const terminated = status?.state?.terminated;
   if ((waiting?.reason && startReasons.has(waiting.reason)) || terminated || pod.status?.phase === 'Failed' || pod.status?.phase === 'Succeeded') {
@@ -161,7 +161,10 @@ function waitingText(pod: V1Pod, status: V1ContainerStatus | undefined): string 
   return pod.spec?.nodeName ? `pod ${pod.metadata?.name ?? ''} placed on ${pod.spec.nodeName}` : `pod ${pod.metadata?.name ?? ''} created`;
 }
 
-function imageError(image: string, pod: V1Pod, why: string): DoppelError {
+/** The image as the pod's spec names it: a container's status may name none while its pull fails. */
+function imageError(pod: V1Pod, wait: AgentContainerWait, why: string): DoppelError {
+  const containers = wait.ephemeral ? pod.spec?.ephemeralContainers : pod.spec?.containers;
+  const image = containers?.find((c) => c.name === wait.container)?.image || statusOf(pod, wait)?.image || '(unnamed)';
   return new DoppelError('E_AGENT_IMAGE', `the agent image ${image} cannot be pulled on node ${pod.spec?.nodeName ?? '?'}: ${why}`, {
     category: 'agent',
     hint: 'check agent.image (or --agent-image), agent.image_pull_policy and agent.image_pull_secrets; the image must be reachable from the cluster\'s nodes',
