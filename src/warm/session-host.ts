@@ -32,6 +32,8 @@ export interface Handoff {
 
 /** How often a running program is looked at. */
 const PROGRAM_POLL_MS = 50;
+/** How long a request waits for the end of the session of a program that has exited, before it is refused. */
+const ENDING_WAIT_MS = 1000;
 /** A program stopped because its session ended gets this long after SIGTERM. */
 const KILL_AFTER_MS = 3000;
 
@@ -122,9 +124,14 @@ async function takeSession({ config, layer }: Handoff, preparing: Promise<HostTa
     const request = await readRequest(socket);
     const decision = request && !ending ? await decide(request, identity).catch(() => undefined) : undefined;
     if (!request || !decision || decision.kind === 'other') return answer(socket, { run: false });
-    // One program at a time; one that has just exited has its session ended first.
-    if (typeof current === 'object' && !running(current.pid, current.start)) current.end();
-    if (typeof current === 'object') await Promise.race([current.ended, delay(PROGRAM_POLL_MS)]);
+    // One program at a time. One that has exited has its session ended first (its proxy closed, its ports given back,
+    // which the agent's iptables runs take tens of milliseconds for), and the request waits for that: a restart loop's
+    // next program keeps the warm session. One still running gets a poll's time to exit.
+    if (typeof current === 'object') {
+      const exited = !running(current.pid, current.start);
+      if (exited) current.end();
+      await Promise.race([current.ended, delay(exited ? ENDING_WAIT_MS : PROGRAM_POLL_MS)]);
+    }
     if (current || ending || retiring) return answer(socket, { run: false });
     if (decision.kind === 'cli') return shutdown(socket);
     const start = processStat(request.pid)?.start;

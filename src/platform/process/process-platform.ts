@@ -127,7 +127,7 @@ function processTransport(options: ProcessAgentOptions, agent: AgentProcess, war
   };
 }
 
-/** Spawned by us (or by the entry): it sweeps what dead sessions left in the target's namespace as it starts. */
+/** Spawned by us (or by the entry): it sweeps what dead sessions left in the target's namespace (src/agent/main.ts). */
 function startProcessAgent(options: ProcessAgentOptions, session: string, warm: WarmPlace | undefined, early: EarlyAgent | undefined): AgentTransport {
   const { pid } = options;
   const child = early?.child ?? spawnAgent(pid, options.logLevel, session);
