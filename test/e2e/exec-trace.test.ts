@@ -82,7 +82,7 @@ describe('doppel exec --trace', gate, () => {
     const open = lines.find(({ what }) => what.startsWith(`call open ${JSON.stringify(path)} -> remote:`));
     assert.ok(open, `no trace of the remote open of ${path} in:\n${result.stderr}`);
     assert.match(open.what, /: proxy \d+\.\d{3} \| fs\.get link \d+\.\d{3} \+ agent \d+\.\d{3} \| proxy \d+\.\d{3} = \d+\.\d{3} ms$/);
-    assert.ok(lines.some(({ what }) => /^calls open remote x\d+: proxy [\d.]+ \/ [\d.]+, link [\d.]+ \/ [\d.]+, agent [\d.]+ \/ [\d.]+ \(median \/ p99 ms\)$/.test(what)), result.stderr);
+    assert.ok(lines.some(({ what }) => /^calls open remote via fs\.get x\d+: proxy [\d.]+ \/ [\d.]+, link [\d.]+ \/ [\d.]+, agent [\d.]+ \/ [\d.]+ \(median \/ p99 ms\)$/.test(what)), result.stderr);
     // The agent's marks are the CLI's trace lines, not lines of its log.
     assert.doesNotMatch(result.stderr, /agent: trace @/);
     assert.deepEqual(await leftoversAfter(world.target.pid), { agents: [], dirs: [] });

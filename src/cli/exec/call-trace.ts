@@ -58,7 +58,8 @@ export function createCallTracer(): CallTracer {
           const start = performance.now();
           const answer = await current.run(hops, () => method(...args));
           const end = performance.now();
-          record(`${name} ${answer.kind}`, end - start, hops);
+          // The agent operations name the way a call went: a connect handed over (tcp.connectFd) or relayed (tcp.connect).
+          record(`${name} ${answer.kind}${hops.length > 0 ? ` via ${[...new Set(hops.map((hop) => hop.op))].join('+')}` : ''}`, end - start, hops);
           trace(`call ${name} ${subject(args)} -> ${answer.kind}${answer.kind === 'error' ? ` ${answer.code}` : ''}: ${hopText(start, end, hops)}`, start);
           return answer;
         };
