@@ -116,11 +116,16 @@ export async function sweepDeadCliSessions(enter: Enter): Promise<string[]> {
     const owner = /^DOPPEL-(\d+)-\d+$/.exec(name)?.[1];
     return owner !== undefined && !isAlive(Number(owner));
   };
-  // One process lists both backends (each fork of a Node.js process costs milliseconds): the saves one after another.
-  const { stdout } = await run(enter, 'sh', ['-c', BACKENDS.map((backend) => `${saveCommand(backend)} 2>/dev/null`).join('; ')]);
-  const chains = [...stdout.matchAll(/^\*nat$[\s\S]*?^COMMIT$/gm)].flatMap(([table]) => natChains(table).chains);
-  if (!chains.some(dead)) return [];
-  return removeChainsSync(enter, dead);
+  // One process lists both backends (each fork of a Node.js process costs milliseconds), a marker line between them;
+  // the removal works from that listing.
+  const marker = '# doppel: next backend';
+  const { stdout } = await run(enter, 'sh', ['-c', BACKENDS.map((backend) => `${saveCommand(backend)} 2>/dev/null`).join(`; echo '${marker}'; `)]);
+  const saves = stdout.split(`${marker}\n`);
+  return BACKENDS.flatMap((backend, i) => {
+    const { chains, save } = natChains(saves[i] ?? '');
+    const picked = chains.filter(dead);
+    return picked.length > 0 ? removeFrom(enter, backend, picked, save) : [];
+  });
 }
 
 function natChains(save: string): { chains: string[]; save: string } {

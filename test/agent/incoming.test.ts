@@ -156,7 +156,7 @@ for (const backend of backends) {
       t.diagnostic(`the target answered again ${Date.now() - killedAt} ms after the kill`);
     });
 
-    test('a fresh agent removes the chains of dead sessions as it starts, and keeps a live one\'s', async () => {
+    test('a fresh agent removes the chains of dead sessions once its session is quiet, and keeps a live one\'s', async () => {
       const dead = await deadPid();
       const iptables = (args: string[]) => execFileSync(enter()[0]!, [...enter().slice(1), `iptables-${backend}`, '-w', '-t', 'nat', ...args]);
       for (const chain of [`DOPPEL-${dead}-0`, `DOPPEL-${process.pid}-999`]) {

@@ -1,6 +1,6 @@
 // The process agent's iptables chains seen from the CLI: named for this CLI's pid and a counter, removed through
 // nsenter when the agent could not remove them itself (SIGKILL), and swept after a session that reused a warm agent
-// (a fresh agent sweeps them itself as it starts: src/agent/main.ts).
+// (a fresh agent sweeps them itself once its session is quiet: src/agent/main.ts).
 import { chainName, removeChainsSync, sweepDeadCliSessions } from '../../agent/iptables.ts';
 
 const enter = (targetPid: number) => ['nsenter', `--net=/proc/${targetPid}/ns/net`, '--'];
