@@ -14,6 +14,7 @@ import { hostSnapshot } from './host-snapshot.ts';
 import { clusterRules } from './lib/host-network.ts';
 import { clusterCgroups, clusterMounts, clusterNetns, clusterNfacct, clusterProcesses } from './lib/leftovers.ts';
 import { loadImage } from './lib/images.ts';
+import { killAll } from '../support/process-alive.ts';
 import { binDir, images, ports, stateDir } from './lib/settings.ts';
 import { manifests, namespace } from './workloads.ts';
 
@@ -225,7 +226,7 @@ describe('test cluster', gate, () => {
   });
 
   test('up after a crash clears what the crash left and starts a fresh cluster', () => {
-    for (const { pid } of clusterProcesses()) process.kill(pid, 'SIGKILL');
+    killAll(clusterProcesses().map(({ pid }) => pid));
     const result = script('up');
     assert.equal(result.status, 0, result.stderr.slice(-4000));
     assert.match(result.stderr, /clear what an earlier run left done/);

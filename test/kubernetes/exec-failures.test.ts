@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { runDoppel, startDoppel } from '../e2e/run-doppel.ts';
-import { alive } from '../support/process-alive.ts';
+import { alive, killAll } from '../support/process-alive.ts';
 import { needsRoot } from '../support/root.ts';
 import { adminKubeconfig, apply, createNamespace, deployment, kubectl, needsCluster, poll, rolloutStatus } from './support/cluster.ts';
 import { assertNothingLeft, assertOneLineError, doppelObjects, LEFTOVER_GRACE_MS, podStates } from './support/doppel-objects.ts';
@@ -168,7 +168,7 @@ describe('doppel exec failures on the test cluster', needsCluster('doppel exec f
     const agent = await agentPod();
     const pids = await containerProcesses(agent.id);
     assert.ok(pids.length >= 2, `the launcher and its agent run on this node: ${pids.join(' ')}`);
-    for (const pid of pids) process.kill(pid, 'SIGKILL');
+    killAll(pids);
     const result = await finished;
     assert.equal(result.status, 1);
     assertOneLineError(result.stderr, 'E_AGENT_LOST', new RegExp(`the agent in pod web-\\S+ \\(agent pod ${agent.name}\\) was killed \\(exit code 137\\) while the program ran; the program was stopped`));

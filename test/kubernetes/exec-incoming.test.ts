@@ -13,6 +13,7 @@ import { defaultAgentImage } from '../../src/platform/kubernetes/agent-image.ts'
 import { serveWithDoppel, type RunningServer } from '../e2e/serve-under-doppel.ts';
 import { grpcPaths, grpcServerCommand } from '../support/grpc-peers.ts';
 import { peerServer } from '../support/http-peers.ts';
+import { killAll } from '../support/process-alive.ts';
 import { adminKubeconfig, apply, createNamespace, deployment, httpdContainer, kubectl, needsCluster, poll, rolloutStatus } from './support/cluster.ts';
 import { assertNothingLeft, podStates } from './support/doppel-objects.ts';
 import { agentProcesses, doppelRules, podProcesses, redirectedPackets, type PodProcess } from './support/pod-network.ts';
@@ -248,7 +249,7 @@ describe('incoming traffic on the test cluster', needsCluster('incoming traffic 
       assert.equal(agents.length, 1, `one agent serves ${victim.pod}`);
       const killed = Date.now();
       // The agent alone: its launcher removes its rules. The whole agent pod: the agent that replaces it does.
-      for (const pid of what === 'agent' ? agents : [...launchers, ...agents]) process.kill(pid, 'SIGKILL');
+      killAll(what === 'agent' ? agents : [...launchers, ...agents]);
       await poll(`${lost} gone from ${victim.pod}`, async () => (chainsIn(victim).includes(lost) ? undefined : true), 30_000);
       t.diagnostic(`${victim.pod}'s lost rules were gone ${Date.now() - killed} ms after the kill`);
       assert.ok(chainsIn(other).length > 0, `${other.pod} is still stolen`);

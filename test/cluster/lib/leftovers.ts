@@ -2,7 +2,7 @@
 // namespaces, cgroups. `down` uses it to clean up and the test suite uses it to prove nothing is left.
 import { existsSync, mkdirSync, readFileSync, readdirSync, readlinkSync, rmSync, rmdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { alive } from '../../support/process-alive.ts';
+import { alive, killAll } from '../../support/process-alive.ts';
 import { cacheDir, containerd, stateDir } from './settings.ts';
 import { cmd, output, sleep, tryCmd } from './system.ts';
 
@@ -64,13 +64,7 @@ export async function killClusterProcesses(): Promise<void> {
   for (let round = 0; round < 20; round++) {
     const targets = clusterProcesses();
     if (targets.length === 0) return;
-    for (const { pid } of targets) {
-      try {
-        process.kill(pid, 'SIGKILL');
-      } catch {
-        // already gone
-      }
-    }
+    killAll(targets.map(({ pid }) => pid));
     for (let i = 0; i < 50 && targets.some(({ pid }) => alive(pid)); i++) await sleep(20);
   }
 }
