@@ -1,7 +1,8 @@
 // File requests, served through /proc/PID/root with every symlink resolved by hand so nothing escapes that root.
-import { accessSync, closeSync, constants, createReadStream, fstatSync, lstatSync, openSync, readlinkSync, readSync, type BigIntStats } from 'node:fs';
-import { lstat, open, readdir } from 'node:fs/promises';
-import { pipeline } from 'node:stream/promises';
+// Node's promise and stream-promise modules are taken at first use, not imported: the process platform's CLI reads
+// files with this module too, and loads neither on its way to the program's start.
+import fs, { accessSync, closeSync, constants, createReadStream, fstatSync, lstatSync, openSync, readlinkSync, readSync, type BigIntStats } from 'node:fs';
+import { pipeline } from 'node:stream';
 import type { Connection } from '../protocol/connection.ts';
 import { MAX_DATA_CHUNK } from '../protocol/frame.ts';
 import type { DirEntry, Operations, Stat } from '../protocol/messages.ts';
@@ -34,7 +35,7 @@ export function createFiles(root: string): Files {
     },
     async read({ path, offset, length }) {
       const { host } = await resolve(path, true);
-      const handle = await open(host, OPEN_FLAGS);
+      const handle = await fs.promises.open(host, OPEN_FLAGS);
       try {
         const stat = toStat(await handle.stat({ bigint: true }));
         if ((stat.mode & S_IFMT) === S_IFDIR) return { stat, data: new Uint8Array(0), eof: true };
@@ -85,7 +86,7 @@ export function createFiles(root: string): Files {
         channel.write(whole.data);
       }
       // Read to the end rather than to stat.size: /proc and sysfs files say 0. A failure resets the channel, which the client reports.
-      pipeline(createReadStream('', { fd, start, highWaterMark: MAX_DATA_CHUNK }), channel).catch(() => undefined);
+      pipeline(createReadStream('', { fd, start, highWaterMark: MAX_DATA_CHUNK }), channel, () => undefined);
       return { stat };
     },
     async get({ path, upTo }) {
@@ -101,10 +102,10 @@ export function createFiles(root: string): Files {
     },
     async readdir({ path }) {
       const { host } = await resolve(path, true);
-      const dirents = await readdir(host, { withFileTypes: true });
+      const dirents = await fs.promises.readdir(host, { withFileTypes: true });
       const entries: DirEntry[] = await Promise.all(
         dirents.map(async (dirent) => {
-          const ino = await lstat(`${host}/${dirent.name}`, { bigint: true }).then((s) => Number(s.ino), () => 0);
+          const ino = await fs.promises.lstat(`${host}/${dirent.name}`, { bigint: true }).then((s) => Number(s.ino), () => 0);
           return { name: dirent.name, ino, type: direntType(dirent) };
         }),
       );

@@ -1,5 +1,6 @@
 // Where a session's agents run: a platform turns a target into agents next to it, follows the target's replicas,
 // and removes everything it made. The CLI's exec session speaks to every platform through this.
+import type { Files } from '../agent/files.ts';
 import type { AgentTransport } from './agent-transport.ts';
 
 /** Progress lines for slow steps; the CLI's progress display implements it. */
@@ -37,6 +38,11 @@ export interface Platform {
    * process's /proc): a program then starts while its agent does. Absent, the agent is asked.
    */
   targetEnvironment?(withHostname: boolean): Promise<{ vars: Record<string, string>; hostnameFile?: string | undefined }>;
+  /**
+   * The target's files, read as its agent reads them, by a platform that can without one (a local process's
+   * /proc/PID/root): the proxy then serves a program's reads itself. Absent, the agent is asked.
+   */
+  targetFiles?(): Files;
   /** Stops every agent and removes everything the platform created; safe to call more than once. */
   stop(): Promise<void>;
   /** Last resort on a dying CLI: whatever can be done synchronously. */

@@ -18,7 +18,7 @@ const READ_PIECE = 4 * 1024 * 1024;
  * Files up to this size come inside the answer (`fs.get`): most a program opens (sources, configuration, modules).
  * Bigger ones stream on a channel, so that a big file does not hold back the requests behind it in one control frame.
  */
-const INLINE_LIMIT = 64 * 1024;
+export const INLINE_LIMIT = 64 * 1024;
 const S_IFMT = 0o170000;
 const S_IFDIR = 0o040000;
 

@@ -70,33 +70,41 @@ describe('doppel exec --trace', gate, () => {
 
   test('prints every step of the start-up in order, and each remote call with its hops', async () => {
     const [path, content] = Object.entries(world.target.files)[0]!;
-    const result = await execIn(world.target.pid, ['sh', '-c', `cat ${path}; echo done`], { flags: ['--trace'] });
+    const { redis } = world.services;
+    const result = await execIn(world.target.pid, ['sh', '-c', `cat ${path}; getent hosts ${redis.name}; echo done`], { flags: ['--trace'] });
     assert.equal(result.status, 0, result.stderr);
     // The program's output still reaches doppel's stdout whole, through the pipe that sees its first byte.
-    assert.equal(result.stdout, `${content}done\n`);
+    assert.equal(result.stdout, `${content}${redis.address.padEnd(15)} ${redis.name}\ndone\n`);
     const lines = traceLines(result);
     assertOrder(lines, startup, result.stderr);
     // Started from the command line: before the CLI's modules, not after its configuration.
     assertOrder(lines, [['spawning the agent', 'cli: modules loaded']], result.stderr);
-    // The remote open: its time in the proxy, the agent round trip split into the link and the agent's own time.
+    // The remote open: its time in the proxy, and the read the CLI made itself of the target's file (process platform).
     const open = lines.find(({ what }) => what.startsWith(`call open ${JSON.stringify(path)} -> remote:`));
     assert.ok(open, `no trace of the remote open of ${path} in:\n${result.stderr}`);
-    assert.match(open.what, /: proxy \d+\.\d{3} \| fs\.get link \d+\.\d{3} \+ agent \d+\.\d{3} \| proxy \d+\.\d{3} = \d+\.\d{3} ms$/);
-    assert.ok(lines.some(({ what }) => /^calls open remote via fs\.get x\d+: proxy [\d.]+ \/ [\d.]+, link [\d.]+ \/ [\d.]+, agent [\d.]+ \/ [\d.]+ \(median \/ p99 ms\)$/.test(what)), result.stderr);
+    assert.match(open.what, /: proxy \d+\.\d{3} \| fs\.get \(local\) link \d+\.\d{3} \+ agent \d+\.\d{3} \| proxy \d+\.\d{3} = \d+\.\d{3} ms$/);
+    assert.ok(lines.some(({ what }) => /^calls open remote via fs\.get \(local\) x\d+: proxy [\d.]+ \/ [\d.]+, link [\d.]+ \/ [\d.]+, agent [\d.]+ \/ [\d.]+ \(median \/ p99 ms\)$/.test(what)), result.stderr);
+    // A name only the agent resolves: its round trip split into the link and the agent's own time.
+    const lookup = lines.find(({ what }) => what.startsWith(`call getaddrinfo ${JSON.stringify(world.services.redis.name)} -> remote:`));
+    assert.ok(lookup, `no trace of the lookup in:\n${result.stderr}`);
+    assert.match(lookup.what, /: proxy \d+\.\d{3} \| dns\.lookup link \d+\.\d{3} \+ agent \d+\.\d{3} \| proxy \d+\.\d{3} = \d+\.\d{3} ms$/);
     // The agent's marks are the CLI's trace lines, not lines of its log.
     assert.doesNotMatch(result.stderr, /agent: trace @/);
     assert.deepEqual(await leftoversAfter(world.target.pid), { agents: [], dirs: [] });
   });
 
-  test('the program starts before its agent answers, and its first remote calls wait for it (fault injection: an nsenter slow by 1.5 s)', async () => {
+  test('the program starts before its agent answers, reads the target\'s files at once, and its lookups wait for the agent (fault injection: an nsenter slow by 1.5 s)', async () => {
     const [path, content] = Object.entries(world.target.files)[0]!;
     const env = { ...process.env, PATH: `${fixtures}/slow-nsenter:${process.env.PATH}`, DOPPEL_TEST_NSENTER_DELAY: '1.5' };
     const { redis } = world.services;
-    const result = await execIn(world.target.pid, ['sh', '-c', `echo "$DOPPEL_TEST_SECRET"; cat ${path}; getent hosts ${redis.name}`], { env, flags: ['--trace'] });
+    const result = await execIn(world.target.pid, ['sh', '-c', `cat ${path}; echo "$DOPPEL_TEST_SECRET"; getent hosts ${redis.name}`], { env, flags: ['--trace'] });
     assert.equal(result.status, 0, result.stderr);
-    assert.equal(result.stdout, `${world.target.env.DOPPEL_TEST_SECRET}\n${content}${redis.address.padEnd(15)} ${redis.name}\n`);
-    // A call's line carries the time it was asked: the open was asked before the agent answered, and got its file.
-    assertOrder(traceLines(result), [['program spawned', `call open ${JSON.stringify(path)} -> remote`, 'handshake done']], result.stderr);
+    assert.equal(result.stdout, `${content}${world.target.env.DOPPEL_TEST_SECRET}\n${redis.address.padEnd(15)} ${redis.name}\n`);
+    // A call's line carries the time it was asked. The file's content (the program's first output) came before the
+    // agent answered; the first lookup (IPv6, which the name has none of) was asked before too, and waited for it.
+    const lookup = `call getaddrinfo ${JSON.stringify(redis.name)} ->`;
+    assertOrder(traceLines(result), [['program spawned', `call open ${JSON.stringify(path)} -> remote`, 'program: first byte of output', 'handshake done']], result.stderr);
+    assertOrder(traceLines(result), [['program spawned', lookup, 'handshake done']], result.stderr);
     assert.deepEqual(await leftoversAfter(world.target.pid), { agents: [], dirs: [] });
   });
 

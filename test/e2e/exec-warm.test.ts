@@ -25,9 +25,12 @@ describe('warm agents', gate, () => {
 
 
   test('the next session on the target reuses the warm agent, says so, and serves from it', async () => {
-    const program = ['sh', '-c', `printf '%s|' "$DOPPEL_TEST_SECRET"; cat ${remotePath()}`];
+    // The environment and the file the CLI reads itself (process platform); the name only the agent can resolve.
+    const { redis } = world().services;
+    const program = ['sh', '-c', `printf '%s|' "$DOPPEL_TEST_SECRET"; cat ${remotePath()}; getent hosts ${redis.name}`];
+    const expected = () => `${secret()}|${remoteContent()}${redis.address.padEnd(15)} ${redis.name}\n`;
     const first = await execIn(pid(), program, { flags: ['--agent-ttl', '30'] });
-    assert.equal(ok(first), `${secret()}|${remoteContent()}`);
+    assert.equal(ok(first), expected());
     assert.doesNotMatch(first.stderr, /reusing/);
     await hostGivesBack(pid());
     const [warm] = agentPids(pid());
@@ -36,14 +39,14 @@ describe('warm agents', gate, () => {
 
     // Without -q: the progress line says what happened.
     const second = await runDoppel(['exec', '--target', `process/${pid()}`, '--agent-ttl', '30', '--', ...program]);
-    assert.equal(ok(second), `${secret()}|${remoteContent()}`);
+    assert.equal(ok(second), expected());
     assert.match(second.stderr, new RegExp(`reusing the warm agent of process ${pid()}`));
     assert.deepEqual(agentPids(pid()), [warm], 'the second session had an agent of its own');
 
     // And again, with --trace: the reused agent times its answers too.
-    const third = await execIn(pid(), ['cat', remotePath()], { flags: ['--agent-ttl', '1', '--trace'] });
-    assert.equal(ok(third), remoteContent());
-    assert.match(third.stderr, /call open "[^"]+" -> remote: proxy [\d.]+ \| fs\.get link [\d.]+ \+ agent [\d.]+/);
+    const third = await execIn(pid(), ['getent', 'hosts', redis.name], { flags: ['--agent-ttl', '1', '--trace'] });
+    assert.equal(ok(third), `${redis.address.padEnd(15)} ${redis.name}\n`);
+    assert.match(third.stderr, /call getaddrinfo "[^"]+" -> remote: proxy [\d.]+ \| dns\.lookup link [\d.]+ \+ agent [\d.]+/);
     assert.deepEqual(agentPids(pid()), [warm]);
     // Its ttl is the last session's: 1 s, after which nothing is left (afterEach).
   });

@@ -5,6 +5,7 @@ import { trace } from '../../trace.ts';
 import { lastWord, type AgentTransport } from '../../platform/agent-transport.ts';
 import type { Platform, StepReporter } from '../../platform/platform.ts';
 import { connectAgent, type AgentClient, type AgentClientOptions, type IncomingHandler } from '../../proxy/agent-client.ts';
+import { localFileCalls } from '../../proxy/local-files.ts';
 
 export interface SessionOptions {
   handshakeTimeoutMs: number;
@@ -192,9 +193,13 @@ export async function startSession(platform: Platform, options: SessionOptions, 
     if (key === 'connection' || key === 'openUdp' || key === 'close') throw new Error(`internal error: the session's agent was asked for ${key} before its handshake`);
     return (...args: unknown[]) => ready.then(() => (primary()[key] as (...a: unknown[]) => unknown)(...args));
   };
+  const onPrimary = (key: keyof AgentClient): unknown => (connected ? primary()[key] : beforeHandshake(key));
+  // Reads of the target's files the platform can serve itself go no further, and need no agent yet.
+  const files = platform.targetFiles?.();
+  const here: Partial<AgentClient> = files ? localFileCalls(files, (path) => (onPrimary('fetch') as AgentClient['fetch'])(path), options.onCall) : {};
   // Everything else is looked up on the primary at call time, so a takeover needs no re-wiring.
   const agent = new Proxy({} as AgentClient, {
-    get: (_, key) => (key in incoming ? incoming[key as keyof typeof incoming] : connected ? primary()[key as keyof AgentClient] : beforeHandshake(key as keyof AgentClient)),
+    get: (_, key) => (key in incoming ? incoming[key as keyof typeof incoming] : key in here ? here[key as keyof AgentClient] : onPrimary(key as keyof AgentClient)),
   });
 
   const session: Session = {

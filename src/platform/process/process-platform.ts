@@ -12,6 +12,7 @@ import { isAlive } from '../../process-alive.ts';
 import { adoptEarlyAgent, newSession, spawnAgent, type EarlyAgent } from './agent-spawn.ts';
 import { removeSessionChains, sweepDeadSessionChains } from './session-chains.ts';
 import { targetEnvironment } from '../../agent/env.ts';
+import { createFiles } from '../../agent/files.ts';
 import { targetMounts } from './target-mounts.ts';
 import { reachWarmAgent, startTime, sweepWarmSockets, warmDirectory, warmSocket } from './warm-agents.ts';
 
@@ -49,11 +50,12 @@ export function createProcessPlatform(options: ProcessAgentOptions): Platform {
     },
     follow: () => ({ stop() {} }),
     remoteMounts: () => targetMounts(options.pid),
-    // As the agent reads it, from the same /proc, with the same module.
+    // As the agent reads them, from the same /proc, with the same modules.
     async targetEnvironment(withHostname) {
       const { vars, hostname } = await targetEnvironment(options.pid, { hostname: withHostname });
       return { vars, hostnameFile: hostname };
     },
+    targetFiles: () => createFiles(`/proc/${options.pid}/root`),
     stop: async () => transport?.stop(),
     killNow: () => transport?.killNow(),
   };

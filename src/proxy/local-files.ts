@@ -1,0 +1,48 @@
+// The target's files read by the proxy itself, where the platform can (a local process: /proc/PID/root, the agent's
+// own module): a program's reads skip the round trip through the agent, and do not wait for it to start.
+import type { Files } from '../agent/files.ts';
+import { RemoteError } from '../protocol/errors.ts';
+import type { AgentClient } from './agent-client.ts';
+import { INLINE_LIMIT } from './fetch-file.ts';
+
+export type FileCalls = Pick<AgentClient, 'stat' | 'fetch' | 'readdir' | 'readlink' | 'access' | 'realpath'>;
+
+const S_IFMT = 0o170000;
+const S_IFDIR = 0o040000;
+
+/**
+ * `files` in the agent client's shape, failing as the agent's answers do (a RemoteError with the errno's name). What
+ * the agent would stream (a file over the inline limit, one that grew while read, a special file) is still fetched
+ * through the agent (`fetchThroughAgent`), which streams it without blocking the proxy on a big read.
+ */
+export function localFileCalls(files: Files, fetchThroughAgent: AgentClient['fetch'], onCall?: (op: string) => (servedMs: number | undefined) => void): FileCalls {
+  /** Runs one of the agent's handlers here: told to `--trace` as `<op> (local)`, its whole time as the agent's. */
+  const local = async <T>(op: string, call: () => Promise<T>): Promise<T> => {
+    const done = onCall?.(`${op} (local)`);
+    const start = done && performance.now();
+    try {
+      return await call();
+    } catch (error) {
+      if (error instanceof RemoteError) throw error;
+      const code = (error as NodeJS.ErrnoException).code;
+      throw new RemoteError(typeof code === 'string' ? code : 'EIO', (error as Error).message);
+    } finally {
+      done?.(performance.now() - start!);
+    }
+  };
+  return {
+    stat: (path, follow) => local('fs.stat', () => files.stat({ path, follow })),
+    async fetch(path) {
+      const { stat, data } = await local('fs.get', () => files.get({ path, upTo: INLINE_LIMIT }));
+      if (data !== undefined) return { stat, data };
+      if ((stat.mode & S_IFMT) === S_IFDIR) return { stat, data: new Uint8Array(0) };
+      return fetchThroughAgent(path);
+    },
+    readdir: async (path) => (await local('fs.readdir', () => files.readdir({ path }))).entries,
+    readlink: async (path) => (await local('fs.readlink', () => files.readlink({ path }))).target,
+    access: async (path, mode) => {
+      await local('fs.access', () => files.access({ path, mode }));
+    },
+    realpath: async (path) => (await local('fs.realpath', () => files.realpath({ path }))).path,
+  };
+}
