@@ -55,6 +55,10 @@ enum dp_status {
   /* DP_OP_CONNECT only, to a request flagged DP_CONNECT_TAKES_FD: the agent's connected socket for the program to take
    * (pidfd_getfd) in place of its own. Payload: struct dp_handover; the layer then sends DP_OP_HANDED_OVER. */
   DP_HANDOVER = 4,
+  /* DP_OP_CONNECT only, to a request flagged DP_CONNECT_MAKES_SOCKET: the layer makes a socket in the target's network
+   * namespace (that of the process in the payload, struct dp_make_socket) in place of the program's, and connects it
+   * itself. No agent takes part. */
+  DP_MAKE_SOCKET = 5,
 };
 
 enum dp_op {
@@ -73,7 +77,7 @@ enum dp_op {
   /* payload: struct dp_gai_req, then name NUL.
    * DP_OK payload: uint32 count, `count` x struct dp_addr (port 0), then canonical name NUL (may be empty). */
   DP_OP_GETADDRINFO = 7,
-  /* payload: struct dp_connect_req.  DP_OK payload: struct dp_connect_resp (relayed); DP_HANDOVER; DP_LOCAL: connect
+  /* payload: struct dp_connect_req.  DP_OK payload: struct dp_connect_resp (relayed); DP_HANDOVER; DP_MAKE_SOCKET; DP_LOCAL: connect
    * as asked, or to the struct dp_addr in the payload (a name kept local that the target's DNS resolved: where it
    * resolves locally). */
   DP_OP_CONNECT = 8,
@@ -149,6 +153,9 @@ struct dp_gai_req {
 #define DP_CONNECT_TAKES_FD 1u
 /* The program's socket is AF_INET6 (an IPv4 destination is then reached at its IPv4-mapped address). */
 #define DP_CONNECT_INET6_SOCKET 2u
+/* The layer can make sockets in another network namespace (setns is permitted), and the program's socket may be
+ * replaced, as for DP_CONNECT_TAKES_FD. */
+#define DP_CONNECT_MAKES_SOCKET 4u
 
 struct dp_connect_req {
   uint32_t socktype; /* SOCK_STREAM (others are answered DP_LOCAL for now) */
@@ -165,6 +172,11 @@ struct dp_handover {
   uint32_t pid;   /* the agent's process */
   uint32_t fd;    /* the connected socket's descriptor there */
   uint64_t token; /* names the hand-over in DP_OP_HANDED_OVER */
+};
+
+struct dp_make_socket {
+  uint32_t pid; /* a process in the target's network namespace */
+  uint32_t reserved;
 };
 
 struct dp_handed_over {

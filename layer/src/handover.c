@@ -1,7 +1,8 @@
-/* Outgoing TCP handed over (process platform): the agent connected a socket from the target's network, and connect()
- * takes that very socket into the program in place of the program's own (pidfd_getfd, then dup3 onto its number), so
- * the program talks to the server through the kernel alone: no relay, and getpeername/getsockname are the kernel's.
- * Whether to hand over is the proxy's decision; the layer only says whether it can take a socket for this one. */
+/* Outgoing TCP in the target's own network (process platform), with no relay: the program talks to the server through
+ * the kernel alone, and getpeername/getsockname are the kernel's. Either the layer makes a socket in the target's
+ * network namespace (setns there and back, on this thread alone) and connects it itself, or the agent connected one
+ * from there and connect() takes that very socket (pidfd_getfd); either goes in place of the program's own (dup3 onto
+ * its number). Which is the proxy's decision; the layer only says what it can do for this socket. */
 #define _GNU_SOURCE
 #include "layer.h"
 #include <errno.h>
@@ -11,6 +12,10 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <string.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -43,16 +48,18 @@ static const struct option options[] = {
 #define OPTIONS (sizeof options / sizeof options[0])
 #define OPTION_MAX 16
 
-/* Whether this process can take the agent's sockets: found out once, at the first connect that could use it. */
-enum { UNKNOWN, PROBING, YES, NO };
-static atomic_int can_take;
-/* A fresh socket's values of `options`, read by the probe (before YES is published). */
+/* What this process can do, found out once, at the first connect that could use it: take the agent's sockets, and
+ * make sockets in another network namespace. */
+enum { UNKNOWN, PROBING, KNOWN };
+static atomic_int probed;
+static atomic_int can_take, can_make;
+/* A fresh socket's values of `options`, read by the probe (before KNOWN is published). */
 static unsigned char defaults[OPTIONS][OPTION_MAX];
 
 /* A child forked while another thread was probing would never see the probe end; it probes again instead. */
 static void after_fork_child(void) {
   int probing = PROBING;
-  atomic_compare_exchange_strong(&can_take, &probing, UNKNOWN);
+  atomic_compare_exchange_strong(&probed, &probing, UNKNOWN);
 }
 __attribute__((constructor)) static void fork_safe(void) { pthread_atfork(NULL, NULL, after_fork_child); }
 
@@ -117,32 +124,41 @@ static int take_fd(uint32_t pid, uint32_t fd) {
 
 /* Taking a descriptor needs ptrace access to the agent (root with every capability the agent has: a program under
  * `sudo doppel exec`): EPERM otherwise, ENOSYS before Linux 5.6. Any descriptor tells; one the agent does not have
- * (EBADF) was looked for, so access was granted. */
-static int probe(void) {
+ * (EBADF) was looked for, so access was granted. Entering a network namespace needs CAP_SYS_ADMIN over it: entering
+ * our own tells whether this process has it at all. */
+static void probe(void) {
   uint32_t pid = dp_handover_pid();
-  int got = pid == 0 ? -1 : take_fd(pid, 0);
-  int ok = got >= 0 || (pid != 0 && errno == EBADF);
-  int why = errno;
+  int got = take_fd(pid, 0);
+  int take = got >= 0 || errno == EBADF;
+  int take_why = errno;
   if (got >= 0) real_close(got);
-  int fresh = ok ? socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0) : -1;
+  int here = real_openat(AT_FDCWD, "/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC, 0);
+  int make = here >= 0 && setns(here, CLONE_NEWNET) == 0;
+  int make_why = errno;
+  if (here >= 0) real_close(here);
+  int fresh = take || make ? socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0) : -1;
   for (size_t i = 0; fresh >= 0 && i < OPTIONS; i++) {
     socklen_t size = options[i].size;
     if (getsockopt(fresh, options[i].level, options[i].name, defaults[i], &size) < 0) memset(defaults[i], 0, sizeof defaults[i]);
   }
   if (fresh >= 0) real_close(fresh);
-  if (pid != 0) dp_log("connect: the agent's sockets (process %u) %s (errno %d)", pid, fresh >= 0 ? "can be taken" : "cannot be taken: relaying", fresh >= 0 ? 0 : why);
-  return fresh >= 0;
+  atomic_store(&can_make, fresh >= 0 && make);
+  atomic_store(&can_take, fresh >= 0 && take);
+  dp_log("connect: sockets in the target's network %s (errno %d); the agent's (process %u) %s (errno %d)", atomic_load(&can_make) ? "can be made" : "cannot be made",
+         make ? 0 : make_why, pid, atomic_load(&can_take) ? "can be taken" : "cannot be taken", take ? 0 : take_why);
 }
 
-static int takes_fds(void) {
-  int state = atomic_load_explicit(&can_take, memory_order_acquire);
-  if (state == UNKNOWN && dp_rules_ready()) {
+/* Only a session whose agent runs on this machine (it hands its sockets over) has a network to reach from here. */
+static int probe_done(void) {
+  int state = atomic_load_explicit(&probed, memory_order_acquire);
+  if (state == UNKNOWN && dp_rules_ready() && dp_handover_pid() != 0) {
     /* One thread probes; the others relay meanwhile. */
-    if (!atomic_compare_exchange_strong(&can_take, &state, PROBING)) return state == YES;
-    state = probe() ? YES : NO;
-    atomic_store_explicit(&can_take, state, memory_order_release);
+    if (!atomic_compare_exchange_strong(&probed, &state, PROBING)) return state == KNOWN;
+    probe();
+    atomic_store_explicit(&probed, KNOWN, memory_order_release);
+    return 1;
   }
-  return state == YES;
+  return state == KNOWN;
 }
 
 int dp_handover_flags(int fd, uint32_t *flags) {
@@ -159,7 +175,10 @@ int dp_handover_flags(int fd, uint32_t *flags) {
   if (!unbound && real_getpeername(fd, (struct sockaddr *)&peer, &peer_len) == 0) return 1;
   /* A socket bound first (its address or port chosen), or already in an epoll set, is the program's to keep: it is
    * relayed. */
-  if (unbound && takes_fds() && !is_watched(fd)) *flags |= DP_CONNECT_TAKES_FD;
+  if (unbound && probe_done() && (atomic_load(&can_take) || atomic_load(&can_make)) && !is_watched(fd)) {
+    if (atomic_load(&can_take)) *flags |= DP_CONNECT_TAKES_FD;
+    if (atomic_load(&can_make)) *flags |= DP_CONNECT_MAKES_SOCKET;
+  }
   return 0;
 }
 
@@ -193,25 +212,84 @@ static int is_connection_to(int got, const struct sockaddr *addr, socklen_t len)
          dp_to_addr((struct sockaddr *)&peer, peer_len, &have) && memcmp(&want, &have, sizeof want) == 0;
 }
 
+/* `got` in place of the program's socket fd, with its settings; 0 or -errno (fd untouched). got is closed either way. */
+static int replace(int fd, int got) {
+  int r = copy_settings(fd, got);
+  if (r == 0) {
+    int fd_flags = real_fcntl(fd, F_GETFD);
+    /* Atomically in place of the program's socket (which closes), keeping its close-on-exec. */
+    if (fd_flags < 0 || real_dup3(got, fd, (fd_flags & FD_CLOEXEC) ? O_CLOEXEC : 0) < 0) r = -errno;
+  }
+  int saved = errno;
+  real_close(got);
+  errno = saved;
+  return r;
+}
+
+/* A socket made in the network namespace of process `pid`, or -errno. Only this thread enters it, with signals
+ * blocked so that no handler makes a socket of its own there, and it comes back before anything else runs. */
+static int socket_in(uint32_t pid, int domain, int type, int protocol) {
+  char path[48];
+  snprintf(path, sizeof path, "/proc/%u/ns/net", pid);
+  int there = real_openat(AT_FDCWD, path, O_RDONLY | O_CLOEXEC, 0);
+  int here = there < 0 ? -1 : real_openat(AT_FDCWD, "/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC, 0);
+  int made = -1, why = errno;
+  if (here >= 0) {
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    if (setns(there, CLONE_NEWNET) == 0) {
+      made = socket(domain, type, protocol);
+      why = errno;
+      if (setns(here, CLONE_NEWNET) != 0) {
+        static const char msg[] = "doppel layer: cannot leave the target's network namespace; stopping\n";
+        (void)!write(2, msg, sizeof msg - 1);
+        abort();
+      }
+    } else {
+      why = errno;
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+  }
+  if (here >= 0) real_close(here);
+  if (there >= 0) real_close(there);
+  return made >= 0 ? made : -why;
+}
+
+int dp_make_socket(int fd, const char *reply) {
+  struct dp_make_socket where;
+  memcpy(&where, reply, sizeof where);
+  int domain = 0, protocol = 0;
+  socklen_t size = sizeof domain;
+  if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &size) < 0 || getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &protocol, &size) < 0) return -errno;
+  int made = socket_in(where.pid, domain, SOCK_STREAM | SOCK_CLOEXEC, protocol);
+  int r = made < 0 ? made : replace(fd, made);
+  if (r < 0) {
+    dp_log("connect: could not make a socket in process %u's network (errno %d); asking the agent from now on", where.pid, -r);
+    atomic_store(&can_make, 0);
+    return r;
+  }
+  /* The kernel answers getpeername and getsockname. */
+  dp_fd_forget(fd);
+  dp_log("connect: made the socket in process %u's network", where.pid);
+  return 0;
+}
+
 int dp_take_handover(int fd, const char *reply, const struct sockaddr *addr, socklen_t len) {
   struct dp_handover from;
   memcpy(&from, reply, sizeof from);
   int r = 0;
   int got = take_fd(from.pid, from.fd);
   if (got < 0) r = -errno;
-  else if (!is_connection_to(got, addr, len)) r = -ENOTCONN;
-  else r = copy_settings(fd, got);
-  if (r == 0) {
-    int fd_flags = real_fcntl(fd, F_GETFD);
-    /* Atomically in place of the program's socket (which closes), keeping its close-on-exec. */
-    if (fd_flags < 0 || real_dup3(got, fd, (fd_flags & FD_CLOEXEC) ? O_CLOEXEC : 0) < 0) r = -errno;
-  }
-  if (got >= 0) real_close(got);
+  else if (!is_connection_to(got, addr, len)) {
+    r = -ENOTCONN;
+    real_close(got);
+  } else r = replace(fd, got);
   struct dp_handed_over told = {.token = from.token, .status = r};
   dp_tell(DP_OP_HANDED_OVER, &told, sizeof told);
   if (r < 0) {
     dp_log("connect: could not take the agent's socket (errno %d); relaying from now on", -r);
-    atomic_store(&can_take, NO);
+    atomic_store(&can_take, 0);
     return r;
   }
   /* Not a relayed socket: the kernel answers getpeername and getsockname. */

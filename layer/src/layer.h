@@ -95,8 +95,12 @@ void dp_copy_out(const struct sockaddr_storage *src, socklen_t src_len, struct s
  * info; forgotten again if the connect fails outright. */
 int dp_connect_via(int fd, const struct dp_fdinfo *info, const struct sockaddr *via, socklen_t via_len);
 /* The DP_CONNECT_* flags of a TCP socket about to connect, in *flags: its family, and whether its number may take the
- * agent's socket (this process can take one, and the socket is not bound). 1 when it is connected already. */
+ * agent's socket or one the layer makes in the target's network (this process can, and the socket is not bound). 1 when
+ * it is connected already. */
 int dp_handover_flags(int fd, uint32_t *flags);
+/* A DP_MAKE_SOCKET answer (struct dp_make_socket): a socket made in that process's network namespace in place of fd,
+ * for the caller to connect. 0, or -errno with fd untouched (ask again without DP_CONNECT_MAKES_SOCKET). */
+int dp_make_socket(int fd, const char *reply);
 /* A DP_HANDOVER answer (struct dp_handover) to connect(fd, addr): takes the agent's socket in place of fd and tells the
  * proxy. 0 (blocking) or 1 (non-blocking socket) when taken, else -errno with fd untouched (relay it instead). */
 int dp_take_handover(int fd, const char *reply, const struct sockaddr *addr, socklen_t len);

@@ -1,5 +1,5 @@
-/* Outgoing connect(): TCP relayed through the proxy or the agent's socket taken (handover.c), UDP handed to udp.c;
- * getpeername/getsockname report the remote view of the layer's relayed sockets. */
+/* Outgoing connect(): TCP on a socket made in the target's network, the agent's socket taken (handover.c) or relayed through
+ * the proxy; UDP handed to udp.c. getpeername/getsockname report the remote view of the layer's relayed sockets. */
 #define _GNU_SOURCE
 #include "layer.h"
 #include <errno.h>
@@ -83,7 +83,13 @@ int connect(int fd, const struct sockaddr *addr, socklen_t len) {
   char *reply = NULL;
   uint32_t reply_len;
   int status = dp_call(DP_OP_CONNECT, &req, sizeof req, NULL, 0, &reply, &reply_len);
-  int taken = -EIO;
+  int made = -EIO, taken = -EIO;
+  if (status == DP_MAKE_SOCKET && (reply_len < sizeof(struct dp_make_socket) || (made = dp_make_socket(fd, reply)) < 0)) {
+    /* Not made: the proxy has the agent connect when asked again without the flag. */
+    dp_free(reply);
+    req.flags &= ~DP_CONNECT_MAKES_SOCKET;
+    status = dp_call(DP_OP_CONNECT, &req, sizeof req, NULL, 0, &reply, &reply_len);
+  }
   if (status == DP_HANDOVER && (reply_len < sizeof(struct dp_handover) || (taken = dp_take_handover(fd, reply, addr, len)) < 0)) {
     /* Not taken: the proxy relays it when asked again without the flag. */
     dp_free(reply);
@@ -91,7 +97,10 @@ int connect(int fd, const struct sockaddr *addr, socklen_t len) {
     status = dp_call(DP_OP_CONNECT, &req, sizeof req, NULL, 0, &reply, &reply_len);
   }
   int r;
-  if (status == DP_HANDOVER && taken == 0) {
+  if (status == DP_MAKE_SOCKET && made == 0) {
+    /* The program's own connect, blocking or not, on the socket made in the target's network. */
+    r = real_connect(fd, addr, len);
+  } else if (status == DP_HANDOVER && taken == 0) {
     r = 0;
   } else if (status == DP_HANDOVER && taken > 0) {
     /* Connected already; a non-blocking socket says so as a real connect would, and poll then finds it writable. */

@@ -43,6 +43,8 @@ export interface Platform {
    * /proc/PID/root): the proxy then serves a program's reads itself. Absent, the agent is asked.
    */
   targetFiles?(): Files;
+  /** A process on this machine in the target's network namespace (a local process target): see AgentClient's networkPid. */
+  readonly networkPid?: number;
   /** Stops every agent and removes everything the platform created; safe to call more than once. */
   stop(): Promise<void>;
   /** Last resort on a dying CLI: whatever can be done synchronously. */

@@ -38,6 +38,11 @@ export interface AgentClient {
   connectTcp(host: string, port: number): Promise<{ stream: Duplex; localAddress: string; localPort: number }>;
   /** The agent's process when it hands its connected sockets over (`tcp.connectFd`, process platform), else undefined. */
   handoverPid(): number | undefined;
+  /**
+   * A process on this machine in the target's network namespace (a process target), where a program's layer makes its
+   * outgoing TCP sockets itself, with no agent in the way; undefined where the agent connects. The session's, not the link's.
+   */
+  networkPid?(): number | undefined;
   /** Connects and hands the socket over: its descriptor in the agent's process, and the token that releases it. */
   connectTcpFd(host: string, port: number): Promise<Operations['tcp.connectFd']['result']>;
   /** The program took the socket of `token`, or could not: the agent closes its copy. Nothing waits for the answer. */

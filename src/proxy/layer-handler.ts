@@ -54,6 +54,8 @@ export interface FastPath {
 export interface ConnectingSocket {
   /** The layer can take a socket from the agent (pidfd_getfd works on it), and this one may be replaced (not bound). */
   takesFd: boolean;
+  /** The layer can make a socket in another network namespace (setns), and this one may be replaced. */
+  makesSocket: boolean;
   /** An IPv6 socket (6) reaches an IPv4 destination at its IPv4-mapped address. */
   family: 4 | 6;
 }
@@ -65,9 +67,10 @@ export interface HandedOver {
   token: number;
 }
 
-/** A remote connect: relayed (`via` the loopback listener the layer connects to, `local` what getsockname reports), or
- *  the agent's own socket handed over. */
-export type Connected = { via: SockAddr; local: SockAddr } | { handover: HandedOver };
+/** A remote connect: relayed (`via` the loopback listener the layer connects to, `local` what getsockname reports), the
+ *  agent's own socket handed over, or a socket the layer makes and connects itself in the network namespace of process
+ *  `makeSocketIn` (the target's, on this machine). */
+export type Connected = { via: SockAddr; local: SockAddr } | { handover: HandedOver } | { makeSocketIn: number };
 
 /** Who opened a layer connection. */
 export interface LayerPeer {

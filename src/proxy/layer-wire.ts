@@ -13,7 +13,9 @@ export const CONNECT_REQ_SIZE = 8 + ADDR_SIZE;
 export const CONNECT_RESP_SIZE = 2 * ADDR_SIZE;
 export const CONNECT_TAKES_FD = 1;
 export const CONNECT_INET6_SOCKET = 2;
+export const CONNECT_MAKES_SOCKET = 4;
 export const HANDOVER_SIZE = 16;
+export const MAKE_SOCKET_SIZE = 8;
 export const HANDED_OVER_REQ_SIZE = 16;
 export const BIND_REQ_SIZE = 8 + ADDR_SIZE;
 export const BIND_RESP_SIZE = 8;
@@ -54,6 +56,7 @@ const STATUS_LOCAL = 1;
 const STATUS_WRITABLE = 2;
 const STATUS_DIRECTORY = 3;
 const STATUS_HANDOVER = 4;
+const STATUS_MAKE_SOCKET = 5;
 export const WRITEBACK_LAST = 1;
 export const RENAME_NOREPLACE = 1;
 export const CHMOD_NOFOLLOW = 1;
@@ -144,7 +147,7 @@ export function decodeRequest(op: number, payload: Buffer): LayerRequest {
         op: 'connect',
         socktype: payload.readUInt32LE(0),
         remote: decodeAddr(payload, 8),
-        socket: { takesFd: (flags & CONNECT_TAKES_FD) !== 0, family: (flags & CONNECT_INET6_SOCKET) !== 0 ? 6 : 4 },
+        socket: { takesFd: (flags & CONNECT_TAKES_FD) !== 0, makesSocket: (flags & CONNECT_MAKES_SOCKET) !== 0, family: (flags & CONNECT_INET6_SOCKET) !== 0 ? 6 : 4 },
       };
     }
     case Op.handedOver:
@@ -218,6 +221,11 @@ export function encodeAnswer(request: LayerRequest, answer: Answer<unknown>, seq
     out.writeUInt32LE(fd, 4);
     out.writeBigUInt64LE(BigInt(token), 8);
     return frame(STATUS_HANDOVER, out, seq);
+  }
+  if (request.op === 'connect' && 'makeSocketIn' in (answer.value as Connected)) {
+    const out = Buffer.alloc(MAKE_SOCKET_SIZE);
+    out.writeUInt32LE((answer.value as { makeSocketIn: number }).makeSocketIn, 0);
+    return frame(STATUS_MAKE_SOCKET, out, seq);
   }
   if (request.op === 'open') {
     const opened = answer.value as Opened;

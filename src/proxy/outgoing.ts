@@ -1,5 +1,7 @@
-// Outgoing TCP from the layer: the agent connects from the target's network, then either hands its socket itself to the
-// program (process platform: the layer takes it with pidfd_getfd) or relays it through a one-shot loopback listener.
+// Outgoing TCP from the layer. On a process target the layer makes the socket in the target's network namespace and
+// connects it itself; otherwise the agent connects from the target's network, then either hands its socket itself to
+// the program (process platform, a program that may not enter the namespace: the layer takes it with pidfd_getfd) or
+// relays it through a one-shot loopback listener.
 import dns from 'node:dns';
 import { connect as connectSocket, createServer, isIPv4, type Server, type Socket } from 'node:net';
 import { PassThrough, type Duplex } from 'node:stream';
@@ -91,6 +93,9 @@ export function createOutgoingRequests(agent: AgentClient, policy: OutgoingDecid
       if (socktype !== SOCK_STREAM) return { kind: 'local' };
       const destination: Destination = { address: target.address, port: target.port, protocol: 'tcp', hostnames: await namesOf(target.address) };
       if ((await route(destination)) === 'local') return localAnswer(destination);
+      // The target's network is on this machine: the layer makes the socket there and connects it itself.
+      const networkPid = socket.makesSocket && !(socket.family === 4 && target.family === 6) ? agent.networkPid?.() : undefined;
+      if (networkPid !== undefined) return { kind: 'remote', value: { makeSocketIn: networkPid } };
       const handedOver = await handOver(target, socket);
       if (handedOver) return handedOver;
       let relayed: Awaited<ReturnType<AgentClient['connectTcp']>>;

@@ -1,7 +1,7 @@
-// Outgoing TCP handed over on the process platform: the agent connects from the target's network and the program's
-// layer takes that very socket (pidfd_getfd), so real programs talk to the services with no relay between. Each test
-// looks at the target's network namespace with ss to see who holds the connection: the program alone, or (relayed)
-// the agent.
+// Outgoing TCP on the process platform with no relay: the program's layer makes its socket in the target's network
+// namespace and connects it itself or, in a program that may not enter the namespace, takes the socket the agent
+// connected from there (pidfd_getfd). Each test looks at the target's network namespace with ss to see who holds the
+// connection: the program alone, or (relayed) the agent; and at the layer's log to see which way it went.
 import assert from 'node:assert/strict';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -72,20 +72,34 @@ interface Seen {
   reply: string;
 }
 
-/** Starts `command` under doppel with its stdin open; a test that fails before ending it kills it. */
+/** Root without CAP_SYS_ADMIN: the kernel refuses it setns (EPERM), a real refusal; it may still take the agent's sockets. */
+const withoutSysAdmin = ['setpriv', '--bounding-set=-sys_admin', '--'];
+
+/** Which way the layer's debug log says a program's connection went. */
+function way(log: string): 'made' | 'taken' | 'relayed' {
+  if (/connect: made the socket in process \d+'s network/.test(log)) return 'made';
+  return /connect: took the agent's socket/.test(log) ? 'taken' : 'relayed';
+}
+
+/** Starts `command` under doppel (the layer logging) with its stdin open; a test that fails before ending it kills it. */
 function started(t: TestContext, targetPid: number, command: string[]) {
-  const run = startDoppel(['exec', '--target', `process/${targetPid}`, '-q', '--', ...command], { openStdin: true });
+  const run = startDoppel(['exec', '--target', `process/${targetPid}`, '-q', '--', ...command], { openStdin: true, env: { ...process.env, DOPPEL_LAYER_LOG: 'debug' } });
   t.after(() => {
     if (run.child.exitCode === null && run.child.signalCode === null) run.child.kill('SIGTERM');
   });
   return run;
 }
 
-/** Runs a holder under doppel: what it printed first, and `finish` (ends its stdin) for the rest of its output. */
-async function hold(t: TestContext, targetPid: number, command: string[]): Promise<{ seen: Seen; finish: () => Promise<string> }> {
+/**
+ * Runs a holder under doppel: what it printed first, which way its connection went (once it has printed), and `finish`
+ * (ends its stdin) for the rest of its output.
+ */
+async function hold(t: TestContext, targetPid: number, command: string[]): Promise<{ seen: Seen; way: () => ReturnType<typeof way>; finish: () => Promise<string> }> {
   const { child, finished } = started(t, targetPid, command);
   let out = '';
+  let log = '';
   child.stdout!.on('data', (chunk: Buffer) => (out += chunk));
+  child.stderr!.on('data', (chunk: Buffer) => (log += chunk));
   const line = await Promise.race([
     until('the program\'s first line', () => (out.includes('\n') ? out.slice(0, out.indexOf('\n')) : undefined), 20_000),
     finished.then((result) => {
@@ -94,6 +108,7 @@ async function hold(t: TestContext, targetPid: number, command: string[]): Promi
   ]);
   return {
     seen: JSON.parse(line) as Seen,
+    way: () => way(log),
     finish: async () => {
       child.stdin!.end();
       return ok(await finished).slice(line.length + 1);
@@ -101,7 +116,7 @@ async function hold(t: TestContext, targetPid: number, command: string[]): Promi
   };
 }
 
-describe('outgoing TCP handed over to the program (process platform)', gate, () => {
+describe('outgoing TCP in the target\'s network with no relay (process platform)', gate, () => {
   const world = suiteWorld();
   const pid = () => world().target.pid;
   /** A server in the services' namespace that speaks first (as SMTP and MySQL do), then echoes one line and closes. */
@@ -119,39 +134,44 @@ describe('outgoing TCP handed over to the program (process platform)', gate, () 
     server?.kill('SIGKILL');
   });
 
-  test('redis-cli\'s connection is the agent\'s socket, held by redis-cli alone in the target\'s network', async (t) => {
-    const { redis } = world().services;
-    const { child, finished } = started(t, pid(), ['redis-cli', '-h', redis.shortName]);
-    let out = '';
-    child.stdout!.on('data', (chunk: Buffer) => (out += chunk));
-    child.stdin!.write('PING\n');
-    await until('the first PONG', () => (out.includes('PONG') ? true : undefined), 20_000);
-    const agents = agentPids(pid());
-    assert.equal(agents.length, 1);
-    // The agent lets its copy go once the layer says it took it: then redis-cli alone holds the connection.
-    const [holders] = await until('the agent to release its copy', () => {
-      const sockets = socketsTo(pid(), redis.address, redis.port);
-      return sockets.length === 1 && sockets[0]!.length === 1 && !sockets[0]!.includes(agents[0]!) ? sockets : undefined;
+  for (const [how, prefix, expected] of [['made in the target\'s network by its layer', [], 'made'], ['the agent\'s socket, taken by a program without CAP_SYS_ADMIN', withoutSysAdmin, 'taken']] as const) {
+    test(`redis-cli's connection is ${how}, held by redis-cli alone in the target's network`, async (t) => {
+      const { redis } = world().services;
+      const { child, finished } = started(t, pid(), [...prefix, 'redis-cli', '-h', redis.shortName]);
+      let out = '';
+      child.stdout!.on('data', (chunk: Buffer) => (out += chunk));
+      child.stdin!.write('PING\n');
+      await until('the first PONG', () => (out.includes('PONG') ? true : undefined), 20_000);
+      const agents = agentPids(pid());
+      assert.equal(agents.length, 1);
+      // A socket handed over: the agent lets its copy go once the layer says it took it. Then redis-cli alone holds it.
+      const [holders] = await until('redis-cli alone holding its connection', () => {
+        const sockets = socketsTo(pid(), redis.address, redis.port);
+        return sockets.length === 1 && sockets[0]!.length === 1 && !sockets[0]!.includes(agents[0]!) ? sockets : undefined;
+      });
+      assert.match(execFileSync('ps', ['-o', 'comm=', '-p', String(holders![0])], { encoding: 'utf8' }), /redis-cli/);
+      child.stdin!.end(`GET ${redis.key}\n`);
+      const result = await finished;
+      assert.equal(ok(result), `PONG\n${redis.value}\n`);
+      assert.equal(way(result.stderr), expected, result.stderr);
     });
-    assert.match(execFileSync('ps', ['-o', 'comm=', '-p', String(holders![0])], { encoding: 'utf8' }), /redis-cli/);
-    child.stdin!.end(`GET ${redis.key}\n`);
-    assert.equal(ok(await finished), `PONG\n${redis.value}\n`);
-  });
+  }
 
   test('getpeername and getsockname are the kernel\'s: the service, and the target\'s address on its link (python3 blocking, node non-blocking)', async (t) => {
     const { redis, udpEcho } = world().services;
     for (const script of [['python3', '-c', pythonHolder(redis.address, redis.port, 'PING\r\n')], ['node', '-e', nodeHolder(redis.address, redis.port, 'PING\r\n')]]) {
-      const { seen, finish } = await hold(t, pid(), script);
+      const { seen, way: went, finish } = await hold(t, pid(), script);
       assert.equal(seen.reply, '+PONG\r\n');
       assert.deepEqual(seen.peer, [redis.address, redis.port]);
       // The pod's own address toward the services (where the UDP echo sees the pod's datagrams come from).
       assert.equal(seen.local[0], udpEcho.seenFrom);
       assert.deepEqual(await heldAlone(pid(), redis.address, redis.port, seen.pid), [[seen.pid]]);
+      assert.equal(went(), 'made');
       assert.equal(await finish(), '+PONG\r\n');
     }
   });
 
-  test('the socket taken keeps what the program set before connecting: options, blocking mode, close-on-exec', async (t) => {
+  test('the socket made or taken keeps what the program set before connecting: options, blocking mode, close-on-exec', async (t) => {
     const { redis } = world().services;
     const script = `import fcntl, json, os, socket, struct, sys
 s = socket.socket()
@@ -175,10 +195,13 @@ seen = {
 s.sendall(b"PING\\r\\n")
 print(json.dumps({"pid": os.getpid(), "local": s.getsockname(), "peer": s.getpeername(), "reply": json.dumps(seen)}), flush=True)
 sys.stdin.read()`;
-    const { seen, finish } = await hold(t, pid(), ['python3', '-c', script]);
-    assert.deepEqual(await heldAlone(pid(), redis.address, redis.port, seen.pid), [[seen.pid]]);
-    assert.deepEqual(JSON.parse(seen.reply), { nodelay: 1, keepalive: 1, keepidle: 77, keepintvl: 7, rcvbuf: 200000, rcvtimeo: [3, 0], nonblocking: false, cloexec: true });
-    assert.equal(await finish(), '');
+    for (const [prefix, expected] of [[[], 'made'], [withoutSysAdmin, 'taken']] as const) {
+      const { seen, way: went, finish } = await hold(t, pid(), [...prefix, 'python3', '-c', script]);
+      assert.deepEqual(await heldAlone(pid(), redis.address, redis.port, seen.pid), [[seen.pid]]);
+      assert.deepEqual(JSON.parse(seen.reply), { nodelay: 1, keepalive: 1, keepidle: 77, keepintvl: 7, rcvbuf: 200000, rcvtimeo: [3, 0], nonblocking: false, cloexec: true });
+      assert.equal(went(), expected);
+      assert.equal(await finish(), '');
+    }
   });
 
   test('a server that speaks first: its greeting reaches the program intact, none of it read by the agent', async () => {
@@ -213,13 +236,14 @@ except ConnectionRefusedError:
     assert.equal(ok(await execIn(pid(), ['node', '-e', `require('net').connect(9, '${redis.address}').on('error', (e) => process.stdout.write(e.code))`])), 'ECONNREFUSED');
   });
 
-  test('a program without CAP_SYS_PTRACE cannot take the agent\'s sockets: its connections are relayed and work', async (t) => {
+  test('a program with neither CAP_SYS_ADMIN nor CAP_SYS_PTRACE can neither make nor take a socket: its connections are relayed and work', async (t) => {
     const { redis } = world().services;
     const accepted = () => Number(/total_connections_received:(\d+)/.exec(execFileSync('ip', ['netns', 'exec', `${world().name}-svc`, 'redis-cli', '-h', redis.address, 'INFO', 'stats'], { encoding: 'utf8' }))![1]);
     const acceptedBefore = accepted();
-    // Root, but with a capability fewer than the agent: the kernel refuses pidfd_getfd (EPERM), a real refusal.
-    const { seen, finish } = await hold(t, pid(), ['setpriv', '--bounding-set=-sys_ptrace', '--', 'python3', '-c', pythonHolder(redis.address, redis.port, 'PING\r\n')]);
+    // Root, but with two capabilities fewer than the agent: the kernel refuses setns and pidfd_getfd (EPERM), real refusals.
+    const { seen, way: went, finish } = await hold(t, pid(), ['setpriv', '--bounding-set=-sys_ptrace,-sys_admin', '--', 'python3', '-c', pythonHolder(redis.address, redis.port, 'PING\r\n')]);
     assert.equal(seen.reply, '+PONG\r\n');
+    assert.equal(went(), 'relayed');
     assert.deepEqual(seen.peer, [redis.address, redis.port]);
     const agents = agentPids(pid());
     const sockets = socketsTo(pid(), redis.address, redis.port);
@@ -258,11 +282,11 @@ sys.stdin.read()`;
     assert.equal(await finish(), '');
   });
 
-  test('the agent keeps no socket once its programs have exited', async (t) => {
+  test('the agent keeps no socket it handed over once its programs have exited', async (t) => {
     const { redis } = world().services;
     const node = `const s = require('net').connect(${redis.port}, '${redis.address}', () => s.end('PING\\r\\n')); s.pipe(process.stdout);`;
     const script = `for i in 1 2 3; do redis-cli -h ${redis.address} PING; done; node -e "${node}"; echo; echo done; read line`;
-    const { child, finished } = started(t, pid(), ['sh', '-c', script]);
+    const { child, finished } = started(t, pid(), [...withoutSysAdmin, 'sh', '-c', script]);
     let out = '';
     child.stdout!.on('data', (chunk: Buffer) => (out += chunk));
     await until('the programs to end', () => (out.includes('done') ? true : undefined), 20_000);
@@ -270,6 +294,8 @@ sys.stdin.read()`;
     assert.equal(agents.length, 1);
     assert.deepEqual(await until('the agent to hold no TCP socket', () => (heldBy(pid(), agents).length === 0 ? [] : undefined), 5000), []);
     child.stdin!.end('\n');
-    assert.equal(ok(await finished), 'PONG\nPONG\nPONG\n+PONG\r\n\ndone\n');
+    const result = await finished;
+    assert.equal(ok(result), 'PONG\nPONG\nPONG\n+PONG\r\n\ndone\n');
+    assert.equal(result.stderr.match(/connect: took the agent's socket/g)?.length, 4, result.stderr);
   });
 });

@@ -12,7 +12,7 @@ import {
   RULE_SIZE, RULES_MAX, RULES_MAX_BYTES, STANDIN_DIR, STAT_SIZE, UDP_ROUTE_REQ_SIZE, UDP_ROUTE_RESP_SIZE, UNLISTEN_REQ_SIZE,
 } from '../../src/proxy/layer-wire.ts';
 import { FCHMOD_REQ_SIZE, OPEN_WRITE_SIZE, WRITEBACK_CHUNK, WRITEBACK_DATA_SIZE, WRITEBACK_REQ_SIZE, WRITEBACK_RESP_SIZE } from '../../src/proxy/layer-wire.ts';
-import { CONNECT_INET6_SOCKET, CONNECT_TAKES_FD, HANDED_OVER_REQ_SIZE, HANDOVER_SIZE, isOneWay } from '../../src/proxy/layer-wire.ts';
+import { CONNECT_INET6_SOCKET, CONNECT_MAKES_SOCKET, CONNECT_TAKES_FD, HANDED_OVER_REQ_SIZE, HANDOVER_SIZE, isOneWay, MAKE_SOCKET_SIZE } from '../../src/proxy/layer-wire.ts';
 
 /** Compiles and runs a C program against the wire header; returns its stdout. */
 function runC(body: string): string {
@@ -120,8 +120,8 @@ test('a connect says what the program\'s socket can take; a hand-over answer and
   const sizes = runC('printf("%zu %zu %u %u %d %d", sizeof(struct dp_handover), sizeof(struct dp_handed_over), DP_CONNECT_TAKES_FD, DP_CONNECT_INET6_SOCKET, DP_OP_HANDED_OVER, DP_HANDOVER);').split(' ').map(Number);
   assert.deepEqual(sizes.slice(0, 5), [HANDOVER_SIZE, HANDED_OVER_REQ_SIZE, CONNECT_TAKES_FD, CONNECT_INET6_SOCKET, Op.handedOver]);
   const connect = decodeRequest(Op.connect, cBytes(`struct dp_connect_req r = {.socktype = SOCK_STREAM, .flags = DP_CONNECT_TAKES_FD | DP_CONNECT_INET6_SOCKET, .remote = ${cAddr('AF_INET6', 6379, [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 255, 255, 198, 18, 64, 12])}};`));
-  assert.deepEqual(connect, { op: 'connect', socktype: 1, remote: { family: 4, address: '198.18.64.12', port: 6379 }, socket: { takesFd: true, family: 6 } });
-  assert.deepEqual((decodeRequest(Op.connect, cBytes(`struct dp_connect_req r = {.socktype = SOCK_STREAM, .remote = ${cAddr('AF_INET', 80, [198, 18, 64, 11])}};`)) as { socket: unknown }).socket, { takesFd: false, family: 4 });
+  assert.deepEqual(connect, { op: 'connect', socktype: 1, remote: { family: 4, address: '198.18.64.12', port: 6379 }, socket: { takesFd: true, makesSocket: false, family: 6 } });
+  assert.deepEqual((decodeRequest(Op.connect, cBytes(`struct dp_connect_req r = {.socktype = SOCK_STREAM, .remote = ${cAddr('AF_INET', 80, [198, 18, 64, 11])}};`)) as { socket: unknown }).socket, { takesFd: false, makesSocket: false, family: 4 });
   const answer = encodeAnswer(connect, { kind: 'remote', value: { handover: { pid: 4242, fd: 23, token: 2 ** 40 + 5 } } }, 7);
   assert.deepEqual([answer.readUInt32LE(0), answer.readInt32LE(4), answer.readUInt32LE(8)], [HANDOVER_SIZE, sizes[5], 7]);
   assert.deepEqual(answer.subarray(RESP_HEADER), cBytes('struct dp_handover r = {.pid = 4242, .fd = 23, .token = (1ull << 40) + 5};'));
@@ -132,6 +132,16 @@ test('a connect says what the program\'s socket can take; a hand-over answer and
   assert.equal(isOneWay(connect), false);
   // The hello's answer names the agent whose sockets the layer may take.
   assert.deepEqual(encodeFastPath({ loopbackTcpLocal: false, remoteWrites: false, rules: [], handoverPid: 4242 }), cBytes('struct dp_hello_resp r = {.flags = 0, .handover_pid = 4242};'));
+});
+
+test('a connect says the layer can make its socket in another network; the answer naming where matches the C header', () => {
+  const sizes = runC('printf("%zu %u %d", sizeof(struct dp_make_socket), DP_CONNECT_MAKES_SOCKET, DP_MAKE_SOCKET);').split(' ').map(Number);
+  assert.deepEqual(sizes.slice(0, 2), [MAKE_SOCKET_SIZE, CONNECT_MAKES_SOCKET]);
+  const connect = decodeRequest(Op.connect, cBytes(`struct dp_connect_req r = {.socktype = SOCK_STREAM, .flags = DP_CONNECT_MAKES_SOCKET | DP_CONNECT_TAKES_FD, .remote = ${cAddr('AF_INET', 6379, [198, 18, 64, 12])}};`));
+  assert.deepEqual((connect as { socket: unknown }).socket, { takesFd: true, makesSocket: true, family: 4 });
+  const answer = encodeAnswer(connect, { kind: 'remote', value: { makeSocketIn: 4242 } }, 9);
+  assert.deepEqual([answer.readUInt32LE(0), answer.readInt32LE(4), answer.readUInt32LE(8)], [MAKE_SOCKET_SIZE, sizes[2], 9]);
+  assert.deepEqual(answer.subarray(RESP_HEADER), cBytes('struct dp_make_socket r = {.pid = 4242};'));
 });
 
 test('a UDP route request decodes as the layer fills it, and its relay encodes as the layer reads it', () => {

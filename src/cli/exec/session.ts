@@ -194,9 +194,13 @@ export async function startSession(platform: Platform, options: SessionOptions, 
     return (...args: unknown[]) => ready.then(() => (primary()[key] as (...a: unknown[]) => unknown)(...args));
   };
   const onPrimary = (key: keyof AgentClient): unknown => (connected ? primary()[key] : beforeHandshake(key));
-  // Reads of the target's files the platform can serve itself go no further, and need no agent yet.
+  // What the platform can serve itself (the target's files, its network namespace's sockets) goes no further, and
+  // needs no agent yet.
   const files = platform.targetFiles?.();
-  const here: Partial<AgentClient> = files ? localFileCalls(files, (path) => (onPrimary('fetch') as AgentClient['fetch'])(path), options.onCall) : {};
+  const here: Partial<AgentClient> = {
+    ...(files && localFileCalls(files, (path) => (onPrimary('fetch') as AgentClient['fetch'])(path), options.onCall)),
+    networkPid: () => platform.networkPid,
+  };
   // Everything else is looked up on the primary at call time, so a takeover needs no re-wiring.
   const agent = new Proxy({} as AgentClient, {
     get: (_, key) => (key in incoming ? incoming[key as keyof typeof incoming] : key in here ? here[key as keyof AgentClient] : onPrimary(key as keyof AgentClient)),

@@ -56,6 +56,7 @@ export function createProcessPlatform(options: ProcessAgentOptions): Platform {
       return { vars, hostnameFile: hostname };
     },
     targetFiles: () => createFiles(`/proc/${options.pid}/root`),
+    networkPid: options.pid,
     stop: async () => transport?.stop(),
     killNow: () => transport?.killNow(),
   };
