@@ -59,11 +59,16 @@ enum dp_status {
    * namespace (that of the process in the payload, struct dp_make_socket) in place of the program's, and connects it
    * itself. No agent takes part. */
   DP_MAKE_SOCKET = 5,
+  /* DP_OP_OPEN only, to a read-only open of a regular file without DP_OPEN_NO_HOST_FILE: the target's file can be opened
+   * from this machine (process platform). Payload: struct dp_stat, then the path that reaches it here (under
+   * /proc/PID/root, every link resolved), NUL. The layer opens that path itself; a process that may not (EACCES, EPERM)
+   * asks again with DP_OPEN_NO_HOST_FILE. */
+  DP_HOST_FILE = 6,
 };
 
 enum dp_op {
-  /* payload: int32 flags (open(2) flags), uint32 mode, path NUL.
-   * DP_OK payload: struct dp_stat, then the whole file's bytes; a directory is answered DP_DIRECTORY.
+  /* payload: struct dp_open_req, path NUL.
+   * DP_OK payload: struct dp_stat, then the whole file's bytes; a directory is answered DP_DIRECTORY; DP_HOST_FILE.
    * opendir and scandir ask it too (O_DIRECTORY), and list the directory it names. */
   DP_OP_OPEN = 1,
   /* payload: uint32 flags (DP_STAT_NOFOLLOW), path NUL.  DP_OK payload: struct dp_stat. */
@@ -142,6 +147,16 @@ struct dp_addr {
   uint32_t family; /* AF_INET or AF_INET6 */
   uint32_t port;   /* host byte order */
   uint8_t addr[16]; /* IPv4 in the first 4 bytes */
+};
+
+/* The process may not open the target's files by their path on this machine: no DP_HOST_FILE answer. */
+#define DP_OPEN_NO_HOST_FILE 1u
+
+struct dp_open_req {
+  int32_t flags;    /* open(2) flags */
+  uint32_t mode;    /* open(2) mode */
+  uint32_t options; /* DP_OPEN_* */
+  uint32_t reserved;
 };
 
 struct dp_gai_req {

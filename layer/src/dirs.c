@@ -10,7 +10,7 @@
 /* Copies into dir the path libc should list for path: the stand-in of a remote directory, or the local path.
  * Returns 1 for a stand-in (*remote then holds the remote directory's stat), 0 for local, -1 with errno. */
 static int dir_path(const char *path, char *dir, struct dp_stat *remote) {
-  struct { int32_t flags; uint32_t mode; } head = {O_RDONLY | O_DIRECTORY, 0};
+  struct dp_open_req head = {.flags = O_RDONLY | O_DIRECTORY};
   char *reply;
   uint32_t len;
   const char *local;

@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -42,15 +43,19 @@ int dp_ask_path(uint32_t op, const void *head, size_t head_len, int dirfd, const
   return dp_ask_abs(op, head, head_len, abs, reply, reply_len, local_path);
 }
 
+/* Set once a target's file could not be opened by its host path for lack of access: this process's opens then bring
+ * the content over instead. */
+static atomic_int no_host_files;
+
 /* A remote open: its answer starts with the file's stat, which answers a stat of the same path soon after. */
-static int ask_open(int dirfd, const char *path, int flags, mode_t mode, char *abs, char **reply, uint32_t *len, const char **local) {
-  struct { int32_t flags; uint32_t mode; } head = {flags, mode};
+static int ask_open(int dirfd, const char *path, int flags, mode_t mode, uint32_t options, char *abs, char **reply, uint32_t *len, const char **local) {
+  struct dp_open_req head = {.flags = flags, .mode = mode, .options = options};
   *reply = NULL;
   *len = 0;
   if (!dp_path_to_ask(dirfd, path, abs, local)) return DP_LOCAL;
   unsigned epoch = dp_cache_epoch();
   int status = dp_ask_abs(DP_OP_OPEN, &head, sizeof head, abs, reply, len, local);
-  if (status == DP_OK && *len >= sizeof(struct dp_stat)) {
+  if ((status == DP_OK || status == DP_HOST_FILE) && *len >= sizeof(struct dp_stat)) {
     struct dp_stat stat;
     memcpy(&stat, *reply, sizeof stat);
     dp_cache_put(abs, 0, 0, &stat, epoch);
@@ -105,6 +110,16 @@ static int open_standin(const char *reply, uint32_t len, int flags) {
   return fd;
 }
 
+/* The target's file itself, by the path that reaches it from here. Its links were resolved inside the target's root:
+ * one swapped in since must not lead out of it (ELOOP). */
+static int open_host_file(const char *reply, uint32_t len, int flags) {
+  if (len <= sizeof(struct dp_stat) || reply[len - 1] != '\0') {
+    errno = EIO;
+    return -1;
+  }
+  return real_openat(AT_FDCWD, reply + sizeof(struct dp_stat), flags | O_NOFOLLOW, 0);
+}
+
 /* The descriptor for a remote answer to DP_OP_OPEN. */
 static int remote_fd(int status, const char *path, const char *reply, uint32_t len, int flags) {
   if (status < 0) {
@@ -115,14 +130,32 @@ static int remote_fd(int status, const char *path, const char *reply, uint32_t l
   return status == DP_WRITABLE ? dp_written_open(reply, len, flags) : materialize(path, reply, len, flags);
 }
 
+/* Asks about an open and makes the descriptor of a remote answer (-1 with errno if it fails). DP_LOCAL: the caller
+ * opens *local itself. */
+static int ask_and_open(int dirfd, const char *path, int flags, mode_t mode, char *abs, char **reply, uint32_t *len, const char **local, int *fd) {
+  uint32_t options = atomic_load(&no_host_files) ? DP_OPEN_NO_HOST_FILE : 0;
+  int status = ask_open(dirfd, path, flags, mode, options, abs, reply, len, local);
+  if (status == DP_HOST_FILE) {
+    *fd = open_host_file(*reply, *len, flags);
+    if (*fd >= 0 || (errno != EACCES && errno != EPERM && errno != ELOOP)) return status;
+    /* A process without access to the target's root (ptrace's rules: another user, capabilities dropped) keeps none. */
+    if (errno != ELOOP) atomic_store(&no_host_files, 1);
+    dp_log("open %s: its path on this machine could not be opened (errno %d); bringing it over", abs, errno);
+    dp_free(*reply);
+    status = ask_open(dirfd, path, flags, mode, DP_OPEN_NO_HOST_FILE, abs, reply, len, local);
+  }
+  if (status != DP_LOCAL) *fd = remote_fd(status, path, *reply, *len, flags);
+  return status;
+}
+
 static int open_at(int dirfd, const char *path, int flags, mode_t mode) {
   if (!dp_enter()) return real_openat(dirfd, path, flags, mode);
   char abs[PATH_MAX];
   char *reply;
   uint32_t len;
   const char *local;
-  int status = ask_open(dirfd, path, flags, mode, abs, &reply, &len, &local);
-  int fd = status == DP_LOCAL ? real_openat(local == path ? dirfd : AT_FDCWD, local, flags, mode) : remote_fd(status, path, reply, len, flags);
+  int fd = -1;
+  if (ask_and_open(dirfd, path, flags, mode, abs, &reply, &len, &local, &fd) == DP_LOCAL) fd = real_openat(local == path ? dirfd : AT_FDCWD, local, flags, mode);
   int saved = errno;
   dp_free(reply);
   dp_leave();
@@ -183,12 +216,11 @@ static FILE *fopen_hook(const char *path, const char *mode, FILE *(*real)(const 
   char *reply;
   uint32_t len;
   const char *local;
-  int status = ask_open(AT_FDCWD, path, flags, 0666, abs, &reply, &len, &local);
+  int fd = -1;
   FILE *file = NULL;
-  if (status == DP_LOCAL) {
+  if (ask_and_open(AT_FDCWD, path, flags, 0666, abs, &reply, &len, &local, &fd) == DP_LOCAL) {
     file = real(local, mode);
   } else {
-    int fd = remote_fd(status, path, reply, len, flags);
     if (fd >= 0 && (file = fdopen(fd, mode)) == NULL) {
       int saved = errno;
       dp_fd_forget(fd);

@@ -10,12 +10,12 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
-#include <stdatomic.h>
-#include <string.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -260,8 +260,8 @@ int dp_make_socket(int fd, const char *reply) {
   struct dp_make_socket where;
   memcpy(&where, reply, sizeof where);
   int domain = 0, protocol = 0;
-  socklen_t size = sizeof domain;
-  if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &size) < 0 || getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &protocol, &size) < 0) return -errno;
+  socklen_t domain_size = sizeof domain, protocol_size = sizeof protocol;
+  if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &domain_size) < 0 || getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &protocol, &protocol_size) < 0) return -errno;
   int made = socket_in(where.pid, domain, SOCK_STREAM | SOCK_CLOEXEC, protocol);
   int r = made < 0 ? made : replace(fd, made);
   if (r < 0) {

@@ -1,6 +1,5 @@
 // Where a session's agents run: a platform turns a target into agents next to it, follows the target's replicas,
 // and removes everything it made. The CLI's exec session speaks to every platform through this.
-import type { Files } from '../agent/files.ts';
 import type { AgentTransport } from './agent-transport.ts';
 
 /** Progress lines for slow steps; the CLI's progress display implements it. */
@@ -39,10 +38,10 @@ export interface Platform {
    */
   targetEnvironment?(withHostname: boolean): Promise<{ vars: Record<string, string>; hostnameFile?: string | undefined }>;
   /**
-   * The target's files, read as its agent reads them, by a platform that can without one (a local process's
-   * /proc/PID/root): the proxy then serves a program's reads itself. Absent, the agent is asked.
+   * Where the target's files are reachable from this machine (a local process's /proc/PID/root): the proxy then serves a
+   * program's reads itself, as the agent would, and a read-only open gets the file itself. Absent, the agent is asked.
    */
-  targetFiles?(): Files;
+  readonly targetRoot?: string;
   /** A process on this machine in the target's network namespace (a local process target): see AgentClient's networkPid. */
   readonly networkPid?: number;
   /** Stops every agent and removes everything the platform created; safe to call more than once. */

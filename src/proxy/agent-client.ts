@@ -21,6 +21,11 @@ export interface AgentClient {
   stat(path: string, follow: boolean): Promise<RemoteStat>;
   /** The stat and the whole content of a file, for the layer's memfd. */
   fetch(path: string): Promise<FetchedFile>;
+  /**
+   * A regular file's stat and the path that reaches it from this machine, for the program to open itself (undefined for
+   * any other kind of file). The session's where its platform reaches the target's files (a local process), not the link's.
+   */
+  hostFile?(path: string): Promise<{ stat: RemoteStat; hostPath: string } | undefined>;
   readdir(path: string): Promise<DirEntry[]>;
   readlink(path: string): Promise<string>;
   access(path: string, mode: number): Promise<void>;

@@ -1,4 +1,5 @@
-// File requests from the layer: the fs policy picks local, remote or not-found; remote ones are served by the agent.
+// File requests from the layer: the fs policy picks local, remote or not-found; remote ones are served by the agent (on a
+// process target by the proxy itself, and a file opened to read by its path on this machine: local-files.ts).
 import { constants } from 'node:fs';
 import type { AgentClient } from './agent-client.ts';
 import { remote } from './answer.ts';
@@ -36,12 +37,15 @@ export function createFileRequests(agent: AgentClient, policy: FsDecider, openFo
   const route = <T>(path: string, write: boolean, work: (remotePath: string) => Promise<Answer<T>>) => routePath(policy, path, write, work);
 
   return {
-    open(path, flags, mode) {
+    open(path, flags, mode, hostFile) {
       const write = opensForWrite(flags);
       return route(path, write, async (remotePath) => {
         // Remote files arrive whole and are read locally from then on; written ones go back on fsync and the last close.
         if (write) return openForWrite(remotePath, flags, mode);
         return remote<Opened>(async () => {
+          // Where the program can reach the file itself (a local target), it reads the file, not a copy.
+          const found = hostFile && (flags & O_DIRECTORY) === 0 ? await agent.hostFile?.(remotePath) : undefined;
+          if (found) return found;
           // opendir and scandir ask with O_DIRECTORY: only a stat, never a file's content.
           const opened = (flags & O_DIRECTORY) !== 0 ? { stat: await agent.stat(remotePath, true) } : await agent.fetch(remotePath);
           if (isDirectory(opened.stat.mode)) return { stat: opened.stat, directory: await standIns.mirror(path, await agent.readdir(remotePath)) };

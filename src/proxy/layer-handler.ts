@@ -36,9 +36,9 @@ export interface ListeningSocket {
   v6only: boolean;
 }
 
-/** A remote open: a file's whole content (with `handle` when opened for writing, write mode), or a directory's local
- *  stand-in (a real directory mirroring its entries). */
-export type Opened = { stat: RemoteStat; data: Uint8Array; handle?: number } | { stat: RemoteStat; directory: string };
+/** A remote open: a file's whole content (with `handle` when opened for writing, write mode), a directory's local
+ *  stand-in (a real directory mirroring its entries), or the path that reaches the file itself from this machine. */
+export type Opened = { stat: RemoteStat; data: Uint8Array; handle?: number } | { stat: RemoteStat; directory: string } | { stat: RemoteStat; hostPath: string };
 
 /** What the layer decides without asking: paths the rules call local, and TCP to loopback when that is always local. */
 export interface FastPath {
@@ -82,7 +82,8 @@ export interface LayerPeer {
 export interface LayerHandler {
   /** A connection's first request: who it is; the answer is what the layer may decide itself. */
   hello(peer: LayerPeer): Promise<Answer<FastPath>>;
-  open(path: string, flags: number, mode: number): Promise<Answer<Opened>>;
+  /** `hostFile`: the process may open the target's file by its path on this machine (see DP_HOST_FILE). */
+  open(path: string, flags: number, mode: number, hostFile?: boolean): Promise<Answer<Opened>>;
   stat(path: string, follow: boolean): Promise<Answer<RemoteStat>>;
   access(path: string, mode: number): Promise<Answer<void>>;
   readlink(path: string): Promise<Answer<string>>;

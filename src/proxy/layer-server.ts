@@ -84,7 +84,7 @@ function serve(socket: Socket, handler: LayerHandler, onError: (error: Error) =>
 function call(handler: LayerHandler, request: LayerRequest): Promise<Answer<unknown>> {
   switch (request.op) {
     case 'open':
-      return handler.open(request.path, request.flags, request.mode);
+      return handler.open(request.path, request.flags, request.mode, request.hostFile);
     case 'stat':
       return handler.stat(request.path, request.follow);
     case 'access':

@@ -16,6 +16,8 @@ export const CONNECT_INET6_SOCKET = 2;
 export const CONNECT_MAKES_SOCKET = 4;
 export const HANDOVER_SIZE = 16;
 export const MAKE_SOCKET_SIZE = 8;
+export const OPEN_REQ_SIZE = 16;
+export const OPEN_NO_HOST_FILE = 1;
 export const HANDED_OVER_REQ_SIZE = 16;
 export const BIND_REQ_SIZE = 8 + ADDR_SIZE;
 export const BIND_RESP_SIZE = 8;
@@ -57,6 +59,7 @@ const STATUS_WRITABLE = 2;
 const STATUS_DIRECTORY = 3;
 const STATUS_HANDOVER = 4;
 const STATUS_MAKE_SOCKET = 5;
+const STATUS_HOST_FILE = 6;
 export const WRITEBACK_LAST = 1;
 export const RENAME_NOREPLACE = 1;
 export const CHMOD_NOFOLLOW = 1;
@@ -74,7 +77,7 @@ const eai: Record<string, number> = {
 };
 
 export type LayerRequest =
-  | { op: 'open'; flags: number; mode: number; path: string }
+  | { op: 'open'; flags: number; mode: number; hostFile: boolean; path: string }
   | { op: 'stat'; follow: boolean; path: string }
   | { op: 'access'; mode: number; path: string }
   | { op: 'readlink' | 'realpath'; path: string }
@@ -121,8 +124,8 @@ export function decodeRequest(op: number, payload: Buffer): LayerRequest {
   };
   switch (op) {
     case Op.open:
-      need(9);
-      return { op: 'open', flags: payload.readInt32LE(0), mode: payload.readUInt32LE(4), path: cstring(8) };
+      need(OPEN_REQ_SIZE + 1);
+      return { op: 'open', flags: payload.readInt32LE(0), mode: payload.readUInt32LE(4), hostFile: (payload.readUInt32LE(8) & OPEN_NO_HOST_FILE) === 0, path: cstring(OPEN_REQ_SIZE) };
     case Op.stat:
       need(5);
       return { op: 'stat', follow: (payload.readUInt32LE(0) & STAT_NOFOLLOW) === 0, path: cstring(4) };
@@ -230,6 +233,7 @@ export function encodeAnswer(request: LayerRequest, answer: Answer<unknown>, seq
   if (request.op === 'open') {
     const opened = answer.value as Opened;
     if ('directory' in opened) return frame(STATUS_DIRECTORY, Buffer.concat([encodeStat(opened.stat), cstr(opened.directory)]), seq);
+    if ('hostPath' in opened) return frame(STATUS_HOST_FILE, Buffer.concat([encodeStat(opened.stat), cstr(opened.hostPath)]), seq);
     if (OPEN_WRITE_SIZE + STAT_SIZE + opened.data.length > MAX_REPLY) return frame(errorStatus(request.op, 'EFBIG'), Buffer.alloc(0), seq);
     if (opened.handle !== undefined) {
       const head = Buffer.alloc(OPEN_WRITE_SIZE);

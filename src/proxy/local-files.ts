@@ -1,21 +1,26 @@
-// The target's files read by the proxy itself, where the platform can (a local process: /proc/PID/root, the agent's
-// own module): a program's reads skip the round trip through the agent, and do not wait for it to start.
-import type { Files } from '../agent/files.ts';
+// The target's files read by the proxy itself, where the platform can reach them (a local process: /proc/PID/root,
+// read with the agent's own module): a program's reads skip the round trip through the agent, and do not wait for it
+// to start.
+import { lstatSync } from 'node:fs';
+import { createFiles, toStat } from '../agent/files.ts';
+import { resolveInRoot } from '../agent/root-path.ts';
 import { RemoteError } from '../protocol/errors.ts';
 import type { AgentClient } from './agent-client.ts';
 import { INLINE_LIMIT } from './fetch-file.ts';
 
-export type FileCalls = Pick<AgentClient, 'stat' | 'fetch' | 'readdir' | 'readlink' | 'access' | 'realpath'>;
+export type FileCalls = Pick<AgentClient, 'stat' | 'fetch' | 'readdir' | 'readlink' | 'access' | 'realpath'> & Required<Pick<AgentClient, 'hostFile'>>;
 
 const S_IFMT = 0o170000;
 const S_IFDIR = 0o040000;
+const S_IFREG = 0o100000;
 
 /**
- * `files` in the agent client's shape, failing as the agent's answers do (a RemoteError with the errno's name). What
- * the agent would stream (a file over the inline limit, one that grew while read, a special file) is still fetched
- * through the agent (`fetchThroughAgent`), which streams it without blocking the proxy on a big read.
+ * The target's files under `root`, in the agent client's shape, failing as the agent's answers do (a RemoteError with
+ * the errno's name). What the agent would stream (a file over the inline limit, one that grew while read, a special
+ * file) is still fetched through the agent (`fetchThroughAgent`), which streams it without blocking the proxy.
  */
-export function localFileCalls(files: Files, fetchThroughAgent: AgentClient['fetch'], onCall?: (op: string) => (servedMs: number | undefined) => void): FileCalls {
+export function localFileCalls(root: string, fetchThroughAgent: AgentClient['fetch'], onCall?: (op: string) => (servedMs: number | undefined) => void): FileCalls {
+  const files = createFiles(root);
   /** Runs one of the agent's handlers here: told to `--trace` as `<op> (local)`, its whole time as the agent's. */
   const local = async <T>(op: string, call: () => Promise<T>): Promise<T> => {
     const done = onCall?.(`${op} (local)`);
@@ -44,5 +49,11 @@ export function localFileCalls(files: Files, fetchThroughAgent: AgentClient['fet
       await local('fs.access', () => files.access({ path, mode }));
     },
     realpath: async (path) => (await local('fs.realpath', () => files.realpath({ path }))).path,
+    hostFile: (path) =>
+      local('fs.hostPath', async () => {
+        const { host } = await resolveInRoot(root, path, true);
+        const stat = toStat(lstatSync(host, { bigint: true }));
+        return (stat.mode & S_IFMT) === S_IFREG ? { stat, hostPath: host } : undefined;
+      }),
   };
 }

@@ -1,5 +1,6 @@
 // doppel exec --target process/PID, end to end: real programs under the real layer, a real agent in the test world's namespaces.
 import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -122,6 +123,33 @@ os.chdir("..")
 seen.append(os.path.isdir("data"))
 sys.stdout.write(json.dumps(seen))`;
       assert.deepEqual(JSON.parse(ok(await execIn(pid(), ['python3', '-c', script]))), [entries, world.target.files[`${dir}/${first}`], 'ENOTDIR', 'ENOENT', true]);
+    });
+
+    test('a remote file opened to read is the target\'s file itself, however big; a program that may not reach the target\'s root reads a copy', async () => {
+      // Three MiB the agent would have streamed: written into the target's root, and removed after.
+      const big = '/srv/app/big.bin';
+      const content = randomBytes(3 * 1024 * 1024);
+      writeFileSync(`/proc/${pid()}/root${big}`, content);
+      try {
+        const reader = `import hashlib, json, os, sys
+out = {}
+for path in sys.argv[1:]:
+    with open(path, "rb") as f:
+        out[path] = [os.readlink("/proc/self/fd/%d" % f.fileno()), hashlib.sha256(f.read()).hexdigest()]
+print(json.dumps(out))`;
+        const digest = (data: string | Buffer) => createHash('sha256').update(data).digest('hex');
+        const expected = { [settings]: digest(world.target.files[settings]!), [big]: digest(content) };
+        const direct = JSON.parse(ok(await execIn(pid(), ['python3', '-c', reader, settings, big]))) as Record<string, [string, string]>;
+        assert.deepEqual(Object.fromEntries(Object.entries(direct).map(([path, [, hash]]) => [path, hash])), expected);
+        // Its descriptor names the file, not an in-memory copy.
+        for (const [path, [link]] of Object.entries(direct)) assert.equal(link, path);
+        // Root with a capability fewer than the target (CAP_SYS_PTRACE): the kernel refuses it /proc/PID/root, a real refusal.
+        const refused = JSON.parse(ok(await execIn(pid(), ['setpriv', '--bounding-set=-sys_ptrace', '--', 'python3', '-c', reader, settings, big]))) as Record<string, [string, string]>;
+        assert.deepEqual(Object.fromEntries(Object.entries(refused).map(([path, [, hash]]) => [path, hash])), expected);
+        for (const [link] of Object.values(refused)) assert.match(link, /^\/memfd:/);
+      } finally {
+        rmSync(`/proc/${pid()}/root${big}`, { force: true });
+      }
     });
 
     test('a missing remote file is ENOENT, and local paths stay local', async () => {

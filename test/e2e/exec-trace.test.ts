@@ -79,11 +79,12 @@ describe('doppel exec --trace', gate, () => {
     assertOrder(lines, startup, result.stderr);
     // Started from the command line: before the CLI's modules, not after its configuration.
     assertOrder(lines, [['spawning the agent', 'cli: modules loaded']], result.stderr);
-    // The remote open: its time in the proxy, and the read the CLI made itself of the target's file (process platform).
+    // The remote open: its time in the proxy, and the CLI's own look at the target's file, which cat then opens itself
+    // (process platform).
     const open = lines.find(({ what }) => what.startsWith(`call open ${JSON.stringify(path)} -> remote:`));
     assert.ok(open, `no trace of the remote open of ${path} in:\n${result.stderr}`);
-    assert.match(open.what, /: proxy \d+\.\d{3} \| fs\.get \(local\) link \d+\.\d{3} \+ agent \d+\.\d{3} \| proxy \d+\.\d{3} = \d+\.\d{3} ms$/);
-    assert.ok(lines.some(({ what }) => /^calls open remote via fs\.get \(local\) x\d+: proxy [\d.]+ \/ [\d.]+, link [\d.]+ \/ [\d.]+, agent [\d.]+ \/ [\d.]+ \(median \/ p99 ms\)$/.test(what)), result.stderr);
+    assert.match(open.what, /: proxy \d+\.\d{3} \| fs\.hostPath \(local\) link \d+\.\d{3} \+ agent \d+\.\d{3} \| proxy \d+\.\d{3} = \d+\.\d{3} ms$/);
+    assert.ok(lines.some(({ what }) => /^calls open remote via fs\.hostPath \(local\) x\d+: proxy [\d.]+ \/ [\d.]+, link [\d.]+ \/ [\d.]+, agent [\d.]+ \/ [\d.]+ \(median \/ p99 ms\)$/.test(what)), result.stderr);
     // A name only the agent resolves: its round trip split into the link and the agent's own time.
     const lookup = lines.find(({ what }) => what.startsWith(`call getaddrinfo ${JSON.stringify(world.services.redis.name)} -> remote:`));
     assert.ok(lookup, `no trace of the lookup in:\n${result.stderr}`);

@@ -12,14 +12,15 @@ import {
   RULE_SIZE, RULES_MAX, RULES_MAX_BYTES, STANDIN_DIR, STAT_SIZE, UDP_ROUTE_REQ_SIZE, UDP_ROUTE_RESP_SIZE, UNLISTEN_REQ_SIZE,
 } from '../../src/proxy/layer-wire.ts';
 import { FCHMOD_REQ_SIZE, OPEN_WRITE_SIZE, WRITEBACK_CHUNK, WRITEBACK_DATA_SIZE, WRITEBACK_REQ_SIZE, WRITEBACK_RESP_SIZE } from '../../src/proxy/layer-wire.ts';
-import { CONNECT_INET6_SOCKET, CONNECT_MAKES_SOCKET, CONNECT_TAKES_FD, HANDED_OVER_REQ_SIZE, HANDOVER_SIZE, isOneWay, MAKE_SOCKET_SIZE } from '../../src/proxy/layer-wire.ts';
+import { CONNECT_INET6_SOCKET, CONNECT_MAKES_SOCKET, CONNECT_TAKES_FD, encodeStat, HANDED_OVER_REQ_SIZE, HANDOVER_SIZE, isOneWay, MAKE_SOCKET_SIZE, OPEN_NO_HOST_FILE, OPEN_REQ_SIZE } from '../../src/proxy/layer-wire.ts';
 
 /** Compiles and runs a C program against the wire header; returns its stdout. */
 function runC(body: string): string {
   const dir = mkdtempSync(join(tmpdir(), 'doppel-wire-'));
   try {
     const include = fileURLToPath(new URL('../../layer/include/', import.meta.url));
-    writeFileSync(join(dir, 'wire.c'), `#include <stdio.h>
+    writeFileSync(join(dir, 'wire.c'), `#include <fcntl.h>
+#include <stdio.h>
 #include <string.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -144,6 +145,20 @@ test('a connect says the layer can make its socket in another network; the answe
   assert.deepEqual(answer.subarray(RESP_HEADER), cBytes('struct dp_make_socket r = {.pid = 4242};'));
 });
 
+test('an open says whether the process may open the target\'s file itself; the answer naming its path matches the C header', () => {
+  const sizes = runC('printf("%zu %u %d", sizeof(struct dp_open_req), DP_OPEN_NO_HOST_FILE, DP_HOST_FILE);').split(' ').map(Number);
+  assert.deepEqual(sizes.slice(0, 2), [OPEN_REQ_SIZE, OPEN_NO_HOST_FILE]);
+  const open = decodeRequest(Op.open, Buffer.concat([cBytes('struct dp_open_req r = {.flags = O_RDONLY | O_CLOEXEC, .mode = 0};'), Buffer.from('/srv/a.txt\0')]));
+  assert.deepEqual(open, { op: 'open', flags: Number(runC('printf("%d", O_RDONLY | O_CLOEXEC);')), mode: 0, hostFile: true, path: '/srv/a.txt' });
+  const asked = decodeRequest(Op.open, Buffer.concat([cBytes('struct dp_open_req r = {.flags = O_RDONLY, .options = DP_OPEN_NO_HOST_FILE};'), Buffer.from('/srv/a.txt\0')]));
+  assert.equal((asked as { hostFile: boolean }).hostFile, false);
+  const stat = { dev: 1, ino: 2, mode: 0o100644, nlink: 1, uid: 0, gid: 0, rdev: 0, size: 5, blksize: 4096, blocks: 8, atimeSec: 0, atimeNsec: 0, mtimeSec: 0, mtimeNsec: 0, ctimeSec: 0, ctimeNsec: 0 };
+  const answer = encodeAnswer(open, { kind: 'remote', value: { stat, hostPath: '/proc/42/root/srv/a.txt' } }, 3);
+  assert.deepEqual([answer.readUInt32LE(0), answer.readInt32LE(4), answer.readUInt32LE(8)], [STAT_SIZE + '/proc/42/root/srv/a.txt\0'.length, sizes[2], 3]);
+  assert.deepEqual(answer.subarray(RESP_HEADER, RESP_HEADER + STAT_SIZE), encodeStat(stat));
+  assert.equal(answer.subarray(RESP_HEADER + STAT_SIZE).toString(), '/proc/42/root/srv/a.txt\0');
+});
+
 test('a UDP route request decodes as the layer fills it, and its relay encodes as the layer reads it', () => {
   const request = decodeRequest(Op.udpRoute, cBytes(`struct dp_udp_route_req r = {.remote = ${cAddr('AF_INET', 53, [198, 18, 64, 10])}};`));
   assert.deepEqual(request, { op: 'udpRoute', remote: { family: 4, address: '198.18.64.10', port: 53 } });
@@ -191,14 +206,14 @@ test('write mode: struct sizes, op numbers and a write-back piece match the C he
   const piece = Buffer.concat([cBytes('struct dp_writeback_data r = {.token = 7, .offset = 65536, .flags = DP_WRITEBACK_LAST};'), Buffer.from('tail')]);
   assert.deepEqual(decodeRequest(Op.writebackData, piece), { op: 'writebackData', token: 7, offset: 65536, last: true, data: Buffer.from('tail') });
   assert.deepEqual(decodeRequest(Op.rename, Buffer.from('\x01\0\0\0/a\0/b\0', 'latin1')), { op: 'rename', noReplace: true, from: '/a', to: '/b' });
-  const writable = encodeAnswer({ op: 'open', flags: 0, mode: 0, path: '/x' }, { kind: 'remote', value: { stat: { dev: 0, ino: 0, mode: 0, nlink: 0, uid: 0, gid: 0, rdev: 0, size: 2, blksize: 0, blocks: 0, atimeSec: 0, atimeNsec: 0, mtimeSec: 0, mtimeNsec: 0, ctimeSec: 0, ctimeNsec: 0 }, data: Buffer.from('hi'), handle: 9 } }, 7);
+  const writable = encodeAnswer({ op: 'open', flags: 0, mode: 0, hostFile: false, path: '/x' }, { kind: 'remote', value: { stat: { dev: 0, ino: 0, mode: 0, nlink: 0, uid: 0, gid: 0, rdev: 0, size: 2, blksize: 0, blocks: 0, atimeSec: 0, atimeNsec: 0, mtimeSec: 0, mtimeNsec: 0, ctimeSec: 0, ctimeNsec: 0 }, data: Buffer.from('hi'), handle: 9 } }, 7);
   assert.equal(writable.readInt32LE(4), Number(runC('printf("%d", DP_WRITABLE);')));
   assert.equal(writable.readBigUInt64LE(RESP_HEADER), 9n);
   assert.equal(writable.subarray(RESP_HEADER + OPEN_WRITE_SIZE + STAT_SIZE).toString(), 'hi');
 });
 
 test('an answer echoes the sequence number of its request; a directory names its stand-in; a file too large for one answer is EFBIG', () => {
-  const open = decodeRequest(Op.open, Buffer.concat([Buffer.alloc(8), Buffer.from('/srv/app\0')]));
+  const open = decodeRequest(Op.open, Buffer.concat([Buffer.alloc(OPEN_REQ_SIZE), Buffer.from('/srv/app\0')]));
   const stat = { dev: 1, ino: 2, mode: 0o40755, nlink: 3, uid: 0, gid: 0, rdev: 0, size: 60, blksize: 4096, blocks: 0, atimeSec: 0, atimeNsec: 0, mtimeSec: 0, mtimeNsec: 0, ctimeSec: 0, ctimeNsec: 0 };
   const directory = encodeAnswer(open, { kind: 'remote', value: { stat, directory: '/tmp/d/dirs/srv/app' } }, 0xfffffffe);
   assert.deepEqual([directory.readInt32LE(4), directory.readUInt32LE(8)], [Number(runC('printf("%d", DP_DIRECTORY);')), 0xfffffffe]);

@@ -196,9 +196,9 @@ export async function startSession(platform: Platform, options: SessionOptions, 
   const onPrimary = (key: keyof AgentClient): unknown => (connected ? primary()[key] : beforeHandshake(key));
   // What the platform can serve itself (the target's files, its network namespace's sockets) goes no further, and
   // needs no agent yet.
-  const files = platform.targetFiles?.();
+  const root = platform.targetRoot;
   const here: Partial<AgentClient> = {
-    ...(files && localFileCalls(files, (path) => (onPrimary('fetch') as AgentClient['fetch'])(path), options.onCall)),
+    ...(root !== undefined && localFileCalls(root, (path) => (onPrimary('fetch') as AgentClient['fetch'])(path), options.onCall)),
     networkPid: () => platform.networkPid,
   };
   // Everything else is looked up on the primary at call time, so a takeover needs no re-wiring.

@@ -12,7 +12,6 @@ import { isAlive } from '../../process-alive.ts';
 import { adoptEarlyAgent, newSession, spawnAgent, type EarlyAgent } from './agent-spawn.ts';
 import { removeSessionChains, sweepDeadSessionChains } from './session-chains.ts';
 import { targetEnvironment } from '../../agent/env.ts';
-import { createFiles } from '../../agent/files.ts';
 import { targetMounts } from './target-mounts.ts';
 import { reachWarmAgent, startTime, sweepWarmSockets, warmDirectory, warmSocket } from './warm-agents.ts';
 
@@ -55,7 +54,7 @@ export function createProcessPlatform(options: ProcessAgentOptions): Platform {
       const { vars, hostname } = await targetEnvironment(options.pid, { hostname: withHostname });
       return { vars, hostnameFile: hostname };
     },
-    targetFiles: () => createFiles(`/proc/${options.pid}/root`),
+    targetRoot: `/proc/${options.pid}/root`,
     networkPid: options.pid,
     stop: async () => transport?.stop(),
     killNow: () => transport?.killNow(),
