@@ -220,13 +220,11 @@ static FILE *fopen_hook(const char *path, const char *mode, FILE *(*real)(const 
   FILE *file = NULL;
   if (ask_and_open(AT_FDCWD, path, flags, 0666, abs, &reply, &len, &local, &fd) == DP_LOCAL) {
     file = real(local, mode);
-  } else {
-    if (fd >= 0 && (file = fdopen(fd, mode)) == NULL) {
-      int saved = errno;
-      dp_fd_forget(fd);
-      real_close(fd);
-      errno = saved;
-    }
+  } else if (fd >= 0 && (file = fdopen(fd, mode)) == NULL) {
+    int saved = errno;
+    dp_fd_forget(fd);
+    real_close(fd);
+    errno = saved;
   }
   int saved = errno;
   dp_free(reply);

@@ -4,7 +4,6 @@
 import { lstatSync } from 'node:fs';
 import { createFiles, toStat } from '../agent/files.ts';
 import { resolveInRoot } from '../agent/root-path.ts';
-import { RemoteError } from '../protocol/errors.ts';
 import type { AgentClient } from './agent-client.ts';
 import { INLINE_LIMIT } from './fetch-file.ts';
 
@@ -15,9 +14,10 @@ const S_IFDIR = 0o040000;
 const S_IFREG = 0o100000;
 
 /**
- * The target's files under `root`, in the agent client's shape, failing as the agent's answers do (a RemoteError with
- * the errno's name). What the agent would stream (a file over the inline limit, one that grew while read, a special
- * file) is still fetched through the agent (`fetchThroughAgent`), which streams it without blocking the proxy.
+ * The target's files under `root`, in the agent client's shape; a failure carries its errno's name as `code`, as the
+ * agent's answers do, which is all the proxy's answers take from it. What the agent would stream (a file over the
+ * inline limit, one that grew while read, a special file) is still fetched through the agent (`fetchThroughAgent`),
+ * which streams it without blocking the proxy.
  */
 export function localFileCalls(root: string, fetchThroughAgent: AgentClient['fetch'], onCall?: (op: string) => (servedMs: number | undefined) => void): FileCalls {
   const files = createFiles(root);
@@ -27,10 +27,6 @@ export function localFileCalls(root: string, fetchThroughAgent: AgentClient['fet
     const start = done && performance.now();
     try {
       return await call();
-    } catch (error) {
-      if (error instanceof RemoteError) throw error;
-      const code = (error as NodeJS.ErrnoException).code;
-      throw new RemoteError(typeof code === 'string' ? code : 'EIO', (error as Error).message);
     } finally {
       done?.(performance.now() - start!);
     }

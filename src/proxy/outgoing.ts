@@ -24,6 +24,8 @@ export interface OutgoingOptions {
 }
 
 const SOCK_STREAM = 1;
+/** Whether the program's own socket (or one of its family) can reach the destination: an IPv4 one reaches no IPv6 address. */
+const reaches = (socket: ConnectingSocket, target: SockAddr) => !(socket.family === 4 && target.family === 6);
 /** How long a relayed connection waits for the layer to connect to its loopback listener. */
 const HANDOFF_TIMEOUT_MS = 10_000;
 
@@ -77,7 +79,7 @@ export function createOutgoingRequests(agent: AgentClient, policy: OutgoingDecid
    * address) to an IPv4 one. Undefined means relay: that includes an agent whose namespace has no IPv6 for the last.
    */
   const handOver = async (target: SockAddr, socket: ConnectingSocket): Promise<Answer<Connected> | undefined> => {
-    if (!socket.takesFd || (socket.family === 4 && target.family === 6)) return undefined;
+    if (!socket.takesFd || !reaches(socket, target)) return undefined;
     await agent.connected;
     if (agent.handoverPid() === undefined) return undefined;
     const host = socket.family === 6 && target.family === 4 ? `::ffff:${target.address}` : target.address;
@@ -94,7 +96,7 @@ export function createOutgoingRequests(agent: AgentClient, policy: OutgoingDecid
       const destination: Destination = { address: target.address, port: target.port, protocol: 'tcp', hostnames: await namesOf(target.address) };
       if ((await route(destination)) === 'local') return localAnswer(destination);
       // The target's network is on this machine: the layer makes the socket there and connects it itself.
-      const networkPid = socket.makesSocket && !(socket.family === 4 && target.family === 6) ? agent.networkPid?.() : undefined;
+      const networkPid = socket.makesSocket && reaches(socket, target) ? agent.networkPid?.() : undefined;
       if (networkPid !== undefined) return { kind: 'remote', value: { makeSocketIn: networkPid } };
       const handedOver = await handOver(target, socket);
       if (handedOver) return handedOver;
