@@ -1,20 +1,25 @@
-// Bundles the programs whose start a user waits for, the CLI (dist/cli/entry.js), the agent (dist/agent/main.js) and the
-// warm session host (dist/warm/session-host.js, which a session's end waits for), over tsc's output of the same name: one file each, plus shared and lazily loaded chunks in dist/chunks/, instead of
-// about 80 modules that Node resolves, reads and links one by one (a third of the CLI's start). Every other file in
-// dist/ stays as tsc wrote it: tests, the demo and the Kubernetes launcher load those.
-import type { Plugin } from 'esbuild';
+// Bundles the programs whose start a user waits for, each into one CommonJS file run from a code cache made after its
+// first start (src/bundle-loader.ts): the CLI (dist/cli/cli.cjs), the agent (dist/agent/agent.cjs) and the warm
+// session host (dist/warm/session-host.cjs, which a session's end waits for), over tsc's output, plus the Kubernetes
+// client (dist/vendor/kubernetes-client.cjs), which the CLI and the host load only for a Kubernetes target. The files
+// tsc wrote under those programs' names (dist/cli/entry.js, dist/agent/main.js, dist/warm/session-host.js) become the
+// few lines that run the bundle, so every command line and spawn stays as it was. Every other file in dist/ stays as tsc
+// wrote it: tests, the demo and the Kubernetes launcher load those.
+import type { BuildOptions, Plugin } from 'esbuild';
+import { readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { builtinModules } from 'node:module';
-import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const repo = dirname(dirname(fileURLToPath(import.meta.url)));
 const src = join(repo, 'src');
 const dist = join(repo, 'dist');
+const kubernetesClient = '@kubernetes/client-node';
+const kubernetesBundle = 'vendor/kubernetes-client.cjs';
 
 /**
  * Modules find files next to themselves (package.json, the layer, the agent) through `import.meta.url`: each keeps the
- * URL of its own file in dist/. Every bundle and chunk lies one directory below dist/, so one relative URL fits all.
+ * URL of its own file in dist/. Every bundle lies one directory below dist/, so one relative URL fits all.
  */
 const ownUrl: Plugin = {
   name: 'own-import-meta-url',
@@ -22,20 +27,36 @@ const ownUrl: Plugin = {
     bundle.onLoad({ filter: /\.ts$/ }, async ({ path }) => {
       const text = await readFile(path, 'utf8');
       const own = `../${relative(src, path).replace(/\.ts$/, '.js')}`;
-      return { contents: text.replaceAll('import.meta.url', `new URL(${JSON.stringify(own)}, import.meta.url).href`), loader: 'ts' };
+      return { contents: text.replaceAll('import.meta.url', `new URL(${JSON.stringify(own)}, bundleUrl).href`), loader: 'ts' };
     });
   },
 };
 
-const { build } = await import('esbuild').catch(() => {
-  process.stderr.write('doppel: esbuild is not installed (a dev dependency that bundles the CLI and the agent); run npm install\n');
-  process.exit(1);
-});
+/** The Kubernetes client is a bundle of its own (src/bundle-loader.ts runs it), loaded as the first module asks for it. */
+const kubernetesClientApart: Plugin = {
+  name: 'kubernetes-client-apart',
+  setup(bundle) {
+    bundle.onResolve({ filter: new RegExp(`^${kubernetesClient}$`) }, () => ({ path: `../${kubernetesBundle}`, external: true }));
+  },
+};
+
+/** The values (not types) our modules import from the Kubernetes client. */
+async function kubernetesClientImports(): Promise<string[]> {
+  const names = new Set<string>();
+  const files = (await readdir(src, { recursive: true })).filter((file) => file.endsWith('.ts'));
+  for (const file of files) {
+    const text = await readFile(join(src, file), 'utf8');
+    for (const [, clause = ''] of text.matchAll(new RegExp(`import\\s+\\{([^}]*)\\}\\s+from\\s+'${kubernetesClient}'`, 'g'))) {
+      for (const part of clause.split(',').map((name) => name.trim())) if (part && !part.startsWith('type ')) names.add(part);
+    }
+  }
+  return [...names].sort();
+}
+
 /**
- * Node's built-in modules are required, not imported: an ESM import of one builds its ESM facade, which reads every
- * export and so runs each lazy getter (`fs.promises`, `crypto.webcrypto`, the streams of `fs`...). Measured on the
- * builtins exec loads: 75 ms of CPU to import them all against 62-64 ms to require them. esbuild keeps each import
- * of a builtin as one statement where its module's code begins; it becomes a `const` there, in as many lines.
+ * The runner is an ES module (the package's type), made of the loader and its few modules with Node's built-in modules
+ * required, not imported: an ESM import of one builds its ESM facade, which reads every export and so runs each lazy
+ * getter (`fs.promises`, `util.types`...). Imported, they took about 9 ms of a fresh `doppel exec`'s start.
  */
 const builtinImport = new RegExp(`import\\s+([^;]+?)\\s+from\\s+"((?:node:[^"]+)|${builtinModules.join('|')})";`, 'g');
 function requireBuiltins(code: string): string {
@@ -50,39 +71,72 @@ function requireBuiltins(code: string): string {
   return `import { createRequire as doppelCreateRequire } from 'node:module';const require = doppelCreateRequire(import.meta.url);${body}`;
 }
 
-await rm(join(dist, 'chunks'), { recursive: true, force: true });
+const { build } = await import('esbuild').catch(() => {
+  process.stderr.write('doppel: esbuild is not installed (a dev dependency that bundles the CLI and the agent); run npm install\n');
+  process.exit(1);
+});
+
 /**
- * The agent is bundled apart from the CLI and its session host (which share most of their modules, the Kubernetes
- * client's chunk among them): esbuild makes a chunk for every set of entry points and lazy imports that share modules,
- * so one build of all three split what the CLI's exec loads over 21 files; two builds, 15 (from the CLI's start to its
- * modules loaded, 16.2 -> 13.4 ms, medians of 15 alternating runs).
+ * One CommonJS module's function, as src/bundle-loader.ts runs it (Node's own module wrapper): a script V8 can cache
+ * once it has run, where Node caches an ES module's code as compiled, before any of its functions ran.
  */
-const programs = [{ 'cli/entry': 'cli', 'warm/session-host': 'host' }, { 'agent/main': 'agent' }];
-const built = await Promise.all(
-  programs.map((entries) =>
+const common: BuildOptions = {
+  bundle: true,
+  format: 'cjs',
+  platform: 'node',
+  target: 'node22',
+  sourcemap: true,
+  sourcesContent: false,
+  banner: { js: '(function (exports, require, module, __filename, __dirname) {\nconst bundleUrl = require("node:url").pathToFileURL(__filename).href;' },
+  footer: { js: '})' },
+  define: { 'import.meta.url': 'bundleUrl' },
+  logLevel: 'warning',
+};
+
+/** Each program's bundle, and the file tsc wrote for it that now runs it (its `variant`: a code cache per kind of start). */
+const programs = [
+  { entry: 'cli/entry', bundle: 'cli/cli.cjs', runner: 'cli/entry.js', variant: `process.argv[2] === 'exec' ? 'exec' : ''` },
+  { entry: 'agent/main', bundle: 'agent/agent.cjs', runner: 'agent/main.js', variant: `''` },
+  { entry: 'warm/session-host', bundle: 'warm/session-host.cjs', runner: 'warm/session-host.js', variant: `''` },
+];
+
+await rm(join(dist, 'chunks'), { recursive: true, force: true });
+await Promise.all([
+  ...programs.map(({ entry, bundle }) =>
     build({
-      entryPoints: Object.fromEntries(Object.keys(entries).map((entry) => [entry, join(src, `${entry}.ts`)])),
-      outdir: dist,
-      chunkNames: `chunks/${Object.values(entries).join('-')}-[name]-[hash]`,
+      ...common,
+      entryPoints: [join(src, `${entry}.ts`)],
+      outfile: join(dist, bundle),
+      // Only for the paths that need them, loaded lazily: bundling would only make the bundles bigger.
+      external: ['zod', 'yaml', 'smol-toml', 'ora'],
+      plugins: [ownUrl, kubernetesClientApart],
+    }),
+  ),
+  // Its index loads about 2,800 modules (its generated models): one bundle of them loads in a third of their time. It
+  // exports what our modules import from it, which leaves out most of the package (17.6 MB whole, 7.5 MB so).
+  build({
+    ...common,
+    stdin: { contents: `export { ${(await kubernetesClientImports()).join(', ')} } from '${kubernetesClient}';`, resolveDir: repo, loader: 'ts' },
+    outfile: join(dist, kubernetesBundle),
+  }),
+]);
+// Each runner: the loader and the few modules it needs, in one ES module (the package's type).
+await Promise.all(
+  programs.map(async ({ bundle, runner, variant }) => {
+    const result = await build({
+      stdin: {
+        contents: `import { runBundleBeside } from './bundle-loader.ts';\nrunBundleBeside(import.meta.url, '${relative(dirname(runner), bundle)}', ${variant});\n`,
+        resolveDir: src,
+        loader: 'ts',
+      },
       bundle: true,
-      splitting: true,
       format: 'esm',
       platform: 'node',
       target: 'node22',
-      sourcemap: true,
-      sourcesContent: false,
-      // Only for the paths that need them, loaded lazily: bundling would only make their chunks bigger. Not so the
-      // Kubernetes client, whose index loads about 2,800 modules (its generated models): one chunk of it loads in a
-      // third of their time, and every Kubernetes start and every warm reuse waits for it.
-      external: ['zod', 'yaml', 'smol-toml', 'ora'],
-      plugins: [ownUrl],
       write: false,
       logLevel: 'warning',
-    }),
-  ),
+    });
+    const [{ text }] = result.outputFiles;
+    await writeFile(join(dist, runner), `// Written by scripts/bundle.ts: runs ${bundle} from its code cache (src/bundle-loader.ts).\n${requireBuiltins(text)}`);
+  }),
 );
-const outputFiles = built.flatMap((result) => result.outputFiles);
-await Promise.all(outputFiles.map(async ({ path, text }) => {
-  await mkdir(dirname(path), { recursive: true });
-  await writeFile(path, path.endsWith('.js') ? requireBuiltins(text) : text);
-}));

@@ -1,4 +1,4 @@
-// The agent's compiled code under /app: every file reachable by import from dist/agent/main.js, the npm packages those import, and a package.json.
+// The agent's compiled code under /app: every file reachable by import from dist/agent/main.js and its bundle, the npm packages those import, and a package.json.
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { builtinModules } from 'node:module';
 import path from 'node:path';
@@ -7,6 +7,8 @@ import type { Entry } from './entries.ts';
 
 export const appDir = '/app';
 export const agentMain = 'dist/agent/main.js';
+/** What main.js runs (scripts/bundle.ts): read as a file, not imported. */
+const agentBundle = 'dist/agent/agent.cjs';
 /** The entry in a Kubernetes pod: it admits clients and starts main.js per client in the target's namespace. */
 export const agentLauncher = 'dist/agent/launcher.js';
 
@@ -42,7 +44,7 @@ function filesUnder(dir: string): string[] {
 
 /** The compiled modules the agent loads, and the npm packages they import by name (with the directory to search from). */
 function importGraph(repo: string): { modules: string[]; packages: Map<string, string> } {
-  const entries = [agentMain, agentLauncher].map((entry) => path.join(repo, entry));
+  const entries = [agentMain, agentBundle, agentLauncher].map((entry) => path.join(repo, entry));
   for (const entry of entries) if (!existsSync(entry)) throw new Error(`${entry} is missing; run npm run build:ts first`);
   const modules = new Set<string>();
   const packages = new Map<string, string>();

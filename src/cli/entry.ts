@@ -1,17 +1,18 @@
-// The CLI's first module: turns on Node's compile cache (about a fifth of every start) before the CLI's own modules load.
+// The CLI's first module: starts a process target's agent before the commands and everything they use initialise.
+// Our own code runs from its bundle's code cache (src/bundle-loader.ts); Node's compile cache serves the packages
+// loaded later (the configuration's schema and parsers, the spinner).
 import module from 'node:module';
-import { homedir } from 'node:os';
 import { join } from 'node:path';
 import process from 'node:process';
+import { cacheHome } from '../config/disk-cache.ts';
+import { startEarlyAgent } from '../platform/process/agent-spawn.ts';
+import { enableTrace, trace, traceRequested } from '../trace.ts';
 
 // Best effort: an unwritable cache directory only means no cache. Set here, not in the environment, so that the
 // user's own program does not inherit it.
-// A relative XDG_CACHE_HOME is ignored, as the XDG spec says (disk-cache.ts does the same).
-const cacheHome = process.env.XDG_CACHE_HOME?.startsWith('/') ? process.env.XDG_CACHE_HOME : join(homedir(), '.cache');
-module.enableCompileCache?.(join(cacheHome, 'doppel', 'node-compile-cache'));
-const { enableTrace, trace, traceRequested } = await import('../trace.ts');
+module.enableCompileCache?.(join(cacheHome(), 'doppel', 'node-compile-cache'));
 if (traceRequested(process.argv.slice(2), process.env)) enableTrace();
 trace('cli: started (Node.js itself started at 0)');
 // A process target named on the command line gets its agent now, while the CLI loads: see agent-spawn.ts.
-(await import('../platform/process/agent-spawn.ts')).startEarlyAgent(process.argv.slice(2), process.env);
-await import('./main.ts');
+startEarlyAgent(process.argv.slice(2), process.env);
+void import('./main.ts').then(({ main }) => main());

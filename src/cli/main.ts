@@ -11,35 +11,38 @@ import { register as registerVerifyConfig } from './commands/verify-config.ts';
 import { trace } from '../trace.ts';
 import { renderError } from './render-error.ts';
 
-trace('cli: modules loaded');
+/** Runs the command line: the entry calls it once the early agent is on its way. */
+export async function main(): Promise<void> {
+  trace('cli: modules loaded');
 
-const { version } = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+  const { version } = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
 
-const program = new Command('doppel')
-  .description('run a local program in the context of a remote target')
-  .version(version)
-  .option('--json-errors', 'print errors as one JSON object on stderr')
-  .showHelpAfterError()
-  .exitOverride();
+  const program = new Command('doppel')
+    .description('run a local program in the context of a remote target')
+    .version(version)
+    .option('--json-errors', 'print errors as one JSON object on stderr')
+    .showHelpAfterError()
+    .exitOverride();
 
-registerExec(program);
-registerLs(program);
-registerVerifyConfig(program);
-registerSchema(program);
-registerDemo(program);
+  registerExec(program);
+  registerLs(program);
+  registerVerifyConfig(program);
+  registerSchema(program);
+  registerDemo(program);
 
-try {
-  await program.parseAsync(process.argv);
-} catch (error) {
-  // commander has already printed its own usage errors, help and version.
-  const code = (error as { code?: string }).code ?? '';
-  if (code.startsWith('commander.')) {
-    process.exitCode = (error as { exitCode?: number }).exitCode ?? 2;
-    if (process.exitCode !== 0) process.exitCode = 2;
-  } else {
-    renderError(error, { json: program.opts<{ jsonErrors?: boolean }>().jsonErrors === true });
-    process.exitCode = isDoppelError(error) ? error.exitCode : 70;
+  try {
+    await program.parseAsync(process.argv);
+  } catch (error) {
+    // commander has already printed its own usage errors, help and version.
+    const code = (error as { code?: string }).code ?? '';
+    if (code.startsWith('commander.')) {
+      process.exitCode = (error as { exitCode?: number }).exitCode ?? 2;
+      if (process.exitCode !== 0) process.exitCode = 2;
+    } else {
+      renderError(error, { json: program.opts<{ jsonErrors?: boolean }>().jsonErrors === true });
+      process.exitCode = isDoppelError(error) ? error.exitCode : 70;
+    }
   }
+  // Leftover handles (a closing socket, a timer) must not hold the exit status back.
+  process.exit();
 }
-// Leftover handles (a closing socket, a timer) must not hold the exit status back.
-process.exit();

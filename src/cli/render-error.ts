@@ -29,7 +29,7 @@ export function errorText(error: unknown, options: { json: boolean }): string {
  */
 export function mapStack(stack: string): string {
   const maps = new Map<string, SourceMap | undefined>();
-  return stack.replace(/(file:\/\/\/[^\s()]+\.js):(\d+):(\d+)/g, (frame, url: string, line: string, column: string) => {
+  return stack.replace(/(file:\/\/\/[^\s()]+\.c?js):(\d+):(\d+)/g, (frame, url: string, line: string, column: string) => {
     if (!maps.has(url)) maps.set(url, readMap(url));
     const entry = maps.get(url)?.findEntry(Number(line) - 1, Number(column) - 1);
     if (!entry || !('originalSource' in entry)) return frame;

@@ -23,9 +23,7 @@ export function diskCache<T>(kind: string, input: unknown, modules: URL[], env: 
   } catch {
     return undefined;
   }
-  // A relative XDG_CACHE_HOME is no cache home (the XDG spec): it would put the cache in whatever directory doppel runs in.
-  const home = env.XDG_CACHE_HOME?.startsWith('/') ? env.XDG_CACHE_HOME : join(homedir(), '.cache');
-  const dir = join(home, 'doppel', kind);
+  const dir = join(cacheHome(env), 'doppel', kind);
   // A short hash names the file (node:crypto alone would cost a tenth of the start a hit saves).
   const file = join(dir, `${fnv1a64(key)}.json`);
   return {
@@ -51,6 +49,11 @@ export function diskCache<T>(kind: string, input: unknown, modules: URL[], env: 
   };
 }
 
+/** The user's cache directory. A relative XDG_CACHE_HOME is none (the XDG spec): it would put the cache in whatever directory doppel runs in. */
+export function cacheHome(env: NodeJS.ProcessEnv = process.env): string {
+  return env.XDG_CACHE_HOME?.startsWith('/') ? env.XDG_CACHE_HOME : join(homedir(), '.cache');
+}
+
 /** Entries per kind (every working directory and program makes its own fast rules): past it, the kind starts over. */
 const MAX_ENTRIES = 200;
 
@@ -66,7 +69,7 @@ function stamp(module: URL): string {
 }
 
 /** Two 32-bit FNV-1a hashes of the string's UTF-16 units (two seeds, one pass: it runs cold), as 16 hex digits. */
-function fnv1a64(text: string): string {
+export function fnv1a64(text: string): string {
   let a = 0x811c9dc5;
   let b = 0x050c5d1f;
   for (let i = 0; i < text.length; i++) {

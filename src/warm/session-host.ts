@@ -52,16 +52,19 @@ interface Launch {
   stop(): void;
 }
 
-const lines = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
-const nextLine = () => lines.next().then(({ value }) => value as string | undefined, () => undefined);
-const handoff = JSON.parse((await nextLine()) ?? 'null') as Handoff | null;
-// The target's side is made while the CLI's program runs: the Kubernetes client alone takes most of a second to load.
-const preparing = handoff ? hostTarget(handoff.config) : undefined;
-preparing?.catch(() => undefined);
-if (!handoff || (await nextLine()) !== 'go') process.exit(0);
-const ready = await takeSession(handoff, preparing!).catch(() => false);
-process.stdout.write(ready ? 'ready\n' : 'none\n');
-if (!ready) process.exit(0);
+/** Takes the handoff and the `go`, then serves until the session ends (or exits at once when there is no session). */
+async function host(): Promise<void> {
+  const lines = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
+  const nextLine = () => lines.next().then(({ value }) => value as string | undefined, () => undefined);
+  const handoff = JSON.parse((await nextLine()) ?? 'null') as Handoff | null;
+  // The target's side is made while the CLI's program runs: the Kubernetes client alone takes most of a second to load.
+  const preparing = handoff ? hostTarget(handoff.config) : undefined;
+  preparing?.catch(() => undefined);
+  if (!handoff || (await nextLine()) !== 'go') process.exit(0);
+  const ready = await takeSession(handoff, preparing!).catch(() => false);
+  process.stdout.write(ready ? 'ready\n' : 'none\n');
+  if (!ready) process.exit(0);
+}
 
 async function hostTarget(config: ResolvedConfig): Promise<HostTarget> {
   const target = parseTarget(config.target.path);
@@ -290,3 +293,5 @@ function readRequest(socket: Socket): Promise<LaunchRequest | undefined> {
     socket.once('end', () => finish(undefined));
   });
 }
+
+void host();

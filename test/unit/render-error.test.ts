@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { mapStack } from '../../src/cli/render-error.ts';
 
-const built = fileURLToPath(new URL('../../dist/cli/entry.js', import.meta.url));
+const built = fileURLToPath(new URL('../../dist/cli/cli.cjs', import.meta.url));
 const source = fileURLToPath(new URL('../../src/cli/entry.ts', import.meta.url));
 
 /** 1-based line and column of `text`'s first occurrence in `file`. */
@@ -17,7 +17,7 @@ function position(file: string, text: string): { line: number; column: number } 
   return { line: line + 1, column: lines[line]!.indexOf(text) + 1 };
 }
 
-test('a frame in the bundled entry is told at its line of src/cli/entry.ts; other frames stay as they are', () => {
+test("a frame in the CLI's bundle is told at its line of src/cli/entry.ts; other frames stay as they are", () => {
   const at = position(built, 'enableCompileCache');
   const want = position(source, 'enableCompileCache');
   const stack = [

@@ -1,0 +1,113 @@
+// Runs our bundles (scripts/bundle.ts: the CLI, the agent, the session host and the Kubernetes client) from a V8 code
+// cache made once a start has run. Node's own compile cache is made as a module is compiled, before it runs, so it
+// holds only top-level code: every function a start calls was parsed and compiled again at every start. A script's
+// cache made after it ran holds those functions too (docs/architecture.md: about 12 ms of a fresh `doppel exec`).
+import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { basename, dirname, join, resolve } from 'node:path';
+import process from 'node:process';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { debuglog } from 'node:util';
+import { constants, Script } from 'node:vm';
+import { cacheHome, fnv1a64 } from './config/disk-cache.ts';
+
+/** `NODE_DEBUG=doppel-code-cache` says, for each bundle, whether it ran from its cache and when one is made. */
+const debug = debuglog('doppel-code-cache');
+/**
+ * When a start without a cache makes one (or at a clean exit, if sooner): its start has run by then, and a long
+ * session's garbage collections would later drop the bytecode of functions not run since.
+ */
+const MAKE_AFTER_MS = 1000;
+
+type BundleFunction = (exports: unknown, require: NodeJS.Require, module: { exports: unknown }, filename: string, dirname: string) => void;
+
+const modules = new Map<string, { exports: unknown }>();
+
+/** Runs the bundle `name` in the directory of the module at `url`; `variant` names the kind of start (a cache each). */
+export function runBundleBeside(url: string, name: string, variant = ''): unknown {
+  return runBundle(join(dirname(fileURLToPath(url)), name), variant);
+}
+
+/** The bundle at `file`, a CommonJS module's function, run once: its exports. */
+export function runBundle(file: string, variant = ''): unknown {
+  const known = modules.get(file);
+  if (known) return known.exports;
+  const source = readFileSync(file, 'utf8');
+  const cache = cacheFile(file, variant);
+  const cachedData = cache && readOrUndefined(cache.path);
+  const script = new Script(source, { filename: pathToFileURL(file).href, cachedData, importModuleDynamically: constants.USE_MAIN_CONTEXT_DEFAULT_LOADER });
+  const used = cachedData !== undefined && !script.cachedDataRejected;
+  debug('%s: %s', file, used ? 'run from its code cache' : cachedData ? 'code cache rejected' : 'no code cache');
+  if (cache && !used) makeCacheLater(script, cache);
+  const module = { exports: {} };
+  modules.set(file, module);
+  (script.runInThisContext() as BundleFunction)(module.exports, bundleRequire(file), module, file, dirname(file));
+  return module.exports;
+}
+
+/** Bundles name each other by relative path (the Kubernetes client's); every other name is Node's to load. */
+function bundleRequire(file: string): NodeJS.Require {
+  const require = createRequire(file);
+  return Object.assign((id: string) => (id.startsWith('.') ? runBundle(resolve(dirname(file), id)) : require(id)), require);
+}
+
+interface CacheFile {
+  path: string;
+  /** What every cache of this bundle's path, variant, Node.js and flags starts with, whichever build of it made it. */
+  prefix: string;
+}
+
+/**
+ * The cache of this very bundle file (its path, size, modification time and inode: V8 itself checks only the source's
+ * length, and would run the bytecode of another build of the same length), for this Node.js and its flags.
+ */
+function cacheFile(file: string, variant: string): CacheFile | undefined {
+  try {
+    const { size, mtimeMs, ino } = statSync(file);
+    const runner = fnv1a64(JSON.stringify([file, variant, process.version, process.arch, process.execArgv]));
+    const prefix = join(cacheHome(), 'doppel', 'code-cache', `${basename(file)}-${runner}-`);
+    return { path: prefix + fnv1a64(JSON.stringify([size, mtimeMs, ino])), prefix };
+  } catch {
+    return undefined;
+  }
+}
+
+function readOrUndefined(file: string): Buffer | undefined {
+  try {
+    return readFileSync(file);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Made by a start that has run for a while or ends well: one that fails at once (a bad configuration, a usage error)
+ * has compiled little of what the next starts run, and would keep them from a better cache until the next build.
+ */
+function makeCacheLater(script: Script, cache: CacheFile): void {
+  const make = () => {
+    clearTimeout(timer);
+    process.off('exit', atExit);
+    try {
+      const dir = dirname(cache.path);
+      // Code this user runs: in a directory only the user can write.
+      mkdirSync(dir, { recursive: true, mode: 0o700 });
+      const partial = `${cache.path}.${process.pid}`;
+      writeFileSync(partial, script.createCachedData(), { mode: 0o600 });
+      renameSync(partial, cache.path);
+      // Those of earlier builds of the same file.
+      for (const name of readdirSync(dir)) {
+        const path = join(dir, name);
+        if (path.startsWith(cache.prefix) && path !== cache.path && !path.slice(cache.prefix.length).includes('.')) rmSync(path, { force: true });
+      }
+      debug('%s: code cache made', cache.path);
+    } catch {
+      // Best effort: the next start compiles again.
+    }
+  };
+  const atExit = (code: number) => {
+    if (code === 0) make();
+  };
+  const timer = setTimeout(make, MAKE_AFTER_MS).unref();
+  process.once('exit', atExit);
+}
