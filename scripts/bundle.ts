@@ -93,9 +93,18 @@ const common: BuildOptions = {
   logLevel: 'warning',
 };
 
-/** Each program's bundle, and the file tsc wrote for it that now runs it (its `variant`: a code cache per kind of start). */
+/**
+ * Each program's bundle, and the file tsc wrote for it that now runs it. `variant` (an expression) names the kind of
+ * start, each with a cache of its own: an `exec` runs other code than `--version`, and on a process target (named on
+ * the command line) other code than on Kubernetes.
+ */
 const programs = [
-  { entry: 'cli/entry', bundle: 'cli/cli.cjs', runner: 'cli/entry.js', variant: `process.argv[2] === 'exec' ? 'exec' : ''` },
+  {
+    entry: 'cli/entry',
+    bundle: 'cli/cli.cjs',
+    runner: 'cli/entry.js',
+    variant: `process.argv[2] !== 'exec' ? '' : process.argv.some((arg) => /^(--target=)?process\\//.test(arg)) ? 'exec-process' : 'exec'`,
+  },
   { entry: 'agent/main', bundle: 'agent/agent.cjs', runner: 'agent/main.js', variant: `''` },
   { entry: 'warm/session-host', bundle: 'warm/session-host.cjs', runner: 'warm/session-host.js', variant: `''` },
 ];
