@@ -12,7 +12,7 @@ import type { SampleReport } from './sample-program.ts';
 const SAMPLE_TIMEOUT_MS = 30_000;
 
 export const sampleProgram = demoScript('sample-program');
-const cliMain = fileURLToPath(new URL(`../cli/main${extname(fileURLToPath(import.meta.url))}`, import.meta.url));
+const cliEntry = fileURLToPath(new URL(`../cli/entry${extname(fileURLToPath(import.meta.url))}`, import.meta.url));
 
 export function sampleArguments(spec: PodSpec): string[] {
   return [spec.variable, spec.file.path, spec.service.url];
@@ -24,7 +24,7 @@ export function runPlain(spec: PodSpec, signal: AbortSignal): Promise<SampleRepo
 
 export function runUnderDoppel(spec: PodSpec, pid: number, signal: AbortSignal): Promise<SampleReport> {
   // SIGTERM, not SIGKILL, if the demo dies: doppel exec then stops its program and agent and removes its socket directory.
-  const exec = [process.execPath, cliMain, 'exec', '--target', `process/${pid}`, '--quiet', '--', process.execPath, sampleProgram, ...sampleArguments(spec)];
+  const exec = [process.execPath, cliEntry, 'exec', '--target', `process/${pid}`, '--quiet', '--', process.execPath, sampleProgram, ...sampleArguments(spec)];
   return runSample('under doppel exec', ['TERM', ...exec], signal);
 }
 

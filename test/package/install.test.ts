@@ -32,9 +32,11 @@ describe('the installed package', needsRoot('installing and running the package'
   const install = (prefix: string, env: NodeJS.ProcessEnv = process.env) =>
     spawnSync('npm', ['install', '-g', '--prefix', prefix, '--prefer-offline', '--no-audit', '--no-fund', tarball], { encoding: 'utf8', env });
 
-  test('carries the compiled TypeScript and the layer sources, not the tests or a built layer', () => {
+  test('carries the bundles and their runners and the layer sources, not the tests or a built layer', () => {
     const listing = execFileSync('tar', ['-tzf', tarball], { encoding: 'utf8' }).split('\n');
-    assert.ok(listing.includes('package/dist/cli/main.js'), 'dist/cli/main.js is missing');
+    for (const file of ['dist/cli/entry.js', 'dist/cli/cli.cjs', 'dist/agent/agent.cjs', 'dist/warm/session-host.cjs', 'dist/vendor/kubernetes-client.cjs']) {
+      assert.ok(listing.includes(`package/${file}`), `${file} is missing`);
+    }
     assert.ok(listing.includes('package/layer/src/rpc.c'), 'the layer sources are missing');
     assert.equal(listing.some((entry) => entry.startsWith('package/test/') || entry.startsWith('package/layer/build/')), false);
   });
