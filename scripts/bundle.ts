@@ -7,6 +7,7 @@
 // wrote it: tests, the demo and the Kubernetes launcher load those.
 import type { BuildOptions, Plugin } from 'esbuild';
 import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
 import { builtinModules } from 'node:module';
 import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -148,14 +149,19 @@ const bundles = await Promise.all([
     outfile: join(dist, kubernetesBundle),
   }),
 ]);
+const digests: Record<string, string> = {};
 await Promise.all(
   bundles.flatMap(({ outputFiles }) =>
     outputFiles.map(async ({ path, text }) => {
+      const code = path.endsWith('.cjs') ? builtinNamespaces(text) : text;
+      if (path.endsWith('.cjs')) digests[relative(dist, path)] = createHash('sha256').update(code).digest('hex').slice(0, 32);
       await mkdir(dirname(path), { recursive: true });
-      await writeFile(path, path.endsWith('.cjs') ? builtinNamespaces(text) : text);
+      await writeFile(path, code);
     }),
   ),
 );
+// What names each bundle's build in its code cache's key (src/bundle-loader.ts).
+await writeFile(join(dist, 'bundles.json'), `${JSON.stringify(digests, null, 2)}\n`);
 // Each runner: the loader and the few modules it needs, in one ES module (the package's type).
 await Promise.all(
   programs.map(async ({ bundle, runner, variant }) => {

@@ -4,7 +4,7 @@
 // cache made after it ran holds those functions too (docs/architecture.md: about 12 ms of a fresh `doppel exec`).
 import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { basename, dirname, join, resolve } from 'node:path';
+import { basename, dirname, join, relative, resolve } from 'node:path';
 import process from 'node:process';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { debuglog } from 'node:util';
@@ -58,15 +58,27 @@ interface CacheFile {
 }
 
 /**
- * The cache of this very bundle file (its path, size, modification time and inode: V8 itself checks only the source's
- * length, and would run the bytecode of another build of the same length), for this Node.js and its flags.
+ * The cache of this very bundle file, for this Node.js and its flags. V8 itself checks only the source's length, and
+ * runs the bytecode of another build of the same length: the build names each bundle's content by its digest
+ * (`bundles.json`, beside the programs' directories), and the file's size, modification time and inode tell a file
+ * changed since (npm gives every file it installs the same modification time, and a new file may get an old inode).
  */
 function cacheFile(file: string, variant: string): CacheFile | undefined {
   try {
     const { size, mtimeMs, ino } = statSync(file);
     const runner = fnv1a64(JSON.stringify([file, variant, process.version, process.arch, process.execArgv]));
     const prefix = join(cacheHome(), 'doppel', 'code-cache', `${basename(file)}-${runner}-`);
-    return { path: prefix + fnv1a64(JSON.stringify([size, mtimeMs, ino])), prefix };
+    return { path: prefix + fnv1a64(JSON.stringify([builtDigest(file), size, mtimeMs, ino])), prefix };
+  } catch {
+    return undefined;
+  }
+}
+
+/** The digest scripts/bundle.ts wrote for `file`, if any. */
+function builtDigest(file: string): string | undefined {
+  const dist = dirname(dirname(file));
+  try {
+    return (JSON.parse(readFileSync(join(dist, 'bundles.json'), 'utf8')) as Record<string, string>)[relative(dist, file)];
   } catch {
     return undefined;
   }

@@ -7,8 +7,9 @@ import type { Entry } from './entries.ts';
 
 export const appDir = '/app';
 export const agentMain = 'dist/agent/main.js';
-/** What main.js runs (scripts/bundle.ts): read as a file, not imported. */
+/** What main.js runs, and the digests that key its code cache (scripts/bundle.ts): read as files, not imported. */
 const agentBundle = 'dist/agent/agent.cjs';
+const bundleDigests = 'dist/bundles.json';
 /** The entry in a Kubernetes pod: it admits clients and starts main.js per client in the target's namespace. */
 export const agentLauncher = 'dist/agent/launcher.js';
 
@@ -44,7 +45,7 @@ function filesUnder(dir: string): string[] {
 
 /** The compiled modules the agent loads, and the npm packages they import by name (with the directory to search from). */
 function importGraph(repo: string): { modules: string[]; packages: Map<string, string> } {
-  const entries = [agentMain, agentBundle, agentLauncher].map((entry) => path.join(repo, entry));
+  const entries = [agentMain, agentBundle, bundleDigests, agentLauncher].map((entry) => path.join(repo, entry));
   for (const entry of entries) if (!existsSync(entry)) throw new Error(`${entry} is missing; run npm run build:ts first`);
   const modules = new Set<string>();
   const packages = new Map<string, string>();

@@ -2,7 +2,7 @@
 // cache a start makes, what later starts take from it, and what they must not.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
@@ -95,4 +95,22 @@ test('another build of a bundle, even of the same length, is not run from the ca
   const after = cacheFiles(cacheHome);
   assert.equal(after.length, 1);
   assert.notEqual(after[0], before);
+});
+
+test("a build with the same length, time and inode (npm's fixed times) is told apart by the build's digest", () => {
+  const cacheHome = join(dir, 'cache-digest');
+  const dist = join(dir, 'dist');
+  mkdirSync(join(dist, 'cli'), { recursive: true });
+  const file = join(dist, 'cli', 'same.cjs');
+  const install = (text: string, digest: string) => {
+    writeFileSync(file, `(function (exports, require, module, __filename, __dirname) {\n${text}\n})`);
+    utimesSync(file, new Date(499162500000), new Date(499162500000));
+    writeFileSync(join(dist, 'bundles.json'), JSON.stringify({ 'cli/same.cjs': digest }));
+  };
+  install('console.log("build A");', 'a');
+  assert.equal(start(file, cacheHome).stdout, 'build A\n');
+  const { ino } = statSync(file);
+  install('console.log("build B");', 'b');
+  assert.equal(statSync(file).ino, ino);
+  assert.equal(start(file, cacheHome).stdout, 'build B\n');
 });
