@@ -109,6 +109,9 @@ const common: BuildOptions = {
   },
   footer: { js: '})' },
   define: { 'import.meta.url': 'bundleUrl' },
+  // A lazy import of a package is a require too (Node requires ES modules, ora among them): a script's import() needs
+  // vm's experimental loader option.
+  supported: { 'dynamic-import': false },
   write: false,
   logLevel: 'warning',
 };

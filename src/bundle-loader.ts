@@ -8,7 +8,7 @@ import { basename, dirname, join, relative, resolve } from 'node:path';
 import process from 'node:process';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { debuglog } from 'node:util';
-import { constants, Script } from 'node:vm';
+import { Script } from 'node:vm';
 import { cacheHome, fnv1a64 } from './config/disk-cache.ts';
 
 /** `NODE_DEBUG=doppel-code-cache` says, for each bundle, whether it ran from its cache and when one is made. */
@@ -35,7 +35,7 @@ export function runBundle(file: string, variant = ''): unknown {
   const source = readFileSync(file, 'utf8');
   const cache = cacheFile(file, variant);
   const cachedData = cache && readOrUndefined(cache.path);
-  const script = new Script(source, { filename: pathToFileURL(file).href, cachedData, importModuleDynamically: constants.USE_MAIN_CONTEXT_DEFAULT_LOADER });
+  const script = new Script(source, { filename: pathToFileURL(file).href, cachedData });
   const used = cachedData !== undefined && !script.cachedDataRejected;
   debug('%s: %s', file, used ? 'run from its code cache' : cachedData ? 'code cache rejected' : 'no code cache');
   if (cache && !used) makeCacheLater(script, cache);
