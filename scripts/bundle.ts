@@ -132,6 +132,7 @@ const programs = [
   { entry: 'warm/session-host', bundle: 'warm/session-host.cjs', runner: 'warm/session-host.js', variant: `''` },
 ];
 
+// Left by earlier builds, which split the bundles into chunks.
 await rm(join(dist, 'chunks'), { recursive: true, force: true });
 const bundles = await Promise.all([
   ...programs.map(({ entry, bundle }) =>
