@@ -1,7 +1,7 @@
 // Runs our bundles (scripts/bundle.ts: the CLI, the agent, the session host and the Kubernetes client) from a V8 code
 // cache made once a start has run. Node's own compile cache is made as a module is compiled, before it runs, so it
 // holds only top-level code: every function a start calls was parsed and compiled again at every start. A script's
-// cache made after it ran holds those functions too (docs/architecture.md: about 12 ms of a fresh `doppel exec`).
+// cache made after it ran holds those functions too (docs/architecture.md: 10-13 ms of a fresh `doppel exec`).
 import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { basename, dirname, join, relative, resolve } from 'node:path';
