@@ -19,6 +19,9 @@ const debug = debuglog('doppel-code-cache');
  */
 const MAKE_AFTER_MS = 1000;
 
+/** Caches kept (each 0.1-2 MB): one per bundle, kind of start and Node.js is a handful for an installation. */
+const MAX_CACHES = 40;
+
 type BundleFunction = (exports: unknown, require: NodeJS.Require, module: { exports: unknown }, filename: string, dirname: string) => void;
 
 const modules = new Map<string, { exports: unknown }>();
@@ -107,10 +110,13 @@ function makeCacheLater(script: Script, cache: CacheFile): void {
       const partial = `${cache.path}.${process.pid}`;
       writeFileSync(partial, script.createCachedData(), { mode: 0o600 });
       renameSync(partial, cache.path);
-      // Those of earlier builds of the same file.
-      for (const name of readdirSync(dir)) {
+      // Those of earlier builds of the same file; and past MAX_CACHES (installations gone, Node.js versions left),
+      // every other one, as the directory starts over.
+      const names = readdirSync(dir);
+      for (const name of names) {
         const path = join(dir, name);
-        if (path.startsWith(cache.prefix) && path !== cache.path && !path.slice(cache.prefix.length).includes('.')) rmSync(path, { force: true });
+        const stale = path.startsWith(cache.prefix) && !path.slice(cache.prefix.length).includes('.');
+        if (path !== cache.path && (stale || names.length > MAX_CACHES)) rmSync(path, { force: true });
       }
       debug('%s: code cache made', cache.path);
     } catch {

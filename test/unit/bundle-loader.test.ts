@@ -114,3 +114,13 @@ test("a build with the same length, time and inode (npm's fixed times) is told a
   assert.equal(statSync(file).ino, ino);
   assert.equal(start(file, cacheHome).stdout, 'build B\n');
 });
+
+test('past 40 caches (installations gone, other Node.js versions), the directory starts over', () => {
+  const cacheHome = join(dir, 'cache-many');
+  const caches = join(cacheHome, 'doppel', 'code-cache');
+  mkdirSync(caches, { recursive: true });
+  for (let i = 0; i < 40; i++) writeFileSync(join(caches, `gone.cjs-${i}-0`), '');
+  const file = writeBundle('current.cjs', 'console.log("current");');
+  start(file, cacheHome);
+  assert.deepEqual(cacheFiles(cacheHome).map((name) => name.split('-')[0]), ['current.cjs']);
+});
