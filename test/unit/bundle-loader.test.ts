@@ -124,3 +124,15 @@ test('past 40 caches (installations gone, other Node.js versions), the directory
   start(file, cacheHome);
   assert.deepEqual(cacheFiles(cacheHome).map((name) => name.split('-')[0]), ['current.cjs']);
 });
+
+test("the built CLI's second start runs from the cache its first made (npm run build:ts first, as for every CLI test)", () => {
+  const doppel = fileURLToPath(new URL('../../bin/doppel', import.meta.url));
+  const env = { ...process.env, XDG_CACHE_HOME: join(dir, 'cache-cli'), NODE_DEBUG: 'doppel-code-cache' };
+  const first = spawnSync(doppel, ['--version'], { encoding: 'utf8', env });
+  assert.equal(first.status, 0, first.stderr);
+  assert.match(first.stderr, /cli\.cjs: no code cache/);
+  assert.match(first.stderr, /code cache made/);
+  const second = spawnSync(doppel, ['--version'], { encoding: 'utf8', env });
+  assert.equal(second.stdout, first.stdout);
+  assert.match(second.stderr, /cli\.cjs: run from its code cache/);
+});
