@@ -45,7 +45,9 @@ export function createProgress(options: { quiet: boolean }): Progress {
           spinner = ora({ text: line(), stream: process.stderr, prefixText: 'doppel' }).start();
           timers.push(setInterval(show, SLOW_MS).unref());
         };
-        timers.push(setTimeout(() => void startSpinner(), SPINNER_MS).unref());
+        // Without the spinner when it cannot load (a Node.js before 22.12 cannot require its ES module): the step's
+        // lines stay.
+        timers.push(setTimeout(() => void startSpinner().catch(() => undefined), SPINNER_MS).unref());
       } else {
         timers.push(setTimeout(() => ((slow = true), show()), SLOW_MS).unref());
       }
