@@ -2,14 +2,14 @@
 // cache made once a start has run. Node's own compile cache is made as a module is compiled, before it runs, so it
 // holds only top-level code: every function a start calls was parsed and compiled again at every start. A script's
 // cache made after it ran holds those functions too (docs/architecture.md: 10-13 ms of a fresh `doppel exec`).
-import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { basename, dirname, join, relative, resolve } from 'node:path';
 import process from 'node:process';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { debuglog } from 'node:util';
 import { Script } from 'node:vm';
-import { cacheHome, fnv1a64 } from './config/disk-cache.ts';
+import { cacheHome, fnv1a64, writeCacheFile } from './config/disk-cache.ts';
 
 /** `NODE_DEBUG=doppel-code-cache` says, for each bundle, whether it ran from its cache and when one is made. */
 const debug = debuglog('doppel-code-cache');
@@ -104,20 +104,8 @@ function makeCacheLater(script: Script, cache: CacheFile): void {
     clearTimeout(timer);
     process.off('exit', atExit);
     try {
-      const dir = dirname(cache.path);
-      // Code this user runs: in a directory only the user can write.
-      mkdirSync(dir, { recursive: true, mode: 0o700 });
-      const partial = `${cache.path}.${process.pid}`;
-      writeFileSync(partial, script.createCachedData(), { mode: 0o600 });
-      renameSync(partial, cache.path);
-      // Those of earlier builds of the same file; and past MAX_CACHES (installations gone, Node.js versions left),
-      // every other one, as the directory starts over.
-      const names = readdirSync(dir);
-      for (const name of names) {
-        const path = join(dir, name);
-        const stale = path.startsWith(cache.prefix) && !path.slice(cache.prefix.length).includes('.');
-        if (path !== cache.path && (stale || names.length > MAX_CACHES)) rmSync(path, { force: true });
-      }
+      // Code this user runs; and those of earlier builds of the same file go.
+      writeCacheFile(cache.path, script.createCachedData(), MAX_CACHES, (path) => path.startsWith(cache.prefix) && !path.slice(cache.prefix.length).includes('.'));
       debug('%s: code cache made', cache.path);
     } catch {
       // Best effort: the next start compiles again.

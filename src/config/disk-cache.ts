@@ -3,7 +3,7 @@
 // An entry holds its whole input and serves only that input; a cache that cannot be read or written is a slower start.
 import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import process from 'node:process';
 import { fileURLToPath } from 'node:url';
 
@@ -37,11 +37,7 @@ export function diskCache<T>(kind: string, input: unknown, modules: URL[], env: 
     },
     write(value) {
       try {
-        mkdirSync(dir, { recursive: true, mode: 0o700 });
-        const partial = `${file}.${process.pid}`;
-        writeFileSync(partial, JSON.stringify({ key, value }));
-        renameSync(partial, file);
-        prune(dir, file);
+        writeCacheFile(file, JSON.stringify({ key, value }), MAX_ENTRIES);
       } catch {
         // best effort
       }
@@ -57,10 +53,22 @@ export function cacheHome(env: NodeJS.ProcessEnv = process.env): string {
 /** Entries per kind (every working directory and program makes its own fast rules): past it, the kind starts over. */
 const MAX_ENTRIES = 200;
 
-function prune(dir: string, keep: string): void {
+/**
+ * Writes a cache file whole (a new file, renamed over the old: a reader sees one or the other), in a directory only
+ * this user can write. Past `max` files the directory starts over; `stale` names others to remove now (a file's earlier
+ * versions). Throws what the file system says.
+ */
+export function writeCacheFile(file: string, data: string | Uint8Array, max: number, stale: (path: string) => boolean = () => false): void {
+  const dir = dirname(file);
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const partial = `${file}.${process.pid}`;
+  writeFileSync(partial, data, { mode: 0o600 });
+  renameSync(partial, file);
   const names = readdirSync(dir);
-  if (names.length <= MAX_ENTRIES) return;
-  for (const name of names) if (join(dir, name) !== keep) rmSync(join(dir, name), { force: true });
+  for (const name of names) {
+    const path = join(dir, name);
+    if (path !== file && (names.length > max || stale(path))) rmSync(path, { force: true });
+  }
 }
 
 function stamp(module: URL): string {
