@@ -109,7 +109,9 @@ describe('doppel exec failure paths', gate, () => {
   });
 
   test('an agent killed mid-session stops the program and fails clearly', async () => {
-    const { child, finished } = startDoppel(['exec', '--target', `process/${pid()}`, '-q', '--', 'sh', '-c', 'echo $$; exec sleep 30']);
+    // The program starts before the agent answers; its lookup waits for the answer, so the agent is killed mid-session.
+    const lookup = `getent hosts ${world.services.redis.name} > /dev/null`;
+    const { child, finished } = startDoppel(['exec', '--target', `process/${pid()}`, '-q', '--', 'sh', '-c', `${lookup}; echo $$; exec sleep 30`]);
     let out = '';
     child.stdout!.on('data', (chunk: Buffer) => (out += chunk));
     const programPid = Number(await until('the program', () => (out.includes('\n') ? out.trim() : undefined)));

@@ -3,6 +3,7 @@
 import assert from 'node:assert/strict';
 import { execFile, execFileSync } from 'node:child_process';
 import { createServer, type Server } from 'node:net';
+import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { after, afterEach, before, describe, test } from 'node:test';
 import { needsRoot } from '../support/root.ts';
@@ -12,6 +13,7 @@ import { serveUnderDoppel, type RunningServer } from './serve-under-doppel.ts';
 import { curlTarget, targetAnswersAgain, targetUrl } from './target-http.ts';
 
 const run = promisify(execFile);
+const fixtures = fileURLToPath(new URL('./fixtures/', import.meta.url));
 const gate = needsRoot('incoming traffic on a process target');
 
 /** A node server: answers with what getpeername/getsockname say; /close closes it; SIGUSR2 listens again; `stay` keeps it alive. */
@@ -199,6 +201,17 @@ describe('incoming traffic on a process target', gate, () => {
     await targetAnswersAgain(world);
     server.signal('SIGTERM');
     await finishedOk(server);
+  });
+
+  test('a server that listens before its agent has answered takes the port once, when it has (fault injection: an nsenter slow by 1 s)', async () => {
+    const env = { ...process.env, PATH: `${fixtures}/slow-nsenter:${process.env.PATH}`, DOPPEL_TEST_NSENTER_DELAY: '1' };
+    const server = serveUnderDoppel(pid(), ['node', '-e', nodeServer, String(port())], { flags: ['--steal'], env });
+    await server.line(/^ready /);
+    assert.match(await curl('/early'), /^local /);
+    await curl('/close');
+    const result = await server.finished;
+    assert.equal(result.status, 0, result.stderr);
+    assert.equal(result.stderr, '', 'a warning: the port was taken twice');
   });
 
   test('closing the server gives the port back; listening again takes it again', async () => {

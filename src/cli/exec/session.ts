@@ -74,7 +74,9 @@ export async function startSession(platform: Platform, options: SessionOptions, 
     const member: Member = { transport, client, leaving: false };
     members.push(member);
     if (incomingHandler) client.serveIncoming(incomingHandler);
-    for (const args of subscriptions.values()) {
+    // A replica that joins later is given the ports already taken. The first agents are not: a subscription made
+    // before their handshakes (a program listening at once) reaches each of them from `everyAgent`, once.
+    if (connected) for (const args of subscriptions.values()) {
       client.subscribeIncoming(args).catch((error: Error) => progress.warn(`${transport.description} does not take port ${args.port}'s traffic: ${error.message}`));
     }
     // A link that stalls ends the connection while the transport may still look open. A link broken by the agent's
