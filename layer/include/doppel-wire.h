@@ -296,11 +296,14 @@ struct dp_hello_req {
 struct dp_hello_resp {
   uint32_t flags;        /* DP_HELLO_* */
   uint32_t handover_pid; /* the agent's process when it hands its sockets over (process platform), else 0 */
+  uint32_t root_pid;     /* a process whose root is the target's (a local process target), else 0: see DP_RULE_REMOTE */
 };
 
 /* A fast rule (src/config/fs-fast-rules.ts): how it matches an absolute, normalized, ASCII path, compared
  * ASCII case-insensitively with its text (lower case). The first rule that matches decides: LOCAL means local
- * without asking the proxy; ASK, or no rule, means ask. */
+ * without asking the proxy; ASK, or no rule, means ask; REMOTE means the file is read from the target at that path:
+ * with a root_pid, the layer opens a regular file for reading itself, inside /proc/<root_pid>/root (any other call,
+ * and any other kind of file, asks). */
 struct dp_rule {
   uint16_t match;   /* enum dp_rule_match */
   uint16_t verdict; /* enum dp_rule_verdict */
@@ -308,7 +311,7 @@ struct dp_rule {
 };
 
 enum dp_rule_match { DP_MATCH_EXACT = 1, DP_MATCH_PREFIX = 2, DP_MATCH_SUFFIX = 3, DP_MATCH_CONTAINS = 4 };
-enum dp_rule_verdict { DP_RULE_LOCAL = 1, DP_RULE_ASK = 2 };
+enum dp_rule_verdict { DP_RULE_LOCAL = 1, DP_RULE_ASK = 2, DP_RULE_REMOTE = 3 };
 
 #define DP_RULES_MAX 256
 #define DP_RULES_MAX_BYTES 16384

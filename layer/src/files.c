@@ -9,7 +9,10 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/openat2.h>
+#include <stdio.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -21,11 +24,12 @@ int dp_path_to_ask(int dirfd, const char *path, char *abs, const char **local_pa
   int mapped = path == NULL ? -1 : dp_absolute(dirfd, path, abs, PATH_MAX);
   if (mapped < 0) return 0;
   if (mapped == 1) *local_path = strcpy(unstood, abs);
-  if (dp_rules_local(abs)) {
+  int verdict = dp_rules_verdict(abs);
+  if (verdict == DP_RULE_LOCAL) {
     dp_log("local by rule: %s", abs);
     return 0;
   }
-  return 1;
+  return verdict;
 }
 
 int dp_ask_abs(uint32_t op, const void *head, size_t head_len, const char *abs, char **reply, uint32_t *reply_len, const char **local_path) {
@@ -47,12 +51,45 @@ int dp_ask_path(uint32_t op, const void *head, size_t head_len, int dirfd, const
  * the content over instead. */
 static atomic_int no_host_files;
 
+/* Set once openat2 is missing (Linux before 5.6): remote files are then always asked for. */
+static atomic_int no_openat2;
+
+int dp_open_in_root(const char *abs, int flags, int *fd) {
+  uint32_t pid = dp_root_pid();
+  /* O_TMPFILE carries O_DIRECTORY's bit. */
+  if (pid == 0 || atomic_load(&no_openat2) || atomic_load(&no_host_files) || (flags & (O_ACCMODE | O_CREAT | O_TRUNC | O_APPEND | O_DIRECTORY | O_PATH)) != O_RDONLY) return 0;
+  char root[32];
+  snprintf(root, sizeof root, "/proc/%u/root", (unsigned)pid);
+  int rootfd = real_openat(AT_FDCWD, root, O_PATH | O_DIRECTORY | O_CLOEXEC, 0);
+  if (rootfd < 0) return 0;
+  /* The target's links and ".." resolve inside its root, as the proxy's own reads resolve them. Non-blocking, so that
+   * a FIFO does not hang the open before it is told apart. */
+  struct open_how how = {.flags = (uint64_t)(unsigned)(flags | O_NONBLOCK), .resolve = RESOLVE_IN_ROOT};
+  int opened = (int)real_syscall(SYS_openat2, (long)rootfd, (long)abs, (long)&how, (long)sizeof how);
+  int err = errno;
+  real_close(rootfd);
+  if (opened < 0) {
+    if (err == ENOSYS) atomic_store(&no_openat2, 1);
+    /* What the target has not is settled; anything else (no access, a loop, flags openat2 refuses) the proxy answers. */
+    if (err != ENOENT && err != ENOTDIR) return 0;
+    *fd = -1;
+    errno = err;
+    return 1;
+  }
+  struct stat st;
+  /* Directories get their stand-ins, special files are brought over: the proxy's. */
+  if (fstat(opened, &st) != 0 || !S_ISREG(st.st_mode) || ((flags & O_NONBLOCK) == 0 && fcntl(opened, F_SETFL, fcntl(opened, F_GETFL) & ~O_NONBLOCK) != 0)) {
+    real_close(opened);
+    return 0;
+  }
+  dp_log("open %s: the target's file, in /proc/%u/root", abs, (unsigned)pid);
+  *fd = opened;
+  return 1;
+}
+
 /* A remote open: its answer starts with the file's stat, which answers a stat of the same path soon after. */
-static int ask_open(int dirfd, const char *path, int flags, mode_t mode, uint32_t options, char *abs, char **reply, uint32_t *len, const char **local) {
+static int ask_open(const char *abs, int flags, mode_t mode, uint32_t options, char **reply, uint32_t *len, const char **local) {
   struct dp_open_req head = {.flags = flags, .mode = mode, .options = options};
-  *reply = NULL;
-  *len = 0;
-  if (!dp_path_to_ask(dirfd, path, abs, local)) return DP_LOCAL;
   unsigned epoch = dp_cache_epoch();
   int status = dp_ask_abs(DP_OP_OPEN, &head, sizeof head, abs, reply, len, local);
   if ((status == DP_OK || status == DP_HOST_FILE) && *len >= sizeof(struct dp_stat)) {
@@ -133,8 +170,13 @@ static int remote_fd(int status, const char *path, const char *reply, uint32_t l
 /* Asks about an open and makes the descriptor of a remote answer (-1 with errno if it fails). DP_LOCAL: the caller
  * opens *local itself. */
 static int ask_and_open(int dirfd, const char *path, int flags, mode_t mode, char *abs, char **reply, uint32_t *len, const char **local, int *fd) {
+  *reply = NULL;
+  *len = 0;
+  int verdict = dp_path_to_ask(dirfd, path, abs, local);
+  if (verdict == 0) return DP_LOCAL;
+  if (verdict == DP_RULE_REMOTE && dp_open_in_root(abs, flags, fd)) return DP_HOST_FILE;
   uint32_t options = atomic_load(&no_host_files) ? DP_OPEN_NO_HOST_FILE : 0;
-  int status = ask_open(dirfd, path, flags, mode, options, abs, reply, len, local);
+  int status = ask_open(abs, flags, mode, options, reply, len, local);
   if (status == DP_HOST_FILE) {
     *fd = open_host_file(*reply, *len, flags);
     if (*fd >= 0 || (errno != EACCES && errno != EPERM && errno != ELOOP)) return status;
@@ -142,7 +184,7 @@ static int ask_and_open(int dirfd, const char *path, int flags, mode_t mode, cha
     if (errno != ELOOP) atomic_store(&no_host_files, 1);
     dp_log("open %s: its path on this machine could not be opened (errno %d); bringing it over", abs, errno);
     dp_free(*reply);
-    status = ask_open(dirfd, path, flags, mode, DP_OPEN_NO_HOST_FILE, abs, reply, len, local);
+    status = ask_open(abs, flags, mode, DP_OPEN_NO_HOST_FILE, reply, len, local);
   }
   if (status != DP_LOCAL) *fd = remote_fd(status, path, *reply, *len, flags);
   return status;

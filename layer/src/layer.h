@@ -127,7 +127,8 @@ void dp_unlisten(const struct dp_fdinfo *info);
  * On DP_LOCAL, *local_path is the path to use locally (the caller's own, or the proxy's rewrite). */
 int dp_ask_path(uint32_t op, const void *head, size_t head_len, int dirfd, const char *path, char **reply, uint32_t *reply_len, const char **local_path);
 /* The absolute path to ask the proxy about, in abs (PATH_MAX bytes), and in *local_path the path a local call uses;
- * 0 when the call stays local without asking (no path, or one the session's fast rules call local). */
+ * 0 when the call stays local without asking (no path, or one the session's fast rules call local), else the rules'
+ * verdict: DP_RULE_ASK, or DP_RULE_REMOTE (a read-only open may then be dp_open_in_root's). */
 int dp_path_to_ask(int dirfd, const char *path, char *abs, const char **local_path);
 /* dp_ask_path for a path dp_path_to_ask gave; *local_path becomes the proxy's rewrite, if any. */
 int dp_ask_abs(uint32_t op, const void *head, size_t head_len, const char *abs, char **reply, uint32_t *reply_len, const char **local_path);
@@ -143,8 +144,13 @@ int dp_rules_from_file(const char *path);
 int dp_rules_ready(void);
 /* Whether this process may hold written files (write.c): true until the rules say no write goes to the target. */
 int dp_remote_writes(void);
-/* True when the rules call this absolute path local. */
-int dp_rules_local(const char *path);
+/* The rules' verdict on this absolute path: DP_RULE_LOCAL, DP_RULE_ASK (also when no rule matches) or DP_RULE_REMOTE. */
+int dp_rules_verdict(const char *path);
+/* A process whose root is the target's (the hello's root_pid), or 0. */
+uint32_t dp_root_pid(void);
+/* A read-only open of a file the rules call remote, by the kernel inside the target's root (files.c): 1 when settled
+ * here (*fd, or -1 and errno), 0 when the proxy must answer. */
+int dp_open_in_root(const char *abs, int flags, int *fd);
 /* Inside a hook: opens this thread's proxy connection now if it has none, so that its hello loads the rules. */
 void dp_connect_early(void);
 /* True when TCP to a loopback address is always local in this session. */

@@ -22,6 +22,7 @@ static struct rule rules[DP_RULES_MAX];
 static size_t count;
 static uint32_t flags;
 static uint32_t handover_pid;
+static uint32_t root_pid;
 static char store[DP_RULES_MAX_BYTES];
 
 /* The rules a path can match, by what rejects most of them at once: exact and prefix rules in the list of the byte
@@ -81,7 +82,7 @@ int dp_rules_from_file(const char *path) {
   int fd = real_openat(AT_FDCWD, path, O_RDONLY | O_CLOEXEC);
   int unset = UNSET, loaded = 0;
   if (fd >= 0 && atomic_compare_exchange_strong(&state, &unset, LOADING)) {
-    struct dp_hello_resp head = {0, 0};
+    struct dp_hello_resp head = {0};
     char more;
     ssize_t len = read_up_to(fd, &head, sizeof head) == (ssize_t)sizeof head ? read_up_to(fd, store, sizeof store) : -1;
     /* A file longer than the store is not one this layer can read whole. */
@@ -100,13 +101,14 @@ void dp_rules_loaded(const char *from, const struct dp_hello_resp *hello, uint32
     return;
   }
   handover_pid = hello->handover_pid;
+  root_pid = hello->root_pid;
   size_t n = 0;
   for (uint32_t off = 0; off < len; n++) {
     struct dp_rule head;
     if (n == DP_RULES_MAX || len - off < sizeof head) goto bad;
     memcpy(&head, store + off, sizeof head);
     off += (uint32_t)sizeof head;
-    if (head.len > len - off || head.match < DP_MATCH_EXACT || head.match > DP_MATCH_CONTAINS || (head.verdict != DP_RULE_LOCAL && head.verdict != DP_RULE_ASK)) goto bad;
+    if (head.len > len - off || head.match < DP_MATCH_EXACT || head.match > DP_MATCH_CONTAINS || head.verdict < DP_RULE_LOCAL || head.verdict > DP_RULE_REMOTE) goto bad;
     for (uint32_t i = 0; i < head.len; i++) {
       /* Lower-case ASCII, as the policy sends them: the lists are indexed by byte. */
       unsigned char c = (unsigned char)store[off + i];
@@ -186,18 +188,20 @@ int dp_remote_writes(void) { return !dp_rules_ready() || (flags & DP_HELLO_REMOT
 
 uint32_t dp_handover_pid(void) { return atomic_load_explicit(&state, memory_order_acquire) == LOADED ? handover_pid : 0; }
 
+uint32_t dp_root_pid(void) { return atomic_load_explicit(&state, memory_order_acquire) == LOADED ? root_pid : 0; }
+
 int dp_loopback_tcp_local(void) { return atomic_load_explicit(&state, memory_order_acquire) == LOADED && (flags & DP_HELLO_LOOPBACK_TCP_LOCAL); }
 
-int dp_rules_local(const char *path) {
+int dp_rules_verdict(const char *path) {
   /* The rules come with a connection's hello: a process's first call connects before it looks at them, so that
    * call too can stay local. */
   if (atomic_load_explicit(&state, memory_order_acquire) == UNSET) dp_connect_early();
-  if (atomic_load_explicit(&state, memory_order_acquire) != LOADED || count == 0) return 0;
+  if (atomic_load_explicit(&state, memory_order_acquire) != LOADED || count == 0) return DP_RULE_ASK;
   size_t n = plain_length(path);
-  if (n == 0) return 0;
+  if (n == 0) return DP_RULE_ASK;
   size_t first = count;
   if (n >= 2) first = first_match(BY_FIRST + (unsigned char)lower(path[1]), first, path, n);
   first = first_match(BY_LAST + (unsigned char)lower(path[n - 1]), first, path, n);
   first = first_match(ALWAYS, first, path, n);
-  return first < count && rules[first].verdict == DP_RULE_LOCAL;
+  return first < count ? rules[first].verdict : DP_RULE_ASK;
 }

@@ -4,10 +4,14 @@ import { diskCache } from './disk-cache.ts';
 
 export type FastMatch = 'exact' | 'prefix' | 'suffix' | 'contains';
 
-/** The first rule a path matches decides: `local` keeps the call local without asking, `ask` sends it to the proxy. */
+/**
+ * The first rule a path matches decides: `local` keeps the call local without asking, `ask` sends it to the proxy, and
+ * `remote` says the policy reads the file from the target at the same path: where the layer can reach the target's
+ * root itself (a local process target), it opens such a file there for reading, without asking; any other call asks.
+ */
 export interface FastRule {
   match: FastMatch;
-  verdict: 'local' | 'ask';
+  verdict: 'local' | 'ask' | 'remote';
   /** Lower-case ASCII. */
   text: string;
 }
@@ -143,43 +147,89 @@ export interface FsLists {
   mode: 'local' | 'localwithoverrides' | 'read' | 'write';
   /** Mapping patterns: a path one matches is rewritten, so it must reach the proxy. */
   mapping: string[];
-  /** Decided before the local lists, and not local for every call: not_found, read_write, read_only. */
-  userAsk: string[];
+  /** Decided before the local lists: not_found, then read_write and read_only (read from the target). */
+  userNotFound: string[];
+  userRemote: string[];
   userLocal: string[];
-  /** The defaults that come before the local defaults: not-found ones, remote ones, the target's mounts. */
-  defaultAsk: string[];
+  /** The defaults that come before the local defaults: not-found ones, then the remote ones and the target's mounts. */
+  defaultNotFound: string[];
+  defaultRemote: string[];
   defaultLocal: string[];
+}
+
+/** An unanchored pattern's leading literal text, which every path it matches contains (`\\.so(\\.\\d+)+$`: `.so`). */
+function leadingLiteral(source: string): string | undefined {
+  const component = source.startsWith('(^|/)');
+  const text = anchoredPrefix(`^${component ? source.slice('(^|/)'.length) : source}`);
+  return text ? `${component ? '/' : ''}${text}` : undefined;
 }
 
 /**
  * Rules in the policy's decision order, the first match deciding, under which every path the layer calls local is
- * one the policy calls local, whatever the call. An `ask` pattern that does not convert exactly is widened to its
- * anchored literal prefix; if it has none, no rules at all are sent (the layer then asks about everything), since
- * the paths it matches could be any. Local patterns that do not convert are left out (their paths are asked).
+ * one the policy calls local, whatever the call, and every path it calls remote is one the policy reads from the
+ * target at that very path. A pattern that does not convert exactly is widened, as an `ask` rule, to its anchored
+ * literal prefix; if it has none, no rules at all are sent (the layer then asks about everything), since the paths it
+ * matches could be any. Local patterns that do not convert are left out (their paths are asked), but a path they
+ * match must not meet a later `remote` rule: they are widened (a prefix, or a `contains` of their leading literal)
+ * as `ask` rules before the next `remote` one, and where one cannot be, no later rule is `remote`. A path no pattern
+ * matches is read from the target in the read and write modes: the last rule, when every pattern was accounted for.
  */
 function deriveFastRules(lists: FsLists): FastRule[] {
-  const levels: { verdict: FastRule['verdict']; sources: string[] }[] = [
+  type Level = { verdict: FastRule['verdict']; sources: string[] };
+  const local = lists.mode === 'local' || lists.mode === 'localwithoverrides';
+  const levels: Level[] = [
     { verdict: 'ask', sources: lists.mapping },
-    ...(lists.mode === 'local' ? [] : [{ verdict: 'ask' as const, sources: lists.userAsk }]),
-    ...(lists.mode === 'local' || lists.mode === 'localwithoverrides'
+    ...(lists.mode === 'local' ? [] : [{ verdict: 'ask' as const, sources: lists.userNotFound }, { verdict: 'remote' as const, sources: lists.userRemote }]),
+    ...(local
       ? [{ verdict: 'local' as const, sources: ['^/'] }]
-      : [{ verdict: 'local' as const, sources: lists.userLocal }, { verdict: 'ask' as const, sources: lists.defaultAsk }, { verdict: 'local' as const, sources: lists.defaultLocal }]),
+      : [
+          { verdict: 'local' as const, sources: lists.userLocal },
+          { verdict: 'ask' as const, sources: lists.defaultNotFound },
+          { verdict: 'remote' as const, sources: lists.defaultRemote },
+          { verdict: 'local' as const, sources: lists.defaultLocal },
+          // Every path: the policy's last word for a read in these modes.
+          { verdict: 'remote' as const, sources: [''] },
+        ]),
   ];
   const rules: FastRule[] = [];
+  /** Widened local patterns not yet placed, and whether one could not be. */
+  let pending: FastRule[] = [];
+  let unplaced = false;
   for (const { verdict, sources } of levels) {
     for (const source of sources) {
-      const prefix = verdict === 'ask' ? anchoredPrefix(source) : undefined;
-      const converted = convertPattern(source) ?? (prefix === undefined ? undefined : [{ match: 'prefix' as const, text: prefix }]);
-      if (converted === undefined && verdict === 'ask') return [];
-      rules.push(...(converted ?? []).map((rule) => ({ ...rule, verdict })));
+      const converted = source === '' ? [{ match: 'contains' as const, text: '' }] : convertPattern(source);
+      if (verdict === 'local') {
+        if (converted !== undefined) rules.push(...converted.map((rule) => ({ ...rule, verdict })));
+        else {
+          const prefix = anchoredPrefix(source);
+          const contained = prefix === undefined ? leadingLiteral(source) : undefined;
+          if (prefix !== undefined) pending.push({ match: 'prefix', text: prefix, verdict: 'ask' });
+          else if (contained !== undefined) pending.push({ match: 'contains', text: contained, verdict: 'ask' });
+          else unplaced = true;
+        }
+        continue;
+      }
+      if (verdict === 'remote') {
+        rules.push(...pending);
+        pending = [];
+      }
+      if (converted !== undefined) {
+        rules.push(...converted.map((rule) => ({ ...rule, verdict: verdict === 'remote' && unplaced ? ('ask' as const) : verdict })));
+        continue;
+      }
+      const prefix = anchoredPrefix(source);
+      if (prefix === undefined) return [];
+      rules.push({ match: 'prefix', text: prefix, verdict: 'ask' });
     }
   }
-  // A rule after an identical one never decides.
+  // A rule after an identical one never decides; nor does an `ask` rule at the end, since no rule means ask.
   const seen = new Set<string>();
-  return rules.filter((rule) => {
+  const kept = rules.filter((rule) => {
     const key = `${rule.match} ${rule.text}`;
     return !seen.has(key) && seen.add(key);
   });
+  while (kept.at(-1)?.verdict === 'ask') kept.pop();
+  return kept;
 }
 
 /** deriveFastRules, kept on disk per lists (disk-cache.ts): run cold at every start, it cost 2-3 ms of the way to the program's spawn. */

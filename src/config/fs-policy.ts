@@ -7,7 +7,7 @@ export type FsAction = 'local' | 'remote' | 'not_found';
 
 export interface FsPolicy {
   decide(path: string, options: { write: boolean }): { action: FsAction; path: string };
-  /** Rules the layer applies before asking: a path they call local, this policy calls local too (fs-fast-rules.ts). */
+  /** Rules the layer applies before asking: a path they call local (remote), this policy calls local (reads remotely) too (fs-fast-rules.ts). */
   readonly fastRules: FastRule[];
   /** Whether any write can go to the target (write mode, or read_write lists in a mode that applies them). */
   readonly remoteWrites: boolean;
@@ -89,9 +89,11 @@ export function createFsPolicy(fs: ResolvedConfig['feature']['fs'], paths: RunTi
   const fastRules = fastRulesFor({
     mode: fs.mode,
     mapping: Object.keys(fs.mapping),
-    userAsk: [...fs.not_found, ...fs.read_write, ...fs.read_only],
+    userNotFound: fs.not_found,
+    userRemote: [...fs.read_write, ...fs.read_only],
     userLocal: fs.local,
-    defaultAsk: [...sources.defaultNotFound, ...sources.remoteDefaults],
+    defaultNotFound: sources.defaultNotFound,
+    defaultRemote: sources.remoteDefaults,
     defaultLocal: sources.localDefaults,
   });
 

@@ -38,10 +38,11 @@ export interface Platform {
    */
   targetEnvironment?(withHostname: boolean): Promise<{ vars: Record<string, string>; hostnameFile?: string | undefined }>;
   /**
-   * Where the target's files are reachable from this machine (a local process's /proc/PID/root): the proxy then serves a
-   * program's reads itself, as the agent would, and a read-only open gets the file itself. Absent, the agent is asked.
+   * A process on this machine whose root is the target's (a local process target): its /proc/PID/root reaches the
+   * target's files, which the proxy then serves itself, as the agent would, and which a program opens itself for
+   * reading (see AgentClient's rootPid). Absent, the agent is asked.
    */
-  readonly targetRoot?: string;
+  readonly rootPid?: number;
   /** A process on this machine in the target's network namespace (a local process target): see AgentClient's networkPid. */
   readonly networkPid?: number;
   /** Stops every agent and removes everything the platform created; safe to call more than once. */

@@ -48,6 +48,8 @@ export interface AgentClient {
    * outgoing TCP sockets itself, with no agent in the way; undefined where the agent connects. The session's, not the link's.
    */
   networkPid?(): number | undefined;
+  /** A process on this machine whose root is the target's, where a program's layer opens the target's files itself. The session's. */
+  rootPid?(): number | undefined;
   /** Connects and hands the socket over: its descriptor in the agent's process, and the token that releases it. */
   connectTcpFd(host: string, port: number): Promise<Operations['tcp.connectFd']['result']>;
   /** The program took the socket of `token`, or could not: the agent closes its copy. Nothing waits for the answer. */

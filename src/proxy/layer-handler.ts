@@ -48,6 +48,8 @@ export interface FastPath {
   handoverPid?: number | undefined;
   /** Some writes go to the target: only then can a process hold written files (the layer looks for them only then). */
   remoteWrites: boolean;
+  /** A process whose root is the target's (a local process target): the layer opens the files of `remote` rules there. */
+  rootPid?: number | undefined;
 }
 
 /** The program's socket at connect, as the layer sees it. */

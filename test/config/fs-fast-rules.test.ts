@@ -8,14 +8,18 @@ import type { ResolvedConfig } from '../../src/config/schema.ts';
 
 /** What layer/src/rules.c does, as the oracle for these tests: only absolute, ASCII, normalized paths; ASCII case
  * folded; the first rule that matches decides. */
-function layerCallsLocal(rules: FastRule[], path: string): boolean {
+function layerVerdict(rules: FastRule[], path: string): FastRule['verdict'] {
   // eslint-disable-next-line no-control-regex
-  if (!path.startsWith('/') || /[^\x00-\x7f]/.test(path) || /\/(\/|\.\.?(\/|$))/.test(path)) return false;
+  if (!path.startsWith('/') || /[^\x00-\x7f]/.test(path) || /\/(\/|\.\.?(\/|$))/.test(path)) return 'ask';
   const low = path.replace(/[A-Z]/g, (c) => c.toLowerCase());
   const hit = (rule: FastRule) =>
     rule.match === 'exact' ? low === rule.text : rule.match === 'prefix' ? low.startsWith(rule.text) : rule.match === 'suffix' ? low.endsWith(rule.text) : low.includes(rule.text);
-  return rules.find(hit)?.verdict === 'local';
+  return rules.find(hit)?.verdict ?? 'ask';
 }
+
+const layerCallsLocal = (rules: FastRule[], path: string) => layerVerdict(rules, path) === 'local';
+/** The layer opens the file for reading in the target's root itself. */
+const layerReadsRemote = (rules: FastRule[], path: string) => layerVerdict(rules, path) === 'remote';
 
 const flipCase = (text: string, seed: number) => [...text].map((c, i) => ((seed >> i % 8) & 1 ? c.toUpperCase() : c)).join('');
 
@@ -41,7 +45,9 @@ const base: ResolvedConfig['feature']['fs'] = { mode: 'read', read_write: [], re
 function assertSound(fs: ResolvedConfig['feature']['fs']): FastRule[] {
   const policy = createFsPolicy(fs, paths);
   for (const path of corpus(policy.fastRules, interesting)) {
-    if (!layerCallsLocal(policy.fastRules, path)) continue;
+    const verdict = layerVerdict(policy.fastRules, path);
+    if (verdict === 'remote') assert.deepEqual(policy.decide(path, { write: false }), { action: 'remote', path }, `the layer would read ${path} from the target`);
+    if (verdict !== 'local') continue;
     for (const write of [false, true]) {
       assert.deepEqual(policy.decide(path, { write }), { action: 'local', path }, `the layer would call ${path} local (write: ${write})`);
     }
@@ -118,4 +124,21 @@ test('modes: local makes everything local but mapped paths; localwithoverrides a
   assert.ok(!layerCallsLocal(overrides, '/srv/app/x'));
   const write = assertSound({ ...base, mode: 'write' });
   assert.ok(layerCallsLocal(write, '/usr/lib/x.so') && !layerCallsLocal(write, '/srv/app/x'));
+});
+
+test('reads the policy sends to the target at the same path: the layer opens them itself; mapped, not-found and maybe-local paths are asked', () => {
+  const rules = assertSound({ ...base, not_found: ['^/srv/gone'], read_only: ['^/etc/myapp(/|$)'], mapping: { '^/data/old/(.*)': '/srv/$1' } });
+  for (const path of ['/srv/app/config.json', '/etc/hosts', '/ETC/resolv.conf', '/etc/ssl/certs/ca.pem', '/etc/app/a.conf', '/opt/app/x', '/etc/myapp/conf', '/data/a', '/srv/12']) {
+    assert.ok(layerReadsRemote(rules, path), path);
+  }
+  // A default local pattern that does not convert (`\\.so(\\.\\d+)+$`) has its paths asked, not read remotely.
+  for (const path of ['/srv/gone/x', '/data/old/x', '/srv/lib/x.so.6', '/srv/.yarnrc.yml', '/home/dev/.kube/config', '/work/project/../x']) assert.ok(!layerReadsRemote(rules, path), path);
+  // A local pattern that cannot even be widened: nothing is read remotely without asking.
+  const unsure = assertSound({ ...base, local: ['[a-z]+\\.local$'] });
+  assert.ok(unsure.length > 0 && unsure.every((rule) => rule.verdict !== 'remote'));
+  assert.ok(layerCallsLocal(unsure, '/usr/lib/x.so'));
+  // The local modes read nothing remotely but the user's lists.
+  assert.ok(!assertSound({ ...base, mode: 'local' }).some((rule) => rule.verdict === 'remote'));
+  const overrides = assertSound({ ...base, mode: 'localwithoverrides', read_only: ['^/srv/app'] });
+  assert.ok(layerReadsRemote(overrides, '/srv/app/x') && layerCallsLocal(overrides, '/srv/other'));
 });

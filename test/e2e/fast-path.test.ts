@@ -2,7 +2,7 @@
 // the layer without reaching the proxy (its debug log says which paths it asked about), with the same answers as
 // before, and every path it kept local is one the fs policy calls local, for the defaults and for a user's lists.
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { homedir, tmpdir } from 'node:os';
@@ -52,6 +52,8 @@ function parse(result: Finished): { out: Outcome; log: string[] } {
 
 const asked = (log: string[], path: string) => log.some((line) => new RegExp(`: ask op \\d+: ${path.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}$`).test(line));
 const localByRule = (log: string[]) => log.flatMap((line) => /: local by rule: (.*)$/.exec(line)?.[1] ?? []);
+/** How many times the layer opened the target's file itself, in the target's root, without asking. */
+const openedInRoot = (log: string[], path: string) => log.filter((line) => line.includes(`: open ${path}: the target's file, in /proc/`)).length;
 const hostStat = (path: string) => {
   const s = statSync(path);
   return [s.ino, s.size, s.mode];
@@ -94,7 +96,7 @@ describe('the layer\'s fast path', gate, () => {
     for (const path of kept) assert.equal(policy.decide(path, { write: false }).action, 'local', `the layer kept ${path} local`);
   }
 
-  test('local stats under /usr, /proc and node_modules and a loopback connection do not reach the proxy; the target\'s files still do', async () => {
+  test('local stats under /usr, /proc and node_modules and a loopback connection do not reach the proxy; the target\'s files are opened in its root, its stats asked', async () => {
     // A last "." component is dropped as the policy's normalize drops it (shells stat "$PWD/.").
     const local = ['/usr/bin/env', '/proc/version', join(repo, 'node_modules/yaml/LICENSE'), '/usr/bin/.', '/usr/bin/../bin/env'];
     const remote = ['/etc/resolv.conf', '/etc/hosts', '/opt/app/mounted.conf', '/srv/app/config/settings.json'];
@@ -115,17 +117,38 @@ describe('the layer\'s fast path', gate, () => {
     assert.match(out.reads['/etc/hosts']!, new RegExp(world.services.hostsAlias.name.replace(/\./g, '\\.')));
     assert.equal(out.reads['/opt/app/mounted.conf'], world.target.files['/opt/app/mounted.conf']);
     assert.equal(out.reads['/srv/app/config/settings.json'], world.target.files['/srv/app/config/settings.json']);
-    for (const path of [...remote, certScript]) assert.ok(asked(log, path), `${path} should be asked about`);
+    for (const path of remote) assert.ok(openedInRoot(log, path) === 1 && !asked(log, path), `${path} should be opened in the target's root`);
+    assert.ok(asked(log, certScript), `${certScript} should be asked about`);
     assert.equal(out.stats[certScript], 'ENOENT');
     assert.equal(out.loopback, 'from the developer machine');
     assert.ok(log.some((line) => line.endsWith('connect: loopback, local by rule')));
     await assertPolicyAgrees(log);
   });
 
+  test('the target\'s files are opened in its root: links, absolute or climbing above it, resolve there; a directory is still asked', async () => {
+    // The world's /srv/app/current is an absolute link to /srv/app/config, which this machine has not.
+    const root = `/proc/${world.target.pid}/root`;
+    const climbing = '/srv/app/climbing';
+    symlinkSync('../../../../../../srv/app/config/settings.json', root + climbing);
+    try {
+      const reads = ['/srv/app/current/settings.json', climbing, '/srv/app/missing', '/srv/app/config'];
+      const { out, log } = parse(await probe([], reads, false));
+      const settings = world.target.files['/srv/app/config/settings.json'];
+      assert.deepEqual(reads.map((path) => out.reads[path]), [settings, settings, 'ENOENT', 'EISDIR']);
+      for (const path of reads.slice(0, 2)) assert.ok(openedInRoot(log, path) === 1 && !asked(log, path), path);
+      assert.ok(!asked(log, '/srv/app/missing'));
+      assert.ok(asked(log, '/srv/app/config'));
+    } finally {
+      rmSync(root + climbing, { force: true });
+    }
+  });
+
   test('a process that asks nothing never connects to the proxy; one that asks connects once', async () => {
     const hellos = (result: Finished) => parse(result).log.filter((line) => / call hello /.test(line)).length;
     assert.equal(hellos(await execIn(world.target.pid, ['/usr/bin/stat', '-c', '%i', '/usr/bin/env'], { cwd: '/', flags: ['--trace'] })), 0);
-    assert.equal(hellos(await execIn(world.target.pid, ['/bin/cat', '/srv/app/config/settings.json'], { cwd: '/', flags: ['--trace'] })), 1);
+    // Nor does one that only reads the target's files, which it opens itself.
+    assert.equal(hellos(await execIn(world.target.pid, ['/bin/cat', '/srv/app/config/settings.json'], { cwd: '/', flags: ['--trace'] })), 0);
+    assert.equal(hellos(await execIn(world.target.pid, ['/usr/bin/stat', '-c', '%s', '/srv/app/config/settings.json'], { cwd: '/', flags: ['--trace'] })), 1);
   });
 
   test('a user\'s not_found, read_only, local and mapping lists still decide, with the fast path on', async () => {
@@ -169,11 +192,11 @@ print(json.dumps(out))
     const { log } = parse({ ...result, stdout: '{}' });
     const env = statSync('/usr/bin/env').ino;
     assert.deepEqual(JSON.parse(result.stdout), [world.target.files['/srv/app/config/settings.json'], env, world.target.files['/srv/app/config/feature-flags'], env]);
-    assert.ok(asked(log, '/srv/app/config/settings.json') && asked(log, '/srv/app/config/feature-flags'));
+    assert.ok(openedInRoot(log, '/srv/app/config/settings.json') === 1 && openedInRoot(log, '/srv/app/config/feature-flags') === 1);
     assert.ok(localByRule(log).includes('/usr/bin/env'));
   });
 
-  test('remote stats are not asked again: a repeated stat, and a stat after a remote open, are answered in the layer within the window', async () => {
+  test('remote stats are not asked again: a repeated stat is answered in the layer within the window; the target\'s files are opened without asking', async () => {
     const repeat = join(scratch, 'repeat.py');
     const settings = '/srv/app/config/settings.json';
     writeFileSync(repeat, `
@@ -204,8 +227,9 @@ print(json.dumps(out))
     const asks = (op: number, path: string) => log.filter((line) => line.endsWith(`: ask op ${op}: ${path}`)).length;
     // Five times each, back to back: a thread preempted past the window asks again, so "fewer than five", not "once".
     assert.ok(asks(2, settings) >= 1 && asks(2, settings) < 5, `stat asked ${asks(2, settings)} times`);
-    assert.equal(asks(1, world.target.benchFile), 5);
-    assert.ok(asks(2, world.target.benchFile) < 5, `stat after open asked ${asks(2, world.target.benchFile)} times`);
+    assert.equal(asks(1, world.target.benchFile), 0);
+    assert.equal(openedInRoot(log, world.target.benchFile), 5);
+    assert.ok(asks(2, world.target.benchFile) < 5, `stat between opens asked ${asks(2, world.target.benchFile)} times`);
     assert.ok(log.some((line) => line.endsWith(`stat of ${settings}: answered from the last stat`)));
     assert.equal(asks(2, '/srv/app/new.txt'), 2);
   });

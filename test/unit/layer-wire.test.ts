@@ -45,8 +45,8 @@ test('struct sizes and op numbers match the C header', () => {
   const ops = ['OPEN', 'STAT', 'ACCESS', 'READLINK', 'REALPATH', 'GETADDRINFO', 'CONNECT', 'BIND', 'LISTEN', 'PEER_OF', 'UNLISTEN', 'UDP_ROUTE', 'UNIX_CONNECT', 'HELLO'];
   const numbers = runC(ops.map((name) => `printf("%d ", DP_OP_${name});`).join(' ')).split(' ').map(Number);
   assert.deepEqual(numbers, [Op.open, Op.stat, Op.access, Op.readlink, Op.realpath, Op.getaddrinfo, Op.connect, Op.bind, Op.listen, Op.peerOf, Op.unlisten, Op.udpRoute, Op.unixConnect, Op.hello]);
-  const limits = runC('printf("%d %d %u %d %d %d %d %d %d", DP_RULES_MAX, DP_RULES_MAX_BYTES, DP_HELLO_LOOPBACK_TCP_LOCAL, DP_MATCH_EXACT, DP_MATCH_PREFIX, DP_MATCH_SUFFIX, DP_MATCH_CONTAINS, DP_RULE_LOCAL, DP_RULE_ASK);');
-  assert.equal(limits, `${RULES_MAX} ${RULES_MAX_BYTES} ${HELLO_LOOPBACK_TCP_LOCAL} 1 2 3 4 1 2`);
+  const limits = runC('printf("%d %d %u %d %d %d %d %d %d %d", DP_RULES_MAX, DP_RULES_MAX_BYTES, DP_HELLO_LOOPBACK_TCP_LOCAL, DP_MATCH_EXACT, DP_MATCH_PREFIX, DP_MATCH_SUFFIX, DP_MATCH_CONTAINS, DP_RULE_LOCAL, DP_RULE_ASK, DP_RULE_REMOTE);');
+  assert.equal(limits, `${RULES_MAX} ${RULES_MAX_BYTES} ${HELLO_LOOPBACK_TCP_LOCAL} 1 2 3 4 1 2 3`);
 });
 
 test('hello: the layer says who it is; the answer is the fast path\'s flags and rules as the layer reads them', () => {
@@ -59,6 +59,10 @@ test('hello: the layer says who it is; the answer is the fast path\'s flags and 
   assert.equal(body.readUInt32LE(0), HELLO_LOOPBACK_TCP_LOCAL | HELLO_REMOTE_WRITES);
   // The proxy's file next to its socket holds the same payload.
   assert.deepEqual(encodeFastPath({ loopbackTcpLocal: true, remoteWrites: true, rules: [{ match: 'prefix', verdict: 'local', text: '/usr/' }, { match: 'exact', verdict: 'ask', text: '/etc/hosts' }] }), body);
+  // The pids, where the layer reads them; a remote rule's verdict.
+  const pids = encodeFastPath({ loopbackTcpLocal: false, remoteWrites: false, handoverPid: 77, rootPid: 4242, rules: [{ match: 'contains', verdict: 'remote', text: '' }] });
+  assert.deepEqual(pids.subarray(0, HELLO_RESP_SIZE), cBytes('struct dp_hello_resp r = {.flags = 0, .handover_pid = 77, .root_pid = 4242};'));
+  assert.equal(pids.readUInt16LE(HELLO_RESP_SIZE + 2), 3);
   const rules = body.subarray(HELLO_RESP_SIZE);
   assert.deepEqual([rules.readUInt16LE(0), rules.readUInt16LE(2), rules.readUInt32LE(4), rules.toString('ascii', 8, 13)], [2, 1, 5, '/usr/']);
   assert.deepEqual([rules.readUInt16LE(13), rules.readUInt16LE(15), rules.readUInt32LE(17), rules.toString('ascii', 21)], [1, 2, 10, '/etc/hosts']);

@@ -198,9 +198,9 @@ export async function startSession(platform: Platform, options: SessionOptions, 
   const onPrimary = (key: keyof AgentClient): unknown => (connected ? primary()[key] : beforeHandshake(key));
   // What the platform can serve itself (the target's files, its network namespace's sockets) goes no further, and
   // needs no agent yet. What only the session serves is here either way, absent or not: never asked of an agent.
-  const root = platform.targetRoot;
-  const files = root === undefined ? undefined : localFileCalls(root, (path) => (onPrimary('fetch') as AgentClient['fetch'])(path), options.onCall);
-  const here: Partial<AgentClient> = { ...files, hostFile: files?.hostFile, networkPid: () => platform.networkPid };
+  const { rootPid } = platform;
+  const files = rootPid === undefined ? undefined : localFileCalls(`/proc/${rootPid}/root`, (path) => (onPrimary('fetch') as AgentClient['fetch'])(path), options.onCall);
+  const here: Partial<AgentClient> = { ...files, hostFile: files?.hostFile, networkPid: () => platform.networkPid, rootPid: () => rootPid };
   // Everything else is looked up on the primary at call time, so a takeover needs no re-wiring.
   const agent = new Proxy({} as AgentClient, {
     get: (_, key) => (key in incoming ? incoming[key as keyof typeof incoming] : key in here ? here[key as keyof AgentClient] : onPrimary(key as keyof AgentClient)),

@@ -54,7 +54,7 @@ export function createProcessPlatform(options: ProcessAgentOptions): Platform {
       const { vars, hostname } = await targetEnvironment(options.pid, { hostname: withHostname });
       return { vars, hostnameFile: hostname };
     },
-    targetRoot: `/proc/${options.pid}/root`,
+    rootPid: options.pid,
     networkPid: options.pid,
     stop: async () => transport?.stop(),
     killNow: () => transport?.killNow(),
