@@ -54,26 +54,37 @@ static atomic_int no_host_files;
 /* Set once openat2 is missing (Linux before 5.6): remote files are then always asked for. */
 static atomic_int no_openat2;
 
-int dp_open_in_root(const char *abs, int flags, int *fd) {
+int dp_openat_in_root(const char *abs, int flags) {
   uint32_t pid = dp_root_pid();
-  /* O_TMPFILE carries O_DIRECTORY's bit. */
-  if (pid == 0 || atomic_load(&no_openat2) || atomic_load(&no_host_files) || (flags & (O_ACCMODE | O_CREAT | O_TRUNC | O_APPEND | O_DIRECTORY | O_PATH)) != O_RDONLY) return 0;
+  if (pid == 0 || atomic_load(&no_openat2) || atomic_load(&no_host_files)) {
+    errno = ENOSYS;
+    return -1;
+  }
   char root[32];
   snprintf(root, sizeof root, "/proc/%u/root", (unsigned)pid);
   int rootfd = real_openat(AT_FDCWD, root, O_PATH | O_DIRECTORY | O_CLOEXEC, 0);
-  if (rootfd < 0) return 0;
-  /* The target's links and ".." resolve inside its root, as the proxy's own reads resolve them. Non-blocking, so that
-   * a FIFO does not hang the open before it is told apart. */
-  struct open_how how = {.flags = (uint64_t)(unsigned)(flags | O_NONBLOCK), .resolve = RESOLVE_IN_ROOT};
-  int opened = (int)real_syscall(SYS_openat2, (long)rootfd, (long)abs, (long)&how, (long)sizeof how);
+  if (rootfd < 0) {
+    if (errno == EACCES || errno == EPERM) atomic_store(&no_host_files, 1);
+    return -1;
+  }
+  struct open_how how = {.flags = (uint64_t)(unsigned)flags, .resolve = RESOLVE_IN_ROOT};
+  int fd = (int)real_syscall(SYS_openat2, (long)rootfd, (long)abs, (long)&how, (long)sizeof how);
   int err = errno;
   real_close(rootfd);
+  if (fd < 0 && err == ENOSYS) atomic_store(&no_openat2, 1);
+  errno = err;
+  return fd;
+}
+
+int dp_open_in_root(const char *abs, int flags, int *fd) {
+  /* O_TMPFILE carries O_DIRECTORY's bit. */
+  if ((flags & (O_ACCMODE | O_CREAT | O_TRUNC | O_APPEND | O_DIRECTORY | O_PATH)) != O_RDONLY) return 0;
+  /* Non-blocking, so that a FIFO does not hang the open before it is told apart. */
+  int opened = dp_openat_in_root(abs, flags | O_NONBLOCK);
   if (opened < 0) {
-    if (err == ENOSYS) atomic_store(&no_openat2, 1);
     /* What the target has not is settled; anything else (no access, a loop, flags openat2 refuses) the proxy answers. */
-    if (err != ENOENT && err != ENOTDIR) return 0;
+    if (errno != ENOENT && errno != ENOTDIR) return 0;
     *fd = -1;
-    errno = err;
     return 1;
   }
   struct stat st;
@@ -82,7 +93,7 @@ int dp_open_in_root(const char *abs, int flags, int *fd) {
     real_close(opened);
     return 0;
   }
-  dp_log("open %s: the target's file, in /proc/%u/root", abs, (unsigned)pid);
+  dp_log("open %s: the target's file, in its root", abs);
   *fd = opened;
   return 1;
 }

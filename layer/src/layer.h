@@ -148,8 +148,12 @@ int dp_remote_writes(void);
 int dp_rules_verdict(const char *path);
 /* A process whose root is the target's (the hello's root_pid), or 0. */
 uint32_t dp_root_pid(void);
-/* A read-only open of a file the rules call remote, by the kernel inside the target's root (files.c): 1 when settled
- * here (*fd, or -1 and errno), 0 when the proxy must answer. */
+/* openat2 of an absolute path in the target's root (/proc/<root_pid>/root, RESOLVE_IN_ROOT: the target's links and
+ * ".." resolve inside it, as the proxy's own walk resolves them): the descriptor, or -1 and errno (ENOSYS without a
+ * root, or on a kernel before 5.6). */
+int dp_openat_in_root(const char *abs, int flags);
+/* A read-only open of a regular file the rules call remote, there (files.c): 1 when settled here (*fd, or -1 and
+ * errno), 0 when the proxy must answer. */
 int dp_open_in_root(const char *abs, int flags, int *fd);
 /* Inside a hook: opens this thread's proxy connection now if it has none, so that its hello loads the rules. */
 void dp_connect_early(void);

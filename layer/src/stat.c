@@ -54,6 +54,23 @@ void dp_fill_statx(struct statx *x, const struct dp_stat *r) {
   x->stx_dev_minor = minor(r->dev);
 }
 
+/* A stat of a path the rules call remote, in the target's root: 1 (*out), -1 (errno: ENOENT, ENOTDIR), 0 to ask. */
+static int stat_in_root(const char *abs, int nofollow, struct dp_stat *out) {
+  int fd = dp_openat_in_root(abs, O_PATH | O_CLOEXEC | (nofollow ? O_NOFOLLOW : 0));
+  if (fd < 0 && errno != ENOENT && errno != ENOTDIR) return 0;
+  dp_log("stat of %s: in the target's root%s", abs, fd < 0 ? ", not there" : "");
+  if (fd < 0) return -1;
+  struct stat st;
+  int ok = dp_local_fstatat(fd, "", &st, AT_EMPTY_PATH) == 0;
+  real_close(fd);
+  if (!ok) return 0;
+  *out = (struct dp_stat){.dev = st.st_dev, .ino = st.st_ino, .mode = st.st_mode, .nlink = st.st_nlink, .uid = st.st_uid, .gid = st.st_gid, .rdev = st.st_rdev,
+                          .size = (uint64_t)st.st_size, .blksize = (uint64_t)st.st_blksize, .blocks = (uint64_t)st.st_blocks,
+                          .atime_sec = st.st_atim.tv_sec, .atime_nsec = st.st_atim.tv_nsec, .mtime_sec = st.st_mtim.tv_sec,
+                          .mtime_nsec = st.st_mtim.tv_nsec, .ctime_sec = st.st_ctim.tv_sec, .ctime_nsec = st.st_ctim.tv_nsec};
+  return 1;
+}
+
 /* The answer for one stat-like call: 1 = filled from remote, 0 = do it locally (on *local), -1 = failed (errno set). */
 static int remote_stat(int dirfd, const char *path, int flags, struct dp_stat *out, char **reply, const char **local) {
   *reply = NULL;
@@ -67,7 +84,8 @@ static int remote_stat(int dirfd, const char *path, int flags, struct dp_stat *o
     return 0;
   }
   char abs[PATH_MAX];
-  if (!dp_path_to_ask(dirfd, path, abs, local)) return 0;
+  int verdict = dp_path_to_ask(dirfd, path, abs, local);
+  if (verdict == 0) return 0;
   int nofollow = (flags & AT_SYMLINK_NOFOLLOW) != 0;
   int known = dp_cache_get(abs, nofollow, out);
   if (known != 1) {
@@ -76,9 +94,17 @@ static int remote_stat(int dirfd, const char *path, int flags, struct dp_stat *o
     errno = -known;
     return -1;
   }
+  unsigned epoch = dp_cache_epoch();
+  /* Kept as an answer of the proxy's is: a repeated stat (a watcher, a build) then costs no system call. */
+  int direct = verdict == DP_RULE_REMOTE ? stat_in_root(abs, nofollow, out) : 0;
+  if (direct != 0) {
+    int saved = errno;
+    dp_cache_put(abs, nofollow, direct < 0 ? -saved : 0, direct < 0 ? NULL : out, epoch);
+    errno = saved;
+    return direct;
+  }
   uint32_t head = nofollow ? DP_STAT_NOFOLLOW : 0;
   uint32_t len;
-  unsigned epoch = dp_cache_epoch();
   int status = dp_ask_abs(DP_OP_STAT, &head, sizeof head, abs, reply, &len, local);
   if (status == DP_LOCAL) return 0;
   if (status < 0) {
