@@ -157,69 +157,63 @@ export interface FsLists {
   defaultLocal: string[];
 }
 
-/** An unanchored pattern's leading literal text, which every path it matches contains (`\\.so(\\.\\d+)+$`: `.so`). */
-function leadingLiteral(source: string): string | undefined {
+/**
+ * A rule that matches every path `source` matches, and more: its anchored literal prefix (`^/srv/[a-z]+`: `/srv/`), or
+ * else the literal it starts with, which every match contains (`\\.so(\\.\\d+)+$`: `.so`). Undefined when there is none.
+ */
+function widen(source: string): { match: FastMatch; text: string } | undefined {
+  const prefix = anchoredPrefix(source);
+  if (prefix !== undefined) return { match: 'prefix', text: prefix };
   const component = source.startsWith('(^|/)');
   const text = anchoredPrefix(`^${component ? source.slice('(^|/)'.length) : source}`);
-  return text ? `${component ? '/' : ''}${text}` : undefined;
+  return text ? { match: 'contains', text: `${component ? '/' : ''}${text}` } : undefined;
 }
 
 /**
  * Rules in the policy's decision order, the first match deciding, under which every path the layer calls local is
  * one the policy calls local, whatever the call, and every path it calls remote is one the policy reads from the
- * target at that very path. A pattern that does not convert exactly is widened, as an `ask` rule, to its anchored
- * literal prefix; if it has none, no rules at all are sent (the layer then asks about everything), since the paths it
- * matches could be any. Local patterns that do not convert are left out (their paths are asked), but a path they
- * match must not meet a later `remote` rule: they are widened (a prefix, or a `contains` of their leading literal)
- * as `ask` rules before the next `remote` one, and where one cannot be, no later rule is `remote`. A path no pattern
- * matches is read from the target in the read and write modes: the last rule, when every pattern was accounted for.
+ * target at that very path. A pattern that does not convert exactly is widened (see `widen`) to an `ask` rule; if it
+ * cannot be, no rules at all are sent (the layer then asks about everything), since the paths it matches could be
+ * any. A local pattern that does not convert is left out (its paths are asked), but a path it matches must not meet
+ * a later `remote` rule first: its widened `ask` rule goes before the next `remote` one, and if it has none, no later
+ * rule is `remote`. In the read and write modes the last rule matches every path: the policy's last word for a read.
  */
 function deriveFastRules(lists: FsLists): FastRule[] {
-  type Level = { verdict: FastRule['verdict']; sources: string[] };
-  const local = lists.mode === 'local' || lists.mode === 'localwithoverrides';
-  const levels: Level[] = [
+  const levels: { verdict: FastRule['verdict']; sources: string[] }[] = [
     { verdict: 'ask', sources: lists.mapping },
     ...(lists.mode === 'local' ? [] : [{ verdict: 'ask' as const, sources: lists.userNotFound }, { verdict: 'remote' as const, sources: lists.userRemote }]),
-    ...(local
+    ...(lists.mode === 'local' || lists.mode === 'localwithoverrides'
       ? [{ verdict: 'local' as const, sources: ['^/'] }]
       : [
           { verdict: 'local' as const, sources: lists.userLocal },
           { verdict: 'ask' as const, sources: lists.defaultNotFound },
           { verdict: 'remote' as const, sources: lists.defaultRemote },
           { verdict: 'local' as const, sources: lists.defaultLocal },
-          // Every path: the policy's last word for a read in these modes.
           { verdict: 'remote' as const, sources: [''] },
         ]),
   ];
   const rules: FastRule[] = [];
-  /** Widened local patterns not yet placed, and whether one could not be. */
+  /** The widened rules of local patterns that did not convert, not yet placed; and whether one could not be widened. */
   let pending: FastRule[] = [];
-  let unplaced = false;
+  let unwidened = false;
   for (const { verdict, sources } of levels) {
     for (const source of sources) {
-      const converted = source === '' ? [{ match: 'contains' as const, text: '' }] : convertPattern(source);
-      if (verdict === 'local') {
-        if (converted !== undefined) rules.push(...converted.map((rule) => ({ ...rule, verdict })));
-        else {
-          const prefix = anchoredPrefix(source);
-          const contained = prefix === undefined ? leadingLiteral(source) : undefined;
-          if (prefix !== undefined) pending.push({ match: 'prefix', text: prefix, verdict: 'ask' });
-          else if (contained !== undefined) pending.push({ match: 'contains', text: contained, verdict: 'ask' });
-          else unplaced = true;
-        }
-        continue;
-      }
       if (verdict === 'remote') {
         rules.push(...pending);
         pending = [];
       }
+      const converted = source === '' ? [{ match: 'contains' as const, text: '' }] : convertPattern(source);
       if (converted !== undefined) {
-        rules.push(...converted.map((rule) => ({ ...rule, verdict: verdict === 'remote' && unplaced ? ('ask' as const) : verdict })));
+        const decided = verdict === 'remote' && unwidened ? 'ask' : verdict;
+        rules.push(...converted.map((rule) => ({ ...rule, verdict: decided })));
         continue;
       }
-      const prefix = anchoredPrefix(source);
-      if (prefix === undefined) return [];
-      rules.push({ match: 'prefix', text: prefix, verdict: 'ask' });
+      const widened = widen(source);
+      if (verdict === 'local') {
+        if (widened) pending.push({ ...widened, verdict: 'ask' });
+        else unwidened = true;
+      } else if (widened) rules.push({ ...widened, verdict: 'ask' });
+      else return [];
     }
   }
   // A rule after an identical one never decides; nor does an `ask` rule at the end, since no rule means ask.

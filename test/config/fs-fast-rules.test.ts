@@ -110,6 +110,9 @@ test('a user pattern that does not convert: widened to its anchored prefix, or n
   for (const fs of [{ ...base, not_found: ['[a-z]+\\.secret$'] }, { ...base, read_only: ['^/a|^/b'] }, { ...base, mapping: { '(usr|lib)/(.+)$': '/srv/$2' } }]) {
     assert.deepEqual(assertSound(fs), []);
   }
+  // An unanchored one is widened to the literal every match contains.
+  const contained = assertSound({ ...base, not_found: ['\\.secret\\d$'] });
+  assert.ok(contained.length > 0 && !layerCallsLocal(contained, '/usr/a.secret1') && !layerReadsRemote(contained, '/srv/a.secret1'));
   // A local pattern that does not convert is only not sent.
   const rules = assertSound({ ...base, local: ['^/srv/[a-z]+$'] });
   assert.ok(rules.length > 0 && !layerCallsLocal(rules, '/srv/abc'));
