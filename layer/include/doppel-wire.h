@@ -297,6 +297,10 @@ struct dp_hello_resp {
   uint32_t flags;        /* DP_HELLO_* */
   uint32_t handover_pid; /* the agent's process when it hands its sockets over (process platform), else 0 */
   uint32_t root_pid;     /* a process whose root is the target's (a local process target), else 0: see DP_RULE_REMOTE */
+  /* A process in the target's network namespace when every TCP connection to a non-loopback address goes to the target
+   * (no outgoing filter, DNS through the target), else 0: the layer then makes such a socket there without asking, as
+   * for a DP_MAKE_SOCKET answer. */
+  uint32_t network_pid;
 };
 
 /* A fast rule (src/config/fs-fast-rules.ts): how it matches an absolute, normalized, ASCII path, compared

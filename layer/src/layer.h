@@ -148,6 +148,9 @@ int dp_remote_writes(void);
 int dp_rules_verdict(const char *path);
 /* A process whose root is the target's (the hello's root_pid), or 0. */
 uint32_t dp_root_pid(void);
+/* A process in the target's network where every non-loopback TCP connection is made without asking (the hello's
+ * network_pid), or 0. */
+uint32_t dp_network_pid(void);
 /* openat2 of an absolute path in the target's root (/proc/<root_pid>/root, RESOLVE_IN_ROOT: the target's links and
  * ".." resolve inside it, as the proxy's own walk resolves them): the descriptor, or -1 and errno (ENOSYS without a
  * root, or on a kernel before 5.6). */

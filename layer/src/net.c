@@ -80,6 +80,20 @@ int connect(int fd, const struct sockaddr *addr, socklen_t len) {
     return real_connect(fd, addr, len);
   }
   req.socktype = (uint32_t)type;
+  /* Every such connection goes to the target and is made in its network: the proxy's answer is known. An IPv4 socket
+   * cannot reach an IPv6 address, there or here. */
+  struct dp_make_socket there = {.pid = dp_network_pid()};
+  if (there.pid != 0 && (req.flags & DP_CONNECT_MAKES_SOCKET) && (req.remote.family == AF_INET || (req.flags & DP_CONNECT_INET6_SOCKET))) {
+    dp_log("connect: every connection goes to the target: not asked");
+    if (dp_make_socket(fd, (const char *)&there) == 0) {
+      int r = real_connect(fd, addr, len);
+      int saved = errno;
+      dp_leave();
+      errno = saved;
+      return r;
+    }
+    req.flags &= ~DP_CONNECT_MAKES_SOCKET;
+  }
   char *reply = NULL;
   uint32_t reply_len;
   int status = dp_call(DP_OP_CONNECT, &req, sizeof req, NULL, 0, &reply, &reply_len);

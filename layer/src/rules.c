@@ -23,6 +23,7 @@ static size_t count;
 static uint32_t flags;
 static uint32_t handover_pid;
 static uint32_t root_pid;
+static uint32_t network_pid;
 static char store[DP_RULES_MAX_BYTES];
 
 /* The rules a path can match, by what rejects most of them at once: exact and prefix rules in the list of the byte
@@ -102,6 +103,7 @@ void dp_rules_loaded(const char *from, const struct dp_hello_resp *hello, uint32
   }
   handover_pid = hello->handover_pid;
   root_pid = hello->root_pid;
+  network_pid = hello->network_pid;
   size_t n = 0;
   for (uint32_t off = 0; off < len; n++) {
     struct dp_rule head;
@@ -189,6 +191,8 @@ int dp_remote_writes(void) { return !dp_rules_ready() || (flags & DP_HELLO_REMOT
 uint32_t dp_handover_pid(void) { return atomic_load_explicit(&state, memory_order_acquire) == LOADED ? handover_pid : 0; }
 
 uint32_t dp_root_pid(void) { return atomic_load_explicit(&state, memory_order_acquire) == LOADED ? root_pid : 0; }
+
+uint32_t dp_network_pid(void) { return atomic_load_explicit(&state, memory_order_acquire) == LOADED ? network_pid : 0; }
 
 int dp_loopback_tcp_local(void) { return atomic_load_explicit(&state, memory_order_acquire) == LOADED && (flags & DP_HELLO_LOOPBACK_TCP_LOCAL); }
 

@@ -118,6 +118,11 @@ export interface OutgoingPolicy {
   redirectsLocal(target: Destination): boolean;
   /** Every TCP connection to a loopback address is local: the layer need not ask. */
   readonly loopbackTcpLocal: boolean;
+  /**
+   * Every TCP connection to any other address goes to the target, the target's resolvers included (DNS through the
+   * target, src/proxy/route.ts): where the layer can make it there itself, it need not ask either.
+   */
+  readonly everyTcpRemote: boolean;
 }
 
 export function createOutgoingPolicy(outgoing: ResolvedConfig['feature']['network']['outgoing'], dns: Pick<ResolvedConfig['feature']['network']['dns'], 'enabled'> = { enabled: true }): OutgoingPolicy {
@@ -127,6 +132,7 @@ export function createOutgoingPolicy(outgoing: ResolvedConfig['feature']['networ
   return {
     // Only a remote filter can send loopback to the target (below); then the layer asks about each connection.
     loopbackTcpLocal: !outgoing.tcp || filter?.way !== 'remote',
+    everyTcpRemote: outgoing.tcp && filter === undefined && dns.enabled,
     decide(target: Destination): Way {
       if (!enabled(target)) return 'local';
       const listed = filter?.rules.some((rule) => ruleMatches(rule, target)) ?? false;

@@ -50,6 +50,8 @@ export interface FastPath {
   remoteWrites: boolean;
   /** A process whose root is the target's (a local process target): the layer opens the files of `remote` rules there. */
   rootPid?: number | undefined;
+  /** A process in the target's network when every non-loopback TCP connection goes there: the layer makes them there unasked. */
+  networkPid?: number | undefined;
 }
 
 /** The program's socket at connect, as the layer sees it. */

@@ -35,7 +35,7 @@ export const FCHMOD_REQ_SIZE = 16;
 export const UDP_ROUTE_REQ_SIZE = ADDR_SIZE;
 export const UDP_ROUTE_RESP_SIZE = ADDR_SIZE;
 export const HELLO_REQ_SIZE = 8;
-export const HELLO_RESP_SIZE = 12;
+export const HELLO_RESP_SIZE = 16;
 export const HELLO_LOOPBACK_TCP_LOCAL = 1;
 export const HELLO_REMOTE_WRITES = 2;
 export const RULE_SIZE = 8;
@@ -307,11 +307,11 @@ function encodeValue(request: LayerRequest, value: unknown): Buffer {
 }
 
 /**
- * The hello answer's payload, which is also what DP_FAST_PATH_FILE holds: flags, the hand-over and root pids, and the rules table,
+ * The hello answer's payload, which is also what DP_FAST_PATH_FILE holds: flags, the hand-over, root and network pids, and the rules table,
  * sent empty past the layer's limits (it then asks about everything). One buffer written through a DataView: this runs
  * once per start, cold, where a Buffer per rule and Buffer's checked writers took 1-2 ms for a hundred rules.
  */
-export function encodeFastPath({ rules, loopbackTcpLocal, remoteWrites, handoverPid, rootPid }: FastPath): Buffer {
+export function encodeFastPath({ rules, loopbackTcpLocal, remoteWrites, handoverPid, rootPid, networkPid }: FastPath): Buffer {
   let tableBytes = 0;
   for (const rule of rules) tableBytes += RULE_SIZE + rule.text.length;
   const fits = rules.length <= RULES_MAX && tableBytes <= RULES_MAX_BYTES;
@@ -320,6 +320,7 @@ export function encodeFastPath({ rules, loopbackTcpLocal, remoteWrites, handover
   view.setUint32(0, (loopbackTcpLocal ? HELLO_LOOPBACK_TCP_LOCAL : 0) | (remoteWrites ? HELLO_REMOTE_WRITES : 0), true);
   view.setUint32(4, handoverPid ?? 0, true);
   view.setUint32(8, rootPid ?? 0, true);
+  view.setUint32(12, networkPid ?? 0, true);
   if (!fits) return out;
   let at = HELLO_RESP_SIZE;
   for (const rule of rules) {

@@ -77,7 +77,14 @@ export async function startProxy(options: ProxyOptions, prepared?: PreparedProxy
   const { sweep, ...listeners } = createListenerRequests(incoming, options.incoming);
   const { openForWrite, ...fileWrites } = createFileWriteRequests(options.agent, options.fs, options.session.notice);
   // Every process of the session gets the same rules: they come from the session's policies alone.
-  const fastPath = { rules: options.fs.fastRules, loopbackTcpLocal: options.outgoing.loopbackTcpLocal, remoteWrites: options.fs.remoteWrites, handoverPid: options.agent.handoverPid(), rootPid: options.agent.rootPid?.() };
+  const fastPath = {
+    rules: options.fs.fastRules,
+    loopbackTcpLocal: options.outgoing.loopbackTcpLocal,
+    remoteWrites: options.fs.remoteWrites,
+    handoverPid: options.agent.handoverPid(),
+    rootPid: options.agent.rootPid?.(),
+    networkPid: options.outgoing.everyTcpRemote ? options.agent.networkPid?.() : undefined,
+  };
   const handler: LayerHandler = {
     hello: () => Promise.resolve({ kind: 'remote', value: fastPath }),
     // Remote directories' stand-ins live in the same directory, so they go with it.

@@ -148,6 +148,8 @@ test('outgoing and DNS filters', async () => {
   assert.equal(remoteOnly.filterNames?.resolveAt, 'remote');
   assert.deepEqual(remoteOnly.filterNames?.names, ['api.shop.svc']);
   assert.equal(createOutgoingPolicy({ ...outgoing, filter: { remote: ['api.shop.svc'] } }, { enabled: false }).filterNames?.resolveAt, 'local');
+  // The layer makes every connection in the target's network unasked only when no filter, switch or resolver says otherwise.
+  assert.deepEqual([all, remoteOnly, localSome, createOutgoingPolicy({ ...outgoing, tcp: false }), createOutgoingPolicy(outgoing, { enabled: false })].map((policy) => policy.everyTcpRemote), [true, false, false, false, false]);
   const byName = createOutgoingPolicy({ ...outgoing, filter: { local: ['db.shop.svc.cluster.local:5432', '*.corp.example'] } });
   assert.deepEqual(byName.filterNames, { names: ['db.shop.svc.cluster.local'], resolveAt: 'local' });
   const db = { address: '198.18.64.13', port: 5432, protocol: 'tcp' as const };

@@ -5,6 +5,9 @@
 import assert from 'node:assert/strict';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, before, describe, test, type TestContext } from 'node:test';
 import { needsRoot } from '../support/root.ts';
 import { until } from '../support/until.ts';
@@ -156,6 +159,23 @@ describe('outgoing TCP in the target\'s network with no relay (process platform)
       assert.equal(way(result.stderr), expected, result.stderr);
     });
   }
+
+  test('with no outgoing filter a connection is made in the target\'s network without asking the proxy; a filter is asked', async () => {
+    const { redis } = world().services;
+    const dir = mkdtempSync(join(tmpdir(), 'doppel-filter-'));
+    try {
+      const file = join(dir, 'filter.json');
+      writeFileSync(file, JSON.stringify({ feature: { network: { outgoing: { filter: { remote: [`tcp://${redis.address}:${redis.port}`] } } } } }));
+      for (const [flags, asked] of [[[], false], [['-f', file], true]] as const) {
+        const result = await execIn(pid(), ['redis-cli', '-h', redis.address, 'PING'], { flags: [...flags], env: { ...process.env, DOPPEL_LAYER_LOG: 'debug' } });
+        assert.equal(ok(result), 'PONG\n');
+        assert.equal(way(result.stderr), 'made', result.stderr);
+        assert.equal(result.stderr.includes('connect: every connection goes to the target: not asked'), !asked, result.stderr);
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 
   test('getpeername and getsockname are the kernel\'s: the service, and the target\'s address on its link (python3 blocking, node non-blocking)', async (t) => {
     const { redis, udpEcho } = world().services;
