@@ -398,18 +398,36 @@ int fcntl64(int fd, int cmd, ...) {
   return fcntl_hook(real_fcntl64 ? real_fcntl64 : real_fcntl, fd, cmd, arg);
 }
 
+/* An access check of a path the rules call remote, in the target's root: 0, or -1 and errno, when settled here; 1 when
+ * the proxy must answer (no root, a kernel before 5.8 without faccessat2 on a descriptor). */
+static int access_in_root(const char *abs, int mode, int flags) {
+  int fd = dp_openat_in_root(abs, O_PATH | O_CLOEXEC | ((flags & AT_SYMLINK_NOFOLLOW) ? O_NOFOLLOW : 0));
+  if (fd < 0) return errno == ENOENT || errno == ENOTDIR ? -1 : 1;
+  int r = (int)real_syscall(SYS_faccessat2, (long)fd, (long)"", (long)mode, (long)((flags & AT_EACCESS) | AT_EMPTY_PATH));
+  int saved = errno;
+  real_close(fd);
+  if (r < 0 && (saved == ENOSYS || saved == EINVAL)) return 1;
+  dp_log("access of %s: in the target's root", abs);
+  errno = saved;
+  return r;
+}
+
 static int access_at(int dirfd, const char *path, int mode, int flags) {
   if (!dp_enter()) return real_faccessat(dirfd, path, mode, flags);
   int32_t head = mode;
-  char *reply;
+  char abs[PATH_MAX];
+  char *reply = NULL;
   uint32_t len;
   const char *local;
-  int status = dp_ask_path(DP_OP_ACCESS, &head, sizeof head, dirfd, path, &reply, &len, &local);
-  int r = 0;
+  int verdict = dp_path_to_ask(dirfd, path, abs, &local);
+  int r = verdict == DP_RULE_REMOTE ? access_in_root(abs, mode, flags) : 1;
+  int status = verdict == 0 ? DP_LOCAL : r == 1 ? dp_ask_abs(DP_OP_ACCESS, &head, sizeof head, abs, &reply, &len, &local) : DP_OK;
   if (status == DP_LOCAL) r = real_faccessat(local == path ? dirfd : AT_FDCWD, local, mode, flags);
   else if (status < 0) {
     errno = -status;
     r = -1;
+  } else if (r == 1) {
+    r = 0;
   }
   int saved = errno;
   dp_free(reply);

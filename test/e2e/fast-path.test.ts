@@ -16,7 +16,7 @@ import { targetMounts } from '../../src/platform/process/target-mounts.ts';
 import { needsRoot } from '../support/root.ts';
 import { createWorld, type World } from '../world/world.ts';
 import { leftoversAfter } from './leftovers.ts';
-import { execIn, type Finished } from './run-doppel.ts';
+import { execIn, ok, type Finished } from './run-doppel.ts';
 
 const gate = needsRoot('the layer\'s fast path against a process target');
 const repo = fileURLToPath(new URL('../../', import.meta.url));
@@ -55,6 +55,7 @@ const localByRule = (log: string[]) => log.flatMap((line) => /: local by rule: (
 /** How many times the layer opened (stat'ed) the target's file itself, in the target's root, without asking. */
 const openedInRoot = (log: string[], path: string) => log.filter((line) => line.endsWith(`: open ${path}: the target's file, in its root`)).length;
 const statedInRoot = (log: string[], path: string) => log.filter((line) => line.includes(`: stat of ${path}: in the target's root`)).length;
+const checkedInRoot = (log: string[], path: string) => log.filter((line) => line.endsWith(`: access of ${path}: in the target's root`)).length;
 const hostStat = (path: string) => {
   const s = statSync(path);
   return [s.ino, s.size, s.mode];
@@ -139,6 +140,12 @@ describe('the layer\'s fast path', gate, () => {
       for (const path of reads.slice(0, 2)) assert.ok(openedInRoot(log, path) === 1 && !asked(log, path), path);
       assert.ok(!asked(log, '/srv/app/missing'));
       assert.ok(asked(log, '/srv/app/config'));
+      // access(2) too (node's existsSync, test -r), following the links there; what is missing is ENOENT unasked.
+      const checks = await execIn(world.target.pid, ['sh', '-c', `test -r /srv/app/current/settings.json && echo readable; test -r ${climbing} && echo there; test -r /srv/app/missing || echo missing`], { cwd: '/', env: { ...process.env, DOPPEL_LAYER_LOG: 'debug' } });
+      assert.equal(ok(checks), 'readable\nthere\nmissing\n');
+      const checked = checks.stderr.split('\n');
+      assert.ok(checkedInRoot(checked, '/srv/app/current/settings.json') === 1 && checkedInRoot(checked, climbing) === 1, checks.stderr);
+      assert.ok(!asked(checked, '/srv/app/missing') && !asked(checked, climbing), checks.stderr);
     } finally {
       rmSync(root + climbing, { force: true });
     }
