@@ -89,7 +89,8 @@ int dp_open_in_root(const char *abs, int flags, int *fd) {
   }
   struct stat st;
   /* Directories get their stand-ins, special files are brought over: the proxy's. */
-  if (fstat(opened, &st) != 0 || !S_ISREG(st.st_mode) || ((flags & O_NONBLOCK) == 0 && fcntl(opened, F_SETFL, fcntl(opened, F_GETFL) & ~O_NONBLOCK) != 0)) {
+  /* F_SETFL changes only the status flags it can (O_NONBLOCK among the program's): the program's own, as it asked. */
+  if (fstat(opened, &st) != 0 || !S_ISREG(st.st_mode) || ((flags & O_NONBLOCK) == 0 && fcntl(opened, F_SETFL, flags) != 0)) {
     real_close(opened);
     return 0;
   }
@@ -421,13 +422,15 @@ static int access_at(int dirfd, const char *path, int mode, int flags) {
   const char *local;
   int verdict = dp_path_to_ask(dirfd, path, abs, &local);
   int r = verdict == DP_RULE_REMOTE ? access_in_root(abs, mode, flags) : 1;
-  int status = verdict == 0 ? DP_LOCAL : r == 1 ? dp_ask_abs(DP_OP_ACCESS, &head, sizeof head, abs, &reply, &len, &local) : DP_OK;
-  if (status == DP_LOCAL) r = real_faccessat(local == path ? dirfd : AT_FDCWD, local, mode, flags);
-  else if (status < 0) {
-    errno = -status;
-    r = -1;
-  } else if (r == 1) {
-    r = 0;
+  if (r == 1) {
+    int status = verdict == 0 ? DP_LOCAL : dp_ask_abs(DP_OP_ACCESS, &head, sizeof head, abs, &reply, &len, &local);
+    if (status == DP_LOCAL) r = real_faccessat(local == path ? dirfd : AT_FDCWD, local, mode, flags);
+    else if (status < 0) {
+      errno = -status;
+      r = -1;
+    } else {
+      r = 0;
+    }
   }
   int saved = errno;
   dp_free(reply);

@@ -7,7 +7,7 @@ export type FsAction = 'local' | 'remote' | 'not_found';
 
 export interface FsPolicy {
   decide(path: string, options: { write: boolean }): { action: FsAction; path: string };
-  /** Rules the layer applies before asking: a path they call local (remote), this policy calls local (reads remotely) too (fs-fast-rules.ts). */
+  /** Rules the layer applies before asking: a path they call local is local here too, one they call remote is read from the target at that path (fs-fast-rules.ts). */
   readonly fastRules: FastRule[];
   /** Whether any write can go to the target (write mode, or read_write lists in a mode that applies them). */
   readonly remoteWrites: boolean;
