@@ -14,7 +14,13 @@ export function holdRendezvous(port: number, member: (socket: Socket) => void): 
   });
 }
 
-/** Connects to the agent that holds the port's name, or undefined when none does (any more). */
+/**
+ * Errors of a connect that mean "no holder to join now": none holds the name, the holder died while we connected
+ * (ECONNRESET), or its backlog is full (EAGAIN: dying, or too busy to accept). The caller tries again.
+ */
+const NO_HOLDER_NOW = new Set(['ECONNREFUSED', 'ENOENT', 'ECONNRESET', 'EAGAIN']);
+
+/** Connects to the agent that holds the port's name, or undefined when none can be joined now. */
 export function reachRendezvous(port: number): Promise<Socket | undefined> {
   return new Promise((resolve, reject) => {
     const socket = connect({ path: name(port) });
@@ -22,7 +28,7 @@ export function reachRendezvous(port: number): Promise<Socket | undefined> {
       socket.off('error', failed);
       resolve(socket);
     });
-    const failed = (error: NodeJS.ErrnoException) => (error.code === 'ECONNREFUSED' || error.code === 'ENOENT' ? resolve(undefined) : reject(error));
+    const failed = (error: NodeJS.ErrnoException) => (NO_HOLDER_NOW.has(error.code ?? '') ? resolve(undefined) : reject(error));
     socket.once('error', failed);
   });
 }

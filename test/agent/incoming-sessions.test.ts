@@ -97,10 +97,10 @@ describe('several sessions on one target port', gate, () => {
     });
   }
 
-  /** Asks until `expected` answers (a takeover takes a moment), for at most 5 s. */
+  /** Asks until `expected` answers (a takeover takes a moment; longer on a busy machine), for at most 15 s. */
   async function eventually(path: string, expected: string, ...args: string[]): Promise<void> {
     let last = '';
-    for (const deadline = Date.now() + 5000; Date.now() < deadline; await new Promise((resolve) => setTimeout(resolve, 100))) {
+    for (const deadline = Date.now() + 15_000; Date.now() < deadline; await new Promise((resolve) => setTimeout(resolve, 100))) {
       last = await curl(path, ...args).catch((error: Error) => error.message);
       if (last === expected) return;
     }
