@@ -12,14 +12,16 @@ export interface Nameserver {
   family: 4 | 6;
 }
 
-/** A resolv.conf nameserver as c-ares reads it (`addr`, `addr:port`, `[v6]:port`); undefined for a scoped address. */
+/** A resolv.conf nameserver as c-ares reads it (`addr`, `addr:port`, `[v6]:port`); undefined for a scoped IPv6 address. */
 export function parseNameserver(entry: string): Nameserver | undefined {
   const bracketed = /^\[([^\]]+)\](?::(\d+))?$/.exec(entry);
   const withPort = /^([^:]+):(\d+)$/.exec(entry);
   const [address, port] = bracketed ? [bracketed[1]!, bracketed[2]] : withPort ? [withPort[1]!, withPort[2]] : [entry, undefined];
   const family = isIP(address);
-  if (family === 0) return undefined;
-  return { address, port: port === undefined ? 53 : Number(port), family: family as 4 | 6 };
+  if (family === 0 || address.includes('%')) return undefined;
+  // As an answer's source reads it: IPv6 in its shortest form.
+  const canonical = family === 6 ? new URL(`http://[${address}]`).hostname.slice(1, -1) : address;
+  return { address: canonical, port: port === undefined ? 53 : Number(port), family: family as 4 | 6 };
 }
 
 interface Pending {

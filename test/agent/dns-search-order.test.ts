@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { createDns } from '../../src/agent/dns.ts';
+import { parseNameserver } from '../../src/agent/dns-udp.ts';
 
 /** What the nameserver knows: an A record (or none, NXDOMAIN) and how long it takes to say so. */
 type Zone = Record<string, { address?: string; delayMs: number }>;
@@ -124,4 +125,13 @@ test('a lost query is asked again long before resolv.conf\'s timeout, and that n
   await lookup({ name: 'db', family: 4 });
   assert.deepEqual(asked.slice(before).sort(), ['db', 'db.a.example', 'db.b.example']);
   assert.ok(!from.slice(before).includes(from[0]!), 'asked by c-ares, not over the UDP socket');
+});
+
+test('resolv.conf nameservers as c-ares reads them; IPv6 as an answer\'s source reads it; a scoped one is left to c-ares', () => {
+  assert.deepEqual(parseNameserver('10.96.0.10'), { address: '10.96.0.10', port: 53, family: 4 });
+  assert.deepEqual(parseNameserver('127.0.0.1:5353'), { address: '127.0.0.1', port: 5353, family: 4 });
+  assert.deepEqual(parseNameserver('fd00:0:0::a'), { address: 'fd00::a', port: 53, family: 6 });
+  assert.deepEqual(parseNameserver('[fd00::a]:5353'), { address: 'fd00::a', port: 5353, family: 6 });
+  assert.equal(parseNameserver('fe80::1%eth0'), undefined);
+  assert.equal(parseNameserver('ns.example'), undefined);
 });
