@@ -62,17 +62,14 @@ int dp_openat_in_root(const char *abs, int flags) {
   }
   char root[32];
   snprintf(root, sizeof root, "/proc/%u/root", (unsigned)pid);
-  int rootfd = real_openat(AT_FDCWD, root, O_PATH | O_DIRECTORY | O_CLOEXEC, 0);
+  int rootfd = dp_target_root(root);
   if (rootfd < 0) {
     if (errno == EACCES || errno == EPERM) atomic_store(&no_host_files, 1);
     return -1;
   }
   struct open_how how = {.flags = (uint64_t)(unsigned)flags, .resolve = RESOLVE_IN_ROOT};
   int fd = (int)real_syscall(SYS_openat2, (long)rootfd, (long)abs, (long)&how, (long)sizeof how);
-  int err = errno;
-  real_close(rootfd);
-  if (fd < 0 && err == ENOSYS) atomic_store(&no_openat2, 1);
-  errno = err;
+  if (fd < 0 && errno == ENOSYS) atomic_store(&no_openat2, 1);
   return fd;
 }
 
@@ -444,20 +441,38 @@ int faccessat(int dirfd, const char *path, int mode, int flags) { dp_init(); ret
 int euidaccess(const char *path, int mode) { dp_init(); return access_at(AT_FDCWD, path, mode, AT_EACCESS); }
 int eaccess(const char *path, int mode) { dp_init(); return access_at(AT_FDCWD, path, mode, AT_EACCESS); }
 
+/* A readlink of a path the rules call remote, in the target's root: the length, or -1 and errno, when settled here;
+ * -2 when the proxy must answer (no root). */
+static ssize_t readlink_in_root(const char *abs, char *buf, size_t size) {
+  int fd = dp_openat_in_root(abs, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) return errno == ENOENT || errno == ENOTDIR ? -1 : -2;
+  ssize_t r = real_readlinkat(fd, "", buf, size);
+  /* On a descriptor, what is no link is ENOENT; by its path, readlink says EINVAL. */
+  int saved = r < 0 && errno == ENOENT ? EINVAL : errno;
+  real_close(fd);
+  dp_log("readlink of %s: in the target's root", abs);
+  errno = saved;
+  return r;
+}
+
 static ssize_t readlink_at(int dirfd, const char *path, char *buf, size_t size) {
   if (!dp_enter()) return real_readlinkat(dirfd, path, buf, size);
-  char *reply;
+  char abs[PATH_MAX];
+  char *reply = NULL;
   uint32_t len;
   const char *local;
-  int status = dp_ask_path(DP_OP_READLINK, NULL, 0, dirfd, path, &reply, &len, &local);
-  ssize_t r;
-  if (status == DP_LOCAL) r = real_readlinkat(local == path ? dirfd : AT_FDCWD, local, buf, size);
-  else if (status < 0) {
-    errno = -status;
-    r = -1;
-  } else {
-    r = (ssize_t)(len < size ? len : size);
-    if (r > 0) memcpy(buf, reply, (size_t)r);
+  int verdict = dp_path_to_ask(dirfd, path, abs, &local);
+  ssize_t r = verdict == DP_RULE_REMOTE ? readlink_in_root(abs, buf, size) : -2;
+  if (r == -2) {
+    int status = verdict == 0 ? DP_LOCAL : dp_ask_abs(DP_OP_READLINK, NULL, 0, abs, &reply, &len, &local);
+    if (status == DP_LOCAL) r = real_readlinkat(local == path ? dirfd : AT_FDCWD, local, buf, size);
+    else if (status < 0) {
+      errno = -status;
+      r = -1;
+    } else {
+      r = (ssize_t)(len < size ? len : size);
+      if (r > 0) memcpy(buf, reply, (size_t)r);
+    }
   }
   int saved = errno;
   dp_free(reply);

@@ -47,6 +47,9 @@ static void release(int fd) {
   real_close(fd);
 }
 
+/* The target's root directory, one per process for every open, stat and access check in it; -1 until first used. */
+static atomic_int root_fd = -1;
+
 void dp_move_own_fd(int fd) {
   if (!dp_is_own_fd(fd)) return;
   int to = real_fcntl(fd, F_DUPFD_CLOEXEC, DP_FD_FLOOR);
@@ -57,6 +60,43 @@ void dp_move_own_fd(int fd) {
   }
   atomic_store(&own_fds[fd], 0);
   atomic_store(&moved[fd], to >= 0 ? to + 1 : -1);
+  /* The root's new number is taken now, before the program's dup2 takes the old one (a connection follows its move at
+   * its thread's next call). */
+  int root = fd;
+  atomic_compare_exchange_strong(&root_fd, &root, to);
+}
+
+/* A new descriptor of the layer's, moved to DP_FD_FLOOR or above, and kept from the program below DP_OWN_FDS. */
+static int adopt(int fd) {
+  int high = real_fcntl(fd, F_DUPFD_CLOEXEC, DP_FD_FLOOR);
+  if (high >= 0) {
+    real_close(fd);
+    fd = high;
+  }
+  if (fd < DP_OWN_FDS) {
+    atomic_store(&moved[fd], 0);
+    atomic_store(&own_fds[fd], 1);
+  }
+  return fd;
+}
+
+int dp_target_root(const char *path) {
+  int fd = atomic_load(&root_fd);
+  if (fd >= 0) return fd;
+  int opened = real_openat(AT_FDCWD, path, O_PATH | O_DIRECTORY | O_CLOEXEC, 0);
+  if (opened < 0) return -1;
+  fd = adopt(opened);
+  /* One the program could close, and then reuse the number of, is no root to keep: the proxy answers instead. */
+  if (fd >= DP_OWN_FDS) {
+    real_close(fd);
+    errno = EMFILE;
+    return -1;
+  }
+  /* Two threads at once: the first one's stays. */
+  int none = -1;
+  if (atomic_compare_exchange_strong(&root_fd, &none, fd)) return fd;
+  release(fd);
+  return none;
 }
 
 /* The kernel grows a descriptor table shared by threads only after an RCU grace period: the first connection's move
@@ -109,15 +149,7 @@ static int connect_proxy(void) {
     real_close(fd);
     return -1;
   }
-  int high = real_fcntl(fd, F_DUPFD_CLOEXEC, DP_FD_FLOOR);
-  if (high >= 0) {
-    real_close(fd);
-    fd = high;
-  }
-  if (fd < DP_OWN_FDS) {
-    atomic_store(&moved[fd], 0);
-    atomic_store(&own_fds[fd], 1);
-  }
+  fd = adopt(fd);
   pthread_once(&key_once, make_key);
   pthread_setspecific(conn_key, (void *)1);
   /* A proxy that closes the stream on a hello does not know it: from then on, ask it about every path. Once the

@@ -3,6 +3,7 @@
 // Only a plain answer counts (addresses, no such name, no such records); anything else — truncated, a failure code,
 // a malformed or missing answer — is `undefined`, and c-ares asks again as it always did (see createDns).
 import { createSocket, type RemoteInfo, type Socket } from 'node:dgram';
+import { closeSync, openSync, readSync } from 'node:fs';
 import { isIP } from 'node:net';
 import dnsPacket from 'dns-packet';
 
@@ -45,13 +46,17 @@ export function createUdpQueries(): UdpQueries {
   const silent = new Set<string>();
   const pending = new Map<number, Pending>();
   /** Query ids from a random sequence: with one source port for the agent's life, they are what an answer must echo. */
-  let ids = new Uint16Array(0);
-  let used = 0;
-  const nextId = async (): Promise<number> => {
+  const ids = new Uint16Array(256);
+  let used = ids.length;
+  const nextId = (): number => {
     if (used === ids.length) {
-      // Loaded on the first query: an agent that never resolves goes without node:crypto.
-      const { randomFillSync } = await import('node:crypto');
-      ids = randomFillSync(new Uint16Array(256));
+      // The kernel's randomness, without node:crypto's load (milliseconds) in the first lookup.
+      const urandom = openSync('/dev/urandom', 'r');
+      try {
+        readSync(urandom, ids);
+      } finally {
+        closeSync(urandom);
+      }
       used = 0;
     }
     return ids[used++]!;
@@ -95,8 +100,8 @@ export function createUdpQueries(): UdpQueries {
     async ask(server, name, type, timeoutMs) {
       const key = `${server.address}:${server.port}`;
       if (silent.has(key)) return undefined;
-      let id = await nextId();
-      while (pending.has(id)) id = await nextId();
+      let id = nextId();
+      while (pending.has(id)) id = nextId();
       const query = dnsPacket.encode({ type: 'query', id, flags: dnsPacket.RECURSION_DESIRED, questions: [{ type, class: 'IN', name }] });
       return new Promise((resolve) => {
         const timer = setTimeout(() => {

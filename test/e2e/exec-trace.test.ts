@@ -71,7 +71,7 @@ describe('doppel exec --trace', gate, () => {
   test('prints every step of the start-up in order, and each remote call with its hops', async () => {
     const [path, content] = Object.entries(world.target.files)[0]!;
     const { redis } = world.services;
-    const result = await execIn(world.target.pid, ['sh', '-c', `readlink /srv/app/current > /dev/null && cat ${path}; getent hosts ${redis.name}; echo done`], { flags: ['--trace'] });
+    const result = await execIn(world.target.pid, ['sh', '-c', `ls /srv/app/config > /dev/null && cat ${path}; getent hosts ${redis.name}; echo done`], { flags: ['--trace'] });
     assert.equal(result.status, 0, result.stderr);
     // The program's output still reaches doppel's stdout whole, through the pipe that sees its first byte.
     assert.equal(result.stdout, `${content}${redis.address.padEnd(15)} ${redis.name}\ndone\n`);
@@ -79,12 +79,12 @@ describe('doppel exec --trace', gate, () => {
     assertOrder(lines, startup, result.stderr);
     // Started from the command line: before the CLI's modules, not after its configuration.
     assertOrder(lines, [['spawning the agent', 'cli: modules loaded']], result.stderr);
-    // The remote readlink: its time in the proxy, and the CLI's own look at the target's link (process platform). cat
-    // opens the file itself, in the target's root, without asking.
-    const link = lines.find(({ what }) => what.startsWith('call readlink "/srv/app/current" -> remote:'));
-    assert.ok(link, `no trace of the remote readlink in:\n${result.stderr}`);
-    assert.match(link.what, /: proxy \d+\.\d{3} \| fs\.readlink \(local\) link \d+\.\d{3} \+ agent \d+\.\d{3} \| proxy \d+\.\d{3} = \d+\.\d{3} ms$/);
-    assert.ok(lines.some(({ what }) => /^calls readlink remote via fs\.readlink \(local\) x\d+: proxy [\d.]+ \/ [\d.]+, link [\d.]+ \/ [\d.]+, agent [\d.]+ \/ [\d.]+ \(median \/ p99 ms\)$/.test(what)), result.stderr);
+    // The remote directory: its time in the proxy, and the CLI's own looks at the target's directory (process
+    // platform), one hop each. cat opens the file itself, in the target's root, without asking.
+    const directory = lines.find(({ what }) => what.startsWith('call open "/srv/app/config" -> remote:'));
+    assert.ok(directory, `no trace of the remote directory in:\n${result.stderr}`);
+    assert.match(directory.what, /: proxy \d+\.\d{3} \| fs\.stat \(local\) link \d+\.\d{3} \+ agent \d+\.\d{3} \| proxy \d+\.\d{3} \| fs\.readdir \(local\) link \d+\.\d{3} \+ agent \d+\.\d{3} \| proxy \d+\.\d{3} = \d+\.\d{3} ms$/);
+    assert.ok(lines.some(({ what }) => /^calls open remote via fs\.stat \(local\)\+fs\.readdir \(local\) x\d+: proxy [\d.]+ \/ [\d.]+, link [\d.]+ \/ [\d.]+, agent [\d.]+ \/ [\d.]+ \(median \/ p99 ms\)$/.test(what)), result.stderr);
     assert.ok(!lines.some(({ what }) => what.startsWith(`call open ${JSON.stringify(path)}`)), result.stderr);
     // A name only the agent resolves: its round trip split into the link and the agent's own time.
     const lookup = lines.find(({ what }) => what.startsWith(`call getaddrinfo ${JSON.stringify(world.services.redis.name)} -> remote:`));
@@ -99,14 +99,14 @@ describe('doppel exec --trace', gate, () => {
     const [path, content] = Object.entries(world.target.files)[0]!;
     const env = { ...process.env, PATH: `${fixtures}/slow-nsenter:${process.env.PATH}`, DOPPEL_TEST_NSENTER_DELAY: '1.5' };
     const { redis } = world.services;
-    const result = await execIn(world.target.pid, ['sh', '-c', `readlink /srv/app/current > /dev/null && cat ${path}; echo "$DOPPEL_TEST_SECRET"; getent hosts ${redis.name}`], { env, flags: ['--trace'] });
+    const result = await execIn(world.target.pid, ['sh', '-c', `ls /srv/app/config > /dev/null && cat ${path}; echo "$DOPPEL_TEST_SECRET"; getent hosts ${redis.name}`], { env, flags: ['--trace'] });
     assert.equal(result.status, 0, result.stderr);
     assert.equal(result.stdout, `${content}${world.target.env.DOPPEL_TEST_SECRET}\n${redis.address.padEnd(15)} ${redis.name}\n`);
-    // A call's line carries the time it was asked. A link's target (read by the proxy) and the file's content (the
+    // A call's line carries the time it was asked. A directory (read by the proxy) and the file's content (the
     // program's first output, opened by the layer) came before the agent answered; the first lookup (IPv6, which the
     // name has none of) was asked before too, and waited for it.
     const lookup = `call getaddrinfo ${JSON.stringify(redis.name)} ->`;
-    assertOrder(traceLines(result), [['program spawned', 'call readlink "/srv/app/current" -> remote', 'program: first byte of output', 'handshake done']], result.stderr);
+    assertOrder(traceLines(result), [['program spawned', 'call open "/srv/app/config" -> remote', 'program: first byte of output', 'handshake done']], result.stderr);
     assertOrder(traceLines(result), [['program spawned', lookup, 'handshake done']], result.stderr);
     assert.deepEqual(await leftoversAfter(world.target.pid), { agents: [], dirs: [] });
   });

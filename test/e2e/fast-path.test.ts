@@ -56,6 +56,7 @@ const localByRule = (log: string[]) => log.flatMap((line) => /: local by rule: (
 const openedInRoot = (log: string[], path: string) => log.filter((line) => line.endsWith(`: open ${path}: the target's file, in its root`)).length;
 const statedInRoot = (log: string[], path: string) => log.filter((line) => line.includes(`: stat of ${path}: in the target's root`)).length;
 const checkedInRoot = (log: string[], path: string) => log.filter((line) => line.endsWith(`: access of ${path}: in the target's root`)).length;
+const linkReadInRoot = (log: string[], path: string) => log.filter((line) => line.endsWith(`: readlink of ${path}: in the target's root`)).length;
 const hostStat = (path: string) => {
   const s = statSync(path);
   return [s.ino, s.size, s.mode];
@@ -127,7 +128,7 @@ describe('the layer\'s fast path', gate, () => {
     await assertPolicyAgrees(log);
   });
 
-  test('the target\'s files are opened in its root: links, absolute or climbing above it, resolve there; a directory is still asked', async () => {
+  test('the target\'s files are opened in its root: links, absolute or climbing above it, resolve there (and are read there); a directory is still asked', async () => {
     // The world's /srv/app/current is an absolute link to /srv/app/config, which this machine has not.
     const root = `/proc/${world.target.pid}/root`;
     const climbing = '/srv/app/climbing';
@@ -146,6 +147,13 @@ describe('the layer\'s fast path', gate, () => {
       const checked = checks.stderr.split('\n');
       assert.ok(checkedInRoot(checked, '/srv/app/current/settings.json') === 1 && checkedInRoot(checked, climbing) === 1, checks.stderr);
       assert.ok(!asked(checked, '/srv/app/missing') && !asked(checked, climbing), checks.stderr);
+      // readlink(2) reads the target's links there, and says what is no link or missing, unasked.
+      const links = ['/srv/app/current', climbing, '/srv/app/current/settings.json', '/srv/app/missing'];
+      const script = 'import errno, os, sys\nfor p in sys.argv[1:]:\n    try: print(os.readlink(p))\n    except OSError as e: print(errno.errorcode[e.errno])';
+      const read = await execIn(world.target.pid, ['python3', '-c', script, ...links], { cwd: '/', env: { ...process.env, DOPPEL_LAYER_LOG: 'debug' } });
+      assert.equal(ok(read), '/srv/app/config\n../../../../../../srv/app/config/settings.json\nEINVAL\nENOENT\n');
+      const readLog = read.stderr.split('\n');
+      for (const path of links) assert.ok(linkReadInRoot(readLog, path) === (path === '/srv/app/missing' ? 0 : 1) && !asked(readLog, path), `${path}: ${read.stderr}`);
     } finally {
       rmSync(root + climbing, { force: true });
     }

@@ -1,6 +1,6 @@
 // One small C program per hook family against a real agent, with the plain layer and under ASan/UBSan: threads and
 // forks inside hooks, a signal handler closing descriptors, siglongjmp out of a waiting call, dup2/dup3 onto the
-// layer's socket, close_range, a file over 4 MiB, a 254-byte name, a remote directory walked through its descriptor.
+// layer's socket and its root, close_range, a file over 4 MiB, a 254-byte name, a remote directory walked through its descriptor.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -42,11 +42,12 @@ const cases: Record<(typeof programs)[number], Case> = {
   descriptors: {
     // Spelled so that the layer asks the proxy about it (a plain path of the target's file is opened in the target's
     // root without asking), since the program's descriptors meet the layer's socket.
-    args: (world, scratch) => [unremembered(flags), world.target.files[flags]!, world.target.bigFile.path, longName(world), join(scratch, 'big.copy')],
+    args: (world, scratch) => [unremembered(flags), world.target.files[flags]!, world.target.bigFile.path, longName(world), join(scratch, 'big.copy'), flags],
     expected: (world) => [
       'remote read', 'dup, dup2, dup3, F_DUPFD, F_DUPFD_CLOEXEC report the remote file', 'dup2 over a remote descriptor: the new file\'s own stat',
       'the layer\'s socket sits at 900 or above', 'dup2 onto the layer\'s socket: still remote', 'dup3 onto the layer\'s socket: still remote',
-      'the program has the number it asked for', 'close_range over everything: still remote', 'a closed range forgets its remote descriptors',
+      'the program has the number it asked for', 'opens in the target\'s root: one descriptor of it, at 900 or above, for them all',
+      'dup2 onto the layer\'s root: the program has the number, the layer reads in the root still', 'close_range over everything: still remote', 'a closed range forgets its remote descriptors',
       'syscall(SYS_close_range): still remote', 'closefrom: still remote', 'a file over 4 MiB arrives whole', 'a remote file with a 254-byte name',
     ].map((line) => `${line}: ok\n`).join('') + `long name: ${world.target.files[longName(world)]}a new thread after clearenv: remote: ok\n`,
     also: (world, scratch) => assert.equal(createHash('sha256').update(readFileSync(join(scratch, 'big.copy'))).digest('hex'), world.target.bigFile.sha256),

@@ -1,8 +1,9 @@
 /* Descriptors: dup, dup2, dup3 and fcntl(F_DUPFD*) keep what a remote descriptor is; dup2/dup3 onto the layer's own
- * socket and close_range/closefrom over it leave the program reaching the target; a closed range forgets its
- * descriptors; a file over 4 MiB and a file with a 254-byte name arrive whole; a thread started after the program
- * cleared its environment still reaches the target.
- * usage: descriptors SMALL_FILE SMALL_CONTENT BIG_FILE LONG_NAME_FILE COPY_OF_BIG_FILE (local) */
+ * socket or its descriptor of the target's root, and close_range/closefrom over them, leave the program reaching the
+ * target; a closed range forgets its descriptors; a file over 4 MiB and a file with a 254-byte name arrive whole; a
+ * thread started after the program cleared its environment still reaches the target.
+ * usage: descriptors SMALL_FILE SMALL_CONTENT BIG_FILE LONG_NAME_FILE COPY_OF_BIG_FILE (local) IN_ROOT_FILE
+ * (IN_ROOT_FILE: SMALL_FILE spelled so that the layer opens it in the target's root itself) */
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <errno.h>
@@ -16,7 +17,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-static const char *small, *content;
+static const char *small, *content, *in_root;
 static int failed;
 
 static void check(int ok, const char *what) {
@@ -44,6 +45,29 @@ static int reads_remote(void) {
   return n == (ssize_t)strlen(content) && memcmp(buf, content, (size_t)n) == 0;
 }
 
+static int reads_in_root(void) {
+  char buf[4096];
+  int fd = open(in_root, O_RDONLY);
+  if (fd < 0) return 0;
+  ssize_t n = read(fd, buf, sizeof buf);
+  close(fd);
+  return n == (ssize_t)strlen(content) && memcmp(buf, content, (size_t)n) == 0;
+}
+
+/* The layer's descriptors of the target's root: directories opened O_PATH at 900 or above; the first, and how many. */
+static int own_root(int *count) {
+  int first = -1;
+  *count = 0;
+  for (int fd = 900; fd < 4096; fd++) {
+    struct stat st;
+    int flags = fcntl(fd, F_GETFL);
+    if (flags < 0 || !(flags & O_PATH) || fstat(fd, &st) != 0 || !S_ISDIR(st.st_mode)) continue;
+    if (first < 0) first = fd;
+    ++*count;
+  }
+  return first;
+}
+
 static int reports_remote_size(int fd) {
   struct stat st;
   return fstat(fd, &st) == 0 && st.st_size == (off_t)strlen(content);
@@ -64,9 +88,10 @@ static void *read_in_thread(void *arg) {
 }
 
 int main(int argc, char **argv) {
-  if (argc != 6) return 2;
+  if (argc != 7) return 2;
   small = argv[1];
   content = argv[2];
+  in_root = argv[6];
   check(reads_remote(), "remote read");
 
   int fd = open(small, O_RDONLY);
@@ -85,15 +110,22 @@ int main(int argc, char **argv) {
   check(dup3(null, own, O_CLOEXEC) == own && reads_remote(), "dup3 onto the layer's socket: still remote");
   check(fstat(own, &st) == 0 && S_ISCHR(st.st_mode), "the program has the number it asked for");
 
+  int ok = 1, roots;
+  for (int i = 0; i < 50; i++) ok &= reads_in_root();
+  int root = own_root(&roots);
+  check(ok && root >= 900 && roots == 1, "opens in the target's root: one descriptor of it, at 900 or above, for them all");
+  check(dup2(null, root) == root && reads_in_root() && fstat(root, &st) == 0 && S_ISCHR(st.st_mode) && own_root(&roots) != root && roots == 1,
+        "dup2 onto the layer's root: the program has the number, the layer reads in the root still");
+
   /* Descriptors 3 and up go; the remote ones are forgotten, so new local files at their numbers are local. */
-  check(close_range(3, ~0u, 0) == 0 && reads_remote(), "close_range over everything: still remote");
+  check(close_range(3, ~0u, 0) == 0 && reads_remote() && reads_in_root(), "close_range over everything: still remote");
   int local = open("/dev/null", O_RDONLY);
   int at50 = dup2(local, 50);
   check(fstat(local, &st) == 0 && S_ISCHR(st.st_mode) && at50 == 50 && fstat(50, &st) == 0 && S_ISCHR(st.st_mode), "a closed range forgets its remote descriptors");
   fd = open(small, O_RDONLY);
   check(syscall(SYS_close_range, 3, 4000, 0) == 0 && fcntl(fd, F_GETFD) < 0 && errno == EBADF && reads_remote(), "syscall(SYS_close_range): still remote");
   closefrom(3);
-  check(reads_remote(), "closefrom: still remote");
+  check(reads_remote() && reads_in_root(), "closefrom: still remote");
 
   fd = open(argv[3], O_RDONLY);
   size_t size = copy(fd, argv[5]);
