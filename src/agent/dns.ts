@@ -4,7 +4,6 @@ import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { RemoteError } from '../protocol/errors.ts';
 import type { Operations } from '../protocol/messages.ts';
-import { createUdpQueries, parseNameserver, type Nameserver } from './dns-udp.ts';
 import { resolveInRoot } from './root-path.ts';
 
 type Lookup = Operations['dns.lookup'];
@@ -74,36 +73,30 @@ export function createDns(root: string): (args: Lookup['args']) => Promise<Found
     }
   };
   // A resolver (a c-ares channel) per resolv.conf as it reads now: made again only when the file changes.
-  let cached: { text: string; conf: ResolvConf; resolver: Resolver; first: Nameserver | undefined } | undefined;
+  let cached: { text: string; conf: ResolvConf; resolver: Resolver } | undefined;
   const resolverFor = (text: string) => {
     if (cached?.text !== text) {
       const conf = parseResolvConf(text);
       const resolver = new Resolver({ timeout: conf.timeoutMs, tries: conf.attempts });
       resolver.setServers(conf.nameservers);
-      cached = { text, conf, resolver, first: parseNameserver(conf.nameservers[0]!) };
+      cached = { text, conf, resolver };
     }
     return cached;
   };
-  const udp = createUdpQueries();
   return async ({ name, family }) => {
     const literal = isIP(name);
     if (literal !== 0) return { addresses: [{ address: name, family: literal as 4 | 6 }], canonicalName: name };
     // Read at every query: the target may change them, and they are small.
     const fromHosts = hostsLookup(await readTargetFile('/etc/hosts'), name, family);
     if (fromHosts) return fromHosts;
-    const { conf, resolver, first } = resolverFor(await readTargetFile('/etc/resolv.conf'));
-    // The first nameserver over UDP, as glibc asks it; c-ares where that gives no plain answer, or none in HEDGE_MS.
-    const ask = (candidate: string, type: 'A' | 'AAAA') => {
-      const viaCares = () => query(() => (type === 'A' ? resolver.resolve4(candidate) : resolver.resolve6(candidate)));
-      return first ? hedged(udp.ask(first, candidate, type, conf.timeoutMs), viaCares) : viaCares();
-    };
+    const { conf, resolver } = resolverFor(await readTargetFile('/etc/resolv.conf'));
     let failure: string | undefined;
     // Every candidate is asked at once, and the answer is still the first in glibc's order that has addresses: with
     // Kubernetes' ndots:5 a service's full name is tried under three search domains first, and four round trips to
     // the nameserver one after another were most of a lookup's time.
     const candidates = candidateNames(name, conf);
     const answers = candidates.map((candidate) =>
-      Promise.all([family === 6 ? [] : ask(candidate, 'A'), family === 4 ? [] : ask(candidate, 'AAAA')]),
+      Promise.all([family === 6 ? [] : query(() => resolver.resolve4(candidate)), family === 4 ? [] : query(() => resolver.resolve6(candidate))]),
     );
     for (const [index, candidate] of candidates.entries()) {
       const [v4, v6] = await answers[index]!;
@@ -117,24 +110,6 @@ export function createDns(root: string): (args: Lookup['args']) => Promise<Found
     if (failure) throw new RemoteError('EAI_AGAIN', `${name}: temporary failure in name resolution (${failure})`);
     throw new RemoteError('ENOTFOUND', `${name}: name not known to the target's resolver`);
   };
-}
-
-/**
- * How long the UDP query has before c-ares asks too: a lost datagram or a dead first nameserver then costs this, not
- * resolv.conf's timeout (glibc's 5 s by default); a slow one (a name forwarded upstream) is asked twice.
- */
-const HEDGE_MS = 100;
-
-/** The UDP query's answer, or c-ares' where it has none, or has none yet after HEDGE_MS; whichever comes first then. */
-async function hedged(fast: Promise<string[] | undefined>, slow: () => Promise<string[] | string>): Promise<string[] | string> {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<'late'>((resolve) => (timer = setTimeout(() => resolve('late'), HEDGE_MS)));
-  const first = await Promise.race([fast, late]);
-  clearTimeout(timer);
-  if (first === undefined) return slow();
-  if (first !== 'late') return first;
-  const backup = slow();
-  return Promise.race([fast.then((answer) => answer ?? backup), backup]);
 }
 
 /** The addresses, or the error code for a failure that is not a plain "no such name". */
