@@ -36,23 +36,18 @@ static size_t copy(int from, const char *to) {
   return size;
 }
 
-static int reads_remote(void) {
+/* Whether `path` reads as the small file's content. */
+static int reads(const char *path) {
   char buf[4096];
-  int fd = open(small, O_RDONLY);
+  int fd = open(path, O_RDONLY);
   if (fd < 0) return 0;
   ssize_t n = read(fd, buf, sizeof buf);
   close(fd);
   return n == (ssize_t)strlen(content) && memcmp(buf, content, (size_t)n) == 0;
 }
 
-static int reads_in_root(void) {
-  char buf[4096];
-  int fd = open(in_root, O_RDONLY);
-  if (fd < 0) return 0;
-  ssize_t n = read(fd, buf, sizeof buf);
-  close(fd);
-  return n == (ssize_t)strlen(content) && memcmp(buf, content, (size_t)n) == 0;
-}
+static int reads_remote(void) { return reads(small); }
+static int reads_in_root(void) { return reads(in_root); }
 
 /* The layer's descriptors of the target's root: directories opened O_PATH at 900 or above; the first, and how many. */
 static int own_root(int *count) {
