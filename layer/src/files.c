@@ -60,9 +60,7 @@ int dp_openat_in_root(const char *abs, int flags) {
     errno = ENOSYS;
     return -1;
   }
-  char root[32];
-  snprintf(root, sizeof root, "/proc/%u/root", (unsigned)pid);
-  int rootfd = dp_target_root(root);
+  int rootfd = dp_target_root(pid);
   if (rootfd < 0) {
     if (errno == EACCES || errno == EPERM) atomic_store(&no_host_files, 1);
     return -1;

@@ -48,8 +48,8 @@ void dp_free(char *reply);
 int dp_is_own_fd(int fd);
 /* Moves the layer's socket at fd to another number (the program is about to take fd, with dup2 or dup3). */
 void dp_move_own_fd(int fd);
-/* The target's root (`path`, /proc/PID/root), opened once for the process and kept among the layer's own descriptors. */
-int dp_target_root(const char *path);
+/* The target's root (/proc/PID/root), opened once for the process and kept among the layer's own descriptors. */
+int dp_target_root(uint32_t pid);
 /* Grows the descriptor table to hold the layer's own numbers; called at load, while the process has one thread. */
 void dp_reserve_own_fds(void);
 

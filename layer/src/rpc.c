@@ -7,6 +7,7 @@
 #include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -80,9 +81,11 @@ static int adopt(int fd) {
   return fd;
 }
 
-int dp_target_root(const char *path) {
+int dp_target_root(uint32_t pid) {
   int fd = atomic_load(&root_fd);
   if (fd >= 0) return fd;
+  char path[32];
+  snprintf(path, sizeof path, "/proc/%u/root", (unsigned)pid);
   int opened = real_openat(AT_FDCWD, path, O_PATH | O_DIRECTORY | O_CLOEXEC, 0);
   if (opened < 0) return -1;
   fd = adopt(opened);
