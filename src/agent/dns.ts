@@ -91,14 +91,18 @@ export function createDns(root: string): (args: Lookup['args']) => Promise<Found
     if (fromHosts) return fromHosts;
     const { conf, resolver } = resolverFor(await readTargetFile('/etc/resolv.conf'));
     let failure: string | undefined;
-    // Every candidate is asked at once, and the answer is still the first in glibc's order that has addresses: with
+    // The candidates are asked at once, and the answer is still the first in glibc's order that has addresses: with
     // Kubernetes' ndots:5 a service's full name is tried under three search domains first, and four round trips to
-    // the nameserver one after another were most of a lookup's time.
+    // the nameserver one after another were most of a lookup's time. A single label (a Service's short name) is
+    // nearly always found under the first search domain (the pod's own namespace): it is asked alone first, and the
+    // others only if that fails (one query where there were four: 0.40-0.50 -> 0.32-0.35 ms in the agent).
     const candidates = candidateNames(name, conf);
-    const answers = candidates.map((candidate) =>
-      Promise.all([family === 6 ? [] : query(() => resolver.resolve4(candidate)), family === 4 ? [] : query(() => resolver.resolve6(candidate))]),
-    );
+    const ask = (candidate: string) => Promise.all([family === 6 ? [] : query(() => resolver.resolve4(candidate)), family === 4 ? [] : query(() => resolver.resolve6(candidate))]);
+    const answers = [ask(candidates[0]!)];
+    const askRest = () => answers.push(...candidates.slice(1).map(ask));
+    if (name.includes('.')) askRest();
     for (const [index, candidate] of candidates.entries()) {
+      if (index === answers.length) askRest();
       const [v4, v6] = await answers[index]!;
       for (const result of [v4, v6]) if (typeof result === 'string') failure ??= result;
       const addresses = [

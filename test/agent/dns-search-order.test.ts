@@ -1,6 +1,6 @@
-// The agent asks every search-list candidate of a name at once, and still answers as glibc would: with the first
-// candidate, in resolv.conf's order, that has addresses, however late its answer comes. A real UDP nameserver on
-// loopback answers each candidate after its own delay.
+// The agent asks the search-list candidates of a name at once (a single label: its first candidate alone, then the
+// others), and still answers as glibc would: with the first candidate, in resolv.conf's order, that has addresses,
+// however late its answer comes. A real UDP nameserver on loopback answers each candidate after its own delay.
 import assert from 'node:assert/strict';
 import { createSocket, type Socket } from 'node:dgram';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -51,18 +51,20 @@ function answer(query: Buffer, address: string | undefined): Buffer {
   return Buffer.concat(parts);
 }
 
-async function nameserver(zone: Zone): Promise<{ port: number; asked: string[] }> {
+async function nameserver(zone: Zone): Promise<{ port: number; asked: string[]; askedAt: number[] }> {
   const socket = createSocket('udp4');
   servers.push(socket);
   const asked: string[] = [];
+  const askedAt: number[] = [];
   socket.on('message', (query, from) => {
     const { name } = question(query);
     asked.push(name);
+    askedAt.push(performance.now());
     const entry = zone[name] ?? { delayMs: 0 };
     setTimeout(() => socket.send(answer(query, entry.address), from.port, from.address), entry.delayMs);
   });
   await new Promise<void>((resolve) => socket.bind(0, '127.0.0.1', resolve));
-  return { port: socket.address().port, asked };
+  return { port: socket.address().port, asked, askedAt };
 }
 
 function targetRoot(port: number): string {
@@ -76,14 +78,35 @@ function targetRoot(port: number): string {
 }
 
 test('the first candidate in search order that has addresses wins, even when a later one answers first', async () => {
+  const { port, asked, askedAt } = await nameserver({
+    'db.x.a.example': { delayMs: 300 },
+    'db.x.b.example': { address: '10.0.0.2', delayMs: 100 },
+    'db.x': { address: '10.0.0.3', delayMs: 0 },
+  });
+  const lookup = createDns(targetRoot(port));
+  const found = await lookup({ name: 'db.x', family: 4 });
+  assert.deepEqual(found, { addresses: [{ address: '10.0.0.2', family: 4 }], canonicalName: 'db.x.b.example' });
+  assert.deepEqual([...asked].sort(), ['db.x', 'db.x.a.example', 'db.x.b.example']);
+  // At once: every candidate was asked long before the first one's answer (300 ms) came.
+  assert.ok(Math.max(...askedAt) - Math.min(...askedAt) < 250, `candidates asked ${askedAt.map((t) => (t - askedAt[0]!).toFixed(1)).join(', ')} ms apart`);
+});
+
+test('a single label found under the first search domain asks nothing else', async () => {
+  const { port, asked } = await nameserver({ 'db.a.example': { address: '10.0.0.1', delayMs: 0 }, db: { address: '10.0.0.3', delayMs: 0 } });
+  const lookup = createDns(targetRoot(port));
+  assert.deepEqual(await lookup({ name: 'db', family: 4 }), { addresses: [{ address: '10.0.0.1', family: 4 }], canonicalName: 'db.a.example' });
+  assert.deepEqual(asked, ['db.a.example']);
+});
+
+test('a single label not under the first search domain is found under a later one, in search order', async () => {
   const { port, asked } = await nameserver({
-    'db.a.example': { delayMs: 150 },
+    'db.a.example': { delayMs: 50 },
     'db.b.example': { address: '10.0.0.2', delayMs: 100 },
     db: { address: '10.0.0.3', delayMs: 0 },
   });
   const lookup = createDns(targetRoot(port));
-  const found = await lookup({ name: 'db', family: 4 });
-  assert.deepEqual(found, { addresses: [{ address: '10.0.0.2', family: 4 }], canonicalName: 'db.b.example' });
+  assert.deepEqual(await lookup({ name: 'db', family: 4 }), { addresses: [{ address: '10.0.0.2', family: 4 }], canonicalName: 'db.b.example' });
+  assert.deepEqual(asked.slice(0, 1), ['db.a.example']);
   assert.deepEqual([...asked].sort(), ['db', 'db.a.example', 'db.b.example']);
 });
 
