@@ -72,11 +72,17 @@ export async function resolveConfig(options: LoadOptions): Promise<{ config: Res
     if (name !== undefined) setPath(layered, setting.path, setting.parse(options.env[name]!));
   }
   for (const [path, value] of flagSettings(options.flags)) setPath(layered, path, value);
-  const cache = validatedCache(layered, options.env);
+  // The target's path is a string the schema takes as it is: out of the cache's key, a new target (another process,
+  // a pod's new name after a rollout) finds its configuration validated already, and only the path is put back.
+  const target = layered.target as Raw | undefined;
+  const targetPath = typeof target?.path === 'string' ? target.path : undefined;
+  const keyed = targetPath === undefined ? layered : { ...layered, target: { ...target, path: '' } };
+  const withPath = (config: ResolvedConfig): ResolvedConfig => (targetPath === undefined ? config : { ...config, target: { ...config.target, path: targetPath } });
+  const cache = validatedCache(keyed, options.env);
   const cached = cache?.read();
-  if (cached) return { config: cached, source };
+  if (cached) return { config: withPath(cached), source };
   const [{ configSchema }, { describeIssues }, { resolveConfig: resolveFile }] = await Promise.all([import('./schema.ts'), import('./issues.ts'), import('./resolve.ts')]);
-  const parsed = configSchema.safeParse(layered);
+  const parsed = configSchema.safeParse(keyed);
   if (!parsed.success) {
     const where = source ?? 'the configuration';
     throw new DoppelError('E_CONFIG_INVALID', `invalid configuration in ${where}:\n${describeIssues(parsed.error.issues).map((line) => `  ${line}`).join('\n')}`, {
@@ -87,7 +93,7 @@ export async function resolveConfig(options: LoadOptions): Promise<{ config: Res
   // In the shape the cache gives back (no keys set to undefined), so a start is the same whether it hit or not.
   const config = JSON.parse(JSON.stringify(resolveFile(parsed.data))) as ResolvedConfig;
   cache?.write(config);
-  return { config, source };
+  return { config: withPath(config), source };
 }
 
 /**

@@ -27,13 +27,20 @@ test('the same inputs give the same configuration, the second time from the cach
   assert.equal(second.config.agent.ttl, 7);
   assert.equal(second.config.feature.fs.mode, 'local');
   assert.equal(second.config.target.path, 'process/12');
+  // Another target (a new process, a pod's new name) is the same entry, with its own path.
+  const elsewhere = await resolveConfig({ cwd, env, configFile: 'c.json', flags: { target: 'pod/api-7d9f/container/app' } });
+  assert.equal(entries().length, 1);
+  assert.equal(elsewhere.config.target.path, 'pod/api-7d9f/container/app');
+  assert.deepEqual({ ...elsewhere.config, target: first.config.target }, first.config);
+  const untargeted = await resolveConfig({ cwd, env, configFile: 'c.json', flags: {} });
+  assert.equal(untargeted.config.target.path, undefined);
   // A different flag, variable or file content is another entry, never the first one's answer.
   const other = await resolveConfig({ cwd, env: { ...env, DOPPEL_AGENT_TTL: '3' }, configFile: 'c.json', flags: { target: 'process/12' } });
   assert.equal(other.config.agent.ttl, 3);
   writeFileSync(join(cwd, 'c.json'), JSON.stringify({ feature: { fs: 'read' }, agent: { ttl: 7 } }));
   const changed = await resolveConfig({ cwd, env, configFile: 'c.json', flags: { target: 'process/12' } });
   assert.equal(changed.config.feature.fs.mode, 'read');
-  assert.equal(entries().length, 3);
+  assert.equal(entries().length, 4);
 });
 
 test('an invalid configuration is refused every time and never kept', async () => {
