@@ -49,6 +49,8 @@ export function candidateNames(name: string, conf: ResolvConf): string[] {
 
 export function hostsLookup(text: string, name: string, family: 0 | 4 | 6): Found | undefined {
   const wanted = name.replace(/\.$/, '').toLowerCase();
+  // Most names are in no line at all: found so without splitting every line (a lookup's largest allocation).
+  if (!text.toLowerCase().includes(wanted)) return undefined;
   const addresses: Found['addresses'] = [];
   let canonicalName = '';
   for (const raw of text.split('\n')) {
