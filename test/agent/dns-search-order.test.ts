@@ -115,3 +115,12 @@ test('a name with no addresses under any candidate is not found', async () => {
   const lookup = createDns(targetRoot(port));
   await assert.rejects(lookup({ name: 'nowhere', family: 4 }), { code: 'ENOTFOUND' });
 });
+
+test('an address is its own answer and asks nothing; a name of digits and dots is still asked', async () => {
+  const { port, asked } = await nameserver({ '1.2.3.a.example': { address: '10.0.0.4', delayMs: 0 } });
+  const lookup = createDns(targetRoot(port));
+  assert.deepEqual(await lookup({ name: '10.1.2.3', family: 0 }), { addresses: [{ address: '10.1.2.3', family: 4 }], canonicalName: '10.1.2.3' });
+  assert.deepEqual(await lookup({ name: 'fd00::1', family: 0 }), { addresses: [{ address: 'fd00::1', family: 6 }], canonicalName: 'fd00::1' });
+  assert.deepEqual(asked, []);
+  assert.deepEqual(await lookup({ name: '1.2.3', family: 4 }), { addresses: [{ address: '10.0.0.4', family: 4 }], canonicalName: '1.2.3.a.example' });
+});
