@@ -135,17 +135,20 @@ export class Connection implements ChannelLink {
   /**
    * Up to `count` pings, one after another, while nothing else is asked: both ends' code for a round trip (framing,
    * msgpack, dispatch, the corked writes) is then past V8's interpreter and its first compiles before the program's
-   * first calls need it. Stops at the first other request; never fails.
+   * first calls need it. Stops at the first other request, or sends none while one is in flight (the program's own
+   * calls warm the same code); never fails. Says whether the link stayed idle throughout.
    */
-  async prime(count: number): Promise<void> {
-    for (let i = 0; i < count && this.ended === null; i++) {
+  async prime(count: number): Promise<boolean> {
+    for (let i = 0; i < count; i++) {
+      if (this.ended !== null || this.pending.size > 0) return false;
       const id = this.nextRequest;
       const answered = await this.call('ping', {}, this.keepaliveTimeoutMs, (reject) => reject(new Error('no answer to a ping'))).then(
         () => true,
         () => false,
       );
-      if (!answered || this.nextRequest !== id + 1) return;
+      if (!answered || this.nextRequest !== id + 1) return false;
     }
+    return this.ended === null;
   }
 
   /**

@@ -72,8 +72,11 @@ export interface AgentClient {
    * session has its agents.
    */
   serveIncoming(handler: IncomingHandler | undefined): void;
-  /** Brings the link's round trip to compiled code at both ends while the session is idle (see Connection's `prime`). */
-  prime(): Promise<void>;
+  /**
+   * Brings the link's round trip to compiled code at both ends while the session is idle (see Connection's `prime`);
+   * says whether it stayed idle.
+   */
+  prime(): Promise<boolean>;
   close(): void;
 }
 

@@ -112,7 +112,10 @@ export async function startProxy(options: ProxyOptions, prepared?: PreparedProxy
     return {
       socketPath,
       async prime() {
-        await Promise.all([outgoing.prime().catch(() => undefined), options.agent.prime().catch(() => undefined)]);
+        // The hand-off's cold code (10-25 ms) would hold up a program's first calls as much as it spares its first
+        // relayed connection: it runs only once the link has stayed idle, and only where connections are relayed.
+        const idle = await options.agent.prime().catch(() => false);
+        if (idle && fastPath.networkPid === undefined) await outgoing.prime().catch(() => undefined);
       },
       close() {
         closing ??= (async () => {

@@ -1,5 +1,5 @@
-// Priming the hot paths while a program starts: pings over a real link until done or until a real request goes out,
-// and a loopback hand-off that leaves nothing open.
+// Priming the hot paths while a program starts: pings over a real link until done or until a real request goes out
+// (none while one is in flight), saying whether the link stayed idle; and a loopback hand-off that leaves nothing open.
 import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
 import { Connection } from '../../src/protocol/connection.ts';
@@ -32,7 +32,7 @@ async function connected() {
 
 test('priming an idle link sends its pings one after another, and the link serves requests after it', async () => {
   const { client, received } = await connected();
-  await client.prime(25);
+  assert.equal(await client.prime(25), true);
   assert.deepEqual(received, Array.from({ length: 25 }, () => 'ping'));
   assert.equal((await client.request('fs.readlink', { path: '/p' })).target, 'there');
 });
@@ -41,14 +41,22 @@ test('priming stops at the first request of the program: it never queues pings a
   const { client, received } = await connected();
   const primed = client.prime(1000);
   assert.equal((await client.request('fs.readlink', { path: '/p' })).target, 'there');
-  await primed;
+  assert.equal(await primed, false);
   assert.deepEqual(received, ['ping', 'fs.readlink']);
+});
+
+test('priming sends no ping while a request of the program is in flight', async () => {
+  const { client, received } = await connected();
+  const asked = client.request('fs.readlink', { path: '/p' });
+  assert.equal(await client.prime(1000), false);
+  assert.equal((await asked).target, 'there');
+  assert.deepEqual(received, ['fs.readlink']);
 });
 
 test('priming on a closed link ends at once without an error', async () => {
   const { client, received } = await connected();
   client.close();
-  await client.prime(1000);
+  assert.equal(await client.prime(1000), false);
   assert.deepEqual(received, []);
 });
 
