@@ -1,9 +1,9 @@
-// The agent's entry point: serve one client on an inherited fd (a socketpair from the CLI), or on a connection its
-// launcher hands over (`--fd ipc`: started ahead of its client, so its own start is off the client's path; it admits
-// the client by the session's token), from inside the target's network namespace; exit when the client, or the
-// target, is gone. A client that parks the agent (`agent.park`) leaves it warm: it then serves the next client that
+// The agent's entry point: serve one client on an inherited fd (a socketpair from the CLI), on a Unix socket its CLI
+// connects to (`--listen`: started by bin/doppel beside the CLI's own start), or on a connection its launcher hands
+// over (`--fd ipc`: started ahead of its client, so its own start is off the client's path; it admits the client by
+// the session's token), from inside the target's network namespace; exit when the client, or the target, is gone. A client that parks the agent (`agent.park`) leaves it warm: it then serves the next client that
 // comes to its Unix socket within the ttl, and exits when none does.
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { Socket } from 'node:net';
 import process from 'node:process';
 import { parseArgs } from 'node:util';
@@ -30,6 +30,10 @@ async function main(): Promise<number> {
       pid: { type: 'string' },
       // A descriptor number, or `ipc`: the launcher sends the connection, and its session, once a client connects.
       fd: { type: 'string' },
+      // Or a Unix socket its CLI connects to with a warm agent's preface (the session comes with it); the CLI is the
+      // process `parent` (bin/doppel, which started us and then became the CLI), and its log is beside the socket.
+      listen: { type: 'string' },
+      parent: { type: 'string' },
       'log-level': { type: 'string', default: 'info' },
       'startup-timeout': { type: 'string', default: '60' },
       // Names the agent's iptables chains (DOPPEL-<session>), so that its platform can remove them if it is killed.
@@ -48,9 +52,9 @@ async function main(): Promise<number> {
   if (!Number.isInteger(pid) || pid <= 0) return usage(log, '--pid PID is required');
   if (!existsSync(`/proc/${pid}`)) return usage(log, `process ${pid} does not exist`);
   const timeoutMs = Number(values['startup-timeout']) * 1000;
-  if (values.fd === undefined) return usage(log, '--fd N is required');
-  // An agent on an inherited descriptor is the process platform's, in its CLI's PID namespace: it removes the chains of
-  // sessions whose CLI is dead (see sweepWhenQuiet).
+  if (values.fd === undefined && values.listen === undefined) return usage(log, '--fd N or --listen PATH is required');
+  // An agent on an inherited descriptor or its own socket is the process platform's, in its CLI's PID namespace: it
+  // removes the chains of sessions whose CLI is dead (see sweepWhenQuiet).
   const sweep = values.fd === 'ipc' ? undefined : sweepWhenQuiet(log);
   // Waits here, before any signal is ours to handle: a launcher that ends kills or leaves a waiting agent, and it exits.
   const handed = values.fd === 'ipc' ? await handedClient() : undefined;
@@ -66,10 +70,6 @@ async function main(): Promise<number> {
     }
     mark('client admitted');
   }
-  // node:crypto costs a tenth of the agent's start: only an agent started without --session loads it.
-  const session = handed?.session ?? values.session ?? `a${(await import('node:crypto')).randomBytes(4).toString('hex')}`;
-  if (!SESSION_PATTERN.test(session)) return usage(log, `--session: "${session}" is not 1-21 letters, digits or dashes`);
-
   const targetGone = new Promise<string>((resolve) => {
     const timer = setInterval(() => {
       if (!existsSync(`/proc/${pid}`)) resolve(`target process ${pid} exited`);
@@ -79,12 +79,23 @@ async function main(): Promise<number> {
   const signalled = new Promise<string>((resolve) => {
     for (const signal of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.once(signal, () => resolve(`received ${signal}`));
   });
+  const listened = values.listen === undefined ? undefined : await firstClient(values.listen, Number(values.parent), pid, Promise.race([targetGone, signalled]));
+  if (values.listen !== undefined && !listened) {
+    // Its CLI, which would have taken the log, is gone.
+    rmSync(values.listen.replace(/\.sock$/, '.log'), { force: true });
+    return 0;
+  }
 
-  let stream = handed?.stream ?? new Socket({ fd: Number(values.fd), readable: true, writable: true });
-  // An agent on an inherited descriptor was started by the CLI of the process platform, on the program's machine and
-  // in its PID namespace: the program may take our sockets. A launcher's agent (Kubernetes) serves another machine.
+  // node:crypto costs a tenth of the agent's start: only an agent started without --session loads it.
+  const session = listened?.client.session ?? handed?.session ?? values.session ?? `a${(await import('node:crypto')).randomBytes(4).toString('hex')}`;
+  if (!SESSION_PATTERN.test(session)) return usage(log, `--session: "${session}" is not 1-21 letters, digits or dashes`);
+
+  let stream = listened?.stream ?? handed?.stream ?? new Socket({ fd: Number(values.fd), readable: true, writable: true });
+  // An agent on an inherited descriptor or its own socket was started for the CLI of the process platform, on the
+  // program's machine and in its PID namespace: the program may take our sockets. A launcher's agent (Kubernetes)
+  // serves another machine.
   const handover = !handed;
-  let client: WarmClient = { session, trace: values.trace };
+  let client: WarmClient = listened?.client ?? { session, trace: values.trace };
   for (;;) {
     let warm: Warm | undefined;
     // Only this client's traffic: the next one, if any, comes with a session of its own.
@@ -147,6 +158,29 @@ async function main(): Promise<number> {
       return 0;
     }
     ({ stream, client } = next);
+  }
+}
+
+/** How long an agent started ahead of its CLI (`--listen`) waits for it: a CLI that is still alive may be slow. */
+const LISTEN_TIMEOUT_MS = 60_000;
+
+/**
+ * The CLI that bin/doppel started beside us, on our socket: `parent` (bin/doppel became the CLI). None comes when that
+ * CLI has gone (we then have another parent), or took an agent of its own and ended us.
+ */
+async function firstClient(path: string, parent: number, targetPid: number, stop: Promise<unknown>): Promise<{ stream: Socket; client: WarmClient } | undefined> {
+  const orphaned = new Promise<void>((resolve) => {
+    const check = () => process.ppid !== parent && resolve();
+    check();
+    setInterval(check, 200).unref();
+  });
+  // The name is our CLI's, whose pid no live process shares: a file there is a dead CLI's.
+  rmSync(path, { force: true });
+  const warm = await listenWarm({ socket: path, ttlMs: LISTEN_TIMEOUT_MS }, targetPid);
+  try {
+    return await warm.next(Promise.race([stop, orphaned]));
+  } finally {
+    warm.close();
   }
 }
 

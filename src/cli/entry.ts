@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import process from 'node:process';
 import { cacheHome } from '../config/disk-cache.ts';
 import { startEarlyAgent } from '../platform/process/agent-spawn.ts';
+import { takeShellAgent } from '../platform/process/shell-agent.ts';
 import { enableTrace, trace, traceRequested } from '../trace.ts';
 
 // Best effort: an unwritable cache directory only means no cache. Set here, not in the environment, so that the
@@ -13,6 +14,7 @@ import { enableTrace, trace, traceRequested } from '../trace.ts';
 module.enableCompileCache?.(join(cacheHome(), 'doppel', 'node-compile-cache'));
 if (traceRequested(process.argv.slice(2), process.env)) enableTrace();
 trace('cli: started (Node.js itself started at 0)');
-// A process target named on the command line gets its agent now, while the CLI loads: see agent-spawn.ts.
-startEarlyAgent(process.argv.slice(2), process.env);
+// A process target named on the command line gets its agent now, while the CLI loads (agent-spawn.ts), unless
+// bin/doppel started it already (shell-agent.ts).
+if (!takeShellAgent(process.env)) startEarlyAgent(process.argv.slice(2), process.env);
 void import('./main.ts').then(({ main }) => main());

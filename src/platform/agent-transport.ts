@@ -2,8 +2,13 @@
 import type { Duplex } from 'node:stream';
 
 export interface AgentTransport {
-  /** The duplex byte stream that carries the agent protocol. */
+  /** The duplex byte stream that carries the agent protocol, once `connected` has settled. */
   readonly stream: Duplex;
+  /**
+   * Settles once `stream` can carry the protocol, where the platform returns before it can (an agent bin/doppel
+   * started, while it may still be starting); rejects if it never will.
+   */
+  readonly connected?: Promise<void>;
   /** Says where the agent runs, for progress lines and errors ("process 1234"). */
   readonly description: string;
   /**

@@ -2,6 +2,7 @@
 import { execFileSync } from 'node:child_process';
 import { readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { startedDoppels } from './run-doppel.ts';
 
 export const agentProcesses = (pid: number): string[] => processes(`agent/main\\.(js|ts) --pid ${pid}( |$)`);
@@ -19,10 +20,20 @@ function processes(pattern: string): string[] {
   return out.split('\n').filter((line) => line.trim() !== '');
 }
 
-/** Socket directories of the doppel CLIs this test process started (named `doppel-<CLI pid>-...`), not other runs'. */
+/**
+ * Socket directories of the doppel CLIs this test process started (named `doppel-<CLI pid>-...`), not other runs', and
+ * the socket and log of the agents bin/doppel started for them (`doppel-warm/early-<CLI pid>.*`).
+ */
 export function proxyDirs(pids: readonly number[] = startedDoppels()): string[] {
   const ours = new Set(pids.map(String));
-  return readdirSync(tmpdir()).filter((entry) => ours.has(/^doppel-(\d+)-/.exec(entry)?.[1] ?? ''));
+  const early = (() => {
+    try {
+      return readdirSync(join(tmpdir(), 'doppel-warm')).filter((entry) => ours.has(/^early-(\d+)\./.exec(entry)?.[1] ?? '')).map((entry) => `doppel-warm/${entry}`);
+    } catch {
+      return [];
+    }
+  })();
+  return [...readdirSync(tmpdir()).filter((entry) => ours.has(/^doppel-(\d+)-/.exec(entry)?.[1] ?? '')), ...early];
 }
 
 /** Waits up to `ms` for the agents and warm session hosts of `pid` and our sessions' directories to be gone; returns what is still there. */

@@ -256,7 +256,8 @@ async function handshake(transport: AgentTransport, options: SessionOptions): Pr
     throw await agentFailedToStart(transport, how);
   });
   try {
-    return await Promise.race([connectAgent(transport.stream, { handshakeTimeoutMs: timeoutMs, communicationTimeoutMs: options.communicationTimeoutMs, onCall: options.onCall }), timeout, died]);
+    const connect = () => connectAgent(transport.stream, { handshakeTimeoutMs: timeoutMs, communicationTimeoutMs: options.communicationTimeoutMs, onCall: options.onCall });
+    return await Promise.race([transport.connected ? transport.connected.then(connect) : connect(), timeout, died]);
   } catch (error) {
     // A broken stream usually means the agent died; say that rather than what the socket saw.
     const how = await Promise.race([transport.exited, new Promise<undefined>((resolve) => setTimeout(() => resolve(undefined), 200))]);

@@ -1,6 +1,7 @@
 // The process platform: runs the agent inside a local process's network namespace (Linux, root), over a socketpair.
-import { accessSync, constants as fsConstants, readlinkSync } from 'node:fs';
-import type { Socket } from 'node:net';
+import { accessSync, existsSync, constants as fsConstants, readlinkSync } from 'node:fs';
+import { Socket } from 'node:net';
+import { constants } from 'node:os';
 import process from 'node:process';
 import type { Duplex } from 'node:stream';
 import { DoppelError } from '../../errors.ts';
@@ -13,7 +14,8 @@ import { adoptEarlyAgent, newSession, spawnAgent, type EarlyAgent } from './agen
 import { removeSessionChains, sweepDeadSessionChains } from './session-chains.ts';
 import { targetEnvironment } from '../../agent/env.ts';
 import { targetMounts } from './target-mounts.ts';
-import { reachWarmAgent, startTime, sweepWarmSockets, warmDirectory, warmSocket } from './warm-agents.ts';
+import { handOver, reachWarmAgent, startTime, sweepWarmSockets, warmDirectory, warmSocket } from './warm-agents.ts';
+import { adoptShellAgent, endUnadopted, exitStatus, readShellAgentLog, running as shellAgentRunning, type ShellAgent } from './shell-agent.ts';
 
 export interface ProcessAgentOptions {
   pid: number;
@@ -31,19 +33,23 @@ export function createProcessPlatform(options: ProcessAgentOptions): Platform {
     hasTargetProcess: true,
     async start(progress) {
       checkTarget(options.pid);
-      // Started by the entry from the command line, if that is the agent this configuration asks for.
+      // Started by bin/doppel or the entry from the command line, if that is the agent this configuration asks for.
+      const shell = options.warmOnly ? undefined : adoptShellAgent(options.pid, options.logLevel);
       const early = options.warmOnly ? undefined : adoptEarlyAgent(options.pid, options.logLevel);
       const warm = (options.ttl ?? 0) > 0 ? warmPlace(options.pid) : undefined;
       const session = early?.session ?? newSession();
       // With an agent of its own the session takes no warm one, but what killed ones left goes all the same.
-      if (early && warm) sweepWarmSockets(warm.dir);
-      const reused = !early && warm && (await reachWarmAgent(warm.dir, options.pid, warm.targetStart, { session, trace: tracing() }));
+      if ((early || shell) && warm) sweepWarmSockets(warm.dir);
+      const reused = !early && !shell && warm && (await reachWarmAgent(warm.dir, options.pid, warm.targetStart, { session, trace: tracing() }));
       if (!reused && options.warmOnly) throw new DoppelError('E_NO_WARM_AGENT', `no warm agent of process ${options.pid} to take`, { category: 'agent' });
       if (reused) {
         trace('reusing a warm agent');
         transport = await progress.step(`reusing the warm agent of process ${options.pid}`, async () => reusedAgent(options, reused, session, warm, progress.warn));
       } else {
-        transport = await progress.step(`starting the agent in process ${options.pid}'s network namespace`, async () => startProcessAgent(options, session, warm, early));
+        transport = await progress.step(
+          `starting the agent in process ${options.pid}'s network namespace`,
+          async () => (shell ? shellAgent(options, shell, session, warm) : startProcessAgent(options, session, warm, early)),
+        );
       }
       return [transport];
     },
@@ -159,6 +165,47 @@ function startProcessAgent(options: ProcessAgentOptions, session: string, warm: 
   return processTransport(options, { pid: child.pid ?? 0, running, stream, exited, tail, removeChains }, warm, detach);
 }
 
+/** How often the CLI looks for the socket of an agent bin/doppel started, when it comes before the agent listens. */
+const SHELL_AGENT_POLL_MS = 2;
+
+/**
+ * Started by bin/doppel (shell-agent.ts), it sweeps as a spawned agent does, but is a child the event loop does not
+ * know. Returned at once: the session's handshake waits for `connected` (the agent may still be starting), not the
+ * program's start. Its end is its socket's close, or its own before it listened; its zombie then tells how it ended.
+ */
+function shellAgent(options: ProcessAgentOptions, agent: ShellAgent, session: string, warm: WarmPlace | undefined): AgentTransport {
+  const socket = new Socket();
+  socket.on('error', () => {});
+  const notes = createLogTail(10);
+  const tail: LogTail = { push: notes.push, text: () => `${readShellAgentLog(agent)}${notes.text()}` };
+  const removeChains = once(() => {
+    for (const failure of removeSessionChains(options.pid, session)) notes.push(`doppel: removing the agent's iptables rules: ${failure}\n`);
+  });
+  let gone: (how: string) => void = () => {};
+  const exited = new Promise<string>((resolve) => (gone = resolve));
+  const ended = once(async () => {
+    let status: number | undefined;
+    for (let waited = 0; (status = exitStatus(agent.pid)) === undefined && shellAgentRunning(agent.pid) && waited < 3000; waited += 10) await delay(10);
+    // As a spawned agent's: one that ended other than with code 0 may have left its chains. One still running parked.
+    if (status === undefined ? !shellAgentRunning(agent.pid) : status !== 0) removeChains();
+    gone(status === undefined ? 'closed its connection' : status & 0x7f ? `was killed by ${signalName(status & 0x7f)}` : `exited with code ${status >> 8}`);
+  });
+  const connected = (async () => {
+    while (!existsSync(agent.socketPath) && shellAgentRunning(agent.pid)) await delay(SHELL_AGENT_POLL_MS);
+    if (shellAgentRunning(agent.pid) && (await handOver(agent.socketPath, { session, trace: tracing() }, socket))) {
+      socket.once('close', () => void ended());
+      return;
+    }
+    endUnadopted(agent);
+    void ended();
+    // The handshake says how it ended, with its log.
+    throw new Error(`the agent (pid ${agent.pid}) did not take the session`);
+  })();
+  connected.catch(() => undefined);
+  const transport = processTransport(options, { pid: agent.pid, running: () => shellAgentRunning(agent.pid), stream: socket, exited, tail, removeChains }, warm, () => socket.unref());
+  return { ...transport, connected };
+}
+
 /** A warm agent that took this session: it is not our child, so its end is its socket's, and its log went with its first CLI. */
 function reusedAgent(options: ProcessAgentOptions, reused: { socket: Socket; agentPid: number }, session: string, warm: WarmPlace, warn: (text: string) => void): AgentTransport {
   const { pid } = options;
@@ -202,6 +249,9 @@ function agentTraceSplitter(tail: LogTail): (chunk: Buffer) => void {
     }
   };
 }
+
+/** As a child process's exit event names it. */
+const signalName = (signal: number): string => Object.entries(constants.signals).find(([, number]) => number === signal)?.[0] ?? `signal ${signal}`;
 
 function once(run: () => void): () => void {
   let done = false;

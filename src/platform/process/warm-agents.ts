@@ -2,7 +2,7 @@
 // our 0700 directory, named `<target pid>-<target start time>-<agent pid>.sock`, for agent.ttl; the next session on
 // the same target (the same process, not a later one with its PID) connects there instead of starting an agent.
 import { lstatSync, mkdirSync, readdirSync, readFileSync, unlinkSync } from 'node:fs';
-import { connect, type Socket } from 'node:net';
+import { Socket } from 'node:net';
 import { join } from 'node:path';
 import process from 'node:process';
 import { isAlive } from '../../process-alive.ts';
@@ -33,12 +33,16 @@ export function startTime(pid: number): string | undefined {
   return processStat(pid)?.start;
 }
 
-/** The process's start time and state (`Z` for one that has exited and waits for its parent). */
-export function processStat(pid: number): { start: string; state: string } | undefined {
+/**
+ * The process's start time and state (`Z` for one that has exited and waits for its parent), and a zombie's exit
+ * status as waitpid reports it (the stat file's 52nd field, Linux 3.5).
+ */
+export function processStat(pid: number): { start: string; state: string; exitStatus: number | undefined } | undefined {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return { start: fields[19]!, state: fields[0]! };
+    const exitStatus = Number(fields[49]);
+    return { start: fields[19]!, state: fields[0]!, exitStatus: Number.isInteger(exitStatus) ? exitStatus : undefined };
   } catch {
     return undefined;
   }
@@ -84,10 +88,13 @@ function removeStale(path: string): void {
   }
 }
 
-/** Sends the preface and waits for `ok`; the agent's hello may follow it in the same read, so what follows is put back. */
-function handOver(path: string, client: WarmClient): Promise<Socket | undefined> {
+/**
+ * Connects `socket` to the agent at `path`, sends the preface and waits for `ok`; the agent's hello may follow it in the
+ * same read, so what follows is put back.
+ */
+export function handOver(path: string, client: WarmClient, socket = new Socket()): Promise<Socket | undefined> {
   return new Promise((resolve) => {
-    const socket = connect({ path });
+    socket.connect({ path });
     let answer = Buffer.alloc(0);
     const finish = (taken: boolean) => {
       clearTimeout(timer);

@@ -1,0 +1,124 @@
+// The agent bin/doppel starts beside the CLI (`--listen` on `early-<CLI pid>.sock` in the warm directory, its log in
+// `early-<CLI pid>.log`), so that its Node.js starts with the CLI's rather than after it: the program's first remote
+// calls (a lookup, a datagram) then find it ready. bin/doppel names it in DOPPEL_EARLY_AGENT (`<agent pid> <target pid>
+// <log level> <directory>`), which the entry takes out of the environment before anything can pass it on; the
+// platform adopts the agent if it is the one the configuration asks for, and every other way out ends it and removes
+// its files.
+import { fstatSync, openSync, readdirSync, readSync, unlinkSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import process from 'node:process';
+import { isAlive } from '../../process-alive.ts';
+import { processStat, warmDirectory } from './warm-agents.ts';
+
+export interface ShellAgent {
+  pid: number;
+  socketPath: string;
+  /** Its stderr, opened by us and unlinked: what it said stays readable, and no file of it outlives the session. */
+  logFd: number | undefined;
+}
+
+let taken: { agentPid: number; targetPid: number; logLevel: string; dir: string } | undefined;
+
+const earlyFile = (dir: string, cliPid: number, kind: 'sock' | 'log') => join(dir, `early-${cliPid}.${kind}`);
+
+/** From the entry: DOPPEL_EARLY_AGENT leaves the environment, and an agent nobody adopts is ended when the CLI exits. */
+export function takeShellAgent(env: NodeJS.ProcessEnv): boolean {
+  const named = /^(\d+) (\d+) (\S+) (\/.*)$/.exec(env.DOPPEL_EARLY_AGENT ?? '');
+  delete env.DOPPEL_EARLY_AGENT;
+  // Never 0 or 1: signalling -0 or -1 means our own process group, or every process.
+  if (!named || Number(named[1]) <= 1) return false;
+  taken = { agentPid: Number(named[1]), targetPid: Number(named[2]), logLevel: named[3]!, dir: named[4]! };
+  process.once('exit', endShellAgent);
+  return true;
+}
+
+/** The agent bin/doppel started, if it is this target's with this log level, in our own warm directory, and running. */
+export function adoptShellAgent(targetPid: number, logLevel: string): ShellAgent | undefined {
+  const agent = taken;
+  if (!agent) return undefined;
+  if (agent.targetPid !== targetPid || agent.logLevel !== logLevel || resolve(agent.dir) !== warmDirectory() || !running(agent.agentPid)) {
+    endShellAgent();
+    return undefined;
+  }
+  taken = undefined;
+  process.off('exit', endShellAgent);
+  sweepEarlyFiles(agent.dir);
+  const log = earlyFile(agent.dir, process.pid, 'log');
+  let logFd: number | undefined;
+  try {
+    logFd = openSync(log, 'r');
+    unlinkSync(log);
+  } catch {
+    // Its log is lost; the agent serves all the same.
+  }
+  return { pid: agent.agentPid, socketPath: earlyFile(agent.dir, process.pid, 'sock'), logFd };
+}
+
+/** The end of what the agent wrote to its log. */
+export function readShellAgentLog(agent: ShellAgent, maxBytes = 8192): string {
+  if (agent.logFd === undefined) return '';
+  try {
+    const { size } = fstatSync(agent.logFd);
+    const buffer = Buffer.alloc(Math.min(size, maxBytes));
+    const read = readSync(agent.logFd, buffer, 0, buffer.length, size - buffer.length);
+    return buffer.subarray(0, read).toString();
+  } catch {
+    return '';
+  }
+}
+
+/** Running and not yet a zombie: once it exits it stays one, its parent being this process (bin/doppel became the CLI). */
+export function running(pid: number): boolean {
+  const state = processStat(pid)?.state;
+  return state !== undefined && state !== 'Z' && state !== 'X';
+}
+
+/** Its exit status as waitpid reports it, while it is our zombie; undefined before it exits or once it is reaped. */
+export function exitStatus(pid: number): number | undefined {
+  const stat = processStat(pid);
+  return stat?.state === 'Z' ? stat.exitStatus : undefined;
+}
+
+/** An adopted agent that did not take its session: it serves no one, so it goes, and its socket with it. */
+export function endUnadopted(agent: ShellAgent): void {
+  kill(agent.pid);
+  removeFile(agent.socketPath);
+}
+
+function endShellAgent(): void {
+  const agent = taken;
+  taken = undefined;
+  process.off('exit', endShellAgent);
+  if (!agent) return;
+  kill(agent.agentPid);
+  for (const kind of ['sock', 'log'] as const) removeFile(earlyFile(agent.dir, process.pid, kind));
+}
+
+/** The files of agents whose CLI was killed before it adopted them (their agents, orphaned, have exited). */
+function sweepEarlyFiles(dir: string): void {
+  try {
+    for (const entry of readdirSync(dir)) {
+      const cliPid = Number(/^early-(\d+)\.(?:sock|log)$/.exec(entry)?.[1]);
+      if (cliPid > 1 && cliPid !== process.pid && !isAlive(cliPid)) removeFile(join(dir, entry));
+    }
+  } catch {
+    // nothing to sweep
+  }
+}
+
+/** Its own process group (bin/doppel started it with setsid), so nsenter and Node.js go together. */
+function kill(pid: number): void {
+  try {
+    process.kill(-pid, 'SIGKILL');
+  } catch {
+    // already gone
+  }
+}
+
+function removeFile(path: string): void {
+  try {
+    unlinkSync(path);
+  } catch {
+    // already gone
+  }
+}
