@@ -1,4 +1,5 @@
-// How the agent's Node.js runs, wherever it is started (the process platform, the Kubernetes launcher).
+// How the agent's Node.js runs, wherever it is started (the process platform, the Kubernetes launcher); bin/doppel, a
+// shell script, says the same for the agent it starts (test/unit/agent-node-flags.test.ts holds them together).
 
 /**
  * V8 grows its young generation with the allocation rate, up to 3 x 32 MiB of semi-spaces on Node 24, and keeps it:
