@@ -84,10 +84,14 @@ describe('doppel exec failure paths', gate, () => {
     execFileSync('rm', ['-rf', dir]);
   });
 
-  test('a command that does not exist exits 127', async () => {
-    const result = await execIn(pid(), ['no-such-command-here']);
-    assert.equal(result.status, 127);
-    assert.match(result.stderr, /command not found: no-such-command-here \[E_COMMAND_NOT_FOUND\]/);
+  test('a command that does not exist exits 127, with an agent to park or not, also while it is still starting (fault injection: an nsenter that waits 1.5 s)', async () => {
+    const slow = { ...process.env, PATH: `${join(fixtures, 'slow-nsenter')}:${process.env.PATH}`, DOPPEL_TEST_NSENTER_DELAY: '1.5' };
+    for (const [env, flags] of [[process.env, []], [process.env, ['--agent-ttl', '0']], [slow, ['--agent-ttl', '0']]] as const) {
+      // Nothing else holds the CLI while its session ends: the error must still be told.
+      const result = await execIn(pid(), ['no-such-command-here'], { env, flags: [...flags] });
+      assert.equal(result.status, 127, result.stderr);
+      assert.match(result.stderr, /command not found: no-such-command-here \[E_COMMAND_NOT_FOUND\]/);
+    }
   });
 
   test('an agent that cannot start (fault injection: a failing nsenter) is one clear line', async () => {

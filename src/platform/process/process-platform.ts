@@ -181,17 +181,20 @@ function shellAgent(options: ProcessAgentOptions, agent: ShellAgent, session: st
   const removeChains = once(() => {
     for (const failure of removeSessionChains(options.pid, session)) notes.push(`doppel: removing the agent's iptables rules: ${failure}\n`);
   });
+  // Held timers, not `delay`'s: until it has settled, this waiting may be all that keeps the CLI running (a program
+  // that could not be started), and it must not end the CLI before the error is told.
+  const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
   let gone: (how: string) => void = () => {};
   const exited = new Promise<string>((resolve) => (gone = resolve));
   const ended = once(async () => {
     let status: number | undefined;
-    for (let waited = 0; (status = exitStatus(agent.pid)) === undefined && shellAgentRunning(agent.pid) && waited < 3000; waited += 10) await delay(10);
+    for (let waited = 0; (status = exitStatus(agent.pid)) === undefined && shellAgentRunning(agent.pid) && waited < 3000; waited += 10) await pause(10);
     // As a spawned agent's: one that ended other than with code 0 may have left its chains. One still running parked.
     if (status === undefined ? !shellAgentRunning(agent.pid) : status !== 0) removeChains();
     gone(status === undefined ? 'closed its connection' : status & 0x7f ? `was killed by ${signalName(status & 0x7f)}` : `exited with code ${status >> 8}`);
   });
   const connected = (async () => {
-    while (!existsSync(agent.socketPath) && shellAgentRunning(agent.pid)) await delay(SHELL_AGENT_POLL_MS);
+    while (!existsSync(agent.socketPath) && shellAgentRunning(agent.pid)) await pause(SHELL_AGENT_POLL_MS);
     if (shellAgentRunning(agent.pid) && (await handOver(agent.socketPath, { session, trace: tracing() }, socket))) {
       socket.once('close', () => void ended());
       return;
