@@ -1,6 +1,6 @@
 // Benchmarks doppel against the direct case in the same run (the program run inside the target's namespaces with
 // nsenter), and writes medians, p90s, p99s and ratios to bench/results/exec.json: start-up to the program's first
-// line with a fresh agent and in a warm session, remote calls (4 KiB file, DNS, TCP round trip), and the restart loop
+// line with a fresh agent (for sh, node and a lookup) and in a warm session, remote calls (4 KiB file, DNS, TCP round trip), and the restart loop
 // (a program started again and again inside one session, as a file watcher does).
 import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
@@ -55,6 +55,7 @@ try {
   const direct = (command: string[]): [string, string[]] => ['nsenter', ['-t', pid, '-n', '-m', ...command]];
   const viaDoppel = (command: string[], ttl: number): [string, string[]] => [doppel, ['exec', '-q', '--agent-ttl', String(ttl), '--target', `process/${pid}`, '--', ...command]];
 
+  const { redis, udpEcho } = world.services;
   /** Start to first line, bare and under doppel, alternating; `ttl` 0 starts a fresh agent each time, more reuses one. */
   const startup = async (command: string[], ttl: number) => {
     const samples: [number[], number[]] = [[], []];
@@ -82,7 +83,6 @@ try {
     }
     return compare(...samples);
   };
-  const { redis, udpEcho } = world.services;
   const results = {
     when: new Date().toISOString(),
     machine: `${cpus().length} x ${cpus()[0]?.model ?? 'unknown CPU'}`,
@@ -94,7 +94,12 @@ try {
     direct: 'the same program run inside the target with nsenter -n -m',
     ...(wanted('startup') && {
       startupToFirstLine: {
-        freshAgent: { sh: await startup(programs.sh!, 0), node: await startup(programs.node!, 0) },
+        freshAgent: {
+          sh: await startup(programs.sh!, 0),
+          node: await startup(programs.node!, 0),
+          // A program whose first call needs the agent: a C lookup of a cluster name.
+          getentHosts: await startup(['getent', 'hosts', redis.name], 0),
+        },
         // The first run leaves a warm session host; every later one starts its program through it (src/warm/).
         warmSession: { sh: await startup(programs.sh!, 10), node: await startup(programs.node!, 10) },
       },
