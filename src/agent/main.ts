@@ -30,8 +30,9 @@ async function main(): Promise<number> {
       pid: { type: 'string' },
       // A descriptor number, or `ipc`: the launcher sends the connection, and its session, once a client connects.
       fd: { type: 'string' },
-      // Or a Unix socket its CLI connects to with a warm agent's preface (the session comes with it); the CLI is the
-      // process `parent` (bin/doppel, which started us and then became the CLI), and its log is beside the socket.
+      // Or a Unix socket `<listen>-<our pid>.sock` its CLI connects to with a warm agent's preface (the session comes
+      // with it); the CLI is the process `parent` (bin/doppel, which started us and then became the CLI), and our log
+      // is `<listen>.log`.
       listen: { type: 'string' },
       parent: { type: 'string' },
       'log-level': { type: 'string', default: 'info' },
@@ -82,7 +83,7 @@ async function main(): Promise<number> {
   const listened = values.listen === undefined ? undefined : await firstClient(values.listen, Number(values.parent), pid, Promise.race([targetGone, signalled]));
   if (values.listen !== undefined && !listened) {
     // Its CLI, which would have taken the log, is gone.
-    rmSync(values.listen.replace(/\.sock$/, '.log'), { force: true });
+    rmSync(`${values.listen}.log`, { force: true });
     return 0;
   }
 
@@ -168,15 +169,14 @@ const LISTEN_TIMEOUT_MS = 60_000;
  * The CLI that bin/doppel started beside us, on our socket: `parent` (bin/doppel became the CLI). None comes when that
  * CLI has gone (we then have another parent), or took an agent of its own and ended us.
  */
-async function firstClient(path: string, parent: number, targetPid: number, stop: Promise<unknown>): Promise<{ stream: Socket; client: WarmClient } | undefined> {
+async function firstClient(base: string, parent: number, targetPid: number, stop: Promise<unknown>): Promise<{ stream: Socket; client: WarmClient } | undefined> {
   const orphaned = new Promise<void>((resolve) => {
     const check = () => process.ppid !== parent && resolve();
     check();
     setInterval(check, 200).unref();
   });
-  // The name is our CLI's, whose pid no live process shares: a file there is a dead CLI's.
-  rmSync(path, { force: true });
-  const warm = await listenWarm({ socket: path, ttlMs: LISTEN_TIMEOUT_MS }, targetPid);
+  // Named for our CLI and for us, so no other agent's (a dead CLI's whose pid was reused) is ever taken for ours.
+  const warm = await listenWarm({ socket: `${base}-${process.pid}.sock`, ttlMs: LISTEN_TIMEOUT_MS }, targetPid);
   try {
     return await warm.next(Promise.race([stop, orphaned]));
   } finally {

@@ -1,7 +1,7 @@
 // A parked agent's wait for the next session: a Unix socket (in the CLI's 0700 directory, named for the target and
 // this agent) that takes one client within the ttl. The socket file goes as soon as a client is taken, and on every
 // way out, so nothing of a warm agent outlives it.
-import { existsSync, unlinkSync } from 'node:fs';
+import { existsSync, renameSync, rmSync, unlinkSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import process from 'node:process';
 import { parseWarmLine, WARM_MAX_LINE, WARM_OK, type WarmClient } from '../protocol/warm-preface.ts';
@@ -22,10 +22,21 @@ export async function listenWarm({ socket: path, ttlMs }: { socket: string; ttlM
     waiting.push(socket);
     arrived?.();
   });
+  // Bound under another name and renamed once it listens: a client that finds the socket never finds it refusing
+  // (which would make it take the socket for a dead agent's, and the agent for gone).
+  const binding = `${path}.new`;
+  rmSync(binding, { force: true });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(path, () => resolve());
+    server.listen(binding, () => resolve());
   });
+  try {
+    renameSync(binding, path);
+  } catch (error) {
+    server.close();
+    rmSync(binding, { force: true });
+    throw error;
+  }
   let removed = false;
   const remove = () => {
     if (removed) return;

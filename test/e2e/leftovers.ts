@@ -22,13 +22,13 @@ function processes(pattern: string): string[] {
 
 /**
  * Socket directories of the doppel CLIs this test process started (named `doppel-<CLI pid>-...`), not other runs', and
- * the socket and log of the agents bin/doppel started for them (`doppel-warm/early-<CLI pid>.*`).
+ * the socket and log of the agents bin/doppel started for them (`doppel-warm/early-<CLI pid>[-.]*`).
  */
 export function proxyDirs(pids: readonly number[] = startedDoppels()): string[] {
   const ours = new Set(pids.map(String));
   const early = (() => {
     try {
-      return readdirSync(join(tmpdir(), 'doppel-warm')).filter((entry) => ours.has(/^early-(\d+)\./.exec(entry)?.[1] ?? '')).map((entry) => `doppel-warm/${entry}`);
+      return readdirSync(join(tmpdir(), 'doppel-warm')).filter((entry) => ours.has(/^early-(\d+)[-.]/.exec(entry)?.[1] ?? '')).map((entry) => `doppel-warm/${entry}`);
     } catch {
       return [];
     }

@@ -27,7 +27,7 @@ describe('the agent bin/doppel starts', gate, () => {
     assert.equal(lines[0], `${redis.address.padEnd(15)} ${redis.name}`);
     const agents = lines.filter((line) => line.startsWith('agent:'));
     assert.equal(agents.length, 1, out);
-    assert.match(agents[0]!, /--listen \S+\/doppel-warm\/early-\d+\.sock --parent \d+ /, out);
+    assert.match(agents[0]!, /--listen \S+\/doppel-warm\/early-\d+ --parent \d+ /, out);
     assert.equal(lines.at(-1), 'early: []');
   });
 

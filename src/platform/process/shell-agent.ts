@@ -1,5 +1,5 @@
-// The agent bin/doppel starts beside the CLI (`--listen` on `early-<CLI pid>.sock` in the warm directory, its log in
-// `early-<CLI pid>.log`), so that its Node.js starts with the CLI's rather than after it: the program's first remote
+// The agent bin/doppel starts beside the CLI (`--listen` on `early-<CLI pid>-<agent pid>.sock` in the warm directory,
+// its log in `early-<CLI pid>.log`), so that its Node.js starts with the CLI's rather than after it: the program's first remote
 // calls (a lookup, a datagram) then find it ready. bin/doppel names it in DOPPEL_EARLY_AGENT (`<agent pid> <target pid>
 // <log level> <directory>`), which the entry takes out of the environment before anything can pass it on; the
 // platform adopts the agent if it is the one the configuration asks for, and every other way out ends it and removes
@@ -19,7 +19,8 @@ export interface ShellAgent {
 
 let taken: { agentPid: number; targetPid: number; logLevel: string; dir: string } | undefined;
 
-const earlyFile = (dir: string, cliPid: number, kind: 'sock' | 'log') => join(dir, `early-${cliPid}.${kind}`);
+const earlyLog = (dir: string, cliPid: number) => join(dir, `early-${cliPid}.log`);
+const earlySocket = (dir: string, cliPid: number, agentPid: number) => join(dir, `early-${cliPid}-${agentPid}.sock`);
 
 /** From the entry: DOPPEL_EARLY_AGENT leaves the environment, and an agent nobody adopts is ended when the CLI exits. */
 export function takeShellAgent(env: NodeJS.ProcessEnv): boolean {
@@ -43,7 +44,7 @@ export function adoptShellAgent(targetPid: number, logLevel: string): ShellAgent
   taken = undefined;
   process.off('exit', endShellAgent);
   sweepEarlyFiles(agent.dir);
-  const log = earlyFile(agent.dir, process.pid, 'log');
+  const log = earlyLog(agent.dir, process.pid);
   let logFd: number | undefined;
   try {
     logFd = openSync(log, 'r');
@@ -51,7 +52,7 @@ export function adoptShellAgent(targetPid: number, logLevel: string): ShellAgent
   } catch {
     // Its log is lost; the agent serves all the same.
   }
-  return { pid: agent.agentPid, socketPath: earlyFile(agent.dir, process.pid, 'sock'), logFd };
+  return { pid: agent.agentPid, socketPath: earlySocket(agent.dir, process.pid, agent.agentPid), logFd };
 }
 
 /** The end of what the agent wrote to its log. */
@@ -91,14 +92,14 @@ function endShellAgent(): void {
   process.off('exit', endShellAgent);
   if (!agent) return;
   kill(agent.agentPid);
-  for (const kind of ['sock', 'log'] as const) removeFile(earlyFile(agent.dir, process.pid, kind));
+  for (const file of [earlySocket(agent.dir, process.pid, agent.agentPid), earlyLog(agent.dir, process.pid)]) removeFile(file);
 }
 
 /** The files of agents whose CLI was killed before it adopted them (their agents, orphaned, have exited). */
 function sweepEarlyFiles(dir: string): void {
   try {
     for (const entry of readdirSync(dir)) {
-      const cliPid = Number(/^early-(\d+)\.(?:sock|log)$/.exec(entry)?.[1]);
+      const cliPid = Number(/^early-(\d+)(?:-\d+\.sock(?:\.new)?|\.log)$/.exec(entry)?.[1]);
       if (cliPid > 1 && cliPid !== process.pid && !isAlive(cliPid)) removeFile(join(dir, entry));
     }
   } catch {
