@@ -1,9 +1,9 @@
-// The agent bin/doppel starts beside the CLI (`--listen` on `early-<CLI pid>-<agent pid>.sock` in the warm directory,
-// its log in `early-<CLI pid>.log`), so that its Node.js starts with the CLI's rather than after it: the program's first remote
-// calls (a lookup, a datagram) then find it ready. bin/doppel names it in DOPPEL_EARLY_AGENT (`<agent pid> <target pid>
-// <log level> <directory>`), which the entry takes out of the environment before anything can pass it on; the
-// platform adopts the agent if it is the one the configuration asks for, and every other way out ends it and removes
-// its files.
+// The agent bin/doppel starts beside the CLI (`--listen` on `early-<CLI pid>-<agent pid>.sock` in the warm
+// directory, its log in `early-<CLI pid>.log`), so that its Node.js starts with the CLI's rather than after it: the
+// program's first remote calls (a lookup, a datagram) then find it ready. bin/doppel names it in DOPPEL_EARLY_AGENT
+// (`<agent pid> <target pid> <log level> <directory>`), which the entry takes out of the environment before anything
+// can pass it on; the platform adopts the agent if it is the one the configuration asks for, and every other way out
+// ends it and removes its files.
 import { fstatSync, openSync, readdirSync, readSync, unlinkSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import process from 'node:process';
