@@ -1,8 +1,9 @@
 // The agent's entry point: serve one client on an inherited fd (a socketpair from the CLI), on a Unix socket its CLI
 // connects to (`--listen`: started by bin/doppel beside the CLI's own start), or on a connection its launcher hands
 // over (`--fd ipc`: started ahead of its client, so its own start is off the client's path; it admits the client by
-// the session's token), from inside the target's network namespace; exit when the client, or the target, is gone. A client that parks the agent (`agent.park`) leaves it warm: it then serves the next client that
-// comes to its Unix socket within the ttl, and exits when none does.
+// the session's token), from inside the target's network namespace; exit when the client, or the target, is gone. A
+// client that parks the agent (`agent.park`) leaves it warm: it then serves the next client that comes to its Unix
+// socket within the ttl, and exits when none does.
 import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { Socket } from 'node:net';
 import process from 'node:process';
@@ -54,6 +55,7 @@ async function main(): Promise<number> {
   if (!existsSync(`/proc/${pid}`)) return usage(log, `process ${pid} does not exist`);
   const timeoutMs = Number(values['startup-timeout']) * 1000;
   if (values.fd === undefined && values.listen === undefined) return usage(log, '--fd N or --listen PATH is required');
+  if (values.listen !== undefined && !(Number(values.parent) > 1)) return usage(log, '--listen needs --parent PID');
   // An agent on an inherited descriptor or its own socket is the process platform's, in its CLI's PID namespace: it
   // removes the chains of sessions whose CLI is dead (see sweepWhenQuiet).
   const sweep = values.fd === 'ipc' ? undefined : sweepWhenQuiet(log);
@@ -170,17 +172,22 @@ const LISTEN_TIMEOUT_MS = 60_000;
  * CLI has gone (we then have another parent), or took an agent of its own and ended us.
  */
 async function firstClient(base: string, parent: number, targetPid: number, stop: Promise<unknown>): Promise<{ stream: Socket; client: WarmClient } | undefined> {
+  let timer: NodeJS.Timeout | undefined;
   const orphaned = new Promise<void>((resolve) => {
     const check = () => process.ppid !== parent && resolve();
     check();
-    setInterval(check, 200).unref();
+    timer = setInterval(check, 200);
   });
-  // Named for our CLI and for us, so no other agent's (a dead CLI's whose pid was reused) is ever taken for ours.
-  const warm = await listenWarm({ socket: `${base}-${process.pid}.sock`, ttlMs: LISTEN_TIMEOUT_MS }, targetPid);
   try {
-    return await warm.next(Promise.race([stop, orphaned]));
+    // Named for our CLI and for us, so no other agent's (a dead CLI's whose pid was reused) is ever taken for ours.
+    const warm = await listenWarm({ socket: `${base}-${process.pid}.sock`, ttlMs: LISTEN_TIMEOUT_MS }, targetPid);
+    try {
+      return await warm.next(Promise.race([stop, orphaned]));
+    } finally {
+      warm.close();
+    }
   } finally {
-    warm.close();
+    clearInterval(timer);
   }
 }
 
