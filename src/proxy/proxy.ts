@@ -3,6 +3,7 @@ import fs, { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import process from 'node:process';
+import { DoppelError } from '../errors.ts';
 import { isAlive } from '../process-alive.ts';
 import type { FastRule } from '../config/fs-fast-rules.ts';
 import type { AgentClient } from './agent-client.ts';
@@ -61,7 +62,15 @@ export function prepareProxy(): PreparedProxy {
   // A fresh 0700 directory keeps other local users off the socket; its name carries our PID
   // so that a later session can remove it if this one is killed before it cleans up.
   // Synchronous: a few µs, where a trip through libuv's thread pool waits behind the busy start's event loop.
-  const dir = mkdtempSync(join(tmpdir(), `doppel-${process.pid}-`));
+  let dir: string;
+  try {
+    dir = mkdtempSync(join(tmpdir(), `doppel-${process.pid}-`));
+  } catch (error) {
+    throw new DoppelError('E_TMPDIR', `cannot make the session's directory in ${tmpdir()}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`, {
+      category: 'usage',
+      hint: 'set TMPDIR to a directory that exists and that you can write to (or unset it for /tmp)',
+    });
+  }
   return { dir, discard: () => fs.promises.rm(dir, { recursive: true, force: true }) };
 }
 

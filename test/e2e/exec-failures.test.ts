@@ -72,6 +72,12 @@ describe('doppel exec failure paths', gate, () => {
     assert.match(result.stderr, /needs root.*\[E_PERMISSION_ROOT\]\n  hint: run doppel with sudo/);
   });
 
+  test('a TMPDIR that does not exist is one clear line', async () => {
+    const result = await execIn(pid(), ['true'], { env: { ...process.env, TMPDIR: '/nonexistent/doppel-tmp' } });
+    assert.equal(result.status, 1, result.stderr);
+    assert.match(result.stderr, /^doppel: cannot make the session's directory in \/nonexistent\/doppel-tmp: ENOENT \[E_TMPDIR\]\n  hint: set TMPDIR/m);
+  });
+
   test('an invalid config file names each bad key path', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'doppel-config-test-'));
     const file = join(dir, 'bad.json');
