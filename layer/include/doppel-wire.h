@@ -25,6 +25,9 @@
  * and waiting for a hello's answer, and connects only when it has something to ask. */
 #define DP_FAST_PATH_FILE "fast-path"
 
+/* Where the agent answers DP_OP_GETADDRINFO itself when the rules say so (DP_HELLO_AGENT_DNS), next to the socket. */
+#define DP_AGENT_DNS_SOCKET "dns.sock"
+
 /* The largest answer payload (a whole remote file travels in one): the layer treats a longer one as a broken stream. */
 #define DP_MAX_REPLY (1u << 30)
 
@@ -292,6 +295,9 @@ struct dp_hello_req {
 #define DP_HELLO_LOOPBACK_TCP_LOCAL 1u
 /* Some writes go to the target (write mode, read_write lists): only then can a process hold written files. */
 #define DP_HELLO_REMOTE_WRITES 2u
+/* The agent answers DP_OP_GETADDRINFO itself on DP_AGENT_DNS_SOCKET, next to the proxy's socket (an agent on this
+ * machine, no DNS or outgoing filter by name); asked there first, the proxy when it cannot be reached. */
+#define DP_HELLO_AGENT_DNS 4u
 
 struct dp_hello_resp {
   uint32_t flags;        /* DP_HELLO_* */

@@ -30,7 +30,7 @@ static int is_numeric(const char *node) {
 static int resolve_remote(const char *name, int family, int socktype, int protocol, int flags, char **reply, const struct dp_addr **addrs, uint32_t *count, const char **canon) {
   struct dp_gai_req req = {family, socktype, protocol, flags};
   uint32_t len;
-  int status = dp_call(DP_OP_GETADDRINFO, &req, sizeof req, name, strlen(name) + 1, reply, &len);
+  int status = dp_call_agent(DP_OP_GETADDRINFO, &req, sizeof req, name, strlen(name) + 1, reply, &len);
   if (status == DP_LOCAL) return 0;
   if (status < 0) return status;
   if (len < 4) return EAI_FAIL;

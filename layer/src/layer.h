@@ -20,6 +20,8 @@ enum dp_bypass {
 
 /* The proxy's socket path, captured at load ("" when not under doppel). */
 const char *dp_socket_path(void);
+/* The agent's socket for lookups next to it (see DP_HELLO_AGENT_DNS), "" when the path would be too long. */
+const char *dp_agent_dns_path(void);
 /* Maps a path under the stand-in directory (see DP_STANDIN_DIR) back to the remote path it stands for, in place;
  * returns 1 if it did. */
 int dp_unstand(char *path);
@@ -38,6 +40,9 @@ void dp_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* One round trip to the proxy. On success returns the status (DP_OK, DP_LOCAL or negative errno/EAI)
  * and sets *reply (NUL-terminated, NULL when empty) and *reply_len. Without a proxy it answers DP_LOCAL. */
 int dp_call(uint32_t op, const void *a, size_t a_len, const void *b, size_t b_len, char **reply, uint32_t *reply_len);
+/* dp_call to the agent's own socket for lookups when the rules say it serves them (DP_HELLO_AGENT_DNS), else, or when
+ * it cannot be reached, to the proxy. */
+int dp_call_agent(uint32_t op, const void *a, size_t a_len, const void *b, size_t b_len, char **reply, uint32_t *reply_len);
 /* A request the proxy does not answer (the program does not wait); lost if the proxy is gone. */
 void dp_tell(uint32_t op, const void *a, size_t a_len);
 /* Releases a reply from dp_call; only the thread's latest reply is valid, so release it before the next call. */
@@ -164,6 +169,8 @@ int dp_open_in_root(const char *abs, int flags, int *fd);
 void dp_connect_early(void);
 /* True when TCP to a loopback address is always local in this session. */
 int dp_loopback_tcp_local(void);
+/* True when the agent answers lookups itself (DP_HELLO_AGENT_DNS). */
+int dp_agent_dns(void);
 /* The agent's process whose sockets connect() may take (the hello's handover_pid), or 0. */
 uint32_t dp_handover_pid(void);
 

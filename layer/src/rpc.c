@@ -21,13 +21,18 @@
  * point; the next call on that thread then finds the connection in that state. */
 enum phase { IDLE, SENDING, AWAITING, RECEIVING };
 
-static __thread int conn_fd __attribute__((tls_model("initial-exec"))) = -1;
-static __thread pid_t conn_pid __attribute__((tls_model("initial-exec")));
-/* volatile: a jump can come between any two statements, so each change must be in memory before the next call. */
-static __thread volatile enum phase conn_phase __attribute__((tls_model("initial-exec")));
+/* A thread's connection to one server: the proxy, or the agent's socket for lookups (DP_HELLO_AGENT_DNS). */
+struct conn {
+  int fd;
+  pid_t pid;
+  /* volatile: a jump can come between any two statements, so each change must be in memory before the next call. */
+  volatile enum phase phase;
+  /* The hello of this connection when its answer was not waited for (the rules were loaded already). */
+  uint32_t unanswered_hello;
+};
+static __thread struct conn proxy __attribute__((tls_model("initial-exec"))) = {.fd = -1};
+static __thread struct conn agent __attribute__((tls_model("initial-exec"))) = {.fd = -1};
 static __thread char reply_buf[2048] __attribute__((tls_model("initial-exec")));
-/* The hello of this thread's connection when its answer was not waited for (the rules were loaded already). */
-static __thread uint32_t unanswered_hello __attribute__((tls_model("initial-exec")));
 static atomic_uchar own_fds[DP_OWN_FDS];
 /* A connection the program took the number of (dup2 onto it) was moved: moved[old] = new + 1, or -1 if it is gone. */
 static atomic_int moved[DP_OWN_FDS];
@@ -122,18 +127,27 @@ void dp_reserve_own_fds(void) {
 }
 
 /* Follows a move of this thread's connection; the old number is the program's now. */
-static void follow_move(void) {
-  if (conn_fd < 0 || conn_fd >= DP_OWN_FDS) return;
-  int to = atomic_exchange(&moved[conn_fd], 0);
-  if (to != 0) conn_fd = to > 0 ? to - 1 : -1;
+static void follow_move(struct conn *c) {
+  if (c->fd < 0 || c->fd >= DP_OWN_FDS) return;
+  int to = atomic_exchange(&moved[c->fd], 0);
+  if (to != 0) c->fd = to > 0 ? to - 1 : -1;
 }
 
-/* A thread that ends closes its connection. */
+static void drop(struct conn *c) {
+  release(c->fd);
+  c->fd = -1;
+}
+
+/* A thread that ends closes its connections. */
 static void on_thread_exit(void *value) {
   (void)value;
-  follow_move();
-  if (conn_pid == getpid()) release(conn_fd);
-  conn_fd = -1;
+  pid_t pid = getpid();
+  struct conn *both[] = {&proxy, &agent};
+  for (int i = 0; i < 2; i++) {
+    follow_move(both[i]);
+    if (both[i]->pid == pid) release(both[i]->fd);
+    both[i]->fd = -1;
+  }
 }
 
 static void make_key(void) { pthread_key_create(&conn_key, on_thread_exit); }
@@ -141,8 +155,8 @@ static void make_key(void) { pthread_key_create(&conn_key, on_thread_exit); }
 static int say_hello(int fd, uint32_t *seq);
 static int hello(int fd);
 
-static int connect_proxy(void) {
-  const char *path = dp_socket_path();
+/* A stream to the Unix socket at path, among the layer's own descriptors, closed when the thread ends; or -1. */
+static int connect_unix(const char *path) {
   struct sockaddr_un addr = {.sun_family = AF_UNIX};
   if (path[0] == '\0' || strlen(path) >= sizeof addr.sun_path) return -1;
   strcpy(addr.sun_path, path);
@@ -155,12 +169,21 @@ static int connect_proxy(void) {
   fd = adopt(fd);
   pthread_once(&key_once, make_key);
   pthread_setspecific(conn_key, (void *)1);
+  return fd;
+}
+
+/* The agent's socket takes lookups alone, with no hello. */
+static int connect_agent(void) { return connect_unix(dp_agent_dns_path()); }
+
+static int connect_proxy(void) {
+  int fd = connect_unix(dp_socket_path());
+  if (fd < 0) return -1;
   /* A proxy that closes the stream on a hello does not know it: from then on, ask it about every path. Once the
    * rules are loaded (from the proxy's file), the hello only says who this process is, for the proxy's messages:
    * its answer is not waited for, and the next exchange passes over it. */
   static atomic_int no_hello;
   if (dp_rules_ready()) {
-    if (say_hello(fd, &unanswered_hello) < 0) {
+    if (say_hello(fd, &proxy.unanswered_hello) < 0) {
       release(fd);
       return -1;
     }
@@ -258,24 +281,25 @@ static int hello(int fd) {
   return skip(fd, left);
 }
 
-static int exchange(int fd, uint32_t op, const void *a, size_t a_len, const void *b, size_t b_len, char **reply, uint32_t *reply_len, int *status) {
+static int exchange(struct conn *c, uint32_t op, const void *a, size_t a_len, const void *b, size_t b_len, char **reply, uint32_t *reply_len, int *status) {
+  int fd = c->fd;
   uint32_t seq = atomic_fetch_add(&next_seq, 1);
   struct dp_req_hdr req = {.len = (uint32_t)(a_len + b_len), .op = op, .seq = seq};
   struct iovec iov[3] = {{&req, sizeof req}, {(void *)a, a_len}, {(void *)b, b_len}};
-  conn_phase = SENDING;
+  c->phase = SENDING;
   if (write_all(fd, iov, 3) < 0) return -1;
   struct dp_resp_hdr resp;
   for (;;) {
-    conn_phase = AWAITING;
+    c->phase = AWAITING;
     /* The header is peeked, not taken, while AWAITING: a jump at any point leaves the stream at an answer's start. */
     if (peek_all(fd, &resp, sizeof resp) < 0) return -1;
-    conn_phase = RECEIVING;
+    c->phase = RECEIVING;
     if (read_all(fd, &resp, sizeof resp) < 0) return -1;
     if (resp.len > DP_MAX_REPLY) return -2;
     if (resp.seq == seq) break;
     /* Answers come in request order, so anything else is the answer to an abandoned, earlier request (or to the
      * connection's hello). */
-    if (resp.seq != unanswered_hello) dp_log("dropped the answer to abandoned request %u", resp.seq);
+    if (resp.seq != c->unanswered_hello) dp_log("dropped the answer to abandoned request %u", resp.seq);
     if (skip(fd, resp.len) < 0) return -1;
   }
   char *body = NULL;
@@ -290,60 +314,73 @@ static int exchange(int fd, uint32_t op, const void *a, size_t a_len, const void
     }
     body[resp.len] = '\0';
   }
-  conn_phase = IDLE;
+  c->phase = IDLE;
   *reply = body;
   *reply_len = resp.len;
   *status = resp.status;
   return 0;
 }
 
+/* A fresh connection of this thread's to one server, or -1. */
+static void open_conn(struct conn *c, int (*connect_to)(void), pid_t pid) {
+  c->fd = connect_to();
+  c->pid = pid;
+  c->phase = IDLE;
+}
+
 void dp_connect_early(void) {
-  if (conn_fd >= 0) return;
+  if (proxy.fd >= 0) return;
   int saved = errno;
-  conn_fd = connect_proxy();
-  conn_pid = getpid();
-  conn_phase = IDLE;
+  open_conn(&proxy, connect_proxy, getpid());
   errno = saved;
 }
 
 /* Drops this thread's connection when it cannot carry a new request: a forked child's copy of its parent's, or one
  * the program jumped out of mid-message. */
-static void check_conn(pid_t pid) {
-  follow_move();
-  if (conn_fd >= 0 && conn_pid != pid) {
+static void check_conn(struct conn *c, pid_t pid) {
+  follow_move(c);
+  if (c->fd >= 0 && c->pid != pid) {
     /* A forked child must not share its parent's stream; its copy of the fd is its own to close. */
-    release(conn_fd);
-    conn_fd = -1;
+    drop(c);
   }
-  if (conn_fd >= 0 && (conn_phase == SENDING || conn_phase == RECEIVING)) {
+  if (c->fd >= 0 && (c->phase == SENDING || c->phase == RECEIVING)) {
     /* The program jumped out mid-message: where the stream stands is unknown, so start a new one. An answer
      * still awaited (AWAITING) is fine: the sequence number tells it apart. */
     dp_log("a call was abandoned mid-message; reconnecting");
-    release(conn_fd);
-    conn_fd = -1;
+    drop(c);
   }
 }
 
 void dp_tell(uint32_t op, const void *a, size_t a_len) {
   int saved = errno;
   pid_t pid = getpid();
-  check_conn(pid);
-  if (conn_fd < 0) {
-    conn_fd = connect_proxy();
-    conn_pid = pid;
-    conn_phase = IDLE;
-  }
-  if (conn_fd >= 0) {
+  check_conn(&proxy, pid);
+  if (proxy.fd < 0) open_conn(&proxy, connect_proxy, pid);
+  if (proxy.fd >= 0) {
     struct dp_req_hdr req = {.len = (uint32_t)a_len, .op = op, .seq = atomic_fetch_add(&next_seq, 1)};
     struct iovec iov[2] = {{&req, sizeof req}, {(void *)a, a_len}};
-    conn_phase = SENDING;
-    if (write_all(conn_fd, iov, 2) < 0) {
-      release(conn_fd);
-      conn_fd = -1;
-    }
-    conn_phase = IDLE;
+    proxy.phase = SENDING;
+    if (write_all(proxy.fd, iov, 2) < 0) drop(&proxy);
+    proxy.phase = IDLE;
   }
   errno = saved;
+}
+
+/* One round trip on c: 0 with *status, or -1 when no connection carried it (after one fresh try for a broken one), or
+ * -2 for an answer longer than any a server sends (the stream cannot be trusted, and asking again would not help). */
+static int round_trip(struct conn *c, int (*connect_to)(void), uint32_t op, const void *a, size_t a_len, const void *b, size_t b_len, char **reply, uint32_t *reply_len, int *status) {
+  pid_t pid = getpid();
+  check_conn(c, pid);
+  for (int attempt = 0; attempt < 2; attempt++) {
+    if (c->fd < 0) open_conn(c, connect_to, pid);
+    if (c->fd < 0) return -1;
+    int r = exchange(c, op, a, a_len, b, b_len, reply, reply_len, status);
+    if (r == 0) return 0;
+    drop(c);
+    if (r == -2) return -2;
+    /* The stream broke (the program closed it, or the server went): one fresh try. */
+  }
+  return -1;
 }
 
 int dp_call(uint32_t op, const void *a, size_t a_len, const void *b, size_t b_len, char **reply, uint32_t *reply_len) {
@@ -351,37 +388,32 @@ int dp_call(uint32_t op, const void *a, size_t a_len, const void *b, size_t b_le
   *reply = NULL;
   *reply_len = 0;
   dp_cache_note(op, a, a_len);
-  pid_t pid = getpid();
-  check_conn(pid);
-  for (int attempt = 0; attempt < 2; attempt++) {
-    if (conn_fd < 0) {
-      conn_fd = connect_proxy();
-      conn_pid = pid;
-      conn_phase = IDLE;
-      if (conn_fd < 0) break;
-    }
-    int status;
-    int r = exchange(conn_fd, op, a, a_len, b, b_len, reply, reply_len, &status);
-    if (r == 0) {
-      dp_cache_note(op, a, a_len);
-      errno = saved;
-      return status;
-    }
-    release(conn_fd);
-    conn_fd = -1;
-    /* An answer longer than any the proxy sends: the stream cannot be trusted, and asking again would not help. */
-    if (r == -2) {
-      errno = saved;
-      return -EIO;
-    }
-    /* The stream broke (the program closed it, or the proxy restarted): one fresh try. */
-  }
+  int status;
+  int r = round_trip(&proxy, connect_proxy, op, a, a_len, b, b_len, reply, reply_len, &status);
+  if (r == 0) dp_cache_note(op, a, a_len);
+  errno = saved;
+  if (r == 0) return status;
+  if (r == -2) return -EIO;
   /* Without its proxy the program still runs, on its local context; say so once. */
   static atomic_int warned;
   if (!atomic_exchange(&warned, 1)) {
     static const char msg[] = "doppel layer: the doppel proxy is gone; this process continues with local files and network only\n";
     (void)!write(2, msg, sizeof msg - 1);
   }
-  errno = saved;
   return DP_LOCAL;
+}
+
+int dp_call_agent(uint32_t op, const void *a, size_t a_len, const void *b, size_t b_len, char **reply, uint32_t *reply_len) {
+  if (dp_agent_dns()) {
+    int saved = errno;
+    *reply = NULL;
+    *reply_len = 0;
+    int status;
+    int r = round_trip(&agent, connect_agent, op, a, a_len, b, b_len, reply, reply_len, &status);
+    dp_log(r == 0 ? "op %u: asked the agent" : "op %u: the agent's socket cannot be reached; asking the proxy", op);
+    errno = saved;
+    if (r == 0) return status;
+    if (r == -2) return -EIO;
+  }
+  return dp_call(op, a, a_len, b, b_len, reply, reply_len);
 }

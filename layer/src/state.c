@@ -21,6 +21,7 @@ static __thread uintptr_t guard_frame __attribute__((tls_model("initial-exec")))
 /* Read once at load: a program may clear its environment before its threads first call a hook. */
 static char socket_path[108];
 static char standin_root[128];
+static char agent_dns_path[108];
 static size_t standin_len;
 
 static const char *bypass_names[] = {"disabled", "reentrant", "policy", "not-inet", "numeric", "not-ours", "any-port"};
@@ -39,6 +40,8 @@ static void init(void) {
     size_t dir_len = slash ? (size_t)(slash - socket_path) : 0;
     int n = snprintf(standin_root, sizeof standin_root, "%.*s/%s", (int)dir_len, socket_path, DP_STANDIN_DIR);
     standin_len = n > 0 && (size_t)n < sizeof standin_root ? (size_t)n : 0;
+    n = snprintf(agent_dns_path, sizeof agent_dns_path, "%.*s/%s", (int)dir_len, socket_path, DP_AGENT_DNS_SOCKET);
+    if (n < 0 || (size_t)n >= sizeof agent_dns_path) agent_dns_path[0] = '\0';
     char fast_path[sizeof socket_path + sizeof DP_FAST_PATH_FILE];
     n = snprintf(fast_path, sizeof fast_path, "%.*s/%s", (int)dir_len, socket_path, DP_FAST_PATH_FILE);
     if (n > 0 && (size_t)n < sizeof fast_path) dp_rules_from_file(fast_path);
@@ -55,6 +58,7 @@ int dp_active(void) {
 __attribute__((constructor)) static void load(void) { dp_init(); }
 
 const char *dp_socket_path(void) { return socket_path; }
+const char *dp_agent_dns_path(void) { return agent_dns_path; }
 
 int dp_unstand(char *path) {
   if (standin_len == 0 || strncmp(path, standin_root, standin_len) != 0) return 0;

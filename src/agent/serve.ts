@@ -4,6 +4,7 @@ import { RemoteError } from '../protocol/errors.ts';
 import type { Operation, Operations } from '../protocol/messages.ts';
 import { createDns } from './dns.ts';
 import { targetEnvironment } from './env.ts';
+import { createLayerDns } from './layer-dns.ts';
 import { createFileWrites, readCredentials, type Credentials } from './file-writes.ts';
 import { createFiles } from './files.ts';
 import type { Incoming } from './incoming.ts';
@@ -31,8 +32,9 @@ export function createRequestHandler(pid: number, log: Log, { incoming, park, ha
   const unixConnect = createUnixOutgoing(root, log);
   const udpOpen = createUdp(log);
   const handedOver = handover ? createHandover(log) : undefined;
-  const noHandover = (): never => {
-    throw new RemoteError('ENOSYS', 'this agent hands over no sockets: its client is on another machine');
+  const layerDns = handover ? createLayerDns(lookup, log) : undefined;
+  const sameMachineOnly = (op: Operation): never => {
+    throw new RemoteError('ENOSYS', `${op} serves a client on the agent's machine; this agent's is on another`);
   };
   const noIncoming = (): never => {
     throw new RemoteError('ENOSYS', 'this agent serves no incoming traffic');
@@ -57,8 +59,9 @@ export function createRequestHandler(pid: number, log: Log, { incoming, park, ha
     'fs.chmod': (args) => writes.chmod(args),
     'dns.lookup': (args) => lookup(args),
     'tcp.connect': (args, connection) => tcpConnect(args, connection),
-    'tcp.connectFd': (args, connection) => (handedOver ?? noHandover()).connect(args, connection),
-    'tcp.releaseFd': (args) => (handedOver ?? noHandover()).release(args),
+    'tcp.connectFd': (args, connection) => (handedOver ?? sameMachineOnly('tcp.connectFd')).connect(args, connection),
+    'tcp.releaseFd': (args) => (handedOver ?? sameMachineOnly('tcp.releaseFd')).release(args),
+    'dns.serveLayer': (args, connection) => (layerDns ?? sameMachineOnly('dns.serveLayer'))(args, connection),
     'udp.open': (args, connection) => udpOpen(args, connection),
     'unix.connect': (args, connection) => unixConnect(args, connection),
     'incoming.subscribe': (args, connection) => (incoming ?? noIncoming()).subscribe(args, connection),

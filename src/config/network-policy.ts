@@ -123,6 +123,8 @@ export interface OutgoingPolicy {
    * target, src/proxy/route.ts): where the layer can make it there itself, it need not ask either.
    */
   readonly everyTcpRemote: boolean;
+  /** The filter matches host names (wildcards included): the names the program's lookups gave must be remembered. */
+  readonly byHostName: boolean;
 }
 
 export function createOutgoingPolicy(outgoing: ResolvedConfig['feature']['network']['outgoing'], dns: Pick<ResolvedConfig['feature']['network']['dns'], 'enabled'> = { enabled: true }): OutgoingPolicy {
@@ -133,6 +135,7 @@ export function createOutgoingPolicy(outgoing: ResolvedConfig['feature']['networ
     // Only a remote filter can send loopback to the target (below); then the layer asks about each connection.
     loopbackTcpLocal: !outgoing.tcp || filter?.way !== 'remote',
     everyTcpRemote: outgoing.tcp && filter === undefined && dns.enabled,
+    byHostName: filter?.rules.some((rule) => rule.host !== undefined) ?? false,
     decide(target: Destination): Way {
       if (!enabled(target)) return 'local';
       const listed = filter?.rules.some((rule) => ruleMatches(rule, target)) ?? false;
@@ -168,6 +171,8 @@ export function createUnixStreamPolicy(patterns: readonly string[]) {
 export function createDnsPolicy(dns: ResolvedConfig['feature']['network']['dns']) {
   const filter = compileFilter(dns.filter);
   return {
+    /** Every name but localhost's is resolved on the target: the policy needs no name to decide. */
+    everyNameRemote: dns.enabled && filter === undefined,
     decide(name: string): Way {
       if (!dns.enabled || name.toLowerCase() === 'localhost' || name.toLowerCase().endsWith('.localhost')) return 'local';
       if (!filter) return 'remote';

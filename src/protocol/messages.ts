@@ -3,7 +3,7 @@ import { Decoder, Encoder } from '@msgpack/msgpack';
 import { ProtocolError } from './errors.ts';
 
 /** Bumped when an operation or field is added; a peer must speak at least MIN_PEER_VERSION. */
-export const PROTOCOL_VERSION = 8;
+export const PROTOCOL_VERSION = 9;
 /**
  * Version 1 peers are still served: the keepalive is the `ping` request every version answers, and a client
  * facing a version 1 agent fetches files with `fs.read` pieces instead of `fs.fetch`. Agents ship apart from the
@@ -137,6 +137,13 @@ export interface Operations {
   'tcp.connectFd': { args: { host: string; port: number }; result: { fd: number; pid: number; token: number } };
   /** Version 8: the program took the socket of `token` (or could not): the agent closes its copy. */
   'tcp.releaseFd': { args: { token: number }; result: Record<string, never> };
+  /**
+   * Version 9, served by an agent whose hello lists `tcp.connectFd` (the program runs on the same machine): until this
+   * link closes, the agent listens on the Unix socket `socket` and answers the programs' layers' lookups there itself,
+   * in the layer's own wire format (layer/include/doppel-wire.h, DP_OP_GETADDRINFO alone), as `dns.lookup` resolves:
+   * one Node.js hop fewer than through the proxy. For a session whose DNS and outgoing policies have no filter.
+   */
+  'dns.serveLayer': { args: { socket: string }; result: Record<string, never> };
 }
 
 /** The hello feature of an agent that serves `tcp.connectFd`. */
@@ -195,6 +202,7 @@ export const operationSince: Record<Operation, number> = {
   'fs.get': 7,
   'tcp.connectFd': 8,
   'tcp.releaseFd': 8,
+  'dns.serveLayer': 9,
 };
 
 export function isOperation(op: string): op is Operation {

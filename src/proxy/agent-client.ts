@@ -54,6 +54,11 @@ export interface AgentClient {
   connectTcpFd(host: string, port: number): Promise<Operations['tcp.connectFd']['result']>;
   /** The program took the socket of `token`, or could not: the agent closes its copy. Nothing waits for the answer. */
   releaseFd(token: number): void;
+  /**
+   * Has the agent answer the layer's lookups itself on the Unix socket `socket` for as long as this link lasts (version 9,
+   * an agent on this machine); false where it does not.
+   */
+  serveLayerDns(socket: string): Promise<boolean>;
   /** A stream to the target's Unix socket at `path` (or abstract name); version 5. */
   connectUnix(path: string, abstract: boolean): Promise<Duplex>;
   /**
@@ -167,6 +172,11 @@ export async function connectAgent(stream: Duplex, options: AgentClientOptions):
     releaseFd(token) {
       // An agent that is gone closed its copies with it.
       connection.request('tcp.releaseFd', { token }).catch(() => undefined);
+    },
+    async serveLayerDns(socket) {
+      if (!connection.peer.features.includes(FEATURE_CONNECT_FD) || !connection.supports('dns.serveLayer')) return false;
+      await connection.request('dns.serveLayer', { socket });
+      return true;
     },
     openUdp() {
       const channel = connection.openChannel();

@@ -27,21 +27,21 @@ const eaiByCode: Record<string, string> = {
 };
 
 export interface DnsRequestOptions {
-  /** Where answers are remembered. */
-  names: ResolvedNames;
+  /** Where answers are remembered: only outgoing filters by host name need them. */
+  names?: ResolvedNames;
   /**
    * Whether names resolved locally are remembered too (an outgoing filter lists host names): the proxy then resolves
    * them here as well, on the same machine's resolver, before the layer does.
    */
-  rememberLocal: boolean;
+  rememberLocal?: boolean;
 }
 
-export function createDnsRequests(agent: AgentClient, policy: DnsDecider, { names, rememberLocal }: DnsRequestOptions): Pick<LayerHandler, 'getaddrinfo'> {
+export function createDnsRequests(agent: Pick<AgentClient, 'lookup'>, policy: DnsDecider, { names, rememberLocal = false }: DnsRequestOptions = {}): Pick<LayerHandler, 'getaddrinfo'> {
   return {
     async getaddrinfo(name, hints) {
       const family = hints.family === AF_INET ? 4 : hints.family === AF_INET6 ? 6 : 0;
       if (policy.decide(name) === 'local') {
-        if (rememberLocal) {
+        if (rememberLocal && names) {
           const found = await dns.promises.lookup(name, { all: true, family }).catch(() => []);
           names.record(name, found.map(({ address }) => address), 'local');
         }
@@ -53,8 +53,8 @@ export function createDnsRequests(agent: AgentClient, policy: DnsDecider, { name
         const addresses: SockAddr[] = found.addresses.map(({ address, family: f }) => ({ family: f === 6 ? 6 : 4, address, port: 0 }));
         if (addresses.length === 0) return { kind: 'error', code: 'EAI_NONAME' };
         const given = addresses.map(({ address }) => address);
-        names.record(name, given, 'remote');
-        if (found.canonicalName && found.canonicalName !== name) names.record(found.canonicalName, given, 'remote');
+        names?.record(name, given, 'remote');
+        if (found.canonicalName && found.canonicalName !== name) names?.record(found.canonicalName, given, 'remote');
         return { kind: 'remote', value: { addresses, canonicalName: found.canonicalName ?? name } };
       } catch (error) {
         const code = (error as { code?: string }).code ?? '';

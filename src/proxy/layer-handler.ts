@@ -52,6 +52,8 @@ export interface FastPath {
   rootPid?: number | undefined;
   /** A process in the target's network when every non-loopback TCP connection goes there: the layer makes them there unasked. */
   networkPid?: number | undefined;
+  /** The agent answers lookups itself on AGENT_DNS_SOCKET, next to the proxy's: the layer asks it first. */
+  agentDns?: boolean;
 }
 
 /** The program's socket at connect, as the layer sees it. */

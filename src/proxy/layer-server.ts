@@ -10,7 +10,8 @@ export interface LayerServer {
 
 export interface LayerServerOptions {
   socketPath: string;
-  handler: LayerHandler;
+  /** A request the handler has no method for is answered ENOSYS (the agent serves lookups alone, src/agent/layer-dns.ts). */
+  handler: Partial<LayerHandler>;
   onError?: (error: Error) => void;
   /** A layer connection ended: a thread or a whole process of the program is gone. */
   onDisconnect?: () => void;
@@ -39,7 +40,7 @@ export async function startLayerServer({ socketPath, handler, onError, onDisconn
   };
 }
 
-function serve(socket: Socket, handler: LayerHandler, onError: (error: Error) => void): void {
+function serve(socket: Socket, handler: Partial<LayerHandler>, onError: (error: Error) => void): void {
   let buffered: Buffer = Buffer.alloc(0);
   // Requests on one connection are answered in order; the layer waits for each answer anyway.
   let queue = Promise.resolve();
@@ -81,7 +82,9 @@ function serve(socket: Socket, handler: LayerHandler, onError: (error: Error) =>
   });
 }
 
-function call(handler: LayerHandler, request: LayerRequest): Promise<Answer<unknown>> {
+function call(partial: Partial<LayerHandler>, request: LayerRequest): Promise<Answer<unknown>> {
+  if (partial[request.op] === undefined) return Promise.resolve({ kind: 'error', code: 'ENOSYS' });
+  const handler = partial as LayerHandler;
   switch (request.op) {
     case 'open':
       return handler.open(request.path, request.flags, request.mode, request.hostFile);

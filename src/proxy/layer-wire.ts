@@ -38,6 +38,7 @@ export const HELLO_REQ_SIZE = 8;
 export const HELLO_RESP_SIZE = 16;
 export const HELLO_LOOPBACK_TCP_LOCAL = 1;
 export const HELLO_REMOTE_WRITES = 2;
+export const HELLO_AGENT_DNS = 4;
 export const RULE_SIZE = 8;
 export const RULES_MAX = 256;
 export const RULES_MAX_BYTES = 16384;
@@ -49,6 +50,8 @@ export const MAX_REPLY = 2 ** 30;
 export const STANDIN_DIR = 'dirs';
 /** DP_FAST_PATH_FILE: the hello answer's payload, next to the socket, for processes to read at load. */
 export const FAST_PATH_FILE = 'fast-path';
+/** DP_AGENT_DNS_SOCKET: where the agent answers the layer's lookups itself (HELLO_AGENT_DNS), next to the socket. */
+export const AGENT_DNS_SOCKET = 'dns.sock';
 
 export const Op = { open: 1, stat: 2, access: 3, readlink: 4, realpath: 6, getaddrinfo: 7, connect: 8, bind: 9, listen: 10, peerOf: 11, unlisten: 12,
   udpRoute: 30, unixConnect: 60, writeback: 40, writebackData: 41, mkdir: 42, rmdir: 43, unlink: 44, rename: 45, chmod: 46, fchmod: 47, hello: 13,
@@ -311,13 +314,13 @@ function encodeValue(request: LayerRequest, value: unknown): Buffer {
  * sent empty past the layer's limits (it then asks about everything). One buffer written through a DataView: this runs
  * once per start, cold, where a Buffer per rule and Buffer's checked writers took 1-2 ms for a hundred rules.
  */
-export function encodeFastPath({ rules, loopbackTcpLocal, remoteWrites, handoverPid, rootPid, networkPid }: FastPath): Buffer {
+export function encodeFastPath({ rules, loopbackTcpLocal, remoteWrites, handoverPid, rootPid, networkPid, agentDns }: FastPath): Buffer {
   let tableBytes = 0;
   for (const rule of rules) tableBytes += RULE_SIZE + rule.text.length;
   const fits = rules.length <= RULES_MAX && tableBytes <= RULES_MAX_BYTES;
   const out = Buffer.alloc(HELLO_RESP_SIZE + (fits ? tableBytes : 0));
   const view = new DataView(out.buffer, out.byteOffset, out.length);
-  view.setUint32(0, (loopbackTcpLocal ? HELLO_LOOPBACK_TCP_LOCAL : 0) | (remoteWrites ? HELLO_REMOTE_WRITES : 0), true);
+  view.setUint32(0, (loopbackTcpLocal ? HELLO_LOOPBACK_TCP_LOCAL : 0) | (remoteWrites ? HELLO_REMOTE_WRITES : 0) | (agentDns ? HELLO_AGENT_DNS : 0), true);
   view.setUint32(4, handoverPid ?? 0, true);
   view.setUint32(8, rootPid ?? 0, true);
   view.setUint32(12, networkPid ?? 0, true);

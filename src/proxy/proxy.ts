@@ -13,7 +13,7 @@ import { createFileRequests, type FsDecider } from './files.ts';
 import { createIncomingRequests, type IncomingDecider, type IncomingSession } from './incoming.ts';
 import type { LayerHandler } from './layer-handler.ts';
 import { startLayerServer } from './layer-server.ts';
-import { encodeFastPath, FAST_PATH_FILE, STANDIN_DIR } from './layer-wire.ts';
+import { AGENT_DNS_SOCKET, encodeFastPath, FAST_PATH_FILE, STANDIN_DIR } from './layer-wire.ts';
 import { createListenerRequests } from './listeners.ts';
 import { createOutgoingRequests, type OutgoingDecider } from './outgoing.ts';
 import { createResolvedNames } from './resolved-names.ts';
@@ -26,7 +26,7 @@ import { createUdpRequests } from './udp.ts';
 export interface ProxyPolicies {
   /** The fs policy, with the rules the layer applies itself (src/config/fs-fast-rules.ts). */
   fs: FsDecider & { readonly fastRules: FastRule[]; readonly remoteWrites: boolean };
-  dns: DnsDecider & ResolverDecider;
+  dns: DnsDecider & ResolverDecider & { readonly everyNameRemote: boolean };
   outgoing: OutgoingDecider;
   unixStreams: UnixStreamDecider;
   incoming: IncomingDecider;
@@ -86,13 +86,18 @@ export async function startProxy(options: ProxyOptions, prepared?: PreparedProxy
   const { sweep, ...listeners } = createListenerRequests(incoming, options.incoming);
   const { openForWrite, ...fileWrites } = createFileWriteRequests(options.agent, options.fs, options.session.notice);
   // Every process of the session gets the same rules: they come from the session's policies alone.
+  const networkPid = options.agent.networkPid?.();
   const fastPath = {
     rules: options.fs.fastRules,
     loopbackTcpLocal: options.outgoing.loopbackTcpLocal,
     remoteWrites: options.fs.remoteWrites,
     handoverPid: options.agent.handoverPid(),
     rootPid: options.agent.rootPid?.(),
-    networkPid: options.outgoing.everyTcpRemote ? options.agent.networkPid?.() : undefined,
+    networkPid: options.outgoing.everyTcpRemote ? networkPid : undefined,
+    // An agent on this machine answers the layer's lookups itself where the proxy would only pass them on: no DNS filter
+    // to apply, no name for an outgoing filter to remember. Until it listens (or an older agent that never does), the
+    // layer asks the proxy.
+    agentDns: networkPid !== undefined && options.dns.everyNameRemote && !options.outgoing.byHostName,
   };
   const handler: LayerHandler = {
     hello: () => Promise.resolve({ kind: 'remote', value: fastPath }),
@@ -117,6 +122,8 @@ export async function startProxy(options: ProxyOptions, prepared?: PreparedProxy
     // A process that exits without closing its listening sockets ends their subscriptions with its layer connections,
     // and its UDP sockets' flows.
     const server = await startLayerServer({ socketPath, handler: options.wrapHandler?.(handler) ?? handler, onDisconnect: () => void Promise.all([sweep(), udp.sweep()]) });
+    // An agent that cannot listen leaves the lookups to the proxy, as the layer finds no socket.
+    if (fastPath.agentDns) options.agent.serveLayerDns(join(dir, AGENT_DNS_SOCKET)).catch(() => false);
     let closing: Promise<void> | undefined;
     return {
       socketPath,
