@@ -298,6 +298,9 @@ struct dp_hello_req {
 /* The agent answers DP_OP_GETADDRINFO itself on DP_AGENT_DNS_SOCKET, next to the proxy's socket (an agent on this
  * machine, no DNS or outgoing filter by name); asked there first, the proxy when it cannot be reached. */
 #define DP_HELLO_AGENT_DNS 4u
+/* With network_pid: every UDP datagram to a non-loopback address goes to the target too, so a UDP socket connected to
+ * one is made in that network namespace without asking. */
+#define DP_HELLO_UDP_IN_NETWORK 8u
 
 struct dp_hello_resp {
   uint32_t flags;        /* DP_HELLO_* */

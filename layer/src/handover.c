@@ -53,8 +53,9 @@ static const struct option options[] = {
 enum { UNKNOWN, PROBING, KNOWN };
 static atomic_int probed;
 static atomic_int can_take, can_make;
-/* A fresh socket's values of `options`, read by the probe (before KNOWN is published). */
-static unsigned char defaults[OPTIONS][OPTION_MAX];
+/* A fresh socket's values of `options`, stream and datagram, read by the probe (before KNOWN is published). */
+static unsigned char defaults[2][OPTIONS][OPTION_MAX];
+static int kind(int type) { return type == SOCK_DGRAM; }
 
 /* A child forked while another thread was probing would never see the probe end; it probes again instead. */
 static void after_fork_child(void) {
@@ -136,12 +137,16 @@ static void probe(void) {
   int make = here >= 0 && setns(here, CLONE_NEWNET) == 0;
   int make_why = errno;
   if (here >= 0) real_close(here);
-  int fresh = take || make ? socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0) : -1;
-  for (size_t i = 0; fresh >= 0 && i < OPTIONS; i++) {
-    socklen_t size = options[i].size;
-    if (getsockopt(fresh, options[i].level, options[i].name, defaults[i], &size) < 0) memset(defaults[i], 0, sizeof defaults[i]);
+  int fresh = -1;
+  for (int type = SOCK_STREAM; type <= SOCK_DGRAM && (take || make); type++) {
+    fresh = socket(AF_INET, type | SOCK_CLOEXEC, 0);
+    if (fresh < 0) break;
+    for (size_t i = 0; i < OPTIONS; i++) {
+      socklen_t size = options[i].size;
+      if (getsockopt(fresh, options[i].level, options[i].name, defaults[kind(type)][i], &size) < 0) memset(defaults[kind(type)][i], 0, OPTION_MAX);
+    }
+    real_close(fresh);
   }
-  if (fresh >= 0) real_close(fresh);
   atomic_store(&can_make, fresh >= 0 && make);
   atomic_store(&can_take, fresh >= 0 && take);
   dp_log("connect: sockets in the target's network %s (errno %d); the agent's (process %u) %s (errno %d)", atomic_load(&can_make) ? "can be made" : "cannot be made",
@@ -183,14 +188,14 @@ int dp_handover_flags(int fd, uint32_t *flags) {
 }
 
 /* The taken socket gets the program's file status flags (O_NONBLOCK) and the options it set; 0 or -errno. */
-static int copy_settings(int fd, int got) {
+static int copy_settings(int fd, int got, int type) {
   int mine = real_fcntl(fd, F_GETFL), theirs = real_fcntl(got, F_GETFL);
   if (mine < 0 || theirs < 0) return -errno;
   if (((mine ^ theirs) & O_NONBLOCK) && real_fcntl(got, F_SETFL, (theirs & ~O_NONBLOCK) | (mine & O_NONBLOCK)) < 0) return -errno;
   for (size_t i = 0; i < OPTIONS; i++) {
     unsigned char value[OPTION_MAX];
     socklen_t size = options[i].size;
-    if (getsockopt(fd, options[i].level, options[i].name, value, &size) < 0 || memcmp(value, defaults[i], options[i].size) == 0) continue;
+    if (getsockopt(fd, options[i].level, options[i].name, value, &size) < 0 || memcmp(value, defaults[kind(type)][i], options[i].size) == 0) continue;
     if (options[i].doubled) {
       int half;
       memcpy(&half, value, sizeof half);
@@ -212,9 +217,10 @@ static int is_connection_to(int got, const struct sockaddr *addr, socklen_t len)
          dp_to_addr((struct sockaddr *)&peer, peer_len, &have) && memcmp(&want, &have, sizeof want) == 0;
 }
 
-/* `got` in place of the program's socket fd, with its settings; 0 or -errno (fd untouched). got is closed either way. */
-static int replace(int fd, int got) {
-  int r = copy_settings(fd, got);
+/* `got` (of the same `type`) in place of the program's socket fd, with its settings; 0 or -errno (fd untouched). got is
+ * closed either way. */
+static int replace(int fd, int got, int type) {
+  int r = copy_settings(fd, got, type);
   if (r == 0) {
     int fd_flags = real_fcntl(fd, F_GETFD);
     /* Atomically in place of the program's socket (which closes), keeping its close-on-exec. */
@@ -256,14 +262,37 @@ static int socket_in(uint32_t pid, int domain, int type, int protocol) {
   return made >= 0 ? made : -why;
 }
 
+/* fd's domain, type and protocol; 0 or -errno. */
+static int kind_of(int fd, int *domain, int *type, int *protocol) {
+  socklen_t size = sizeof(int);
+  if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, domain, &size) < 0) return -errno;
+  size = sizeof(int);
+  if (getsockopt(fd, SOL_SOCKET, SO_TYPE, type, &size) < 0) return -errno;
+  size = sizeof(int);
+  return getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, protocol, &size) < 0 ? -errno : 0;
+}
+
+int dp_remake_socket_here(int fd) {
+  /* The program's epoll set would keep waiting on the socket that goes. */
+  if (is_watched(fd)) return -ENETUNREACH;
+  int domain, type, protocol;
+  int r = kind_of(fd, &domain, &type, &protocol);
+  if (r < 0) return r;
+  int made = socket(domain, type | SOCK_CLOEXEC, protocol);
+  if (made < 0) return -errno;
+  r = replace(fd, made, type);
+  if (r == 0) dp_fd_forget(fd);
+  return r;
+}
+
 int dp_make_socket(int fd, const char *reply) {
   struct dp_make_socket where;
   memcpy(&where, reply, sizeof where);
-  int domain = 0, protocol = 0;
-  socklen_t domain_size = sizeof domain, protocol_size = sizeof protocol;
-  if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &domain_size) < 0 || getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &protocol, &protocol_size) < 0) return -errno;
-  int made = socket_in(where.pid, domain, SOCK_STREAM | SOCK_CLOEXEC, protocol);
-  int r = made < 0 ? made : replace(fd, made);
+  int domain, type, protocol;
+  int r = kind_of(fd, &domain, &type, &protocol);
+  if (r < 0) return r;
+  int made = socket_in(where.pid, domain, type | SOCK_CLOEXEC, protocol);
+  r = made < 0 ? made : replace(fd, made, type);
   if (r < 0) {
     dp_log("connect: could not make a socket in process %u's network (errno %d); asking the agent from now on", where.pid, -r);
     atomic_store(&can_make, 0);
@@ -284,7 +313,7 @@ int dp_take_handover(int fd, const char *reply, const struct sockaddr *addr, soc
   else if (!is_connection_to(got, addr, len)) {
     r = -ENOTCONN;
     real_close(got);
-  } else r = replace(fd, got);
+  } else r = replace(fd, got, SOCK_STREAM);
   struct dp_handed_over told = {.token = from.token, .status = r};
   dp_tell(DP_OP_HANDED_OVER, &told, sizeof told);
   if (r < 0) {

@@ -82,6 +82,8 @@ struct dp_fdinfo {
   uint64_t inode;
   /* A file written on the target (write mode): the proxy's handle for its write-backs; 0 for any other. */
   uint64_t handle;
+  /* A UDP socket the layer made in the target's network at its connect (udp.c): loopback is not reachable from it. */
+  int in_target_network;
 };
 void dp_fd_set(int fd, const struct dp_fdinfo *info);
 int dp_fd_get(int fd, struct dp_fdinfo *out);
@@ -94,6 +96,8 @@ void dp_fd_each(unsigned first, unsigned last, int take, void (*each)(int fd, co
 
 /* IPv4/IPv6 socket addresses to and from the wire's one shape; an IPv4 address becomes v4-mapped on an IPv6 socket. */
 int dp_to_addr(const struct sockaddr *sa, socklen_t len, struct dp_addr *out);
+/* 127.0.0.0/8, ::1, and IPv4 loopback mapped into IPv6. */
+int dp_is_loopback(const struct dp_addr *a);
 socklen_t dp_from_addr(const struct dp_addr *a, int family, struct sockaddr_storage *out);
 /* Copies an address into a caller's (addr, len) out-parameters the way the kernel does: truncated, full length reported. */
 void dp_copy_out(const struct sockaddr_storage *src, socklen_t src_len, struct sockaddr *addr, socklen_t *len);
@@ -108,6 +112,9 @@ int dp_handover_flags(int fd, uint32_t *flags);
 /* A DP_MAKE_SOCKET answer (struct dp_make_socket): a socket made in that process's network namespace in place of fd,
  * for the caller to connect. 0, or -errno with fd untouched (ask again without DP_CONNECT_MAKES_SOCKET). */
 int dp_make_socket(int fd, const char *reply);
+/* A socket of fd's kind made in this thread's own network namespace in place of fd (one dp_make_socket moved, going
+ * back for a local destination): 0, or -errno with fd untouched. */
+int dp_remake_socket_here(int fd);
 /* A DP_HANDOVER answer (struct dp_handover) to connect(fd, addr): takes the agent's socket in place of fd and tells the
  * proxy. 0 (blocking) or 1 (non-blocking socket) when taken, else -errno with fd untouched (relay it instead). */
 int dp_take_handover(int fd, const char *reply, const struct sockaddr *addr, socklen_t len);
@@ -116,6 +123,8 @@ int dp_unix_connect(int fd, const struct sockaddr *addr, socklen_t len);
 
 /* connect() of a UDP socket: to the destination's relay when it is remote, with getpeername answering the destination. */
 int dp_udp_connect(int fd, const struct sockaddr *addr, socklen_t len);
+/* connect(AF_UNSPEC): the peer the layer reported goes; a socket made in the target's network is still one. */
+void dp_udp_dissolve(int fd);
 
 /* close() and syscall(SYS_close): protects the layer's own fds, forgets the fd, and tells the proxy about a
  * subscribed listener's descriptor going away. */
@@ -171,6 +180,9 @@ void dp_connect_early(void);
 int dp_loopback_tcp_local(void);
 /* True when the agent answers lookups itself (DP_HELLO_AGENT_DNS). */
 int dp_agent_dns(void);
+/* True when every UDP datagram to a non-loopback address goes to the target, whose network is dp_network_pid's
+ * (DP_HELLO_UDP_IN_NETWORK). */
+int dp_udp_in_network(void);
 /* The agent's process whose sockets connect() may take (the hello's handover_pid), or 0. */
 uint32_t dp_handover_pid(void);
 

@@ -48,8 +48,7 @@ socklen_t dp_from_addr(const struct dp_addr *a, int family, struct sockaddr_stor
   return sizeof *sin;
 }
 
-/* 127.0.0.0/8, ::1, and IPv4 loopback mapped into IPv6. */
-static int is_loopback(const struct dp_addr *a) {
+int dp_is_loopback(const struct dp_addr *a) {
   static const uint8_t v6_loopback[16] = {[15] = 1};
   static const uint8_t v4_mapped[12] = {[10] = 0xff, [11] = 0xff};
   if (a->family == AF_INET) return a->addr[0] == 127;
@@ -63,14 +62,14 @@ int connect(int fd, const struct sockaddr *addr, socklen_t len) {
   socklen_t type_len = sizeof type;
   if (addr != NULL && addr->sa_family == AF_UNIX) return dp_unix_connect(fd, addr, len);
   if (addr == NULL || !dp_to_addr(addr, len, &req.remote)) {
-    /* AF_UNSPEC dissolves a connection: its relayed peer goes with it. */
-    if (addr != NULL && addr->sa_family == AF_UNSPEC) dp_fd_forget(fd);
+    /* AF_UNSPEC dissolves a connection: its relayed peer goes with it (a socket in the target's network stays one). */
+    if (addr != NULL && addr->sa_family == AF_UNSPEC) dp_udp_dissolve(fd);
     return real_connect(fd, addr, len);
   }
   if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &type_len) < 0) return real_connect(fd, addr, len);
   if (type == SOCK_DGRAM) return dp_udp_connect(fd, addr, len);
   if (type != SOCK_STREAM) return real_connect(fd, addr, len);
-  if (dp_loopback_tcp_local() && is_loopback(&req.remote)) {
+  if (dp_loopback_tcp_local() && dp_is_loopback(&req.remote)) {
     dp_log("connect: loopback, local by rule");
     return real_connect(fd, addr, len);
   }

@@ -1,5 +1,7 @@
 /* Outgoing UDP: datagrams to a remote destination go to the proxy's loopback relay for it instead, and datagrams
- * from a relay are reported as coming from its destination. The program keeps its own kernel socket throughout. */
+ * from a relay are reported as coming from its destination; the program keeps its own kernel socket. Where every
+ * datagram to a non-loopback address goes to the target (DP_HELLO_UDP_IN_NETWORK), a socket connected to one is made in
+ * the target's network instead, as a TCP one is (handover.c): no relay, and the kernel's addresses. */
 #define _GNU_SOURCE
 #include "layer.h"
 #include <errno.h>
@@ -75,10 +77,27 @@ static int is_datagram(int fd) {
   return getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) == 0 && type == SOCK_DGRAM;
 }
 
+/* A socket the layer made in the target's network: it reaches the target's addresses, not this machine's loopback. */
+static int in_target_network(int fd) {
+  struct dp_fdinfo info;
+  return dp_fd_get(fd, &info) && info.in_target_network;
+}
+
+static void mark_in_target_network(int fd) {
+  struct dp_fdinfo info = {.in_target_network = 1};
+  dp_fd_set(fd, &info);
+}
+
 /* Where a datagram from fd to addr goes: 0 as addressed, 1 to *via instead, or -1 with errno set. */
 static int route(int fd, const struct sockaddr *addr, socklen_t len, struct sockaddr_storage *via, socklen_t *via_len) {
   struct dp_addr remote;
   if (!to_key(addr, len, &remote)) return 0;
+  if (dp_udp_in_network() && in_target_network(fd)) {
+    if (!dp_is_loopback(&remote)) return 0;
+    dp_log("udp: a socket connected in the target's network cannot reach this machine's loopback");
+    errno = ENETUNREACH;
+    return -1;
+  }
   const struct slot *known = lookup(destinations, DP_DESTINATIONS, &remote);
   if (known != NULL && known->local) return 0;
   /* A TCP socket's sendto (TCP Fast Open) names a destination too. */
@@ -114,6 +133,12 @@ static int route(int fd, const struct sockaddr *addr, socklen_t len, struct sock
   return 1;
 }
 
+void dp_udp_dissolve(int fd) {
+  int stays = in_target_network(fd);
+  dp_fd_forget(fd);
+  if (stays) mark_in_target_network(fd);
+}
+
 /* After a receive: a datagram from a relay came from its destination. */
 static void unrelay(struct sockaddr_storage *addr, socklen_t *len) {
   struct dp_addr from;
@@ -122,12 +147,47 @@ static void unrelay(struct sockaddr_storage *addr, socklen_t *len) {
   if (r != NULL) *len = dp_from_addr(&r->value, addr->ss_family, addr);
 }
 
+/* connect() where every datagram to a non-loopback address goes to the target: 1 when settled here (*r is connect's
+ * result), 0 to route it as any other. */
+static int connect_in_network(int fd, const struct sockaddr *addr, socklen_t len, int *r) {
+  struct dp_addr remote;
+  if (!dp_udp_in_network() || !to_key(addr, len, &remote)) return 0;
+  int local = dp_is_loopback(&remote);
+  if (in_target_network(fd)) {
+    /* Connected again: there it stays for a remote destination; a loopback one needs a socket here again. */
+    int back = local ? dp_remake_socket_here(fd) : 0;
+    if (back < 0) {
+      errno = -back;
+      *r = -1;
+      return 1;
+    }
+    if (!local) {
+      *r = real_connect(fd, addr, len);
+      return 1;
+    }
+    return 0;
+  }
+  if (local || !dp_enter()) return 0;
+  /* Not a socket bound first (its port is the program's) or already in an epoll set: those are relayed. */
+  uint32_t flags;
+  struct dp_make_socket there = {.pid = dp_network_pid()};
+  int made = dp_handover_flags(fd, &flags) == 0 && (flags & DP_CONNECT_MAKES_SOCKET) && dp_make_socket(fd, (const char *)&there) == 0;
+  dp_leave();
+  if (!made) return 0;
+  mark_in_target_network(fd);
+  dp_log("udp: every datagram goes to the target: not asked");
+  *r = real_connect(fd, addr, len);
+  return 1;
+}
+
 int dp_udp_connect(int fd, const struct sockaddr *addr, socklen_t len) {
+  int r;
+  if (connect_in_network(fd, addr, len, &r)) return r;
   /* A new connect replaces the old peer; AF_UNSPEC dissolves it. */
   dp_fd_forget(fd);
   struct sockaddr_storage via;
   socklen_t via_len;
-  int r = route(fd, addr, len, &via, &via_len);
+  r = route(fd, addr, len, &via, &via_len);
   if (r < 0) return -1;
   if (r == 0) return real_connect(fd, addr, len);
   if (real_connect(fd, (struct sockaddr *)&via, via_len) < 0) return -1;

@@ -123,6 +123,8 @@ export interface OutgoingPolicy {
    * target, src/proxy/route.ts): where the layer can make it there itself, it need not ask either.
    */
   readonly everyTcpRemote: boolean;
+  /** Every UDP datagram to any other address goes to the target, its resolvers included, as for `everyTcpRemote`. */
+  readonly everyUdpRemote: boolean;
   /** The filter matches host names (wildcards included): the names the program's lookups gave must be remembered. */
   readonly byHostName: boolean;
 }
@@ -135,6 +137,7 @@ export function createOutgoingPolicy(outgoing: ResolvedConfig['feature']['networ
     // Only a remote filter can send loopback to the target (below); then the layer asks about each connection.
     loopbackTcpLocal: !outgoing.tcp || filter?.way !== 'remote',
     everyTcpRemote: outgoing.tcp && filter === undefined && dns.enabled,
+    everyUdpRemote: outgoing.udp && filter === undefined && dns.enabled,
     byHostName: filter?.rules.some((rule) => rule.host !== undefined) ?? false,
     decide(target: Destination): Way {
       if (!enabled(target)) return 'local';

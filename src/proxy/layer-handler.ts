@@ -52,6 +52,8 @@ export interface FastPath {
   rootPid?: number | undefined;
   /** A process in the target's network when every non-loopback TCP connection goes there: the layer makes them there unasked. */
   networkPid?: number | undefined;
+  /** With `networkPid`: every UDP datagram to a non-loopback address goes there too (a socket connected to one is made there). */
+  udpInNetwork?: boolean;
   /** The agent answers lookups itself on AGENT_DNS_SOCKET, next to the proxy's: the layer asks it first. */
   agentDns?: boolean;
 }

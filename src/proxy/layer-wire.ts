@@ -39,6 +39,7 @@ export const HELLO_RESP_SIZE = 16;
 export const HELLO_LOOPBACK_TCP_LOCAL = 1;
 export const HELLO_REMOTE_WRITES = 2;
 export const HELLO_AGENT_DNS = 4;
+export const HELLO_UDP_IN_NETWORK = 8;
 export const RULE_SIZE = 8;
 export const RULES_MAX = 256;
 export const RULES_MAX_BYTES = 16384;
@@ -314,13 +315,13 @@ function encodeValue(request: LayerRequest, value: unknown): Buffer {
  * sent empty past the layer's limits (it then asks about everything). One buffer written through a DataView: this runs
  * once per start, cold, where a Buffer per rule and Buffer's checked writers took 1-2 ms for a hundred rules.
  */
-export function encodeFastPath({ rules, loopbackTcpLocal, remoteWrites, handoverPid, rootPid, networkPid, agentDns }: FastPath): Buffer {
+export function encodeFastPath({ rules, loopbackTcpLocal, remoteWrites, handoverPid, rootPid, networkPid, udpInNetwork, agentDns }: FastPath): Buffer {
   let tableBytes = 0;
   for (const rule of rules) tableBytes += RULE_SIZE + rule.text.length;
   const fits = rules.length <= RULES_MAX && tableBytes <= RULES_MAX_BYTES;
   const out = Buffer.alloc(HELLO_RESP_SIZE + (fits ? tableBytes : 0));
   const view = new DataView(out.buffer, out.byteOffset, out.length);
-  view.setUint32(0, (loopbackTcpLocal ? HELLO_LOOPBACK_TCP_LOCAL : 0) | (remoteWrites ? HELLO_REMOTE_WRITES : 0) | (agentDns ? HELLO_AGENT_DNS : 0), true);
+  view.setUint32(0, (loopbackTcpLocal ? HELLO_LOOPBACK_TCP_LOCAL : 0) | (remoteWrites ? HELLO_REMOTE_WRITES : 0) | (agentDns ? HELLO_AGENT_DNS : 0) | (udpInNetwork ? HELLO_UDP_IN_NETWORK : 0), true);
   view.setUint32(4, handoverPid ?? 0, true);
   view.setUint32(8, rootPid ?? 0, true);
   view.setUint32(12, networkPid ?? 0, true);

@@ -94,6 +94,7 @@ export async function startProxy(options: ProxyOptions, prepared?: PreparedProxy
     handoverPid: options.agent.handoverPid(),
     rootPid: options.agent.rootPid?.(),
     networkPid: options.outgoing.everyTcpRemote ? networkPid : undefined,
+    udpInNetwork: networkPid !== undefined && options.outgoing.everyTcpRemote && options.outgoing.everyUdpRemote,
     // An agent on this machine answers the layer's lookups itself where the proxy would only pass them on: no DNS filter
     // to apply, no name for an outgoing filter to remember. Until it listens (or an older agent that never does), the
     // layer asks the proxy; a traced session keeps them on the proxy, which times each hop.

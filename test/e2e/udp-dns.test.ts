@@ -4,6 +4,8 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createSocket, type Socket } from 'node:dgram';
+import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { needsRoot } from '../support/root.ts';
 import { execIn, ok } from './run-doppel.ts';
@@ -112,6 +114,48 @@ print(subprocess.run(["dig", "+short", "${udpEcho.name}"], capture_output=True, 
 print(subprocess.run([sys.executable, "-c", "import socket; print(socket.gethostbyname('${redis.shortName}'))"], capture_output=True, text=True, check=True).stdout.strip())
 `;
     assert.equal(ok(await execIn(pid(), ['python3', '-c', script])), `True 16\n${udpEcho.address}\n${redis.address}\n`);
+  });
+
+  test('a socket connected to a remote destination is made in the target\'s network: the kernel\'s addresses, no relay, and loopback still here', async () => {
+    const { udpEcho } = world().services;
+    // An echo on the developer machine's loopback, which a socket in the target's network cannot reach.
+    const local: Socket = createSocket('udp4');
+    local.on('message', (message, from) => local.send(`${message}@here`, from.port, from.address));
+    await new Promise<void>((resolve) => local.bind(0, '127.0.0.1', resolve));
+    const localPort = (local.address() as AddressInfo).port;
+    const script = `
+import errno, socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(10)
+s.connect(("${udpEcho.address}", ${udpEcho.port}))
+s.send(b"connected")
+print(s.recv(100).decode(), s.getsockname()[0], s.getpeername())
+try:
+    s.sendto(b"x", ("127.0.0.1", ${localPort}))
+except OSError as e:
+    print(errno.errorcode[e.errno])
+s.connect(("127.0.0.1", ${localPort}))
+s.send(b"reconnected")
+print(s.recv(100).decode(), s.getsockname()[0])
+s.connect(("${udpEcho.address}", ${udpEcho.port}))
+s.send(b"again")
+print(s.recv(100).decode())
+`;
+    try {
+      const result = await execIn(pid(), ['python3', '-c', script], { env: { ...process.env, DOPPEL_LAYER_LOG: 'debug' } });
+      assert.equal(ok(result), [
+        // The pod's own address, as the kernel there gave it (a relayed socket reports none of the pod's).
+        `connected@${udpEcho.seenFrom} ${udpEcho.seenFrom} ('${udpEcho.address}', ${udpEcho.port})`,
+        'ENETUNREACH',
+        'reconnected@here 127.0.0.1',
+        `again@${udpEcho.seenFrom}`,
+        '',
+      ].join('\n'));
+      // Made there once, unasked; back here for the loopback, the socket has a port of its own and is relayed from then on.
+      assert.equal(result.stderr.split('\n').filter((line) => line.endsWith('udp: every datagram goes to the target: not asked')).length, 1, result.stderr.slice(-3000));
+    } finally {
+      local.close();
+    }
   });
 
   test('--no-udp-outgoing and udp: false send from the developer machine; DNS to the target\'s resolver still follows the dns switch', async () => {

@@ -21,7 +21,8 @@ describe('the layer under AddressSanitizer', needsRoot('the sanitizer run'), () 
     await world?.destroy();
   });
 
-  const programs: [string, string[], (w: World) => string][] = [
+  // Each program, what it prints, and what the layer's debug log must say it did (the path a name promises).
+  const programs: [string, string[], (w: World) => string, RegExp[]?][] = [
     ['cat (open, fstat, read)', ['cat', '/srv/app/config/settings.json'], (w) => w.target.files['/srv/app/config/settings.json']!],
     ['ls (opendir, readdir, statx)', ['ls', '/srv/app/data'], (w) => `${w.target.dir.entries.join('\n')}\n`],
     ['getent (getaddrinfo, gethostbyname2)', ['sh', '-c', 'getent ahostsv4 redis.data | head -1 | cut -d" " -f1; getent hosts api | cut -d" " -f1'], (w) => `${w.services.redis.address}\n${w.services.http.address}\n`],
@@ -31,6 +32,19 @@ describe('the layer under AddressSanitizer', needsRoot('the sanitizer run'), () 
     ['python3 (a socket in epoll before connect, relayed)', ['python3', '-c', 'import select,socket; s=socket.socket(); e=select.epoll(); e.register(s.fileno(), select.EPOLLOUT); s.connect(("redis.data",6379)); s.sendall(b"PING\\r\\n"); print(s.recv(100).decode().strip())'], () => '+PONG\n'],
     ['python3 without CAP_SYS_PTRACE (the hand-over probe refused, relayed)', ['setpriv', '--bounding-set=-sys_ptrace', '--', 'python3', '-c', 'import socket; s=socket.create_connection(("redis.data",6379)); s.sendall(b"PING\\r\\n"); print(s.recv(100).decode().strip())'], () => '+PONG\n'],
     ['hostname and uname -n (gethostname, uname)', ['sh', '-c', 'hostname; uname -n'], (w) => `${w.target.hostname}\n${w.target.hostname}\n`],
+    ['python3 (lookups asked of the agent itself, from a thread and a forked child; a UDP socket made in the target\'s network)', ['python3', '-c', [
+      'import os, socket, threading, time',
+      'agent = os.path.join(os.path.dirname(os.environ["DOPPEL_LAYER_SOCKET"]), "dns.sock")',
+      'deadline = time.time() + 20',
+      'while not os.path.exists(agent) and time.time() < deadline: time.sleep(0.02)',
+      'look = lambda: print(socket.getaddrinfo("redis.data", 6379, socket.AF_INET)[0][4][0], flush=True)',
+      'look(); t = threading.Thread(target=look); t.start(); t.join()',
+      'pid = os.fork()',
+      'if pid == 0: look(); os._exit(0)',
+      'os.waitpid(pid, 0)',
+      'u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.settimeout(10); u.connect(("echo", 7007)); u.send(b"asan"); print(u.recv(100).decode())',
+    ].join('\n')], (w) => `${w.services.redis.address}\n`.repeat(3) + `asan@${w.services.udpEcho.seenFrom}\n`,
+      [/(op 7: asked the agent[^]*){3}/, /udp: every datagram goes to the target: not asked/]],
     ['dig (DNS over UDP to the target\'s resolver)', ['dig', '+short', '+search', 'echo'], (w) => `${w.services.udpEcho.address}\n`],
     ['cd (chdir into a remote directory)', ['sh', '-c', 'cd /srv/app/data && ls'], (w) => `${w.target.dir.entries.join('\n')}\n`],
     ['ls -la (getxattr, lgetxattr of remote files)', ['sh', '-c', 'ls -la /srv/app/data >/dev/null && echo listed'], () => 'listed\n'],
@@ -51,12 +65,13 @@ describe('the layer under AddressSanitizer', needsRoot('the sanitizer run'), () 
     assert.doesNotMatch(await udpClient(world, env), sanitizerReport);
   });
 
-  for (const [name, command, expected] of programs) {
+  for (const [name, command, expected, logged = []] of programs) {
     test(name, async () => {
-      const result = await execIn(world.target.pid, command, { env });
+      const result = await execIn(world.target.pid, command, { env: logged.length > 0 ? { ...env, DOPPEL_LAYER_LOG: 'debug' } : env });
       assert.doesNotMatch(result.stderr, sanitizerReport);
       assert.equal(result.status, 0, result.stderr);
       assert.equal(result.stdout, expected(world));
+      for (const line of logged) assert.match(result.stderr, line);
     });
   }
 });
