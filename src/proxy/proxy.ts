@@ -144,7 +144,8 @@ export async function startProxy(options: ProxyOptions, prepared?: PreparedProxy
             await incoming.close();
             await server.close();
           } finally {
-            await fs.promises.rm(dir, { recursive: true, force: true });
+            // The agent may be making its socket for lookups in it as the link closes: a listing then goes stale.
+            await fs.promises.rm(dir, { recursive: true, force: true, maxRetries: 3 });
           }
         })();
         return closing;
