@@ -68,6 +68,10 @@ try {
       openReadClose4KiBC: remote(c('read', remoteFile, remoteLoops)),
       // stat, open + read + close, stat: the open's answer brings the stat for the second one.
       statOpenReadStatC: remote(c('stat-open', remoteFile, remoteLoops)),
+      // A TCP socket made in the target's network by the layer; the server's accept is the kernel's.
+      connectCloseC: remote(c('connect-to', `${world.services.redis.address}:${world.services.redis.port}`, remoteLoops)),
+      // A UDP socket connected to an echo (as c-ares connects one per query): made there too, no relay.
+      udpConnectedEchoC: remote(c('udp-echo', `${world.services.udpEcho.address}:${world.services.udpEcho.port}`, remoteLoops)),
     },
   };
   mkdirSync(`${here}results`, { recursive: true });

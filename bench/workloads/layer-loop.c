@@ -3,7 +3,9 @@
  *   read PATH N       open + read to the end + close
  *   stat-open PATH N  stat, then open + read + close, then stat again (what many runtimes do to load a file)
  *   missing PATH N    stat of PATH.<i>, a different file that is not there each time (ENOENT)
- *   connect - N       socket + connect to a loopback listener of its own (accept and close are not timed) */
+ *   connect - N       socket + connect to a loopback listener of its own (accept and close are not timed)
+ *   connect-to A:P N  socket + connect to IPv4 address A, port P, + close
+ *   udp-echo A:P N    a UDP socket connected to an echo at A:P, one datagram there and its echo back, + close */
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -43,7 +45,7 @@ static void stat_file(const char *path) {
 
 int main(int argc, char **argv) {
   if (argc != 4) {
-    fprintf(stderr, "usage: %s stat|read|stat-open|missing|connect PATH N\n", argv[0]);
+    fprintf(stderr, "usage: %s stat|read|stat-open|missing|connect|connect-to|udp-echo PATH N\n", argv[0]);
     return 2;
   }
   const char *mode = argv[1], *path = argv[2];
@@ -51,6 +53,16 @@ int main(int argc, char **argv) {
   long long *times = calloc((size_t)n, sizeof *times);
   int listener = -1;
   struct sockaddr_in addr = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  int remote = strcmp(mode, "connect-to") == 0 || strcmp(mode, "udp-echo") == 0;
+  if (remote) {
+    char host[64];
+    const char *colon = strchr(path, ':');
+    if (colon == NULL || (size_t)(colon - path) >= sizeof host) fail("address:port");
+    memcpy(host, path, (size_t)(colon - path));
+    host[colon - path] = '\0';
+    addr.sin_port = htons((uint16_t)atoi(colon + 1));
+    if (inet_pton(AF_INET, host, &addr.sin_addr) != 1) fail("address");
+  }
   if (strcmp(mode, "connect") == 0) {
     socklen_t len = sizeof addr;
     listener = socket(AF_INET, SOCK_STREAM, 0);
@@ -71,6 +83,13 @@ int main(int argc, char **argv) {
       stat_file(path);
       read_file(path);
       stat_file(path);
+    } else if (remote) {
+      int udp = strcmp(mode, "udp-echo") == 0;
+      int fd = socket(AF_INET, udp ? SOCK_DGRAM : SOCK_STREAM, 0);
+      char echo[16];
+      if (fd < 0 || connect(fd, (struct sockaddr *)&addr, sizeof addr) < 0) fail("connect");
+      if (udp && (send(fd, "ping", 4, 0) != 4 || recv(fd, echo, sizeof echo, 0) <= 0)) fail("udp echo");
+      close(fd);
     } else {
       int fd = socket(AF_INET, SOCK_STREAM, 0);
       if (fd < 0 || connect(fd, (struct sockaddr *)&addr, sizeof addr) < 0) fail("connect");

@@ -10,7 +10,7 @@ import { needsRoot } from '../support/root.ts';
 import { until } from '../support/until.ts';
 import { createWorld, type World } from '../world/world.ts';
 import { agentProcesses, leftoversAfter } from './leftovers.ts';
-import { doppelBin, execIn, runDoppel, startDoppel } from './run-doppel.ts';
+import { doppelBin, execIn, ok, runDoppel, startDoppel } from './run-doppel.ts';
 
 const gate = needsRoot('doppel exec failure paths');
 const fixtures = fileURLToPath(new URL('./fixtures/', import.meta.url));
@@ -158,6 +158,14 @@ describe('doppel exec failure paths', gate, () => {
     const result = await execIn(pid(), ['/sbin/ldconfig', '--version']);
     assert.equal(result.status, 0);
     assert.match(result.stderr, /ldconfig is statically linked: the layer cannot reach it/);
+  });
+
+  test('a statically linked program a program of the session runs gets the layer\'s warning; a dynamic one none', async () => {
+    const result = await execIn(pid(), ['sh', '-c', '/sbin/ldconfig --version > /dev/null; /bin/true; echo done']);
+    assert.equal(ok(result), 'done\n');
+    assert.deepEqual(result.stderr.split('\n').filter((line) => line.startsWith('doppel: warning:')), [
+      'doppel: warning: /sbin/ldconfig is statically linked; doppel cannot follow it, so it runs with the local context only',
+    ]);
   });
 
   test('--help exits 0', async () => {
