@@ -109,6 +109,10 @@ enum dp_op {
   /* The layer took the socket of a DP_HANDOVER answer, or could not: payload struct dp_handed_over. One way: the proxy
    * answers nothing (a connect pays no second round trip). */
   DP_OP_HANDED_OVER = 14,
+  /* A remote call the layer settled itself (in the target's root, or a socket made in its network), told only in a
+   * traced session (DP_HELLO_TRACE): payload struct dp_layer_call, then the call's name NUL and its subject NUL. One
+   * way, as DP_OP_HANDED_OVER. */
+  DP_OP_LAYER_CALL = 15,
   /* Where a UDP datagram to a destination goes (sendto, sendmsg, connect of a UDP socket).  payload: struct dp_udp_route_req.
    * DP_OK payload: struct dp_udp_route_resp (send there instead: a proxy relay on loopback); DP_LOCAL: send as asked.
    * The answer holds for the whole session, so the layer keeps it. */
@@ -194,6 +198,11 @@ struct dp_handover {
 
 struct dp_make_socket {
   uint32_t pid; /* a process in the target's network namespace */
+  uint32_t reserved;
+};
+
+struct dp_layer_call {
+  uint32_t ns; /* the layer's time for the call */
   uint32_t reserved;
 };
 
@@ -301,6 +310,8 @@ struct dp_hello_req {
 /* With network_pid: every UDP datagram to a non-loopback address goes to the target too, so a UDP socket connected to
  * one is made in that network namespace without asking. */
 #define DP_HELLO_UDP_IN_NETWORK 8u
+/* The session is traced (--trace): the layer tells the proxy of each remote call it settles itself (DP_OP_LAYER_CALL). */
+#define DP_HELLO_TRACE 16u
 
 struct dp_hello_resp {
   uint32_t flags;        /* DP_HELLO_* */

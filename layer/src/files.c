@@ -74,11 +74,13 @@ int dp_openat_in_root(const char *abs, int flags) {
 int dp_open_in_root(const char *abs, int flags, int *fd) {
   /* O_TMPFILE carries O_DIRECTORY's bit. */
   if ((flags & (O_ACCMODE | O_CREAT | O_TRUNC | O_APPEND | O_DIRECTORY | O_PATH)) != O_RDONLY) return 0;
+  uint64_t since = dp_trace_clock();
   /* Non-blocking, so that a FIFO does not hang the open before it is told apart. */
   int opened = dp_openat_in_root(abs, flags | O_NONBLOCK);
   if (opened < 0) {
     /* What the target has not is settled; anything else (no access, a loop, flags openat2 refuses) the proxy answers. */
     if (errno != ENOENT && errno != ENOTDIR) return 0;
+    dp_traced("open", abs, since);
     *fd = -1;
     return 1;
   }
@@ -90,6 +92,7 @@ int dp_open_in_root(const char *abs, int flags, int *fd) {
     return 0;
   }
   dp_log("open %s: the target's file, in its root", abs);
+  dp_traced("open", abs, since);
   *fd = opened;
   return 1;
 }
@@ -397,13 +400,19 @@ int fcntl64(int fd, int cmd, ...) {
 /* An access check of a path the rules call remote, in the target's root: 0, or -1 and errno, when settled here; 1 when
  * the proxy must answer (no root, a kernel before 5.8 without faccessat2 on a descriptor). */
 static int access_in_root(const char *abs, int mode, int flags) {
+  uint64_t since = dp_trace_clock();
   int fd = dp_openat_in_root(abs, O_PATH | O_CLOEXEC | ((flags & AT_SYMLINK_NOFOLLOW) ? O_NOFOLLOW : 0));
-  if (fd < 0) return errno == ENOENT || errno == ENOTDIR ? -1 : 1;
+  if (fd < 0 && errno != ENOENT && errno != ENOTDIR) return 1;
+  if (fd < 0) {
+    dp_traced("access", abs, since);
+    return -1;
+  }
   int r = (int)real_syscall(SYS_faccessat2, (long)fd, (long)"", (long)mode, (long)((flags & AT_EACCESS) | AT_EMPTY_PATH));
   int saved = errno;
   real_close(fd);
   if (r < 0 && (saved == ENOSYS || saved == EINVAL)) return 1;
   dp_log("access of %s: in the target's root", abs);
+  dp_traced("access", abs, since);
   errno = saved;
   return r;
 }
@@ -442,13 +451,19 @@ int eaccess(const char *path, int mode) { dp_init(); return access_at(AT_FDCWD, 
 /* A readlink of a path the rules call remote, in the target's root: the length, or -1 and errno, when settled here;
  * -2 when the proxy must answer (no root). */
 static ssize_t readlink_in_root(const char *abs, char *buf, size_t size) {
+  uint64_t since = dp_trace_clock();
   int fd = dp_openat_in_root(abs, O_PATH | O_NOFOLLOW | O_CLOEXEC);
-  if (fd < 0) return errno == ENOENT || errno == ENOTDIR ? -1 : -2;
+  if (fd < 0 && errno != ENOENT && errno != ENOTDIR) return -2;
+  if (fd < 0) {
+    dp_traced("readlink", abs, since);
+    return -1;
+  }
   ssize_t r = real_readlinkat(fd, "", buf, size);
   /* On a descriptor, what is no link is ENOENT; by its path, readlink says EINVAL. */
   int saved = r < 0 && errno == ENOENT ? EINVAL : errno;
   real_close(fd);
   dp_log("readlink of %s: in the target's root", abs);
+  dp_traced("readlink", abs, since);
   errno = saved;
   return r;
 }

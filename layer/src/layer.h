@@ -178,6 +178,15 @@ int dp_open_in_root(const char *abs, int flags, int *fd);
 void dp_connect_early(void);
 /* True when TCP to a loopback address is always local in this session. */
 int dp_loopback_tcp_local(void);
+/* The session is traced (DP_HELLO_TRACE). */
+int dp_tracing(void);
+/* In a traced session (DP_HELLO_TRACE), the monotonic clock in ns; 0 otherwise, without reading it. */
+uint64_t dp_trace_clock(void);
+/* Tells a traced session's proxy of a remote call the layer settled itself, begun at `since` (dp_trace_clock's; 0 does
+ * nothing): `call` as the proxy's handler names it, `subject` its path or address. */
+void dp_traced(const char *call, const char *subject, uint64_t since);
+/* dp_traced for a call whose subject is a socket address (address:port). */
+void dp_traced_address(const char *call, const struct sockaddr *sa, socklen_t len, uint64_t since);
 /* True when the agent answers lookups itself (DP_HELLO_AGENT_DNS). */
 int dp_agent_dns(void);
 /* True when every UDP datagram to a non-loopback address goes to the target, whose network is dp_network_pid's

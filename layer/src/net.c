@@ -84,9 +84,11 @@ int connect(int fd, const struct sockaddr *addr, socklen_t len) {
   struct dp_make_socket there = {.pid = dp_network_pid()};
   if (there.pid != 0 && (req.flags & DP_CONNECT_MAKES_SOCKET) && (req.remote.family == AF_INET || (req.flags & DP_CONNECT_INET6_SOCKET))) {
     dp_log("connect: every connection goes to the target: not asked");
+    uint64_t since = dp_trace_clock();
     if (dp_make_socket(fd, (const char *)&there) == 0) {
       int r = real_connect(fd, addr, len);
       int saved = errno;
+      dp_traced_address("connect", addr, len, since);
       dp_leave();
       errno = saved;
       return r;

@@ -194,6 +194,7 @@ uint32_t dp_root_pid(void) { return atomic_load_explicit(&state, memory_order_ac
 
 uint32_t dp_network_pid(void) { return atomic_load_explicit(&state, memory_order_acquire) == LOADED ? network_pid : 0; }
 
+int dp_tracing(void) { return atomic_load_explicit(&state, memory_order_acquire) == LOADED && (flags & DP_HELLO_TRACE); }
 int dp_udp_in_network(void) { return dp_network_pid() != 0 && (flags & DP_HELLO_UDP_IN_NETWORK); }
 int dp_agent_dns(void) { return atomic_load_explicit(&state, memory_order_acquire) == LOADED && (flags & DP_HELLO_AGENT_DNS); }
 int dp_loopback_tcp_local(void) { return atomic_load_explicit(&state, memory_order_acquire) == LOADED && (flags & DP_HELLO_LOOPBACK_TCP_LOCAL); }

@@ -56,10 +56,14 @@ void dp_fill_statx(struct statx *x, const struct dp_stat *r) {
 
 /* A stat of a path the rules call remote, in the target's root: 1 (*out), -1 (errno: ENOENT, ENOTDIR), 0 to ask. */
 static int stat_in_root(const char *abs, int nofollow, struct dp_stat *out) {
+  uint64_t since = dp_trace_clock();
   int fd = dp_openat_in_root(abs, O_PATH | O_CLOEXEC | (nofollow ? O_NOFOLLOW : 0));
   if (fd < 0 && errno != ENOENT && errno != ENOTDIR) return 0;
   dp_log("stat of %s: in the target's root%s", abs, fd < 0 ? ", not there" : "");
-  if (fd < 0) return -1;
+  if (fd < 0) {
+    dp_traced("stat", abs, since);
+    return -1;
+  }
   struct stat st;
   int ok = dp_local_fstatat(fd, "", &st, AT_EMPTY_PATH) == 0;
   real_close(fd);
@@ -68,6 +72,7 @@ static int stat_in_root(const char *abs, int nofollow, struct dp_stat *out) {
                           .size = (uint64_t)st.st_size, .blksize = (uint64_t)st.st_blksize, .blocks = (uint64_t)st.st_blocks,
                           .atime_sec = st.st_atim.tv_sec, .atime_nsec = st.st_atim.tv_nsec, .mtime_sec = st.st_mtim.tv_sec,
                           .mtime_nsec = st.st_mtim.tv_nsec, .ctime_sec = st.st_ctim.tv_sec, .ctime_nsec = st.st_ctim.tv_nsec};
+  dp_traced("stat", abs, since);
   return 1;
 }
 

@@ -169,6 +169,7 @@ static int connect_in_network(int fd, const struct sockaddr *addr, socklen_t len
   }
   if (local || !dp_enter()) return 0;
   /* Not a socket bound first (its port is the program's) or already in an epoll set: those are relayed. */
+  uint64_t since = dp_trace_clock();
   uint32_t flags;
   struct dp_make_socket there = {.pid = dp_network_pid()};
   int made = dp_handover_flags(fd, &flags) == 0 && (flags & DP_CONNECT_MAKES_SOCKET) && dp_make_socket(fd, (const char *)&there) == 0;
@@ -177,6 +178,9 @@ static int connect_in_network(int fd, const struct sockaddr *addr, socklen_t len
   mark_in_target_network(fd);
   dp_log("udp: every datagram goes to the target: not asked");
   *r = real_connect(fd, addr, len);
+  int saved = errno;
+  dp_traced_address("udpConnect", addr, len, since);
+  errno = saved;
   return 1;
 }
 

@@ -56,6 +56,8 @@ export interface FastPath {
   udpInNetwork?: boolean;
   /** The agent answers lookups itself on AGENT_DNS_SOCKET, next to the proxy's: the layer asks it first. */
   agentDns?: boolean;
+  /** `--trace`: the layer tells of each remote call it settles itself (`layerCall`). */
+  traced?: boolean;
 }
 
 /** The program's socket at connect, as the layer sees it. */
@@ -101,6 +103,8 @@ export interface LayerHandler {
   connect(socktype: number, remote: SockAddr, socket: ConnectingSocket): Promise<Answer<Connected>>;
   /** One way, nothing is answered: the layer took the socket of hand-over `token`, or could not. */
   handedOver(token: number, taken: boolean): Promise<Answer<void>>;
+  /** One way, in a traced session: the layer settled a remote call itself (`call` as named here), taking `ms`. */
+  layerCall(call: string, subject: string, ms: number): Promise<Answer<void>>;
   /** A server socket binds `requested` (port > 0): local binds as asked; remote names the local port to bind
    *  instead and whether a port taken locally may fall back to any free one. */
   bind(socktype: number, requested: SockAddr): Promise<Answer<{ port: number; fallback: boolean }>>;

@@ -102,6 +102,8 @@ function call(partial: Partial<LayerHandler>, request: LayerRequest): Promise<An
       return handler.connect(request.socktype, request.remote, request.socket);
     case 'handedOver':
       return handler.handedOver(request.token, request.taken);
+    case 'layerCall':
+      return handler.layerCall(request.call, request.subject, request.ms);
     case 'bind':
       return handler.bind(request.socktype, request.requested);
     case 'listen':

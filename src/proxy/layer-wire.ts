@@ -40,6 +40,8 @@ export const HELLO_LOOPBACK_TCP_LOCAL = 1;
 export const HELLO_REMOTE_WRITES = 2;
 export const HELLO_AGENT_DNS = 4;
 export const HELLO_UDP_IN_NETWORK = 8;
+export const HELLO_TRACE = 16;
+export const LAYER_CALL_SIZE = 8;
 export const RULE_SIZE = 8;
 export const RULES_MAX = 256;
 export const RULES_MAX_BYTES = 16384;
@@ -56,7 +58,7 @@ export const AGENT_DNS_SOCKET = 'dns.sock';
 
 export const Op = { open: 1, stat: 2, access: 3, readlink: 4, realpath: 6, getaddrinfo: 7, connect: 8, bind: 9, listen: 10, peerOf: 11, unlisten: 12,
   udpRoute: 30, unixConnect: 60, writeback: 40, writebackData: 41, mkdir: 42, rmdir: 43, unlink: 44, rename: 45, chmod: 46, fchmod: 47, hello: 13,
-  handedOver: 14 } as const;
+  handedOver: 14, layerCall: 15 } as const;
 const STATUS_OK = 0;
 const STATUS_LOCAL = 1;
 const STATUS_WRITABLE = 2;
@@ -88,6 +90,7 @@ export type LayerRequest =
   | { op: 'getaddrinfo'; hints: AddrInfoHints; name: string }
   | { op: 'connect'; socktype: number; remote: SockAddr; socket: ConnectingSocket }
   | { op: 'handedOver'; token: number; taken: boolean }
+  | { op: 'layerCall'; call: string; subject: string; ms: number }
   | { op: 'bind'; socktype: number; requested: SockAddr }
   | { op: 'listen'; requested: SockAddr; local: SockAddr; socket: ListeningSocket }
   | { op: 'peerOf'; peer: SockAddr; listenerPort: number }
@@ -106,7 +109,7 @@ export type LayerRequest =
 export class WireError extends Error {}
 
 /** A request the layer sends without waiting: nothing is written back. */
-export const isOneWay = (request: LayerRequest): boolean => request.op === 'handedOver';
+export const isOneWay = (request: LayerRequest): boolean => request.op === 'handedOver' || request.op === 'layerCall';
 
 /** The bytes up to the first NUL, or all of them. */
 function cstringOrAll(payload: Buffer): string {
@@ -160,6 +163,11 @@ export function decodeRequest(op: number, payload: Buffer): LayerRequest {
     case Op.handedOver:
       need(HANDED_OVER_REQ_SIZE);
       return { op: 'handedOver', token: u64(payload, 0), taken: payload.readInt32LE(8) === 0 };
+    case Op.layerCall: {
+      need(LAYER_CALL_SIZE + 2);
+      const call = cstring(LAYER_CALL_SIZE);
+      return { op: 'layerCall', ms: payload.readUInt32LE(0) / 1e6, call, subject: cstring(LAYER_CALL_SIZE + Buffer.byteLength(call) + 1) };
+    }
     case Op.bind:
       need(BIND_REQ_SIZE);
       return { op: 'bind', socktype: payload.readUInt32LE(0), requested: decodeAddr(payload, 8) };
@@ -296,6 +304,7 @@ function encodeValue(request: LayerRequest, value: unknown): Buffer {
       return cstr(value as string);
     case 'listen':
     case 'handedOver':
+    case 'layerCall':
     case 'unlisten':
     case 'writebackData':
     case 'mkdir':
@@ -315,13 +324,13 @@ function encodeValue(request: LayerRequest, value: unknown): Buffer {
  * sent empty past the layer's limits (it then asks about everything). One buffer written through a DataView: this runs
  * once per start, cold, where a Buffer per rule and Buffer's checked writers took 1-2 ms for a hundred rules.
  */
-export function encodeFastPath({ rules, loopbackTcpLocal, remoteWrites, handoverPid, rootPid, networkPid, udpInNetwork, agentDns }: FastPath): Buffer {
+export function encodeFastPath({ rules, loopbackTcpLocal, remoteWrites, handoverPid, rootPid, networkPid, udpInNetwork, agentDns, traced }: FastPath): Buffer {
   let tableBytes = 0;
   for (const rule of rules) tableBytes += RULE_SIZE + rule.text.length;
   const fits = rules.length <= RULES_MAX && tableBytes <= RULES_MAX_BYTES;
   const out = Buffer.alloc(HELLO_RESP_SIZE + (fits ? tableBytes : 0));
   const view = new DataView(out.buffer, out.byteOffset, out.length);
-  view.setUint32(0, (loopbackTcpLocal ? HELLO_LOOPBACK_TCP_LOCAL : 0) | (remoteWrites ? HELLO_REMOTE_WRITES : 0) | (agentDns ? HELLO_AGENT_DNS : 0) | (udpInNetwork ? HELLO_UDP_IN_NETWORK : 0), true);
+  view.setUint32(0, (loopbackTcpLocal ? HELLO_LOOPBACK_TCP_LOCAL : 0) | (remoteWrites ? HELLO_REMOTE_WRITES : 0) | (agentDns ? HELLO_AGENT_DNS : 0) | (udpInNetwork ? HELLO_UDP_IN_NETWORK : 0) | (traced ? HELLO_TRACE : 0), true);
   view.setUint32(4, handoverPid ?? 0, true);
   view.setUint32(8, rootPid ?? 0, true);
   view.setUint32(12, networkPid ?? 0, true);

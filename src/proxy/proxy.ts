@@ -99,6 +99,7 @@ export async function startProxy(options: ProxyOptions, prepared?: PreparedProxy
     // to apply, no name for an outgoing filter to remember. Until it listens (or an older agent that never does), the
     // layer asks the proxy; a traced session keeps them on the proxy, which times each hop.
     agentDns: networkPid !== undefined && options.dns.everyNameRemote && !options.outgoing.byHostName && options.wrapHandler === undefined,
+    traced: options.wrapHandler !== undefined,
   };
   const handler: LayerHandler = {
     hello: () => Promise.resolve({ kind: 'remote', value: fastPath }),
@@ -108,6 +109,8 @@ export async function startProxy(options: ProxyOptions, prepared?: PreparedProxy
     ...createDnsRequests(options.agent, options.dns, { names, rememberLocal: options.outgoing.filterNames !== undefined }),
     connect: outgoing.connect,
     handedOver: outgoing.handedOver,
+    // Told only in a traced session, whose wrapped handler prints it.
+    layerCall: () => Promise.resolve({ kind: 'remote', value: undefined }),
     udpRoute: udp.udpRoute,
     unixConnect: unixStreams.unixConnect,
     ...listeners,

@@ -61,6 +61,16 @@ describe('the layer under AddressSanitizer', needsRoot('the sanitizer run'), () 
   test('write mode (open/creat/fopen/fclose, fsync, dup/fork, mkdir, rmdir, unlink, rename, chmod, write-back at exit)', async () => {
     assert.doesNotMatch(await writeHooks(world, env), sanitizerReport);
   });
+  test('--trace: the calls the layer settles itself are timed and told (open, stat, connect in the target\'s network)', async () => {
+    const path = '/srv/app/config/settings.json';
+    const connect = 'python3 -c "import socket; socket.create_connection((\'api\', 8080)).close()"';
+    const result = await execIn(world.target.pid, ['sh', '-c', `cat ${path} > /dev/null; stat -c %s ${path} > /dev/null; ${connect}`], { env: { ...env, DOPPEL_TRACE: '1' } });
+    assert.doesNotMatch(result.stderr, sanitizerReport);
+    assert.equal(result.status, 0, result.stderr);
+    for (const call of [`open "${path}"`, `stat "${path}"`, `connect "${world.services.http.address}:${world.services.http.port}"`]) {
+      assert.ok(result.stderr.includes(`call ${call} -> remote: layer `), `no trace of ${call} in:\n${result.stderr}`);
+    }
+  });
   test('a UDP client (connect, sendto, sendmsg, sendmmsg, recvfrom, recvmsg, recvmmsg, getpeername)', async () => {
     assert.doesNotMatch(await udpClient(world, env), sanitizerReport);
   });

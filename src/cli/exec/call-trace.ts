@@ -1,6 +1,7 @@
 // `--trace` for remote calls: each layer request's time in the proxy and, within it, each agent round trip it made,
 // split into the link (both ways, framing included) and the agent's own time, which the agent puts in its answer.
-// The layer's own hop (its socket to the proxy) is what the program measures minus the proxy's total.
+// The layer's own hop (its socket to the proxy) is what the program measures minus the proxy's total. A call the layer
+// settles itself (in the target's root, a socket made in its network) it times itself, and tells (`layerCall`).
 import asyncHooks from 'node:async_hooks';
 import type { Answer, LayerHandler } from '../../proxy/layer-handler.ts';
 import { trace } from '../../trace.ts';
@@ -13,6 +14,7 @@ interface Hop {
 }
 
 interface Samples {
+  layer: number[];
   proxy: number[];
   link: number[];
   agent: number[];
@@ -31,9 +33,13 @@ export function createCallTracer(): CallTracer {
   // Taken here, not imported by name: an untraced start then loads none of AsyncLocalStorage's modules.
   const current = new asyncHooks.AsyncLocalStorage<Hop[]>();
   const samples = new Map<string, Samples>();
-  const record = (key: string, proxy: number, hops: Hop[]) => {
+  const entryOf = (key: string) => {
     let entry = samples.get(key);
-    if (!entry) samples.set(key, (entry = { proxy: [], link: [], agent: [] }));
+    if (!entry) samples.set(key, (entry = { layer: [], proxy: [], link: [], agent: [] }));
+    return entry;
+  };
+  const record = (key: string, proxy: number, hops: Hop[]) => {
+    const entry = entryOf(key);
     entry.proxy.push(proxy);
     for (const hop of hops) {
       if (hop.answered === undefined) continue;
@@ -54,6 +60,12 @@ export function createCallTracer(): CallTracer {
       const wrapped: Record<string, unknown> = {};
       for (const [name, method] of Object.entries(handler) as [string, (...args: unknown[]) => Promise<Answer<unknown>>][]) {
         wrapped[name] = async (...args: unknown[]) => {
+          if (name === 'layerCall') {
+            const [call, subject, ms] = args as [string, string, number];
+            entryOf(`${call} remote in the layer`).layer.push(ms);
+            trace(`call ${call} ${JSON.stringify(subject)} -> remote: layer ${ms.toFixed(3)} ms`, performance.now() - ms);
+            return { kind: 'remote', value: undefined };
+          }
           const hops: Hop[] = [];
           const start = performance.now();
           const answer = await current.run(hops, () => method(...args));
@@ -67,11 +79,13 @@ export function createCallTracer(): CallTracer {
       return wrapped as unknown as LayerHandler;
     },
     summary() {
-      for (const [key, { proxy, link, agent }] of samples) {
-        const parts = [`proxy ${spread(proxy)}`];
+      for (const [key, { layer, proxy, link, agent }] of samples) {
+        const parts: string[] = [];
+        if (layer.length > 0) parts.push(`layer ${spread(layer)}`);
+        if (proxy.length > 0) parts.push(`proxy ${spread(proxy)}`);
         if (link.length > 0) parts.push(`link ${spread(link)}`);
         if (agent.length > 0) parts.push(`agent ${spread(agent)}`);
-        trace(`calls ${key} x${proxy.length}: ${parts.join(', ')} (median / p99 ms)`);
+        trace(`calls ${key} x${layer.length + proxy.length}: ${parts.join(', ')} (median / p99 ms)`);
       }
     },
   };
