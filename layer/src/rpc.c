@@ -178,6 +178,7 @@ static int connect_agent(void) { return connect_unix(dp_agent_dns_path()); }
 static int connect_proxy(void) {
   int fd = connect_unix(dp_socket_path());
   if (fd < 0) return -1;
+  dp_log("connected to the proxy");
   /* A proxy that closes the stream on a hello does not know it: from then on, ask it about every path. Once the
    * rules are loaded (from the proxy's file), the hello only says who this process is, for the proxy's messages:
    * its answer is not waited for, and the next exchange passes over it. */
@@ -321,7 +322,7 @@ static int exchange(struct conn *c, uint32_t op, const void *a, size_t a_len, co
   return 0;
 }
 
-/* A fresh connection of this thread's to one server, or -1. */
+/* Opens a fresh connection of this thread's to one server (c->fd stays -1 when it cannot be reached). */
 static void open_conn(struct conn *c, int (*connect_to)(void), pid_t pid) {
   c->fd = connect_to();
   c->pid = pid;
