@@ -5,14 +5,15 @@
 // that comes before a host is up or with another configuration.
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, renameSync } from 'node:fs';
+import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { needsRoot } from '../support/root.ts';
 import { until } from '../support/until.ts';
 import { suiteWorld } from './suite-world.ts';
 import { agentProcesses, leftoversAfter } from './leftovers.ts';
 import { execIn, ok, runDoppel, startDoppel } from './run-doppel.ts';
-import { agentSockets, hostGivesBack, nothingLeft, pidsOf } from './warm-host.ts';
+import { agentSockets, hostGivesBack, nothingLeft, pidsOf, warmDir } from './warm-host.ts';
 
 const gate = needsRoot('warm agents of process targets');
 const agentPids = (pid: number) => pidsOf(agentProcesses(pid));
@@ -112,5 +113,19 @@ describe('warm agents', gate, () => {
     assert.doesNotMatch(ok(next) + next.stderr, /reusing/);
     // The killed agent's socket is gone; the new agent's (warm for 1 s) has another name.
     assert.ok(!agentSockets(pid()).some((entry) => entry.endsWith(`-${warm}.sock`)));
+  });
+
+  test('an agent killed between binding its socket and renaming it into place leaves a file that the next start removes (fault injection: the file renamed back)', async () => {
+    ok(await execIn(pid(), ['true'], { flags: ['--agent-ttl', '60'] }));
+    await hostGivesBack(pid());
+    const [warm] = agentPids(pid());
+    assert.ok(warm, 'no agent stayed warm');
+    process.kill(warm, 'SIGKILL');
+    await until('the agent to die', () => (agentPids(pid()).length === 0 ? true : undefined));
+    const socket = agentSockets(pid()).find((entry) => entry.endsWith(`-${warm}.sock`));
+    assert.ok(socket, `no socket of the killed agent among ${agentSockets(pid()).join(', ')}`);
+    renameSync(join(warmDir, socket), join(warmDir, `${socket}.new`));
+    ok(await runDoppel(['exec', '--target', `process/${pid()}`, '--agent-ttl', '1', '--', 'true']));
+    assert.deepEqual(agentSockets(pid()).filter((entry) => entry.includes(`-${warm}.`)), []);
   });
 });

@@ -67,8 +67,9 @@ export async function reachWarmAgent(dir: string, targetPid: number, targetStart
 /** Removes the sockets of warm agents and warm session hosts (src/warm/, of any target) that were killed; returns the live ones. */
 export function sweepWarmSockets(dir: string): { entry: string; agentPid: number; launch: boolean }[] {
   return readdirSync(dir).flatMap((entry) => {
-    // Process targets' `<target pid>-<start>-<pid>`, Kubernetes targets' hosts `launch-kube-<pid>`.
-    const match = /^(launch-)?(?:\d+-\d+|(?<=launch-)kube)-(\d+)\.sock$/.exec(entry);
+    // Process targets' `<target pid>-<start>-<pid>`, Kubernetes targets' hosts `launch-kube-<pid>`; `.new` while its
+    // agent binds it (renamed into place once it listens, src/agent/warm.ts).
+    const match = /^(launch-)?(?:\d+-\d+|(?<=launch-)kube)-(\d+)\.sock(\.new)?$/.exec(entry);
     const agentPid = Number(match?.[2]);
     // Never 0 or 1: signalling those means a process group, or init.
     if (!Number.isInteger(agentPid) || agentPid <= 1) return [];
@@ -76,6 +77,8 @@ export function sweepWarmSockets(dir: string): { entry: string; agentPid: number
       removeStale(join(dir, entry));
       return [];
     }
+    // Not listening yet: no agent to reach there.
+    if (match?.[3] !== undefined) return [];
     return [{ entry, agentPid, launch: match?.[1] !== undefined }];
   });
 }
