@@ -101,13 +101,19 @@ describe('warm agents', gate, () => {
     assert.deepEqual(agentSockets(pid()), []);
   });
 
-  test('a warm agent killed outright leaves a socket file that the next start removes', async () => {
+  /** A session's agent left warm, then killed outright: its pid. */
+  const killedWarmAgent = async () => {
     ok(await execIn(pid(), ['true'], { flags: ['--agent-ttl', '60'] }));
     await hostGivesBack(pid());
     const [warm] = agentPids(pid());
     assert.ok(warm, 'no agent stayed warm');
     process.kill(warm, 'SIGKILL');
     await until('the agent to die', () => (agentPids(pid()).length === 0 ? true : undefined));
+    return warm;
+  };
+
+  test('a warm agent killed outright leaves a socket file that the next start removes', async () => {
+    const warm = await killedWarmAgent();
     assert.equal(agentSockets(pid()).length, 1);
     const next = await runDoppel(['exec', '--target', `process/${pid()}`, '--agent-ttl', '1', '--', 'true']);
     assert.doesNotMatch(ok(next) + next.stderr, /reusing/);
@@ -116,12 +122,7 @@ describe('warm agents', gate, () => {
   });
 
   test('an agent killed between binding its socket and renaming it into place leaves a file that the next start removes (fault injection: the file renamed back)', async () => {
-    ok(await execIn(pid(), ['true'], { flags: ['--agent-ttl', '60'] }));
-    await hostGivesBack(pid());
-    const [warm] = agentPids(pid());
-    assert.ok(warm, 'no agent stayed warm');
-    process.kill(warm, 'SIGKILL');
-    await until('the agent to die', () => (agentPids(pid()).length === 0 ? true : undefined));
+    const warm = await killedWarmAgent();
     const socket = agentSockets(pid()).find((entry) => entry.endsWith(`-${warm}.sock`));
     assert.ok(socket, `no socket of the killed agent among ${agentSockets(pid()).join(', ')}`);
     renameSync(join(warmDir, socket), join(warmDir, `${socket}.new`));
