@@ -137,18 +137,19 @@ static void probe(void) {
   int make = here >= 0 && setns(here, CLONE_NEWNET) == 0;
   int make_why = errno;
   if (here >= 0) real_close(here);
-  int fresh = -1;
-  for (int type = SOCK_STREAM; type <= SOCK_DGRAM && (take || make); type++) {
-    fresh = socket(AF_INET, type | SOCK_CLOEXEC, 0);
-    if (fresh < 0) break;
-    for (size_t i = 0; i < OPTIONS; i++) {
+  /* Either needs a fresh socket of each kind, whose option values are the ones not to copy. */
+  int sockets = take || make;
+  for (int type = SOCK_STREAM; type <= SOCK_DGRAM && sockets; type++) {
+    int fresh = socket(AF_INET, type | SOCK_CLOEXEC, 0);
+    sockets = fresh >= 0;
+    for (size_t i = 0; sockets && i < OPTIONS; i++) {
       socklen_t size = options[i].size;
       if (getsockopt(fresh, options[i].level, options[i].name, defaults[kind(type)][i], &size) < 0) memset(defaults[kind(type)][i], 0, OPTION_MAX);
     }
-    real_close(fresh);
+    if (sockets) real_close(fresh);
   }
-  atomic_store(&can_make, fresh >= 0 && make);
-  atomic_store(&can_take, fresh >= 0 && take);
+  atomic_store(&can_make, sockets && make);
+  atomic_store(&can_take, sockets && take);
   dp_log("connect: sockets in the target's network %s (errno %d); the agent's (process %u) %s (errno %d)", atomic_load(&can_make) ? "can be made" : "cannot be made",
          make ? 0 : make_why, pid, atomic_load(&can_take) ? "can be taken" : "cannot be taken", take ? 0 : take_why);
 }

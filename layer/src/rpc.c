@@ -175,7 +175,8 @@ static int connect_unix(const char *path) {
 /* The agent's socket takes lookups alone, with no hello. */
 static int connect_agent(void) { return connect_unix(dp_agent_dns_path()); }
 
-static int connect_proxy(void) {
+/* wait: the hello's answer is read even when the rules are loaded already. */
+static int connect_proxy_with(int wait) {
   int fd = connect_unix(dp_socket_path());
   if (fd < 0) return -1;
   dp_log("connected to the proxy");
@@ -183,7 +184,7 @@ static int connect_proxy(void) {
    * rules are loaded (from the proxy's file), the hello only says who this process is, for the proxy's messages:
    * its answer is not waited for, and the next exchange passes over it. */
   static atomic_int no_hello;
-  if (dp_rules_ready()) {
+  if (dp_rules_ready() && !wait) {
     if (say_hello(fd, &proxy.unanswered_hello) < 0) {
       release(fd);
       return -1;
@@ -191,10 +192,16 @@ static int connect_proxy(void) {
   } else if (!atomic_load(&no_hello) && hello(fd) < 0) {
     atomic_store(&no_hello, 1);
     release(fd);
-    return connect_proxy();
+    return connect_proxy_with(wait);
   }
   return fd;
 }
+
+static int connect_proxy(void) { return connect_proxy_with(0); }
+
+/* For a connection that only tells (one way): an answer left unread when the process exits makes its close reset the
+ * stream, and the proxy loses what was told after the hello (a traced `cat`'s only call). */
+static int connect_proxy_to_tell(void) { return connect_proxy_with(1); }
 
 static int write_all(int fd, struct iovec *iov, int count) {
   while (count > 0) {
@@ -356,7 +363,7 @@ void dp_tell(uint32_t op, const void *a, size_t a_len) {
   int saved = errno;
   pid_t pid = getpid();
   check_conn(&proxy, pid);
-  if (proxy.fd < 0) open_conn(&proxy, connect_proxy, pid);
+  if (proxy.fd < 0) open_conn(&proxy, connect_proxy_to_tell, pid);
   if (proxy.fd >= 0) {
     struct dp_req_hdr req = {.len = (uint32_t)a_len, .op = op, .seq = atomic_fetch_add(&next_seq, 1)};
     struct iovec iov[2] = {{&req, sizeof req}, {(void *)a, a_len}};

@@ -92,6 +92,7 @@ static void mark_in_target_network(int fd) {
 static int route(int fd, const struct sockaddr *addr, socklen_t len, struct sockaddr_storage *via, socklen_t *via_len) {
   struct dp_addr remote;
   if (!to_key(addr, len, &remote)) return 0;
+  /* A socket made in the target's network sends as addressed: to the target's addresses, never through a relay. */
   if (dp_udp_in_network() && in_target_network(fd)) {
     if (!dp_is_loopback(&remote)) return 0;
     dp_log("udp: a socket connected in the target's network cannot reach this machine's loopback");

@@ -130,6 +130,8 @@ s.settimeout(10)
 s.connect(("${udpEcho.address}", ${udpEcho.port}))
 s.send(b"connected")
 print(s.recv(100).decode(), s.getsockname()[0], s.getpeername())
+s.sendto(b"addressed", ("${udpEcho.address}", ${udpEcho.port}))
+print(s.recv(100).decode())
 try:
     s.sendto(b"x", ("127.0.0.1", ${localPort}))
 except OSError as e:
@@ -146,6 +148,8 @@ print(s.recv(100).decode())
       assert.equal(ok(result), [
         // The pod's own address, as the kernel there gave it (a relayed socket reports none of the pod's).
         `connected@${udpEcho.seenFrom} ${udpEcho.seenFrom} ('${udpEcho.address}', ${udpEcho.port})`,
+        // Addressed explicitly, it still goes from there, not through a relay.
+        `addressed@${udpEcho.seenFrom}`,
         'ENETUNREACH',
         'reconnected@here 127.0.0.1',
         `again@${udpEcho.seenFrom}`,

@@ -13,6 +13,7 @@ import {
 } from '../../src/proxy/layer-wire.ts';
 import { FCHMOD_REQ_SIZE, OPEN_WRITE_SIZE, WRITEBACK_CHUNK, WRITEBACK_DATA_SIZE, WRITEBACK_REQ_SIZE, WRITEBACK_RESP_SIZE } from '../../src/proxy/layer-wire.ts';
 import { CONNECT_INET6_SOCKET, CONNECT_MAKES_SOCKET, CONNECT_TAKES_FD, encodeStat, HANDED_OVER_REQ_SIZE, HANDOVER_SIZE, isOneWay, MAKE_SOCKET_SIZE, OPEN_NO_HOST_FILE, OPEN_REQ_SIZE } from '../../src/proxy/layer-wire.ts';
+import { AGENT_DNS_SOCKET, HELLO_AGENT_DNS, HELLO_TRACE, HELLO_UDP_IN_NETWORK, LAYER_CALL_SIZE } from '../../src/proxy/layer-wire.ts';
 
 /** Compiles and runs a C program against the wire header; returns its stdout. */
 function runC(body: string): string {
@@ -75,6 +76,16 @@ test('hello: the layer says who it is; the answer is the fast path\'s flags and 
 function cBytes(declaration: string): Buffer {
   return Buffer.from(runC(`${declaration} const unsigned char *p = (const void *)&r; for (size_t i = 0; i < sizeof r; i++) printf("%02x", p[i]);`), 'hex');
 }
+
+test('the agent\'s lookups, UDP in the target\'s network and the trace: flags, socket name and the layer\'s call as the C header has them', () => {
+  assert.deepEqual(runC('printf("%u %u %u %zu %d %s", DP_HELLO_AGENT_DNS, DP_HELLO_UDP_IN_NETWORK, DP_HELLO_TRACE, sizeof(struct dp_layer_call), DP_OP_LAYER_CALL, DP_AGENT_DNS_SOCKET);').split(' '),
+    [HELLO_AGENT_DNS, HELLO_UDP_IN_NETWORK, HELLO_TRACE, LAYER_CALL_SIZE, Op.layerCall, AGENT_DNS_SOCKET].map(String));
+  const flags = encodeFastPath({ rules: [], loopbackTcpLocal: false, remoteWrites: false, networkPid: 7, udpInNetwork: true, agentDns: true, traced: true }).readUInt32LE(0);
+  assert.equal(flags, HELLO_AGENT_DNS | HELLO_UDP_IN_NETWORK | HELLO_TRACE);
+  const call = decodeRequest(Op.layerCall, Buffer.concat([cBytes('struct dp_layer_call r = {.ns = 1500000};'), Buffer.from('open\0/srv/app/x\0')]));
+  assert.deepEqual(call, { op: 'layerCall', ms: 1.5, call: 'open', subject: '/srv/app/x' });
+  assert.equal(isOneWay(call), true);
+});
 
 const cAddr = (family: 'AF_INET' | 'AF_INET6', port: number, bytes: number[]) => `{.family = ${family}, .port = ${port}, .addr = {${bytes.join(', ')}}}`;
 
