@@ -44,6 +44,9 @@ static const struct option options[] = {
     {SOL_SOCKET, SO_RCVTIMEO, sizeof(struct timeval), 0}, {SOL_SOCKET, SO_SNDTIMEO, sizeof(struct timeval), 0},
     {SOL_SOCKET, SO_LINGER, sizeof(struct linger), 0}, {SOL_SOCKET, SO_PRIORITY, sizeof(int), 0},
     {SOL_SOCKET, SO_RCVBUF, sizeof(int), 1},           {SOL_SOCKET, SO_SNDBUF, sizeof(int), 1},
+    /* Before a datagram socket binds its port again there (dp_move_datagram). */
+    {SOL_SOCKET, SO_REUSEADDR, sizeof(int), 0},        {SOL_SOCKET, SO_REUSEPORT, sizeof(int), 0},
+    {SOL_SOCKET, SO_BROADCAST, sizeof(int), 0},        {IPPROTO_IPV6, IPV6_V6ONLY, sizeof(int), 0},
 };
 #define OPTIONS (sizeof options / sizeof options[0])
 #define OPTION_MAX 16
@@ -64,27 +67,35 @@ static void after_fork_child(void) {
 }
 __attribute__((constructor)) static void fork_safe(void) { pthread_atfork(NULL, NULL, after_fork_child); }
 
-/* The socket (by inode) each descriptor held when the program added it to an epoll set: a socket watched before it
- * connects must stay the same file, or the program would wait on one that is gone (nginx adds its upstream sockets
- * to epoll, then connects). By inode, so a number closed and reused for another socket needs nothing at close.
- * Chunks are mapped on first use (a signal handler may be first). */
+/* Each descriptor's registration in an epoll set, by the socket's inode: a socket watched before it connects or sends
+ * (nginx adds its upstream sockets to epoll, then connects; node's dgram watches its socket, then sends) is replaced
+ * with its registration moved to the new socket, or the program would wait on one that is gone. By inode, so a number
+ * closed and reused for another socket needs nothing at close. A socket in more than one set is the program's to keep.
+ * Chunks are mapped on first use (a signal handler may be first). Two threads changing one descriptor's registration at
+ * once may leave a mix of both here, as the kernel would keep only one: a replaced socket then waits for other events. */
+struct watch {
+  _Atomic uint64_t inode;
+  _Atomic uint64_t data;
+  _Atomic uint32_t events;
+  atomic_int epfd, shared;
+};
 #define WATCH_MAX_FD 65536
 #define WATCH_CHUNK 4096
-static _Atomic(_Atomic uint64_t *) watched[WATCH_MAX_FD / WATCH_CHUNK];
+static _Atomic(struct watch *) watched[WATCH_MAX_FD / WATCH_CHUNK];
 
 static uint64_t socket_inode(int fd) {
   struct stat st;
   return real_syscall(SYS_fstat, (long)fd, (long)&st) == 0 && S_ISSOCK(st.st_mode) ? (uint64_t)st.st_ino : 0;
 }
 
-static _Atomic uint64_t *watch_slot(int fd, int create) {
+static struct watch *watch_slot(int fd, int create) {
   if (fd < 0 || fd >= WATCH_MAX_FD) return NULL;
-  _Atomic uint64_t *chunk = atomic_load_explicit(&watched[fd / WATCH_CHUNK], memory_order_acquire);
+  struct watch *chunk = atomic_load_explicit(&watched[fd / WATCH_CHUNK], memory_order_acquire);
   if (chunk == NULL && create) {
     void *fresh = mmap(NULL, WATCH_CHUNK * sizeof *chunk, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (fresh == MAP_FAILED) return NULL;
-    _Atomic uint64_t *expected = NULL;
-    if (atomic_compare_exchange_strong(&watched[fd / WATCH_CHUNK], &expected, (_Atomic uint64_t *)fresh)) chunk = fresh;
+    struct watch *expected = NULL;
+    if (atomic_compare_exchange_strong(&watched[fd / WATCH_CHUNK], &expected, (struct watch *)fresh)) chunk = fresh;
     else {
       munmap(fresh, WATCH_CHUNK * sizeof *chunk);
       chunk = expected;
@@ -93,24 +104,52 @@ static _Atomic uint64_t *watch_slot(int fd, int create) {
   return chunk == NULL ? NULL : &chunk[fd % WATCH_CHUNK];
 }
 
+static void note_watch(int epfd, int op, int fd, const struct epoll_event *event) {
+  struct watch *w = watch_slot(fd, op == EPOLL_CTL_ADD);
+  /* Only an added socket's slot needs the inode looked up; most changes are to descriptors never added by a socket. */
+  if (w == NULL || (op != EPOLL_CTL_ADD && atomic_load(&w->inode) == 0)) return;
+  uint64_t inode = socket_inode(fd);
+  if (inode == 0) return;
+  int same = atomic_load(&w->inode) == inode;
+  if (op == EPOLL_CTL_ADD && same && atomic_load(&w->epfd) != epfd) {
+    atomic_store(&w->shared, 1);
+  } else if (op == EPOLL_CTL_ADD || (op == EPOLL_CTL_MOD && same && atomic_load(&w->epfd) == epfd)) {
+    atomic_store(&w->epfd, epfd);
+    atomic_store(&w->events, event != NULL ? event->events : 0);
+    atomic_store(&w->data, event != NULL ? event->data.u64 : 0);
+    if (op == EPOLL_CTL_ADD) atomic_store(&w->shared, 0);
+    atomic_store_explicit(&w->inode, inode, memory_order_release);
+  } else if (op == EPOLL_CTL_DEL && same && atomic_load(&w->epfd) == epfd && !atomic_load(&w->shared)) {
+    atomic_store(&w->inode, 0);
+  }
+}
+
 int epoll_ctl(int epfd, int op, int fd, struct epoll_event *event) {
   dp_init();
   int r = real_epoll_ctl(epfd, op, fd, event);
-  /* Only a session whose agent hands sockets over needs to know. */
-  if (r == 0 && op == EPOLL_CTL_ADD && dp_handover_pid() != 0) {
+  /* Only a session whose agent runs here replaces sockets (and one whose rules are not loaded yet may be one). */
+  if (r == 0 && dp_active() && (dp_handover_pid() != 0 || !dp_rules_ready())) {
     int saved = errno;
-    uint64_t inode = socket_inode(fd);
-    _Atomic uint64_t *slot = inode != 0 ? watch_slot(fd, 1) : NULL;
-    if (slot != NULL) atomic_store(slot, inode);
+    note_watch(epfd, op, fd, event);
     errno = saved;
   }
   return r;
 }
 
-static int is_watched(int fd) {
-  _Atomic uint64_t *slot = watch_slot(fd, 0);
-  uint64_t inode = slot != NULL ? atomic_load(slot) : 0;
-  return inode != 0 && inode == socket_inode(fd);
+/* fd's socket's registration, when it is in exactly one epoll set; NULL when in none. *shared when in more. */
+static struct watch *watch_of(int fd, int *shared) {
+  struct watch *w = watch_slot(fd, 0);
+  uint64_t inode = w != NULL ? atomic_load_explicit(&w->inode, memory_order_acquire) : 0;
+  *shared = 0;
+  if (inode == 0 || inode != socket_inode(fd)) return NULL;
+  *shared = atomic_load(&w->shared);
+  return *shared ? NULL : w;
+}
+
+static int is_shared(int fd) {
+  int shared;
+  watch_of(fd, &shared);
+  return shared;
 }
 
 static int take_fd(uint32_t pid, uint32_t fd) {
@@ -179,9 +218,9 @@ int dp_handover_flags(int fd, uint32_t *flags) {
   /* A socket with a local address is bound or connected already: a program polling a non-blocking connect's end by
    * connecting again (Ruby's connect_nonblock) must get the kernel's EISCONN, not a second connection. */
   if (!unbound && real_getpeername(fd, (struct sockaddr *)&peer, &peer_len) == 0) return 1;
-  /* A socket bound first (its address or port chosen), or already in an epoll set, is the program's to keep: it is
+  /* A socket bound first (its address or port chosen), or in more than one epoll set, is the program's to keep: it is
    * relayed. */
-  if (unbound && probe_done() && (atomic_load(&can_take) || atomic_load(&can_make)) && !is_watched(fd)) {
+  if (unbound && probe_done() && (atomic_load(&can_take) || atomic_load(&can_make)) && !is_shared(fd)) {
     if (atomic_load(&can_take)) *flags |= DP_CONNECT_TAKES_FD;
     if (atomic_load(&can_make)) *flags |= DP_CONNECT_MAKES_SOCKET;
   }
@@ -218,15 +257,40 @@ static int is_connection_to(int got, const struct sockaddr *addr, socklen_t len)
          dp_to_addr((struct sockaddr *)&peer, peer_len, &have) && memcmp(&want, &have, sizeof want) == 0;
 }
 
+/* `got` in place of the program's socket fd, atomically (fd's old socket closes), keeping its close-on-exec, and
+ * with its epoll registration moved over; 0 or -errno (fd untouched). */
+static int install(int fd, int got) {
+  int shared;
+  struct watch *w = watch_of(fd, &shared);
+  int fd_flags = real_fcntl(fd, F_GETFD);
+  if (shared) return -EBUSY;
+  if (fd_flags < 0) return -errno;
+  struct epoll_event event = {0};
+  int epfd = -1;
+  if (w != NULL) {
+    epfd = atomic_load(&w->epfd);
+    event.events = atomic_load(&w->events);
+    event.data.u64 = atomic_load(&w->data);
+    /* Out of the set while fd still names the old socket: a child sharing that socket would otherwise keep it there. */
+    real_epoll_ctl(epfd, EPOLL_CTL_DEL, fd, NULL);
+  }
+  if (real_dup3(got, fd, (fd_flags & FD_CLOEXEC) ? O_CLOEXEC : 0) < 0) {
+    int why = errno;
+    if (w != NULL) real_epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &event);
+    return -why;
+  }
+  if (w != NULL) {
+    if (real_epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &event) == 0) atomic_store(&w->inode, socket_inode(fd));
+    else dp_log("connect: the socket's epoll registration could not be moved (errno %d)", errno);
+  }
+  return 0;
+}
+
 /* `got` (of the same `type`) in place of the program's socket fd, with its settings; 0 or -errno (fd untouched). got is
  * closed either way. */
 static int replace(int fd, int got, int type) {
   int r = copy_settings(fd, got, type);
-  if (r == 0) {
-    int fd_flags = real_fcntl(fd, F_GETFD);
-    /* Atomically in place of the program's socket (which closes), keeping its close-on-exec. */
-    if (fd_flags < 0 || real_dup3(got, fd, (fd_flags & FD_CLOEXEC) ? O_CLOEXEC : 0) < 0) r = -errno;
-  }
+  if (r == 0) r = install(fd, got);
   int saved = errno;
   real_close(got);
   errno = saved;
@@ -274,8 +338,8 @@ static int kind_of(int fd, int *domain, int *type, int *protocol) {
 }
 
 int dp_remake_socket_here(int fd) {
-  /* The program's epoll set would keep waiting on the socket that goes. */
-  if (is_watched(fd)) return -ENETUNREACH;
+  /* More than one epoll set would keep waiting on the socket that goes. */
+  if (is_shared(fd)) return -ENETUNREACH;
   int domain, type, protocol;
   int r = kind_of(fd, &domain, &type, &protocol);
   if (r < 0) return r;
@@ -283,6 +347,36 @@ int dp_remake_socket_here(int fd) {
   if (made < 0) return -errno;
   r = replace(fd, made, type);
   if (r == 0) dp_fd_forget(fd);
+  return r;
+}
+
+int dp_move_datagram(int fd, uint32_t pid, int any_port) {
+  struct sockaddr_storage me, peer;
+  socklen_t me_len = sizeof me, peer_len = sizeof peer;
+  struct dp_addr bound;
+  static const uint8_t any[16];
+  if (!probe_done() || !atomic_load(&can_make)) return -EPERM;
+  if (real_getsockname(fd, (struct sockaddr *)&me, &me_len) < 0) return -errno;
+  if (!dp_to_addr((struct sockaddr *)&me, me_len, &bound)) return -EAFNOSUPPORT;
+  /* An address of this machine, or a port the program chose, is the program's to keep. */
+  if (memcmp(bound.addr, any, sizeof any) != 0 || (bound.port != 0 && !any_port)) return -EADDRINUSE;
+  if (real_getpeername(fd, (struct sockaddr *)&peer, &peer_len) == 0) return -EISCONN;
+  if (is_shared(fd)) return -EBUSY;
+  int domain, type, protocol;
+  int r = kind_of(fd, &domain, &type, &protocol);
+  if (r < 0) return r;
+  int made = socket_in(pid, domain, type | SOCK_CLOEXEC, protocol);
+  if (made < 0) {
+    dp_log("udp: could not make a socket in process %u's network (errno %d); relaying from now on", pid, -made);
+    atomic_store(&can_make, 0);
+    return made;
+  }
+  r = copy_settings(fd, made, type);
+  /* The same port there, so that the address the program knows stays true; where it is taken there, it stays here. */
+  if (r == 0 && bound.port != 0 && real_bind(made, (struct sockaddr *)&me, me_len) < 0) r = -errno;
+  if (r == 0) r = install(fd, made);
+  real_close(made);
+  if (r == 0) dp_log("udp: made the socket in process %u's network", pid);
   return r;
 }
 

@@ -35,7 +35,8 @@ static int bind_tracked(int fd, const struct sockaddr *addr, socklen_t len, cons
 int bind(int fd, const struct sockaddr *addr, socklen_t len) {
   dp_init();
   struct dp_bind_req req = {.socktype = SOCK_STREAM};
-  if (addr == NULL || len > sizeof(struct sockaddr_storage) || !dp_to_addr(addr, len, &req.requested) || !is_stream(fd)) return real_bind(fd, addr, len);
+  if (addr == NULL || len > sizeof(struct sockaddr_storage) || !dp_to_addr(addr, len, &req.requested)) return real_bind(fd, addr, len);
+  if (!is_stream(fd)) return dp_udp_bind(fd, addr, len, &req.requested);
   if (req.requested.port == 0) {
     dp_bypassed(DP_BYPASS_ANY_PORT, "bind");
     return real_bind(fd, addr, len);

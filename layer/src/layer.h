@@ -82,8 +82,17 @@ struct dp_fdinfo {
   uint64_t inode;
   /* A file written on the target (write mode): the proxy's handle for its write-backs; 0 for any other. */
   uint64_t handle;
-  /* A UDP socket the layer made in the target's network at its connect (udp.c): loopback is not reachable from it. */
-  int in_target_network;
+  /* A datagram socket's way (udp.c): DP_UDP_*. */
+  int udp;
+};
+enum {
+  DP_UDP_UNSEEN,
+  /* Bound by the program to the wildcard address on a port the kernel chose: it may go to the target's network. */
+  DP_UDP_ANY_PORT,
+  /* Made in the target's network by the layer: loopback is not reachable from it. */
+  DP_UDP_IN_NETWORK,
+  /* Stays on this machine, its remote datagrams relayed. */
+  DP_UDP_HERE,
 };
 void dp_fd_set(int fd, const struct dp_fdinfo *info);
 int dp_fd_get(int fd, struct dp_fdinfo *out);
@@ -112,6 +121,13 @@ int dp_handover_flags(int fd, uint32_t *flags);
 /* A DP_MAKE_SOCKET answer (struct dp_make_socket): a socket made in that process's network namespace in place of fd,
  * for the caller to connect. 0, or -errno with fd untouched (ask again without DP_CONNECT_MAKES_SOCKET). */
 int dp_make_socket(int fd, const char *reply);
+/* A datagram socket made in process pid's network namespace in place of fd, bound to the same port when the program
+ * bound it to the wildcard address on any port (any_port), its epoll registration moved: 0, or -errno with fd untouched
+ * (bound to an address or port of the program's, connected, in two epoll sets, or none can be made there). */
+int dp_move_datagram(int fd, uint32_t pid, int any_port);
+/* bind() of a socket that is not a stream, as asked: a datagram socket bound to the wildcard address on any port is
+ * noted (DP_UDP_ANY_PORT). */
+int dp_udp_bind(int fd, const struct sockaddr *addr, socklen_t len, const struct dp_addr *requested);
 /* A socket of fd's kind made in this thread's own network namespace in place of fd (one dp_make_socket moved, going
  * back for a local destination): 0, or -errno with fd untouched. */
 int dp_remake_socket_here(int fd);

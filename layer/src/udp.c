@@ -1,7 +1,8 @@
 /* Outgoing UDP: datagrams to a remote destination go to the proxy's loopback relay for it instead, and datagrams
  * from a relay are reported as coming from its destination; the program keeps its own kernel socket. Where every
- * datagram to a non-loopback address goes to the target (DP_HELLO_UDP_IN_NETWORK), a socket connected to one is made in
- * the target's network instead, as a TCP one is (handover.c): no relay, and the kernel's addresses. */
+ * datagram to a non-loopback address goes to the target (DP_HELLO_UDP_IN_NETWORK), a socket that connects or first
+ * sends to one is made in the target's network instead, as a TCP one is (handover.c), unless the program tied it to this
+ * machine (an address or port it bound, a datagram to loopback): no relay, and the kernel's addresses. */
 #define _GNU_SOURCE
 #include "layer.h"
 #include <errno.h>
@@ -77,27 +78,63 @@ static int is_datagram(int fd) {
   return getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) == 0 && type == SOCK_DGRAM;
 }
 
-/* A socket the layer made in the target's network: it reaches the target's addresses, not this machine's loopback. */
-static int in_target_network(int fd) {
+static int way_of(int fd) {
   struct dp_fdinfo info;
-  return dp_fd_get(fd, &info) && info.in_target_network;
+  return dp_fd_get(fd, &info) ? info.udp : DP_UDP_UNSEEN;
 }
 
-static void mark_in_target_network(int fd) {
-  struct dp_fdinfo info = {.in_target_network = 1};
+static void set_way(int fd, int way) {
+  struct dp_fdinfo info;
+  if (!dp_fd_get(fd, &info)) memset(&info, 0, sizeof info);
+  info.udp = way;
   dp_fd_set(fd, &info);
+}
+
+/* Makes the program's datagram socket in the target's network, where every datagram to a non-loopback address goes:
+ * 1 when it is there; 0 when it stays here (and so from now on). */
+static int move_to_network(int fd, int way) {
+  if (!dp_enter()) return 0;
+  int r = dp_move_datagram(fd, dp_network_pid(), way == DP_UDP_ANY_PORT);
+  dp_leave();
+  if (r < 0) dp_log("udp: the socket stays here, its remote datagrams relayed (errno %d)", -r);
+  set_way(fd, r < 0 ? DP_UDP_HERE : DP_UDP_IN_NETWORK);
+  return r == 0;
+}
+
+int dp_udp_bind(int fd, const struct sockaddr *addr, socklen_t len, const struct dp_addr *requested) {
+  static const uint8_t any[16];
+  int r = real_bind(fd, addr, len);
+  if (r == 0 && requested->port == 0 && memcmp(requested->addr, any, sizeof any) == 0 && is_datagram(fd)) {
+    int saved = errno;
+    set_way(fd, DP_UDP_ANY_PORT);
+    errno = saved;
+  }
+  return r;
 }
 
 /* Where a datagram from fd to addr goes: 0 as addressed, 1 to *via instead, or -1 with errno set. */
 static int route(int fd, const struct sockaddr *addr, socklen_t len, struct sockaddr_storage *via, socklen_t *via_len) {
   struct dp_addr remote;
   if (!to_key(addr, len, &remote)) return 0;
-  /* A socket made in the target's network sends as addressed: to the target's addresses, never through a relay. */
-  if (dp_udp_in_network() && in_target_network(fd)) {
-    if (!dp_is_loopback(&remote)) return 0;
-    dp_log("udp: a socket connected in the target's network cannot reach this machine's loopback");
-    errno = ENETUNREACH;
-    return -1;
+  if (dp_udp_in_network()) {
+    int way = way_of(fd), local = dp_is_loopback(&remote);
+    /* A socket made in the target's network sends as addressed: to the target's addresses, never through a relay. */
+    if (way == DP_UDP_IN_NETWORK) {
+      if (!local) return 0;
+      dp_log("udp: a socket made in the target's network cannot reach this machine's loopback");
+      errno = ENETUNREACH;
+      return -1;
+    }
+    /* Its first datagram to a remote address takes the socket there, unless it has talked to this machine's loopback,
+     * which it would then lose. */
+    if (way != DP_UDP_HERE && is_datagram(fd)) {
+      uint64_t since = dp_trace_clock();
+      if (local) set_way(fd, DP_UDP_HERE);
+      else if (move_to_network(fd, way)) {
+        dp_traced_address("udpSend", addr, len, since);
+        return 0;
+      }
+    }
   }
   const struct slot *known = lookup(destinations, DP_DESTINATIONS, &remote);
   if (known != NULL && known->local) return 0;
@@ -135,9 +172,9 @@ static int route(int fd, const struct sockaddr *addr, socklen_t len, struct sock
 }
 
 void dp_udp_dissolve(int fd) {
-  int stays = in_target_network(fd);
+  int way = way_of(fd);
   dp_fd_forget(fd);
-  if (stays) mark_in_target_network(fd);
+  if (way != DP_UDP_UNSEEN) set_way(fd, way);
 }
 
 /* After a receive: a datagram from a relay came from its destination. */
@@ -153,8 +190,8 @@ static void unrelay(struct sockaddr_storage *addr, socklen_t *len) {
 static int connect_in_network(int fd, const struct sockaddr *addr, socklen_t len, int *r) {
   struct dp_addr remote;
   if (!dp_udp_in_network() || !to_key(addr, len, &remote)) return 0;
-  int local = dp_is_loopback(&remote);
-  if (in_target_network(fd)) {
+  int local = dp_is_loopback(&remote), way = way_of(fd);
+  if (way == DP_UDP_IN_NETWORK) {
     /* Connected again: there it stays for a remote destination; a loopback one needs a socket here again. */
     int back = local ? dp_remake_socket_here(fd) : 0;
     if (back < 0) {
@@ -168,15 +205,8 @@ static int connect_in_network(int fd, const struct sockaddr *addr, socklen_t len
     }
     return 0;
   }
-  if (local || !dp_enter()) return 0;
-  /* Not a socket bound first (its port is the program's) or already in an epoll set: those are relayed. */
   uint64_t since = dp_trace_clock();
-  uint32_t flags;
-  struct dp_make_socket there = {.pid = dp_network_pid()};
-  int made = dp_handover_flags(fd, &flags) == 0 && (flags & DP_CONNECT_MAKES_SOCKET) && dp_make_socket(fd, (const char *)&there) == 0;
-  dp_leave();
-  if (!made) return 0;
-  mark_in_target_network(fd);
+  if (local || way == DP_UDP_HERE || !move_to_network(fd, way)) return 0;
   dp_log("udp: every datagram goes to the target: not asked");
   *r = real_connect(fd, addr, len);
   int saved = errno;

@@ -1,6 +1,7 @@
 // UDP and DNS over UDP through the target, end to end: dig, node (c-ares, dgram), python3 (asyncio, sockets, threads,
 // subprocess) against the world's DNS server and UDP echo, which only the pod reaches; and the switches that keep UDP local.
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -8,7 +9,8 @@ import { createSocket, type Socket } from 'node:dgram';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { needsRoot } from '../support/root.ts';
-import { execIn, ok } from './run-doppel.ts';
+import { until } from '../support/until.ts';
+import { execIn, ok, startDoppel } from './run-doppel.ts';
 import { suiteWorld } from './suite-world.ts';
 
 describe('UDP and DNS over UDP through the target', needsRoot('doppel exec against a process target'), () => {
@@ -157,6 +159,82 @@ print(s.recv(100).decode())
       ].join('\n'));
       // Made there once, unasked; back here for the loopback, the socket has a port of its own and is relayed from then on.
       assert.equal(result.stderr.split('\n').filter((line) => line.endsWith('udp: every datagram goes to the target: not asked')).length, 1, result.stderr.slice(-3000));
+    } finally {
+      local.close();
+    }
+  });
+
+  test('node\'s dgram socket, bound to any port and watched by epoll, goes to the target\'s network at its first datagram there: same port, no relay', async (t) => {
+    const { udpEcho } = world().services;
+    const script = `
+      const dgram = require('dgram');
+      const s = dgram.createSocket('udp4');
+      const ask = (text) => new Promise((resolve) => {
+        s.once('message', (message, from) => resolve([message.toString(), from.address, from.port]));
+        s.send(text, ${udpEcho.port}, ${JSON.stringify(udpEcho.address)});
+      });
+      s.bind(0, async () => {
+        const bound = s.address().port;
+        const replies = [await ask('one'), await ask('two')];
+        console.log(JSON.stringify({ pid: process.pid, bound, port: s.address().port, replies }));
+        process.stdin.resume().on('end', () => s.close());
+      });
+    `;
+    const run = startDoppel(['exec', '--target', `process/${pid()}`, '-q', '--', 'node', '-e', script], { openStdin: true, env: { ...process.env, DOPPEL_LAYER_LOG: 'debug' } });
+    t.after(() => run.child.kill());
+    let out = '';
+    run.child.stdout!.on('data', (chunk: Buffer) => (out += chunk));
+    const seen = JSON.parse(await until('the program\'s line', () => (out.includes('\n') ? out.slice(0, out.indexOf('\n')) : undefined), 20_000)) as { pid: number; bound: number; port: number; replies: unknown[] };
+    assert.deepEqual(seen.replies, [[`one@${udpEcho.seenFrom}`, udpEcho.address, udpEcho.port], [`two@${udpEcho.seenFrom}`, udpEcho.address, udpEcho.port]]);
+    // The port node bound here is the one its socket has there, and node alone holds it in the target's network.
+    assert.equal(seen.port, seen.bound);
+    const there = execFileSync('nsenter', ['-t', String(pid()), '-n', 'ss', '-Huanp', 'sport', `= :${seen.bound}`], { encoding: 'utf8' });
+    assert.match(there, new RegExp(`pid=${seen.pid},`), there);
+    run.child.stdin!.end();
+    const result = await run.finished;
+    ok(result);
+    assert.equal(result.stderr.match(/udp: made the socket in process \d+'s network/g)?.length, 1, result.stderr.slice(-3000));
+  });
+
+  test('a datagram socket goes to the target\'s network unless the program tied it here: a port it chose, a datagram to loopback', async () => {
+    const { udpEcho } = world().services;
+    const local: Socket = createSocket('udp4');
+    local.on('message', (message, from) => local.send(`${message}@here`, from.port, from.address));
+    await new Promise<void>((resolve) => local.bind(0, '127.0.0.1', resolve));
+    const localPort = (local.address() as AddressInfo).port;
+    const script = `
+import socket
+echo = ("${udpEcho.address}", ${udpEcho.port})
+def exchange(s, text, to=echo):
+    s.sendto(text.encode(), to)
+    return s.recvfrom(100)[0].decode()
+unbound = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+unbound.settimeout(10)
+print("unbound", exchange(unbound, "a"), exchange(unbound, "b"))
+chosen = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+chosen.settimeout(10)
+chosen.bind(("0.0.0.0", 0))
+port = chosen.getsockname()[1]
+chosen.close()
+chosen = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+chosen.settimeout(10)
+chosen.bind(("0.0.0.0", port))
+print("chosen", exchange(chosen, "c"), chosen.getsockname()[1] == port)
+looped = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+looped.settimeout(10)
+print("looped", exchange(looped, "d", ("127.0.0.1", ${localPort})), exchange(looped, "e"), exchange(looped, "f", ("127.0.0.1", ${localPort})))
+`;
+    try {
+      const result = await execIn(pid(), ['python3', '-c', script], { env: { ...process.env, DOPPEL_LAYER_LOG: 'debug' } });
+      assert.equal(ok(result), [
+        `unbound a@${udpEcho.seenFrom} b@${udpEcho.seenFrom}`,
+        `chosen c@${udpEcho.seenFrom} True`,
+        `looped d@here e@${udpEcho.seenFrom} f@here`,
+        '',
+      ].join('\n'));
+      // The unbound socket alone was made there; the other two stayed here, their remote datagrams relayed.
+      assert.equal(result.stderr.match(/udp: made the socket in process \d+'s network/g)?.length, 1, result.stderr.slice(-3000));
+      assert.equal(result.stderr.match(/udp: the socket stays here/g)?.length, 1, result.stderr.slice(-3000));
     } finally {
       local.close();
     }

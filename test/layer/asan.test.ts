@@ -71,8 +71,9 @@ describe('the layer under AddressSanitizer', needsRoot('the sanitizer run'), () 
       assert.ok(result.stderr.includes(`call ${call} -> remote: layer `), `no trace of ${call} in:\n${result.stderr}`);
     }
   });
-  test('a UDP client (connect, sendto, sendmsg, sendmmsg, recvfrom, recvmsg, recvmmsg, getpeername)', async () => {
+  test('a UDP client (connect, sendto, sendmsg, sendmmsg, recvfrom, recvmsg, recvmmsg, getpeername), made there and relayed', async () => {
     assert.doesNotMatch(await udpClient(world, env), sanitizerReport);
+    assert.doesNotMatch(await udpClient(world, env, 'relayed'), sanitizerReport);
   });
 
   for (const [name, command, expected, logged = []] of programs) {

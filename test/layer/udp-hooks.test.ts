@@ -1,13 +1,17 @@
 // The UDP hooks with a C client (connect/send/recv, sendto/recvfrom, sendmsg/recvmsg, sendmmsg/recvmmsg, getpeername)
-// against a real agent, and the same client's datagrams staying local when outgoing UDP is off.
+// against a real agent, its sockets made in the target's network or relayed, and the same client's datagrams staying
+// local when outgoing UDP is off.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { serveUnderDoppel } from '../e2e/serve-under-doppel.ts';
 import { needsRoot } from '../support/root.ts';
 import { createWorld, type World } from '../world/world.ts';
 import { execIn } from '../e2e/run-doppel.ts';
-import { udpClient } from './udp-scenario.ts';
+import { relayedFlags, udpClient } from './udp-scenario.ts';
 
 describe('the UDP hooks', needsRoot('UDP through a test world'), () => {
   let world: World;
@@ -18,11 +22,17 @@ describe('the UDP hooks', needsRoot('UDP through a test world'), () => {
     await world?.destroy();
   });
 
-  test('a C client reaches a service only the pod reaches, and sees the service as its peer', async () => {
+  test('a C client reaches a service only the pod reaches, and sees the service as its peer: its sockets made there', async () => {
     assert.equal(await udpClient(world), '');
   });
 
-  test('the target-side socket of a program socket lives as long as it: those of exited children and of a closed socket go', async () => {
+  test('the same C client with its datagrams relayed through the proxy and the agent (an outgoing filter present)', async () => {
+    assert.equal(await udpClient(world, process.env, 'relayed'), '');
+  });
+
+  test('a relayed socket\'s target-side socket lives as long as it: those of exited children and of a closed socket go', async (t) => {
+    const dir = mkdtempSync(join(tmpdir(), 'doppel-udp-hooks-'));
+    t.after(() => rmSync(dir, { recursive: true, force: true }));
     const { address, port, seenFrom } = world.services.udpEcho;
     const child = `const s = require('dgram').createSocket('udp4'); s.on('message', () => s.close()); s.send('child', ${port}, '${address}')`;
     const script = `
@@ -48,7 +58,7 @@ describe('the UDP hooks', needsRoot('UDP through a test world'), () => {
       for (let i = 0; i < 100 && podSockets() !== count; i++) await new Promise((resolve) => setTimeout(resolve, 100));
       assert.equal(podSockets(), count);
     };
-    const server = serveUnderDoppel(world.target.pid, ['node', '-e', script]);
+    const server = serveUnderDoppel(world.target.pid, ['node', '-e', script], { flags: relayedFlags(dir) });
     assert.equal((await server.line(/^parent .*/))[0], `parent parent@${seenFrom}`);
     await server.line(/^children done$/);
     await until(1);

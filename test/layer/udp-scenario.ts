@@ -2,7 +2,7 @@
 // have come through the target (the echo names the pod's address) and be reported as the echo's (not the relay's).
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -11,14 +11,30 @@ import type { World } from '../world/world.ts';
 
 const source = fileURLToPath(new URL('udp-client.c', import.meta.url));
 
-/** Compiles and runs the client under doppel; returns doppel's stderr. */
-export async function udpClient(world: World, env?: NodeJS.ProcessEnv): Promise<string> {
+/**
+ * doppel's flags for a session whose UDP sockets stay on this machine, their datagrams relayed through the proxy and the
+ * agent: an outgoing filter (for a destination nobody uses) turns off making them in the target's network. The
+ * configuration is written into dir.
+ */
+export function relayedFlags(dir: string): string[] {
+  const config = join(dir, 'relayed.json');
+  writeFileSync(config, JSON.stringify({ feature: { network: { outgoing: { filter: { local: ['udp://127.0.0.2:9'] } } } } }));
+  return ['-f', config];
+}
+
+/**
+ * Compiles and runs the client under doppel, its sockets made in the target's network (`moved`, the default session) or
+ * relayed through the proxy and the agent (`relayed`: an outgoing filter for another destination turns the former off);
+ * returns doppel's stderr without the layer's debug log, which tells which way each socket went.
+ */
+export async function udpClient(world: World, env: NodeJS.ProcessEnv = process.env, way: 'moved' | 'relayed' = 'moved'): Promise<string> {
   const dir = mkdtempSync(join(tmpdir(), 'doppel-udp-'));
   try {
     const binary = join(dir, 'udp-client');
     execFileSync('cc', ['-Wall', '-Wextra', '-Werror', '-O2', '-D_FORTIFY_SOURCE=2', '-o', binary, source]);
     const { address, port, seenFrom } = world.services.udpEcho;
-    const result = await execIn(world.target.pid, [binary, address, String(port)], { env });
+    const flags = way === 'relayed' ? relayedFlags(dir) : [];
+    const result = await execIn(world.target.pid, [binary, address, String(port)], { env: { ...env, DOPPEL_LAYER_LOG: 'debug' }, flags });
     assert.equal(result.status, 0, `udp-client exited ${result.status}\nstdout: ${result.stdout}\nstderr: ${result.stderr}`);
     const echo = `${address}:${port}`;
     assert.equal(result.stdout, [
@@ -35,7 +51,9 @@ export async function udpClient(world: World, env?: NodeJS.ProcessEnv): Promise<
       `recvfrom six@${seenFrom} from [::ffff:${address}]:${port}`,
       '',
     ].join('\n'));
-    return result.stderr;
+    // Three sockets: the connected one, the unconnected one and the IPv6 one.
+    assert.equal(result.stderr.match(/udp: made the socket in process \d+'s network/g)?.length ?? 0, way === 'moved' ? 3 : 0, result.stderr);
+    return result.stderr.split('\n').filter((line) => !line.startsWith('doppel-layer[')).join('\n');
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
