@@ -67,89 +67,94 @@ static void after_fork_child(void) {
 }
 __attribute__((constructor)) static void fork_safe(void) { pthread_atfork(NULL, NULL, after_fork_child); }
 
-/* Each descriptor's registration in an epoll set, by the socket's inode: a socket watched before it connects or sends
+/* This process's epoll sets, by descriptor (epoll_create, epoll_create1): a socket watched before it connects or sends
  * (nginx adds its upstream sockets to epoll, then connects; node's dgram watches its socket, then sends) is replaced
- * with its registration moved to the new socket, or the program would wait on one that is gone. By inode, so a number
- * closed and reused for another socket needs nothing at close. A socket in more than one set is the program's to keep.
- * Chunks are mapped on first use (a signal handler may be first). Two threads changing one descriptor's registration at
- * once may leave a mix of both here, as the kernel would keep only one: a replaced socket then waits for other events. */
-struct watch {
-  _Atomic uint64_t inode;
-  _Atomic uint64_t data;
-  _Atomic uint32_t events;
-  atomic_int epfd, shared;
-};
-#define WATCH_MAX_FD 65536
-#define WATCH_CHUNK 4096
-static _Atomic(struct watch *) watched[WATCH_MAX_FD / WATCH_CHUNK];
+ * with its registrations moved to the new socket, or the program would wait on one that is gone. Each set's
+ * registrations are read from the kernel (/proc/self/fdinfo), since a program may make them without epoll_ctl (libuv
+ * adds through io_uring). A number closed and reused needs nothing: its fdinfo then lists no socket. */
+#define EPOLL_MAX_FD 65536
+static _Atomic uint64_t epoll_sets[EPOLL_MAX_FD / 64];
+static atomic_int have_epoll_sets;
+
+static int noted_set(int r) {
+  if (r >= 0 && r < EPOLL_MAX_FD) {
+    atomic_fetch_or(&epoll_sets[r / 64], (uint64_t)1 << (r % 64));
+    atomic_store(&have_epoll_sets, 1);
+  }
+  return r;
+}
+
+int epoll_create(int size) {
+  dp_init();
+  return noted_set(real_epoll_create(size));
+}
+
+int epoll_create1(int flags) {
+  dp_init();
+  return noted_set(real_epoll_create1(flags));
+}
 
 static uint64_t socket_inode(int fd) {
   struct stat st;
   return real_syscall(SYS_fstat, (long)fd, (long)&st) == 0 && S_ISSOCK(st.st_mode) ? (uint64_t)st.st_ino : 0;
 }
 
-static struct watch *watch_slot(int fd, int create) {
-  if (fd < 0 || fd >= WATCH_MAX_FD) return NULL;
-  struct watch *chunk = atomic_load_explicit(&watched[fd / WATCH_CHUNK], memory_order_acquire);
-  if (chunk == NULL && create) {
-    void *fresh = mmap(NULL, WATCH_CHUNK * sizeof *chunk, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (fresh == MAP_FAILED) return NULL;
-    struct watch *expected = NULL;
-    if (atomic_compare_exchange_strong(&watched[fd / WATCH_CHUNK], &expected, (struct watch *)fresh)) chunk = fresh;
-    else {
-      munmap(fresh, WATCH_CHUNK * sizeof *chunk);
-      chunk = expected;
+struct registration {
+  int epfd;
+  struct epoll_event event;
+};
+#define REGISTRATIONS_MAX 8
+/* An epoll set's fdinfo is read this far at most (a line per socket it watches: a busy server's is long). */
+#define FDINFO_MAX (256 * 1024)
+
+/* The registrations of socket `inode` at number fd in set epfd, appended to out (n so far): the new count, or -1 when
+ * they cannot all be known. A line: "tfd: FD events: HEX data: HEX  pos:N ino:HEX sdev:HEX". */
+static int registrations_in(int epfd, int fd, uint64_t inode, struct registration *out, int n) {
+  char path[40], buf[4096];
+  snprintf(path, sizeof path, "/proc/self/fdinfo/%d", epfd);
+  int info = real_openat(AT_FDCWD, path, O_RDONLY | O_CLOEXEC, 0);
+  if (info < 0) return n;
+  size_t kept = 0, total = 0;
+  for (;;) {
+    ssize_t got = read(info, buf + kept, sizeof buf - 1 - kept);
+    if (got < 0 && errno == EINTR) continue;
+    if (got <= 0 || (total += (size_t)got) > FDINFO_MAX) {
+      n = got < 0 || total > FDINFO_MAX ? -1 : n;
+      break;
     }
+    buf[kept + (size_t)got] = '\0';
+    char *line = buf, *nl;
+    while (n >= 0 && (nl = strchr(line, '\n')) != NULL) {
+      *nl = '\0';
+      int tfd;
+      unsigned events;
+      unsigned long long data, ino;
+      if (sscanf(line, "tfd: %d events: %x data: %llx pos:%*d ino:%llx", &tfd, &events, &data, &ino) == 4 && tfd == fd && ino == inode) {
+        if (n == REGISTRATIONS_MAX) n = -1;
+        else out[n++] = (struct registration){.epfd = epfd, .event = {.events = events, .data.u64 = data}};
+      }
+      line = nl + 1;
+    }
+    kept = strlen(line);
+    /* A line longer than the buffer is no registration line. */
+    if (kept == sizeof buf - 1) kept = 0;
+    memmove(buf, line, kept);
+    if (n < 0) break;
   }
-  return chunk == NULL ? NULL : &chunk[fd % WATCH_CHUNK];
+  real_close(info);
+  return n;
 }
 
-static void note_watch(int epfd, int op, int fd, const struct epoll_event *event) {
-  struct watch *w = watch_slot(fd, op == EPOLL_CTL_ADD);
-  /* Only an added socket's slot needs the inode looked up; most changes are to descriptors never added by a socket. */
-  if (w == NULL || (op != EPOLL_CTL_ADD && atomic_load(&w->inode) == 0)) return;
+/* Every registration of fd's socket in this process's epoll sets: how many, or -1 when they cannot all be known. */
+static int registrations_of(int fd, struct registration *out) {
+  if (!atomic_load(&have_epoll_sets)) return 0;
   uint64_t inode = socket_inode(fd);
-  if (inode == 0) return;
-  int same = atomic_load(&w->inode) == inode;
-  if (op == EPOLL_CTL_ADD && same && atomic_load(&w->epfd) != epfd) {
-    atomic_store(&w->shared, 1);
-  } else if (op == EPOLL_CTL_ADD || (op == EPOLL_CTL_MOD && same && atomic_load(&w->epfd) == epfd)) {
-    atomic_store(&w->epfd, epfd);
-    atomic_store(&w->events, event != NULL ? event->events : 0);
-    atomic_store(&w->data, event != NULL ? event->data.u64 : 0);
-    if (op == EPOLL_CTL_ADD) atomic_store(&w->shared, 0);
-    atomic_store_explicit(&w->inode, inode, memory_order_release);
-  } else if (op == EPOLL_CTL_DEL && same && atomic_load(&w->epfd) == epfd && !atomic_load(&w->shared)) {
-    atomic_store(&w->inode, 0);
+  int n = 0;
+  for (int word = 0; word < EPOLL_MAX_FD / 64 && n >= 0; word++) {
+    uint64_t bits = atomic_load_explicit(&epoll_sets[word], memory_order_relaxed);
+    for (; bits != 0 && n >= 0; bits &= bits - 1) n = registrations_in(word * 64 + __builtin_ctzll(bits), fd, inode, out, n);
   }
-}
-
-int epoll_ctl(int epfd, int op, int fd, struct epoll_event *event) {
-  dp_init();
-  int r = real_epoll_ctl(epfd, op, fd, event);
-  /* Only a session whose agent runs here replaces sockets (and one whose rules are not loaded yet may be one). */
-  if (r == 0 && dp_active() && (dp_handover_pid() != 0 || !dp_rules_ready())) {
-    int saved = errno;
-    note_watch(epfd, op, fd, event);
-    errno = saved;
-  }
-  return r;
-}
-
-/* fd's socket's registration, when it is in exactly one epoll set; NULL when in none. *shared when in more. */
-static struct watch *watch_of(int fd, int *shared) {
-  struct watch *w = watch_slot(fd, 0);
-  uint64_t inode = w != NULL ? atomic_load_explicit(&w->inode, memory_order_acquire) : 0;
-  *shared = 0;
-  if (inode == 0 || inode != socket_inode(fd)) return NULL;
-  *shared = atomic_load(&w->shared);
-  return *shared ? NULL : w;
-}
-
-static int is_shared(int fd) {
-  int shared;
-  watch_of(fd, &shared);
-  return shared;
+  return n;
 }
 
 static int take_fd(uint32_t pid, uint32_t fd) {
@@ -218,9 +223,8 @@ int dp_handover_flags(int fd, uint32_t *flags) {
   /* A socket with a local address is bound or connected already: a program polling a non-blocking connect's end by
    * connecting again (Ruby's connect_nonblock) must get the kernel's EISCONN, not a second connection. */
   if (!unbound && real_getpeername(fd, (struct sockaddr *)&peer, &peer_len) == 0) return 1;
-  /* A socket bound first (its address or port chosen), or in more than one epoll set, is the program's to keep: it is
-   * relayed. */
-  if (unbound && probe_done() && (atomic_load(&can_take) || atomic_load(&can_make)) && !is_shared(fd)) {
+  /* A socket bound first (its address or port chosen) is the program's to keep: it is relayed. */
+  if (unbound && probe_done() && (atomic_load(&can_take) || atomic_load(&can_make))) {
     if (atomic_load(&can_take)) *flags |= DP_CONNECT_TAKES_FD;
     if (atomic_load(&can_make)) *flags |= DP_CONNECT_MAKES_SOCKET;
   }
@@ -258,32 +262,20 @@ static int is_connection_to(int got, const struct sockaddr *addr, socklen_t len)
 }
 
 /* `got` in place of the program's socket fd, atomically (fd's old socket closes), keeping its close-on-exec, and
- * with its epoll registration moved over; 0 or -errno (fd untouched). */
+ * with its epoll registrations moved over; 0 or -errno (fd untouched). */
 static int install(int fd, int got) {
-  int shared;
-  struct watch *w = watch_of(fd, &shared);
+  struct registration held[REGISTRATIONS_MAX];
+  int n = registrations_of(fd, held);
   int fd_flags = real_fcntl(fd, F_GETFD);
-  if (shared) return -EBUSY;
+  if (n < 0) return -EBUSY;
   if (fd_flags < 0) return -errno;
-  struct epoll_event event = {0};
-  int epfd = -1;
-  if (w != NULL) {
-    epfd = atomic_load(&w->epfd);
-    event.events = atomic_load(&w->events);
-    event.data.u64 = atomic_load(&w->data);
-    /* Out of the set while fd still names the old socket: a child sharing that socket would otherwise keep it there. */
-    real_epoll_ctl(epfd, EPOLL_CTL_DEL, fd, NULL);
+  /* Out of each set while fd still names the old socket: a child sharing that socket would otherwise keep it there. */
+  for (int i = 0; i < n; i++) epoll_ctl(held[i].epfd, EPOLL_CTL_DEL, fd, NULL);
+  int r = real_dup3(got, fd, (fd_flags & FD_CLOEXEC) ? O_CLOEXEC : 0) < 0 ? -errno : 0;
+  for (int i = 0; i < n; i++) {
+    if (epoll_ctl(held[i].epfd, EPOLL_CTL_ADD, fd, &held[i].event) < 0) dp_log("connect: an epoll registration could not be moved (errno %d)", errno);
   }
-  if (real_dup3(got, fd, (fd_flags & FD_CLOEXEC) ? O_CLOEXEC : 0) < 0) {
-    int why = errno;
-    if (w != NULL) real_epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &event);
-    return -why;
-  }
-  if (w != NULL) {
-    if (real_epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &event) == 0) atomic_store(&w->inode, socket_inode(fd));
-    else dp_log("connect: the socket's epoll registration could not be moved (errno %d)", errno);
-  }
-  return 0;
+  return r;
 }
 
 /* `got` (of the same `type`) in place of the program's socket fd, with its settings; 0 or -errno (fd untouched). got is
@@ -338,8 +330,6 @@ static int kind_of(int fd, int *domain, int *type, int *protocol) {
 }
 
 int dp_remake_socket_here(int fd) {
-  /* More than one epoll set would keep waiting on the socket that goes. */
-  if (is_shared(fd)) return -ENETUNREACH;
   int domain, type, protocol;
   int r = kind_of(fd, &domain, &type, &protocol);
   if (r < 0) return r;
@@ -361,7 +351,6 @@ int dp_move_datagram(int fd, uint32_t pid, int any_port) {
   /* An address of this machine, or a port the program chose, is the program's to keep. */
   if (memcmp(bound.addr, any, sizeof any) != 0 || (bound.port != 0 && !any_port)) return -EADDRINUSE;
   if (real_getpeername(fd, (struct sockaddr *)&peer, &peer_len) == 0) return -EISCONN;
-  if (is_shared(fd)) return -EBUSY;
   int domain, type, protocol;
   int r = kind_of(fd, &domain, &type, &protocol);
   if (r < 0) return r;
@@ -387,10 +376,15 @@ int dp_make_socket(int fd, const char *reply) {
   int r = kind_of(fd, &domain, &type, &protocol);
   if (r < 0) return r;
   int made = socket_in(where.pid, domain, type | SOCK_CLOEXEC, protocol);
-  r = made < 0 ? made : replace(fd, made, type);
-  if (r < 0) {
-    dp_log("connect: could not make a socket in process %u's network (errno %d); asking the agent from now on", where.pid, -r);
+  if (made < 0) {
+    dp_log("connect: could not make a socket in process %u's network (errno %d); asking the agent from now on", where.pid, -made);
     atomic_store(&can_make, 0);
+    return made;
+  }
+  /* This socket alone is asked about (its epoll registrations could not all be read). */
+  r = replace(fd, made, type);
+  if (r < 0) {
+    dp_log("connect: the socket made in process %u's network could not replace the program's (errno %d)", where.pid, -r);
     return r;
   }
   /* The kernel answers getpeername and getsockname. */
@@ -402,18 +396,22 @@ int dp_make_socket(int fd, const char *reply) {
 int dp_take_handover(int fd, const char *reply, const struct sockaddr *addr, socklen_t len) {
   struct dp_handover from;
   memcpy(&from, reply, sizeof from);
-  int r = 0;
+  int r = 0, taken = 0;
   int got = take_fd(from.pid, from.fd);
   if (got < 0) r = -errno;
   else if (!is_connection_to(got, addr, len)) {
     r = -ENOTCONN;
     real_close(got);
-  } else r = replace(fd, got, SOCK_STREAM);
+  } else {
+    taken = 1;
+    r = replace(fd, got, SOCK_STREAM);
+  }
   struct dp_handed_over told = {.token = from.token, .status = r};
   dp_tell(DP_OP_HANDED_OVER, &told, sizeof told);
   if (r < 0) {
-    dp_log("connect: could not take the agent's socket (errno %d); relaying from now on", -r);
-    atomic_store(&can_take, 0);
+    /* A socket taken but not put in place (its epoll registrations could not all be read) is this socket's matter. */
+    dp_log("connect: could not take the agent's socket (errno %d); relaying %s", -r, taken ? "this one" : "from now on");
+    if (!taken) atomic_store(&can_take, 0);
     return r;
   }
   /* Not a relayed socket: the kernel answers getpeername and getsockname. */

@@ -116,7 +116,8 @@ struct statx;
   X(listen, int, (int, int), 1) \
   X(accept, int, (int, struct sockaddr *, socklen_t *), 1) \
   X(accept4, int, (int, struct sockaddr *, socklen_t *, int), 1) \
-  X(epoll_ctl, int, (int, int, int, struct epoll_event *), 1) \
+  X(epoll_create, int, (int), 1) \
+  X(epoll_create1, int, (int), 1) \
   X(execve, int, (const char *, char *const[], char *const[]), 1) \
   X(execv, int, (const char *, char *const[]), 1) \
   X(execvp, int, (const char *, char *const[]), 1) \

@@ -173,12 +173,13 @@ print(s.recv(100).decode())
         s.once('message', (message, from) => resolve([message.toString(), from.address, from.port]));
         s.send(text, ${udpEcho.port}, ${JSON.stringify(udpEcho.address)});
       });
-      s.bind(0, async () => {
+      // A moment after binding, libuv has added the socket to its epoll set (through io_uring, not epoll_ctl).
+      s.bind(0, () => setTimeout(async () => {
         const bound = s.address().port;
         const replies = [await ask('one'), await ask('two')];
         console.log(JSON.stringify({ pid: process.pid, bound, port: s.address().port, replies }));
         process.stdin.resume().on('end', () => s.close());
-      });
+      }, 50));
     `;
     const run = startDoppel(['exec', '--target', `process/${pid()}`, '-q', '--', 'node', '-e', script], { openStdin: true, env: { ...process.env, DOPPEL_LAYER_LOG: 'debug' } });
     t.after(() => run.child.kill());
