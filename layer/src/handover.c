@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/kcmp.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -70,8 +71,8 @@ __attribute__((constructor)) static void fork_safe(void) { pthread_atfork(NULL, 
 /* This process's epoll sets, by descriptor (epoll_create, epoll_create1): a socket watched before it connects or sends
  * (nginx adds its upstream sockets to epoll, then connects; node's dgram watches its socket, then sends) is replaced
  * with its registrations moved to the new socket, or the program would wait on one that is gone. Each set's
- * registrations are read from the kernel (/proc/self/fdinfo), since a program may make them without epoll_ctl (libuv
- * adds through io_uring). A number closed and reused needs nothing: its fdinfo then lists no socket. */
+ * registrations are read from the kernel (kcmp, then /proc/self/fdinfo), since a program may make them without
+ * epoll_ctl (libuv adds through io_uring). A number closed and reused needs nothing: its fdinfo then lists no socket. */
 #define EPOLL_MAX_FD 65536
 static _Atomic uint64_t epoll_sets[EPOLL_MAX_FD / 64];
 static atomic_int have_epoll_sets;
@@ -110,6 +111,10 @@ struct registration {
 /* The registrations of socket `inode` at number fd in set epfd, appended to out (n so far): the new count, or -1 when
  * they cannot all be known. A line: "tfd: FD events: HEX data: HEX  pos:N ino:HEX sdev:HEX". */
 static int registrations_in(int epfd, int fd, uint64_t inode, struct registration *out, int n) {
+  /* Most sockets are in no set, which one system call tells (1 µs, where reading the set's fdinfo takes 17). */
+  struct kcmp_epoll_slot slot = {.efd = (uint32_t)epfd, .tfd = (uint32_t)fd, .toff = 0};
+  pid_t self = getpid();
+  if (real_syscall(SYS_kcmp, (long)self, (long)self, (long)KCMP_EPOLL_TFD, (long)fd, (long)&slot) < 0 && (errno == ENOENT || errno == EINVAL || errno == EBADF)) return n;
   char path[40], buf[4096];
   snprintf(path, sizeof path, "/proc/self/fdinfo/%d", epfd);
   int info = real_openat(AT_FDCWD, path, O_RDONLY | O_CLOEXEC, 0);
