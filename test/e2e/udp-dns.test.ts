@@ -13,6 +13,14 @@ import { until } from '../support/until.ts';
 import { execIn, ok, startDoppel } from './run-doppel.ts';
 import { suiteWorld } from './suite-world.ts';
 
+/** An echo on the developer machine's loopback (it answers `MESSAGE@here`), which a socket in the target's network cannot reach. */
+async function loopbackEcho(): Promise<{ local: Socket; localPort: number }> {
+  const local: Socket = createSocket('udp4');
+  local.on('message', (message, from) => local.send(`${message}@here`, from.port, from.address));
+  await new Promise<void>((resolve) => local.bind(0, '127.0.0.1', resolve));
+  return { local, localPort: (local.address() as AddressInfo).port };
+}
+
 describe('UDP and DNS over UDP through the target', needsRoot('doppel exec against a process target'), () => {
   const world = suiteWorld();
   let dir: string;
@@ -120,11 +128,7 @@ print(subprocess.run([sys.executable, "-c", "import socket; print(socket.gethost
 
   test('a socket connected to a remote destination is made in the target\'s network: the kernel\'s addresses, no relay, and loopback still here', async () => {
     const { udpEcho } = world().services;
-    // An echo on the developer machine's loopback, which a socket in the target's network cannot reach.
-    const local: Socket = createSocket('udp4');
-    local.on('message', (message, from) => local.send(`${message}@here`, from.port, from.address));
-    await new Promise<void>((resolve) => local.bind(0, '127.0.0.1', resolve));
-    const localPort = (local.address() as AddressInfo).port;
+    const { local, localPort } = await loopbackEcho();
     const script = `
 import errno, socket
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -199,10 +203,7 @@ print(s.recv(100).decode())
 
   test('a datagram socket goes to the target\'s network unless the program tied it here: a port it chose, a datagram to loopback', async () => {
     const { udpEcho } = world().services;
-    const local: Socket = createSocket('udp4');
-    local.on('message', (message, from) => local.send(`${message}@here`, from.port, from.address));
-    await new Promise<void>((resolve) => local.bind(0, '127.0.0.1', resolve));
-    const localPort = (local.address() as AddressInfo).port;
+    const { local, localPort } = await loopbackEcho();
     const script = `
 import socket
 echo = ("${udpEcho.address}", ${udpEcho.port})
