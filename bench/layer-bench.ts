@@ -72,6 +72,7 @@ try {
       connectCloseC: remote(c('connect-to', `${world.services.redis.address}:${world.services.redis.port}`, remoteLoops)),
       // A UDP socket connected to an echo (as c-ares connects one per query): made there too, no relay.
       udpConnectedEchoC: remote(c('udp-echo', `${world.services.udpEcho.address}:${world.services.udpEcho.port}`, remoteLoops)),
+      udpBoundEpollEchoC: remote(c('udp-bound', `${world.services.udpEcho.address}:${world.services.udpEcho.port}`, remoteLoops)),
     },
   };
   mkdirSync(`${here}results`, { recursive: true });

@@ -5,11 +5,14 @@
  *   missing PATH N    stat of PATH.<i>, a different file that is not there each time (ENOENT)
  *   connect - N       socket + connect to a loopback listener of its own (accept and close are not timed)
  *   connect-to A:P N  socket + connect to IPv4 address A, port P, + close
- *   udp-echo A:P N    a UDP socket connected to an echo at A:P, one datagram there and its echo back, + close */
+ *   udp-echo A:P N    a UDP socket connected to an echo at A:P, one datagram there and its echo back, + close
+ *   udp-bound A:P N   a UDP socket bound to any port and watched by epoll (as node's dgram), a datagram sent to the echo
+ *                     at A:P, its echo waited for with epoll_wait and received, + close */
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <stdio.h>
+#include <sys/epoll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -45,7 +48,7 @@ static void stat_file(const char *path) {
 
 int main(int argc, char **argv) {
   if (argc != 4) {
-    fprintf(stderr, "usage: %s stat|read|stat-open|missing|connect|connect-to|udp-echo PATH N\n", argv[0]);
+    fprintf(stderr, "usage: %s stat|read|stat-open|missing|connect|connect-to|udp-echo|udp-bound PATH N\n", argv[0]);
     return 2;
   }
   const char *mode = argv[1], *path = argv[2];
@@ -53,7 +56,10 @@ int main(int argc, char **argv) {
   long long *times = calloc((size_t)n, sizeof *times);
   int listener = -1;
   struct sockaddr_in addr = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-  int remote = strcmp(mode, "connect-to") == 0 || strcmp(mode, "udp-echo") == 0;
+  int bound = strcmp(mode, "udp-bound") == 0;
+  int remote = strcmp(mode, "connect-to") == 0 || strcmp(mode, "udp-echo") == 0 || bound;
+  int epfd = bound ? epoll_create1(EPOLL_CLOEXEC) : -1;
+  if (bound && epfd < 0) fail("epoll_create1");
   if (remote) {
     char host[64];
     const char *colon = strchr(path, ':');
@@ -83,6 +89,15 @@ int main(int argc, char **argv) {
       stat_file(path);
       read_file(path);
       stat_file(path);
+    } else if (bound) {
+      int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK, 0);
+      struct sockaddr_in any = {.sin_family = AF_INET};
+      struct epoll_event event = {.events = EPOLLIN, .data.fd = fd}, ready;
+      char echo[16];
+      if (fd < 0 || bind(fd, (struct sockaddr *)&any, sizeof any) < 0 || epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &event) < 0) fail("bind");
+      if (sendto(fd, "ping", 4, 0, (struct sockaddr *)&addr, sizeof addr) != 4) fail("sendto");
+      if (epoll_wait(epfd, &ready, 1, 10000) != 1 || recvfrom(fd, echo, sizeof echo, 0, NULL, NULL) <= 0) fail("udp echo");
+      close(fd);
     } else if (remote) {
       int udp = strcmp(mode, "udp-echo") == 0;
       int fd = socket(AF_INET, udp ? SOCK_DGRAM : SOCK_STREAM, 0);
