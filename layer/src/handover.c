@@ -340,7 +340,17 @@ int dp_remake_socket_here(int fd) {
   if (r < 0) return r;
   int made = socket(domain, type | SOCK_CLOEXEC, protocol);
   if (made < 0) return -errno;
-  r = replace(fd, made, type);
+  r = copy_settings(fd, made, type);
+  /* A socket bound to any address keeps its port where this machine has it free (else it gets one at its next send). */
+  struct sockaddr_storage me;
+  socklen_t me_len = sizeof me;
+  struct dp_addr bound;
+  static const uint8_t any[16];
+  if (r == 0 && real_getsockname(fd, (struct sockaddr *)&me, &me_len) == 0 && dp_to_addr((struct sockaddr *)&me, me_len, &bound) && bound.port != 0 &&
+      memcmp(bound.addr, any, sizeof any) == 0 && real_bind(made, (struct sockaddr *)&me, me_len) < 0)
+    dp_log("udp: port %u is taken here; the socket gets another", bound.port);
+  if (r == 0) r = install(fd, made);
+  real_close(made);
   if (r == 0) dp_fd_forget(fd);
   return r;
 }

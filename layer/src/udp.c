@@ -118,12 +118,21 @@ static int route(int fd, const struct sockaddr *addr, socklen_t len, struct sock
   if (!to_key(addr, len, &remote)) return 0;
   if (dp_udp_in_network()) {
     int way = way_of(fd), local = dp_is_loopback(&remote);
-    /* A socket made in the target's network sends as addressed: to the target's addresses, never through a relay. */
+    /* A socket made in the target's network sends as addressed: to the target's addresses, never through a relay. For
+     * this machine's loopback it comes back here, relayed from then on, unless it is connected there. */
     if (way == DP_UDP_IN_NETWORK) {
       if (!local) return 0;
-      dp_log("udp: a socket made in the target's network cannot reach this machine's loopback");
-      errno = ENETUNREACH;
-      return -1;
+      struct sockaddr_storage peer;
+      socklen_t peer_len = sizeof peer;
+      int back = real_getpeername(fd, (struct sockaddr *)&peer, &peer_len) == 0 ? -EISCONN : dp_remake_socket_here(fd);
+      if (back < 0) {
+        dp_log("udp: a socket in the target's network cannot reach this machine's loopback (errno %d)", -back);
+        errno = ENETUNREACH;
+        return -1;
+      }
+      dp_log("udp: the socket came back here for a datagram to loopback");
+      set_way(fd, DP_UDP_HERE);
+      way = DP_UDP_HERE;
     }
     /* Its first datagram to a remote address takes the socket there, unless it has talked to this machine's loopback,
      * which it would then lose. */

@@ -201,7 +201,7 @@ print(s.recv(100).decode())
     assert.equal(result.stderr.match(/udp: made the socket in process \d+'s network/g)?.length, 1, result.stderr.slice(-3000));
   });
 
-  test('a datagram socket goes to the target\'s network unless the program tied it here: a port it chose, a datagram to loopback', async () => {
+  test('a datagram socket goes to the target\'s network unless the program tied it here (a port it chose, a datagram to loopback), and comes back for loopback', async () => {
     const { udpEcho } = world().services;
     const { local, localPort } = await loopbackEcho();
     const script = `
@@ -225,6 +225,11 @@ print("chosen", exchange(chosen, "c"), chosen.getsockname()[1] == port)
 looped = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 looped.settimeout(10)
 print("looped", exchange(looped, "d", ("127.0.0.1", ${localPort})), exchange(looped, "e"), exchange(looped, "f", ("127.0.0.1", ${localPort})))
+back = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+back.settimeout(10)
+back.bind(("0.0.0.0", 0))
+port = back.getsockname()[1]
+print("back", exchange(back, "g"), exchange(back, "h", ("127.0.0.1", ${localPort})), exchange(back, "i"), back.getsockname()[1] == port)
 `;
     try {
       const result = await execIn(pid(), ['python3', '-c', script], { env: { ...process.env, DOPPEL_LAYER_LOG: 'debug' } });
@@ -232,11 +237,14 @@ print("looped", exchange(looped, "d", ("127.0.0.1", ${localPort})), exchange(loo
         `unbound a@${udpEcho.seenFrom} b@${udpEcho.seenFrom}`,
         `chosen c@${udpEcho.seenFrom} True`,
         `looped d@here e@${udpEcho.seenFrom} f@here`,
+        // Made there at its first datagram, back here (on its port) for the loopback one, relayed from then on.
+        `back g@${udpEcho.seenFrom} h@here i@${udpEcho.seenFrom} True`,
         '',
       ].join('\n'));
-      // The unbound socket alone was made there; the other two stayed here, their remote datagrams relayed.
-      assert.equal(result.stderr.match(/udp: made the socket in process \d+'s network/g)?.length, 1, result.stderr.slice(-3000));
+      // The unbound socket and the last one were made there; the chosen port and the looped socket stayed here.
+      assert.equal(result.stderr.match(/udp: made the socket in process \d+'s network/g)?.length, 2, result.stderr.slice(-3000));
       assert.equal(result.stderr.match(/udp: the socket stays here/g)?.length, 1, result.stderr.slice(-3000));
+      assert.equal(result.stderr.match(/udp: the socket came back here for a datagram to loopback/g)?.length, 1, result.stderr.slice(-3000));
     } finally {
       local.close();
     }
