@@ -1,6 +1,7 @@
 /* A UDP client through every UDP hook: connected send/recv and getpeername, sendto/recvfrom, sendmsg/recvmsg,
- * sendmmsg/recvmmsg, an IPv6 socket to an IPv4 destination, and a connect dissolved with AF_UNSPEC.
- * Usage: udp-client ADDRESS PORT. Prints one line per step: what came back and from where. */
+ * sendmmsg/recvmmsg, an IPv6 socket to an IPv4 destination, a connect dissolved with AF_UNSPEC, and a socket bound to
+ * any port and watched by epoll that talks to the echo, to a loopback echo at LOOPBACK_PORT, and to the echo again.
+ * Usage: udp-client ADDRESS PORT LOOPBACK_PORT. Prints one line per step: what came back and from where. */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
@@ -8,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <unistd.h>
@@ -41,8 +43,8 @@ static const char *describe(const struct sockaddr_storage *addr) {
 }
 
 int main(int argc, char **argv) {
-  if (argc != 3) {
-    fprintf(stderr, "usage: udp-client ADDRESS PORT\n");
+  if (argc != 4) {
+    fprintf(stderr, "usage: udp-client ADDRESS PORT LOOPBACK_PORT\n");
     return 2;
   }
   struct sockaddr_in echo = {.sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(argv[2]))};
@@ -137,5 +139,29 @@ int main(int argc, char **argv) {
   buf[n] = '\0';
   printf("recvfrom %s from %s\n", buf, describe(&from));
   close(fd);
+
+  /* Bound to any port and in an epoll set (as node's dgram), then to the echo, this machine's loopback, the echo. */
+  struct sockaddr_in here = {.sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(argv[3])), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  struct sockaddr_in any = {.sin_family = AF_INET}, bound;
+  socklen_t bound_len = sizeof bound;
+  fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK, 0);
+  int ep = epoll_create1(EPOLL_CLOEXEC);
+  struct epoll_event watch = {.events = EPOLLIN, .data.u64 = 0x5eed}, ready;
+  if (fd < 0 || ep < 0 || bind(fd, (struct sockaddr *)&any, sizeof any) < 0 || getsockname(fd, (struct sockaddr *)&bound, &bound_len) < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, fd, &watch) < 0) fail("bound socket");
+  printf("bound");
+  const struct sockaddr_in *to[3] = {&echo, &here, &echo};
+  const char *say[3] = {"first", "second", "third"};
+  for (int i = 0; i < 3; i++) {
+    if (sendto(fd, say[i], strlen(say[i]), 0, (const struct sockaddr *)to[i], sizeof *to[i]) < 0) fail("sendto (bound)");
+    if (epoll_wait(ep, &ready, 1, 10000) != 1 || ready.data.u64 != 0x5eed) fail("epoll_wait (bound)");
+    if ((n = recvfrom(fd, buf, sizeof buf - 1, 0, NULL, NULL)) < 0) fail("recvfrom (bound)");
+    buf[n] = '\0';
+    printf(" %s", buf);
+  }
+  struct sockaddr_in now;
+  socklen_t now_len = sizeof now;
+  printf(" same port %s\n", getsockname(fd, (struct sockaddr *)&now, &now_len) == 0 && now.sin_port == bound.sin_port ? "yes" : "no");
+  close(fd);
+  close(ep);
   return 0;
 }

@@ -1,7 +1,9 @@
 // The UDP hooks driven by udp-client.c against the world's UDP echo, reachable only from the pod: every answer must
-// have come through the target (the echo names the pod's address) and be reported as the echo's (not the relay's).
+// have come through the target (the echo names the pod's address) and be reported as the echo's (not the relay's); and
+// against an echo on this machine's loopback.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
+import { createSocket } from 'node:dgram';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -34,7 +36,11 @@ export async function udpClient(world: World, env: NodeJS.ProcessEnv = process.e
     execFileSync('cc', ['-Wall', '-Wextra', '-Werror', '-O2', '-D_FORTIFY_SOURCE=2', '-o', binary, source]);
     const { address, port, seenFrom } = world.services.udpEcho;
     const flags = way === 'relayed' ? relayedFlags(dir) : [];
-    const result = await execIn(world.target.pid, [binary, address, String(port)], { env: { ...env, DOPPEL_LAYER_LOG: 'debug' }, flags });
+    // An echo on this machine's loopback, which the pod cannot reach.
+    const local = createSocket('udp4');
+    local.on('message', (message, from) => local.send(`${message}@here`, from.port, from.address));
+    await new Promise<void>((resolve) => local.bind(0, '127.0.0.1', resolve));
+    const result = await execIn(world.target.pid, [binary, address, String(port), String(local.address().port)], { env: { ...env, DOPPEL_LAYER_LOG: 'debug' }, flags }).finally(() => local.close());
     assert.equal(result.status, 0, `udp-client exited ${result.status}\nstdout: ${result.stdout}\nstderr: ${result.stderr}`);
     const echo = `${address}:${port}`;
     assert.equal(result.stdout, [
@@ -49,10 +55,12 @@ export async function udpClient(world: World, env: NodeJS.ProcessEnv = process.e
       `recvmmsg two@${seenFrom} from ${echo}`,
       `recvmmsg three@${seenFrom} from ${echo}`,
       `recvfrom six@${seenFrom} from [::ffff:${address}]:${port}`,
+      `bound first@${seenFrom} second@here third@${seenFrom} same port yes`,
       '',
     ].join('\n'));
-    // Three sockets: the connected one, the unconnected one and the IPv6 one.
-    assert.equal(result.stderr.match(/udp: made the socket in process \d+'s network/g)?.length ?? 0, way === 'moved' ? 3 : 0, result.stderr);
+    // Four sockets: the connected one, the unconnected one, the IPv6 one and the bound one, which came back for loopback.
+    assert.equal(result.stderr.match(/udp: made the socket in process \d+'s network/g)?.length ?? 0, way === 'moved' ? 4 : 0, result.stderr);
+    assert.equal(result.stderr.match(/udp: the socket came back here for a datagram to loopback/g)?.length ?? 0, way === 'moved' ? 1 : 0, result.stderr);
     return result.stderr.split('\n').filter((line) => !line.startsWith('doppel-layer[')).join('\n');
   } finally {
     rmSync(dir, { recursive: true, force: true });
