@@ -73,8 +73,8 @@ describe('doppel exec --trace', gate, () => {
 
   test('prints every step of the start-up in order, and each remote call with its hops', async () => {
     const [path, content] = Object.entries(world.target.files)[0]!;
-    const { redis } = world.services;
-    const connect = `python3 -c "import socket; socket.create_connection(('${redis.address}', ${redis.port})).close()"`;
+    const { redis, udpEcho } = world.services;
+    const connect = `python3 -c "import socket; socket.create_connection(('${redis.address}', ${redis.port})).close(); socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'x', ('${udpEcho.address}', ${udpEcho.port}))"`;
     const result = await execIn(world.target.pid, ['sh', '-c', `ls /srv/app/config > /dev/null && cat ${path}; getent hosts ${redis.name}; ${connect}; echo done`], { flags: ['--trace'] });
     assert.equal(result.status, 0, result.stderr);
     // The program's output still reaches doppel's stdout whole, through the pipe that sees its first byte.
@@ -93,8 +93,9 @@ describe('doppel exec --trace', gate, () => {
     const layerCall = (call: string, subject: string) => new RegExp(`^call ${call} ${literal(JSON.stringify(subject))} -> remote: layer \\d+\\.\\d{3} ms$`);
     assert.ok(lines.some(({ what }) => layerCall('open', path).test(what)), result.stderr);
     assert.ok(lines.some(({ what }) => /^calls open remote in the layer x\d+: layer [\d.]+ \/ [\d.]+ \(median \/ p99 ms\)$/.test(what)), result.stderr);
-    // And python's connection, made in the target's network by the layer, unasked.
+    // And python's connection and datagram socket, made in the target's network by the layer, unasked.
     assert.ok(lines.some(({ what }) => layerCall('connect', `${redis.address}:${redis.port}`).test(what)), result.stderr);
+    assert.ok(lines.some(({ what }) => layerCall('udpSend', `${udpEcho.address}:${udpEcho.port}`).test(what)), result.stderr);
     // A name only the agent resolves: its round trip split into the link and the agent's own time.
     const lookup = lines.find(({ what }) => what.startsWith(`call getaddrinfo ${JSON.stringify(world.services.redis.name)} -> remote:`));
     assert.ok(lookup, `no trace of the lookup in:\n${result.stderr}`);
