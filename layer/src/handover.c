@@ -75,12 +75,15 @@ __attribute__((constructor)) static void fork_safe(void) { pthread_atfork(NULL, 
  * epoll_ctl (libuv adds through io_uring). A number closed and reused needs nothing: its fdinfo then lists no socket. */
 #define EPOLL_MAX_FD 65536
 static _Atomic uint64_t epoll_sets[EPOLL_MAX_FD / 64];
-static atomic_int have_epoll_sets;
+/* One past the last word of epoll_sets with a set noted: 0 while none was made. */
+static atomic_int epoll_words;
 
 static int noted_set(int r) {
   if (r >= 0 && r < EPOLL_MAX_FD) {
     atomic_fetch_or(&epoll_sets[r / 64], (uint64_t)1 << (r % 64));
-    atomic_store(&have_epoll_sets, 1);
+    int words = atomic_load(&epoll_words);
+    while (words <= r / 64 && !atomic_compare_exchange_weak(&epoll_words, &words, r / 64 + 1)) {
+    }
   }
   return r;
 }
@@ -108,13 +111,13 @@ struct registration {
 /* An epoll set's fdinfo is read this far at most (a line per socket it watches: a busy server's is long). */
 #define FDINFO_MAX (256 * 1024)
 
-/* The registrations of socket `inode` at number fd in set epfd, appended to out (n so far): the new count, or -1 when
- * they cannot all be known. A line: "tfd: FD events: HEX data: HEX  pos:N ino:HEX sdev:HEX". */
-static int registrations_in(int epfd, int fd, uint64_t inode, struct registration *out, int n) {
+/* The registrations of fd's socket (its inode in *inode, looked up once needed) in set epfd, appended to out (n so
+ * far): the new count, or -1 when they cannot all be known. A line: "tfd: FD events: HEX data: HEX  pos:N ino:HEX". */
+static int registrations_in(int epfd, int fd, pid_t self, uint64_t *inode, struct registration *out, int n) {
   /* Most sockets are in no set, which one system call tells (1 µs, where reading the set's fdinfo takes 17). */
   struct kcmp_epoll_slot slot = {.efd = (uint32_t)epfd, .tfd = (uint32_t)fd, .toff = 0};
-  pid_t self = getpid();
   if (real_syscall(SYS_kcmp, (long)self, (long)self, (long)KCMP_EPOLL_TFD, (long)fd, (long)&slot) < 0 && (errno == ENOENT || errno == EINVAL || errno == EBADF)) return n;
+  if (*inode == 0) *inode = socket_inode(fd);
   char path[40], buf[4096];
   snprintf(path, sizeof path, "/proc/self/fdinfo/%d", epfd);
   int info = real_openat(AT_FDCWD, path, O_RDONLY | O_CLOEXEC, 0);
@@ -134,7 +137,7 @@ static int registrations_in(int epfd, int fd, uint64_t inode, struct registratio
       int tfd;
       unsigned events;
       unsigned long long data, ino;
-      if (sscanf(line, "tfd: %d events: %x data: %llx pos:%*d ino:%llx", &tfd, &events, &data, &ino) == 4 && tfd == fd && ino == inode) {
+      if (sscanf(line, "tfd: %d events: %x data: %llx pos:%*d ino:%llx", &tfd, &events, &data, &ino) == 4 && tfd == fd && ino == *inode) {
         if (n == REGISTRATIONS_MAX) n = -1;
         else out[n++] = (struct registration){.epfd = epfd, .event = {.events = events, .data.u64 = data}};
       }
@@ -152,12 +155,12 @@ static int registrations_in(int epfd, int fd, uint64_t inode, struct registratio
 
 /* Every registration of fd's socket in this process's epoll sets: how many, or -1 when they cannot all be known. */
 static int registrations_of(int fd, struct registration *out) {
-  if (!atomic_load(&have_epoll_sets)) return 0;
-  uint64_t inode = socket_inode(fd);
-  int n = 0;
-  for (int word = 0; word < EPOLL_MAX_FD / 64 && n >= 0; word++) {
+  int words = atomic_load(&epoll_words), n = 0;
+  uint64_t inode = 0;
+  pid_t self = words > 0 ? getpid() : 0;
+  for (int word = 0; word < words && n >= 0; word++) {
     uint64_t bits = atomic_load_explicit(&epoll_sets[word], memory_order_relaxed);
-    for (; bits != 0 && n >= 0; bits &= bits - 1) n = registrations_in(word * 64 + __builtin_ctzll(bits), fd, inode, out, n);
+    for (; bits != 0 && n >= 0; bits &= bits - 1) n = registrations_in(word * 64 + __builtin_ctzll(bits), fd, self, &inode, out, n);
   }
   return n;
 }
@@ -220,11 +223,10 @@ int dp_handover_flags(int fd, uint32_t *flags) {
   struct sockaddr_storage me, peer;
   socklen_t me_len = sizeof me, peer_len = sizeof peer;
   struct dp_addr bound;
-  static const uint8_t any[16];
   *flags = 0;
   if (real_getsockname(fd, (struct sockaddr *)&me, &me_len) < 0 || !dp_to_addr((struct sockaddr *)&me, me_len, &bound)) return 0;
   *flags = me.ss_family == AF_INET6 ? DP_CONNECT_INET6_SOCKET : 0;
-  int unbound = bound.port == 0 && memcmp(bound.addr, any, sizeof any) == 0;
+  int unbound = bound.port == 0 && dp_is_any(&bound);
   /* A socket with a local address is bound or connected already: a program polling a non-blocking connect's end by
    * connecting again (Ruby's connect_nonblock) must get the kernel's EISCONN, not a second connection. */
   if (!unbound && real_getpeername(fd, (struct sockaddr *)&peer, &peer_len) == 0) return 1;
@@ -283,16 +285,28 @@ static int install(int fd, int got) {
   return r;
 }
 
-/* `got` (of the same `type`) in place of the program's socket fd, with its settings; 0 or -errno (fd untouched). got is
- * closed either way. */
-static int replace(int fd, int got, int type) {
+/* `got` (of the same `type`) in place of the program's socket fd, with its settings, first bound to fd's wildcard
+ * address and port when `rebind` says so (REBIND_OR_FAIL: unless that port is taken there, which fails it); 0 or
+ * -errno (fd untouched). got is closed either way. */
+enum { NO_REBIND, REBIND_IF_FREE, REBIND_OR_FAIL };
+static int replace_bound(int fd, int got, int type, int rebind) {
   int r = copy_settings(fd, got, type);
+  struct sockaddr_storage me;
+  socklen_t me_len = sizeof me;
+  struct dp_addr bound;
+  if (r == 0 && rebind != NO_REBIND && real_getsockname(fd, (struct sockaddr *)&me, &me_len) == 0 && dp_to_addr((struct sockaddr *)&me, me_len, &bound) &&
+      bound.port != 0 && dp_is_any(&bound) && real_bind(got, (struct sockaddr *)&me, me_len) < 0) {
+    if (rebind == REBIND_OR_FAIL) r = -errno;
+    else dp_log("udp: port %u is taken here; the socket gets another", bound.port);
+  }
   if (r == 0) r = install(fd, got);
   int saved = errno;
   real_close(got);
   errno = saved;
   return r;
 }
+
+static int replace(int fd, int got, int type) { return replace_bound(fd, got, type, NO_REBIND); }
 
 /* A socket made in the network namespace of process `pid`, or -errno. Only this thread enters it, with signals
  * blocked so that no handler makes a socket of its own there, and it comes back before anything else runs. */
@@ -340,17 +354,8 @@ int dp_remake_socket_here(int fd) {
   if (r < 0) return r;
   int made = socket(domain, type | SOCK_CLOEXEC, protocol);
   if (made < 0) return -errno;
-  r = copy_settings(fd, made, type);
   /* A socket bound to any address keeps its port where this machine has it free (else it gets one at its next send). */
-  struct sockaddr_storage me;
-  socklen_t me_len = sizeof me;
-  struct dp_addr bound;
-  static const uint8_t any[16];
-  if (r == 0 && real_getsockname(fd, (struct sockaddr *)&me, &me_len) == 0 && dp_to_addr((struct sockaddr *)&me, me_len, &bound) && bound.port != 0 &&
-      memcmp(bound.addr, any, sizeof any) == 0 && real_bind(made, (struct sockaddr *)&me, me_len) < 0)
-    dp_log("udp: port %u is taken here; the socket gets another", bound.port);
-  if (r == 0) r = install(fd, made);
-  real_close(made);
+  r = replace_bound(fd, made, type, REBIND_IF_FREE);
   if (r == 0) dp_fd_forget(fd);
   return r;
 }
@@ -359,12 +364,11 @@ int dp_move_datagram(int fd, uint32_t pid, int any_port) {
   struct sockaddr_storage me, peer;
   socklen_t me_len = sizeof me, peer_len = sizeof peer;
   struct dp_addr bound;
-  static const uint8_t any[16];
   if (!probe_done() || !atomic_load(&can_make)) return -EPERM;
   if (real_getsockname(fd, (struct sockaddr *)&me, &me_len) < 0) return -errno;
   if (!dp_to_addr((struct sockaddr *)&me, me_len, &bound)) return -EAFNOSUPPORT;
   /* An address of this machine, or a port the program chose, is the program's to keep. */
-  if (memcmp(bound.addr, any, sizeof any) != 0 || (bound.port != 0 && !any_port)) return -EADDRINUSE;
+  if (!dp_is_any(&bound) || (bound.port != 0 && !any_port)) return -EADDRINUSE;
   if (real_getpeername(fd, (struct sockaddr *)&peer, &peer_len) == 0) return -EISCONN;
   int domain, type, protocol;
   int r = kind_of(fd, &domain, &type, &protocol);
@@ -375,11 +379,8 @@ int dp_move_datagram(int fd, uint32_t pid, int any_port) {
     atomic_store(&can_make, 0);
     return made;
   }
-  r = copy_settings(fd, made, type);
   /* The same port there, so that the address the program knows stays true; where it is taken there, it stays here. */
-  if (r == 0 && bound.port != 0 && real_bind(made, (struct sockaddr *)&me, me_len) < 0) r = -errno;
-  if (r == 0) r = install(fd, made);
-  real_close(made);
+  r = replace_bound(fd, made, type, REBIND_OR_FAIL);
   if (r == 0) dp_log("udp: made the socket in process %u's network", pid);
   return r;
 }

@@ -6,10 +6,10 @@
 #include <string.h>
 #include <sys/stat.h>
 
-static int is_stream(int fd) {
+static int socket_type(int fd) {
   int type = 0;
   socklen_t len = sizeof type;
-  return getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) == 0 && type == SOCK_STREAM;
+  return getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) == 0 ? type : 0;
 }
 
 static void set_port(struct sockaddr_storage *sa, uint16_t port) {
@@ -36,7 +36,9 @@ int bind(int fd, const struct sockaddr *addr, socklen_t len) {
   dp_init();
   struct dp_bind_req req = {.socktype = SOCK_STREAM};
   if (addr == NULL || len > sizeof(struct sockaddr_storage) || !dp_to_addr(addr, len, &req.requested)) return real_bind(fd, addr, len);
-  if (!is_stream(fd)) return dp_udp_bind(fd, addr, len, &req.requested);
+  int type = socket_type(fd);
+  if (type == SOCK_DGRAM) return dp_udp_bind(fd, addr, len, &req.requested);
+  if (type != SOCK_STREAM) return real_bind(fd, addr, len);
   if (req.requested.port == 0) {
     dp_bypassed(DP_BYPASS_ANY_PORT, "bind");
     return real_bind(fd, addr, len);

@@ -107,6 +107,8 @@ void dp_fd_each(unsigned first, unsigned last, int take, void (*each)(int fd, co
 int dp_to_addr(const struct sockaddr *sa, socklen_t len, struct dp_addr *out);
 /* 127.0.0.0/8, ::1, and IPv4 loopback mapped into IPv6. */
 int dp_is_loopback(const struct dp_addr *a);
+/* 0.0.0.0 or :: (bind's "any address"). */
+int dp_is_any(const struct dp_addr *a);
 socklen_t dp_from_addr(const struct dp_addr *a, int family, struct sockaddr_storage *out);
 /* Copies an address into a caller's (addr, len) out-parameters the way the kernel does: truncated, full length reported. */
 void dp_copy_out(const struct sockaddr_storage *src, socklen_t src_len, struct sockaddr *addr, socklen_t *len);
@@ -125,8 +127,7 @@ int dp_make_socket(int fd, const char *reply);
  * bound it to the wildcard address on any port (any_port), its epoll registration moved: 0, or -errno with fd untouched
  * (bound to an address or port of the program's, connected, in two epoll sets, or none can be made there). */
 int dp_move_datagram(int fd, uint32_t pid, int any_port);
-/* bind() of a socket that is not a stream, as asked: a datagram socket bound to the wildcard address on any port is
- * noted (DP_UDP_ANY_PORT). */
+/* bind() of a datagram socket, as asked: one bound to the wildcard address on any port is noted (DP_UDP_ANY_PORT). */
 int dp_udp_bind(int fd, const struct sockaddr *addr, socklen_t len, const struct dp_addr *requested);
 /* A socket of fd's kind made in this thread's own network namespace in place of fd (one dp_make_socket moved, going
  * back for a local destination): 0, or -errno with fd untouched. */

@@ -55,6 +55,11 @@ int dp_is_loopback(const struct dp_addr *a) {
   return memcmp(a->addr, v6_loopback, 16) == 0 || (memcmp(a->addr, v4_mapped, 12) == 0 && a->addr[12] == 127);
 }
 
+int dp_is_any(const struct dp_addr *a) {
+  static const uint8_t any[16];
+  return memcmp(a->addr, any, sizeof any) == 0;
+}
+
 int connect(int fd, const struct sockaddr *addr, socklen_t len) {
   dp_init();
   struct dp_connect_req req = {0};

@@ -102,9 +102,8 @@ static int move_to_network(int fd, int way) {
 }
 
 int dp_udp_bind(int fd, const struct sockaddr *addr, socklen_t len, const struct dp_addr *requested) {
-  static const uint8_t any[16];
   int r = real_bind(fd, addr, len);
-  if (r == 0 && requested->port == 0 && memcmp(requested->addr, any, sizeof any) == 0 && is_datagram(fd)) {
+  if (r == 0 && requested->port == 0 && dp_is_any(requested)) {
     int saved = errno;
     set_way(fd, DP_UDP_ANY_PORT);
     errno = saved;
