@@ -78,17 +78,24 @@ static int write_slot(struct slot *s, const struct dp_fdinfo *info, struct dp_fd
   return had;
 }
 
-/* A forked child has only the forking thread: a slot another thread was writing is left half written; forget it. */
+/* A forked child has only the forking thread: a slot another thread was writing is left half written; forget it. And
+ * fork copies the descriptor table before the memory, while other threads run on: a slot of a descriptor made in
+ * between names one the child has not, whose number its next open would take; forget that too. */
 static void after_fork_in_child(void) {
+  int saved = errno;
   for (int c = 0; c < DP_CHUNKS; c++) {
     struct slot *chunk = atomic_load(&chunks[c]);
     for (int i = 0; chunk != NULL && i < DP_CHUNK; i++) {
-      if (atomic_load(&chunk[i].seq) & 1) {
-        chunk[i].present = 0;
-        atomic_fetch_add(&chunk[i].seq, 1);
+      struct slot *s = &chunk[i];
+      if (atomic_load(&s->seq) & 1) {
+        s->present = 0;
+        atomic_fetch_add(&s->seq, 1);
+      } else if (s->present && real_fcntl(c * DP_CHUNK + i, F_GETFD) < 0) {
+        s->present = 0;
       }
     }
   }
+  errno = saved;
 }
 __attribute__((constructor)) static void fork_safe(void) { pthread_atfork(NULL, NULL, after_fork_in_child); }
 

@@ -11,6 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -53,8 +55,26 @@ static void release(int fd) {
   real_close(fd);
 }
 
-/* The target's root directory, one per process for every open, stat and access check in it; -1 until first used. */
+/* The target's root directory, one per process for every open, stat and access check in it; -1 until first used.
+ * Its identity, set once it is root_fd, tells it again in a forked child. */
 static atomic_int root_fd = -1;
+static dev_t root_dev;
+static ino_t root_ino;
+
+/* fork copies a threaded process's descriptor table before its memory, and the other threads run on in between: the
+ * child's memory can name descriptors of the layer's that its table never had (the root opened by another thread
+ * just then, whose number the child's next connection then takes). Those are forgotten. */
+static void after_fork_child(void) {
+  int saved = errno;
+  struct stat st;
+  int root = atomic_load(&root_fd);
+  if (root >= 0 && (real_syscall(SYS_fstat, (long)root, (long)&st) != 0 || st.st_dev != root_dev || st.st_ino != root_ino)) atomic_store(&root_fd, -1);
+  for (int fd = 0; fd < DP_OWN_FDS; fd++) {
+    if (atomic_load(&own_fds[fd]) && real_fcntl(fd, F_GETFD) < 0) atomic_store(&own_fds[fd], 0);
+  }
+  errno = saved;
+}
+__attribute__((constructor)) static void fork_safe(void) { pthread_atfork(NULL, NULL, after_fork_child); }
 
 void dp_move_own_fd(int fd) {
   if (!dp_is_own_fd(fd)) return;
@@ -100,9 +120,18 @@ int dp_target_root(uint32_t pid) {
     errno = EMFILE;
     return -1;
   }
+  struct stat st;
+  if (real_syscall(SYS_fstat, (long)fd, (long)&st) != 0) {
+    release(fd);
+    return -1;
+  }
   /* Two threads at once: the first one's stays. */
   int none = -1;
-  if (atomic_compare_exchange_strong(&root_fd, &none, fd)) return fd;
+  if (atomic_compare_exchange_strong(&root_fd, &none, fd)) {
+    root_dev = st.st_dev;
+    root_ino = st.st_ino;
+    return fd;
+  }
   release(fd);
   return none;
 }

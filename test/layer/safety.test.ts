@@ -1,5 +1,5 @@
 // One small C program per hook family against a real agent, with the plain layer and under ASan/UBSan: threads and
-// forks inside hooks, a signal handler closing descriptors, siglongjmp out of a waiting call, dup2/dup3 onto the
+// forks inside hooks, a fork while another thread makes remote calls, a signal handler closing descriptors, siglongjmp out of a waiting call, dup2/dup3 onto the
 // layer's socket and its root, close_range, a file over 4 MiB, a 254-byte name, a remote directory walked through its descriptor.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -14,7 +14,7 @@ import { needsRoot } from '../support/root.ts';
 import { createWorld, type World } from '../world/world.ts';
 import { sanitizedEnv, sanitizerReport } from './sanitized.ts';
 
-const programs = ['threads-fork', 'stale-reply', 'descriptors', 'directories'] as const;
+const programs = ['threads-fork', 'fork-mid-open', 'stale-reply', 'descriptors', 'directories'] as const;
 
 interface Case {
   args: (world: World, scratch: string) => string[];
@@ -32,6 +32,11 @@ const cases: Record<(typeof programs)[number], Case> = {
   'threads-fork': {
     args: (world) => [settings, world.target.files[settings]!, world.services.http.name, '100'],
     expected: () => 'forks 100, failed children 0, failed calls 0, handler closed some: yes\n',
+  },
+  'fork-mid-open': {
+    // The directory spelled so that the layer asks the proxy for its stand-in, opening no root before the race.
+    args: (world) => [settings, world.target.files[settings]!, unremembered(world.target.dir.path), world.services.http.name, '20'],
+    expected: () => 'trials 20, failed 0\n',
   },
   'stale-reply': {
     // Spelled past the 256 bytes the layer's stat memory keeps (DP_CACHE_PATH), so every stat is a round trip to jump
