@@ -133,7 +133,8 @@ function relay(open: () => Socket, what: string, channelId: number, connection: 
       channel.off('error', cancelled);
       socket.setTimeout(0);
       socket.on('error', (error) => channel.destroy(error));
-      channel.on('error', () => socket.destroy());
+      // A channel destroyed with the connection (its client gone) ends with no error and no end to pipe on.
+      channel.once('close', () => socket.destroy());
       socket.pipe(channel);
       channel.pipe(socket);
       resolve(socket);

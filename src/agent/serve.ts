@@ -2,6 +2,7 @@
 import type { RequestHandler } from '../protocol/connection.ts';
 import { RemoteError } from '../protocol/errors.ts';
 import type { Operation, Operations } from '../protocol/messages.ts';
+import { listenDirect } from './direct-link.ts';
 import { createDns } from './dns.ts';
 import { targetEnvironment } from './env.ts';
 import { createLayerDns } from './layer-dns.ts';
@@ -69,6 +70,7 @@ export function createRequestHandler(pid: number, log: Log, { incoming, park, ha
     'incoming.accepted': async () => {
       throw new RemoteError('ENOSYS', 'incoming.accepted is the agent\'s request to the client');
     },
+    'link.direct': (_, connection) => (handover ? Promise.reject(new RemoteError('ENOSYS', 'this agent\'s client is on its machine already')) : listenDirect(connection, log)),
     'agent.park': async (args) => {
       if (!park) throw new RemoteError('ENOSYS', 'this agent cannot stay warm');
       await park(args);

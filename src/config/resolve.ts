@@ -86,6 +86,7 @@ export function resolveConfig(file: ConfigFile): ResolvedConfig {
       annotations: agent.annotations ?? {},
       node_selector: agent.node_selector ?? {},
       service_account: agent.service_account,
+      direct_link: agent.direct_link ?? true,
     },
     kubeconfig: file.kubeconfig,
     kube_context: file.kube_context,

@@ -103,6 +103,11 @@ const agentSchema = z.strictObject({
   annotations: stringMap.optional(),
   node_selector: stringMap.optional(),
   service_account: z.string().optional(),
+  // doppel's own key.
+  direct_link: z
+    .boolean()
+    .describe('doppel: once the agent answers through the port-forward, move the link to a TCP connection to its pod where this machine reaches it (default true)')
+    .optional(),
 });
 
 export const configSchema = z.strictObject({
@@ -210,6 +215,7 @@ export interface ResolvedConfig {
     annotations: Record<string, string>;
     node_selector: Record<string, string>;
     service_account: string | undefined;
+    direct_link: boolean;
   };
   kubeconfig: string | undefined;
   kube_context: string | undefined;

@@ -1,5 +1,6 @@
 // What every platform hands the CLI once an agent runs next to the target: one byte stream to it, and a way to stop it.
 import type { Duplex } from 'node:stream';
+import type { Connection } from '../protocol/connection.ts';
 
 export interface AgentTransport {
   /** The duplex byte stream that carries the agent protocol, once `connected` has settled. */
@@ -9,6 +10,8 @@ export interface AgentTransport {
    * started, while it may still be starting); rejects if it never will.
    */
   readonly connected?: Promise<void>;
+  /** Called once the agent has answered its handshake on `stream` (Kubernetes moves the link to the agent's pod then). */
+  afterHandshake?(connection: Connection): void;
   /** Says where the agent runs, for progress lines and errors ("process 1234"). */
   readonly description: string;
   /**

@@ -46,8 +46,13 @@ export class Connection implements ChannelLink {
   readonly peer: PeerHello;
   /** Settles once, when the stream is gone; with the reason if it was not a clean close. */
   readonly closed: Promise<Error | undefined>;
-  private readonly stream: Duplex;
-  private readonly decoder: FrameDecoder;
+  private stream: Duplex;
+  private decoder: FrameDecoder;
+  /** Takes this connection's listeners off the stream it reads (at a move). */
+  private detach: () => void = () => {};
+  /** A move's new stream: the agent's, taken before the client's `move` comes (`acceptMove`); the client's, until `moved`. */
+  private nextStream: Duplex | undefined;
+  private moving: { resolve(): void; reject(error: Error): void } | undefined;
   private readonly onRequest: RequestHandler | undefined;
   private readonly role: ConnectionOptions['role'];
   private readonly requestTimeoutMs: number;
@@ -91,7 +96,7 @@ export class Connection implements ChannelLink {
     stream.write(encodeFrame({ kind: 'control', body: encodeControl(hello) }));
     const { peer, rest } = await readHello(stream, decoder, options.handshakeTimeoutMs);
     const connection = new Connection(stream, decoder, peer, options);
-    connection.attach(rest);
+    connection.attach(stream, rest);
     connection.scheduleKeepalive();
     return connection;
   }
@@ -172,6 +177,27 @@ export class Connection implements ChannelLink {
       });
   }
 
+  /**
+   * Moves the connection to `next` (client side, once the agent took `next` for it: `link.direct`). What is queued and
+   * then `move` go out on the old stream, and every frame after on `next`; `next` is read once the agent's `moved` ends
+   * what comes on the old one, when this resolves. The old stream is the caller's to close then.
+   */
+  moveTo(next: Duplex): Promise<void> {
+    if (this.ended !== null) return Promise.reject(this.lostError());
+    if (this.role !== 'client' || this.nextStream) return Promise.reject(new Error('internal error: a move by the agent, or during another'));
+    next.pause();
+    this.nextStream = next;
+    this.writeLastThen({ t: 'move' }, next);
+    return new Promise((resolve, reject) => (this.moving = { resolve, reject }));
+  }
+
+  /** Agent side: the stream the client's coming `move` goes to; it is not read before. */
+  acceptMove(next: Duplex): void {
+    next.pause();
+    this.nextStream?.destroy();
+    this.nextStream = next;
+  }
+
   close(): void {
     this.pump();
     this.stream.end();
@@ -208,7 +234,7 @@ export class Connection implements ChannelLink {
     return channel;
   }
 
-  private attach(rest: Frame[]): void {
+  private attach(stream: Duplex, rest: Frame[]): void {
     const onData = (chunk: Buffer) => {
       try {
         this.dispatchAll(this.decoder.push(chunk));
@@ -216,16 +242,46 @@ export class Connection implements ChannelLink {
         this.fail(error as Error);
       }
     };
-    this.stream.on('data', onData);
-    this.stream.on('error', (error) => this.shutdown(error));
-    this.stream.on('close', () => this.shutdown(undefined));
-    this.stream.on('end', () => this.shutdown(undefined));
+    const onError = (error: Error) => this.shutdown(error);
+    const onEnd = () => this.shutdown(undefined);
+    stream.on('data', onData);
+    stream.on('error', onError);
+    stream.on('close', onEnd);
+    stream.on('end', onEnd);
+    this.detach = () => {
+      stream.off('data', onData);
+      stream.off('error', onError);
+      stream.off('close', onEnd);
+      stream.off('end', onEnd);
+      // Its close may still fail after the move (a reset port-forward): nobody's business now.
+      stream.on('error', () => undefined);
+    };
     try {
       this.dispatchAll(rest);
     } catch (error) {
       this.fail(error as Error);
     }
-    this.stream.resume();
+    stream.resume();
+  }
+
+  /** Writes what is queued and then `last` to the current stream, and makes `next` the stream written to. */
+  private writeLastThen(last: ControlMessage, next: Duplex): void {
+    const old = this.stream;
+    for (const frame of [...this.controlQueue.splice(0), ...this.dataQueue.splice(0)]) old.write(frame);
+    old.write(encodeFrame({ kind: 'control', body: encodeControl(last) }));
+    this.stream = next;
+    this.waitingDrain = false;
+  }
+
+  /** Reads from the move's new stream from now on; the old one's frames ended with the move's last. */
+  private readNext(): Duplex {
+    const next = this.nextStream;
+    if (!next) throw new ProtocolError('E_PROTOCOL_MESSAGE', 'agent stream: a move with no stream to move to');
+    this.nextStream = undefined;
+    this.detach();
+    this.decoder = new FrameDecoder(this.decoder.maxFrame);
+    this.attach(next, []);
+    return next;
   }
 
   /** Dispatches `frames` in order; those after a frame that holds dispatching wait with it. */
@@ -274,7 +330,22 @@ export class Connection implements ChannelLink {
       void this.answer(message.id, message.op, message.args);
       return;
     }
-    throw new ProtocolError('E_PROTOCOL_MESSAGE', 'agent stream: a second hello');
+    if (message.t === 'move' && this.role === 'agent') {
+      const old = this.stream;
+      // Peeked first: a move with nowhere to go fails before anything is written.
+      if (!this.nextStream) throw new ProtocolError('E_PROTOCOL_MESSAGE', 'agent stream: a move with no stream to move to');
+      this.writeLastThen({ t: 'moved' }, this.nextStream);
+      this.readNext();
+      old.end();
+      return;
+    }
+    if (message.t === 'moved' && this.role === 'client') {
+      this.readNext();
+      this.moving?.resolve();
+      this.moving = undefined;
+      return;
+    }
+    throw new ProtocolError('E_PROTOCOL_MESSAGE', message.t === 'hello' ? 'agent stream: a second hello' : `agent stream: an unexpected ${message.t}`);
   }
 
   private async answer(id: number, op: string, args: unknown): Promise<void> {
@@ -393,6 +464,10 @@ export class Connection implements ChannelLink {
     this.channels.clear();
     this.controlQueue.length = 0;
     this.dataQueue.length = 0;
+    this.nextStream?.destroy();
+    this.nextStream = undefined;
+    this.moving?.reject(lost);
+    this.moving = undefined;
     this.markClosed(reason);
   }
 

@@ -3,7 +3,7 @@ import { Decoder, Encoder } from '@msgpack/msgpack';
 import { ProtocolError } from './errors.ts';
 
 /** Bumped when an operation or field is added; a peer must speak at least MIN_PEER_VERSION. */
-export const PROTOCOL_VERSION = 9;
+export const PROTOCOL_VERSION = 10;
 /**
  * Version 1 peers are still served: the keepalive is the `ping` request every version answers, and a client
  * facing a version 1 agent fetches files with `fs.read` pieces instead of `fs.fetch`. Agents ship apart from the
@@ -66,6 +66,12 @@ export interface Operations {
    * time, when the target goes, or when told to.
    */
   'agent.park': { args: { socket: string; ttlMs: number }; result: Record<string, never> };
+  /**
+   * For a client that reaches the agent through a relay (Kubernetes' port-forward): the agent listens on `port` on
+   * every address of its network namespace (`addresses`, its pod's) for a few seconds, for one TCP connection that
+   * opens with the line `key`, answers it `ok`, and takes it as the other end of the client's `move` (connection.ts).
+   */
+  'link.direct': { args: Record<string, never>; result: { addresses: string[]; port: number; key: string } };
   /**
    * TCP connections to `port` in the target's network namespace go to the agent from now on. steal: each one is
    * handed to the client; mirror: the target's server still answers, and the client gets a copy of what the caller
@@ -203,6 +209,7 @@ export const operationSince: Record<Operation, number> = {
   'tcp.connectFd': 8,
   'tcp.releaseFd': 8,
   'dns.serveLayer': 9,
+  'link.direct': 10,
 };
 
 export function isOperation(op: string): op is Operation {
@@ -215,7 +222,10 @@ export type ControlMessage =
   | { t: 'req'; id: number; op: string; args: unknown }
   // `us`: how long the answering side took, in µs; only an agent started with --trace sends it, and peers ignore it.
   | { t: 'res'; id: number; ok: unknown; us?: number }
-  | { t: 'res'; id: number; err: { code: string; message: string }; us?: number };
+  | { t: 'res'; id: number; err: { code: string; message: string }; us?: number }
+  // The last frame on the old stream of a move, from the client (`move`) and then from the agent (`moved`).
+  | { t: 'move' }
+  | { t: 'moved' };
 
 // One of each, reused: `encode` and `decode` make a new one per message (a 2 KiB buffer, its views, and the
 // decoder's state), which is most of what a small request allocates on both ends.
@@ -251,6 +261,9 @@ function isControl(value: unknown): value is ControlMessage {
       const err = m.err as Record<string, unknown> | undefined;
       return typeof err === 'object' && err !== null && typeof err.code === 'string' && typeof err.message === 'string';
     }
+    case 'move':
+    case 'moved':
+      return true;
     default:
       return false;
   }

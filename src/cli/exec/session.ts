@@ -71,6 +71,7 @@ export async function startSession(platform: Platform, options: SessionOptions, 
 
   const join = async (transport: AgentTransport) => {
     const client = await handshake(transport, options);
+    transport.afterHandshake?.(client.connection);
     const member: Member = { transport, client, leaving: false };
     members.push(member);
     if (incomingHandler) client.serveIncoming(incomingHandler);

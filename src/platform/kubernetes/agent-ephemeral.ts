@@ -7,6 +7,7 @@ import type { AgentTransport } from '../agent-transport.ts';
 import { howAgentEnded } from './agent-end.ts';
 import { agentContainer, type AgentContainerPlan } from './agent-job.ts';
 import { linkToAgent } from './agent-link.ts';
+import { agentLink } from './direct-link.ts';
 import { agentLogTail, agentTimeout, waitForAgentContainer } from './agent-pod.ts';
 import type { KubeContext } from './kube-context.ts';
 import { serverMessage } from './kube-error.ts';
@@ -55,17 +56,18 @@ export async function runEphemeralAgent(kube: KubeContext, plan: EphemeralAgentP
     timedOut: async () => agentTimeout(`the agent container ${name} in pod ${pod.name} did not run within ${timeoutMs / 1000}s`),
   });
   plan.report(`container ${name} runs; port-forwarding to ${pod.name}:${port}`);
-  const link = await linkToAgent(kube, pod.namespace, pod.name, plan.token, timeoutMs, port);
+  const link = agentLink(await linkToAgent(kube, pod.namespace, pod.name, plan.token, timeoutMs, port), pod.name, plan.agent.direct_link);
   let stopping = false;
   return {
     stream: link.stream,
+    afterHandshake: link.afterHandshake,
     description: `pod ${pod.name} (ephemeral agent container ${name})`,
     exited: link.closed.then((why) => (stopping ? why : howAgentEnded(kube, { namespace: pod.namespace, pod: pod.name, container: name, ephemeral: true }, why))),
     logTail: () => agentLogTail(kube, pod.namespace, pod.name, name),
     // The launcher ends itself agent.ttl after its client; the container stays in the pod's spec, terminated.
     async stop() {
       stopping = true;
-      link.stream.destroy();
+      link.destroy();
     },
     killNow() {},
   };

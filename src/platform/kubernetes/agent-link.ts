@@ -39,7 +39,7 @@ export async function linkToAgent(kube: KubeContext, namespace: string, pod: str
 }
 
 /** Sends the token and reads the launcher's one-line answer; whatever follows it stays in the stream for the protocol. */
-function admitted(stream: Duplex, token: string): Promise<void> {
+export function admitted(stream: Duplex, token: string): Promise<void> {
   return new Promise((resolve, reject) => {
     let answer = '';
     const done = (error?: Error) => {

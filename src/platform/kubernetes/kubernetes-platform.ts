@@ -17,6 +17,7 @@ import { howAgentEnded } from './agent-end.ts';
 import { AGENT_CONTAINER, AGENT_PORT, agentJob, type AgentTarget } from './agent-job.ts';
 import { agentLogTail, waitForAgentPod } from './agent-pod.ts';
 import { linkToAgent } from './agent-link.ts';
+import { agentLink } from './direct-link.ts';
 import type { ForwardedStream } from './port-forward.ts';
 import { followTargetPods } from './follow-pods.ts';
 import { loadKubeContext, type KubeContext } from './kube-context.ts';
@@ -69,7 +70,7 @@ export async function createKubernetesPlatform(target: Exclude<Target, { kind: '
     const run = { sessionId, token, agent: config.agent, deadlineSeconds: DEADLINE_SECONDS, report };
     const started =
       pod && reuse
-        ? reuseJobAgent(kube, reuse, pod, config.agent.ttl)
+        ? reuseJobAgent(kube, reuse, pod, config.agent)
         : pod && config.agent.ephemeral
           ? runEphemeralAgent(kube, { ...run, pod })
           : runJobAgent(kube, {
@@ -123,7 +124,7 @@ export async function createKubernetesPlatform(target: Exclude<Target, { kind: '
     const pods = oneReplica ? resolved.pods.slice(0, 1) : resolved.pods;
     const pod = pods.length === 1 ? pods[0]! : undefined;
     const parked = pod && parkedFor(await parking, pod);
-    const transport = parked && (await claimParkedAgent(kube, parked, sessionId)) ? await reuseJobAgent(kube, parked, pod, config.agent.ttl) : undefined;
+    const transport = parked && (await claimParkedAgent(kube, parked, sessionId)) ? await reuseJobAgent(kube, parked, pod, config.agent) : undefined;
     if (!transport || !pod) throw noWarmAgent(description);
     agents.set(pod.name, transport);
     heldPod = pod.uid;
@@ -257,7 +258,7 @@ async function runJobAgent(kube: KubeContext, run: JobAgentRun): Promise<AgentTr
     run.cancelled.removeEventListener('abort', callOff);
     calledOff.abort();
     const pod = await onNode;
-    return jobTransport(kube, { namespace, job, pod, target: run.target, ttl: agent.ttl }, link);
+    return jobTransport(kube, { namespace, job, pod, target: run.target, ttl: agent.ttl, direct: agent.direct_link }, link);
   } catch (error) {
     run.cancelled.removeEventListener('abort', callOff);
     calledOff.abort();
@@ -279,20 +280,24 @@ interface JobAgent {
   target: AgentTarget | undefined;
   /** agent.ttl: how long a parked agent waits for the next session. */
   ttl: number;
+  /** agent.direct_link: the link may move from the port-forward to the agent's pod. */
+  direct: boolean;
 }
 
 /**
  * A Job agent's transport, started or reused: after a clean session it parks (the Job stays, marked, and its launcher
  * waits agent.ttl for the next session); otherwise stopping removes the Job.
  */
-function jobTransport(kube: KubeContext, agent: JobAgent, link: ForwardedStream): AgentTransport {
+function jobTransport(kube: KubeContext, agent: JobAgent, forward: ForwardedStream): AgentTransport {
   const { namespace, job, pod, target } = agent;
+  const link = agentLink(forward, pod, agent.direct);
   let stopping: Promise<void> | undefined;
   let linked = true;
   let parked = false;
   void link.closed.then(() => (linked = false));
   return {
     stream: link.stream,
+    afterHandshake: link.afterHandshake,
     description: target ? `pod ${target.pod} (agent pod ${pod})` : `agent pod ${pod}`,
     exited: link.closed.then((why) => (stopping ? why : howAgentEnded(kube, { namespace, pod, container: AGENT_CONTAINER, ephemeral: false }, why))),
     logTail: () => agentLogTail(kube, namespace, pod),
@@ -310,7 +315,7 @@ function jobTransport(kube: KubeContext, agent: JobAgent, link: ForwardedStream)
         : undefined,
     stop() {
       stopping ??= (async () => {
-        link.stream.destroy();
+        link.destroy();
         if (!parked) await deleteJob(kube, namespace, job);
       })();
       return stopping;
@@ -326,12 +331,12 @@ const PARK_TIMEOUT_MS = 2000;
 const WARM_LINK_MS = 1500;
 
 /** Links to a parked agent this session claimed; undefined when it no longer answers (its Job is then removed). */
-async function reuseJobAgent(kube: KubeContext, parked: ParkedAgent, pod: TargetPod, ttl: number): Promise<AgentTransport | undefined> {
+async function reuseJobAgent(kube: KubeContext, parked: ParkedAgent, pod: TargetPod, agent: ResolvedConfig['agent']): Promise<AgentTransport | undefined> {
   trace(`kubernetes: warm agent ${parked.pod} claimed`);
   const target: AgentTarget = { pod: pod.name, namespace: pod.namespace, nodeName: pod.nodeName, uid: pod.uid, containerId: pod.containerId };
   try {
     const link = await linkToAgent(kube, parked.namespace, parked.pod, parked.token, WARM_LINK_MS);
-    return jobTransport(kube, { namespace: parked.namespace, job: parked.job, pod: parked.pod, target, ttl }, link);
+    return jobTransport(kube, { namespace: parked.namespace, job: parked.job, pod: parked.pod, target, ttl: agent.ttl, direct: agent.direct_link }, link);
   } catch {
     // Ours now, and not answering: its ttl passed as we came, or it was killed.
     await deleteJob(kube, parked.namespace, parked.job);
