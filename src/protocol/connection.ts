@@ -273,17 +273,6 @@ export class Connection implements ChannelLink {
     this.waitingDrain = false;
   }
 
-  /** Reads from the move's new stream from now on; the old one's frames ended with the move's last. */
-  private readNext(): Duplex {
-    const next = this.nextStream;
-    if (!next) throw new ProtocolError('E_PROTOCOL_MESSAGE', 'agent stream: a move with no stream to move to');
-    this.nextStream = undefined;
-    this.detach();
-    this.decoder = new FrameDecoder(this.decoder.maxFrame);
-    this.attach(next, []);
-    return next;
-  }
-
   /** Dispatches `frames` in order; those after a frame that holds dispatching wait with it. */
   private dispatchAll(frames: Iterable<Frame>): void {
     for (const frame of frames) {
@@ -330,17 +319,17 @@ export class Connection implements ChannelLink {
       void this.answer(message.id, message.op, message.args);
       return;
     }
-    if (message.t === 'move' && this.role === 'agent') {
+    if ((message.t === 'move' && this.role === 'agent') || (message.t === 'moved' && this.role === 'client')) {
+      const next = this.nextStream;
+      if (!next) throw new ProtocolError('E_PROTOCOL_MESSAGE', `agent stream: a ${message.t} with no stream to move to`);
+      this.nextStream = undefined;
       const old = this.stream;
-      // Peeked first: a move with nowhere to go fails before anything is written.
-      if (!this.nextStream) throw new ProtocolError('E_PROTOCOL_MESSAGE', 'agent stream: a move with no stream to move to');
-      this.writeLastThen({ t: 'moved' }, this.nextStream);
-      this.readNext();
-      old.end();
-      return;
-    }
-    if (message.t === 'moved' && this.role === 'client') {
-      this.readNext();
+      // The agent's last frames on the old stream answer the client's; the client's last were written at moveTo.
+      if (message.t === 'move') this.writeLastThen({ t: 'moved' }, next);
+      this.detach();
+      this.decoder = new FrameDecoder(this.decoder.maxFrame);
+      this.attach(next, []);
+      if (message.t === 'move') old.end();
       this.moving?.resolve();
       this.moving = undefined;
       return;
