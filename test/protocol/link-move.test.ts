@@ -11,6 +11,7 @@ import { createRequestHandler } from '../../src/agent/serve.ts';
 import type { Channel } from '../../src/protocol/channel.ts';
 import { Connection } from '../../src/protocol/connection.ts';
 import { admitted } from '../../src/platform/kubernetes/agent-link.ts';
+import { agentLink } from '../../src/platform/kubernetes/direct-link.ts';
 import { socketPair } from './pair.ts';
 
 const closers: (() => void)[] = [];
@@ -110,5 +111,34 @@ test('the agent takes only the connection that proves the key, and only one', as
   // The listener is gone once it took its connection.
   await assert.rejects(connectTo(port), { code: 'ECONNREFUSED' });
   assert.equal((await client.request('fs.stat', { path: '/proc/self/exe', follow: true })).mode & 0o170000, 0o100000);
+  client.close();
+});
+
+test('a pod address whose listener never answers the key is given up within seconds, and the link stays where it was', async () => {
+  const pair = await socketPair();
+  closers.push(pair.close);
+  // A listener that takes the connection and never says a word, where the agent says it listens.
+  let silentClosed: () => void = () => {};
+  const gaveUp = new Promise<void>((resolve) => (silentClosed = resolve));
+  const silent = createServer((socket) => socket.resume().once('close', silentClosed));
+  await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+  closers.push(() => silent.close());
+  const port = (silent.address() as { port: number }).port;
+  const [client] = await Promise.all([
+    Connection.open(pair.a, { role: 'client', software: 'test-client', handshakeTimeoutMs: 2000 }),
+    Connection.open(pair.b, {
+      role: 'agent',
+      software: 'test-agent',
+      handshakeTimeoutMs: 2000,
+      onRequest: async (op) => (op === 'link.direct' ? { addresses: ['127.0.0.1'], port, key: 'k' } : { target: 'x' }),
+    }),
+  ]);
+  const link = agentLink({ stream: pair.a, closed: new Promise(() => {}) }, 'a-pod', true);
+  const started = performance.now();
+  link.afterHandshake(client);
+  await Promise.race([gaveUp, new Promise((_, reject) => setTimeout(() => reject(new Error('the silent listener was never let go')), 10_000).unref())]);
+  const waited = performance.now() - started;
+  assert.ok(waited >= 1500 && waited < 10_000, `gave up after ${waited} ms`);
+  assert.deepEqual(await client.request('fs.readlink', { path: '/p' }), { target: 'x' });
   client.close();
 });

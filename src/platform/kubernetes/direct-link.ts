@@ -12,6 +12,7 @@ import type { ForwardedStream } from './port-forward.ts';
 
 /** A pod address that does not answer a connect within this is not reachable from here. */
 const CONNECT_MS = 500;
+const ADMIT_MS = 2000;
 
 export interface AgentLink {
   /** The stream the protocol starts on: the port-forward's. */
@@ -57,7 +58,9 @@ async function moveDirect(connection: Connection, pod: string, moving: (socket: 
     let socket: Socket | undefined;
     try {
       socket = await connectWithin(address, port);
-      await admitted(socket, key);
+      // Whatever answered the connect may never answer the key: a listener that is not the agent.
+      const silent = setTimeout((s: Socket) => s.destroy(new Error(`no answer to the key within ${ADMIT_MS} ms`)), ADMIT_MS, socket);
+      await admitted(socket, key).finally(() => clearTimeout(silent));
     } catch (error) {
       socket?.destroy();
       failures.push(`${address}: ${(error as Error).message}`);
