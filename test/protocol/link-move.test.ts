@@ -103,7 +103,7 @@ test('the agent takes only the connection that proves the key, and only one', as
   const { port, key } = await client.request('link.direct', {});
   const stranger = await connectTo(port);
   closers.push(() => stranger.destroy());
-  await assert.rejects(admitted(stranger, 'not-the-key'), /closed the stream before answering/);
+  await assert.rejects(admitted(stranger, 'not-the-key'), /refused this session's token/);
   const direct = await connectTo(port);
   closers.push(() => direct.destroy());
   await admitted(direct, key);
