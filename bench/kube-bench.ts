@@ -1,8 +1,9 @@
 // Benchmarks `doppel exec --target deployment/...` on the test cluster: start to the program's first line against a bare
 // run, with a fresh agent, in the warm session a run before it left (its host starts the program: right after that run,
-// and some runs into the session), and with the warm agent that host gives back to a CLI (with the CLI's own steps and the platform's inner steps), and per-call latency through the port-forward against
-// the process platform (the same pod's container as a process/PID target) and the direct case (the same program run in
-// the target pod); writes medians, p99s and ratios to bench/results/kube.json.
+// and some runs into the session), and with the warm agent that host gives back to a CLI (with the CLI's own steps and
+// the platform's inner steps), and per-call latency from the node itself and as from another machine (through the
+// agent) against the process platform (the same pod's container as a process/PID target) and the direct case (the
+// same program run in the target pod); writes medians, p99s and ratios to bench/results/kube.json.
 import { spawn } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
@@ -75,9 +76,10 @@ function run(command: string, args: string[], env: NodeJS.ProcessEnv = process.e
 }
 
 /** JSON from a workload's stdout, run through doppel. */
-function runJson(args: string[], env: NodeJS.ProcessEnv): Promise<number[]> {
+function runJson(args: string[], env: NodeJS.ProcessEnv, wrap: string[] = []): Promise<number[]> {
   return new Promise((resolve, reject) => {
-    const child = spawn(doppel, args, { stdio: ['ignore', 'pipe', 'pipe'], env });
+    const [command, ...rest] = [...wrap, doppel, ...args];
+    const child = spawn(command!, rest, { stdio: ['ignore', 'pipe', 'pipe'], env });
     let out = '';
     let err = '';
     child.stdout.on('data', (chunk: Buffer) => (out += chunk.toString()));
@@ -87,6 +89,8 @@ function runJson(args: string[], env: NodeJS.ProcessEnv): Promise<number[]> {
   });
 }
 
+/** A command run as from another machine that routes to the pod network: it sees none of the node's processes. */
+const otherMachine = ['unshare', '--pid', '--fork', '--kill-child', '--mount-proc'];
 const round2 = (value: number) => Math.round(value * 100) / 100;
 const median = (values: number[]) => summarize(values.map((v) => v * ms)).medianMs;
 const env = { ...process.env, KUBECONFIG: adminKubeconfig };
@@ -173,25 +177,31 @@ try {
   }
 
   const direct = fixture.runDirect;
-  const through = (target: string, script: string, args: string[]) => runJson(['exec', '-q', '--target', target, '--target-namespace', namespace, '--', node, path.join(scripts, script), ...args], env);
+  const through = (target: string, script: string, args: string[], wrap?: string[]) =>
+    runJson(['exec', '-q', '--target', target, '--target-namespace', namespace, '--', node, path.join(scripts, script), ...args], env, wrap);
   const loop = async (script: string, args: string[]) => {
     const d = await direct(script, args);
     const p = await through(`process/${fixture.appPid}`, script, args);
     await noAgentLeft();
     const k = await through(fixture.target, script, args);
+    await noAgentLeft();
+    const o = await through(fixture.target, script, args, otherMachine);
     const kubeVsDirect = compare(d, k);
     const kubeVsProcess = compare(p, k);
     const processVsDirect = compare(d, p);
+    const otherVsDirect = compare(d, o);
     return {
       direct: kubeVsDirect.direct,
       processPlatform: processVsDirect.doppel,
       kubernetes: kubeVsDirect.doppel,
+      kubernetesOtherMachine: otherVsDirect.doppel,
       ratio: {
         kubernetesToDirect: kubeVsDirect.ratio,
         kubernetesToProcess: kubeVsProcess.ratio,
         processToDirect: processVsDirect.ratio,
+        kubernetesOtherMachineToDirect: otherVsDirect.ratio,
       },
-      overheadMedianMs: { kubernetesOverDirect: kubeVsDirect.overheadMedianMs, kubernetesOverProcess: kubeVsProcess.overheadMedianMs },
+      overheadMedianMs: { kubernetesOverDirect: kubeVsDirect.overheadMedianMs, kubernetesOverProcess: kubeVsProcess.overheadMedianMs, kubernetesOtherMachineOverDirect: otherVsDirect.overheadMedianMs },
     };
   };
   const { service } = fixture;
@@ -213,6 +223,8 @@ try {
     bare: 'the same program run on this machine without doppel',
     direct: 'the same workload run with Node in a second container of the target pod (same network namespace, same ConfigMap mount)',
     processPlatform: `doppel exec --target process/PID, the target pod's app container seen as a local process`,
+    kubernetes: 'doppel exec --target deployment/... from this machine, the node: the target\'s process is reached directly (its root, its network namespace)',
+    kubernetesOtherMachine: `the same from a PID namespace of its own (${otherMachine.join(' ')}), as from a machine that routes to the pod network but is not the node: every call through the agent`,
     startupToFirstLine: {
       goalMs: 3000,
       kubernetes: compare(bare.map((t) => t.firstLine), kube.map((t) => t.firstLine)),

@@ -321,6 +321,11 @@ struct dp_hello_resp {
    * (no outgoing filter, DNS through the target), else 0: the layer then makes such a socket there without asking, as
    * for a DP_MAKE_SOCKET answer. */
   uint32_t network_pid;
+  /* The start time, in clock ticks since boot (field 22 of /proc/PID/stat), of the process root_pid and network_pid
+   * name (they name the same process when both are set), 0 when neither is set. The layer uses those pids only while
+   * that very process lives (a Kubernetes target's process can exit during a session, and its PID be reused), and asks
+   * the proxy from then on; with a pid and 0 here, only while the process at that PID lives. */
+  uint64_t target_start;
 };
 
 /* A fast rule (src/config/fs-fast-rules.ts): how it matches an absolute, normalized, ASCII path, compared

@@ -181,9 +181,9 @@ static int take_fd(uint32_t pid, uint32_t fd) {
  * our own tells whether this process has it at all. */
 static void probe(void) {
   uint32_t pid = dp_handover_pid();
-  int got = take_fd(pid, 0);
-  int take = got >= 0 || errno == EBADF;
-  int take_why = errno;
+  int got = pid != 0 ? take_fd(pid, 0) : -1;
+  int take = pid != 0 && (got >= 0 || errno == EBADF);
+  int take_why = pid != 0 ? errno : ESRCH;
   if (got >= 0) real_close(got);
   int here = real_openat(AT_FDCWD, "/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC, 0);
   int make = here >= 0 && setns(here, CLONE_NEWNET) == 0;
@@ -206,10 +206,11 @@ static void probe(void) {
          make ? 0 : make_why, pid, atomic_load(&can_take) ? "can be taken" : "cannot be taken", take ? 0 : take_why);
 }
 
-/* Only a session whose agent runs on this machine (it hands its sockets over) has a network to reach from here. */
+/* Only a session whose agent runs on this machine (it hands its sockets over), or whose target does (a pod on this
+ * node), has a network to reach from here. */
 static int probe_done(void) {
   int state = atomic_load_explicit(&probed, memory_order_acquire);
-  if (state == UNKNOWN && dp_rules_ready() && dp_handover_pid() != 0) {
+  if (state == UNKNOWN && dp_rules_ready() && (dp_handover_pid() != 0 || dp_root_pid() != 0)) {
     /* One thread probes; the others relay meanwhile. */
     if (!atomic_compare_exchange_strong(&probed, &state, PROBING)) return state == KNOWN;
     probe();

@@ -55,6 +55,10 @@ int dp_is_own_fd(int fd);
 void dp_move_own_fd(int fd);
 /* The target's root (/proc/PID/root), opened once for the process and kept among the layer's own descriptors. */
 int dp_target_root(uint32_t pid);
+/* Whether process pid is alive and is the one that started at `start` (the hello's target_start; 0 takes any): checked
+ * once (a pidfd, /proc/PID/stat), then one poll of the pidfd per call. Once it says no, it says no for good in this
+ * process (and its forked children). errno is kept. */
+int dp_target_alive(uint32_t pid, uint64_t start);
 /* Grows the descriptor table to hold the layer's own numbers; called at load, while the process has one thread. */
 void dp_reserve_own_fds(void);
 
@@ -179,10 +183,11 @@ int dp_rules_ready(void);
 int dp_remote_writes(void);
 /* The rules' verdict on this absolute path: DP_RULE_LOCAL, DP_RULE_ASK (also when no rule matches) or DP_RULE_REMOTE. */
 int dp_rules_verdict(const char *path);
-/* A process whose root is the target's (the hello's root_pid), or 0. */
+/* A process whose root is the target's (the hello's root_pid), or 0; 0 too once that process exited or if it is not
+ * the target (dp_target_alive). */
 uint32_t dp_root_pid(void);
 /* A process in the target's network where every non-loopback TCP connection is made without asking (the hello's
- * network_pid), or 0. */
+ * network_pid), or 0; 0 too as for dp_root_pid. */
 uint32_t dp_network_pid(void);
 /* openat2 of an absolute path in the target's root (/proc/<root_pid>/root, RESOLVE_IN_ROOT: the target's links and
  * ".." resolve inside it, as the proxy's own walk resolves them): the descriptor, or -1 and errno (ENOSYS without a

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -18,6 +19,9 @@
 #include <unistd.h>
 
 #define DP_FD_FLOOR 900
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open 434
+#endif
 
 /* Where a thread's connection is in a round trip. A program's signal handler can siglongjmp out of a hook at any
  * point; the next call on that thread then finds the connection in that state. */
@@ -61,6 +65,14 @@ static atomic_int root_fd = -1;
 static dev_t root_dev;
 static ino_t root_ino;
 
+/* The target's process (dp_target_alive), watched through a pidfd among the layer's own descriptors: UNWATCHED until
+ * first used, then the pidfd, or GONE for good once that process exited or was never the target. Its identity, as
+ * root_fd's, tells it again in a forked child. */
+enum { UNWATCHED = -1, GONE = -2 };
+static atomic_int target_fd = UNWATCHED;
+static dev_t target_dev;
+static ino_t target_ino;
+
 /* fork copies a threaded process's descriptor table before its memory, and the other threads run on in between: the
  * child's memory can name descriptors of the layer's that its table never had (the root opened by another thread
  * just then, whose number the child's next connection then takes). Those are forgotten. */
@@ -69,6 +81,10 @@ static void after_fork_child(void) {
   struct stat st;
   int root = atomic_load(&root_fd);
   if (root >= 0 && (real_syscall(SYS_fstat, (long)root, (long)&st) != 0 || st.st_dev != root_dev || st.st_ino != root_ino)) atomic_store(&root_fd, -1);
+  /* Forgotten, the target is watched again at the child's next use. (Before Linux 6.9 pidfds have no inode of their
+   * own, but share one with eventfds, epoll sets and the like: there the identity tells only such a file.) */
+  int watched = atomic_load(&target_fd);
+  if (watched >= 0 && (real_syscall(SYS_fstat, (long)watched, (long)&st) != 0 || st.st_dev != target_dev || st.st_ino != target_ino)) atomic_store(&target_fd, UNWATCHED);
   for (int fd = 0; fd < DP_OWN_FDS; fd++) {
     if (atomic_load(&own_fds[fd]) && real_fcntl(fd, F_GETFD) < 0) atomic_store(&own_fds[fd], 0);
   }
@@ -90,6 +106,9 @@ void dp_move_own_fd(int fd) {
    * its thread's next call). */
   int root = fd;
   atomic_compare_exchange_strong(&root_fd, &root, to);
+  /* The pidfd's too; one that cannot move leaves the target unwatched: asked about from then on. */
+  int watched = fd;
+  atomic_compare_exchange_strong(&target_fd, &watched, to >= 0 ? to : GONE);
 }
 
 /* A new descriptor of the layer's, moved to DP_FD_FLOOR or above, and kept from the program below DP_OWN_FDS. */
@@ -134,6 +153,72 @@ int dp_target_root(uint32_t pid) {
   }
   release(fd);
   return none;
+}
+
+/* The start time of process pid (field 22 of /proc/PID/stat, clock ticks since boot), or 0 when it cannot be read. */
+static uint64_t start_time(uint32_t pid) {
+  char path[32], buf[1024];
+  snprintf(path, sizeof path, "/proc/%u/stat", (unsigned)pid);
+  int fd = real_openat(AT_FDCWD, path, O_RDONLY | O_CLOEXEC, 0);
+  if (fd < 0) return 0;
+  ssize_t n;
+  do n = read(fd, buf, sizeof buf - 1);
+  while (n < 0 && errno == EINTR);
+  real_close(fd);
+  if (n <= 0) return 0;
+  buf[n] = '\0';
+  /* The name, field 2, may hold spaces and parentheses: the fields are counted from after its last ')', which ends
+   * field 2; field 22 is the 20th after it. */
+  char *p = strrchr(buf, ')');
+  for (int field = 2; p != NULL && field < 22; field++) p = strchr(p + 1, ' ');
+  return p == NULL ? 0 : strtoull(p + 1, NULL, 10);
+}
+
+/* Watches process pid, if it is the one that started at `start` (any, for 0): the pidfd, or GONE. */
+static int watch(uint32_t pid, uint64_t start) {
+  const char *why = NULL;
+  int fd = (int)real_syscall(SYS_pidfd_open, (long)pid, 0L);
+  if (fd < 0) why = errno == ESRCH ? "target process %u exited; asking the proxy from now on" : "target process %u cannot be watched; asking the proxy from now on";
+  else fd = adopt(fd);
+  struct stat st;
+  /* One the program could close, and then reuse the number of, is no pidfd to keep. */
+  if (why == NULL && (fd >= DP_OWN_FDS || real_syscall(SYS_fstat, (long)fd, (long)&st) != 0)) why = "target process %u cannot be watched; asking the proxy from now on";
+  /* Read after the pidfd is open: the process read is the pidfd's, or the pidfd's exited and the next poll says so. */
+  if (why == NULL && start != 0 && start_time(pid) != start) why = "process %u is not the target (start time differs); asking the proxy from now on";
+  if (why != NULL && fd >= 0) {
+    release(fd);
+    fd = GONE;
+  }
+  /* Two threads at once: the first one's stays. */
+  int none = UNWATCHED;
+  if (atomic_compare_exchange_strong(&target_fd, &none, fd)) {
+    if (why != NULL) dp_log(why, (unsigned)pid);
+    else {
+      target_dev = st.st_dev;
+      target_ino = st.st_ino;
+    }
+    return fd;
+  }
+  if (fd >= 0) release(fd);
+  return none;
+}
+
+int dp_target_alive(uint32_t pid, uint64_t start) {
+  int fd = atomic_load(&target_fd);
+  if (fd == GONE) return 0;
+  int saved = errno;
+  if (fd == UNWATCHED) fd = watch(pid, start);
+  /* A pidfd turns readable once its process exits, and stays so: one poll without waiting tells, and the process seen
+   * alive cannot have been replaced by another of the same PID (that needs it to exit first). An error says no too. */
+  struct pollfd exited = {.fd = fd, .events = POLLIN};
+  struct timespec now = {0, 0};
+  if (fd >= 0 && real_syscall(SYS_ppoll, (long)&exited, 1L, (long)&now, 0L, 0L) != 0) {
+    /* The pidfd stays open, among the layer's own: another thread may be polling its number right now. */
+    if (atomic_compare_exchange_strong(&target_fd, &fd, GONE)) dp_log("target process %u exited; asking the proxy from now on", (unsigned)pid);
+    fd = GONE;
+  }
+  errno = saved;
+  return fd >= 0;
 }
 
 /* The kernel grows a descriptor table shared by threads only after an RCU grace period: the first connection's move

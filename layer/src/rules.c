@@ -24,6 +24,7 @@ static uint32_t flags;
 static uint32_t handover_pid;
 static uint32_t root_pid;
 static uint32_t network_pid;
+static uint64_t target_start;
 static char store[DP_RULES_MAX_BYTES];
 
 /* The rules a path can match, by what rejects most of them at once: exact and prefix rules in the list of the byte
@@ -104,6 +105,7 @@ void dp_rules_loaded(const char *from, const struct dp_hello_resp *hello, uint32
   handover_pid = hello->handover_pid;
   root_pid = hello->root_pid;
   network_pid = hello->network_pid;
+  target_start = hello->target_start;
   size_t n = 0;
   for (uint32_t off = 0; off < len; n++) {
     struct dp_rule head;
@@ -190,12 +192,17 @@ int dp_remote_writes(void) { return !dp_rules_ready() || (flags & DP_HELLO_REMOT
 
 uint32_t dp_handover_pid(void) { return atomic_load_explicit(&state, memory_order_acquire) == LOADED ? handover_pid : 0; }
 
-uint32_t dp_root_pid(void) { return atomic_load_explicit(&state, memory_order_acquire) == LOADED ? root_pid : 0; }
+/* The target's pids only while the process they name lives: one that exited leaves its root and network to nobody,
+ * or to whatever process takes its PID next. */
+static uint32_t while_alive(uint32_t pid) { return pid != 0 && dp_target_alive(pid, target_start) ? pid : 0; }
 
-uint32_t dp_network_pid(void) { return atomic_load_explicit(&state, memory_order_acquire) == LOADED ? network_pid : 0; }
+uint32_t dp_root_pid(void) { return atomic_load_explicit(&state, memory_order_acquire) == LOADED ? while_alive(root_pid) : 0; }
+
+uint32_t dp_network_pid(void) { return atomic_load_explicit(&state, memory_order_acquire) == LOADED ? while_alive(network_pid) : 0; }
 
 int dp_tracing(void) { return atomic_load_explicit(&state, memory_order_acquire) == LOADED && (flags & DP_HELLO_TRACE); }
-int dp_udp_in_network(void) { return dp_network_pid() != 0 && (flags & DP_HELLO_UDP_IN_NETWORK); }
+/* The flag first: the pid's check costs a system call. */
+int dp_udp_in_network(void) { return dp_rules_ready() && (flags & DP_HELLO_UDP_IN_NETWORK) && dp_network_pid() != 0; }
 int dp_agent_dns(void) { return atomic_load_explicit(&state, memory_order_acquire) == LOADED && (flags & DP_HELLO_AGENT_DNS); }
 int dp_loopback_tcp_local(void) { return atomic_load_explicit(&state, memory_order_acquire) == LOADED && (flags & DP_HELLO_LOOPBACK_TCP_LOCAL); }
 

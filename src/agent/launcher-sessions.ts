@@ -3,6 +3,7 @@
 import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import process from 'node:process';
 import { chainName, removeChainsSync, type Enter } from './iptables.ts';
+import { startTime } from './process-identity.ts';
 
 /**
  * Where the launcher's pid is counted: `j` in a namespace that sees the target from outside (the Job's hostPID, the
@@ -11,16 +12,6 @@ import { chainName, removeChainsSync, type Enter } from './iptables.ts';
 type Kind = 'j' | 'e' | 't';
 
 const OWNER = /^DOPPEL-([jet])([0-9a-z]+)-([0-9a-z]+)-[0-9a-z]+$/;
-
-/** Clock ticks since boot at which `pid` started (field 22 of its stat; the name before it may hold spaces). */
-function startTime(pid: number | string): string | undefined {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
-  } catch {
-    return undefined;
-  }
-}
 
 function sameNamespace(kind: 'net' | 'pid', pid: number): boolean {
   try {

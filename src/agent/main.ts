@@ -16,6 +16,7 @@ import { agentTraceLine } from '../trace.ts';
 import { targetEnvironment } from './env.ts';
 import type { Incoming } from './incoming.ts';
 import { createLog, parseLogLevel, type Log } from './log.ts';
+import { processPlace } from './process-identity.ts';
 import { SESSION_PATTERN } from './session-id.ts';
 import { listenWarm, type Warm } from './warm.ts';
 
@@ -127,6 +128,8 @@ async function main(): Promise<number> {
       role: 'agent',
       software,
       ...(handover ? { features: [FEATURE_CONNECT_FD], pid: process.pid } : {}),
+      // A launcher's client may run on this very machine (a single-node cluster) and then reach the target itself.
+      ...(handed ? { target: processPlace(pid) } : {}),
       handshakeTimeoutMs: timeoutMs,
       onRequest: (op, args, connection) => {
         sweep?.request();

@@ -1,6 +1,7 @@
 // Where a session's agents run: a platform turns a target into agents next to it, follows the target's replicas,
 // and removes everything it made. The CLI's exec session speaks to every platform through this.
 import type { AgentTransport } from './agent-transport.ts';
+import type { LocalTarget } from './local-target.ts';
 
 /** Progress lines for slow steps; the CLI's progress display implements it. */
 export interface StepReporter {
@@ -38,13 +39,11 @@ export interface Platform {
    */
   targetEnvironment?(withHostname: boolean): Promise<{ vars: Record<string, string>; hostnameFile?: string | undefined }>;
   /**
-   * A process on this machine whose root is the target's (a local process target): its /proc/PID/root reaches the
-   * target's files, which the proxy then serves itself, as the agent would, and which a program opens itself for
-   * reading (see AgentClient's rootPid). Absent, the agent is asked.
+   * The target's process on this machine (a local process target), known before any agent: the proxy reads the
+   * target's files under its /proc/PID/root itself, as the agent would, and a program opens them and makes its sockets
+   * in its network namespace itself (see AgentClient's localTarget). Absent, the session asks each agent's hello.
    */
-  readonly rootPid?: number;
-  /** A process on this machine in the target's network namespace (a local process target): see AgentClient's networkPid. */
-  readonly networkPid?: number;
+  readonly local?: LocalTarget;
   /** Stops every agent and removes everything the platform created; safe to call more than once. */
   stop(): Promise<void>;
   /** Last resort on a dying CLI: whatever can be done synchronously. */

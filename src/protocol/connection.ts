@@ -3,7 +3,7 @@ import type { Duplex } from 'node:stream';
 import { Channel, type ChannelLink } from './channel.ts';
 import { ProtocolError, RemoteError } from './errors.ts';
 import { encodeFrame, FrameDecoder, type Frame } from './frame.ts';
-import { decodeControl, encodeControl, isOperation, MIN_PEER_VERSION, operationSince, PROTOCOL_NAME, PROTOCOL_VERSION, type ControlMessage, type Operation, type Operations } from './messages.ts';
+import { decodeControl, encodeControl, isOperation, isProcessPlace, MIN_PEER_VERSION, operationSince, PROTOCOL_NAME, PROTOCOL_VERSION, type ControlMessage, type Operation, type Operations, type ProcessPlace } from './messages.ts';
 
 /** Serves the peer's requests; `op` is always one this version knows, and `ping` never reaches it. */
 export type RequestHandler = (op: Exclude<Operation, 'ping'>, args: unknown, connection: Connection) => Promise<unknown>;
@@ -22,6 +22,8 @@ export interface ConnectionOptions {
   features?: string[];
   /** Sent in the hello: the agent's process, whose sockets a program on the same machine may take (`tcp.connectFd`). */
   pid?: number;
+  /** Sent in the hello: where the agent sees its target, so that a client on the same machine may reach it itself. */
+  target?: ProcessPlace | undefined;
   handshakeTimeoutMs: number;
   maxFrame?: number;
   onRequest?: RequestHandler;
@@ -40,6 +42,7 @@ export interface PeerHello {
   features: string[];
   software: string;
   pid?: number;
+  target?: ProcessPlace;
 }
 
 export class Connection implements ChannelLink {
@@ -92,7 +95,7 @@ export class Connection implements ChannelLink {
   /** Sends our hello, waits for the peer's, and returns the connection ready for requests. */
   static async open(stream: Duplex, options: ConnectionOptions): Promise<Connection> {
     const decoder = new FrameDecoder(options.maxFrame);
-    const hello: ControlMessage = { t: 'hello', protocol: PROTOCOL_NAME, version: PROTOCOL_VERSION, features: options.features ?? [], software: options.software, ...(options.pid === undefined ? {} : { pid: options.pid }) };
+    const hello: ControlMessage = { t: 'hello', protocol: PROTOCOL_NAME, version: PROTOCOL_VERSION, features: options.features ?? [], software: options.software, ...(options.pid === undefined ? {} : { pid: options.pid }), ...(options.target ? { target: options.target } : {}) };
     stream.write(encodeFrame({ kind: 'control', body: encodeControl(hello) }));
     const { peer, rest } = await readHello(stream, decoder, options.handshakeTimeoutMs);
     const connection = new Connection(stream, decoder, peer, options);
@@ -530,5 +533,11 @@ function checkHello(frame: Frame): PeerHello {
   if (message.version < MIN_PEER_VERSION) {
     throw new ProtocolError('E_PROTOCOL_VERSION', `the peer speaks protocol version ${message.version} (${message.software}); this side needs at least ${MIN_PEER_VERSION}`);
   }
-  return { version: message.version, features: message.features, software: message.software, ...(Number.isSafeInteger(message.pid) ? { pid: message.pid } : {}) };
+  return {
+    version: message.version,
+    features: message.features,
+    software: message.software,
+    ...(Number.isSafeInteger(message.pid) ? { pid: message.pid } : {}),
+    ...(isProcessPlace(message.target) ? { target: message.target } : {}),
+  };
 }

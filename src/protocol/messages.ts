@@ -216,9 +216,27 @@ export function isOperation(op: string): op is Operation {
   return Object.hasOwn(operationSince, op);
 }
 
+/**
+ * A process as one machine's view names it: its PID and start time (clock ticks since boot), in the PID namespace
+ * `pidNamespace` (its inode) of the kernel booted as `boot`. A process with the same boot and PID namespace sees the
+ * same process at that PID, for as long as it has that start time.
+ */
+export interface ProcessPlace {
+  pid: number;
+  start: string;
+  boot: string;
+  pidNamespace: number;
+}
+
+export function isProcessPlace(value: unknown): value is ProcessPlace {
+  const place = value as Partial<ProcessPlace> | undefined;
+  return typeof place === 'object' && place !== null && Number.isSafeInteger(place.pid) && typeof place.start === 'string' && typeof place.boot === 'string' && Number.isSafeInteger(place.pidNamespace);
+}
+
 export type ControlMessage =
-  // `pid`: the sender's process, sent by an agent that serves `tcp.connectFd` (older peers ignore it).
-  | { t: 'hello'; protocol: string; version: number; features: string[]; software: string; pid?: number }
+  // `pid`: the sender's process, sent by an agent that serves `tcp.connectFd`; `target`: the target's process as a
+  // launcher's agent sees it (older peers ignore both).
+  | { t: 'hello'; protocol: string; version: number; features: string[]; software: string; pid?: number; target?: unknown }
   | { t: 'req'; id: number; op: string; args: unknown }
   // `us`: how long the answering side took, in µs; only an agent started with --trace sends it, and peers ignore it.
   | { t: 'res'; id: number; ok: unknown; us?: number }

@@ -6,6 +6,7 @@ import { RemoteError } from '../protocol/errors.ts';
 import { ENV_HOSTNAME_SINCE, FEATURE_CONNECT_FD, type Operations, type SocketAddress } from '../protocol/messages.ts';
 import { fetchFile, openForWrite, writeFile, type FetchedFile } from './fetch-file.ts';
 import type { DirEntry, RemoteStat } from './layer-handler.ts';
+import type { LocalTarget } from '../platform/local-target.ts';
 
 const { version } = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
 
@@ -44,12 +45,11 @@ export interface AgentClient {
   /** The agent's process when it hands its connected sockets over (`tcp.connectFd`, process platform), else undefined. */
   handoverPid(): number | undefined;
   /**
-   * A process on this machine in the target's network namespace (a process target), where a program's layer makes its
-   * outgoing TCP sockets itself, with no agent in the way; undefined where the agent connects. The session's, not the link's.
+   * The target's process on this machine (a local process target, or a pod on this very node), while it runs: a
+   * program's layer opens the target's files in its root and makes its outgoing sockets in its network namespace
+   * itself, with no agent in the way; undefined where the agent does all that. The session's, not the link's.
    */
-  networkPid?(): number | undefined;
-  /** A process on this machine whose root is the target's, where a program's layer opens the target's files itself. The session's. */
-  rootPid?(): number | undefined;
+  localTarget?(): LocalTarget | undefined;
   /** Connects and hands the socket over: its descriptor in the agent's process, and the token that releases it. */
   connectTcpFd(host: string, port: number): Promise<Operations['tcp.connectFd']['result']>;
   /** The program took the socket of `token`, or could not: the agent closes its copy. Nothing waits for the answer. */

@@ -52,6 +52,11 @@ export interface FastPath {
   rootPid?: number | undefined;
   /** A process in the target's network when every non-loopback TCP connection goes there: the layer makes them there unasked. */
   networkPid?: number | undefined;
+  /** The start time of the process `rootPid` and `networkPid` name (they name the same one when both are set), in clock
+   *  ticks since boot (field 22 of /proc/PID/stat). The layer uses those pids only while that very process lives, since
+   *  a target's process can exit during a session (a Kubernetes replica) and its PID be reused; then it asks. Absent
+   *  (0 on the wire), the layer only watches that the process at the PID lives. */
+  targetStart?: bigint | undefined;
   /** With `networkPid`: every UDP datagram to a non-loopback address goes there too (a socket connected to one is made there). */
   udpInNetwork?: boolean;
   /** The agent answers lookups itself on AGENT_DNS_SOCKET, next to the proxy's: the layer asks it first. */

@@ -35,7 +35,7 @@ export const FCHMOD_REQ_SIZE = 16;
 export const UDP_ROUTE_REQ_SIZE = ADDR_SIZE;
 export const UDP_ROUTE_RESP_SIZE = ADDR_SIZE;
 export const HELLO_REQ_SIZE = 8;
-export const HELLO_RESP_SIZE = 16;
+export const HELLO_RESP_SIZE = 24;
 export const HELLO_LOOPBACK_TCP_LOCAL = 1;
 export const HELLO_REMOTE_WRITES = 2;
 export const HELLO_AGENT_DNS = 4;
@@ -320,11 +320,12 @@ function encodeValue(request: LayerRequest, value: unknown): Buffer {
 }
 
 /**
- * The hello answer's payload, which is also what DP_FAST_PATH_FILE holds: flags, the hand-over, root and network pids, and the rules table,
+ * The hello answer's payload, which is also what DP_FAST_PATH_FILE holds: flags, the hand-over, root and network pids, the start time of
+ * the process the latter two name, and the rules table,
  * sent empty past the layer's limits (it then asks about everything). One buffer written through a DataView: this runs
  * once per start, cold, where a Buffer per rule and Buffer's checked writers took 1-2 ms for a hundred rules.
  */
-export function encodeFastPath({ rules, loopbackTcpLocal, remoteWrites, handoverPid, rootPid, networkPid, udpInNetwork, agentDns, traced }: FastPath): Buffer {
+export function encodeFastPath({ rules, loopbackTcpLocal, remoteWrites, handoverPid, rootPid, networkPid, targetStart, udpInNetwork, agentDns, traced }: FastPath): Buffer {
   let tableBytes = 0;
   for (const rule of rules) tableBytes += RULE_SIZE + rule.text.length;
   const fits = rules.length <= RULES_MAX && tableBytes <= RULES_MAX_BYTES;
@@ -334,6 +335,7 @@ export function encodeFastPath({ rules, loopbackTcpLocal, remoteWrites, handover
   view.setUint32(4, handoverPid ?? 0, true);
   view.setUint32(8, rootPid ?? 0, true);
   view.setUint32(12, networkPid ?? 0, true);
+  view.setBigUint64(16, targetStart ?? 0n, true);
   if (!fits) return out;
   let at = HELLO_RESP_SIZE;
   for (const rule of rules) {

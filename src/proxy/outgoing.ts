@@ -96,8 +96,8 @@ export function createOutgoingRequests(agent: AgentClient, policy: OutgoingDecid
       const destination: Destination = { address: target.address, port: target.port, protocol: 'tcp', hostnames: await namesOf(target.address) };
       if ((await route(destination)) === 'local') return localAnswer(destination);
       // The target's network is on this machine: the layer makes the socket there and connects it itself.
-      const networkPid = socket.makesSocket && reaches(socket, target) ? agent.networkPid?.() : undefined;
-      if (networkPid !== undefined) return { kind: 'remote', value: { makeSocketIn: networkPid } };
+      const there = socket.makesSocket && reaches(socket, target) ? agent.localTarget?.() : undefined;
+      if (there) return { kind: 'remote', value: { makeSocketIn: there.pid } };
       const handedOver = await handOver(target, socket);
       if (handedOver) return handedOver;
       let relayed: Awaited<ReturnType<AgentClient['connectTcp']>>;

@@ -86,19 +86,23 @@ export async function startProxy(options: ProxyOptions, prepared?: PreparedProxy
   const { sweep, ...listeners } = createListenerRequests(incoming, options.incoming);
   const { openForWrite, ...fileWrites } = createFileWriteRequests(options.agent, options.fs, options.session.notice);
   // Every process of the session gets the same rules: they come from the session's policies alone.
-  const networkPid = options.agent.networkPid?.();
+  const local = options.agent.localTarget?.();
+  const networkPid = options.outgoing.everyTcpRemote ? local?.pid : undefined;
+  const handoverPid = options.agent.handoverPid();
   const fastPath = {
     rules: options.fs.fastRules,
     loopbackTcpLocal: options.outgoing.loopbackTcpLocal,
     remoteWrites: options.fs.remoteWrites,
-    handoverPid: options.agent.handoverPid(),
-    rootPid: options.agent.rootPid?.(),
-    networkPid: options.outgoing.everyTcpRemote ? networkPid : undefined,
-    udpInNetwork: networkPid !== undefined && options.outgoing.everyTcpRemote && options.outgoing.everyUdpRemote,
+    handoverPid,
+    rootPid: local?.pid,
+    networkPid,
+    targetStart: local && BigInt(local.start),
+    udpInNetwork: networkPid !== undefined && options.outgoing.everyUdpRemote,
     // An agent on this machine answers the layer's lookups itself where the proxy would only pass them on: no DNS filter
     // to apply, no name for an outgoing filter to remember. Until it listens (or an older agent that never does), the
-    // layer asks the proxy; a traced session keeps them on the proxy, which times each hop.
-    agentDns: networkPid !== undefined && options.dns.everyNameRemote && !options.outgoing.byHostName && options.wrapHandler === undefined,
+    // layer asks the proxy; a traced session keeps them on the proxy, which times each hop. Only an agent of this
+    // machine's own (the process platform's, which hands its sockets over) can listen in our directory.
+    agentDns: networkPid !== undefined && handoverPid !== undefined && options.dns.everyNameRemote && !options.outgoing.byHostName && options.wrapHandler === undefined,
     traced: options.wrapHandler !== undefined,
   };
   const handler: LayerHandler = {

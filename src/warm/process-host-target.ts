@@ -2,7 +2,7 @@
 // start time, polled, since a process says nothing when it exits.
 import type { ResolvedConfig } from '../config/schema.ts';
 import { createProcessPlatform } from '../platform/process/process-platform.ts';
-import { startTime } from '../platform/process/warm-agents.ts';
+import { startTime } from '../agent/process-identity.ts';
 import type { HostTarget } from './host-target.ts';
 import { LAUNCH_PREFIX } from './launch-wire.ts';
 

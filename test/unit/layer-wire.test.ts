@@ -61,8 +61,8 @@ test('hello: the layer says who it is; the answer is the fast path\'s flags and 
   // The proxy's file next to its socket holds the same payload.
   assert.deepEqual(encodeFastPath({ loopbackTcpLocal: true, remoteWrites: true, rules: [{ match: 'prefix', verdict: 'local', text: '/usr/' }, { match: 'exact', verdict: 'ask', text: '/etc/hosts' }] }), body);
   // The pids, where the layer reads them; a remote rule's verdict.
-  const pids = encodeFastPath({ loopbackTcpLocal: false, remoteWrites: false, handoverPid: 77, rootPid: 4242, networkPid: 4243, rules: [{ match: 'contains', verdict: 'remote', text: '' }] });
-  assert.deepEqual(pids.subarray(0, HELLO_RESP_SIZE), cBytes('struct dp_hello_resp r = {.flags = 0, .handover_pid = 77, .root_pid = 4242, .network_pid = 4243};'));
+  const pids = encodeFastPath({ loopbackTcpLocal: false, remoteWrites: false, handoverPid: 77, rootPid: 4242, networkPid: 4243, targetStart: 0x1_0000_2345n, rules: [{ match: 'contains', verdict: 'remote', text: '' }] });
+  assert.deepEqual(pids.subarray(0, HELLO_RESP_SIZE), cBytes('struct dp_hello_resp r = {.flags = 0, .handover_pid = 77, .root_pid = 4242, .network_pid = 4243, .target_start = 0x100002345ull};'));
   assert.equal(pids.readUInt16LE(HELLO_RESP_SIZE + 2), 3);
   const rules = body.subarray(HELLO_RESP_SIZE);
   assert.deepEqual([rules.readUInt16LE(0), rules.readUInt16LE(2), rules.readUInt32LE(4), rules.toString('ascii', 8, 13)], [2, 1, 5, '/usr/']);

@@ -50,8 +50,10 @@ export async function runExec(command: string[], config: ResolvedConfig, progres
     session = started;
     const agent = started.agent;
     const environment = readTargetEnvironment(agent, platform, config, progress).then((found) => (trace('environment fetched'), found));
-    // The proxy starts listening while the environment is read.
-    const listening = preparing.then(async ({ proxyPolicies, prepared }) => {
+    // The proxy starts listening while the environment is read. Where only the agents' hellos tell whether this machine
+    // reaches the target itself (a pod on this node), the rules the program gets wait for them, as its environment does.
+    const placed = platform.local || !platform.hasTargetProcess ? undefined : started.ready.catch(() => undefined);
+    const listening = Promise.all([preparing, placed]).then(async ([{ proxyPolicies, prepared }]) => {
       proxy = await startProxy(
         { ...proxyPolicies, agent, session: { owner: sessionOwner(command, process.pid), notice: (text) => progress.warn(text), abort }, ...(calls ? { wrapHandler: calls.wrap } : {}) },
         prepared,

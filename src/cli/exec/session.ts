@@ -5,7 +5,8 @@ import { trace } from '../../trace.ts';
 import { lastWord, type AgentTransport } from '../../platform/agent-transport.ts';
 import type { Platform, StepReporter } from '../../platform/platform.ts';
 import { connectAgent, type AgentClient, type AgentClientOptions, type IncomingHandler } from '../../proxy/agent-client.ts';
-import { localFileCalls } from '../../proxy/local-files.ts';
+import { localFileCalls, type FileCalls } from '../../proxy/local-files.ts';
+import { sameMachineTarget, stillRuns, type LocalTarget } from '../../platform/local-target.ts';
 
 export interface SessionOptions {
   handshakeTimeoutMs: number;
@@ -34,6 +35,8 @@ export interface Session {
 interface Member {
   transport: AgentTransport;
   client: AgentClient;
+  /** Its replica's process, where this machine reaches it itself (a pod on this node), and the proxy's reads of it. */
+  local: { target: LocalTarget; files: FileCalls } | undefined;
   /** The platform said its replica left, so its end is no surprise. */
   leaving: boolean;
 }
@@ -72,7 +75,10 @@ export async function startSession(platform: Platform, options: SessionOptions, 
   const join = async (transport: AgentTransport) => {
     const client = await handshake(transport, options);
     transport.afterHandshake?.(client.connection);
-    const member: Member = { transport, client, leaving: false };
+    const target = platform.local ? undefined : sameMachineTarget(client.connection.peer.target);
+    const local = target && { target, files: localFileCalls(`/proc/${target.pid}/root`, (path) => client.fetch(path), options.onCall) };
+    if (target) trace(`${transport.description}: its target is process ${target.pid} of this machine, whose files and network the program reaches itself`);
+    const member: Member = { transport, client, local, leaving: false };
     members.push(member);
     if (incomingHandler) client.serveIncoming(incomingHandler);
     // A replica that joins later is given the ports already taken. The first agents are not: a subscription made
@@ -152,9 +158,10 @@ export async function startSession(platform: Platform, options: SessionOptions, 
   );
   ready.catch(() => undefined);
 
+  // A replica that is leaving still answers until its agent ends, but it will not for long.
+  const primaryMember = (): Member | undefined => members.find((m) => !m.leaving) ?? members[0];
   const primary = () => {
-    // A replica that is leaving still answers until its agent ends, but it will not for long.
-    const member = members.find((m) => !m.leaving) ?? members[0];
+    const member = primaryMember();
     if (!member) throw new DoppelError('E_AGENT_LOST', 'the session has no agent left', { category: 'agent' });
     return member.client;
   };
@@ -197,14 +204,25 @@ export async function startSession(platform: Platform, options: SessionOptions, 
     return (...args: unknown[]) => ready.then(() => (primary()[key] as (...a: unknown[]) => unknown)(...args));
   };
   const onPrimary = (key: keyof AgentClient): unknown => (connected ? primary()[key] : beforeHandshake(key));
-  // What the platform can serve itself (the target's files, its network namespace's sockets) goes no further, and
-  // needs no agent yet. What only the session serves is here either way, absent or not: never asked of an agent.
-  const { rootPid } = platform;
-  const files = rootPid === undefined ? undefined : localFileCalls(`/proc/${rootPid}/root`, (path) => (onPrimary('fetch') as AgentClient['fetch'])(path), options.onCall);
-  const here: Partial<AgentClient> = { ...files, hostFile: files?.hostFile, networkPid: () => platform.networkPid, rootPid: () => rootPid };
+  // What the platform can serve itself (a local process target's files and sockets) goes no further, and needs no
+  // agent yet. A primary whose replica runs on this machine serves them too, while that replica's process runs. What
+  // only the session serves is here either way, absent or not: never asked of an agent.
+  const platformFiles = platform.local && localFileCalls(`/proc/${platform.local.pid}/root`, (path) => (onPrimary('fetch') as AgentClient['fetch'])(path), options.onCall);
+  const primaryLocal = () => {
+    const local = connected ? primaryMember()?.local : undefined;
+    return local && stillRuns(local.target) ? local : undefined;
+  };
+  const here: Partial<AgentClient> = { localTarget: () => platform.local ?? primaryLocal()?.target };
+  const files = (key: keyof FileCalls) => platformFiles?.[key] ?? primaryLocal()?.files[key];
   // Everything else is looked up on the primary at call time, so a takeover needs no re-wiring.
   const agent = new Proxy({} as AgentClient, {
-    get: (_, key) => (key in incoming ? incoming[key as keyof typeof incoming] : key in here ? here[key as keyof AgentClient] : onPrimary(key as keyof AgentClient)),
+    get: (_, key) => {
+      if (key in incoming) return incoming[key as keyof typeof incoming];
+      if (key in here) return here[key as keyof AgentClient];
+      // A target's file by its path on this machine is for a target this machine reaches: never the agent's to answer.
+      if (key === 'hostFile') return files(key);
+      return (FILE_CALLS.has(key) && files(key as keyof FileCalls)) || onPrimary(key as keyof AgentClient);
+    },
   });
 
   const session: Session = {
@@ -230,6 +248,8 @@ export async function startSession(platform: Platform, options: SessionOptions, 
   };
   return { session, agents: transports.length };
 }
+
+const FILE_CALLS = new Set<string | symbol>(['stat', 'fetch', 'readdir', 'readlink', 'access', 'realpath'] satisfies (keyof FileCalls)[]);
 
 /** Parking is local to the agent (its rules go, a socket is made); one that takes longer is not worth keeping. */
 const PARK_TIMEOUT_MS = 2000;

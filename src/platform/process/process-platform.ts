@@ -14,7 +14,8 @@ import { adoptEarlyAgent, newSession, spawnAgent, type EarlyAgent } from './agen
 import { removeSessionChains, sweepDeadSessionChains } from './session-chains.ts';
 import { targetEnvironment } from '../../agent/env.ts';
 import { targetMounts } from './target-mounts.ts';
-import { handOver, reachWarmAgent, startTime, sweepWarmSockets, warmDirectory, warmSocket } from './warm-agents.ts';
+import { startTime } from '../../agent/process-identity.ts';
+import { handOver, reachWarmAgent, sweepWarmSockets, warmDirectory, warmSocket } from './warm-agents.ts';
 import { adoptShellAgent, endUnadopted, exitStatus, readShellAgentLog, running as shellAgentRunning, type ShellAgent } from './shell-agent.ts';
 
 export interface ProcessAgentOptions {
@@ -28,6 +29,9 @@ export interface ProcessAgentOptions {
 
 export function createProcessPlatform(options: ProcessAgentOptions): Platform {
   let transport: AgentTransport | undefined;
+  // The session ends with this process (its agent exits): no other can take its PID while the program runs.
+  const start = startTime(options.pid);
+  const target = start === undefined ? undefined : { pid: options.pid, start };
   return {
     description: `process ${options.pid}`,
     hasTargetProcess: true,
@@ -60,8 +64,7 @@ export function createProcessPlatform(options: ProcessAgentOptions): Platform {
       const { vars, hostname } = await targetEnvironment(options.pid, { hostname: withHostname });
       return { vars, hostnameFile: hostname };
     },
-    rootPid: options.pid,
-    networkPid: options.pid,
+    local: target,
     stop: async () => transport?.stop(),
     killNow: () => transport?.killNow(),
   };

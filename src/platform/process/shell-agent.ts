@@ -8,7 +8,8 @@ import { fstatSync, openSync, readdirSync, readSync, unlinkSync } from 'node:fs'
 import { join, resolve } from 'node:path';
 import process from 'node:process';
 import { isAlive } from '../../process-alive.ts';
-import { processStat, warmDirectory } from './warm-agents.ts';
+import { processStat } from '../../agent/process-identity.ts';
+import { warmDirectory } from './warm-agents.ts';
 
 export interface ShellAgent {
   pid: number;

@@ -1,7 +1,7 @@
 // Warm agents of process targets, seen from the CLI: a session that ends cleanly parks its agent on a Unix socket in
 // our 0700 directory, named `<target pid>-<target start time>-<agent pid>.sock`, for agent.ttl; the next session on
 // the same target (the same process, not a later one with its PID) connects there instead of starting an agent.
-import { lstatSync, mkdirSync, readdirSync, readFileSync, unlinkSync } from 'node:fs';
+import { lstatSync, mkdirSync, readdirSync, unlinkSync } from 'node:fs';
 import { Socket } from 'node:net';
 import { join } from 'node:path';
 import process from 'node:process';
@@ -23,26 +23,6 @@ export function warmDirectory(): string | undefined {
   try {
     const stat = lstatSync(dir);
     return stat.isDirectory() && stat.uid === process.getuid?.() && (stat.mode & 0o077) === 0 ? dir : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-/** When the kernel started the process (clock ticks since boot): with its PID, names one process for good. */
-export function startTime(pid: number): string | undefined {
-  return processStat(pid)?.start;
-}
-
-/**
- * The process's start time and state (`Z` for one that has exited and waits for its parent), and a zombie's exit
- * status as waitpid reports it (the stat file's 52nd field, Linux 3.5).
- */
-export function processStat(pid: number): { start: string; state: string; exitStatus: number | undefined } | undefined {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    const exitStatus = Number(fields[49]);
-    return { start: fields[19]!, state: fields[0]!, exitStatus: Number.isInteger(exitStatus) ? exitStatus : undefined };
   } catch {
     return undefined;
   }

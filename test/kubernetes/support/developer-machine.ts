@@ -2,6 +2,8 @@
 // nothing else of the cluster, as a laptop reaches a real one. This host is the cluster's node and reaches Service and
 // pod addresses directly, so only from here does an answer prove it came through the pod. Its own /etc/hosts and
 // resolv.conf (through `ip netns exec`'s /etc/netns/NAME) say which names resolve on the machine; its loopback is its own.
+// Each command runs in a PID namespace of its own, as a laptop sees none of the node's processes: the CLI cannot take
+// the node's target process for one of its machine's (src/platform/local-target.ts).
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { network } from '../../cluster/lib/settings.ts';
@@ -54,7 +56,7 @@ export function createDeveloperMachine(hosts = ''): DeveloperMachine {
     removeMachine(madeNetnsDir);
     throw error;
   }
-  const wrap = ['ip', 'netns', 'exec', name];
+  const wrap = ['ip', 'netns', 'exec', name, 'unshare', '--pid', '--fork', '--kill-child', '--mount-proc'];
   return {
     wrap,
     run(command) {
