@@ -33,7 +33,7 @@ export function createRequestHandler(pid: number, log: Log, { incoming, park, ha
   const unixConnect = createUnixOutgoing(root, log);
   const udpOpen = createUdp(log);
   const handedOver = handover ? createHandover(log) : undefined;
-  const layerDns = handover ? createLayerDns(lookup, log) : undefined;
+  const layerDns = createLayerDns(lookup, log, handover === true);
   const sameMachineOnly = (op: Operation): never => {
     throw new RemoteError('ENOSYS', `${op} serves a client on the agent's machine; this agent's is on another`);
   };
@@ -62,7 +62,7 @@ export function createRequestHandler(pid: number, log: Log, { incoming, park, ha
     'tcp.connect': (args, connection) => tcpConnect(args, connection),
     'tcp.connectFd': (args, connection) => (handedOver ?? sameMachineOnly('tcp.connectFd')).connect(args, connection),
     'tcp.releaseFd': (args) => (handedOver ?? sameMachineOnly('tcp.releaseFd')).release(args),
-    'dns.serveLayer': (args, connection) => (layerDns ?? sameMachineOnly('dns.serveLayer'))(args, connection),
+    'dns.serveLayer': (args, connection) => layerDns(args, connection),
     'udp.open': (args, connection) => udpOpen(args, connection),
     'unix.connect': (args, connection) => unixConnect(args, connection),
     'incoming.subscribe': (args, connection) => (incoming ?? noIncoming()).subscribe(args, connection),

@@ -3,7 +3,7 @@ import { Decoder, Encoder } from '@msgpack/msgpack';
 import { ProtocolError } from './errors.ts';
 
 /** Bumped when an operation or field is added; a peer must speak at least MIN_PEER_VERSION. */
-export const PROTOCOL_VERSION = 10;
+export const PROTOCOL_VERSION = 11;
 /**
  * Version 1 peers are still served: the keepalive is the `ping` request every version answers, and a client
  * facing a version 1 agent fetches files with `fs.read` pieces instead of `fs.fetch`. Agents ship apart from the
@@ -12,6 +12,8 @@ export const PROTOCOL_VERSION = 10;
 export const MIN_PEER_VERSION = 1;
 /** The first version whose `env` answers `hostname` (an older agent's answer lacks it whether or not the file exists). */
 export const ENV_HOSTNAME_SINCE = 7;
+/** The first version whose `dns.serveLayer` takes `client` (a launcher's agent on its client's machine). */
+export const LAYER_DNS_CLIENT_SINCE = 11;
 export const PROTOCOL_NAME = 'doppel-agent';
 
 export interface Stat {
@@ -148,8 +150,11 @@ export interface Operations {
    * link closes, the agent listens on the Unix socket `socket` and answers the programs' layers' lookups there itself,
    * in the layer's own wire format (layer/include/doppel-wire.h, DP_OP_GETADDRINFO alone), as `dns.lookup` resolves:
    * one Node.js hop fewer than through the proxy. For a session whose DNS and outgoing policies have no filter.
+   * Version 11: also served by a launcher's agent whose target the client reaches itself (its pod runs on the client's
+   * machine, in the agent's PID namespace: see the hello's `target`); `client` is the client's process, and `socket` a
+   * path in its root, in the client's own `doppel-<client>-*` directory.
    */
-  'dns.serveLayer': { args: { socket: string }; result: Record<string, never> };
+  'dns.serveLayer': { args: { socket: string; client?: number }; result: Record<string, never> };
 }
 
 /** The hello feature of an agent that serves `tcp.connectFd`. */

@@ -3,7 +3,7 @@ import type { Duplex } from 'node:stream';
 import { readFileSync } from 'node:fs';
 import { Connection, DEFAULT_REQUEST_TIMEOUT_MS, type ConnectionOptions, type RequestHandler } from '../protocol/connection.ts';
 import { RemoteError } from '../protocol/errors.ts';
-import { ENV_HOSTNAME_SINCE, FEATURE_CONNECT_FD, type Operations, type SocketAddress } from '../protocol/messages.ts';
+import { ENV_HOSTNAME_SINCE, FEATURE_CONNECT_FD, LAYER_DNS_CLIENT_SINCE, type Operations, type SocketAddress } from '../protocol/messages.ts';
 import { fetchFile, openForWrite, writeFile, type FetchedFile } from './fetch-file.ts';
 import type { DirEntry, RemoteStat } from './layer-handler.ts';
 import type { LocalTarget } from '../platform/local-target.ts';
@@ -56,7 +56,8 @@ export interface AgentClient {
   releaseFd(token: number): void;
   /**
    * Has the agent answer the layer's lookups itself on the Unix socket `socket` for as long as this link lasts (version 9,
-   * an agent on this machine); false where it does not.
+   * an agent on this machine; version 11, a launcher's agent whose target the session reaches itself); false where it
+   * does not.
    */
   serveLayerDns(socket: string): Promise<boolean>;
   /** A stream to the target's Unix socket at `path` (or abstract name); version 5. */
@@ -174,8 +175,14 @@ export async function connectAgent(stream: Duplex, options: AgentClientOptions):
       connection.request('tcp.releaseFd', { token }).catch(() => undefined);
     },
     async serveLayerDns(socket) {
-      if (!connection.peer.features.includes(FEATURE_CONNECT_FD) || !connection.supports('dns.serveLayer')) return false;
-      await connection.request('dns.serveLayer', { socket });
+      if (connection.peer.features.includes(FEATURE_CONNECT_FD)) {
+        if (!connection.supports('dns.serveLayer')) return false;
+        await connection.request('dns.serveLayer', { socket });
+        return true;
+      }
+      // A launcher's agent, on this machine only where the session reaches its target itself: it binds in our root.
+      if (connection.peer.version < LAYER_DNS_CLIENT_SINCE) return false;
+      await connection.request('dns.serveLayer', { socket, client: process.pid });
       return true;
     },
     openUdp() {

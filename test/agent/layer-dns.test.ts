@@ -1,6 +1,6 @@
-// `dns.serveLayer`: a process target's agent answers the layer's lookups itself, in the layer's wire format, on a Unix
-// socket of the session's; only lookups, only while the link that asked lasts. A real agent against the test world,
-// asked over a raw stream as libdoppel.so asks it.
+// `dns.serveLayer`: a process target's agent (or a launcher's, on its client's machine) answers the layer's lookups
+// itself, in the layer's wire format, on a Unix socket of the session's; only lookups, only while the link that asked
+// lasts. A real agent against the test world, asked over a raw stream as libdoppel.so asks it.
 import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
@@ -101,6 +101,26 @@ describe('the agent answers the layer\'s lookups', gate, () => {
 
     client.close();
     await until('the agent\'s socket to go with its link', () => (existsSync(path) ? undefined : true), 5000);
+  });
+
+  test('named with its client\'s process (a launcher\'s agent), only in that client\'s session directory, through its root', async () => {
+    dir = mkdtempSync(join(tmpdir(), `doppel-${process.pid}-`));
+    const stranger = mkdtempSync(join(tmpdir(), 'doppel-layer-dns-'));
+    closers.push(() => rmSync(stranger, { recursive: true, force: true }));
+    const { client } = await agentSession(world.target.pid, closers);
+    const serve = (socket: string, pid: number) => client.connection.request('dns.serveLayer', { socket, client: pid });
+    const refused = (error: Error & { code?: string }) => error.code === 'EACCES' && /is not a session directory of process/.test(error.message);
+    // Another directory, another process's, a process that does not exist.
+    await assert.rejects(serve(join(stranger, 'dns.sock'), process.pid), refused);
+    await assert.rejects(serve(join(dir, 'dns.sock'), world.target.pid), refused);
+    await assert.rejects(serve(join(dir, 'dns.sock'), 0x3fffffff), refused);
+    assert.ok(!existsSync(join(stranger, 'dns.sock')));
+
+    const path = join(dir, 'dns.sock');
+    await serve(path, process.pid);
+    const socket = await open(path);
+    closers.push(() => socket.destroy());
+    assert.deepEqual(addresses((await ask(socket, lookupFrame(1, world.services.redis.name))).body), [world.services.redis.address]);
   });
 
   test('a socket path that is not absolute is refused', async () => {

@@ -1,7 +1,7 @@
 // Where a Kubernetes target's pod runs on the CLI's own machine (here: the test cluster's node is this machine, and
 // the CLI is root), the agent's hello places the target's process and the program reaches it itself, as on the
 // process platform: the layer opens the pod's files in its root and makes its connections in its network, with no
-// agent in the way. When that replica goes while a program runs, the program's next reads come from the replica that
+// agent in the way, and asks the agent for lookups on a socket of its session's directory, not the proxy. When that replica goes while a program runs, the program's next reads come from the replica that
 // serves the session now. (From a machine that sees none of the node's processes everything goes through the agent:
 // see exec-layer-features.test.ts, whose developer machine has a PID namespace of its own.)
 import assert from 'node:assert/strict';
@@ -88,6 +88,19 @@ describe('a Kubernetes target whose pod runs on this machine is reached directly
     const byLayer = (call: string, subject: string) => lines.some((what) => what.startsWith(`call ${call} ${JSON.stringify(subject)} -> remote: layer `));
     assert.ok(byLayer('open', '/etc/app/a.txt'), result.stderr);
     assert.ok(byLayer('connect', `${echoIP}:7000`), result.stderr);
+    await assertNothingLeft(ns.name);
+  });
+
+  test('the agent answers the layer\'s lookups itself, on a socket in the session\'s directory', async () => {
+    const ordersIP = (await kubectl(['get', 'service', 'orders', '-n', ns.name, '-o', 'jsonpath={.spec.clusterIP}'])).trim();
+    const result = await runDoppel(['exec', '--target', 'deployment/web', '--target-namespace', ns.name, '-q', '--agent-ttl', '0', '--', 'getent', 'ahostsv4', 'orders'], {
+      env: { ...env, DOPPEL_LAYER_LOG: 'debug' },
+      timeoutMs: 120_000,
+    });
+    assert.match(ok(result), new RegExp(`^${ordersIP.replaceAll('.', '\\.')} `));
+    // getaddrinfo's request to the agent's socket, not to the proxy.
+    assert.ok(result.stderr.split('\n').some((line) => line.endsWith(': op 7: asked the agent')), result.stderr);
+    assert.doesNotMatch(result.stderr, /the agent's socket cannot be reached/);
     await assertNothingLeft(ns.name);
   });
 
