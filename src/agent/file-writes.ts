@@ -6,7 +6,7 @@ import { pipeline } from 'node:stream/promises';
 import type { Connection } from '../protocol/connection.ts';
 import { RemoteError } from '../protocol/errors.ts';
 import { MAX_DATA_CHUNK } from '../protocol/frame.ts';
-import type { Operations } from '../protocol/messages.ts';
+import type { Operations, Stat } from '../protocol/messages.ts';
 import { toStat } from './files.ts';
 import { resolveInRoot } from './root-path.ts';
 
@@ -29,7 +29,16 @@ export interface Credentials {
 type Result<O extends keyof Operations> = Promise<Operations[O]['result']>;
 
 export interface FileWrites {
+  /**
+   * Opens `path` for writing as the target's process would: its stat, and a descriptor to read the content the opener
+   * gets from (none when it was created or truncated), which the caller closes.
+   */
+  openChecked(args: Omit<Operations['fs.open']['args'], 'channel'>): Promise<{ stat: Stat; content: FileHandle | undefined }>;
+  /** Writes `pieces` into the file at `offset` and cuts it after them, or appends them. */
+  writeAt(path: string, pieces: AsyncIterable<Buffer> | Iterable<Buffer>, offset: number, append: boolean): Promise<void>;
+  /** `openChecked` with the content streamed on the request's channel. */
   open(args: Operations['fs.open']['args'], connection: Connection): Result<'fs.open'>;
+  /** `writeAt` with the pieces from the request's channel. */
   write(args: Operations['fs.write']['args'], connection: Connection): Result<'fs.write'>;
   mkdir(args: Operations['fs.mkdir']['args']): Result<'fs.mkdir'>;
   rmdir(args: Operations['fs.rmdir']['args']): Result<'fs.rmdir'>;
@@ -75,76 +84,84 @@ export function createFileWrites(root: string, credentials: () => Promise<Creden
     if (who.uid !== 0 || who.gid !== 0) await chown(who.uid, who.gid);
   }
 
+  async function openChecked({ path, flags, mode }: Omit<Operations['fs.open']['args'], 'channel'>): Promise<{ stat: Stat; content: FileHandle | undefined }> {
+    const exclusive = (flags & O_CREAT) !== 0 && (flags & O_EXCL) !== 0;
+    const { host } = await resolve(path, !exclusive && (flags & O_NOFOLLOW) === 0);
+    const before = await statOrNull(host);
+    const access = flags & O_ACCMODE;
+    if (before === null) {
+      if ((flags & O_CREAT) === 0) throw new RemoteError('ENOENT', `no such file: ${path}`);
+      await allowInParent(host, path);
+    } else {
+      if (exclusive) throw new RemoteError('EEXIST', `file exists: ${path}`);
+      const type = Number(before.mode) & S_IFMT;
+      if (type === S_IFDIR) throw new RemoteError('EISDIR', `is a directory: ${path}`);
+      if (type !== S_IFREG) throw new RemoteError('EOPNOTSUPP', `not a regular file, which is all write mode sends to the target: ${path}`);
+      if (access !== O_WRONLY) await allow(before, R, path);
+      if (access !== O_RDONLY || (flags & O_TRUNC) !== 0) await allow(before, W, path);
+    }
+    const { umask } = await credentials();
+    const opened = await open(host, (flags & (O_ACCMODE | O_CREAT | O_EXCL | O_TRUNC | O_APPEND)) | O_NOFOLLOW | O_NONBLOCK);
+    let content: FileHandle | undefined;
+    try {
+      if (before === null) {
+        // The asked mode less the target's umask, not the agent's.
+        await opened.chmod(mode & ~umask & 0o7777);
+        await own((uid, gid) => opened.chown(uid, gid));
+      }
+      const stat = toStat(await opened.stat({ bigint: true }));
+      if (before !== null && (flags & O_TRUNC) === 0) content = access === O_WRONLY ? await open(host, O_RDONLY | O_NOFOLLOW | O_NONBLOCK) : opened;
+      return { stat, content };
+    } finally {
+      if (content !== opened) await opened.close();
+    }
+  }
+
+  async function writeAt(path: string, pieces: AsyncIterable<Buffer> | Iterable<Buffer>, offset: number, append: boolean): Promise<void> {
+    const { host } = await resolve(path, true);
+    const handle = await open(host, O_WRONLY | O_NOFOLLOW | O_NONBLOCK | (append ? O_APPEND : 0));
+    try {
+      let at = offset;
+      for await (const piece of pieces) {
+        let done = 0;
+        while (done < piece.length) {
+          const { bytesWritten } = await handle.write(piece, done, piece.length - done, append ? null : at);
+          done += bytesWritten;
+          at += bytesWritten;
+        }
+      }
+      if (!append) await handle.truncate(at);
+    } finally {
+      await handle.close();
+    }
+  }
+
   return {
-    async open({ path, flags, mode, channel: id }, connection) {
+    openChecked,
+    writeAt,
+    async open({ channel: id, ...args }, connection) {
       // Attached first, so the client's reset after its deadline finds the channel.
       const channel = connection.attachChannel(id);
-      let handle: FileHandle | undefined;
       try {
-        const exclusive = (flags & O_CREAT) !== 0 && (flags & O_EXCL) !== 0;
-        const { host } = await resolve(path, !exclusive && (flags & O_NOFOLLOW) === 0);
-        const before = await statOrNull(host);
-        const access = flags & O_ACCMODE;
-        if (before === null) {
-          if ((flags & O_CREAT) === 0) throw new RemoteError('ENOENT', `no such file: ${path}`);
-          await allowInParent(host, path);
-        } else {
-          if (exclusive) throw new RemoteError('EEXIST', `file exists: ${path}`);
-          const type = Number(before.mode) & S_IFMT;
-          if (type === S_IFDIR) throw new RemoteError('EISDIR', `is a directory: ${path}`);
-          if (type !== S_IFREG) throw new RemoteError('EOPNOTSUPP', `not a regular file, which is all write mode sends to the target: ${path}`);
-          if (access !== O_WRONLY) await allow(before, R, path);
-          if (access !== O_RDONLY || (flags & O_TRUNC) !== 0) await allow(before, W, path);
-        }
-        const { umask } = await credentials();
-        const opened = await open(host, (flags & (O_ACCMODE | O_CREAT | O_EXCL | O_TRUNC | O_APPEND)) | O_NOFOLLOW | O_NONBLOCK);
-        handle = opened;
-        if (before === null) {
-          // The asked mode less the target's umask, not the agent's.
-          await opened.chmod(mode & ~umask & 0o7777);
-          await own((uid, gid) => opened.chown(uid, gid));
-        }
-        const stat = toStat(await opened.stat({ bigint: true }));
-        if (before === null || (flags & O_TRUNC) !== 0) {
-          channel.end();
-        } else {
-          const reader = access === O_WRONLY ? await open(host, O_RDONLY | O_NOFOLLOW | O_NONBLOCK) : opened;
-          if (reader !== opened) await opened.close();
-          handle = undefined;
-          // As fs.fetch: read to the end; the stream closes the reader, and a failure resets the channel.
-          pipeline(reader.createReadStream({ highWaterMark: MAX_DATA_CHUNK, start: 0 }), channel).catch(() => undefined);
-        }
+        const { stat, content } = await openChecked(args);
+        // As fs.fetch: read to the end; the stream closes the reader, and a failure resets the channel.
+        if (content) pipeline(content.createReadStream({ highWaterMark: MAX_DATA_CHUNK, start: 0 }), channel).catch(() => undefined);
+        else channel.end();
         return { stat };
       } catch (error) {
         channel.end();
         throw error;
-      } finally {
-        await handle?.close();
       }
     },
     async write({ path, channel: id, offset, append }, connection) {
       const channel = connection.attachChannel(id);
-      let handle: FileHandle | undefined;
       try {
-        const { host } = await resolve(path, true);
-        handle = await open(host, O_WRONLY | O_NOFOLLOW | O_NONBLOCK | (append ? O_APPEND : 0));
-        let at = offset;
-        for await (const piece of channel as AsyncIterable<Buffer>) {
-          let done = 0;
-          while (done < piece.length) {
-            const { bytesWritten } = await handle.write(piece, done, piece.length - done, append ? null : at);
-            done += bytesWritten;
-            at += bytesWritten;
-          }
-        }
+        await writeAt(path, channel as AsyncIterable<Buffer>, offset, append);
         channel.end();
-        if (!append) await handle.truncate(at);
         return {};
       } catch (error) {
         channel.destroy();
         throw error;
-      } finally {
-        await handle?.close();
       }
     },
     async mkdir({ path, mode }) {

@@ -1,5 +1,6 @@
 // The layer's lookups answered by the agent itself (`dns.serveLayer`: the process platform's agent, or a launcher's whose
-// target's pod runs on its client's machine): the program's getaddrinfo then crosses one Node.js process, not two. The proxy's own layer server and DNS requests serve it, on this link's lookups.
+// target's pod runs on its client's machine): the program's getaddrinfo then crosses one Node.js process, not two. The
+// proxy's own layer server and DNS requests serve it, on this link's lookups.
 import { lstatSync, statSync } from 'node:fs';
 import { basename, dirname } from 'node:path';
 import { createDnsPolicy } from '../config/network-policy.ts';

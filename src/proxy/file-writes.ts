@@ -48,8 +48,12 @@ export function createFileWriteRequests(agent: AgentClient, policy: FsDecider, n
   let nextHandle = 1;
   let nextToken = 1;
   let told = false;
-  /** An agent older than protocol 5 has no writes: the file system is read-only to the program. */
+  /**
+   * An agent older than protocol 5 has no writes: the file system is read-only to the program. A target this machine
+   * reaches is written by the session itself, with no agent to wait for.
+   */
   const writable = async () => {
+    if (agent.localTarget?.()) return true;
     await agent.connected;
     if (agent.connection.supports('fs.open')) return true;
     if (!told) {

@@ -1,13 +1,16 @@
-// The target's files read by the proxy itself, where the platform can reach them (a local process: /proc/PID/root,
-// read with the agent's own module): a program's reads skip the round trip through the agent, and do not wait for it
-// to start.
+// The target's files read and written by the proxy itself, where the session reaches the target's process (a local
+// process, a pod on this node: /proc/PID/root, with the agent's own modules): a program's reads and writes skip the
+// round trip through the agent, and do not wait for it to start.
 import { lstatSync } from 'node:fs';
+import type { Credentials, FileWrites } from '../agent/file-writes.ts';
 import { createFiles, toStat } from '../agent/files.ts';
 import { resolveInRoot } from '../agent/root-path.ts';
+import type { LocalTarget } from '../platform/local-target.ts';
 import type { AgentClient } from './agent-client.ts';
 import { INLINE_LIMIT } from './fetch-file.ts';
 
-export type FileCalls = Pick<AgentClient, 'stat' | 'fetch' | 'readdir' | 'readlink' | 'access' | 'realpath'> & Required<Pick<AgentClient, 'hostFile'>>;
+export type FileCalls = Pick<AgentClient, 'stat' | 'fetch' | 'readdir' | 'readlink' | 'access' | 'realpath' | WriteCall> & Required<Pick<AgentClient, 'hostFile'>>;
+type WriteCall = 'openForWrite' | 'writeBack' | 'mkdir' | 'rmdir' | 'unlink' | 'rename' | 'chmod';
 
 const S_IFMT = 0o170000;
 const S_IFDIR = 0o040000;
@@ -19,8 +22,19 @@ const S_IFREG = 0o100000;
  * inline limit, one that grew while read, a special file) is still fetched through the agent (`fetchThroughAgent`),
  * which streams it without blocking the proxy.
  */
-export function localFileCalls(root: string, fetchThroughAgent: AgentClient['fetch'], onCall?: (op: string) => (servedMs: number | undefined) => void): FileCalls {
+export function localFileCalls(target: LocalTarget, fetchThroughAgent: AgentClient['fetch'], onCall?: (op: string) => (servedMs: number | undefined) => void): FileCalls {
+  let credentials: Promise<Credentials> | undefined;
+  return filesUnder(`/proc/${target.pid}/root`, () => (credentials ??= writesModule().then(({ readCredentials }) => readCredentials(target.pid))), fetchThroughAgent, onCall);
+}
+
+/** Loaded at the first write: its node:fs/promises would otherwise load before every program's start. */
+const writesModule = () => import('../agent/file-writes.ts');
+
+/** The same under any root, written as the process of `credentials` would. */
+export function filesUnder(root: string, credentials: () => Promise<Credentials>, fetchThroughAgent: AgentClient['fetch'], onCall?: (op: string) => (servedMs: number | undefined) => void): FileCalls {
   const files = createFiles(root);
+  let loaded: Promise<FileWrites> | undefined;
+  const writes = () => (loaded ??= writesModule().then(({ createFileWrites }) => createFileWrites(root, credentials)));
   /** Runs one of the agent's handlers here: told to `--trace` as `<op> (local)`, its whole time as the agent's. */
   const local = async <T>(op: string, call: () => Promise<T>): Promise<T> => {
     const done = onCall?.(`${op} (local)`);
@@ -45,6 +59,32 @@ export function localFileCalls(root: string, fetchThroughAgent: AgentClient['fet
       await local('fs.access', () => files.access({ path, mode }));
     },
     realpath: async (path) => (await local('fs.realpath', () => files.realpath({ path }))).path,
+    openForWrite: (path, flags, mode) =>
+      local('fs.open', async () => {
+        const { stat, content } = await (await writes()).openChecked({ path, flags, mode });
+        if (!content) return { stat, data: new Uint8Array(0) };
+        try {
+          return { stat, data: await content.readFile() };
+        } finally {
+          await content.close();
+        }
+      }),
+    writeBack: (path, data, offset, append) => local('fs.write', async () => (await writes()).writeAt(path, [Buffer.from(data.buffer, data.byteOffset, data.byteLength)], offset, append)),
+    mkdir: async (path, mode) => {
+      await local('fs.mkdir', async () => (await writes()).mkdir({ path, mode }));
+    },
+    rmdir: async (path) => {
+      await local('fs.rmdir', async () => (await writes()).rmdir({ path }));
+    },
+    unlink: async (path) => {
+      await local('fs.unlink', async () => (await writes()).unlink({ path }));
+    },
+    rename: async (from, to, noReplace) => {
+      await local('fs.rename', async () => (await writes()).rename({ from, to, noReplace }));
+    },
+    chmod: async (path, mode, follow) => {
+      await local('fs.chmod', async () => (await writes()).chmod({ path, mode, follow }));
+    },
     hostFile: (path) =>
       local('fs.hostPath', async () => {
         const { host } = await resolveInRoot(root, path, true);

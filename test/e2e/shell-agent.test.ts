@@ -2,14 +2,16 @@
 // runs on it, the program never sees how it was named, a configuration that asks for another agent ends it, and a CLI
 // killed at any moment of its start leaves neither agent nor file behind.
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, test } from 'node:test';
+import { before, describe, test } from 'node:test';
 import { needsRoot } from '../support/root.ts';
 import { agentProcesses, proxyDirs } from './leftovers.ts';
 import { execIn, ok, startDoppel } from './run-doppel.ts';
+import { until } from '../support/until.ts';
 import { suiteWorld } from './suite-world.ts';
+import { warmDir } from './warm-host.ts';
 
 const gate = needsRoot('agents bin/doppel starts for a process target');
 
@@ -18,6 +20,9 @@ const listAgents = (pid: number) => `pgrep -af 'agent/main\\.js --pid ${pid} ' |
 
 describe('the agent bin/doppel starts', gate, () => {
   const world = suiteWorld();
+  // A warm session host an earlier suite left within its ttl (of any target) has bin/doppel ask it first, and start
+  // no agent of its own when it says no (src/warm/): these tests wait until none is left.
+  before(() => until('the warm session hosts of earlier suites to go', () => (existsSync(warmDir) && readdirSync(warmDir).some((name) => name.startsWith('launch-')) ? undefined : true), 30_000));
 
   test('serves the session: the program\'s first lookup is answered by it, and DOPPEL_EARLY_AGENT stays out of the program\'s environment', async () => {
     const { pid } = world().target;

@@ -76,7 +76,7 @@ export async function startSession(platform: Platform, options: SessionOptions, 
     const client = await handshake(transport, options);
     transport.afterHandshake?.(client.connection);
     const target = platform.local ? undefined : sameMachineTarget(client.connection.peer.target);
-    const local = target && { target, files: localFileCalls(`/proc/${target.pid}/root`, (path) => client.fetch(path), options.onCall) };
+    const local = target && { target, files: localFileCalls(target, (path) => client.fetch(path), options.onCall) };
     if (target) trace(`${transport.description}: its target is process ${target.pid} of this machine, whose files and network the program reaches itself`);
     const member: Member = { transport, client, local, leaving: false };
     members.push(member);
@@ -207,7 +207,7 @@ export async function startSession(platform: Platform, options: SessionOptions, 
   // What the platform can serve itself (a local process target's files and sockets) goes no further, and needs no
   // agent yet. A primary whose replica runs on this machine serves them too, while that replica's process runs. What
   // only the session serves is here either way, absent or not: never asked of an agent.
-  const platformFiles = platform.local && localFileCalls(`/proc/${platform.local.pid}/root`, (path) => (onPrimary('fetch') as AgentClient['fetch'])(path), options.onCall);
+  const platformFiles = platform.local && localFileCalls(platform.local, (path) => (onPrimary('fetch') as AgentClient['fetch'])(path), options.onCall);
   const primaryLocal = () => {
     const local = connected ? primaryMember()?.local : undefined;
     return local && stillRuns(local.target) ? local : undefined;
@@ -249,7 +249,9 @@ export async function startSession(platform: Platform, options: SessionOptions, 
   return { session, agents: transports.length };
 }
 
-const FILE_CALLS = new Set<string | symbol>(['stat', 'fetch', 'readdir', 'readlink', 'access', 'realpath'] satisfies (keyof FileCalls)[]);
+const FILE_CALLS = new Set<string | symbol>(
+  ['stat', 'fetch', 'readdir', 'readlink', 'access', 'realpath', 'openForWrite', 'writeBack', 'mkdir', 'rmdir', 'unlink', 'rename', 'chmod'] satisfies (keyof FileCalls)[],
+);
 
 /** Parking is local to the agent (its rules go, a socket is made); one that takes longer is not worth keeping. */
 const PARK_TIMEOUT_MS = 2000;
