@@ -101,7 +101,7 @@ export async function startProxy(options: ProxyOptions, prepared?: PreparedProxy
     // An agent on this machine answers the layer's lookups itself where the proxy would only pass them on: no DNS filter
     // to apply, no name for an outgoing filter to remember. Until it listens (or an older agent that never does), the
     // layer asks the proxy; a traced session keeps them on the proxy, which times each hop.
-    agentDns: networkPid !== undefined && options.dns.everyNameRemote && !options.outgoing.byHostName && options.wrapHandler === undefined,
+    agentDns: local !== undefined && options.dns.everyNameRemote && !options.outgoing.byHostName && options.wrapHandler === undefined,
     traced: options.wrapHandler !== undefined,
   };
   const handler: LayerHandler = {
