@@ -1,7 +1,7 @@
 // The target's files read and written by the proxy itself, where the session reaches the target's process (a local
 // process, a pod on this node: /proc/PID/root, with the agent's own modules): a program's reads and writes skip the
 // round trip through the agent, and do not wait for it to start.
-import { lstatSync } from 'node:fs';
+import { closeSync, lstatSync, readFileSync } from 'node:fs';
 import type { Credentials, FileWrites } from '../agent/file-writes.ts';
 import { createFiles, toStat } from '../agent/files.ts';
 import { resolveInRoot } from '../agent/root-path.ts';
@@ -27,7 +27,7 @@ export function localFileCalls(target: LocalTarget, fetchThroughAgent: AgentClie
   return filesUnder(`/proc/${target.pid}/root`, () => (credentials ??= writesModule().then(({ readCredentials }) => readCredentials(target.pid))), fetchThroughAgent, onCall);
 }
 
-/** Loaded at the first write: its node:fs/promises would otherwise load before every program's start. */
+/** Loaded at the first write, off the start of every program that writes nothing (its node:stream/promises too). */
 const writesModule = () => import('../agent/file-writes.ts');
 
 /** The same under any root, written as the process of `credentials` would. */
@@ -62,11 +62,11 @@ export function filesUnder(root: string, credentials: () => Promise<Credentials>
     openForWrite: (path, flags, mode) =>
       local('fs.open', async () => {
         const { stat, content } = await (await writes()).openChecked({ path, flags, mode });
-        if (!content) return { stat, data: new Uint8Array(0) };
+        if (content === undefined) return { stat, data: new Uint8Array(0) };
         try {
-          return { stat, data: await content.readFile() };
+          return { stat, data: readFileSync(content) };
         } finally {
-          await content.close();
+          closeSync(content);
         }
       }),
     writeBack: (path, data, offset, append) => local('fs.write', async () => (await writes()).writeAt(path, [Buffer.from(data.buffer, data.byteOffset, data.byteLength)], offset, append)),

@@ -1,7 +1,8 @@
 // Where a Kubernetes target's pod runs on the CLI's own machine (here: the test cluster's node is this machine, and
 // the CLI is root), the agent's hello places the target's process and the program reaches it itself, as on the
 // process platform: the layer opens the pod's files in its root and makes its connections in its network, with no
-// agent in the way, and asks the agent for lookups on a socket of its session's directory, not the proxy. When that replica goes while a program runs, the program's next reads come from the replica that
+// agent in the way, and asks the agent for lookups on a socket of its session's directory, not the proxy; the proxy
+// reads and writes the pod's files itself. When that replica goes while a program runs, the program's next reads come from the replica that
 // serves the session now. (From a machine that sees none of the node's processes everything goes through the agent:
 // see exec-layer-features.test.ts, whose developer machine has a PID namespace of its own.)
 import assert from 'node:assert/strict';
@@ -62,7 +63,9 @@ describe('a Kubernetes target whose pod runs on this machine is reached directly
     const namespace = ns.name;
     await apply([
       { apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: 'app-config', namespace }, data: { 'a.txt': 'alpha\n' } },
-      deployment(namespace, 'web', 1, [{ ...httpdContainer(), volumeMounts: [{ name: 'config', mountPath: '/etc/app' }] }], { volumes: [{ name: 'config', configMap: { name: 'app-config' } }] }),
+      deployment(namespace, 'web', 1, [{ ...httpdContainer(), volumeMounts: [{ name: 'config', mountPath: '/etc/app' }, { name: 'data', mountPath: '/data' }] }], {
+        volumes: [{ name: 'config', configMap: { name: 'app-config' } }, { name: 'data', emptyDir: {} }],
+      }),
       deployment(namespace, 'pair', 2, [podInfo.container], { volumes: podInfo.volumes }),
       deployment(namespace, 'orders', 1),
       { apiVersion: 'v1', kind: 'Service', metadata: { name: 'orders', namespace }, spec: { selector: { app: 'orders' }, ports: [{ port: 80, targetPort: 8080 }] } },
@@ -101,6 +104,19 @@ describe('a Kubernetes target whose pod runs on this machine is reached directly
     // getaddrinfo's request to the agent's socket, not to the proxy.
     assert.ok(result.stderr.split('\n').some((line) => line.endsWith(': op 7: asked the agent')), result.stderr);
     assert.doesNotMatch(result.stderr, /the agent's socket cannot be reached/);
+    await assertNothingLeft(ns.name);
+  });
+
+  test('write mode: the proxy writes the pod\'s files itself', async () => {
+    const [web] = await podProcesses(ns.name, 'app=web');
+    const script = 'echo one > /data/f && echo two >> /data/f && mkdir /data/d && mv /data/f /data/d/g && cat /data/d/g';
+    const result = await runDoppel(['exec', '--target', 'deployment/web', '--target-namespace', ns.name, '-q', '--trace', '--agent-ttl', '0', '--fs-mode', 'write', '--', 'sh', '-c', script], { env, timeoutMs: 120_000 });
+    assert.equal(ok(result), 'one\ntwo\n');
+    assert.equal(await kubectl(['exec', '-n', ns.name, web!.pod, '-c', 'app', '--', 'cat', '/data/d/g']), 'one\ntwo\n');
+    // Served in the CLI under the pod's root, not asked of the agent.
+    const lines = traced(result.stderr);
+    assert.ok(lines.some((what) => /^call open "\/data\/f" -> remote: .*fs\.open \(local\)/.test(what)), result.stderr);
+    assert.ok(!lines.some((what) => /\| fs\.(open|write|mkdir|rename) link/.test(what)), result.stderr);
     await assertNothingLeft(ns.name);
   });
 
