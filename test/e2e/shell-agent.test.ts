@@ -2,10 +2,12 @@
 // runs on it, the program never sees how it was named, a configuration that asks for another agent ends it, and a CLI
 // killed at any moment of its start leaves neither agent nor file behind.
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { before, describe, test } from 'node:test';
+import { isAlive } from '../../src/process-alive.ts';
 import { needsRoot } from '../support/root.ts';
 import { agentProcesses, proxyDirs } from './leftovers.ts';
 import { execIn, ok, startDoppel } from './run-doppel.ts';
@@ -21,8 +23,10 @@ const listAgents = (pid: number) => `pgrep -af 'agent/main\\.js --pid ${pid} ' |
 describe('the agent bin/doppel starts', gate, () => {
   const world = suiteWorld();
   // A warm session host an earlier suite left within its ttl (of any target) has bin/doppel ask it first, and start
-  // no agent of its own when it says no (src/warm/): these tests wait until none is left.
-  before(() => until('the warm session hosts of earlier suites to go', () => (existsSync(warmDir) && readdirSync(warmDir).some((name) => name.startsWith('launch-')) ? undefined : true), 30_000));
+  // no agent of its own when it says no (src/warm/): these tests wait until none runs. (A killed host's socket is
+  // left for a session to sweep, and bin/doppel passes it by: `launch-...-<host pid>.sock`.)
+  const hostRuns = (name: string) => name.startsWith('launch-') && isAlive(Number(/-(\d+)\.sock$/.exec(name)?.[1]));
+  before(() => until('the warm session hosts of earlier suites to go', () => (existsSync(warmDir) && readdirSync(warmDir).some(hostRuns) ? undefined : true), 30_000));
 
   test('serves the session: the program\'s first lookup is answered by it, and DOPPEL_EARLY_AGENT stays out of the program\'s environment', async () => {
     const { pid } = world().target;
@@ -34,6 +38,21 @@ describe('the agent bin/doppel starts', gate, () => {
     assert.equal(agents.length, 1, out);
     assert.match(agents[0]!, /--listen \S+\/doppel-warm\/early-\d+ --parent \d+ /, out);
     assert.equal(lines.at(-1), 'early: []');
+  });
+
+  test('a socket a killed warm session host left behind does not keep it from starting', async () => {
+    const { pid } = world().target;
+    let dead = 4_000_000;
+    while (isAlive(dead)) dead++;
+    // A bound Unix socket whose process has gone, as a host killed outright leaves it.
+    const stale = join(warmDir, `launch-${pid}-1-${dead}.sock`);
+    execFileSync('python3', ['-c', 'import socket, sys; socket.socket(socket.AF_UNIX).bind(sys.argv[1])', stale]);
+    try {
+      const out = ok(await execIn(pid, ['sh', '-c', listAgents(pid)], { flags: ['--agent-ttl', '0'] }));
+      assert.match(out, /--listen \S+\/doppel-warm\/early-\d+ --parent \d+ /);
+    } finally {
+      rmSync(stale, { force: true });
+    }
   });
 
   test('is ended, and another started, when the configuration asks for another agent than the command line\'s', async () => {
