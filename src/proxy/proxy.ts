@@ -88,12 +88,11 @@ export async function startProxy(options: ProxyOptions, prepared?: PreparedProxy
   // Every process of the session gets the same rules: they come from the session's policies alone.
   const local = options.agent.localTarget?.();
   const networkPid = options.outgoing.everyTcpRemote ? local?.pid : undefined;
-  const handoverPid = options.agent.handoverPid();
   const fastPath = {
     rules: options.fs.fastRules,
     loopbackTcpLocal: options.outgoing.loopbackTcpLocal,
     remoteWrites: options.fs.remoteWrites,
-    handoverPid,
+    handoverPid: options.agent.handoverPid(),
     rootPid: local?.pid,
     networkPid,
     targetStart: local && BigInt(local.start),
