@@ -6,6 +6,12 @@
 #include "doppel-wire.h"
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/syscall.h>
+
+/* Older C libraries' headers lack the number. */
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open 434
+#endif
 
 /* Why a hook let a call through to libc untouched; logged at debug level. */
 enum dp_bypass {

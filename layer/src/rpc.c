@@ -19,9 +19,6 @@
 #include <unistd.h>
 
 #define DP_FD_FLOOR 900
-#ifndef SYS_pidfd_open
-#define SYS_pidfd_open 434
-#endif
 
 /* Where a thread's connection is in a round trip. A program's signal handler can siglongjmp out of a hook at any
  * point; the next call on that thread then finds the connection in that state. */

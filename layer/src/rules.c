@@ -201,8 +201,9 @@ uint32_t dp_root_pid(void) { return atomic_load_explicit(&state, memory_order_ac
 uint32_t dp_network_pid(void) { return atomic_load_explicit(&state, memory_order_acquire) == LOADED ? while_alive(network_pid) : 0; }
 
 int dp_tracing(void) { return atomic_load_explicit(&state, memory_order_acquire) == LOADED && (flags & DP_HELLO_TRACE); }
-/* The flag first: the pid's check costs a system call. */
-int dp_udp_in_network(void) { return dp_rules_ready() && (flags & DP_HELLO_UDP_IN_NETWORK) && dp_network_pid() != 0; }
+/* Asked at every datagram: the rules alone, with no check of the target's process (a system call), which a socket's
+ * move there makes (dp_network_pid); one already there sends as addressed either way. */
+int dp_udp_in_network(void) { return dp_rules_ready() && (flags & DP_HELLO_UDP_IN_NETWORK) && network_pid != 0; }
 int dp_agent_dns(void) { return atomic_load_explicit(&state, memory_order_acquire) == LOADED && (flags & DP_HELLO_AGENT_DNS); }
 int dp_loopback_tcp_local(void) { return atomic_load_explicit(&state, memory_order_acquire) == LOADED && (flags & DP_HELLO_LOOPBACK_TCP_LOCAL); }
 

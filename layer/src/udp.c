@@ -94,7 +94,9 @@ static void set_way(int fd, int way) {
  * 1 when it is there; 0 when it stays here (and so from now on). */
 static int move_to_network(int fd, int way) {
   if (!dp_enter()) return 0;
-  int r = dp_move_datagram(fd, dp_network_pid(), way == DP_UDP_ANY_PORT);
+  /* A target that has exited leaves the socket here, relayed. */
+  uint32_t pid = dp_network_pid();
+  int r = pid != 0 ? dp_move_datagram(fd, pid, way == DP_UDP_ANY_PORT) : -ESRCH;
   dp_leave();
   if (r < 0) dp_log("udp: the socket stays here, its remote datagrams relayed (errno %d)", -r);
   set_way(fd, r < 0 ? DP_UDP_HERE : DP_UDP_IN_NETWORK);

@@ -2,7 +2,7 @@
 // process, a pod on this node: /proc/PID/root, with the agent's own modules): a program's reads and writes skip the
 // round trip through the agent, and do not wait for it to start.
 import { closeSync, lstatSync, readFileSync } from 'node:fs';
-import type { Credentials, FileWrites } from '../agent/file-writes.ts';
+import { createFileWrites, readCredentials, type Credentials } from '../agent/file-writes.ts';
 import { createFiles, toStat } from '../agent/files.ts';
 import { resolveInRoot } from '../agent/root-path.ts';
 import type { LocalTarget } from '../platform/local-target.ts';
@@ -24,17 +24,13 @@ const S_IFREG = 0o100000;
  */
 export function localFileCalls(target: LocalTarget, fetchThroughAgent: AgentClient['fetch'], onCall?: (op: string) => (servedMs: number | undefined) => void): FileCalls {
   let credentials: Promise<Credentials> | undefined;
-  return filesUnder(`/proc/${target.pid}/root`, () => (credentials ??= writesModule().then(({ readCredentials }) => readCredentials(target.pid))), fetchThroughAgent, onCall);
+  return filesUnder(`/proc/${target.pid}/root`, () => (credentials ??= readCredentials(target.pid)), fetchThroughAgent, onCall);
 }
-
-/** Loaded at the first write, off the start of every program that writes nothing (its node:stream/promises too). */
-const writesModule = () => import('../agent/file-writes.ts');
 
 /** The same under any root, written as the process of `credentials` would. */
 export function filesUnder(root: string, credentials: () => Promise<Credentials>, fetchThroughAgent: AgentClient['fetch'], onCall?: (op: string) => (servedMs: number | undefined) => void): FileCalls {
   const files = createFiles(root);
-  let loaded: Promise<FileWrites> | undefined;
-  const writes = () => (loaded ??= writesModule().then(({ createFileWrites }) => createFileWrites(root, credentials)));
+  const writes = createFileWrites(root, credentials);
   /** Runs one of the agent's handlers here: told to `--trace` as `<op> (local)`, its whole time as the agent's. */
   const local = async <T>(op: string, call: () => Promise<T>): Promise<T> => {
     const done = onCall?.(`${op} (local)`);
@@ -61,7 +57,7 @@ export function filesUnder(root: string, credentials: () => Promise<Credentials>
     realpath: async (path) => (await local('fs.realpath', () => files.realpath({ path }))).path,
     openForWrite: (path, flags, mode) =>
       local('fs.open', async () => {
-        const { stat, content } = await (await writes()).openChecked({ path, flags, mode });
+        const { stat, content } = await writes.openChecked({ path, flags, mode });
         if (content === undefined) return { stat, data: new Uint8Array(0) };
         try {
           return { stat, data: readFileSync(content) };
@@ -69,21 +65,21 @@ export function filesUnder(root: string, credentials: () => Promise<Credentials>
           closeSync(content);
         }
       }),
-    writeBack: (path, data, offset, append) => local('fs.write', async () => (await writes()).writeAt(path, [Buffer.from(data.buffer, data.byteOffset, data.byteLength)], offset, append)),
+    writeBack: (path, data, offset, append) => local('fs.write', () => writes.writeAt(path, [Buffer.from(data.buffer, data.byteOffset, data.byteLength)], offset, append)),
     mkdir: async (path, mode) => {
-      await local('fs.mkdir', async () => (await writes()).mkdir({ path, mode }));
+      await local('fs.mkdir', () => writes.mkdir({ path, mode }));
     },
     rmdir: async (path) => {
-      await local('fs.rmdir', async () => (await writes()).rmdir({ path }));
+      await local('fs.rmdir', () => writes.rmdir({ path }));
     },
     unlink: async (path) => {
-      await local('fs.unlink', async () => (await writes()).unlink({ path }));
+      await local('fs.unlink', () => writes.unlink({ path }));
     },
     rename: async (from, to, noReplace) => {
-      await local('fs.rename', async () => (await writes()).rename({ from, to, noReplace }));
+      await local('fs.rename', () => writes.rename({ from, to, noReplace }));
     },
     chmod: async (path, mode, follow) => {
-      await local('fs.chmod', async () => (await writes()).chmod({ path, mode, follow }));
+      await local('fs.chmod', () => writes.chmod({ path, mode, follow }));
     },
     hostFile: (path) =>
       local('fs.hostPath', async () => {

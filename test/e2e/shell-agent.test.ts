@@ -3,10 +3,11 @@
 // killed at any moment of its start leaves neither agent nor file behind.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { before, describe, test } from 'node:test';
+import { sweepWarmSockets } from '../../src/platform/process/warm-agents.ts';
 import { isAlive } from '../../src/process-alive.ts';
 import { needsRoot } from '../support/root.ts';
 import { agentProcesses, proxyDirs } from './leftovers.ts';
@@ -23,10 +24,9 @@ const listAgents = (pid: number) => `pgrep -af 'agent/main\\.js --pid ${pid} ' |
 describe('the agent bin/doppel starts', gate, () => {
   const world = suiteWorld();
   // A warm session host an earlier suite left within its ttl (of any target) has bin/doppel ask it first, and start
-  // no agent of its own when it says no (src/warm/): these tests wait until none runs. (A killed host's socket is
-  // left for a session to sweep, and bin/doppel passes it by: `launch-...-<host pid>.sock`.)
-  const hostRuns = (name: string) => name.startsWith('launch-') && isAlive(Number(/-(\d+)\.sock$/.exec(name)?.[1]));
-  before(() => until('the warm session hosts of earlier suites to go', () => (existsSync(warmDir) && readdirSync(warmDir).some(hostRuns) ? undefined : true), 30_000));
+  // no agent of its own when it says no (src/warm/): these tests wait until none runs (a killed host's socket, which
+  // bin/doppel passes by, the sweep removes).
+  before(() => until('the warm session hosts of earlier suites to go', () => (existsSync(warmDir) && sweepWarmSockets(warmDir).some(({ launch }) => launch) ? undefined : true), 30_000));
 
   test('serves the session: the program\'s first lookup is answered by it, and DOPPEL_EARLY_AGENT stays out of the program\'s environment', async () => {
     const { pid } = world().target;
