@@ -2,6 +2,7 @@
 // runs in the CLI's PID namespace (it enters only the target's network namespace).
 import { readFileSync } from 'node:fs';
 import process from 'node:process';
+import { processStat } from './agent/process-identity.ts';
 
 export function isAlive(pid: number): boolean {
   try {
@@ -24,4 +25,19 @@ function isZombie(pid: number): boolean {
   } catch {
     return false;
   }
+}
+
+/**
+ * A child of this process that Node.js did not spawn (bin/doppel started it, then became the CLI): running and not yet
+ * a zombie. Once it exits it stays one, as nothing here reaps it.
+ */
+export function running(pid: number): boolean {
+  const state = processStat(pid)?.state;
+  return state !== undefined && state !== 'Z' && state !== 'X';
+}
+
+/** Such a child's exit status as waitpid reports it, once it is our zombie; undefined before it exits. */
+export function exitStatus(pid: number): number | undefined {
+  const stat = processStat(pid);
+  return stat?.state === 'Z' ? stat.exitStatus : undefined;
 }

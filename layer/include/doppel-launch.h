@@ -44,4 +44,47 @@ struct dp_launch_resp {
  * the socket (it is close-on-exec). */
 #define DP_LAUNCH_EXEC_FAILED 'F'
 
+/* A launch plan (src/cli/exec/launch-plan.ts): what the CLI's last start of the very same request decided, so that the
+ * next one starts its program before the CLI has loaded (layer/src/plan.c). A plan holds only what the CLI decided;
+ * the trampoline checks that what it was decided from has not changed, and the CLI, started beside the program,
+ * decides again and stops the program if its decision differs. */
+/* Set by bin/doppel beside DP_ENV_LAUNCH when it started the target's agent: the directory of the plans. */
+#define DP_ENV_LAUNCH_PLANS "DOPPEL_LAUNCH_PLANS"
+/* Set by bin/doppel: the agent it started (src/platform/process/shell-agent.ts), left out of a plan's key. */
+#define DP_ENV_EARLY_AGENT "DOPPEL_EARLY_AGENT"
+/* For the CLI, when no plan was used: the file this start's plan goes to (the request's key). */
+#define DP_ENV_PLAN_FILE "DOPPEL_PLAN_FILE"
+/* For the CLI, when the program started from a plan: "<program pid> <listening fd> <session directory> <plan file>". */
+#define DP_ENV_PLANNED "DOPPEL_PLANNED"
+#define DP_PLAN_MAGIC 0x31504c44u /* "DLP1" */
+/* In a plan's environment: the session's directory, made anew by each start (a 0700 `doppel-<CLI pid>-XXXXXX`). */
+#define DP_PLAN_DIR_MARK "@DOPPEL_SESSION_DIR@"
+/* The proxy's socket in that directory. */
+#define DP_PLAN_SOCKET "layer.sock"
+
+/* A plan file: header, `checks` checks, then the executable NUL, `argc` strings NUL, `envc` strings NUL, then
+ * `fast_len` bytes for the session's DP_FAST_PATH_FILE (its handover pid is the started agent's). `len` counts what
+ * follows the header. */
+struct dp_plan_hdr {
+  uint32_t magic;
+  uint32_t len;
+  uint32_t checks;
+  uint32_t argc;
+  uint32_t envc;
+  uint32_t fast_len;
+};
+
+/* A check: header, the subject NUL, then `len` bytes of what it must be. */
+struct dp_plan_check {
+  uint32_t kind;
+  uint32_t len;
+};
+
+enum dp_plan_check_kind {
+  DP_CHECK_CONTENT = 0,  /* the file holds exactly these bytes */
+  DP_CHECK_ABSENT = 1,   /* there is no such file (len 0) */
+  DP_CHECK_IDENTITY = 2, /* the file's "dev ino size mtime_sec mtime_nsec", in decimal */
+  DP_CHECK_START = 3,    /* the process (subject: its pid) started at this time (field 22 of /proc/PID/stat), in decimal */
+};
+
 #endif

@@ -2,7 +2,8 @@
  * DOPPEL_LAUNCH set. Before env's main, this asks each warm session host in that directory to start the program in its
  * session; the host decides everything and answers with the program, its arguments and its environment, which are
  * exec'd here, so the program keeps this process (the shell's child), its signals and its exit status. On any "no",
- * error or failed exec the constructor returns and env runs the CLI with the original arguments and environment. */
+ * error or failed exec the constructor returns and env runs the CLI with the original arguments and environment, after
+ * the program's start from a plan when there is one (plan.c). */
 #define _GNU_SOURCE
 #include "doppel-launch.h"
 #include "layer.h"
@@ -140,17 +141,24 @@ __attribute__((constructor)) static void launch(int argc, char **argv) {
   else unsetenv("LD_PRELOAD");
   unsetenv(DP_ENV_LAUNCH_PRELOAD);
   unsetenv(DP_ENV_LAUNCH);
+  const char *plans_env = getenv(DP_ENV_LAUNCH_PLANS);
+  char plans[4096];
+  int plans_ok = plans_env != NULL && strlen(plans_env) < sizeof plans;
+  if (plans_ok) strcpy(plans, plans_env);
+  unsetenv(DP_ENV_LAUNCH_PLANS);
   if (!dir_ok || argc < 2 || !ours(dir)) return;
   size_t req_len;
   char *req = build_request(argc, argv, &req_len);
   DIR *d = req ? opendir(dir) : NULL;
-  for (struct dirent *e; d && (e = readdir(d)) != NULL;) {
+  int failed = 0;
+  for (struct dirent *e; d && !failed && (e = readdir(d)) != NULL;) {
     size_t n = strlen(e->d_name);
     if (strncmp(e->d_name, DP_LAUNCH_PREFIX, strlen(DP_LAUNCH_PREFIX)) != 0 || n < 5 || strcmp(e->d_name + n - 5, ".sock") != 0) continue;
     char path[4096 + 256];
     snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-    if (ask(path, req, req_len)) break;
+    failed = ask(path, req, req_len);
   }
   if (d) closedir(d);
   free(req);
+  if (plans_ok && !failed) dp_planned_start(argc, argv, plans);
 }

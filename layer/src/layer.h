@@ -33,6 +33,10 @@ const char *dp_agent_dns_path(void);
 int dp_unstand(char *path);
 /* Resolves the hook table once; every hook calls it (directly or through dp_enter) before using real_*. */
 void dp_init(void);
+/* The start time of process pid (field 22 of /proc/PID/stat, clock ticks since boot), or 0 when it cannot be read. */
+uint64_t dp_start_time(uint32_t pid);
+/* In the launch trampoline, when no warm host took the request: starts the program from its plan, if any (plan.c). */
+void dp_planned_start(int argc, char **argv, const char *plans_dir);
 /* Whether the layer serves this process: under doppel, and not one skip_processes or skip_build_tools names. */
 int dp_active(void);
 /* This process is one the CLI's DP_ENV_SKIP_PROCESSES lists (skip.c). */

@@ -153,7 +153,7 @@ int dp_target_root(uint32_t pid) {
 }
 
 /* The start time of process pid (field 22 of /proc/PID/stat, clock ticks since boot), or 0 when it cannot be read. */
-static uint64_t start_time(uint32_t pid) {
+uint64_t dp_start_time(uint32_t pid) {
   char path[32], buf[1024];
   snprintf(path, sizeof path, "/proc/%u/stat", (unsigned)pid);
   int fd = real_openat(AT_FDCWD, path, O_RDONLY | O_CLOEXEC, 0);
@@ -181,7 +181,7 @@ static int watch(uint32_t pid, uint64_t start) {
   /* One the program could close, and then reuse the number of, is no pidfd to keep. */
   if (why == NULL && (fd >= DP_OWN_FDS || real_syscall(SYS_fstat, (long)fd, (long)&st) != 0)) why = "target process %u cannot be watched; asking the proxy from now on";
   /* Read after the pidfd is open: the process read is the pidfd's, or the pidfd's exited and the next poll says so. */
-  if (why == NULL && start != 0 && start_time(pid) != start) why = "process %u is not the target (start time differs); asking the proxy from now on";
+  if (why == NULL && start != 0 && dp_start_time(pid) != start) why = "process %u is not the target (start time differs); asking the proxy from now on";
   if (why != NULL && fd >= 0) {
     release(fd);
     fd = GONE;

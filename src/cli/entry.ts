@@ -5,6 +5,7 @@ import module from 'node:module';
 import { join } from 'node:path';
 import process from 'node:process';
 import { cacheHome } from '../config/disk-cache.ts';
+import { takeLaunchPlan } from './exec/launch-plan.ts';
 import { startEarlyAgent } from '../platform/process/agent-spawn.ts';
 import { takeShellAgent } from '../platform/process/shell-agent.ts';
 import { enableTrace, trace, traceRequested } from '../trace.ts';
@@ -16,5 +17,6 @@ if (traceRequested(process.argv.slice(2), process.env)) enableTrace();
 trace('cli: started (Node.js itself started at 0)');
 // A process target named on the command line gets its agent now, while the CLI loads (agent-spawn.ts), unless
 // bin/doppel started it already (shell-agent.ts).
+takeLaunchPlan(process.env);
 if (!takeShellAgent(process.env)) startEarlyAgent(process.argv.slice(2), process.env);
 void import('./main.ts').then(({ main }) => main());

@@ -10,6 +10,8 @@ export interface LayerServer {
 
 export interface LayerServerOptions {
   socketPath: string;
+  /** The socket at socketPath, already listening: served as it is. */
+  listenFd?: number | undefined;
   /** A request the handler has no method for is answered ENOSYS (the agent serves lookups alone, src/agent/layer-dns.ts). */
   handler: Partial<LayerHandler>;
   onError?: (error: Error) => void;
@@ -17,7 +19,7 @@ export interface LayerServerOptions {
   onDisconnect?: () => void;
 }
 
-export async function startLayerServer({ socketPath, handler, onError, onDisconnect }: LayerServerOptions): Promise<LayerServer> {
+export async function startLayerServer({ socketPath, listenFd, handler, onError, onDisconnect }: LayerServerOptions): Promise<LayerServer> {
   const sockets = new Set<Socket>();
   const server = createServer((socket) => {
     sockets.add(socket);
@@ -29,7 +31,7 @@ export async function startLayerServer({ socketPath, handler, onError, onDisconn
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(socketPath, () => resolve());
+    server.listen(listenFd === undefined ? socketPath : { fd: listenFd }, () => resolve());
   });
   return {
     async close() {

@@ -43,6 +43,10 @@ export interface ProxyOptions extends ProxyPolicies {
 export interface Proxy {
   /** The socket the layer connects to; handed to the program as DOPPEL_LAYER_SOCKET. */
   readonly socketPath: string;
+  /** The layer's rules file (DP_FAST_PATH_FILE) as written. */
+  readonly fastPath: Buffer;
+  /** The agent whose sockets the layer takes over, if any. */
+  readonly handoverPid: number | undefined;
   /**
    * Runs the hot paths once while the program starts (its first calls otherwise wait for V8's cold code at both ends:
    * 2-6 ms each for the first 10-20, measured); never fails, and stops early once the program asks the agent.
@@ -54,11 +58,14 @@ export interface Proxy {
 /** A proxy's directory, made while the agent starts; the layer's rules go in it when the proxy starts. */
 export interface PreparedProxy {
   readonly dir: string;
+  /** Its socket, bound and listening already (a program started from a launch plan: src/cli/exec/launch-plan.ts). */
+  readonly listenFd?: number;
   /** Removes the directory of a proxy that will not start. */
   discard(): Promise<void>;
 }
 
-export function prepareProxy(): PreparedProxy {
+export function prepareProxy(planned?: { dir: string; listenFd: number }): PreparedProxy {
+  if (planned) return { ...planned, discard: () => fs.promises.rm(planned.dir, { recursive: true, force: true }) };
   // A fresh 0700 directory keeps other local users off the socket; its name carries our PID
   // so that a later session can remove it if this one is killed before it cleans up.
   // Synchronous: a few µs, where a trip through libuv's thread pool waits behind the busy start's event loop.
@@ -75,7 +82,7 @@ export function prepareProxy(): PreparedProxy {
 }
 
 export async function startProxy(options: ProxyOptions, prepared?: PreparedProxy): Promise<Proxy> {
-  const { dir } = prepared ?? prepareProxy();
+  const { dir, listenFd } = prepared ?? prepareProxy();
   const socketPath = join(dir, 'layer.sock');
   const names = createResolvedNames();
   const route = createRoute(options.agent, options.outgoing, options.dns);
@@ -119,20 +126,23 @@ export async function startProxy(options: ProxyOptions, prepared?: PreparedProxy
   };
   // Read by every process at load, so that one that asks nothing never connects (DP_FAST_PATH_FILE); written once, the
   // agent's pid known, before the program starts.
+  const fastPathFile = encodeFastPath(fastPath);
   try {
-    writeFileSync(join(dir, FAST_PATH_FILE), encodeFastPath(fastPath));
+    writeFileSync(join(dir, FAST_PATH_FILE), fastPathFile);
   } catch {
     // Each process gets the rules with its hello, then.
   }
   try {
     // A process that exits without closing its listening sockets ends their subscriptions with its layer connections,
     // and its UDP sockets' flows.
-    const server = await startLayerServer({ socketPath, handler: options.wrapHandler?.(handler) ?? handler, onDisconnect: () => void Promise.all([sweep(), udp.sweep()]) });
+    const server = await startLayerServer({ socketPath, listenFd, handler: options.wrapHandler?.(handler) ?? handler, onDisconnect: () => void Promise.all([sweep(), udp.sweep()]) });
     // An agent that cannot listen leaves the lookups to the proxy, as the layer finds no socket.
     if (fastPath.agentDns) options.agent.serveLayerDns(join(dir, AGENT_DNS_SOCKET)).catch(() => false);
     let closing: Promise<void> | undefined;
     return {
       socketPath,
+      fastPath: fastPathFile,
+      handoverPid: fastPath.handoverPid,
       async prime() {
         // The hand-off's cold code (10-25 ms) would hold up a program's first calls as much as it spares its first
         // relayed connection: it runs only once the link has stayed idle, and only where connections are relayed.

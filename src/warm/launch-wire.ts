@@ -75,3 +75,73 @@ export function decodeLaunchAnswer(buffer: Buffer): LaunchAnswer {
   for (const entry of strings.slice(2 + argc, 2 + argc + envc)) env[entry.slice(0, entry.indexOf('='))] = entry.slice(entry.indexOf('=') + 1);
   return { run: true, text: strings[0]!, file: strings[1]!, argv: strings.slice(2, 2 + argc), env };
 }
+
+// Launch plans (doppel-launch.h, layer/src/plan.c): the CLI's decision for a request, which the trampoline starts the
+// next identical request's program from.
+export const PLANS_ENV = 'DOPPEL_LAUNCH_PLANS';
+export const PLAN_FILE_ENV = 'DOPPEL_PLAN_FILE';
+export const PLANNED_ENV = 'DOPPEL_PLANNED';
+export const PLAN_MAGIC = 0x31504c44;
+export const PLAN_DIR_MARK = '@DOPPEL_SESSION_DIR@';
+export const PLAN_SOCKET = 'layer.sock';
+export const PLAN_HDR_SIZE = 24;
+export const PLAN_CHECK_SIZE = 8;
+export const PlanCheckKind = { content: 0, absent: 1, identity: 2, start: 3 } as const;
+
+export interface PlanCheck {
+  kind: keyof typeof PlanCheckKind;
+  subject: string;
+  /** What it must be (nothing for `absent`). */
+  expected: Buffer;
+}
+
+export interface Plan {
+  checks: PlanCheck[];
+  file: string;
+  argv: string[];
+  /** `NAME=value`, with PLAN_DIR_MARK for the session's directory. */
+  env: string[];
+  /** The session's DP_FAST_PATH_FILE. */
+  fastPath: Buffer;
+}
+
+export function encodePlan(plan: Plan): Buffer {
+  const strings = (list: string[]) => Buffer.from(list.map((s) => `${s}\0`).join(''), 'utf8');
+  const checks = plan.checks.flatMap((check) => {
+    const header = Buffer.alloc(PLAN_CHECK_SIZE);
+    header.writeUInt32LE(PlanCheckKind[check.kind], 0);
+    header.writeUInt32LE(check.expected.length, 4);
+    return [header, strings([check.subject]), check.expected];
+  });
+  const body = Buffer.concat([...checks, strings([plan.file, ...plan.argv, ...plan.env]), plan.fastPath]);
+  const header = Buffer.alloc(PLAN_HDR_SIZE);
+  [PLAN_MAGIC, body.length, plan.checks.length, plan.argv.length, plan.env.length, plan.fastPath.length].forEach((value, i) => header.writeUInt32LE(value, i * 4));
+  return Buffer.concat([header, body]);
+}
+
+export function decodePlan(buffer: Buffer): Plan {
+  if (buffer.length < PLAN_HDR_SIZE || buffer.readUInt32LE(0) !== PLAN_MAGIC || buffer.readUInt32LE(4) !== buffer.length - PLAN_HDR_SIZE) throw new Error('not a launch plan');
+  const [count, argc, envc, fastLen] = [8, 12, 16, 20].map((at) => buffer.readUInt32LE(at)) as [number, number, number, number];
+  let at = PLAN_HDR_SIZE;
+  const string = () => {
+    const nul = buffer.indexOf(0, at);
+    if (nul < 0) throw new Error('a malformed launch plan');
+    const text = buffer.toString('utf8', at, nul);
+    at = nul + 1;
+    return text;
+  };
+  const checks: PlanCheck[] = [];
+  for (let i = 0; i < count; i++) {
+    const kind = (Object.keys(PlanCheckKind) as PlanCheck['kind'][]).find((name) => PlanCheckKind[name] === buffer.readUInt32LE(at));
+    const len = buffer.readUInt32LE(at + 4);
+    at += PLAN_CHECK_SIZE;
+    const subject = string();
+    if (kind === undefined) throw new Error('a malformed launch plan');
+    checks.push({ kind, subject, expected: buffer.subarray(at, (at += len)) });
+  }
+  const file = string();
+  const argv = Array.from({ length: argc }, string);
+  const env = Array.from({ length: envc }, string);
+  if (buffer.length - at !== fastLen) throw new Error('a malformed launch plan');
+  return { checks, file, argv, env, fastPath: buffer.subarray(at) };
+}

@@ -9,7 +9,8 @@ import { fileURLToPath } from 'node:url';
 import { test } from 'node:test';
 import {
   decodeLaunchAnswer, decodeLaunchRequest, encodeLaunchAnswer, encodeLaunchRequest, EXEC_FAILED, LAUNCH_ENV, LAUNCH_MAGIC, LAUNCH_MAX, LAUNCH_PREFIX,
-  LAUNCH_PRELOAD_ENV, LAUNCH_REQ_SIZE, LAUNCH_RESP_SIZE, LaunchStatus,
+  LAUNCH_PRELOAD_ENV, LAUNCH_REQ_SIZE, LAUNCH_RESP_SIZE, LaunchStatus, decodePlan, encodePlan, PLAN_CHECK_SIZE, PLAN_DIR_MARK, PLAN_FILE_ENV, PLAN_HDR_SIZE,
+  PLAN_MAGIC, PLAN_SOCKET, PlanCheckKind, PLANNED_ENV, PLANS_ENV,
 } from '../../src/warm/launch-wire.ts';
 
 function runC(body: string): string {
@@ -55,4 +56,23 @@ test('answers: no is a bare header; run carries the text, the file, argv and the
   assert.equal(encodeLaunchAnswer({ run: false }).length, LAUNCH_RESP_SIZE);
   const run = { run: true as const, text: 'doppel: hi\n', file: '/usr/bin/sh', argv: ['sh', '-c', 'echo $X'], env: { X: '1', LD_PRELOAD: '/l.so' } };
   assert.deepEqual(decodeLaunchAnswer(encodeLaunchAnswer(run)), run);
+});
+
+test('launch plans: sizes, names and check kinds match the C header, and a plan decodes as it was encoded', () => {
+  const c = runC('printf("%zu %zu %u %d %d %d %d %s %s %s %s %s %s", sizeof(struct dp_plan_hdr), sizeof(struct dp_plan_check), DP_PLAN_MAGIC, DP_CHECK_CONTENT, DP_CHECK_ABSENT, DP_CHECK_IDENTITY, DP_CHECK_START, DP_ENV_LAUNCH_PLANS, DP_ENV_PLAN_FILE, DP_ENV_PLANNED, DP_ENV_EARLY_AGENT, DP_PLAN_DIR_MARK, DP_PLAN_SOCKET);');
+  const { content, absent, identity, start } = PlanCheckKind;
+  assert.equal(c, [PLAN_HDR_SIZE, PLAN_CHECK_SIZE, PLAN_MAGIC, content, absent, identity, start, PLANS_ENV, PLAN_FILE_ENV, PLANNED_ENV, 'DOPPEL_EARLY_AGENT', PLAN_DIR_MARK, PLAN_SOCKET].join(' '));
+  const plan = {
+    checks: [
+      { kind: 'content' as const, subject: '/w/.doppel/config.json', expected: Buffer.from('{}') },
+      { kind: 'absent' as const, subject: '/w/.mirrord/mirrord.json', expected: Buffer.alloc(0) },
+      { kind: 'start' as const, subject: '42', expected: Buffer.from('1234') },
+    ],
+    file: '/usr/bin/sh',
+    argv: ['sh', '-c', 'echo $X'],
+    env: ['X=1', `DOPPEL_LAYER_SOCKET=${PLAN_DIR_MARK}/layer.sock`],
+    fastPath: Buffer.from([1, 2, 3, 4]),
+  };
+  assert.deepEqual(decodePlan(encodePlan(plan)), plan);
+  assert.throws(() => decodePlan(encodePlan(plan).subarray(0, -1)), /not a launch plan/);
 });

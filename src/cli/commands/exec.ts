@@ -35,10 +35,10 @@ export function register(program: Command): void {
   defineExec(program, async (command, options) => {
     // Before anything can fail: what a killed session left must not outlive the next start.
     sweepDeadSessionDirs();
-    const { config } = await resolveConfig({ cwd: process.cwd(), configFile: options.configFile, env: process.env, flags: toFlags(options) });
+    const { config, source } = await resolveConfig({ cwd: process.cwd(), configFile: options.configFile, env: process.env, flags: toFlags(options) });
     trace('cli: configuration read');
     const progress = createProgress({ quiet: options.quiet === true });
-    process.exitCode = await runExec(command, config, progress);
+    process.exitCode = await runExec(command, config, progress, { configFile: options.configFile, source });
   });
 }
 

@@ -1,10 +1,11 @@
 // `doppel exec`: start the agents through the target's platform, start the proxy, run the program with the layer,
 // and undo it all on every exit path.
 import { existsSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
 import process from 'node:process';
 import type { ResolvedConfig } from '../../config/schema.ts';
 import { parseTarget } from '../../config/target.ts';
-import type { DoppelError } from '../../errors.ts';
+import { DoppelError } from '../../errors.ts';
 import { createPlatform } from '../../platform/create-platform.ts';
 import { prepareProxy, startProxy, type Proxy } from '../../proxy/proxy.ts';
 import type { Progress } from '../progress.ts';
@@ -12,13 +13,22 @@ import { findLayer } from './layer-library.ts';
 import { trace, tracing } from '../../trace.ts';
 import { createCallTracer } from './call-trace.ts';
 import { programEnvironment, programProxyPolicies, readTargetEnvironment, readTargetMounts, sessionOwner, sessionPolicies } from './program-proxy.ts';
-import { runProgram } from './run-program.ts';
+import { runProgram, type RunningProgram } from './run-program.ts';
+import { dropPlan, planDifference, plannedStart, writePlan } from './launch-plan.ts';
 import { startSession, type Session } from './session.ts';
 import { isStaticElf, whichSync } from './static-binary.ts';
 import { leavesHost, startSessionHost, type SessionHostStart } from '../../warm/start-host.ts';
 
-export async function runExec(command: string[], config: ResolvedConfig, progress: Progress): Promise<number> {
+/** Where the configuration came from: -f's file, and the file read (launch plans check both). */
+export interface ConfigOrigin {
+  configFile: string | undefined;
+  source: string | undefined;
+}
+
+export async function runExec(command: string[], config: ResolvedConfig, progress: Progress, origin: ConfigOrigin): Promise<number> {
   const layer = findLayer();
+  // A program bin/doppel's trampoline started already, from the last identical start's plan (launch-plan.ts).
+  const planned = plannedStart();
   // Bad lists fail before any agent starts.
   const policies = sessionPolicies(config);
   const calls = tracing() ? createCallTracer() : undefined;
@@ -39,7 +49,7 @@ export async function runExec(command: string[], config: ResolvedConfig, progres
   // platform gives the mounts once it knows the target).
   const preparing = readTargetMounts(platform, config).then((targetMounts) => {
     const proxyPolicies = programProxyPolicies({ config, policies, targetMounts, cwd, executable, localEnv: process.env });
-    return { proxyPolicies, prepared: prepareProxy() };
+    return { proxyPolicies, prepared: prepareProxy(planned) };
   });
   // Awaited where the proxy starts, or at the end to remove what it made.
   preparing.catch(() => undefined);
@@ -67,8 +77,24 @@ export async function runExec(command: string[], config: ResolvedConfig, progres
     }
 
     const env = programEnvironment({ config, policies, target: found, localEnv: process.env, layer, socketPath });
-    const program = runProgram(command, env, calls && (() => trace('program: first byte of output')));
-    trace('program spawned');
+    const file = executable === undefined ? undefined : resolve(cwd, executable);
+    let program: RunningProgram;
+    if (planned) {
+      program = planned.program;
+      // Decided again, as it would have been: a difference the trampoline's checks did not see stops the program.
+      const differs = planDifference(planned, { file, argv: command, env, fastPath: proxy!.fastPath });
+      if (differs) {
+        dropPlan(planned);
+        abort(new DoppelError('E_PLAN_STALE', `the program started as this command's last run did, but this run's session differs (${differs}), so it was stopped`, { category: 'usage', hint: 'run the command again' }));
+      }
+    } else {
+      program = runProgram(command, env, calls && (() => trace('program: first byte of output')));
+      trace('program spawned');
+      if (!calls && file !== undefined && !isStaticElf(file) && platform.local) {
+        const inputs = { cwd, ...origin, envFile: config.feature.env.enabled ? config.feature.env.env_file : undefined, command: command[0]!, path: process.env.PATH, executable: file, targetPid: platform.local.pid, targetEnv: config.feature.env.enabled, layer };
+        writePlan(inputs, { argv: command, env, dir: dirname(socketPath), fastPath: proxy!.fastPath, handoverPid: proxy!.handoverPid });
+      }
+    }
     // Once the agents have answered: the program's first remote calls then find compiled code in the proxy and the
     // agent. Not as it is spawned: where cores are few, the prime's CPU came out of the program's own start.
     void started.ready.then(() => proxy?.prime(), () => undefined);
@@ -84,8 +110,8 @@ export async function runExec(command: string[], config: ResolvedConfig, progres
       return outcome.status;
     }
 
-    program.child.kill('SIGTERM');
-    const killer = setTimeout(() => program.child.kill('SIGKILL'), 3000);
+    program.kill('SIGTERM');
+    const killer = setTimeout(() => program.kill('SIGKILL'), 3000);
     await program.status.catch(() => undefined);
     clearTimeout(killer);
     throw outcome.error;

@@ -5,9 +5,10 @@ import { constants } from 'node:os';
 import process from 'node:process';
 import { isatty } from 'node:tty';
 import { DoppelError } from '../../errors.ts';
+import { exitStatus, running } from '../../process-alive.ts';
 
 export interface RunningProgram {
-  readonly child: ChildProcess;
+  kill(signal: NodeJS.Signals): void;
   /** The exit status doppel passes on: the program's code, or 128 + signal number. */
   readonly status: Promise<number>;
 }
@@ -17,7 +18,7 @@ const terminalSignals: NodeJS.Signals[] = ['SIGINT', 'SIGQUIT'];
 const relayedSignals: NodeJS.Signals[] = ['SIGTERM', 'SIGHUP', 'SIGUSR1', 'SIGUSR2'];
 
 /** `onFirstOutput` (for --trace) passes the program's stdout through a pipe to see its first byte; otherwise stdout is ours. */
-export function runProgram(command: string[], env: NodeJS.ProcessEnv, onFirstOutput?: () => void): RunningProgram {
+export function runProgram(command: string[], env: NodeJS.ProcessEnv, onFirstOutput?: () => void): RunningProgram & { child: ChildProcess } {
   const [file, ...args] = command;
   if (file === undefined) throw new DoppelError('E_USAGE', 'no command given', { category: 'usage', hint: 'doppel exec --target KIND/NAME -- COMMAND [ARGS...]' });
   const child = spawn(file, args, { stdio: ['inherit', onFirstOutput ? 'pipe' : 'inherit', 'inherit'], env });
@@ -25,21 +26,9 @@ export function runProgram(command: string[], env: NodeJS.ProcessEnv, onFirstOut
     child.stdout!.once('data', onFirstOutput);
     child.stdout!.pipe(process.stdout);
   }
-  // Not process.stdin.isTTY: making the stdin stream loads and runs stream code the session never uses.
-  const fromTerminal = isatty(0);
-  const handlers = new Map<NodeJS.Signals, () => void>();
-  for (const signal of [...terminalSignals, ...relayedSignals]) {
-    const handler = () => {
-      if (fromTerminal && terminalSignals.includes(signal)) return;
-      child.kill(signal);
-    };
-    handlers.set(signal, handler);
-    process.on(signal, handler);
-  }
+  const kill = (signal: NodeJS.Signals) => void child.kill(signal);
+  const unhook = relaySignals(kill);
   const status = new Promise<number>((resolve, reject) => {
-    const unhook = () => {
-      for (const [signal, handler] of handlers) process.off(signal, handler);
-    };
     child.once('error', (error: NodeJS.ErrnoException) => {
       unhook();
       if (error.code === 'ENOENT') {
@@ -57,5 +46,56 @@ export function runProgram(command: string[], env: NodeJS.ProcessEnv, onFirstOut
       resolve(signal ? 128 + (constants.signals[signal] ?? 0) : (code ?? 1));
     });
   });
-  return { child, status };
+  return { child, kill, status };
+}
+
+/** How often an adopted program is looked at besides its SIGCHLD (which may have come before the handler was set). */
+const ADOPTED_POLL_MS = 100;
+
+/**
+ * The program bin/doppel's trampoline started from a plan (launch-plan.ts) before this process became the CLI: our
+ * child, which Node.js did not spawn and does not reap, so its end is read from /proc at each SIGCHLD.
+ */
+export function adoptProgram(pid: number): RunningProgram {
+  const kill = (signal: NodeJS.Signals) => {
+    try {
+      process.kill(pid, signal);
+    } catch {
+      // It has exited.
+    }
+  };
+  const unhook = relaySignals(kill);
+  const status = new Promise<number>((resolve) => {
+    const look = () => {
+      const status = exitStatus(pid);
+      if (status === undefined && running(pid)) return;
+      process.off('SIGCHLD', look);
+      clearInterval(timer);
+      unhook();
+      // waitpid's form: a signal number in the low 7 bits, else the exit code in the next byte.
+      resolve(status === undefined ? 1 : status & 0x7f ? 128 + (status & 0x7f) : (status >> 8) & 0xff);
+    };
+    process.on('SIGCHLD', look);
+    const timer = setInterval(look, ADOPTED_POLL_MS);
+    look();
+  });
+  return { kill, status };
+}
+
+/** Relays the signals the program does not get by itself; returns the undoing. */
+function relaySignals(kill: (signal: NodeJS.Signals) => void): () => void {
+  // Not process.stdin.isTTY: making the stdin stream loads and runs stream code the session never uses.
+  const fromTerminal = isatty(0);
+  const handlers = new Map<NodeJS.Signals, () => void>();
+  for (const signal of [...terminalSignals, ...relayedSignals]) {
+    const handler = () => {
+      if (fromTerminal && terminalSignals.includes(signal)) return;
+      kill(signal);
+    };
+    handlers.set(signal, handler);
+    process.on(signal, handler);
+  }
+  return () => {
+    for (const [signal, handler] of handlers) process.off(signal, handler);
+  };
 }

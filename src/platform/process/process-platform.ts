@@ -9,14 +9,14 @@ import { parseAgentTrace, trace, tracing } from '../../trace.ts';
 import type { AgentTransport } from '../agent-transport.ts';
 import { createLogTail, type LogTail } from '../log-tail.ts';
 import type { Platform } from '../platform.ts';
-import { isAlive } from '../../process-alive.ts';
+import { exitStatus, isAlive, running as shellAgentRunning } from '../../process-alive.ts';
 import { adoptEarlyAgent, newSession, spawnAgent, type EarlyAgent } from './agent-spawn.ts';
 import { removeSessionChains, sweepDeadSessionChains } from './session-chains.ts';
 import { targetEnvironment } from '../../agent/env.ts';
 import { targetMounts } from './target-mounts.ts';
 import { startTime } from '../../agent/process-identity.ts';
 import { handOver, reachWarmAgent, sweepWarmSockets, warmDirectory, warmSocket } from './warm-agents.ts';
-import { adoptShellAgent, endUnadopted, exitStatus, readShellAgentLog, running as shellAgentRunning, type ShellAgent } from './shell-agent.ts';
+import { adoptShellAgent, endUnadopted, readShellAgentLog, type ShellAgent } from './shell-agent.ts';
 
 export interface ProcessAgentOptions {
   pid: number;

@@ -7,8 +7,7 @@
 import { fstatSync, openSync, readdirSync, readSync, unlinkSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import process from 'node:process';
-import { isAlive } from '../../process-alive.ts';
-import { processStat } from '../../agent/process-identity.ts';
+import { isAlive, running } from '../../process-alive.ts';
 import { warmDirectory } from './warm-agents.ts';
 
 export interface ShellAgent {
@@ -67,18 +66,6 @@ export function readShellAgentLog(agent: ShellAgent, maxBytes = 8192): string {
   } catch {
     return '';
   }
-}
-
-/** Running and not yet a zombie: once it exits it stays one, its parent being this process (bin/doppel became the CLI). */
-export function running(pid: number): boolean {
-  const state = processStat(pid)?.state;
-  return state !== undefined && state !== 'Z' && state !== 'X';
-}
-
-/** Its exit status as waitpid reports it, while it is our zombie; undefined before it exits or once it is reaped. */
-export function exitStatus(pid: number): number | undefined {
-  const stat = processStat(pid);
-  return stat?.state === 'Z' ? stat.exitStatus : undefined;
 }
 
 /** An adopted agent that did not take its session: it serves no one, so it goes, and its socket with it. */

@@ -1,0 +1,162 @@
+// The trampoline's side of launch plans (layer/src/plan.c), plain and under AddressSanitizer/UBSan: /usr/bin/env with
+// the layer preloaded, as bin/doppel runs it, and `sh` standing for the CLI env runs next. A plan whose checks all hold
+// starts its program with the session's directory, the rules file (naming the started agent) and the listening socket
+// made; any check that fails, a plan cut short, one others could have written, or no started agent: no program, and
+// the CLI is told where this request's plan goes.
+import assert from 'node:assert/strict';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { after, describe, test } from 'node:test';
+import { startTime } from '../../src/agent/process-identity.ts';
+import { fileIdentity } from '../../src/cli/exec/launch-plan.ts';
+import { encodePlan, PLAN_DIR_MARK, type Plan } from '../../src/warm/launch-wire.ts';
+import { sanitizedEnv, sanitizerReport } from './sanitized.ts';
+
+const plainLayer = fileURLToPath(new URL('../../layer/build/libdoppel.so', import.meta.url));
+const AGENT_PID = 4242;
+
+for (const sanitized of [false, true]) {
+  describe(`the trampoline's planned start${sanitized ? ' under AddressSanitizer and UBSan' : ''}`, () => {
+    const root = mkdtempSync(join(tmpdir(), 'doppel-plan-layer-'));
+    const [warm, plans, tmp] = ['warm', 'plans', 'tmp'].map((name) => join(root, name)) as [string, string, string];
+    for (const dir of [warm, plans, tmp]) mkdirSync(dir, { mode: 0o700 });
+    after(() => rmSync(root, { recursive: true, force: true }));
+    const preload = () => {
+      if (!sanitized) return { layer: plainLayer, env: {} };
+      const { DOPPEL_LAYER_LIBRARY, LD_PRELOAD, ASAN_OPTIONS, UBSAN_OPTIONS } = sanitizedEnv();
+      return { layer: `${LD_PRELOAD}:${DOPPEL_LAYER_LIBRARY}`, env: { ASAN_OPTIONS, UBSAN_OPTIONS } };
+    };
+    // The stand-in CLI, in C as it must reap no child it did not start (as Node.js does not; a shell or python3 does),
+    // says what the trampoline told it, which file its descriptor is, and how its program ended.
+    const cli = join(root, 'cli');
+    writeFileSync(`${cli}.c`, [
+      '#include <stdio.h>',
+      '#include <stdlib.h>',
+      '#include <unistd.h>',
+      '#include <sys/wait.h>',
+      'static const char *var(const char *name) { const char *v = getenv(name); return v ? v : ""; }',
+      'int main(void) {',
+      '  printf("cli: planned=[%s] file=[%s] plans=[%s]\\n", var("DOPPEL_PLANNED"), var("DOPPEL_PLAN_FILE"), var("DOPPEL_LAUNCH_PLANS"));',
+      '  int pid, fd, status;',
+      '  char path[64], link[256] = "";',
+      '  if (sscanf(var("DOPPEL_PLANNED"), "%d %d", &pid, &fd) != 2) return 0;',
+      '  snprintf(path, sizeof path, "/proc/self/fd/%d", fd);',
+      '  if (readlink(path, link, sizeof link - 1) < 0) return 1;',
+      '  printf("cli: fd %s\\n", link);',
+      '  fflush(stdout);',
+      '  if (waitpid(pid, &status, 0) != pid) return 1;',
+      '  printf("cli: status %d\\n", status);',
+      '  return 0;',
+      '}',
+    ].join('\n'));
+    execFileSync('cc', ['-Wall', '-Werror', '-o', cli, `${cli}.c`]);
+    const trampoline = (extra: NodeJS.ProcessEnv = {}) => {
+      const { layer, env } = preload();
+      const result = spawnSync('/usr/bin/env', [cli], {
+        cwd: root,
+        encoding: 'utf8',
+        env: { PATH: process.env.PATH, TMPDIR: tmp, LD_PRELOAD: layer, DOPPEL_LAUNCH: warm, DOPPEL_LAUNCH_PRELOAD: '', DOPPEL_LAUNCH_PLANS: plans, DOPPEL_EARLY_AGENT: `${AGENT_PID} 1 info ${warm}`, ...env, ...extra },
+      });
+      assert.doesNotMatch(result.stderr, sanitizerReport, result.stderr);
+      assert.equal(result.status, 0, result.stderr);
+      return result.stdout;
+    };
+    // This request's plan file, as the first start (with no plan) is told it.
+    let key: string | undefined;
+    const planFile = () => (key ??= /file=\[(\S+)\]/.exec(trampoline())![1]!);
+    const checked = join(root, 'checked.txt');
+    writeFileSync(checked, 'as it was');
+    const plan = (changes: Partial<Plan> = {}): Plan => ({
+      checks: [
+        { kind: 'content', subject: checked, expected: Buffer.from('as it was') },
+        { kind: 'absent', subject: join(root, 'nothing-here'), expected: Buffer.alloc(0) },
+        { kind: 'identity', subject: plainLayer, expected: fileIdentity(plainLayer) },
+        { kind: 'start', subject: String(process.pid), expected: Buffer.from(startTime(process.pid)!) },
+      ],
+      file: '/bin/sh',
+      argv: ['sh', '-c', 'echo "program: X=$X socket=$DOPPEL_LAYER_SOCKET parent=$PPID"'],
+      env: ['X=1', `DOPPEL_LAYER_SOCKET=${PLAN_DIR_MARK}/layer.sock`],
+      // A rules file's head (struct dp_hello_resp) and one byte of table; the trampoline puts the agent's pid at 4.
+      fastPath: Buffer.concat([Buffer.alloc(24, 0xee), Buffer.from([7])]),
+      ...changes,
+    });
+    const write = (file: string, bytes: Buffer, mode = 0o600) => {
+      writeFileSync(file, bytes, { mode });
+      chmodSync(file, mode);
+    };
+    const sessions = () => readdirSync(tmp).filter((name) => name.startsWith('doppel-'));
+
+    test('with no plan, the CLI is told where this request\'s plan goes, and the trampoline\'s own variable is gone', () => {
+      const out = trampoline();
+      assert.match(out, new RegExp(`cli: planned=\\[\\] file=\\[${plans}/[0-9a-f]{16}\\] plans=\\[\\]`));
+      assert.equal(planFile(), /file=\[(\S+)\]/.exec(out)![1], 'the same request has the same key');
+      assert.notEqual(/file=\[(\S+)\]/.exec(trampoline({ OTHER: '1' }))![1], planFile(), 'another environment is another request');
+      assert.equal(/file=\[(\S+)\]/.exec(trampoline({ DOPPEL_EARLY_AGENT: `4343 1 info ${warm}` }))![1], planFile(), 'each start has another agent');
+    });
+
+    test('a plan whose checks hold starts its program, with the session made for the CLI', () => {
+      const file = planFile();
+      write(file, encodePlan(plan()));
+      const out = trampoline();
+      const planned = /cli: planned=\[(\d+) (\d+) (\S+) (\S+)\]/.exec(out);
+      assert.ok(planned, out);
+      const [, pid, , dir, used] = planned;
+      try {
+        assert.equal(used, file);
+        assert.match(dir!, new RegExp(`^${tmp}/doppel-\\d+-\\w{6}$`));
+        assert.match(out, /cli: fd socket:\[\d+\]/);
+        // The program, a child of the process that became the CLI, with the directory in its environment.
+        const parent = /program: X=1 socket=(\S+) parent=(\d+)/.exec(out);
+        assert.ok(parent, out);
+        assert.equal(parent[1], `${dir}/layer.sock`);
+        assert.notEqual(parent[2], pid);
+        assert.equal(statSync(dir!).mode & 0o777, 0o700);
+        assert.ok(statSync(join(dir!, 'layer.sock')).isSocket());
+        const rules = readFileSync(join(dir!, 'fast-path'));
+        assert.equal(rules.readUInt32LE(4), AGENT_PID);
+        assert.deepEqual([...rules.subarray(0, 4), ...rules.subarray(8)], [...plan().fastPath.subarray(0, 4), ...plan().fastPath.subarray(8)]);
+      } finally {
+        rmSync(dir!, { recursive: true, force: true });
+      }
+    });
+
+    const unused = (why: string, make: (file: string) => void, extra: NodeJS.ProcessEnv = {}) =>
+      test(`no program when ${why}`, () => {
+        const file = planFile();
+        make(file);
+        const out = trampoline(extra);
+        assert.doesNotMatch(out, /program:/, out);
+        assert.match(out, /cli: planned=\[\]/, out);
+        assert.deepEqual(sessions(), [], 'nothing made');
+      });
+    unused('a file holds other bytes', (file) => write(file, encodePlan(plan({ checks: [{ kind: 'content', subject: checked, expected: Buffer.from('as it wa') }] }))));
+    unused('a file that should be absent is there', (file) => write(file, encodePlan(plan({ checks: [{ kind: 'absent', subject: checked, expected: Buffer.alloc(0) }] }))));
+    unused('a file is another', (file) => write(file, encodePlan(plan({ checks: [{ kind: 'identity', subject: checked, expected: fileIdentity(plainLayer) }] }))));
+    unused('the process started at another time', (file) => write(file, encodePlan(plan({ checks: [{ kind: 'start', subject: String(process.pid), expected: Buffer.from('1') }] }))));
+    unused('the plan is cut short', (file) => write(file, encodePlan(plan()).subarray(0, -3)));
+    unused('the plan is broken inside', (file) => {
+      const bytes = encodePlan(plan());
+      bytes.writeUInt32LE(0xffffffff, 24 + 4);
+      write(file, bytes);
+    });
+    unused('others may write the plan', (file) => write(file, encodePlan(plan()), 0o620));
+    unused('no agent was started', (file) => write(file, encodePlan(plan())), { DOPPEL_EARLY_AGENT: '' });
+    test('a program that cannot run exits 127 with one line, its session left for the CLI to remove', () => {
+      write(planFile(), encodePlan(plan({ file: join(root, 'no-such-program') })));
+      const { layer, env } = preload();
+      const result = spawnSync('/usr/bin/env', [cli], {
+        cwd: root,
+        encoding: 'utf8',
+        env: { PATH: process.env.PATH, TMPDIR: tmp, LD_PRELOAD: layer, DOPPEL_LAUNCH: warm, DOPPEL_LAUNCH_PRELOAD: '', DOPPEL_LAUNCH_PLANS: plans, DOPPEL_EARLY_AGENT: `${AGENT_PID} 1 info ${warm}`, ...env },
+      });
+      assert.doesNotMatch(result.stderr, sanitizerReport, result.stderr);
+      assert.match(result.stderr, new RegExp(`doppel: cannot run ${root}/no-such-program: No such file or directory`));
+      assert.match(result.stdout, new RegExp(`cli: status ${127 << 8}\n`));
+      assert.equal(sessions().length, 1);
+      for (const dir of sessions()) rmSync(join(tmp, dir), { recursive: true, force: true });
+    });
+  });
+}
