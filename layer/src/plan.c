@@ -179,9 +179,9 @@ void dp_planned_start(int argc, char **argv, const char *plans_dir) {
   uint32_t agent_pid = agent ? (uint32_t)strtoul(agent, NULL, 10) : 0;
   uint64_t key;
   if (agent_pid <= 1 || request_key(argc, argv, &key) != 0) return;
-  size_t len;
+  size_t len = 0;
   char *plan = read_plan(plans_dir, key, &len);
-  char *at = plan + sizeof(struct dp_plan_hdr), *end = plan + len;
+  char *at = plan ? plan + sizeof(struct dp_plan_hdr) : NULL, *end = plan ? plan + len : NULL;
   struct dp_plan_hdr hdr;
   if (plan != NULL) memcpy(&hdr, plan, sizeof hdr);
   int usable = plan != NULL && hdr.magic == DP_PLAN_MAGIC && hdr.len == len - sizeof hdr && hdr.argc > 0 && hdr.argc < 1u << 20 && hdr.envc < 1u << 20;
@@ -206,10 +206,10 @@ void dp_planned_start(int argc, char **argv, const char *plans_dir) {
   char dir[4096];
   int listening = -1;
   if (envp && usable && (size_t)(end - at) == hdr.fast_len) listening = make_session(dir, sizeof dir, at, hdr.fast_len, agent_pid);
-  for (uint32_t i = 0; listening >= 0 && i < hdr.envc; i++)
-    if ((envp[i] = with_dir(envp[i], dir)) == NULL) listening = -1;
+  int ready = listening >= 0;
+  for (uint32_t i = 0; ready && i < hdr.envc; i++) ready = (envp[i] = with_dir(envp[i], dir)) != NULL;
   pid_t parent = getpid();
-  pid_t program = listening >= 0 ? fork() : -1;
+  pid_t program = ready ? fork() : -1;
   if (program == 0) {
     /* A CLI killed before its Node.js could relay signals (its first tens of milliseconds) takes the program with it,
      * as a relayed SIGTERM would have: nothing of a session that never came to be runs on. */
@@ -224,13 +224,16 @@ void dp_planned_start(int argc, char **argv, const char *plans_dir) {
     close(listening);
     discard_session(dir);
   }
-  char planned[4096 + 64];
-  if (program > 0 && snprintf(planned, sizeof planned, "%d %d %s %s/%016" PRIx64, (int)program, listening, dir, plans_dir, key) < (int)sizeof planned) {
-    setenv(DP_ENV_PLANNED, planned, 1);
+  /* The directory and the plans' directory are each shorter than 4096 bytes. */
+  char told[2 * 4096 + 64];
+  if (program > 0) {
+    snprintf(told, sizeof told, "%d %d %s %s/%016" PRIx64, (int)program, listening, dir, plans_dir, key);
+    setenv(DP_ENV_PLANNED, told, 1);
   } else {
-    char file_name[4096 + 32];
-    snprintf(file_name, sizeof file_name, "%s/%016" PRIx64, plans_dir, key);
-    setenv(DP_ENV_PLAN_FILE, file_name, 1);
+    snprintf(told, sizeof told, "%s/%016" PRIx64, plans_dir, key);
+    setenv(DP_ENV_PLAN_FILE, told, 1);
   }
+  free(args);
+  free(envp);
   free(plan);
 }

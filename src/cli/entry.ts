@@ -15,8 +15,9 @@ import { enableTrace, trace, traceRequested } from '../trace.ts';
 module.enableCompileCache?.(join(cacheHome(), 'doppel', 'node-compile-cache'));
 if (traceRequested(process.argv.slice(2), process.env)) enableTrace();
 trace('cli: started (Node.js itself started at 0)');
+// A program bin/doppel's trampoline started from a launch plan is ours from here on (launch-plan.ts).
+takeLaunchPlan(process.env);
 // A process target named on the command line gets its agent now, while the CLI loads (agent-spawn.ts), unless
 // bin/doppel started it already (shell-agent.ts).
-takeLaunchPlan(process.env);
 if (!takeShellAgent(process.env)) startEarlyAgent(process.argv.slice(2), process.env);
 void import('./main.ts').then(({ main }) => main());
