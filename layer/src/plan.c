@@ -43,9 +43,10 @@ static int request_key(int argc, char **argv, uint64_t *key) {
   return 0;
 }
 
-/* Up to `max` bytes of the file at `path` (a /proc file tells no size): the count read, or -1. */
+/* Up to `max` bytes of the file at `path` (a /proc file tells no size): the count read, or -1. A link is followed, as
+ * the CLI's reads follow it (a configuration file linked from a dotfiles repository). */
 static ssize_t read_upto(const char *path, char *buf, size_t max) {
-  int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0) return -1;
   size_t got = 0;
   while (got < max) {

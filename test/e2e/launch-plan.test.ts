@@ -5,7 +5,7 @@
 // holds stops the program it started.
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -61,7 +61,7 @@ describe('launch plans', gate, () => {
     for (const [i, result] of [first, second, third].entries()) assert.match(result.stdout, new RegExp(`parent ${pids[i]}\\n$`), `run ${i + 1}`);
   });
 
-  test('a configuration file made, changed or removed since is a new decision, and a plan of it is made', async () => {
+  test('a configuration file made, changed (a link too) or removed since is a new decision, and a plan of it is made', async () => {
     const run = runner();
     const command = ['sh', '-c', 'echo "[${DOPPEL_PLAN_TEST-}]"'];
     const config = join(cwd, '.doppel', 'config.json');
@@ -80,7 +80,17 @@ describe('launch plans', gate, () => {
       const changed = await run(command);
       assert.equal(ok(changed), '[two]\n');
       assert.equal(fromPlan(changed), undefined, changed.stderr);
+      // A configuration file that is a link (a dotfiles repository's) is read through it, by the CLI and the checks.
+      const linked = join(cwd, 'linked.json');
+      writeFileSync(linked, JSON.stringify({ feature: { env: { override: { DOPPEL_PLAN_TEST: 'linked' } } } }));
       rmSync(config);
+      symlinkSync(linked, config);
+      assert.equal(ok(await run(command)), '[linked]\n');
+      const throughLink = await run(command);
+      assert.equal(ok(throughLink), '[linked]\n');
+      assert.ok(fromPlan(throughLink), throughLink.stderr);
+      rmSync(config);
+      rmSync(linked);
       const removed = await run(command);
       assert.equal(ok(removed), '[]\n');
       assert.equal(fromPlan(removed), undefined, removed.stderr);
