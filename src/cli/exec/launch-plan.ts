@@ -13,6 +13,7 @@ import { startTime } from '../../agent/process-identity.ts';
 import { writeCacheFile } from '../../config/disk-cache.ts';
 import { defaultConfigFiles } from '../../config/load.ts';
 import { running } from '../../process-alive.ts';
+import { shellAgentPid } from '../../platform/process/shell-agent.ts';
 import { adoptProgram, type RunningProgram } from './run-program.ts';
 import { FAST_PATH_FILE } from '../../proxy/layer-wire.ts';
 import { decodePlan, encodePlan, PLAN_DIR_MARK, PLAN_FILE_ENV, PLANNED_ENV, type Plan, type PlanCheck } from '../../warm/launch-wire.ts';
@@ -39,11 +40,9 @@ export interface PlannedStart {
 
 let planFile: string | undefined;
 let planned: PlannedStart | undefined;
-let earlyAgentPid: number | undefined;
 
 /** From the entry, before anything reads the environment: the trampoline's word, which no program inherits. */
 export function takeLaunchPlan(env: NodeJS.ProcessEnv): void {
-  earlyAgentPid = Number(/^(\d+) /.exec(env.DOPPEL_EARLY_AGENT ?? '')?.[1]) || undefined;
   const file = env[PLAN_FILE_ENV];
   const start = /^(\d+) (\d+) (\/\S+) (\/.+)$/.exec(env[PLANNED_ENV] ?? '');
   delete env[PLAN_FILE_ENV];
@@ -84,7 +83,7 @@ export interface PlanInputs {
 /** The decision, as the next identical start's program gets it: written when the trampoline named the file for it. */
 export function writePlan(inputs: PlanInputs, decision: { argv: string[]; env: Record<string, string>; dir: string; fastPath: Buffer; handoverPid: number | undefined }): void {
   // Only a session served by the agent bin/doppel started: the next one's trampoline names that agent in the rules.
-  if (planFile === undefined || decision.handoverPid === undefined || decision.handoverPid !== earlyAgentPid) return;
+  if (planFile === undefined || decision.handoverPid === undefined || decision.handoverPid !== shellAgentPid()) return;
   const env = Object.entries(decision.env).map(([name, value]) => `${name}=${value}`);
   if (env.some((entry) => entry.includes(PLAN_DIR_MARK))) return;
   const checks = planChecks(inputs);
@@ -131,7 +130,6 @@ function planChecks(inputs: PlanInputs): PlanCheck[] | undefined {
     // The configuration: -f's file, or the first of the default places that holds one, the ones before it empty.
     if (inputs.configFile !== undefined) content(resolve(inputs.cwd, inputs.configFile));
     else for (const file of defaultConfigFiles.map((name) => join(inputs.cwd, name))) file === inputs.source ? content(file) : absent(file);
-    if (inputs.configFile === undefined && inputs.source !== undefined && !defaultConfigFiles.some((name) => join(inputs.cwd, name) === inputs.source)) return undefined;
     if (inputs.envFile !== undefined) content(resolve(inputs.cwd, inputs.envFile));
     // The program's place on PATH (static-binary.ts, whichSync): no directory before its own holds one of that name.
     if (!inputs.command.includes('/')) {

@@ -18,6 +18,10 @@ export interface ShellAgent {
 }
 
 let taken: { agentPid: number; targetPid: number; logLevel: string; dir: string } | undefined;
+let started: number | undefined;
+
+/** The pid of the agent bin/doppel started, whether this CLI adopted it or not (launch plans name it). */
+export const shellAgentPid = (): number | undefined => started;
 
 const earlyLog = (dir: string, cliPid: number) => join(dir, `early-${cliPid}.log`);
 const earlySocket = (dir: string, cliPid: number, agentPid: number) => join(dir, `early-${cliPid}-${agentPid}.sock`);
@@ -28,7 +32,8 @@ export function takeShellAgent(env: NodeJS.ProcessEnv): boolean {
   delete env.DOPPEL_EARLY_AGENT;
   // Never 0 or 1: signalling -0 or -1 means our own process group, or every process.
   if (!named || Number(named[1]) <= 1) return false;
-  taken = { agentPid: Number(named[1]), targetPid: Number(named[2]), logLevel: named[3]!, dir: named[4]! };
+  started = Number(named[1]);
+  taken = { agentPid: started, targetPid: Number(named[2]), logLevel: named[3]!, dir: named[4]! };
   process.once('exit', endShellAgent);
   return true;
 }
