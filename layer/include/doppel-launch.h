@@ -61,6 +61,10 @@ struct dp_launch_resp {
 #define DP_PLAN_DIR_MARK "@DOPPEL_SESSION_DIR@"
 /* The proxy's socket in that directory. */
 #define DP_PLAN_SOCKET "layer.sock"
+/* The socket on which the agent bin/doppel started answers lookups from its own start (src/agent/layer-dns.ts), in the
+ * directory DP_ENV_EARLY_AGENT names: `early-<CLI pid>-<agent pid>` then this. A planned session's DP_AGENT_DNS_SOCKET
+ * is a link to it, so that the program's first lookups need not wait for the CLI. */
+#define DP_EARLY_DNS_SUFFIX ".dns.sock"
 
 /* A plan file: header, `checks` checks, then the executable NUL, `argc` strings NUL, `envc` strings NUL, then
  * `fast_len` bytes for the session's DP_FAST_PATH_FILE (its handover pid is the started agent's). `len` counts what

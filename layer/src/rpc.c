@@ -7,6 +7,7 @@
 #include <limits.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +17,7 @@
 #include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #define DP_FD_FLOOR 900
@@ -283,8 +285,28 @@ static int connect_unix(const char *path) {
   return fd;
 }
 
+/* How long a lookup waits for the agent bin/doppel started to listen, at most (it is still starting). */
+#define EARLY_AGENT_WAIT_MS 3000
+
+/* A program started from a launch plan (plan.c) runs while bin/doppel's agent starts: its socket is a link to the one
+ * that agent will listen on. Waited for while the agent lives: the proxy, the other way, waits for it and the CLI. */
+static int agent_starting(const char *path) {
+  char target[8];
+  uint32_t pid = dp_handover_pid();
+  return real_readlink(path, target, sizeof target) > 0 && pid > 1 && (kill((pid_t)pid, 0) == 0 || errno == EPERM);
+}
+
 /* The agent's socket takes lookups alone, with no hello. */
-static int connect_agent(void) { return connect_unix(dp_agent_dns_path()); }
+static int connect_agent(void) {
+  const char *path = dp_agent_dns_path();
+  int fd = connect_unix(path);
+  for (int waited = 0; fd < 0 && waited < EARLY_AGENT_WAIT_MS && agent_starting(path); waited++) {
+    struct timespec ms = {0, 1000000};
+    nanosleep(&ms, NULL);
+    fd = connect_unix(path);
+  }
+  return fd;
+}
 
 /* wait: the hello's answer is read even when the rules are loaded already. */
 static int connect_proxy_with(int wait) {

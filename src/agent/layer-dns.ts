@@ -1,14 +1,16 @@
 // The layer's lookups answered by the agent itself (`dns.serveLayer`: the process platform's agent, or a launcher's whose
 // target's pod runs on its client's machine): the program's getaddrinfo then crosses one Node.js process, not two. The
 // proxy's own layer server and DNS requests serve it, on this link's lookups.
-import { lstatSync, statSync } from 'node:fs';
+import { lstatSync, rmSync, statSync } from 'node:fs';
 import { basename, dirname } from 'node:path';
+import process from 'node:process';
 import { createDnsPolicy } from '../config/network-policy.ts';
 import type { Connection } from '../protocol/connection.ts';
 import { RemoteError } from '../protocol/errors.ts';
 import type { Operations } from '../protocol/messages.ts';
 import { createDnsRequests } from '../proxy/dns.ts';
-import { startLayerServer } from '../proxy/layer-server.ts';
+import { startLayerServer, type LayerServer } from '../proxy/layer-server.ts';
+import { createDns } from './dns.ts';
 import type { Log } from './log.ts';
 
 type Lookup = (args: Operations['dns.lookup']['args']) => Promise<Operations['dns.lookup']['result']>;
@@ -18,17 +20,39 @@ type Lookup = (args: Operations['dns.lookup']['args']) => Promise<Operations['dn
  * launcher's agent binds it in the client's root, and only in the directory the client made for its session.
  */
 export function createLayerDns(lookup: Lookup, log: Log, onClientMachine: boolean) {
-  // The policy of a session without DNS filters (the only kind that asks): every name but localhost's is the target's.
-  const requests = createDnsRequests({ lookup: (name, family) => lookup({ name, family }) }, createDnsPolicy({ enabled: true, filter: undefined }));
   return async ({ socket, client }: Operations['dns.serveLayer']['args'], connection: Connection): Promise<Record<string, never>> => {
     if (!socket.startsWith('/')) throw new RemoteError('EINVAL', `dns.serveLayer: "${socket}" is not an absolute path`);
     const path = client === undefined && onClientMachine ? socket : inClientRoot(socket, client);
-    const server = await startLayerServer({ socketPath: path, handler: requests, onError: (error) => log.warn(`layer lookup: ${error.message}`) });
-    log.debug(`answering the layer's lookups on ${path}`);
+    const server = await serveLookups(path, lookup, log);
     // Its socket file goes with the link: a parked agent serves the next session on a socket of that session's.
     void connection.closed.then(() => server.close());
     return {};
   };
+}
+
+/**
+ * The agent bin/doppel starts beside the CLI answers lookups from its start, before any client: a program started from
+ * a launch plan (layer/src/plan.c, which links its session's AGENT_DNS_SOCKET here) runs before its CLI has loaded, and
+ * its first lookup need not wait for it. Bound before the agent listens for its CLI, so that the CLI, once linked,
+ * knows whether it is served (src/proxy/proxy.ts). Closed by the caller when its first session ends.
+ */
+export async function serveEarlyLookups(path: string, pid: number, log: Log): Promise<LayerServer | undefined> {
+  try {
+    const server = await serveLookups(path, createDns(`/proc/${pid}/root`), log);
+    process.once('exit', () => rmSync(path, { force: true }));
+    return server;
+  } catch (error) {
+    log.warn(`cannot answer lookups on ${path}: ${(error as Error).message}`);
+    return undefined;
+  }
+}
+
+/** The policy of a session without DNS filters (the only kind that asks): every name but localhost's is the target's. */
+async function serveLookups(path: string, lookup: Lookup, log: Log): Promise<LayerServer> {
+  const requests = createDnsRequests({ lookup: (name, family) => lookup({ name, family }) }, createDnsPolicy({ enabled: true, filter: undefined }));
+  const server = await startLayerServer({ socketPath: path, handler: requests, onError: (error) => log.warn(`layer lookup: ${error.message}`) });
+  log.debug(`answering the layer's lookups on ${path}`);
+  return server;
 }
 
 /** `socket` as this agent reaches it in process `client`'s root: in a directory `doppel-<client>-*` of the client's own. */

@@ -13,6 +13,7 @@ import { Connection, type RequestHandler } from '../protocol/connection.ts';
 import { FEATURE_CONNECT_FD, type Operations } from '../protocol/messages.ts';
 import type { WarmClient } from '../protocol/warm-preface.ts';
 import { agentTraceLine } from '../trace.ts';
+import { EARLY_DNS_SUFFIX } from '../warm/launch-wire.ts';
 import { targetEnvironment } from './env.ts';
 import type { Incoming } from './incoming.ts';
 import { createLog, parseLogLevel, type Log } from './log.ts';
@@ -83,6 +84,9 @@ async function main(): Promise<number> {
   const signalled = new Promise<string>((resolve) => {
     for (const signal of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.once(signal, () => resolve(`received ${signal}`));
   });
+  // bin/doppel's agent answers the layer's lookups from now on, a planned program's first ones included, until its
+  // first session ends (src/agent/layer-dns.ts).
+  let earlyLookups = values.listen === undefined ? undefined : await (await import('./layer-dns.ts')).serveEarlyLookups(`${values.listen}-${process.pid}${EARLY_DNS_SUFFIX}`, pid, log);
   const listened = values.listen === undefined ? undefined : await firstClient(values.listen, Number(values.parent), pid, Promise.race([targetGone, signalled]));
   if (values.listen !== undefined && !listened) {
     // Its CLI, which would have taken the log, is gone.
@@ -156,6 +160,8 @@ async function main(): Promise<number> {
     incoming.close();
     process.off('exit', closeIncoming);
     connection.close();
+    await earlyLookups?.close();
+    earlyLookups = undefined;
     const next = warm && why === 'client disconnected' ? await warm.next(Promise.race([targetGone, signalled])) : undefined;
     warm?.close();
     if (!next) {

@@ -1,5 +1,5 @@
 // The internal proxy: serves every layer connection of one session from a private Unix socket, backed by one agent.
-import fs, { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import fs, { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import process from 'node:process';
@@ -136,8 +136,14 @@ export async function startProxy(options: ProxyOptions, prepared?: PreparedProxy
     // A process that exits without closing its listening sockets ends their subscriptions with its layer connections,
     // and its UDP sockets' flows.
     const server = await startLayerServer({ socketPath, listenFd, handler: options.wrapHandler?.(handler) ?? handler, onDisconnect: () => void Promise.all([sweep(), udp.sweep()]) });
-    // An agent that cannot listen leaves the lookups to the proxy, as the layer finds no socket.
-    if (fastPath.agentDns) options.agent.serveLayerDns(join(dir, AGENT_DNS_SOCKET)).catch(() => false);
+    // An agent that cannot listen leaves the lookups to the proxy, as the layer finds no socket. A planned session's
+    // (listenFd) is a link to the socket of the agent bin/doppel started, served since that agent's start and before
+    // it took us (layer/src/plan.c, src/agent/layer-dns.ts): replaced only if that agent could not listen there.
+    const lookups = join(dir, AGENT_DNS_SOCKET);
+    if (fastPath.agentDns && (listenFd === undefined || !existsSync(lookups))) {
+      if (listenFd !== undefined) rmSync(lookups, { force: true });
+      options.agent.serveLayerDns(lookups).catch(() => false);
+    }
     let closing: Promise<void> | undefined;
     return {
       socketPath,

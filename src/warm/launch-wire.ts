@@ -84,6 +84,8 @@ export const PLANNED_ENV = 'DOPPEL_PLANNED';
 export const PLAN_MAGIC = 0x31504c44;
 export const PLAN_DIR_MARK = '@DOPPEL_SESSION_DIR@';
 export const PLAN_SOCKET = 'layer.sock';
+/** The lookups socket of the agent bin/doppel started: `early-<CLI pid>-<agent pid>` and this, in its directory. */
+export const EARLY_DNS_SUFFIX = '.dns.sock';
 export const PLAN_HDR_SIZE = 24;
 export const PLAN_CHECK_SIZE = 8;
 export const PlanCheckKind = { content: 0, absent: 1, identity: 2, start: 3 } as const;

@@ -5,7 +5,7 @@
 // holds stops the program it started.
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -31,8 +31,8 @@ describe('launch plans', gate, () => {
   const cwd = mkdtempSync(join(tmpdir(), 'doppel-plan-test-'));
   after(() => rmSync(cwd, { recursive: true, force: true }));
   /** Runs of one test share a variable of their own: their own request, so their own plan. */
-  const runner = () => {
-    const env = { ...process.env, NODE_DEBUG: 'doppel-plan', DOPPEL_TEST_RUN: randomUUID() };
+  const runner = (extra: Record<string, string> = {}) => {
+    const env = { ...process.env, ...extra, NODE_DEBUG: 'doppel-plan', DOPPEL_TEST_RUN: randomUUID() };
     return (command: string[]) => execIn(world().target.pid, command, { env, cwd, flags: ['--agent-ttl', '0'] });
   };
 
@@ -97,6 +97,21 @@ describe('launch plans', gate, () => {
     } finally {
       rmSync(join(cwd, '.doppel'), { recursive: true, force: true });
     }
+  });
+
+  test('a planned program\'s lookups are answered by the agent bin/doppel started, from that agent\'s start, without waiting for the CLI', async () => {
+    const { redis } = world().services;
+    // The layer says which way each lookup went.
+    const run = runner({ DOPPEL_LAYER_LOG: 'debug' });
+    const command = ['getent', 'hosts', redis.name];
+    const first = await run(command);
+    const planned = await run(command);
+    for (const result of [first, planned]) assert.deepEqual(ok(result).trim().split(/\s+/), [redis.address, redis.name]);
+    assert.ok(fromPlan(planned), planned.stderr);
+    // getent asks at once, some 40 ms before that agent's Node.js listens: the layer waited for it, not for the proxy.
+    assert.match(planned.stderr, /op 7: asked the agent/);
+    assert.doesNotMatch(planned.stderr, /asking the proxy/);
+    for (const cli of startedDoppels().slice(-2)) assert.deepEqual(readdirSync(warmDir).filter((name) => name.startsWith(`early-${cli}-`)), [], 'the early agent\'s sockets are gone');
   });
 
   test('a plan that no longer holds stops the program it started, says so, and goes', async () => {

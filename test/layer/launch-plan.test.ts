@@ -4,15 +4,19 @@
 // made; any check that fails, a plan cut short, one others could have written, or no started agent: no program, and
 // the CLI is told where this request's plan goes.
 import assert from 'node:assert/strict';
-import { execFileSync, spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, describe, test } from 'node:test';
+import { serveEarlyLookups } from '../../src/agent/layer-dns.ts';
+import { createLog } from '../../src/agent/log.ts';
 import { startTime } from '../../src/agent/process-identity.ts';
 import { fileIdentity } from '../../src/cli/exec/launch-plan.ts';
+import { encodeFastPath } from '../../src/proxy/layer-wire.ts';
 import { encodePlan, PLAN_DIR_MARK, type Plan } from '../../src/warm/launch-wire.ts';
+import { until } from '../support/until.ts';
 import { sanitizedEnv, sanitizerReport } from './sanitized.ts';
 
 const plainLayer = fileURLToPath(new URL('../../layer/build/libdoppel.so', import.meta.url));
@@ -46,6 +50,7 @@ for (const sanitized of [false, true]) {
       '  snprintf(path, sizeof path, "/proc/self/fd/%d", fd);',
       '  if (readlink(path, link, sizeof link - 1) < 0) return 1;',
       '  printf("cli: fd %s\\n", link);',
+      '  close(fd); /* it serves no layer: a program that asks finds the proxy gone */',
       '  fflush(stdout);',
       '  if (waitpid(pid, &status, 0) != pid) return 1;',
       '  printf("cli: status %d\\n", status);',
@@ -115,6 +120,8 @@ for (const sanitized of [false, true]) {
         assert.notEqual(parent[2], pid);
         assert.equal(statSync(dir!).mode & 0o777, 0o700);
         assert.ok(statSync(join(dir!, 'layer.sock')).isSocket());
+        // The lookups socket: a link to the one the started agent answers on, named for the CLI and that agent.
+        assert.equal(readlinkSync(join(dir!, 'dns.sock')), join(warm, `early-${parent[2]}-${AGENT_PID}.dns.sock`));
         const rules = readFileSync(join(dir!, 'fast-path'));
         assert.equal(rules.readUInt32LE(4), AGENT_PID);
         assert.deepEqual([...rules.subarray(0, 4), ...rules.subarray(8)], [...plan().fastPath.subarray(0, 4), ...plan().fastPath.subarray(8)]);
@@ -144,6 +151,57 @@ for (const sanitized of [false, true]) {
     });
     unused('others may write the plan', (file) => write(file, encodePlan(plan()), 0o620));
     unused('no agent was started', (file) => write(file, encodePlan(plan())), { DOPPEL_EARLY_AGENT: '' });
+    test('a planned program\'s lookup waits for the started agent\'s lookups socket while that agent lives, and not once it is gone', async () => {
+      const { layer, env } = preload();
+      // The program under the layer, its rules saying the agent answers lookups (the handover pid is the started agent's).
+      const fastPath = encodeFastPath({ rules: [], loopbackTcpLocal: false, remoteWrites: false, handoverPid: 0, udpInNetwork: false, agentDns: true, traced: false });
+      const programEnv = [`DOPPEL_LAYER_SOCKET=${PLAN_DIR_MARK}/layer.sock`, 'DOPPEL_LAYER_LOG=debug', `LD_PRELOAD=${layer}`, ...Object.entries(env).map(([name, value]) => `${name}=${value}`)];
+      write(planFile(), encodePlan(plan({ file: '/usr/bin/getent', argv: ['getent', 'hosts', 'localhost'], env: programEnv, fastPath })));
+      const start = (agentPid: number) => {
+        const child = spawn('/usr/bin/env', [cli], {
+          cwd: root,
+          env: { PATH: process.env.PATH, TMPDIR: tmp, LD_PRELOAD: layer, DOPPEL_LAUNCH: warm, DOPPEL_LAUNCH_PRELOAD: '', DOPPEL_LAUNCH_PLANS: plans, DOPPEL_EARLY_AGENT: `${agentPid} 1 info ${warm}`, ...env },
+        });
+        const seen = { out: '', err: '' };
+        child.stdout.on('data', (chunk: Buffer) => (seen.out += chunk));
+        child.stderr.on('data', (chunk: Buffer) => (seen.err += chunk));
+        const ended = new Promise<void>((resolve) => child.on('close', () => resolve()));
+        return { seen, ended };
+      };
+      // This process stands for an agent still starting: the program asks at once, and it begins to answer (with the
+      // agent's own lookups server) only after a while. The proxy is gone (the stand-in CLI closed its socket).
+      const waiting = start(process.pid);
+      const linked = (path: string) => {
+        try {
+          return readlinkSync(path);
+        } catch {
+          return undefined;
+        }
+      };
+      const link = await until('the session\'s lookups link', () => sessions().map((name) => linked(join(tmp, name, 'dns.sock'))).find(Boolean));
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      assert.doesNotMatch(waiting.seen.out, /localhost/, 'no answer before the agent listens');
+      const server = await serveEarlyLookups(link, process.pid, createLog('warn'));
+      try {
+        await waiting.ended;
+      } finally {
+        await server?.close();
+      }
+      assert.doesNotMatch(waiting.seen.err, sanitizerReport, waiting.seen.err);
+      assert.match(waiting.seen.out, /localhost/, waiting.seen.err);
+      assert.match(waiting.seen.err, /op 7: asked the agent/);
+      assert.doesNotMatch(waiting.seen.err, /asking the proxy/);
+      for (const dir of sessions()) rmSync(join(tmp, dir), { recursive: true, force: true });
+      // An agent that is gone is not waited for: the layer asks the proxy (gone too, so the lookup is this machine's).
+      const gone = spawnSync('true').pid!;
+      const unwaited = start(gone);
+      await unwaited.ended;
+      assert.doesNotMatch(unwaited.seen.err, sanitizerReport, unwaited.seen.err);
+      assert.match(unwaited.seen.out, /localhost/, unwaited.seen.err);
+      assert.match(unwaited.seen.err, /asking the proxy/);
+      for (const dir of sessions()) rmSync(join(tmp, dir), { recursive: true, force: true });
+    });
+
     test('a program that cannot run exits 127 with one line, its session left for the CLI to remove', () => {
       write(planFile(), encodePlan(plan({ file: join(root, 'no-such-program') })));
       const { layer, env } = preload();

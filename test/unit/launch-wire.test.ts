@@ -10,7 +10,7 @@ import { test } from 'node:test';
 import {
   decodeLaunchAnswer, decodeLaunchRequest, encodeLaunchAnswer, encodeLaunchRequest, EXEC_FAILED, LAUNCH_ENV, LAUNCH_MAGIC, LAUNCH_MAX, LAUNCH_PREFIX,
   LAUNCH_PRELOAD_ENV, LAUNCH_REQ_SIZE, LAUNCH_RESP_SIZE, LaunchStatus, decodePlan, encodePlan, PLAN_CHECK_SIZE, PLAN_DIR_MARK, PLAN_FILE_ENV, PLAN_HDR_SIZE,
-  PLAN_MAGIC, PLAN_SOCKET, PlanCheckKind, PLANNED_ENV, PLANS_ENV,
+  PLAN_MAGIC, PLAN_SOCKET, PlanCheckKind, EARLY_DNS_SUFFIX, PLANNED_ENV, PLANS_ENV,
 } from '../../src/warm/launch-wire.ts';
 
 function runC(body: string): string {
@@ -59,9 +59,9 @@ test('answers: no is a bare header; run carries the text, the file, argv and the
 });
 
 test('launch plans: sizes, names and check kinds match the C header, and a plan decodes as it was encoded', () => {
-  const c = runC('printf("%zu %zu %u %d %d %d %d %s %s %s %s %s %s", sizeof(struct dp_plan_hdr), sizeof(struct dp_plan_check), DP_PLAN_MAGIC, DP_CHECK_CONTENT, DP_CHECK_ABSENT, DP_CHECK_IDENTITY, DP_CHECK_START, DP_ENV_LAUNCH_PLANS, DP_ENV_PLAN_FILE, DP_ENV_PLANNED, DP_ENV_EARLY_AGENT, DP_PLAN_DIR_MARK, DP_PLAN_SOCKET);');
+  const c = runC('printf("%zu %zu %u %d %d %d %d %s %s %s %s %s %s %s", sizeof(struct dp_plan_hdr), sizeof(struct dp_plan_check), DP_PLAN_MAGIC, DP_CHECK_CONTENT, DP_CHECK_ABSENT, DP_CHECK_IDENTITY, DP_CHECK_START, DP_ENV_LAUNCH_PLANS, DP_ENV_PLAN_FILE, DP_ENV_PLANNED, DP_ENV_EARLY_AGENT, DP_PLAN_DIR_MARK, DP_PLAN_SOCKET, DP_EARLY_DNS_SUFFIX);');
   const { content, absent, identity, start } = PlanCheckKind;
-  assert.equal(c, [PLAN_HDR_SIZE, PLAN_CHECK_SIZE, PLAN_MAGIC, content, absent, identity, start, PLANS_ENV, PLAN_FILE_ENV, PLANNED_ENV, 'DOPPEL_EARLY_AGENT', PLAN_DIR_MARK, PLAN_SOCKET].join(' '));
+  assert.equal(c, [PLAN_HDR_SIZE, PLAN_CHECK_SIZE, PLAN_MAGIC, content, absent, identity, start, PLANS_ENV, PLAN_FILE_ENV, PLANNED_ENV, 'DOPPEL_EARLY_AGENT', PLAN_DIR_MARK, PLAN_SOCKET, EARLY_DNS_SUFFIX].join(' '));
   const plan = {
     checks: [
       { kind: 'content' as const, subject: '/w/.doppel/config.json', expected: Buffer.from('{}') },

@@ -1,18 +1,21 @@
 // The agent bin/doppel starts beside the CLI (`--listen` on `early-<CLI pid>-<agent pid>.sock` in the warm
-// directory, its log in `early-<CLI pid>.log`), so that its Node.js starts with the CLI's rather than after it: the
-// program's first remote calls (a lookup, a datagram) then find it ready. bin/doppel names it in DOPPEL_EARLY_AGENT
-// (`<agent pid> <target pid> <log level> <directory>`), which the entry takes out of the environment before anything
-// can pass it on; the platform adopts the agent if it is the one the configuration asks for, and every other way out
-// ends it and removes its files.
+// directory, the layer's lookups on `early-<CLI pid>-<agent pid>.dns.sock`, its log in `early-<CLI pid>.log`), so
+// that its Node.js starts with the CLI's rather than after it: the program's first remote calls (a lookup, a datagram)
+// then find it ready. bin/doppel names it in DOPPEL_EARLY_AGENT (`<agent pid> <target pid> <log level> <directory>`),
+// which the entry takes out of the environment before anything can pass it on; the platform adopts the agent if it is
+// the one the configuration asks for, and every other way out ends it and removes its files.
 import { fstatSync, openSync, readdirSync, readSync, unlinkSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import process from 'node:process';
 import { isAlive, running } from '../../process-alive.ts';
+import { EARLY_DNS_SUFFIX } from '../../warm/launch-wire.ts';
 import { warmDirectory } from './warm-agents.ts';
 
 export interface ShellAgent {
   pid: number;
   socketPath: string;
+  /** Its lookups socket (see earlyLookups). */
+  lookupsPath: string;
   /** Its stderr, opened by us and unlinked: what it said stays readable, and no file of it outlives the session. */
   logFd: number | undefined;
 }
@@ -25,6 +28,8 @@ export const shellAgentPid = (): number | undefined => started;
 
 const earlyLog = (dir: string, cliPid: number) => join(dir, `early-${cliPid}.log`);
 const earlySocket = (dir: string, cliPid: number, agentPid: number) => join(dir, `early-${cliPid}-${agentPid}.sock`);
+/** Where it answers lookups from its start (src/agent/layer-dns.ts serveEarlyLookups). */
+const earlyLookups = (dir: string, cliPid: number, agentPid: number) => join(dir, `early-${cliPid}-${agentPid}${EARLY_DNS_SUFFIX}`);
 
 /** From the entry: DOPPEL_EARLY_AGENT leaves the environment, and an agent nobody adopts is ended when the CLI exits. */
 export function takeShellAgent(env: NodeJS.ProcessEnv): boolean {
@@ -57,7 +62,7 @@ export function adoptShellAgent(targetPid: number, logLevel: string): ShellAgent
   } catch {
     // Its log is lost; the agent serves all the same.
   }
-  return { pid: agent.agentPid, socketPath: earlySocket(agent.dir, process.pid, agent.agentPid), logFd };
+  return { pid: agent.agentPid, socketPath: earlySocket(agent.dir, process.pid, agent.agentPid), lookupsPath: earlyLookups(agent.dir, process.pid, agent.agentPid), logFd };
 }
 
 /** The end of what the agent wrote to its log. */
@@ -77,6 +82,7 @@ export function readShellAgentLog(agent: ShellAgent, maxBytes = 8192): string {
 export function endUnadopted(agent: ShellAgent): void {
   kill(agent.pid);
   removeFile(agent.socketPath);
+  removeFile(agent.lookupsPath);
 }
 
 function endShellAgent(): void {
@@ -85,14 +91,14 @@ function endShellAgent(): void {
   process.off('exit', endShellAgent);
   if (!agent) return;
   kill(agent.agentPid);
-  for (const file of [earlySocket(agent.dir, process.pid, agent.agentPid), earlyLog(agent.dir, process.pid)]) removeFile(file);
+  for (const file of [earlySocket(agent.dir, process.pid, agent.agentPid), earlyLookups(agent.dir, process.pid, agent.agentPid), earlyLog(agent.dir, process.pid)]) removeFile(file);
 }
 
 /** The files of agents whose CLI was killed before it adopted them (their agents, orphaned, have exited). */
 function sweepEarlyFiles(dir: string): void {
   try {
     for (const entry of readdirSync(dir)) {
-      const cliPid = Number(/^early-(\d+)(?:-\d+\.sock(?:\.new)?|\.log)$/.exec(entry)?.[1]);
+      const cliPid = Number(/^early-(\d+)(?:-\d+(?:\.dns)?\.sock(?:\.new)?|\.log)$/.exec(entry)?.[1]);
       if (cliPid > 1 && cliPid !== process.pid && !isAlive(cliPid)) removeFile(join(dir, entry));
     }
   } catch {
