@@ -16,7 +16,7 @@ import { targetEnvironment } from '../../agent/env.ts';
 import { targetMounts } from './target-mounts.ts';
 import { startTime } from '../../agent/process-identity.ts';
 import { handOver, reachWarmAgent, sweepWarmSockets, warmDirectory, warmSocket } from './warm-agents.ts';
-import { adoptShellAgent, endUnadopted, readShellAgentLog, type ShellAgent } from './shell-agent.ts';
+import { adoptShellAgent, endUnadopted, readShellAgentLog, removeEndedAgentFiles, type ShellAgent } from './shell-agent.ts';
 
 export interface ProcessAgentOptions {
   pid: number;
@@ -194,6 +194,7 @@ function shellAgent(options: ProcessAgentOptions, agent: ShellAgent, session: st
     for (let waited = 0; (status = exitStatus(agent.pid)) === undefined && shellAgentRunning(agent.pid) && waited < 3000; waited += 10) await pause(10);
     // As a spawned agent's: one that ended other than with code 0 may have left its chains. One still running parked.
     if (status === undefined ? !shellAgentRunning(agent.pid) : status !== 0) removeChains();
+    if (!shellAgentRunning(agent.pid)) removeEndedAgentFiles(agent);
     gone(status === undefined ? 'closed its connection' : status & 0x7f ? `was killed by ${signalName(status & 0x7f)}` : `exited with code ${status >> 8}`);
   });
   const connected = (async () => {

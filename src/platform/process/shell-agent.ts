@@ -78,6 +78,11 @@ export function readShellAgentLog(agent: ShellAgent, maxBytes = 8192): string {
   }
 }
 
+/** An adopted agent that ended: one killed left the lookups socket its session's end would have removed. */
+export function removeEndedAgentFiles(agent: ShellAgent): void {
+  removeFile(agent.lookupsPath);
+}
+
 /** An adopted agent that did not take its session: it serves no one, so it goes, and its socket with it. */
 export function endUnadopted(agent: ShellAgent): void {
   kill(agent.pid);
