@@ -54,7 +54,8 @@ struct dp_launch_resp {
 #define DP_ENV_EARLY_AGENT "DOPPEL_EARLY_AGENT"
 /* For the CLI, when no plan was used: the file this start's plan goes to (the request's key). */
 #define DP_ENV_PLAN_FILE "DOPPEL_PLAN_FILE"
-/* For the CLI, when the program started from a plan: "<program pid> <listening fd> <session directory> <plan file>". */
+/* For the CLI, when the program started from a plan: "<program pid> <listening fd> <priority> <session directory>
+ * <plan file>", the priority the CLI had before the trampoline lowered it (layer/src/plan.c). */
 #define DP_ENV_PLANNED "DOPPEL_PLANNED"
 #define DP_PLAN_MAGIC 0x31504c44u /* "DLP1" */
 /* In a plan's environment: the session's directory, made anew by each start (a 0700 `doppel-<CLI pid>-XXXXXX`). */

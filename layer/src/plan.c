@@ -16,7 +16,10 @@
 #include <stdlib.h>
 #include <signal.h>
 #include <string.h>
+#include <linux/capability.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -191,6 +194,29 @@ static int make_session(char *dir, size_t size, const char *fast, uint32_t fast_
   return fd;
 }
 
+/* How much lower the CLI's priority is until it has its session. */
+#define CLI_YIELD 10
+
+/* Whether this process may raise its priority back to `nice` (the kernel's can_nice). */
+static int may_renice(int nice) {
+  struct rlimit limit;
+  if (getrlimit(RLIMIT_NICE, &limit) == 0 && (rlim_t)(20 - nice) <= limit.rlim_cur) return 1;
+  struct __user_cap_header_struct head = {_LINUX_CAPABILITY_VERSION_3, 0};
+  struct __user_cap_data_struct caps[_LINUX_CAPABILITY_U32S_3];
+  return syscall(SYS_capget, &head, caps) == 0 && (caps[CAP_TO_INDEX(CAP_SYS_NICE)].effective & CAP_TO_MASK(CAP_SYS_NICE));
+}
+
+/* The CLI about to start here yields the CPU to its program and the agent until it has its session (then it takes its
+ * priority back, src/cli/exec/launch-plan.ts): where cores are few, its Node.js start took a share of the program's,
+ * and the program needs the CLI only for what it relays. Only when it can take it back. The priority it had. */
+static int yield_cpu(void) {
+  errno = 0;
+  int nice = getpriority(PRIO_PROCESS, 0);
+  if (errno != 0) return 0;
+  if (may_renice(nice)) (void)!setpriority(PRIO_PROCESS, 0, nice + CLI_YIELD);
+  return nice;
+}
+
 void dp_planned_start(int argc, char **argv, const char *plans_dir) {
   const char *agent = getenv(DP_ENV_EARLY_AGENT);
   uint32_t agent_pid = agent ? (uint32_t)strtoul(agent, NULL, 10) : 0;
@@ -244,7 +270,7 @@ void dp_planned_start(int argc, char **argv, const char *plans_dir) {
   /* The directory and the plans' directory are each shorter than 4096 bytes. */
   char told[2 * 4096 + 64];
   if (program > 0) {
-    snprintf(told, sizeof told, "%d %d %s %s/%016" PRIx64, (int)program, listening, dir, plans_dir, key);
+    snprintf(told, sizeof told, "%d %d %d %s %s/%016" PRIx64, (int)program, listening, yield_cpu(), dir, plans_dir, key);
     setenv(DP_ENV_PLANNED, told, 1);
   } else {
     snprintf(told, sizeof told, "%s/%016" PRIx64, plans_dir, key);

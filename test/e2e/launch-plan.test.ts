@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { getPriority, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { sweepWarmSockets } from '../../src/platform/process/warm-agents.ts';
@@ -112,6 +112,23 @@ describe('launch plans', gate, () => {
     assert.match(planned.stderr, /op 7: asked the agent/);
     assert.doesNotMatch(planned.stderr, /asking the proxy/);
     for (const cli of startedDoppels().slice(-2)) assert.deepEqual(readdirSync(warmDir).filter((name) => name.startsWith(`early-${cli}-`)), [], 'the early agent\'s sockets are gone');
+  });
+
+  test('a CLI that started its program from a plan takes its priority back, on every thread, once it has its session', async () => {
+    const env = { ...process.env, NODE_DEBUG: 'doppel-plan', DOPPEL_TEST_RUN: randomUUID() };
+    const command = ['exec', '--target', `process/${world().target.pid}`, '-q', '--agent-ttl', '0', '--', 'sh', '-c', 'echo "ready $(cut -d" " -f19 /proc/self/stat)"; sleep 3'];
+    ok(await startDoppel(command, { env, cwd }).finished);
+    const { child, finished } = startDoppel(command, { env, cwd });
+    let out = '';
+    child.stdout!.on('data', (chunk: Buffer) => (out += chunk));
+    // The trampoline lowered it by 10 before its Node.js made any thread (test/layer/launch-plan.test.ts); the program
+    // never was.
+    const priorities = () => readdirSync(`/proc/${child.pid}/task`).map((thread) => Number(readFileSync(`/proc/${child.pid}/task/${thread}/stat`, 'utf8').split(') ')[1]!.split(' ')[16]));
+    const mine = getPriority();
+    await until('the CLI to take its priority back', () => (out.includes('ready') && priorities().every((priority) => priority === mine) ? true : undefined), 10_000);
+    const result = await finished;
+    assert.ok(fromPlan(result), result.stderr);
+    assert.equal(ok(result), `ready ${mine}\n`);
   });
 
   test('a plan that no longer holds stops the program it started, says so, and goes', async () => {

@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { getPriority as osPriority, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, describe, test } from 'node:test';
@@ -40,10 +40,11 @@ for (const sanitized of [false, true]) {
       '#include <stdio.h>',
       '#include <stdlib.h>',
       '#include <unistd.h>',
+      '#include <sys/resource.h>',
       '#include <sys/wait.h>',
       'static const char *var(const char *name) { const char *v = getenv(name); return v ? v : ""; }',
       'int main(void) {',
-      '  printf("cli: planned=[%s] file=[%s] plans=[%s]\\n", var("DOPPEL_PLANNED"), var("DOPPEL_PLAN_FILE"), var("DOPPEL_LAUNCH_PLANS"));',
+      '  printf("cli: planned=[%s] file=[%s] plans=[%s] priority=%d\\n", var("DOPPEL_PLANNED"), var("DOPPEL_PLAN_FILE"), var("DOPPEL_LAUNCH_PLANS"), getpriority(PRIO_PROCESS, 0));',
       '  int pid, fd, status;',
       '  char path[64], link[256] = "";',
       '  if (sscanf(var("DOPPEL_PLANNED"), "%d %d", &pid, &fd) != 2) return 0;',
@@ -82,7 +83,7 @@ for (const sanitized of [false, true]) {
         { kind: 'start', subject: String(process.pid), expected: Buffer.from(startTime(process.pid)!) },
       ],
       file: '/bin/sh',
-      argv: ['sh', '-c', 'echo "program: X=$X socket=$DOPPEL_LAYER_SOCKET parent=$PPID"'],
+      argv: ['sh', '-c', 'echo "program: X=$X socket=$DOPPEL_LAYER_SOCKET parent=$PPID priority=$(cut -d" " -f19 /proc/self/stat)"'],
       env: ['X=1', `DOPPEL_LAYER_SOCKET=${PLAN_DIR_MARK}/layer.sock`],
       // A rules file's head (struct dp_hello_resp) and one byte of table; the trampoline puts the agent's pid at 4.
       fastPath: Buffer.concat([Buffer.alloc(24, 0xee), Buffer.from([7])]),
@@ -106,16 +107,21 @@ for (const sanitized of [false, true]) {
       const file = planFile();
       write(file, encodePlan(plan()));
       const out = trampoline();
-      const planned = /cli: planned=\[(\d+) (\d+) (\S+) (\S+)\]/.exec(out);
+      const planned = /cli: planned=\[(\d+) (\d+) (-?\d+) (\S+) (\S+)\] .* priority=(-?\d+)/.exec(out);
       assert.ok(planned, out);
-      const [, pid, , dir, used] = planned;
+      const [, pid, , was, dir, used, priority] = planned;
+      // The CLI yields the CPU to its program until it has its session (root may take its priority back), and is told
+      // the priority it had; the program keeps that one.
+      assert.equal(Number(was), osPriority());
+      assert.equal(Number(priority), Number(was) + 10);
       try {
         assert.equal(used, file);
         assert.match(dir!, new RegExp(`^${tmp}/doppel-\\d+-\\w{6}$`));
         assert.match(out, /cli: fd socket:\[\d+\]/);
         // The program, a child of the process that became the CLI, with the directory in its environment.
-        const parent = /program: X=1 socket=(\S+) parent=(\d+)/.exec(out);
+        const parent = /program: X=1 socket=(\S+) parent=(\d+) priority=(-?\d+)/.exec(out);
         assert.ok(parent, out);
+        assert.equal(parent[3], was);
         assert.equal(parent[1], `${dir}/layer.sock`);
         assert.notEqual(parent[2], pid);
         assert.equal(statSync(dir!).mode & 0o777, 0o700);

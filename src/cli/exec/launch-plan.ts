@@ -4,7 +4,8 @@
 // before this CLI's Node.js has loaded. The trampoline checks what the decision was made from (the configuration's
 // files, the target's process and environment, the program's place on PATH, this build); the CLI, started beside the
 // program as its parent, decides again, and stops the program if its decision differs.
-import { readFileSync, statSync, unlinkSync } from 'node:fs';
+import { readdirSync, readFileSync, statSync, unlinkSync } from 'node:fs';
+import { setPriority } from 'node:os';
 import { delimiter, join, resolve } from 'node:path';
 import process from 'node:process';
 import { fileURLToPath } from 'node:url';
@@ -40,19 +41,22 @@ export interface PlannedStart {
 
 let planFile: string | undefined;
 let planned: PlannedStart | undefined;
+/** The priority the trampoline lowered ours from while the program starts (layer/src/plan.c yield_cpu). */
+let priority: number | undefined;
 
 /** From the entry, before anything reads the environment: the trampoline's word, which no program inherits. */
 export function takeLaunchPlan(env: NodeJS.ProcessEnv): void {
   const file = env[PLAN_FILE_ENV];
-  const start = /^(\d+) (\d+) (\/\S+) (\/.+)$/.exec(env[PLANNED_ENV] ?? '');
+  const start = /^(\d+) (\d+) (-?\d+) (\/\S+) (\/.+)$/.exec(env[PLANNED_ENV] ?? '');
   delete env[PLAN_FILE_ENV];
   delete env[PLANNED_ENV];
   if (file?.startsWith('/')) planFile = file;
   if (!start) return;
-  const dir = start[3]!;
+  const dir = start[4]!;
+  priority = Number(start[3]);
   const pid = Number(start[1]);
   const program = adoptProgram(pid);
-  planned = { listenFd: Number(start[2]), dir, planFile: start[4]!, plan: attempt(() => decodePlan(readFileSync(start[4]!))), fastPath: attempt(() => readFileSync(join(dir, FAST_PATH_FILE))), program };
+  planned = { listenFd: Number(start[2]), dir, planFile: start[5]!, plan: attempt(() => decodePlan(readFileSync(start[5]!))), fastPath: attempt(() => readFileSync(join(dir, FAST_PATH_FILE))), program };
   debug('program %d started from the plan %s', pid, planned.planFile);
   // The session waits for the program's end; a CLI that fails before (a target gone, a lost agent, a bug) takes the
   // program with it, as the session it started in never came to be.
@@ -62,6 +66,19 @@ export function takeLaunchPlan(env: NodeJS.ProcessEnv): void {
 }
 
 export const plannedStart = (): PlannedStart | undefined => planned;
+
+/** Once the session is ours: every thread of ours (Node.js's own were made at the lower one) back at its priority. */
+export function takePriorityBack(): void {
+  if (priority === undefined) return;
+  for (const thread of readdirSync('/proc/self/task')) {
+    try {
+      setPriority(Number(thread), priority);
+    } catch {
+      // A thread that has ended.
+    }
+  }
+  priority = undefined;
+}
 
 /** What this start's decision was made from, for the trampoline to check. */
 export interface PlanInputs {

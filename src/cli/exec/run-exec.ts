@@ -14,7 +14,7 @@ import { trace, tracing } from '../../trace.ts';
 import { createCallTracer } from './call-trace.ts';
 import { programEnvironment, programProxyPolicies, readTargetEnvironment, readTargetMounts, sessionOwner, sessionPolicies } from './program-proxy.ts';
 import { runProgram, type RunningProgram } from './run-program.ts';
-import { dropPlan, planDifference, plannedStart, writePlan } from './launch-plan.ts';
+import { dropPlan, planDifference, plannedStart, takePriorityBack, writePlan } from './launch-plan.ts';
 import { startSession, type Session } from './session.ts';
 import { isStaticElf, whichSync } from './static-binary.ts';
 import { leavesHost, startSessionHost, type SessionHostStart } from '../../warm/start-host.ts';
@@ -83,6 +83,7 @@ export async function runExec(command: string[], config: ResolvedConfig, progres
       program = planned.program;
       // Decided again, as it would have been: a difference the trampoline's checks did not see stops the program.
       const differs = planDifference(planned, { file, argv: command, env, fastPath: proxy!.fastPath });
+      takePriorityBack();
       if (differs) {
         dropPlan(planned);
         abort(new DoppelError('E_PLAN_STALE', `the program started as this command's last run did, but this run's session differs (${differs}), so it was stopped`, { category: 'usage', hint: 'run the command again' }));
