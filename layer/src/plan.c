@@ -252,6 +252,8 @@ void dp_planned_start(int argc, char **argv, const char *plans_dir) {
   int ready = listening >= 0;
   for (uint32_t i = 0; ready && i < hdr.envc; i++) ready = (envp[i] = with_dir(envp[i], dir)) != NULL;
   pid_t parent = getpid();
+  /* Ignored SIGCHLD (inherited across exec) would have the kernel reap the program before the CLI reads its status. */
+  if (ready) signal(SIGCHLD, SIG_DFL);
   pid_t program = ready ? fork() : -1;
   if (program == 0) {
     /* A CLI killed before its Node.js could relay signals (its first tens of milliseconds) takes the program with it,

@@ -72,6 +72,8 @@ export function adoptProgram(pid: number): RunningProgram {
       process.off('SIGCHLD', look);
       clearInterval(timer);
       unhook();
+      // Something else reaped it (nothing of ours does): its status is lost, and the 1 passed on is ours.
+      if (status === undefined) process.stderr.write(`doppel: warning: the program (pid ${pid}) ended, but its exit status could not be read; exiting with 1\n`);
       // waitpid's form: a signal number in the low 7 bits, else the exit code in the next byte.
       resolve(status === undefined ? 1 : status & 0x7f ? 128 + (status & 0x7f) : (status >> 8) & 0xff);
     };
