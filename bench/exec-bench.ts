@@ -1,6 +1,6 @@
 // Benchmarks doppel against the direct case in the same run (the program run inside the target's namespaces with
 // nsenter), and writes medians, p90s, p99s and ratios to bench/results/exec.json: start-up to the program's first
-// line with a fresh agent (for sh, node and a lookup) and in a warm session, remote calls (4 KiB file, DNS, TCP round trip), and the restart loop
+// line (and to the command's end) with a fresh agent (for sh, node and a lookup) and in a warm session, remote calls (4 KiB file, DNS, TCP round trip), and the restart loop
 // (a program started again and again inside one session, as a file watcher does).
 import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
@@ -22,8 +22,8 @@ const rounds = Number(process.env.BENCH_ROUNDS ?? 4);
 const only = process.env.BENCH_ONLY;
 const wanted = (part: 'calls' | 'startup') => only === undefined || only === part;
 
-/** Nanoseconds from spawn to the program's first line of output. */
-function firstLine(command: string, args: string[]): Promise<number> {
+/** Nanoseconds from spawn to the program's first line of output, and to the end of the command (the prompt back). */
+function firstLine(command: string, args: string[]): Promise<{ first: number; end: number }> {
   return new Promise((resolve, reject) => {
     const start = process.hrtime.bigint();
     const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'ignore'] });
@@ -31,7 +31,7 @@ function firstLine(command: string, args: string[]): Promise<number> {
     child.stdout.once('data', () => (time = Number(process.hrtime.bigint() - start)));
     child.once('error', reject);
     // The next run starts after this one has ended (and parked its agent), as a developer's next run would.
-    child.once('close', () => (time === undefined ? reject(new Error(`${command} ${args.join(' ')} printed nothing`)) : resolve(time)));
+    child.once('close', () => (time === undefined ? reject(new Error(`${command} ${args.join(' ')} printed nothing`)) : resolve({ first: time, end: Number(process.hrtime.bigint() - start) })));
   });
 }
 
@@ -56,14 +56,21 @@ try {
   const viaDoppel = (command: string[], ttl: number): [string, string[]] => [doppel, ['exec', '-q', '--agent-ttl', String(ttl), '--target', `process/${pid}`, '--', ...command]];
 
   const { redis, udpEcho } = world.services;
+  /** Spawn to the end of a run of each start-up case, by the case's name: a program's end is not doppel's (below). */
+  const ends: Record<string, ReturnType<typeof compare>> = {};
   /** Start to first line, bare and under doppel, alternating; `ttl` 0 starts a fresh agent each time, more reuses one. */
-  const startup = async (command: string[], ttl: number) => {
+  const startup = async (command: string[], ttl: number, name: string) => {
     const samples: [number[], number[]] = [[], []];
+    const end: [number[], number[]] = [[], []];
     if (ttl > 0) await firstLine(...viaDoppel(command, ttl));
     for (let i = 0; i < runs; i++) {
-      samples[0].push(await firstLine(...direct(command)));
-      samples[1].push(await firstLine(...viaDoppel(command, ttl)));
+      for (const [side, how] of [direct(command), viaDoppel(command, ttl)].entries()) {
+        const { first, end: done } = await firstLine(...how);
+        samples[side]!.push(first);
+        end[side]!.push(done);
+      }
     }
+    ends[name] = compare(...end);
     return compare(...samples);
   };
   /**
@@ -95,14 +102,17 @@ try {
     ...(wanted('startup') && {
       startupToFirstLine: {
         freshAgent: {
-          sh: await startup(programs.sh!, 0),
-          node: await startup(programs.node!, 0),
+          sh: await startup(programs.sh!, 0, 'freshAgent.sh'),
+          node: await startup(programs.node!, 0, 'freshAgent.node'),
           // A program whose first call needs the agent: a C lookup of a cluster name.
-          getentHosts: await startup(['getent', 'hosts', redis.name], 0),
+          getentHosts: await startup(['getent', 'hosts', redis.name], 0, 'freshAgent.getentHosts'),
         },
         // The first run leaves a warm session host; every later one starts its program through it (src/warm/).
-        warmSession: { sh: await startup(programs.sh!, 10), node: await startup(programs.node!, 10) },
+        warmSession: { sh: await startup(programs.sh!, 10, 'warmSession.sh'), node: await startup(programs.node!, 10, 'warmSession.node') },
       },
+      // The same runs to the command's end: a fresh doppel exec returns once its CLI has started, confirmed the session
+      // and ended it (its agent gone), however soon the program ended.
+      startupToExit: ends,
       // What each name runs, both ways (the direct case keeps this PATH, and the target's mount namespace sees the same
     // files): a pyenv shim, say, is a bash script starting several programs on every start.
     restartPrograms: Object.fromEntries(Object.entries(restartPrograms).map(([name, [command]]) => [name, whichSync(command!, process.env.PATH, existsSync) ?? command])),
