@@ -56,23 +56,25 @@ try {
   const viaDoppel = (command: string[], ttl: number): [string, string[]] => [doppel, ['exec', '-q', '--agent-ttl', String(ttl), '--target', `process/${pid}`, '--', ...command]];
 
   const { redis, udpEcho } = world.services;
-  /** Spawn to the end of a run of each start-up case, by the case's name: a program's end is not doppel's (below). */
-  const ends: Record<string, ReturnType<typeof compare>> = {};
-  /** Start to first line, bare and under doppel, alternating; `ttl` 0 starts a fresh agent each time, more reuses one. */
-  const startup = async (command: string[], ttl: number, name: string) => {
-    const samples: [number[], number[]] = [[], []];
+  /**
+   * Start to first line and to the command's end, bare and under doppel, alternating; `ttl` 0 starts a fresh agent each
+   * time, more reuses one.
+   */
+  const startup = async (command: string[], ttl: number) => {
+    const first: [number[], number[]] = [[], []];
     const end: [number[], number[]] = [[], []];
     if (ttl > 0) await firstLine(...viaDoppel(command, ttl));
     for (let i = 0; i < runs; i++) {
       for (const [side, how] of [direct(command), viaDoppel(command, ttl)].entries()) {
-        const { first, end: done } = await firstLine(...how);
-        samples[side]!.push(first);
-        end[side]!.push(done);
+        const run = await firstLine(...how);
+        first[side]!.push(run.first);
+        end[side]!.push(run.end);
       }
     }
-    ends[name] = compare(...end);
-    return compare(...samples);
+    return { first: compare(...first), end: compare(...end) };
   };
+  /** One of the two timings of each start-up case. */
+  const pick = (cases: Record<string, Awaited<ReturnType<typeof startup>>>, which: 'first' | 'end') => Object.fromEntries(Object.entries(cases).map(([name, timed]) => [name, timed[which]]));
   /**
    * A workload's per-iteration times, direct and under doppel, in `times` alternating runs of `count / times`
    * iterations each, so that a change in the machine's load during the bench falls on both sides alike.
@@ -90,8 +92,19 @@ try {
     }
     return compare(...samples);
   };
+  const when = new Date().toISOString();
+  const starts = wanted('startup') && {
+    freshAgent: {
+      sh: await startup(programs.sh!, 0),
+      node: await startup(programs.node!, 0),
+      // A program whose first call needs the agent: a C lookup of a cluster name.
+      getentHosts: await startup(['getent', 'hosts', redis.name], 0),
+    },
+    // The first run leaves a warm session host; every later one starts its program through it (src/warm/).
+    warmSession: { sh: await startup(programs.sh!, 10), node: await startup(programs.node!, 10) },
+  };
   const results = {
-    when: new Date().toISOString(),
+    when,
     machine: `${cpus().length} x ${cpus()[0]?.model ?? 'unknown CPU'}`,
     node: process.version,
     runs,
@@ -99,24 +112,15 @@ try {
     restarts,
     rounds,
     direct: 'the same program run inside the target with nsenter -n -m',
-    ...(wanted('startup') && {
-      startupToFirstLine: {
-        freshAgent: {
-          sh: await startup(programs.sh!, 0, 'freshAgent.sh'),
-          node: await startup(programs.node!, 0, 'freshAgent.node'),
-          // A program whose first call needs the agent: a C lookup of a cluster name.
-          getentHosts: await startup(['getent', 'hosts', redis.name], 0, 'freshAgent.getentHosts'),
-        },
-        // The first run leaves a warm session host; every later one starts its program through it (src/warm/).
-        warmSession: { sh: await startup(programs.sh!, 10, 'warmSession.sh'), node: await startup(programs.node!, 10, 'warmSession.node') },
-      },
-      // The same runs to the command's end: a fresh doppel exec returns once its CLI has started, confirmed the session
-      // and ended it (its agent gone), however soon the program ended.
-      startupToExit: ends,
+    ...(starts && {
+      startupToFirstLine: { freshAgent: pick(starts.freshAgent, 'first'), warmSession: pick(starts.warmSession, 'first') },
+      // The same runs to the command's end: a fresh doppel exec returns once its CLI has started, confirmed the
+      // session and ended it (its agent gone), however soon the program ended.
+      startupToExit: { freshAgent: pick(starts.freshAgent, 'end'), warmSession: pick(starts.warmSession, 'end') },
       // What each name runs, both ways (the direct case keeps this PATH, and the target's mount namespace sees the same
-    // files): a pyenv shim, say, is a bash script starting several programs on every start.
-    restartPrograms: Object.fromEntries(Object.entries(restartPrograms).map(([name, [command]]) => [name, whichSync(command!, process.env.PATH, existsSync) ?? command])),
-    restartLoop: Object.fromEntries(Object.entries(restartPrograms).map(([name, command]) => [name, loop('restart-loop.mjs', (n) => [String(n), ...command], restarts, 1)])),
+      // files): a pyenv shim, say, is a bash script starting several programs on every start.
+      restartPrograms: Object.fromEntries(Object.entries(restartPrograms).map(([name, [command]]) => [name, whichSync(command!, process.env.PATH, existsSync) ?? command])),
+      restartLoop: Object.fromEntries(Object.entries(restartPrograms).map(([name, command]) => [name, loop('restart-loop.mjs', (n) => [String(n), ...command], restarts, 1)])),
     }),
     ...(wanted('calls') && {
       file4KiBOpenReadClose: loop('file-loop.mjs', (n) => [world.target.benchFile, String(n)], loops),

@@ -160,5 +160,5 @@ __attribute__((constructor)) static void launch(int argc, char **argv) {
   }
   if (d) closedir(d);
   free(req);
-  if (plans_ok && !failed) dp_planned_start(argc, argv, plans);
+  if (plans_ok && !failed) dp_planned_start(argc, argv, plans, dir);
 }

@@ -35,8 +35,9 @@ int dp_unstand(char *path);
 void dp_init(void);
 /* The start time of process pid (field 22 of /proc/PID/stat, clock ticks since boot), or 0 when it cannot be read. */
 uint64_t dp_start_time(uint32_t pid);
-/* In the launch trampoline, when no warm host took the request: starts the program from its plan, if any (plan.c). */
-void dp_planned_start(int argc, char **argv, const char *plans_dir);
+/* In the launch trampoline, when no warm host took the request: starts the program from its plan, if any (plan.c).
+ * `warm`: the warm directory, where bin/doppel's agent listens. */
+void dp_planned_start(int argc, char **argv, const char *plans_dir, const char *warm);
 /* Whether the layer serves this process: under doppel, and not one skip_processes or skip_build_tools names. */
 int dp_active(void);
 /* This process is one the CLI's DP_ENV_SKIP_PROCESSES lists (skip.c). */

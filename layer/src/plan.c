@@ -153,21 +153,18 @@ static void discard_session(const char *dir) {
 }
 
 /* The session's lookups socket, a link to the one on which the agent bin/doppel started answers from its own start
- * (DP_EARLY_DNS_SUFFIX, in the directory that `agent`, DP_ENV_EARLY_AGENT's "<pid> <target> <level> <dir>", names):
- * the program's first lookups need not wait for the CLI. Without it, the layer asks the proxy. */
-static void link_lookups(const char *dir, const char *agent, uint32_t agent_pid) {
-  const char *warm = agent;
-  for (int field = 0; field < 3 && warm != NULL; field++)
-    if ((warm = strchr(warm, ' ')) != NULL) warm++;
+ * (DP_EARLY_DNS_SUFFIX, in the warm directory `warm`): the program's first lookups need not wait for the CLI. Without
+ * it, the layer asks the proxy. */
+static void link_lookups(const char *dir, const char *warm, uint32_t agent_pid) {
   char target[4096 + 64], link[4096 + 64];
-  if (warm == NULL || warm[0] != '/' || snprintf(target, sizeof target, "%s/early-%d-%u%s", warm, (int)getpid(), agent_pid, DP_EARLY_DNS_SUFFIX) >= (int)sizeof target) return;
+  if (snprintf(target, sizeof target, "%s/early-%d-%u%s", warm, (int)getpid(), agent_pid, DP_EARLY_DNS_SUFFIX) >= (int)sizeof target) return;
   snprintf(link, sizeof link, "%s/%s", dir, DP_AGENT_DNS_SOCKET);
   (void)!symlink(target, link);
 }
 
 /* The session's directory (as the CLI's own, src/proxy/proxy.ts: `doppel-<CLI pid>-` in the temporary directory), with
  * the rules file in it and the proxy's socket listening: its descriptor, or -1 with nothing left behind. */
-static int make_session(char *dir, size_t size, const char *fast, uint32_t fast_len, const char *agent, uint32_t agent_pid) {
+static int make_session(char *dir, size_t size, const char *fast, uint32_t fast_len, const char *warm, uint32_t agent_pid) {
   const char *tmp = getenv("TMPDIR");
   if (tmp == NULL || tmp[0] == '\0') tmp = "/tmp";
   size_t tmp_len = strlen(tmp);
@@ -190,7 +187,7 @@ static int make_session(char *dir, size_t size, const char *fast, uint32_t fast_
     }
   }
   if (fd < 0) discard_session(dir);
-  else link_lookups(dir, agent, agent_pid);
+  else link_lookups(dir, warm, agent_pid);
   return fd;
 }
 
@@ -217,7 +214,7 @@ static int yield_cpu(void) {
   return nice;
 }
 
-void dp_planned_start(int argc, char **argv, const char *plans_dir) {
+void dp_planned_start(int argc, char **argv, const char *plans_dir, const char *warm) {
   const char *agent = getenv(DP_ENV_EARLY_AGENT);
   uint32_t agent_pid = agent ? (uint32_t)strtoul(agent, NULL, 10) : 0;
   uint64_t key;
@@ -248,7 +245,7 @@ void dp_planned_start(int argc, char **argv, const char *plans_dir) {
   }
   char dir[4096];
   int listening = -1;
-  if (envp && usable && (size_t)(end - at) == hdr.fast_len) listening = make_session(dir, sizeof dir, at, hdr.fast_len, agent, agent_pid);
+  if (envp && usable && (size_t)(end - at) == hdr.fast_len) listening = make_session(dir, sizeof dir, at, hdr.fast_len, warm, agent_pid);
   int ready = listening >= 0;
   for (uint32_t i = 0; ready && i < hdr.envc; i++) ready = (envp[i] = with_dir(envp[i], dir)) != NULL;
   pid_t parent = getpid();
