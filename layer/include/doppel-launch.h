@@ -44,10 +44,10 @@ struct dp_launch_resp {
  * the socket (it is close-on-exec). */
 #define DP_LAUNCH_EXEC_FAILED 'F'
 
-/* A launch plan (src/cli/exec/launch-plan.ts): what the CLI's last start of the very same request decided, so that the
- * next one starts its program before the CLI has loaded (layer/src/plan.c). A plan holds only what the CLI decided;
- * the trampoline checks that what it was decided from has not changed, and the CLI, started beside the program,
- * decides again and stops the program if its decision differs. */
+/* A launch plan (src/cli/exec/launch-plan.ts): what the CLI's last start of the same request decided (the same
+ * program, whatever its arguments), so that the next one starts its program before the CLI has loaded
+ * (layer/src/plan.c). A plan holds only what the CLI decided; the trampoline checks that what it was decided from has
+ * not changed, and the CLI, started beside the program, decides again and stops the program if its decision differs. */
 /* Set by bin/doppel beside DP_ENV_LAUNCH when it started the target's agent: the directory of the plans. */
 #define DP_ENV_LAUNCH_PLANS "DOPPEL_LAUNCH_PLANS"
 /* Set by bin/doppel: the agent it started (src/platform/process/shell-agent.ts), left out of a plan's key. */
@@ -67,9 +67,9 @@ struct dp_launch_resp {
  * is a link to it, so that the program's first lookups need not wait for the CLI. */
 #define DP_EARLY_DNS_SUFFIX ".dns.sock"
 
-/* A plan file: header, `checks` checks, then the executable NUL, `argc` strings NUL, `envc` strings NUL, then
- * `fast_len` bytes for the session's DP_FAST_PATH_FILE (its handover pid is the started agent's). `len` counts what
- * follows the header. */
+/* A plan file: header, `checks` checks, then the executable NUL, `argc` strings NUL (the program's first arguments:
+ * those of the request after its program's word follow them), `envc` strings NUL, then `fast_len` bytes for the
+ * session's DP_FAST_PATH_FILE (its handover pid is the started agent's). `len` counts what follows the header. */
 struct dp_plan_hdr {
   uint32_t magic;
   uint32_t len;

@@ -1,10 +1,11 @@
 /* The planned start (doppel-launch.h): in bin/doppel's trampoline, when no warm session host took the request, the
- * CLI's plan for this very request (the same directory, arguments and environment, but the agent bin/doppel just
- * started) starts the program now, before the CLI's Node.js has loaded. Every check of the plan must hold; then this
- * makes the session's directory, the proxy's listening socket and the rules file the layer reads at load, forks the
- * program with the plan's environment, and returns: env then runs the CLI, the program's parent, which takes the
- * socket, decides the session again and stops the program if its decision differs (src/cli/exec/launch-plan.ts).
- * Anything unexpected returns before the fork, and the CLI starts as it would have. */
+ * CLI's plan for this program (the same directory, environment and arguments up to the program's word, but the agent
+ * bin/doppel just started; the program's own arguments are this request's) starts the program now, before the CLI's
+ * Node.js has loaded. Every check of the plan must hold; then this makes the session's directory, the proxy's listening
+ * socket and the rules file the layer reads at load, forks the program with the plan's environment, and returns: env
+ * then runs the CLI, the program's parent, which takes the socket, decides the session again and stops the program if
+ * its decision differs (src/cli/exec/launch-plan.ts). Anything unexpected returns before the fork, and the CLI starts
+ * as it would have. */
 #define _GNU_SOURCE
 #include "doppel-launch.h"
 #include "doppel-wire.h"
@@ -32,13 +33,21 @@ static uint64_t fnv(uint64_t hash, const char *s) {
   return hash;
 }
 
-/* The request's key: FNV-1a (64 bits) of its directory, the trampoline's arguments and the environment, each with its
- * NUL, but the agent's variable (each start has another agent). */
-static int request_key(int argc, char **argv, uint64_t *key) {
+/* Where the program's word is: the first after `--` (`doppel exec [FLAGS] -- PROGRAM ARGS...`), or 0. What the CLI
+ * decides does not depend on the program's arguments, so a plan serves every start of that program. */
+static int program_word(int argc, char **argv) {
+  for (int i = 1; i + 1 < argc; i++)
+    if (strcmp(argv[i], "--") == 0) return i + 1;
+  return 0;
+}
+
+/* The request's key: FNV-1a (64 bits) of its directory, the trampoline's arguments up to the program's word and the
+ * environment, each with its NUL, but the agent's variable (each start has another agent). */
+static int request_key(int word, char **argv, uint64_t *key) {
   char cwd[4096];
   if (getcwd(cwd, sizeof cwd) == NULL) return -1;
   uint64_t hash = fnv(0xcbf29ce484222325ull, cwd);
-  for (int i = 1; i < argc; i++) hash = fnv(hash, argv[i]);
+  for (int i = 1; i <= word; i++) hash = fnv(hash, argv[i]);
   size_t skip = strlen(DP_ENV_EARLY_AGENT);
   for (char **e = environ; *e != NULL; e++)
     if (strncmp(*e, DP_ENV_EARLY_AGENT, skip) != 0 || (*e)[skip] != '=') hash = fnv(hash, *e);
@@ -217,8 +226,9 @@ static int yield_cpu(void) {
 void dp_planned_start(int argc, char **argv, const char *plans_dir, const char *warm) {
   const char *agent = getenv(DP_ENV_EARLY_AGENT);
   uint32_t agent_pid = agent ? (uint32_t)strtoul(agent, NULL, 10) : 0;
+  int word = program_word(argc, argv);
   uint64_t key;
-  if (agent_pid <= 1 || request_key(argc, argv, &key) != 0) return;
+  if (agent_pid <= 1 || word == 0 || request_key(word, argv, &key) != 0) return;
   size_t len = 0;
   char *plan = read_plan(plans_dir, key, &len);
   char *at = plan ? plan + sizeof(struct dp_plan_hdr) : NULL, *end = plan ? plan + len : NULL;
@@ -235,7 +245,9 @@ void dp_planned_start(int argc, char **argv, const char *plans_dir, const char *
     at += usable ? check.len : 0;
   }
   char *file = usable ? next_string(&at, end) : NULL;
-  char **args = file ? calloc((size_t)hdr.argc + 1, sizeof *args) : NULL;
+  /* The plan's arguments (the program's word), then this request's. */
+  int own = argc - word - 1;
+  char **args = file ? calloc((size_t)hdr.argc + (size_t)own + 1, sizeof *args) : NULL;
   char **envp = args ? calloc((size_t)hdr.envc + 1, sizeof *envp) : NULL;
   for (uint32_t i = 0; envp && i < hdr.argc + hdr.envc; i++) {
     char *s = next_string(&at, end);
@@ -243,6 +255,7 @@ void dp_planned_start(int argc, char **argv, const char *plans_dir, const char *
     else if (i < hdr.argc) args[i] = s;
     else envp[i - hdr.argc] = s;
   }
+  for (int i = 0; envp && i < own; i++) args[hdr.argc + (uint32_t)i] = argv[word + 1 + i];
   char dir[4096];
   int listening = -1;
   if (envp && usable && (size_t)(end - at) == hdr.fast_len) listening = make_session(dir, sizeof dir, at, hdr.fast_len, warm, agent_pid);

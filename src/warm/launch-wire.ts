@@ -77,7 +77,7 @@ export function decodeLaunchAnswer(buffer: Buffer): LaunchAnswer {
 }
 
 // Launch plans (doppel-launch.h, layer/src/plan.c): the CLI's decision for a request, which the trampoline starts the
-// next identical request's program from.
+// next start of the same program from, with that start's arguments.
 export const PLANS_ENV = 'DOPPEL_LAUNCH_PLANS';
 export const PLAN_FILE_ENV = 'DOPPEL_PLAN_FILE';
 export const PLANNED_ENV = 'DOPPEL_PLANNED';

@@ -61,6 +61,27 @@ describe('launch plans', gate, () => {
     for (const [i, result] of [first, second, third].entries()) assert.match(result.stdout, new RegExp(`parent ${pids[i]}\\n$`), `run ${i + 1}`);
   });
 
+  test('a start of the same program with other arguments runs from its plan, with its own arguments; another program is another request', async () => {
+    const { files } = world().target;
+    const [path, content] = Object.entries(files)[0]!;
+    const run = runner();
+    const first = await run(['sh', '-c', 'echo "first $#"', 'sh']);
+    assert.equal(ok(first), 'first 0\n');
+    const plan = written(first);
+    assert.ok(plan, first.stderr);
+    // The plan holds the program's word; the arguments are each start's own, a `--` or a doppel flag among them too.
+    assert.deepEqual(decodePlan(readFileSync(plan)).argv, ['sh']);
+    const other = await run(['sh', '-c', 'printf "[%s]" "$@"; echo; cat "$0"; exit 4', path, 'a b', '--', '--agent-ttl', '-q']);
+    assert.equal(fromPlan(other), plan, other.stderr);
+    assert.equal(other.status, 4, other.stderr);
+    assert.equal(other.stdout, `[a b][--][--agent-ttl][-q]\n${content}`);
+    const another = await run(['cat', path]);
+    assert.equal(ok(another), content);
+    assert.equal(fromPlan(another), undefined, another.stderr);
+    assert.ok(written(another), another.stderr);
+    assert.notEqual(written(another), plan);
+  });
+
   test('a configuration file made, changed (a link too) or removed since is a new decision, and a plan of it is made', async () => {
     const run = runner();
     const command = ['sh', '-c', 'echo "[${DOPPEL_PLAN_TEST-}]"'];

@@ -59,9 +59,11 @@ for (const sanitized of [false, true]) {
       '}',
     ].join('\n'));
     execFileSync('cc', ['-Wall', '-Werror', '-o', cli, `${cli}.c`]);
-    const trampoline = (extra: NodeJS.ProcessEnv = {}) => {
+    // bin/doppel's command line: the CLI's, then `--` and the program's word and arguments.
+    const request = ['--', 'sh', '-c', 'echo "program: X=$X socket=$DOPPEL_LAYER_SOCKET parent=$PPID priority=$(cut -d" " -f19 /proc/self/stat)"'];
+    const trampoline = (extra: NodeJS.ProcessEnv = {}, args = request) => {
       const { layer, env } = preload();
-      const result = spawnSync('/usr/bin/env', [cli], {
+      const result = spawnSync('/usr/bin/env', [cli, ...args], {
         cwd: root,
         encoding: 'utf8',
         env: { PATH: process.env.PATH, TMPDIR: tmp, LD_PRELOAD: layer, DOPPEL_LAUNCH: warm, DOPPEL_LAUNCH_PRELOAD: '', DOPPEL_LAUNCH_PLANS: plans, DOPPEL_EARLY_AGENT: `${AGENT_PID} 1 info ${warm}`, ...env, ...extra },
@@ -71,8 +73,9 @@ for (const sanitized of [false, true]) {
       return result.stdout;
     };
     // This request's plan file, as the first start (with no plan) is told it.
+    const told = (out: string) => /file=\[(\S*)\]/.exec(out)![1]!;
     let key: string | undefined;
-    const planFile = () => (key ??= /file=\[(\S+)\]/.exec(trampoline())![1]!);
+    const planFile = () => (key ??= told(trampoline()));
     const checked = join(root, 'checked.txt');
     writeFileSync(checked, 'as it was');
     const plan = (changes: Partial<Plan> = {}): Plan => ({
@@ -83,7 +86,8 @@ for (const sanitized of [false, true]) {
         { kind: 'start', subject: String(process.pid), expected: Buffer.from(startTime(process.pid)!) },
       ],
       file: '/bin/sh',
-      argv: ['sh', '-c', 'echo "program: X=$X socket=$DOPPEL_LAYER_SOCKET parent=$PPID priority=$(cut -d" " -f19 /proc/self/stat)"'],
+      // The program's word: its arguments are the request's.
+      argv: ['sh'],
       env: ['X=1', `DOPPEL_LAYER_SOCKET=${PLAN_DIR_MARK}/layer.sock`],
       // A rules file's head (struct dp_hello_resp) and one byte of table; the trampoline puts the agent's pid at 4.
       fastPath: Buffer.concat([Buffer.alloc(24, 0xee), Buffer.from([7])]),
@@ -98,9 +102,13 @@ for (const sanitized of [false, true]) {
     test('with no plan, the CLI is told where this request\'s plan goes, and the trampoline\'s own variable is gone', () => {
       const out = trampoline();
       assert.match(out, new RegExp(`cli: planned=\\[\\] file=\\[${plans}/[0-9a-f]{16}\\] plans=\\[\\]`));
-      assert.equal(planFile(), /file=\[(\S+)\]/.exec(out)![1], 'the same request has the same key');
-      assert.notEqual(/file=\[(\S+)\]/.exec(trampoline({ OTHER: '1' }))![1], planFile(), 'another environment is another request');
-      assert.equal(/file=\[(\S+)\]/.exec(trampoline({ DOPPEL_EARLY_AGENT: `4343 1 info ${warm}` }))![1], planFile(), 'each start has another agent');
+      assert.equal(planFile(), told(out), 'the same request has the same key');
+      assert.notEqual(told(trampoline({ OTHER: '1' })), planFile(), 'another environment is another request');
+      assert.equal(told(trampoline({ DOPPEL_EARLY_AGENT: `4343 1 info ${warm}` })), planFile(), 'each start has another agent');
+      assert.equal(told(trampoline({}, ['--', 'sh', '-c', 'exit 1', 'x'])), planFile(), 'the program\'s arguments are not the request\'s');
+      assert.notEqual(told(trampoline({}, ['--', 'dash', '-c', 'exit 1'])), planFile(), 'another program is another request');
+      assert.notEqual(told(trampoline({}, ['-q', '--', 'sh', '-c', 'exit 1'])), planFile(), 'other flags are another request');
+      assert.equal(told(trampoline({}, ['sh', '-c', 'exit 1'])), '', 'no plan without a program\'s word after `--`');
     });
 
     test('a plan whose checks hold starts its program, with the session made for the CLI', () => {
@@ -162,9 +170,10 @@ for (const sanitized of [false, true]) {
       // The program under the layer, its rules saying the agent answers lookups (the handover pid is the started agent's).
       const fastPath = encodeFastPath({ rules: [], loopbackTcpLocal: false, remoteWrites: false, handoverPid: 0, udpInNetwork: false, agentDns: true, traced: false });
       const programEnv = [`DOPPEL_LAYER_SOCKET=${PLAN_DIR_MARK}/layer.sock`, 'DOPPEL_LAYER_LOG=debug', `LD_PRELOAD=${layer}`, ...Object.entries(env).map(([name, value]) => `${name}=${value}`)];
-      write(planFile(), encodePlan(plan({ file: '/usr/bin/getent', argv: ['getent', 'hosts', 'localhost'], env: programEnv, fastPath })));
+      const lookup = ['--', 'getent', 'hosts', 'localhost'];
+      write(told(trampoline({}, lookup)), encodePlan(plan({ file: '/usr/bin/getent', argv: ['getent'], env: programEnv, fastPath })));
       const start = (agentPid: number) => {
-        const child = spawn('/usr/bin/env', [cli], {
+        const child = spawn('/usr/bin/env', [cli, ...lookup], {
           cwd: root,
           env: { PATH: process.env.PATH, TMPDIR: tmp, LD_PRELOAD: layer, DOPPEL_LAUNCH: warm, DOPPEL_LAUNCH_PRELOAD: '', DOPPEL_LAUNCH_PLANS: plans, DOPPEL_EARLY_AGENT: `${agentPid} 1 info ${warm}`, ...env },
         });
@@ -211,7 +220,7 @@ for (const sanitized of [false, true]) {
     test('a program that cannot run exits 127 with one line, its session left for the CLI to remove', () => {
       write(planFile(), encodePlan(plan({ file: join(root, 'no-such-program') })));
       const { layer, env } = preload();
-      const result = spawnSync('/usr/bin/env', [cli], {
+      const result = spawnSync('/usr/bin/env', [cli, ...request], {
         cwd: root,
         encoding: 'utf8',
         env: { PATH: process.env.PATH, TMPDIR: tmp, LD_PRELOAD: layer, DOPPEL_LAUNCH: warm, DOPPEL_LAUNCH_PRELOAD: '', DOPPEL_LAUNCH_PLANS: plans, DOPPEL_EARLY_AGENT: `${AGENT_PID} 1 info ${warm}`, ...env },

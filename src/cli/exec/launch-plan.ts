@@ -1,7 +1,7 @@
 // Launch plans: a fresh `doppel exec` on a process target writes down what it decided for its program (the file, its
-// arguments, its whole environment and the layer's rules file), named by the request (directory, arguments and
-// environment: layer/src/plan.c); the next identical request's program then starts from it in bin/doppel's trampoline,
-// before this CLI's Node.js has loaded. The trampoline checks what the decision was made from (the configuration's
+// whole environment and the layer's rules file), named by the request (directory, environment and arguments up to the
+// program's word: layer/src/plan.c); the next start of that program, whatever its arguments, then starts from it in
+// bin/doppel's trampoline, before this CLI's Node.js has loaded. The trampoline checks what the decision was made from (the configuration's
 // files, the target's process and environment, the program's place on PATH, this build); the CLI, started beside the
 // program as its parent, decides again, and stops the program if its decision differs.
 import { readdirSync, readFileSync, statSync, unlinkSync } from 'node:fs';
@@ -22,7 +22,7 @@ import { decodePlan, encodePlan, PLAN_DIR_MARK, PLAN_FILE_ENV, PLANNED_ENV, type
 /** `NODE_DEBUG=doppel-plan` says when a plan is written, and when a program started from one. */
 const debug = debuglog('doppel-plan');
 
-/** Plans kept: one per distinct command line, directory and environment. */
+/** Plans kept: one per distinct program, flags, directory and environment. */
 const MAX_PLANS = 64;
 
 /** A program the trampoline started from a plan: this CLI owns its session. */
@@ -97,15 +97,17 @@ export interface PlanInputs {
   layer: string;
 }
 
-/** The decision, as the next identical start's program gets it: written when the trampoline named the file for it. */
+/** The decision, as the next start of the program gets it: written when the trampoline named the file for it. */
 export function writePlan(inputs: PlanInputs, decision: { argv: string[]; env: Record<string, string>; dir: string; fastPath: Buffer; handoverPid: number | undefined }): void {
   // Only a session served by the agent bin/doppel started: the next one's trampoline names that agent in the rules.
   if (planFile === undefined || decision.handoverPid === undefined || decision.handoverPid !== shellAgentPid()) return;
+  // The trampoline gives the program the arguments it was given after the program's word, as ours were.
+  if (decision.argv.join('\0') !== requestArguments()?.join('\0')) return;
   const env = Object.entries(decision.env).map(([name, value]) => `${name}=${value}`);
   if (env.some((entry) => entry.includes(PLAN_DIR_MARK))) return;
   const checks = planChecks(inputs);
   if (!checks) return;
-  const plan: Plan = { checks, file: inputs.executable, argv: decision.argv, env: env.map((entry) => entry.replaceAll(decision.dir, PLAN_DIR_MARK)), fastPath: decision.fastPath };
+  const plan: Plan = { checks, file: inputs.executable, argv: decision.argv.slice(0, 1), env: env.map((entry) => entry.replaceAll(decision.dir, PLAN_DIR_MARK)), fastPath: decision.fastPath };
   try {
     writeCacheFile(planFile, encodePlan(plan), MAX_PLANS);
     debug('plan written: %s', planFile);
@@ -118,12 +120,19 @@ export function writePlan(inputs: PlanInputs, decision: { argv: string[]; env: R
 export function planDifference(start: PlannedStart, decision: { file: string | undefined; argv: string[]; env: Record<string, string>; fastPath: Buffer }): string | undefined {
   const { plan } = start;
   if (!plan || !start.fastPath) return 'its plan is gone';
-  if (plan.file !== decision.file || plan.argv.join('\0') !== decision.argv.join('\0')) return 'the program is another file';
+  const started = [...plan.argv, ...(requestArguments()?.slice(1) ?? [])];
+  if (plan.file !== decision.file || started.join('\0') !== decision.argv.join('\0')) return 'the program is another file';
   const planned = new Map(plan.env.map((entry) => entry.replaceAll(PLAN_DIR_MARK, start.dir)).map((entry) => [entry.slice(0, entry.indexOf('=')), entry.slice(entry.indexOf('=') + 1)]));
   const names = new Set([...planned.keys(), ...Object.keys(decision.env)]);
   for (const name of names) if (planned.get(name) !== decision.env[name]) return `its variable ${name} differs`;
   if (!start.fastPath.equals(decision.fastPath)) return 'the layer\'s rules differ';
   return undefined;
+}
+
+/** The program's word and arguments as the trampoline saw them: what follows the first `--` of our command line. */
+function requestArguments(): string[] | undefined {
+  const at = process.argv.indexOf('--');
+  return at < 0 || at + 1 >= process.argv.length ? undefined : process.argv.slice(at + 1);
 }
 
 /** Removes the plan that led to a start this CLI stopped. */

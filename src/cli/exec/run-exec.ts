@@ -27,7 +27,7 @@ export interface ConfigOrigin {
 
 export async function runExec(command: string[], config: ResolvedConfig, progress: Progress, origin: ConfigOrigin): Promise<number> {
   const layer = findLayer();
-  // A program bin/doppel's trampoline started already, from the last identical start's plan (launch-plan.ts).
+  // A program bin/doppel's trampoline started already, from the plan of this program's last start (launch-plan.ts).
   const planned = plannedStart();
   // Bad lists fail before any agent starts.
   const policies = sessionPolicies(config);
