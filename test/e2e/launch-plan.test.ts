@@ -13,6 +13,7 @@ import { sweepWarmSockets } from '../../src/platform/process/warm-agents.ts';
 import { isAlive } from '../../src/process-alive.ts';
 import { decodePlan, encodePlan } from '../../src/warm/launch-wire.ts';
 import { needsRoot } from '../support/root.ts';
+import { inTarget } from './target-files.ts';
 import { until } from '../support/until.ts';
 import { execIn, ok, startDoppel, startedDoppels, type Finished } from './run-doppel.ts';
 import { suiteWorld } from './suite-world.ts';
@@ -117,6 +118,27 @@ describe('launch plans', gate, () => {
       assert.equal(fromPlan(removed), undefined, removed.stderr);
     } finally {
       rmSync(join(cwd, '.doppel'), { recursive: true, force: true });
+    }
+  });
+
+  test('a mount made in the target since is a new decision: its files are the target\'s, and the program is not stopped', async () => {
+    const { pid } = world().target;
+    const run = runner();
+    // Under the CLI's working directory (a local root), a file comes from here, until the target mounts something there.
+    const point = mkdtempSync(join(cwd, 'mounted-'));
+    writeFileSync(join(point, 'where'), 'here\n');
+    const command = ['cat', join(point, 'where')];
+    assert.equal(ok(await run(command)), 'here\n');
+    assert.ok(fromPlan(await run(command)));
+    inTarget(pid, ['mkdir', '-p', point]);
+    inTarget(pid, ['mount', '-t', 'tmpfs', '-o', 'size=64k', 'doppel-plan-test', point]);
+    try {
+      inTarget(pid, ['sh', '-c', `echo there > ${point}/where`]);
+      const mounted = await run(command);
+      assert.equal(ok(mounted), 'there\n');
+      assert.equal(fromPlan(mounted), undefined, mounted.stderr);
+    } finally {
+      inTarget(pid, ['umount', point]);
     }
   });
 

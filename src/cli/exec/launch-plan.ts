@@ -1,9 +1,9 @@
 // Launch plans: a fresh `doppel exec` on a process target writes down what it decided for its program (the file, its
 // whole environment and the layer's rules file), named by the request (directory, environment and arguments up to the
 // program's word: layer/src/plan.c); the next start of that program, whatever its arguments, then starts from it in
-// bin/doppel's trampoline, before this CLI's Node.js has loaded. The trampoline checks what the decision was made from (the configuration's
-// files, the target's process and environment, the program's place on PATH, this build); the CLI, started beside the
-// program as its parent, decides again, and stops the program if its decision differs.
+// bin/doppel's trampoline, before this CLI's Node.js has loaded. The trampoline checks what the decision was made from
+// (the configuration's files, the target's process, environment and mounts, the program's place on PATH, this build);
+// the CLI, started beside the program as its parent, decides again, and stops the program if its decision differs.
 import { readdirSync, readFileSync, statSync, unlinkSync } from 'node:fs';
 import { setPriority } from 'node:os';
 import { delimiter, join, resolve } from 'node:path';
@@ -170,6 +170,8 @@ function planChecks(inputs: PlanInputs): PlanCheck[] | undefined {
     if (start === undefined) return undefined;
     checks.push({ kind: 'start', subject: String(inputs.targetPid), expected: Buffer.from(start) });
     if (inputs.targetEnv) content(`/proc/${inputs.targetPid}/environ`);
+    // Its mounts, which the layer's rules follow (target-mounts.ts): a volume mounted since is a new decision.
+    content(`/proc/${inputs.targetPid}/mountinfo`);
   } catch {
     return undefined;
   }
