@@ -7,6 +7,7 @@ import type { Server, Socket } from 'node:net';
 import { Connection, type RequestHandler } from '../protocol/connection.ts';
 import { RemoteError } from '../protocol/errors.ts';
 import type { Operations } from '../protocol/messages.ts';
+import { forgetChain, netnsOf, noteChain } from './chain-notes.ts';
 import { compileFilter } from './http-filter.ts';
 import { addRedirect, chainName, createChain, deleteRedirect, detectBackend, removeChain, removeChainSync, type Backend } from './iptables.ts';
 import type { Log } from './log.ts';
@@ -56,9 +57,14 @@ interface Subscription {
   role?: Routing | Joined;
 }
 
-export function createIncoming(options: { session: string; software: string; log: Log }): Incoming {
+/** `notes`: the process platform's agent notes its chain for the sweeps of dead sessions' chains (chain-notes.ts). */
+export function createIncoming(options: { session: string; software: string; log: Log; notes?: boolean }): Incoming {
   const { session, software, log } = options;
   const chain = chainName(session);
+  const netns = options.notes ? netnsOf('self') : undefined;
+  const forget = () => {
+    if (netns !== undefined) forgetChain(netns, chain);
+  };
   const subscriptions = new Map<number, Subscription>();
   let backend: Promise<Backend> | undefined;
   /** Whether our chain (and the jump to it) exists; set before the first command that makes it. */
@@ -81,6 +87,8 @@ export function createIncoming(options: { session: string; software: string; log
       backend ??= detectBackend([]);
       const which = await backend;
       if (chainMade === undefined) {
+        // Noted first: a chain no note names would outlive this session if it were killed.
+        if (netns !== undefined) noteChain(netns, chain);
         chainMade = which;
         // A chain by our name can only be a leftover of this session's name (a reused CLI pid): start afresh.
         removeChainSync([], which, chain);
@@ -102,6 +110,7 @@ export function createIncoming(options: { session: string; software: string; log
       if (made === undefined || routing()) return;
       // Forgotten only once gone, so that a failure here still leaves it to close().
       await removeChain([], made, chain);
+      forget();
       if (chainMade === undefined) return;
       log.info(`${made}: chain ${chain} removed`);
       chainMade = undefined;
@@ -203,7 +212,10 @@ export function createIncoming(options: { session: string; software: string; log
     if (chainMade !== undefined) {
       const failures = removeChainSync([], chainMade, chain);
       for (const failure of failures) log.warn(`leaving the namespace: ${failure}`);
-      if (failures.length === 0) log.info(`${chainMade}: chain ${chain} removed`);
+      if (failures.length === 0) {
+        forget();
+        log.info(`${chainMade}: chain ${chain} removed`);
+      }
       chainMade = undefined;
     }
   };

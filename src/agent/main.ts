@@ -107,7 +107,7 @@ async function main(): Promise<number> {
   for (;;) {
     let warm: Warm | undefined;
     // Only this client's traffic: the next one, if any, comes with a session of its own.
-    const incoming = lazyIncoming({ session: client.session, software, log });
+    const incoming = lazyIncoming({ session: client.session, software, log, notes: sweep !== undefined });
     // Every way out passes here, an uncaught error included: the namespace is left as it was found.
     const closeIncoming = () => incoming.close();
     process.once('exit', closeIncoming);
@@ -209,13 +209,13 @@ const SWEEP_MAX_WAITS = 20;
  * The sweep of dead sessions' chains (`sweepDeadCliSessions`), run once the first session's link has been quiet for a
  * moment, or as the agent exits: its iptables-save processes fork from us, milliseconds each during which no call is
  * served, so not while the program's first calls come (done by the CLI there, they held up those calls for 5-10 ms).
- * Its module, with child_process, loads then too.
+ * It runs only where a note names a dead session's chain (chain-notes.ts); its module, with child_process, loads then.
  */
 function sweepWhenQuiet(log: Log): { start(): void; request(): void; now(): Promise<void> } {
   let sweeping: Promise<void> | undefined;
   let requests = 0;
   const now = () =>
-    (sweeping ??= import('./iptables.ts').then(({ sweepDeadCliSessions }) => sweepDeadCliSessions([])).then(
+    (sweeping ??= import('./chain-notes.ts').then(({ netnsOf, sweepNoted }) => sweepNoted(netnsOf('self'), () => import('./iptables.ts').then(({ sweepDeadCliSessions }) => sweepDeadCliSessions([])))).then(
       (failures) => failures.forEach((failure) => log.warn(`could not remove a dead session's iptables rules: ${failure}`)),
       (error: Error) => log.warn(`could not look for dead sessions' iptables rules: ${error.message}`),
     ));
@@ -267,7 +267,7 @@ const requestHandlers = () => import('./serve.ts');
  * Incoming traffic's modules (HTTP/1 and HTTP/2 parsers, the router) load at the first subscription: most sessions
  * never listen, and loading them is a third of the agent's start.
  */
-function lazyIncoming(options: { session: string; software: string; log: Log }): Incoming {
+function lazyIncoming(options: { session: string; software: string; log: Log; notes: boolean }): Incoming {
   let loading: Promise<Incoming> | undefined;
   let loaded: Incoming | undefined;
   let closed = false;

@@ -4,11 +4,13 @@ import assert from 'node:assert/strict';
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
+import { readdirSync } from 'node:fs';
 import { createServer as createHttpServer } from 'node:http';
 import { connect, createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { after, afterEach, before, describe, test } from 'node:test';
+import { chainNoted, forgetChain, netnsOf, noteChain, NOTES_DIR } from '../../src/agent/chain-notes.ts';
 import { connectAgent, type AgentClient } from '../../src/proxy/agent-client.ts';
 import type { IncomingRequests } from '../../src/proxy/incoming.ts';
 import { agentProcesses } from '../e2e/leftovers.ts';
@@ -34,6 +36,20 @@ for (const backend of backends) {
     const chains = () =>
       Object.fromEntries(backends.map((b) => [b, [...execFileSync(enter()[0]!, [...enter().slice(1), `iptables-${b}-save`], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).matchAll(/^:(DOPPEL-\S+)/gm)].map((m) => m[1]!)])) as Record<(typeof backends)[number], string[]>;
     const noChains = { legacy: [], nft: [] };
+    /** The notes of chains in the target's namespace (src/agent/chain-notes.ts). */
+    const notesHere = () => {
+      const netns = netnsOf(world.target.pid)!;
+      try {
+        return readdirSync(NOTES_DIR).filter((note) => note.startsWith(`${netns}-`));
+      } catch {
+        return [];
+      }
+    };
+    /** No chain of ours in the target's namespace, and no note of one. */
+    const assertNoneLeft = () => {
+      assert.deepEqual(chains(), noChains);
+      assert.deepEqual(notesHere(), []);
+    };
 
     before(async () => {
       world = await createWorld({ firewall: backend });
@@ -119,7 +135,7 @@ for (const backend of backends) {
       const incoming = await subscribed(client, 'steal', local);
       assert.equal(await curl(target()), 'answered by the developer');
       await incoming.unlisten(world.target.http.port);
-      assert.deepEqual(chains(), noChains);
+      assertNoneLeft();
       assert.equal(await curl(target()), world.target.http.body);
       // And a port can be taken again afterwards.
       await incoming.listen(world.target.http.port, { family: 4, address: '127.0.0.1', port: (local.address() as AddressInfo).port });
@@ -151,7 +167,7 @@ for (const backend of backends) {
       const killedAt = Date.now();
       process.kill(Number(agent!.split(' ')[0]), 'SIGKILL');
       assert.equal(await transport.exited, 'was killed by SIGKILL');
-      assert.deepEqual(chains(), noChains);
+      assertNoneLeft();
       assert.equal(await curl(target()), world.target.http.body);
       t.diagnostic(`the target answered again ${Date.now() - killedAt} ms after the kill`);
     });
@@ -159,7 +175,10 @@ for (const backend of backends) {
     test('a fresh agent removes the chains of dead sessions once its session is quiet, and keeps a live one\'s', async () => {
       const dead = await deadPid();
       const iptables = (args: string[]) => execFileSync(enter()[0]!, [...enter().slice(1), `iptables-${backend}`, '-w', '-t', 'nat', ...args]);
+      const netns = netnsOf(world.target.pid)!;
       for (const chain of [`DOPPEL-${dead}-0`, `DOPPEL-${process.pid}-999`]) {
+        // As a session's agent does before it makes its chain (src/agent/chain-notes.ts).
+        noteChain(netns, chain);
         iptables(['-N', chain]);
         iptables(['-A', chain, '-p', 'tcp', '-m', 'tcp', '--dport', '8000', '-j', 'REDIRECT', '--to-ports', '1']);
         iptables(['-I', 'PREROUTING', '1', '-p', 'tcp', '-j', chain]);
@@ -168,6 +187,7 @@ for (const backend of backends) {
         iptables(['-D', 'PREROUTING', '-p', 'tcp', '-j', `DOPPEL-${process.pid}-999`]);
         iptables(['-F', `DOPPEL-${process.pid}-999`]);
         iptables(['-X', `DOPPEL-${process.pid}-999`]);
+        forgetChain(netns, `DOPPEL-${process.pid}-999`);
       });
       // The dead session's rule breaks the target's port until it is swept.
       await assert.rejects(curl(target()));
@@ -175,6 +195,8 @@ for (const backend of backends) {
       await until('the dead session\'s chain to go', () => (chains()[backend].includes(`DOPPEL-${dead}-0`) ? undefined : true));
       assert.deepEqual(chains(), { ...noChains, [backend]: [`DOPPEL-${process.pid}-999`] });
       assert.doesNotMatch(execFileSync(enter()[0]!, [...enter().slice(1), `iptables-${backend}-save`], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }), new RegExp(`DOPPEL-${dead}-`));
+      assert.equal(chainNoted(netns, `DOPPEL-${dead}-0`), false, 'the swept chain\'s note goes with it');
+      assert.equal(chainNoted(netns, `DOPPEL-${process.pid}-999`), true);
     });
 
     describe('the agent removes its own chain on its way out', () => {
@@ -190,6 +212,7 @@ for (const backend of backends) {
         const local = await listening(createHttpServer((_, res) => res.end('answered by the developer')));
         await subscribed(client, 'steal', local);
         assert.deepEqual(chains()[backend], [`DOPPEL-t${process.pid}`]);
+        assert.deepEqual(notesHere(), [`${netnsOf(world.target.pid)}-DOPPEL-t${process.pid}`], 'noted as it was made');
         assert.equal(await curl(target()), 'answered by the developer');
         return { child, client, exited };
       }
@@ -198,7 +221,7 @@ for (const backend of backends) {
         const { client, exited } = await bareAgent();
         client.close();
         assert.equal(await exited, 'code 0');
-        assert.deepEqual(chains(), noChains);
+        assertNoneLeft();
         assert.equal(await curl(target()), world.target.http.body);
       });
 
@@ -206,7 +229,7 @@ for (const backend of backends) {
         const { child, exited } = await bareAgent();
         child.kill('SIGTERM');
         assert.equal(await exited, 'code 0');
-        assert.deepEqual(chains(), noChains);
+        assertNoneLeft();
       });
 
       test('on an uncaught error', async () => {
@@ -214,7 +237,7 @@ for (const backend of backends) {
         const { child, exited } = await bareAgent(world.target.pid, ['--import', 'data:text/javascript,process.on("SIGUSR2", () => { throw new Error("injected fault") })']);
         child.kill('SIGUSR2');
         assert.equal(await exited, 'code 1');
-        assert.deepEqual(chains(), noChains);
+        assertNoneLeft();
       });
 
       test('when its target process exits', async () => {
@@ -223,7 +246,7 @@ for (const backend of backends) {
         const { exited } = await bareAgent(sleeper.pid!);
         sleeper.kill('SIGKILL');
         assert.equal(await exited, 'code 0');
-        assert.deepEqual(chains(), noChains);
+        assertNoneLeft();
       });
     });
   });

@@ -8,8 +8,10 @@ import { promisify } from 'node:util';
 import { after, afterEach, before, describe, test } from 'node:test';
 import { needsRoot } from '../support/root.ts';
 import { createWorld, type World } from '../world/world.ts';
-import { leftoversAfter } from './leftovers.ts';
-import { serveUnderDoppel, type RunningServer } from './serve-under-doppel.ts';
+import { until } from '../support/until.ts';
+import { agentProcesses, leftoversAfter } from './leftovers.ts';
+import { execIn, ok } from './run-doppel.ts';
+import { serveUnderDoppel, serveWithDoppel, type RunningServer } from './serve-under-doppel.ts';
 import { curlTarget, targetAnswersAgain, targetUrl } from './target-http.ts';
 
 const run = promisify(execFile);
@@ -212,6 +214,24 @@ describe('incoming traffic on a process target', gate, () => {
     const result = await server.finished;
     assert.equal(result.status, 0, result.stderr);
     assert.equal(result.stderr, '', 'a warning: the port was taken twice');
+  });
+
+  test('a session killed outright, its agent with it, leaves its rule only until the next session on the target', async () => {
+    const server = serveWithDoppel(['exec', '--target', `process/${pid()}`, '-q', '--steal', '--', 'node', '-e', nodeServer, String(port()), 'stay']);
+    const programPid = Number((await server.line(/^ready \d+ pid (\d+)/))[1]);
+    assert.match(await curl('/before-kill'), /^local /);
+    // All stopped first, so that none sees another go and cleans up: as if the machine had killed them at once.
+    const victims = [server.pid, programPid, ...agentProcesses(pid()).map((line) => Number(line.split(' ')[0]))];
+    assert.equal(victims.length, 3, 'the CLI, the program and the session\'s agent');
+    for (const victim of victims) process.kill(victim, 'SIGSTOP');
+    for (const victim of victims) process.kill(victim, 'SIGKILL');
+    await server.finished;
+    assert.notDeepEqual(chainsLeft(), [], 'nothing was left to remove the rule');
+    await assert.rejects(curl('/while-left'), 'the port goes to a router that is gone');
+    // The next session on the target, whatever it does, removes what the killed one left.
+    ok(await execIn(pid(), ['true']));
+    await until('the next session to remove the rule', () => (chainsLeft().length === 0 ? true : undefined), 10_000);
+    await targetAnswersAgain(world);
   });
 
   test('closing the server gives the port back; listening again takes it again', async () => {
