@@ -191,7 +191,9 @@ function shellAgent(options: ProcessAgentOptions, agent: ShellAgent, session: st
   const exited = new Promise<string>((resolve) => (gone = resolve));
   const ended = once(async () => {
     let status: number | undefined;
-    for (let waited = 0; (status = exitStatus(agent.pid)) === undefined && shellAgentRunning(agent.pid) && waited < 3000; waited += 10) await pause(10);
+    // It exits a few milliseconds after its socket closes, and a short session's end waits for that: looked for often
+    // at first.
+    for (let waited = 0, step = 1; (status = exitStatus(agent.pid)) === undefined && shellAgentRunning(agent.pid) && waited < 3000; waited += step, step = waited < 30 ? 1 : 10) await pause(step);
     // As a spawned agent's: one that ended other than with code 0 may have left its chains. One still running parked.
     if (status === undefined ? !shellAgentRunning(agent.pid) : status !== 0) removeChains();
     if (!shellAgentRunning(agent.pid)) removeEndedAgentFiles(agent);
