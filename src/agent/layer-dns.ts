@@ -36,15 +36,39 @@ export function createLayerDns(lookup: Lookup, log: Log, onClientMachine: boolea
  * its first lookup need not wait for it. Bound before the agent listens for its CLI, so that the CLI, once linked,
  * knows whether it is served (src/proxy/proxy.ts). Closed by the caller when its first session ends.
  */
-export async function serveEarlyLookups(path: string, pid: number, log: Log): Promise<LayerServer | undefined> {
+export async function serveEarlyLookups(path: string, pid: number, log: Log): Promise<EarlyLookups | undefined> {
+  let last = 0;
+  const lookup = createDns(`/proc/${pid}/root`);
   try {
-    const server = await serveLookups(path, createDns(`/proc/${pid}/root`), log);
+    const server = await serveLookups(
+      path,
+      (args) => {
+        last = performance.now();
+        return lookup(args);
+      },
+      log,
+    );
     process.once('exit', () => rmSync(path, { force: true }));
-    return server;
+    const quiet = (ms: number) =>
+      new Promise<void>((resolve) => {
+        const check = () => {
+          const since = performance.now() - last;
+          if (since >= ms) resolve();
+          else setTimeout(check, ms - since).unref();
+        };
+        // On a timer's turn even when quiet already: after what the caller flushes with setImmediate.
+        setTimeout(check, 0).unref();
+      });
+    return { ...server, quiet };
   } catch (error) {
     log.warn(`cannot answer lookups on ${path}: ${(error as Error).message}`);
     return undefined;
   }
+}
+
+export interface EarlyLookups extends LayerServer {
+  /** Settles once no lookup has come for `ms`, at a timer's turn. */
+  quiet(ms: number): Promise<void>;
 }
 
 /** The policy of a session without DNS filters (the only kind that asks): every name but localhost's is the target's. */

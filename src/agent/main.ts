@@ -147,8 +147,11 @@ async function main(): Promise<number> {
       },
       timeAnswers: client.trace,
     });
-    // A timer's turn comes after the link's flush of the hello (setImmediate).
-    setTimeout(loadHandlers, 0);
+    // A timer's turn comes after the link's flush of the hello (setImmediate). A program started from a launch plan may
+    // be asking the early lookups socket now, and the load (about 5 ms) would hold those lookups: it waits for a pause in
+    // them, or for the first request.
+    if (earlyLookups) void earlyLookups.quiet(LOOKUPS_PAUSE_MS).then(loadHandlers);
+    else setTimeout(loadHandlers, 0);
     const connection = await opening;
     mark('handshake done');
     sweep?.start();
@@ -172,6 +175,9 @@ async function main(): Promise<number> {
     ({ stream, client } = next);
   }
 }
+
+/** A pause in a planned program's lookups this long lets the request handlers load (see their load). */
+const LOOKUPS_PAUSE_MS = 10;
 
 /** How long an agent started ahead of its CLI (`--listen`) waits for it: a CLI that is still alive may be slow. */
 const LISTEN_TIMEOUT_MS = 60_000;
