@@ -9,7 +9,6 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, 
 import { getPriority, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { sweepWarmSockets } from '../../src/platform/process/warm-agents.ts';
 import { isAlive } from '../../src/process-alive.ts';
 import { decodePlan, encodePlan } from '../../src/warm/launch-wire.ts';
 import { needsRoot } from '../support/root.ts';
@@ -17,7 +16,7 @@ import { inTarget } from './target-files.ts';
 import { until } from '../support/until.ts';
 import { execIn, ok, startDoppel, startedDoppels, type Finished } from './run-doppel.ts';
 import { suiteWorld } from './suite-world.ts';
-import { warmDir } from './warm-host.ts';
+import { noHostOf, warmDir } from './warm-host.ts';
 
 const gate = needsRoot('programs started from launch plans on a process target');
 
@@ -26,9 +25,9 @@ const fromPlan = (run: Finished) => /program \d+ started from the plan (\S+)/.ex
 
 describe('launch plans', gate, () => {
   const world = suiteWorld();
-  // A warm session host of an earlier suite is asked first, and bin/doppel then starts no agent of its own, which
-  // plans need (src/warm/): wait until none runs.
-  before(() => until('the warm session hosts of earlier suites to go', () => (existsSync(warmDir) && sweepWarmSockets(warmDir).some(({ launch }) => launch) ? undefined : true), 30_000));
+  // A warm session host of this target (an earlier suite's) is asked first, and bin/doppel then starts no agent of its
+  // own, which plans need (src/warm/).
+  before(() => noHostOf(() => world().target.pid));
   const cwd = mkdtempSync(join(tmpdir(), 'doppel-plan-test-'));
   after(() => rmSync(cwd, { recursive: true, force: true }));
   /** Runs of one test share a variable of their own: their own request, so their own plan. */

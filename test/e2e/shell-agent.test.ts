@@ -3,18 +3,16 @@
 // killed at any moment of its start leaves neither agent nor file behind.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { before, describe, test } from 'node:test';
-import { sweepWarmSockets } from '../../src/platform/process/warm-agents.ts';
 import { isAlive } from '../../src/process-alive.ts';
 import { needsRoot } from '../support/root.ts';
 import { agentProcesses, proxyDirs } from './leftovers.ts';
 import { execIn, ok, startDoppel } from './run-doppel.ts';
-import { until } from '../support/until.ts';
 import { suiteWorld } from './suite-world.ts';
-import { warmDir } from './warm-host.ts';
+import { noHostOf, warmDir } from './warm-host.ts';
 
 const gate = needsRoot('agents bin/doppel starts for a process target');
 
@@ -23,10 +21,7 @@ const listAgents = (pid: number) => `pgrep -af 'agent/main\\.js --pid ${pid} ' |
 
 describe('the agent bin/doppel starts', gate, () => {
   const world = suiteWorld();
-  // A warm session host an earlier suite left within its ttl (of any target) has bin/doppel ask it first, and start
-  // no agent of its own when it says no (src/warm/): these tests wait until none runs (a killed host's socket, which
-  // bin/doppel passes by, the sweep removes).
-  before(() => until('the warm session hosts of earlier suites to go', () => (existsSync(warmDir) && sweepWarmSockets(warmDir).some(({ launch }) => launch) ? undefined : true), 30_000));
+  before(() => noHostOf(() => world().target.pid));
 
   test('serves the session: the program\'s first lookup is answered by it, and DOPPEL_EARLY_AGENT stays out of the program\'s environment', async () => {
     const { pid } = world().target;
@@ -46,6 +41,18 @@ describe('the agent bin/doppel starts', gate, () => {
     while (isAlive(dead)) dead++;
     // A bound Unix socket whose process has gone, as a host killed outright leaves it.
     const stale = join(warmDir, `launch-${pid}-1-${dead}.sock`);
+    execFileSync('python3', ['-c', 'import socket, sys; socket.socket(socket.AF_UNIX).bind(sys.argv[1])', stale]);
+    try {
+      const out = ok(await execIn(pid, ['sh', '-c', listAgents(pid)], { flags: ['--agent-ttl', '0'] }));
+      assert.match(out, /--listen \S+\/doppel-warm\/early-\d+ --parent \d+ /);
+    } finally {
+      rmSync(stale, { force: true });
+    }
+  });
+
+  test('a socket of another target\'s host, named for a pid that runs (as another PID namespace\'s is), does not keep it from starting', async () => {
+    const { pid } = world().target;
+    const stale = join(warmDir, `launch-kube-${process.pid}.sock`);
     execFileSync('python3', ['-c', 'import socket, sys; socket.socket(socket.AF_UNIX).bind(sys.argv[1])', stale]);
     try {
       const out = ok(await execIn(pid, ['sh', '-c', listAgents(pid)], { flags: ['--agent-ttl', '0'] }));

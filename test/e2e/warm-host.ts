@@ -7,6 +7,7 @@ import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { sweepWarmSockets } from '../../src/platform/process/warm-agents.ts';
 import { decodeLaunchAnswer, encodeLaunchRequest, LAUNCH_RESP_SIZE, type LaunchAnswer } from '../../src/warm/launch-wire.ts';
 import { until } from '../support/until.ts';
 import { hostProcesses, leftoversAfter } from './leftovers.ts';
@@ -19,6 +20,13 @@ const warmFiles = (prefix: string) => (existsSync(warmDir) ? readdirSync(warmDir
 export const launchSockets = (pid: number) => warmFiles(`launch-${pid}-`);
 /** The sockets of the warm agents of target `pid`. */
 export const agentSockets = (pid: number) => warmFiles(`${pid}-`);
+
+/**
+ * Until no warm session host of target `pid` runs (an earlier suite's, within its ttl): bin/doppel asks one first, and
+ * starts no agent of its own when it says no. A killed host's socket, which bin/doppel passes by, the sweep removes.
+ */
+export const noHostOf = (pid: () => number) =>
+  until('the warm session hosts of earlier suites to go', () => (existsSync(warmDir) && sweepWarmSockets(warmDir).some(({ entry, launch }) => launch && entry.startsWith(`launch-${pid()}-`)) ? undefined : true), 30_000);
 
 /** The PIDs in `pgrep -a` lines. */
 export const pidsOf = (lines: string[]) => lines.map((line) => Number(line.split(' ')[0]));
