@@ -1,8 +1,8 @@
 // Launch plans (src/cli/exec/launch-plan.ts, layer/src/plan.c): a fresh `doppel exec` on a process target writes down
-// what it decided; the next identical one starts its program from that in bin/doppel's trampoline, before the CLI has
-// loaded, and the CLI beside it decides again. Seen from outside: the same program output, exit status and signals,
-// the program a child of the CLI as ever, nothing left behind; a changed input is a new decision; a plan that no longer
-// holds stops the program it started.
+// what it decided; the next start of that program (its arguments may differ) starts from that in bin/doppel's
+// trampoline, before the CLI has loaded, and the CLI beside it decides again. Seen from outside: the same program
+// output, exit status and signals, the program a child of the CLI as ever, nothing left behind; a changed input is a
+// new decision; a plan that no longer holds stops the program it started.
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
@@ -12,10 +12,10 @@ import { after, before, describe, test } from 'node:test';
 import { isAlive } from '../../src/process-alive.ts';
 import { decodePlan, encodePlan } from '../../src/warm/launch-wire.ts';
 import { needsRoot } from '../support/root.ts';
-import { inTarget } from './target-files.ts';
 import { until } from '../support/until.ts';
 import { execIn, ok, startDoppel, startedDoppels, type Finished } from './run-doppel.ts';
 import { suiteWorld } from './suite-world.ts';
+import { inTarget } from './target-files.ts';
 import { noHostOf, warmDir } from './warm-host.ts';
 
 const gate = needsRoot('programs started from launch plans on a process target');
