@@ -23,7 +23,7 @@ const only = process.env.BENCH_ONLY;
 const wanted = (part: 'calls' | 'startup') => only === undefined || only === part;
 
 /** Nanoseconds from spawn to the program's first line of output, and to the end of the command (the prompt back). */
-function firstLine(command: string, args: string[]): Promise<{ first: number; end: number }> {
+function timedRun(command: string, args: string[]): Promise<{ first: number; end: number }> {
   return new Promise((resolve, reject) => {
     const start = process.hrtime.bigint();
     const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'ignore'] });
@@ -63,10 +63,10 @@ try {
   const startup = async (command: string[], ttl: number) => {
     const first: [number[], number[]] = [[], []];
     const end: [number[], number[]] = [[], []];
-    if (ttl > 0) await firstLine(...viaDoppel(command, ttl));
+    if (ttl > 0) await timedRun(...viaDoppel(command, ttl));
     for (let i = 0; i < runs; i++) {
       for (const [side, how] of [direct(command), viaDoppel(command, ttl)].entries()) {
-        const run = await firstLine(...how);
+        const run = await timedRun(...how);
         first[side]!.push(run.first);
         end[side]!.push(run.end);
       }

@@ -63,8 +63,8 @@ struct dp_launch_resp {
 /* The proxy's socket in that directory. */
 #define DP_PLAN_SOCKET "layer.sock"
 /* The socket on which the agent bin/doppel started answers lookups from its own start (src/agent/layer-dns.ts), in the
- * warm directory (DP_ENV_LAUNCH, where that agent listens): `early-<CLI pid>-<agent pid>` then this. A planned session's DP_AGENT_DNS_SOCKET
- * is a link to it, so that the program's first lookups need not wait for the CLI. */
+ * warm directory (DP_ENV_LAUNCH, where that agent listens): `early-<CLI pid>-<agent pid>` then this. A planned
+ * session's DP_AGENT_DNS_SOCKET is a link to it, so that the program's first lookups need not wait for the CLI. */
 #define DP_EARLY_DNS_SUFFIX ".dns.sock"
 
 /* A plan file: header, `checks` checks, then the executable NUL, `argc` strings NUL (the program's first arguments:

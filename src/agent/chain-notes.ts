@@ -33,6 +33,12 @@ export function forgetChain(netns: string, chain: string): void {
 /** Whether the chain may exist: one that was never noted was never made. */
 export const chainNoted = (netns: string, chain: string): boolean => existsSync(noteFile(netns, chain));
 
+/** A chain of a process platform's session (DOPPEL-<CLI pid>-<n>) whose CLI no longer runs in our PID namespace. */
+export function deadSessionChain(chain: string): boolean {
+  const owner = /^DOPPEL-(\d+)-\d+$/.exec(chain)?.[1];
+  return owner !== undefined && !isAlive(Number(owner));
+}
+
 /**
  * Runs `sweep` (which removes the chains of dead sessions in the namespace, and returns what failed) only when a note
  * of that namespace names a CLI that is dead; those notes go once it removed everything.
@@ -47,11 +53,8 @@ export async function sweepNoted(netns: string | undefined, sweep: () => Promise
     // Never made: no chain was ever noted. Unreadable: the sweep looks at the rules themselves.
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
   }
-  const ours = new RegExp(`^${netns}-DOPPEL-(\\d+)-\\d+$`);
-  const dead = (notes ?? []).filter((note) => {
-    const owner = ours.exec(note)?.[1];
-    return owner !== undefined && !isAlive(Number(owner));
-  });
+  const prefix = `${netns}-`;
+  const dead = (notes ?? []).filter((note) => note.startsWith(prefix) && deadSessionChain(note.slice(prefix.length)));
   if (notes && dead.length === 0) return [];
   const failures = await sweep();
   if (failures.length === 0) for (const note of dead) rmSync(join(NOTES_DIR, note), { force: true });

@@ -1,7 +1,7 @@
 // iptables nat chains of one session in a network namespace: the backend the namespace already uses, a chain per
 // session jumped to from PREROUTING, REDIRECT rules in it, and their removal (also from another process, through nsenter).
 import { execFile, spawnSync } from 'node:child_process';
-import { isAlive } from '../process-alive.ts';
+import { deadSessionChain } from './chain-notes.ts';
 import { SESSION_PATTERN } from './session-id.ts';
 
 export type Backend = 'iptables' | 'iptables-legacy' | 'iptables-nft';
@@ -112,10 +112,6 @@ function listChains(enter: Enter, backend: Backend): { chains: string[]; save: s
  * Returns what failed.
  */
 export async function sweepDeadCliSessions(enter: Enter): Promise<string[]> {
-  const dead = (name: string) => {
-    const owner = /^DOPPEL-(\d+)-\d+$/.exec(name)?.[1];
-    return owner !== undefined && !isAlive(Number(owner));
-  };
   // One process lists both backends (each fork of a Node.js process costs milliseconds), a marker line between them;
   // the removal works from that listing.
   const marker = '# doppel: next backend';
@@ -123,7 +119,7 @@ export async function sweepDeadCliSessions(enter: Enter): Promise<string[]> {
   const saves = stdout.split(`${marker}\n`);
   return BACKENDS.flatMap((backend, i) => {
     const { chains, save } = natChains(saves[i] ?? '');
-    const picked = chains.filter(dead);
+    const picked = chains.filter(deadSessionChain);
     return picked.length > 0 ? removeFrom(enter, backend, picked, save) : [];
   });
 }
