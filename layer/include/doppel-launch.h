@@ -12,6 +12,8 @@
 #define DP_ENV_LAUNCH_PRELOAD "DOPPEL_LAUNCH_PRELOAD"
 /* The host sockets in that directory: DP_LAUNCH_PREFIX<target pid>-<target start>-<host pid>.sock */
 #define DP_LAUNCH_PREFIX "launch-"
+/* Beside a host's socket to be while the host starts (its CLI's marker): the trampoline waits there until it listens. */
+#define DP_LAUNCH_STARTING ".starting"
 #define DP_LAUNCH_MAGIC 0x314c5044u /* "DPL1" */
 /* Requests and answers longer than this are broken. */
 #define DP_LAUNCH_MAX (16u << 20)

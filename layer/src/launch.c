@@ -9,12 +9,14 @@
 #include "layer.h"
 #include <dirent.h>
 #include <errno.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 extern char **environ;
@@ -121,6 +123,30 @@ done:
   return result;
 }
 
+/* A host its CLI is starting, named by its marker (src/warm/start-host.ts): waits while the marker is there and the host
+ * runs, at most as long as an answer; true when its socket (written to `path`) is there to ask. The very next run of a
+ * session that left a host gets it, though that session's end did not wait for the host's start. */
+static int wait_started(const char *dir, const char *marker, char *path, size_t size) {
+  size_t n = strlen(marker) - strlen(DP_LAUNCH_STARTING);
+  const char *dash = memrchr(marker, '-', n);
+  long host = dash ? strtol(dash + 1, NULL, 10) : 0;
+  char marker_path[4096 + 256];
+  if (host <= 1 || (size_t)snprintf(marker_path, sizeof marker_path, "%s/%s", dir, marker) >= sizeof marker_path ||
+      (size_t)snprintf(path, size, "%s/%.*s", dir, (int)n, marker) >= size)
+    return 0;
+  struct timespec tick = {0, 1000000};
+  for (int i = 0; i < DP_LAUNCH_TIMEOUT_S * 1000 && access(marker_path, F_OK) == 0; i++) {
+    if (kill((pid_t)host, 0) != 0 && errno == ESRCH) return 0;
+    nanosleep(&tick, NULL);
+  }
+  return access(path, F_OK) == 0;
+}
+
+static int ends_with(const char *name, const char *suffix) {
+  size_t n = strlen(name), m = strlen(suffix);
+  return n > m && strcmp(name + n - m, suffix) == 0;
+}
+
 /* Only a directory of ours that nobody else can write is asked: its sockets' answers become the program's environment. */
 static int ours(const char *dir) {
   struct stat st;
@@ -152,10 +178,10 @@ __attribute__((constructor)) static void launch(int argc, char **argv) {
   DIR *d = req ? opendir(dir) : NULL;
   int failed = 0;
   for (struct dirent *e; d && !failed && (e = readdir(d)) != NULL;) {
-    size_t n = strlen(e->d_name);
-    if (strncmp(e->d_name, DP_LAUNCH_PREFIX, strlen(DP_LAUNCH_PREFIX)) != 0 || n < 5 || strcmp(e->d_name + n - 5, ".sock") != 0) continue;
+    if (strncmp(e->d_name, DP_LAUNCH_PREFIX, strlen(DP_LAUNCH_PREFIX)) != 0) continue;
     char path[4096 + 256];
-    snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+    if (ends_with(e->d_name, ".sock")) snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+    else if (!ends_with(e->d_name, ".sock" DP_LAUNCH_STARTING) || !wait_started(dir, e->d_name, path, sizeof path)) continue;
     failed = ask(path, req, req_len);
   }
   if (d) closedir(d);

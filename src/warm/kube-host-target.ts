@@ -10,9 +10,7 @@ import { loadKubeContext } from '../platform/kubernetes/kube-context.ts';
 import { createKubernetesPlatform } from '../platform/kubernetes/kubernetes-platform.ts';
 import type { KubeTarget } from '../platform/kubernetes/resolve-target.ts';
 import type { HostTarget } from './host-target.ts';
-import { LAUNCH_PREFIX } from './launch-wire.ts';
-
-const KUBE_LAUNCH_PREFIX = `${LAUNCH_PREFIX}kube-`;
+import { launchSocketName } from './launch-wire.ts';
 
 export async function kubeHostTarget(config: ResolvedConfig, target: KubeTarget): Promise<HostTarget> {
   // A change seen before the host watches is kept for it.
@@ -23,7 +21,7 @@ export async function kubeHostTarget(config: ResolvedConfig, target: KubeTarget)
   return {
     description: platform.description,
     platform,
-    socketName: (hostPid) => `${KUBE_LAUNCH_PREFIX}${hostPid}.sock`,
+    socketName: (hostPid) => launchSocketName('kube', hostPid),
     async isOurs(requested: Target, requestConfig, { env, cwd }) {
       if (requested.kind !== target.kind || requested.name !== target.name || requested.container !== target.container) return false;
       return (await kubeIdentity(requestConfig, env, cwd)) === own;

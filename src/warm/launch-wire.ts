@@ -4,6 +4,8 @@
 export const LAUNCH_ENV = 'DOPPEL_LAUNCH';
 export const LAUNCH_PRELOAD_ENV = 'DOPPEL_LAUNCH_PRELOAD';
 export const LAUNCH_PREFIX = 'launch-';
+/** Beside where a host's socket will be, while it starts: its CLI's marker, at which the next trampoline waits. */
+export const LAUNCH_STARTING = '.starting';
 export const LAUNCH_MAGIC = 0x314c5044;
 export const LAUNCH_MAX = 16 << 20;
 export const LAUNCH_REQ_SIZE = 24;
@@ -146,4 +148,9 @@ export function decodePlan(buffer: Buffer): Plan {
   const env = Array.from({ length: envc }, string);
   if (buffer.length - at !== fastLen) throw new Error('a malformed launch plan');
   return { checks, file, argv, env, fastPath: buffer.subarray(at) };
+}
+
+/** A host's launch socket in the warm directory: a process target's `launch-<pid>-<start>-<host pid>.sock`, a Kubernetes target's `launch-kube-<host pid>.sock`. */
+export function launchSocketName(target: { pid: number; start: string } | 'kube', hostPid: number): string {
+  return target === 'kube' ? `${LAUNCH_PREFIX}kube-${hostPid}.sock` : `${LAUNCH_PREFIX}${target.pid}-${target.start}-${hostPid}.sock`;
 }

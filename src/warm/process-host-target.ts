@@ -4,7 +4,7 @@ import type { ResolvedConfig } from '../config/schema.ts';
 import { createProcessPlatform } from '../platform/process/process-platform.ts';
 import { startTime } from '../agent/process-identity.ts';
 import type { HostTarget } from './host-target.ts';
-import { LAUNCH_PREFIX } from './launch-wire.ts';
+import { launchSocketName } from './launch-wire.ts';
 
 const TARGET_POLL_MS = 500;
 
@@ -13,7 +13,7 @@ export function processHostTarget(config: ResolvedConfig, pid: number): HostTarg
   return {
     description: `process ${pid}`,
     platform: createProcessPlatform({ pid, logLevel: config.agent.log_level, ttl: config.agent.ttl, warmOnly: true }),
-    socketName: (hostPid) => targetStart && `${LAUNCH_PREFIX}${pid}-${targetStart}-${hostPid}.sock`,
+    socketName: (hostPid) => targetStart && launchSocketName({ pid, start: targetStart }, hostPid),
     isOurs: async (target) => target.kind === 'process' && target.pid === pid,
     watch(gone) {
       setInterval(() => {

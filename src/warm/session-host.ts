@@ -6,8 +6,9 @@
 // the agent is lost, on a signal, or after giving its agent back to a CLI that must run a request itself.
 //
 // stdin from the CLI: one JSON line (the session: configuration, target, layer), then `go` once the agent is parked
-// (end of file instead: the session did not end cleanly, and the host exits). stdout to the CLI: `ready` or `none`.
-import { closeSync, openSync, realpathSync, writeSync } from 'node:fs';
+// (end of file instead: the session did not end cleanly, and the host exits). Nothing goes back: the CLI leaves a marker
+// (start-host.ts) which the host removes once its launch socket listens.
+import { closeSync, openSync, realpathSync, unlinkSync, writeSync } from 'node:fs';
 import { createServer, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -29,6 +30,11 @@ import { processHostTarget } from './process-host-target.ts';
 export interface Handoff {
   config: ResolvedConfig;
   layer: string;
+}
+
+/** The first line on stdin: the handoff, and the path of the marker the CLI leaves at `go` while this host starts. */
+export interface HostStart extends Handoff {
+  marker: string | undefined;
 }
 
 /** How often a running program is looked at. */
@@ -57,14 +63,18 @@ interface Launch {
 async function host(): Promise<void> {
   const lines = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
   const nextLine = () => lines.next().then(({ value }) => value as string | undefined, () => undefined);
-  const handoff = JSON.parse((await nextLine()) ?? 'null') as Handoff | null;
+  const handoff = JSON.parse((await nextLine()) ?? 'null') as HostStart | null;
+  // The CLI's marker goes once the socket listens, or with the host.
+  const dropMarker = () => {
+    if (handoff?.marker !== undefined) removeFile(handoff.marker);
+  };
+  process.once('exit', dropMarker);
   // The target's side is made while the CLI's program runs: the Kubernetes client alone takes most of a second to load.
   const preparing = handoff ? hostTarget(handoff.config) : undefined;
   preparing?.catch(() => undefined);
   if (!handoff || (await nextLine()) !== 'go') process.exit(0);
-  const ready = await takeSession(handoff, preparing!).catch(() => false);
-  process.stdout.write(ready ? 'ready\n' : 'none\n');
-  if (!ready) process.exit(0);
+  const taken = await takeSession(handoff, preparing!, dropMarker).catch(() => false);
+  if (!taken) process.exit(0);
 }
 
 async function hostTarget(config: ResolvedConfig): Promise<HostTarget> {
@@ -76,11 +86,24 @@ async function hostTarget(config: ResolvedConfig): Promise<HostTarget> {
   return kubeHostTarget(config, target);
 }
 
-async function takeSession({ config, layer }: Handoff, preparing: Promise<HostTarget>): Promise<boolean> {
+/**
+ * Listens on the launch socket (then calls `listening`), then takes the parked agent: a request that comes meanwhile
+ * (the very next run) waits for it. False when there is no session to serve.
+ */
+async function takeSession({ config, layer }: Handoff, preparing: Promise<HostTarget>, listening: () => void): Promise<boolean> {
   const dir = warmDirectory();
   const where = await preparing;
   const socketName = where.socketName(process.pid);
   if (!dir || !socketName) return false;
+  let open: (serve: (socket: Socket) => Promise<void>) => void = () => {};
+  const opened = new Promise<(socket: Socket) => Promise<void>>((resolve) => (open = resolve));
+  const server = createServer((socket) => void opened.then((serve) => serve(socket)).catch(() => socket.destroy()));
+  // The socket file goes with the server; one left by a host killed outright is removed by the next start.
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(join(dir, socketName), () => resolve());
+  });
+  listening();
   const { platform } = where;
   const policies = sessionPolicies(config);
   /** The program running now; `starting` while its proxy starts, so that a second request waits its turn. */
@@ -89,7 +112,13 @@ async function takeSession({ config, layer }: Handoff, preparing: Promise<HostTa
     step: <T>(_: string, work: (status: (text: string) => void) => Promise<T>) => work(() => {}),
     warn: (text: string) => typeof current === 'object' && writeToStderr(current.pid, `doppel: warning: ${text}\n`),
   };
-  const session = await openSession(platform, { handshakeTimeoutMs: config.agent.startup_timeout * 1000, communicationTimeoutMs: config.agent.communication_timeout * 1000 }, progress);
+  const session = await openSession(platform, { handshakeTimeoutMs: config.agent.startup_timeout * 1000, communicationTimeoutMs: config.agent.communication_timeout * 1000 }, progress).catch(async () => {
+    // The requests waiting are refused (their CLIs run them), and the socket goes.
+    open(async (socket) => void socket.destroy());
+    await new Promise((resolve) => server.close(resolve));
+    return undefined;
+  });
+  if (!session) return false;
   const context = Promise.all([readTargetEnvironment(session.agent, platform, config, progress), readTargetMounts(platform, config)]);
   context.catch(() => undefined);
   const identity: HostIdentity = { entry, isOurs: where.isOurs, config: JSON.stringify(config) };
@@ -104,7 +133,6 @@ async function takeSession({ config, layer }: Handoff, preparing: Promise<HostTa
     idle = setTimeout(() => void shutdown(), config.agent.ttl * 1000);
   };
   let ending: Promise<void> | undefined;
-  const server = createServer((socket) => void serve(socket).catch(() => socket.destroy()));
   /**
    * Every way out. `giveBack`: a CLI will run the request on `socket` and wants the agent, so it is parked again
    * (warm for agent.ttl, as its last CLI left it) before the answer; `park` alone parks it for whoever comes next;
@@ -229,17 +257,20 @@ async function takeSession({ config, layer }: Handoff, preparing: Promise<HostTa
   });
   for (const name of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.once(name, () => void shutdown());
 
-  // The socket file goes with the server; one left by a host killed outright is removed by the next start.
-  const socketPath = join(dir, socketName);
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(socketPath, () => resolve());
-  });
+  open(serve);
   waitIdle();
   return true;
 }
 
 const delay = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+function removeFile(path: string): void {
+  try {
+    unlinkSync(path);
+  } catch {
+    // gone already
+  }
+}
 
 function answer(socket: Socket, reply: LaunchAnswer): void {
   socket.end(encodeLaunchAnswer(reply));

@@ -1,22 +1,26 @@
 // The CLI's side of the warm session host (session-host.ts): started while the program runs, so that it has loaded by
-// the time the session ends; told `go` once the agent is parked, and waited for until it holds the agent (so the next
-// `doppel exec` finds it), or told nothing (end of file) when the session did not end cleanly.
+// the time the session ends; told `go` once the agent is parked, or told nothing (end of file) when the session did not
+// end cleanly. The session's end does not wait for the host: a marker beside the host's launch socket to be says that
+// it is starting, and the next run's trampoline waits there until it listens (layer/src/launch.c).
 import { spawn } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
 import module from 'node:module';
+import { join } from 'node:path';
 import process from 'node:process';
+import { finished } from 'node:stream';
 import { fileURLToPath } from 'node:url';
+import { startTime } from '../agent/process-identity.ts';
 import type { ResolvedConfig } from '../config/schema.ts';
 import type { Target } from '../config/target.ts';
+import { warmDirectory } from '../platform/process/warm-agents.ts';
 import { tracing } from '../trace.ts';
-import type { Handoff } from './session-host.ts';
+import { LAUNCH_STARTING, launchSocketName } from './launch-wire.ts';
+import type { Handoff, HostStart } from './session-host.ts';
 
 const hostMain = fileURLToPath(new URL(`./session-host${import.meta.url.endsWith('.ts') ? '.ts' : '.js'}`, import.meta.url));
 
-/** A host that does not hold the agent by then is not waited for: the next CLI reuses the parked agent itself. */
-const READY_TIMEOUT_MS = 2000;
-
 export interface SessionHostStart {
-  /** After the session closed: `parked` says its agent was left warm. Settles once the host holds it, or gave up. */
+  /** After the session closed: `parked` says its agent was left warm for the host to take. */
   handOver(parked: boolean): Promise<void>;
 }
 
@@ -30,30 +34,36 @@ export function leavesHost(target: Target, config: ResolvedConfig): boolean {
   return target.kind === 'process' || (!config.agent.ephemeral && !tracing());
 }
 
+/** The marker of host `hostPid` of `target` while it starts: its launch socket's path and LAUNCH_STARTING. */
+function startingMarker(target: Target, hostPid: number): string | undefined {
+  const dir = warmDirectory();
+  const start = target.kind === 'process' ? startTime(target.pid) : undefined;
+  if (!dir || (target.kind === 'process' && start === undefined)) return undefined;
+  return join(dir, launchSocketName(target.kind === 'process' ? { pid: target.pid, start: start! } : 'kube', hostPid) + LAUNCH_STARTING);
+}
+
 export function startSessionHost(target: Target, handoff: Handoff): SessionHostStart {
   const cache = module.getCompileCacheDir?.();
   // Its own session: the terminal's signals are not for it. `--pid` or `--target` only names its target in `ps`. Its
   // errors have nowhere to go; a request it cannot serve is the CLI's.
   const naming = target.kind === 'process' ? ['--pid', String(target.pid)] : ['--target', handoff.config.target.path ?? ''];
-  const child = spawn(process.execPath, [...process.execArgv.filter((flag) => flag.startsWith('--min-semi-space-size')), hostMain, ...naming], { detached: true, stdio: ['pipe', 'pipe', 'ignore'], env: cache ? { ...process.env, NODE_COMPILE_CACHE: cache } : process.env });
+  const child = spawn(process.execPath, [...process.execArgv.filter((flag) => flag.startsWith('--min-semi-space-size')), hostMain, ...naming], { detached: true, stdio: ['pipe', 'ignore', 'ignore'], env: cache ? { ...process.env, NODE_COMPILE_CACHE: cache } : process.env });
   child.on('error', () => {});
   child.stdin!.on('error', () => {});
-  child.stdin!.write(`${JSON.stringify(handoff)}\n`);
+  const marker = child.pid === undefined ? undefined : startingMarker(target, child.pid);
+  child.stdin!.write(`${JSON.stringify({ ...handoff, marker } satisfies HostStart)}\n`);
   return {
     async handOver(parked) {
-      if (parked) {
-        const answered = new Promise<void>((resolve) => {
-          child.stdout!.once('data', () => resolve());
-          child.stdout!.once('close', () => resolve());
-        });
-        child.stdin!.end('go\n');
-        let timer: NodeJS.Timeout | undefined;
-        await Promise.race([answered, new Promise<void>((resolve) => (timer = setTimeout(resolve, READY_TIMEOUT_MS)))]);
-        clearTimeout(timer);
-      } else {
-        child.stdin!.end();
+      if (parked && marker !== undefined) {
+        try {
+          writeFileSync(marker, '', { flag: 'wx', mode: 0o600 });
+        } catch {
+          // The next run then finds the host once it listens, or takes the parked agent itself.
+        }
       }
-      child.stdout!.destroy();
+      // Written, or the host gone: either way the host has what it will get.
+      child.stdin!.end(parked ? 'go\n' : undefined);
+      await new Promise((resolve) => finished(child.stdin!, resolve));
       child.unref();
     },
   };

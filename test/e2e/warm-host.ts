@@ -17,16 +17,19 @@ const entry = fileURLToPath(new URL('../../dist/cli/entry.js', import.meta.url))
 
 const warmFiles = (prefix: string) => (existsSync(warmDir) ? readdirSync(warmDir).filter((name) => name.startsWith(prefix)) : []);
 /** The launch sockets of the hosts of target `pid`. */
-export const launchSockets = (pid: number) => warmFiles(`launch-${pid}-`);
+export const launchSockets = (pid: number) => warmFiles(`launch-${pid}-`).filter((name) => name.endsWith('.sock'));
+/** The markers of the hosts of target `pid` that are starting (src/warm/start-host.ts). */
+export const startingMarkers = (pid: number) => warmFiles(`launch-${pid}-`).filter((name) => name.endsWith('.sock.starting'));
 /** The sockets of the warm agents of target `pid`. */
 export const agentSockets = (pid: number) => warmFiles(`${pid}-`);
 
 /**
- * Until no warm session host of target `pid` runs (an earlier suite's, within its ttl): bin/doppel asks one first, and
- * starts no agent of its own when it says no. A killed host's socket, which bin/doppel passes by, the sweep removes.
+ * Until no warm session host of target `pid` runs or starts (an earlier suite's, within its ttl): bin/doppel asks one
+ * first, and starts no agent of its own when it says no. A killed host's socket or marker, which bin/doppel passes by,
+ * the sweep removes.
  */
 export const noHostOf = (pid: () => number) =>
-  until('the warm session hosts of earlier suites to go', () => (existsSync(warmDir) && sweepWarmSockets(warmDir).some(({ entry, launch }) => launch && entry.startsWith(`launch-${pid()}-`)) ? undefined : true), 30_000);
+  until('the warm session hosts of earlier suites to go', () => (existsSync(warmDir) && (sweepWarmSockets(warmDir), warmFiles(`launch-${pid()}-`).length > 0) ? undefined : true), 30_000);
 
 /** The PIDs in `pgrep -a` lines. */
 export const pidsOf = (lines: string[]) => lines.map((line) => Number(line.split(' ')[0]));
@@ -47,7 +50,7 @@ export function chainsLeft(pid: number): string[] {
 /** Nothing of any session on `pid`: no agent or host, no socket directory, no warm or launch socket, no rule. */
 export async function nothingLeft(pid: number): Promise<void> {
   assert.deepEqual(await leftoversAfter(pid, 8000), { agents: [], dirs: [] });
-  await until('the warm sockets to go', () => (launchSockets(pid).length + agentSockets(pid).length === 0 ? true : undefined), 3000);
+  await until('the warm sockets and markers to go', () => (warmFiles(`launch-${pid}-`).length + agentSockets(pid).length === 0 ? true : undefined), 3000);
   assert.deepEqual(chainsLeft(pid), []);
 }
 
@@ -70,8 +73,7 @@ export function askHost(socket: string, request: { pid: number; args: string[]; 
 
 /** Has the host of target `pid` give its agent back (a request with another configuration), so that it waits parked. */
 export async function hostGivesBack(pid: number): Promise<void> {
-  const [socket] = launchSockets(pid);
-  if (!socket) throw new Error(`no host of process ${pid}`);
+  const socket = await until(`a host of process ${pid} listening`, () => launchSockets(pid)[0]);
   await askHost(socket, { pid: process.pid, args: ['exec', '--target', `process/${pid}`, '--env-exclude', 'NOT_THE_SESSIONS_FILTER', '--', 'true'] });
   await until('the host to go', () => (hostProcesses(pid).length === 0 ? true : undefined));
 }

@@ -5,7 +5,7 @@
 // directory or iptables rule.
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { dirname, join } from 'node:path';
 import { tmpdir } from 'node:os';
@@ -17,8 +17,9 @@ import { agentProcesses, hostProcesses } from './leftovers.ts';
 import { doppelBin, execIn, ok, runDoppel, startDoppel } from './run-doppel.ts';
 import { serveUnderDoppel } from './serve-under-doppel.ts';
 import { curlTarget, targetAnswersAgain } from './target-http.ts';
-import { agentSockets, askHost, launchSockets, nothingLeft, pidsOf, warmDir } from './warm-host.ts';
+import { agentSockets, askHost, launchSockets, nothingLeft, pidsOf, startingMarkers, warmDir } from './warm-host.ts';
 import { sanitizedEnv, sanitizerReport } from '../layer/sanitized.ts';
+import { startTime } from '../../src/agent/process-identity.ts';
 
 const gate = needsRoot('warm session hosts of process targets');
 
@@ -29,13 +30,14 @@ describe('warm session hosts', gate, () => {
   const [remotePath, remoteContent] = [() => Object.keys(world().target.files)[0]!, () => Object.values(world().target.files)[0]!];
   const exec = (flags: string[], command: string[]) => ['exec', '--target', `process/${pid()}`, ...flags, '--', ...command];
 
-  /** A session that leaves a host: the first CLI's, with agent.ttl `ttl`. */
+  /** A session that leaves a host: the first CLI's, with agent.ttl `ttl`; once the host listens. */
   async function warmUp(ttl: string, flags: string[] = []): Promise<{ host: number; agent: number }> {
     ok(await execIn(pid(), ['true'], { flags: ['--agent-ttl', ttl, ...flags] }));
     const [host] = pidsOf(hostProcesses(pid()));
     const [agent] = pidsOf(agentProcesses(pid()));
     assert.ok(host && agent, `no host or agent stayed: ${hostProcesses(pid())} ${agentProcesses(pid())}`);
-    assert.equal(launchSockets(pid()).length, 1, 'the host does not listen');
+    await until('the host to listen', () => (launchSockets(pid()).length === 1 ? true : undefined));
+    assert.deepEqual(startingMarkers(pid()), []);
     return { host, agent };
   }
 
@@ -79,6 +81,30 @@ describe('warm session hosts', gate, () => {
     process.kill(host, 'SIGTERM');
   });
 
+  test('the very next doppel exec, started as the last one returns, waits for the host that session left, and runs in it', async () => {
+    // The session's end does not wait for its host to start: its marker says that it is starting.
+    ok(await execIn(pid(), ['true'], { flags: ['--agent-ttl', '30'] }));
+    const next = await runDoppel(exec(['--agent-ttl', '30'], ['sh', '-c', 'printf %s "$DOPPEL_TEST_SECRET"']));
+    const [host] = pidsOf(hostProcesses(pid()));
+    const [agent] = pidsOf(agentProcesses(pid()));
+    assert.equal(ok(next), secret());
+    assert.equal(next.stderr, `doppel: reusing the warm session of process ${pid()} (host pid ${host})\n`);
+    assert.deepEqual([pidsOf(hostProcesses(pid())), pidsOf(agentProcesses(pid()))], [[host], [agent]]);
+    assert.deepEqual(startingMarkers(pid()), []);
+    process.kill(host!, 'SIGTERM');
+  });
+
+  test('a marker left by a host killed as it started is passed by, and swept', async () => {
+    const dead = spawnSync('true').pid!;
+    const marker = join(warmDir, `launch-${pid()}-${startTime(pid())}-${dead}.sock.starting`);
+    writeFileSync(marker, '');
+    const run = await runDoppel(exec(['--agent-ttl', '1'], ['sh', '-c', 'printf %s "$DOPPEL_TEST_SECRET"']));
+    assert.equal(ok(run), secret());
+    assert.doesNotMatch(run.stderr, /reusing/);
+    assert.equal(existsSync(marker), false, 'the dead host\'s marker is still there');
+    await nothingLeft(pid());
+  });
+
   test('a program in the warm session takes the target\'s port; when it exits the port goes back, and the next one takes it again', async () => {
     const { host, agent } = await warmUp('30', ['--steal']);
     // Answers one caller, then exits without closing its server: its session's end gives the port back.
@@ -95,8 +121,15 @@ describe('warm session hosts', gate, () => {
     process.kill(host, 'SIGTERM');
   });
 
-  test('the trampoline under AddressSanitizer and UBSan: the request, the answer and the exec', async () => {
+  test('the trampoline under AddressSanitizer and UBSan: the wait at a starting host\'s marker, the request, the answer and the exec', async () => {
     const { host } = await warmUp('30');
+    // The host as it looks while starting: its marker, no socket yet (moved aside here), which comes a moment later and
+    // then the marker goes. The trampoline finds the socket only through its wait at the marker.
+    const socket = join(warmDir, launchSockets(pid())[0]!);
+    const marker = `${socket}.starting`;
+    writeFileSync(marker, '');
+    renameSync(socket, `${socket}.aside`);
+    spawn('sh', ['-c', 'sleep 0.2; mv "$0.aside" "$0"; rm "$0.starting"', socket], { stdio: 'ignore' });
     const sanitized = sanitizedEnv();
     const entry = fileURLToPath(new URL('../../dist/cli/entry.js', import.meta.url));
     // What bin/doppel runs, with the sanitized layer (after libasan, which must come first) in the trampoline.
@@ -105,6 +138,7 @@ describe('warm session hosts', gate, () => {
     assert.doesNotMatch(run.stderr, sanitizerReport);
     assert.equal(run.stdout, secret(), run.stderr);
     assert.match(run.stderr, new RegExp(`reusing the warm session of process ${pid()} \\(host pid ${host}\\)`));
+    assert.equal(existsSync(marker), false);
     process.kill(host, 'SIGTERM');
   });
 

@@ -48,8 +48,9 @@ export async function reachWarmAgent(dir: string, targetPid: number, targetStart
 export function sweepWarmSockets(dir: string): { entry: string; agentPid: number; launch: boolean }[] {
   return readdirSync(dir).flatMap((entry) => {
     // Process targets' `<target pid>-<start>-<pid>`, Kubernetes targets' hosts `launch-kube-<pid>`; `.new` while its
-    // agent binds it (renamed into place once it listens, src/agent/warm.ts).
-    const match = /^(launch-)?(?:\d+-\d+|(?<=launch-)kube)-(\d+)\.sock(\.new)?$/.exec(entry);
+    // agent binds it (renamed into place once it listens, src/agent/warm.ts), a host's `.starting` marker while it
+    // starts (src/warm/start-host.ts).
+    const match = /^(launch-)?(?:\d+-\d+|(?<=launch-)kube)-(\d+)\.sock(\.new|(?<=^launch-.*)\.starting)?$/.exec(entry);
     const agentPid = Number(match?.[2]);
     // Never 0 or 1: signalling those means a process group, or init.
     if (!Number.isInteger(agentPid) || agentPid <= 1) return [];
