@@ -12,8 +12,10 @@
 #define DP_ENV_LAUNCH_PRELOAD "DOPPEL_LAUNCH_PRELOAD"
 /* The host sockets in that directory: DP_LAUNCH_PREFIX<target pid>-<target start>-<host pid>.sock */
 #define DP_LAUNCH_PREFIX "launch-"
-/* Beside a host's socket to be while the host starts (its CLI's marker): the trampoline waits there until it listens. */
+/* Beside a host's socket to be while the host starts (its CLI's marker): the trampoline waits there until it listens,
+ * or until the marker is this many seconds old (then it is stale: its host was killed, and the sweep removes it). */
 #define DP_LAUNCH_STARTING ".starting"
+#define DP_LAUNCH_STARTING_S 3
 #define DP_LAUNCH_MAGIC 0x314c5044u /* "DPL1" */
 /* Requests and answers longer than this are broken. */
 #define DP_LAUNCH_MAX (16u << 20)

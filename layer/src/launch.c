@@ -124,8 +124,10 @@ done:
 }
 
 /* A host its CLI is starting, named by its marker (src/warm/start-host.ts): waits while the marker is there and the host
- * runs, at most as long as an answer; true when its socket (written to `path`) is there to ask. The very next run of a
- * session that left a host gets it, though that session's end did not wait for the host's start. */
+ * runs, until DP_LAUNCH_STARTING_S after the marker was made; true when its socket (written to `path`) is there to ask.
+ * The very next run of a session that left a host gets it, though that session's end did not wait for the host's start.
+ * The bound is the marker's age, not this wait's: a marker its host never removed (killed, its pid since reused) costs
+ * nothing once it is that old. */
 static int wait_started(const char *dir, const char *marker, char *path, size_t size) {
   size_t n = strlen(marker) - strlen(DP_LAUNCH_STARTING);
   const char *dash = memrchr(marker, '-', n);
@@ -134,8 +136,9 @@ static int wait_started(const char *dir, const char *marker, char *path, size_t 
   if (host <= 1 || (size_t)snprintf(marker_path, sizeof marker_path, "%s/%s", dir, marker) >= sizeof marker_path ||
       (size_t)snprintf(path, size, "%s/%.*s", dir, (int)n, marker) >= size)
     return 0;
-  struct timespec tick = {0, 1000000};
-  for (int i = 0; i < DP_LAUNCH_TIMEOUT_S * 1000 && access(marker_path, F_OK) == 0; i++) {
+  struct stat st;
+  struct timespec now, tick = {0, 1000000};
+  while (stat(marker_path, &st) == 0 && clock_gettime(CLOCK_REALTIME, &now) == 0 && now.tv_sec - st.st_mtim.tv_sec < DP_LAUNCH_STARTING_S) {
     if (kill((pid_t)host, 0) != 0 && errno == ESRCH) return 0;
     nanosleep(&tick, NULL);
   }

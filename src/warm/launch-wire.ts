@@ -6,6 +6,8 @@ export const LAUNCH_PRELOAD_ENV = 'DOPPEL_LAUNCH_PRELOAD';
 export const LAUNCH_PREFIX = 'launch-';
 /** Beside where a host's socket will be, while it starts: its CLI's marker, at which the next trampoline waits. */
 export const LAUNCH_STARTING = '.starting';
+/** A marker this old is stale (its host killed as it started, its pid maybe reused): nobody waits there, the sweep removes it. */
+export const LAUNCH_STARTING_MS = 3000;
 export const LAUNCH_MAGIC = 0x314c5044;
 export const LAUNCH_MAX = 16 << 20;
 export const LAUNCH_REQ_SIZE = 24;

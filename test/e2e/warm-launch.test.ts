@@ -5,7 +5,7 @@
 // directory or iptables rule.
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { dirname, join } from 'node:path';
 import { tmpdir } from 'node:os';
@@ -94,14 +94,23 @@ describe('warm session hosts', gate, () => {
     process.kill(host!, 'SIGTERM');
   });
 
-  test('a marker left by a host killed as it started is passed by, and swept', async () => {
-    const dead = spawnSync('true').pid!;
-    const marker = join(warmDir, `launch-${pid()}-${startTime(pid())}-${dead}.sock.starting`);
-    writeFileSync(marker, '');
+  test('a marker left by a host killed as it started, its pid gone or another\'s since, is passed by and swept', async () => {
+    const marker = (hostPid: number) => join(warmDir, `launch-${pid()}-${startTime(pid())}-${hostPid}.sock.starting`);
+    const dead = marker(spawnSync('true').pid!);
+    writeFileSync(dead, '');
+    // A live process that is no host, under a marker older than any start is waited for.
+    const other = spawn('sleep', ['60'], { stdio: 'ignore' });
+    after(() => other.kill('SIGKILL'));
+    const reused = marker(other.pid!);
+    writeFileSync(reused, '');
+    const old = new Date(Date.now() - 10_000);
+    utimesSync(reused, old, old);
     const run = await runDoppel(exec(['--agent-ttl', '1'], ['sh', '-c', 'printf %s "$DOPPEL_TEST_SECRET"']));
     assert.equal(ok(run), secret());
     assert.doesNotMatch(run.stderr, /reusing/);
-    assert.equal(existsSync(marker), false, 'the dead host\'s marker is still there');
+    assert.equal(existsSync(dead), false, 'the dead host\'s marker is still there');
+    assert.equal(existsSync(reused), false, 'the stale marker of a live pid is still there');
+    other.kill('SIGKILL');
     await nothingLeft(pid());
   });
 

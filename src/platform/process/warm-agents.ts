@@ -1,12 +1,13 @@
 // Warm agents of process targets, seen from the CLI: a session that ends cleanly parks its agent on a Unix socket in
 // our 0700 directory, named `<target pid>-<target start time>-<agent pid>.sock`, for agent.ttl; the next session on
 // the same target (the same process, not a later one with its PID) connects there instead of starting an agent.
-import { lstatSync, mkdirSync, readdirSync, unlinkSync } from 'node:fs';
+import { lstatSync, mkdirSync, readdirSync, statSync, unlinkSync } from 'node:fs';
 import { Socket } from 'node:net';
 import { join } from 'node:path';
 import process from 'node:process';
 import { isAlive } from '../../process-alive.ts';
 import { WARM_MAX_LINE, WARM_OK, warmLine, type WarmClient } from '../../protocol/warm-preface.ts';
+import { LAUNCH_STARTING, LAUNCH_STARTING_MS } from '../../warm/launch-wire.ts';
 import { warmPath } from './warm-path.ts';
 
 /** A warm agent answers its preface at once; one that does not is busy or going. */
@@ -54,7 +55,8 @@ export function sweepWarmSockets(dir: string): { entry: string; agentPid: number
     const agentPid = Number(match?.[2]);
     // Never 0 or 1: signalling those means a process group, or init.
     if (!Number.isInteger(agentPid) || agentPid <= 1) return [];
-    if (!isAlive(agentPid)) {
+    // A marker is stale when its host is dead, or once it is too old to be waited at (that pid may be another's now).
+    if (!isAlive(agentPid) || (match?.[3] === LAUNCH_STARTING && age(join(dir, entry)) >= LAUNCH_STARTING_MS)) {
       removeStale(join(dir, entry));
       return [];
     }
@@ -62,6 +64,15 @@ export function sweepWarmSockets(dir: string): { entry: string; agentPid: number
     if (match?.[3] !== undefined) return [];
     return [{ entry, agentPid, launch: match?.[1] !== undefined }];
   });
+}
+
+/** Milliseconds since the file was last modified (0 if it is gone). */
+function age(path: string): number {
+  try {
+    return Date.now() - statSync(path).mtimeMs;
+  } catch {
+    return 0;
+  }
 }
 
 function removeStale(path: string): void {
