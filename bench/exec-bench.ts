@@ -7,6 +7,8 @@ import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { whichSync } from '../src/cli/exec/static-binary.ts';
+import { agentSockets, launchSockets, startingMarkers } from '../test/e2e/warm-host.ts';
+import { until } from '../test/support/until.ts';
 import { createWorld } from '../test/world/world.ts';
 import { compare } from './stats.ts';
 
@@ -56,16 +58,19 @@ try {
   const viaDoppel = (command: string[], ttl: number): [string, string[]] => [doppel, ['exec', '-q', '--agent-ttl', String(ttl), '--target', `process/${pid}`, '--', ...command]];
 
   const { redis, udpEcho } = world.services;
+  /** Until no session of the target is left warm: no host (nor its marker) and no parked agent. */
+  const sessionGone = () => until('the last session to go', () => (launchSockets(world.target.pid).length + startingMarkers(world.target.pid).length + agentSockets(world.target.pid).length === 0 ? true : undefined), 10_000);
   /**
    * Start to first line and to the command's end, bare and under doppel, alternating; `ttl` 0 starts a fresh agent each
-   * time, more reuses one.
+   * time, more reuses one, unless `afresh`: then each run waits for the host and agent the one before left to go.
    */
-  const startup = async (command: string[], ttl: number) => {
+  const startup = async (command: string[], ttl: number, afresh = false) => {
     const first: [number[], number[]] = [[], []];
     const end: [number[], number[]] = [[], []];
-    if (ttl > 0) await timedRun(...viaDoppel(command, ttl));
+    if (ttl > 0 && !afresh) await timedRun(...viaDoppel(command, ttl));
     for (let i = 0; i < runs; i++) {
       for (const [side, how] of [direct(command), viaDoppel(command, ttl)].entries()) {
+        if (afresh && side === 1) await sessionGone();
         const run = await timedRun(...how);
         first[side]!.push(run.first);
         end[side]!.push(run.end);
@@ -99,6 +104,8 @@ try {
       node: await startup(programs.node!, 0),
       // A program whose first call needs the agent: a C lookup of a cluster name.
       getentHosts: await startup(['getent', 'hosts', redis.name], 0),
+      // As a developer's runs a while apart: a fresh session with the default agent.ttl (1 s), which leaves a host.
+      shDefaultTtl: await startup(programs.sh!, 1, true),
     },
     // The first run leaves a warm session host; every later one starts its program through it (src/warm/).
     warmSession: { sh: await startup(programs.sh!, 10), node: await startup(programs.node!, 10) },

@@ -5,10 +5,12 @@
 // agent) against the process platform (the same pod's container as a process/PID target) and the direct case (the
 // same program run in the target pod); writes medians, p99s and ratios to bench/results/kube.json.
 import { spawn } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { LAUNCH_STARTING } from '../src/warm/launch-wire.ts';
+import { warmDir } from '../test/e2e/warm-host.ts';
 import { adminKubeconfig, kubectl, poll } from '../test/kubernetes/support/cluster.ts';
 import { hostGivesBack, kubeHosts } from '../test/kubernetes/support/warm-session.ts';
 import { createKubeFixture } from './kube-fixture.ts';
@@ -115,6 +117,8 @@ for (const signal of ['SIGINT', 'SIGTERM'] as const) {
 const removeAgents = () => kubectl(['delete', 'jobs', '-n', namespace, '-l', 'app.kubernetes.io/managed-by=doppel', '--wait=false']);
 const noAgentLeft = () =>
   poll('the previous agent pods to go', async () => ((await kubectl(['get', 'pods', '-n', namespace, '-l', 'app.kubernetes.io/managed-by=doppel', '-o', 'name'])).trim() === '' ? true : undefined), 60_000);
+/** Until no warm session host is still starting (its CLI's marker gone: src/warm/start-host.ts). */
+const noHostStarting = () => poll('the warm session hosts to start', async () => (readdirSync(warmDir).some((name) => name.endsWith(LAUNCH_STARTING)) ? undefined : true), 30_000);
 /** A warm session host whose agent's Job was removed loses its agent and goes. */
 const noHostLeft = () => poll('the previous warm session hosts to go', async () => (kubeHosts(fixture.target).length === 0 ? true : undefined), 60_000);
 // Others share this 2-core machine: its load is part of every number, so the results say what it was.
@@ -153,7 +157,11 @@ try {
     const reused = await run(doppel, viaKube, env);
     if (!reused.steps.some((step) => step.key === 'reuseWarmAgent')) throw new Error('the second run did not reuse the warm agent the first one left');
     warm.push(reused);
+    // A run's end does not wait for the host it leaves, whose start (for Kubernetes, the client's load) would share the
+    // CPU with the next case's.
+    await noHostStarting();
     proc.push(await run(doppel, viaProcess, env));
+    await noHostStarting();
     cliOnly.push((await run(doppel, ['--version'])).exit);
   }
 
