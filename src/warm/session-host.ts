@@ -91,6 +91,7 @@ async function hostTarget(config: ResolvedConfig): Promise<HostTarget> {
  * (the very next run) waits for it. False when there is no session to serve.
  */
 async function takeSession({ config, layer }: Handoff, preparing: Promise<HostTarget>, listening: () => void): Promise<boolean> {
+  const told = Date.now();
   const dir = warmDirectory();
   const where = await preparing;
   const socketName = where.socketName(process.pid);
@@ -127,10 +128,11 @@ async function takeSession({ config, layer }: Handoff, preparing: Promise<HostTa
   let idle: NodeJS.Timeout | undefined;
   /** The target changed but the agent is still its (another pod became ready): the running program ends first. */
   let retiring = false;
-  const waitIdle = () => {
+  /** agent.ttl from `since`: the last program's end, or for the CLI's program, the `go` (its CLI did not wait for us). */
+  const waitIdle = (since = Date.now()) => {
     clearTimeout(idle);
     if (retiring) return void shutdown(undefined, true);
-    idle = setTimeout(() => void shutdown(), config.agent.ttl * 1000);
+    idle = setTimeout(() => void shutdown(), Math.max(0, since + config.agent.ttl * 1000 - Date.now()));
   };
   let ending: Promise<void> | undefined;
   /**
@@ -258,7 +260,7 @@ async function takeSession({ config, layer }: Handoff, preparing: Promise<HostTa
   for (const name of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.once(name, () => void shutdown());
 
   open(serve);
-  waitIdle();
+  waitIdle(told);
   return true;
 }
 
