@@ -37,9 +37,10 @@ export function leavesHost(target: Target, config: ResolvedConfig): boolean {
 /** The marker of host `hostPid` of `target` while it starts: its launch socket's path and LAUNCH_STARTING. */
 function startingMarker(target: Target, hostPid: number): string | undefined {
   const dir = warmDirectory();
-  const start = target.kind === 'process' ? startTime(target.pid) : undefined;
-  if (!dir || (target.kind === 'process' && start === undefined)) return undefined;
-  return join(dir, launchSocketName(target.kind === 'process' ? { pid: target.pid, start: start! } : 'kube', hostPid) + LAUNCH_STARTING);
+  if (dir === undefined) return undefined;
+  if (target.kind !== 'process') return join(dir, launchSocketName('kube', hostPid) + LAUNCH_STARTING);
+  const start = startTime(target.pid);
+  return start === undefined ? undefined : join(dir, launchSocketName({ pid: target.pid, start }, hostPid) + LAUNCH_STARTING);
 }
 
 export function startSessionHost(target: Target, handoff: Handoff): SessionHostStart {
