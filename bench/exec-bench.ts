@@ -7,7 +7,7 @@ import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { whichSync } from '../src/cli/exec/static-binary.ts';
-import { agentSockets, launchSockets, startingMarkers } from '../test/e2e/warm-host.ts';
+import { agentSockets, hostFiles } from '../test/e2e/warm-host.ts';
 import { until } from '../test/support/until.ts';
 import { createWorld } from '../test/world/world.ts';
 import { compare } from './stats.ts';
@@ -59,7 +59,7 @@ try {
 
   const { redis, udpEcho } = world.services;
   /** Until no session of the target is left warm: no host (nor its marker) and no parked agent. */
-  const sessionGone = () => until('the last session to go', () => (launchSockets(world.target.pid).length + startingMarkers(world.target.pid).length + agentSockets(world.target.pid).length === 0 ? true : undefined), 10_000);
+  const sessionGone = () => until('the last session to go', () => (hostFiles(world.target.pid).length + agentSockets(world.target.pid).length === 0 ? true : undefined), 10_000);
   /**
    * Start to first line and to the command's end, bare and under doppel, alternating; `ttl` 0 starts a fresh agent each
    * time, more reuses one, unless `afresh`: then each run waits for the host and agent the one before left to go.

@@ -8,7 +8,7 @@
 // stdin from the CLI: one JSON line (the session: configuration, target, layer), then `go` once the agent is parked
 // (end of file instead: the session did not end cleanly, and the host exits). Nothing goes back: the CLI leaves a marker
 // (start-host.ts) which the host removes once its launch socket listens.
-import { closeSync, openSync, realpathSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, openSync, realpathSync, writeSync } from 'node:fs';
 import { createServer, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -21,6 +21,7 @@ import type { ResolvedConfig } from '../config/schema.ts';
 import type { DoppelError } from '../errors.ts';
 import { parseTarget } from '../config/target.ts';
 import { processStat } from '../agent/process-identity.ts';
+import { removeFile } from '../remove-file.ts';
 import { warmDirectory } from '../platform/process/warm-agents.ts';
 import type { HostTarget } from './host-target.ts';
 import { decide, type Decision, type HostIdentity } from './launch-decision.ts';
@@ -265,14 +266,6 @@ async function takeSession({ config, layer }: Handoff, preparing: Promise<HostTa
 }
 
 const delay = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
-
-function removeFile(path: string): void {
-  try {
-    unlinkSync(path);
-  } catch {
-    // gone already
-  }
-}
 
 function answer(socket: Socket, reply: LaunchAnswer): void {
   socket.end(encodeLaunchAnswer(reply));

@@ -16,10 +16,12 @@ export const warmDir = join(tmpdir(), 'doppel-warm');
 const entry = fileURLToPath(new URL('../../dist/cli/entry.js', import.meta.url));
 
 const warmFiles = (prefix: string) => (existsSync(warmDir) ? readdirSync(warmDir).filter((name) => name.startsWith(prefix)) : []);
+/** The files of the hosts of target `pid`: their launch sockets, and the markers of those starting (src/warm/start-host.ts). */
+export const hostFiles = (pid: number) => warmFiles(`launch-${pid}-`);
 /** The launch sockets of the hosts of target `pid`. */
-export const launchSockets = (pid: number) => warmFiles(`launch-${pid}-`).filter((name) => name.endsWith('.sock'));
-/** The markers of the hosts of target `pid` that are starting (src/warm/start-host.ts). */
-export const startingMarkers = (pid: number) => warmFiles(`launch-${pid}-`).filter((name) => name.endsWith('.sock.starting'));
+export const launchSockets = (pid: number) => hostFiles(pid).filter((name) => name.endsWith('.sock'));
+/** The markers of the hosts of target `pid` that are starting. */
+export const startingMarkers = (pid: number) => hostFiles(pid).filter((name) => name.endsWith('.sock.starting'));
 /** The sockets of the warm agents of target `pid`. */
 export const agentSockets = (pid: number) => warmFiles(`${pid}-`);
 
@@ -29,7 +31,7 @@ export const agentSockets = (pid: number) => warmFiles(`${pid}-`);
  * the sweep removes.
  */
 export const noHostOf = (pid: () => number) =>
-  until('the warm session hosts of earlier suites to go', () => (existsSync(warmDir) && (sweepWarmSockets(warmDir), warmFiles(`launch-${pid()}-`).length > 0) ? undefined : true), 30_000);
+  until('the warm session hosts of earlier suites to go', () => (existsSync(warmDir) && (sweepWarmSockets(warmDir), hostFiles(pid()).length > 0) ? undefined : true), 30_000);
 
 /** The PIDs in `pgrep -a` lines. */
 export const pidsOf = (lines: string[]) => lines.map((line) => Number(line.split(' ')[0]));
@@ -50,7 +52,7 @@ export function chainsLeft(pid: number): string[] {
 /** Nothing of any session on `pid`: no agent or host, no socket directory, no warm or launch socket, no rule. */
 export async function nothingLeft(pid: number): Promise<void> {
   assert.deepEqual(await leftoversAfter(pid, 8000), { agents: [], dirs: [] });
-  await until('the warm sockets and markers to go', () => (warmFiles(`launch-${pid}-`).length + agentSockets(pid).length === 0 ? true : undefined), 3000);
+  await until('the warm sockets and markers to go', () => (hostFiles(pid).length + agentSockets(pid).length === 0 ? true : undefined), 3000);
   assert.deepEqual(chainsLeft(pid), []);
 }
 

@@ -4,7 +4,7 @@
 // bin/doppel's trampoline, before this CLI's Node.js has loaded. The trampoline checks what the decision was made from
 // (the configuration's files, the target's process, environment and mounts, the program's place on PATH, this build);
 // the CLI, started beside the program as its parent, decides again, and stops the program if its decision differs.
-import { readdirSync, readFileSync, statSync, unlinkSync } from 'node:fs';
+import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { setPriority } from 'node:os';
 import { delimiter, join, resolve } from 'node:path';
 import process from 'node:process';
@@ -15,6 +15,7 @@ import { writeCacheFile } from '../../config/disk-cache.ts';
 import { defaultConfigFiles } from '../../config/load.ts';
 import { running } from '../../process-alive.ts';
 import { shellAgentPid } from '../../platform/process/shell-agent.ts';
+import { removeFile } from '../../remove-file.ts';
 import { adoptProgram, type RunningProgram } from './run-program.ts';
 import { FAST_PATH_FILE } from '../../proxy/layer-wire.ts';
 import { decodePlan, encodePlan, PLAN_DIR_MARK, PLAN_FILE_ENV, PLANNED_ENV, type Plan, type PlanCheck } from '../../warm/launch-wire.ts';
@@ -137,11 +138,7 @@ function requestArguments(): string[] | undefined {
 
 /** Removes the plan that led to a start this CLI stopped. */
 export function dropPlan(start: PlannedStart): void {
-  try {
-    unlinkSync(start.planFile);
-  } catch {
-    // already gone
-  }
+  removeFile(start.planFile);
 }
 
 function planChecks(inputs: PlanInputs): PlanCheck[] | undefined {

@@ -8,6 +8,7 @@ import { fstatSync, openSync, readdirSync, readSync, unlinkSync } from 'node:fs'
 import { join, resolve } from 'node:path';
 import process from 'node:process';
 import { isAlive, running } from '../../process-alive.ts';
+import { removeFile } from '../../remove-file.ts';
 import { EARLY_DNS_SUFFIX } from '../../warm/launch-wire.ts';
 import { warmDirectory } from './warm-agents.ts';
 
@@ -115,14 +116,6 @@ function sweepEarlyFiles(dir: string): void {
 function kill(pid: number): void {
   try {
     process.kill(-pid, 'SIGKILL');
-  } catch {
-    // already gone
-  }
-}
-
-function removeFile(path: string): void {
-  try {
-    unlinkSync(path);
   } catch {
     // already gone
   }

@@ -1,11 +1,12 @@
 // Warm agents of process targets, seen from the CLI: a session that ends cleanly parks its agent on a Unix socket in
 // our 0700 directory, named `<target pid>-<target start time>-<agent pid>.sock`, for agent.ttl; the next session on
 // the same target (the same process, not a later one with its PID) connects there instead of starting an agent.
-import { lstatSync, mkdirSync, readdirSync, statSync, unlinkSync } from 'node:fs';
+import { lstatSync, mkdirSync, readdirSync, statSync } from 'node:fs';
 import { Socket } from 'node:net';
 import { join } from 'node:path';
 import process from 'node:process';
 import { isAlive } from '../../process-alive.ts';
+import { removeFile } from '../../remove-file.ts';
 import { WARM_MAX_LINE, WARM_OK, warmLine, type WarmClient } from '../../protocol/warm-preface.ts';
 import { LAUNCH_STARTING, LAUNCH_STARTING_MS } from '../../warm/launch-wire.ts';
 import { warmPath } from './warm-path.ts';
@@ -57,7 +58,7 @@ export function sweepWarmSockets(dir: string): { entry: string; agentPid: number
     if (!Number.isInteger(agentPid) || agentPid <= 1) return [];
     // A marker is stale when its host is dead, or once it is too old to be waited at (that pid may be another's now).
     if (!isAlive(agentPid) || (match?.[3] === LAUNCH_STARTING && age(join(dir, entry)) >= LAUNCH_STARTING_MS)) {
-      removeStale(join(dir, entry));
+      removeFile(join(dir, entry));
       return [];
     }
     // Not listening yet: no agent to reach there.
@@ -72,14 +73,6 @@ function age(path: string): number {
     return Date.now() - statSync(path).mtimeMs;
   } catch {
     return 0;
-  }
-}
-
-function removeStale(path: string): void {
-  try {
-    unlinkSync(path);
-  } catch {
-    // another start removed it
   }
 }
 
@@ -102,7 +95,7 @@ export function handOver(path: string, client: WarmClient, socket = new Socket()
     const timer = setTimeout(() => finish(false), ANSWER_TIMEOUT_MS);
     const onError = (error?: NodeJS.ErrnoException) => {
       // Nobody listens: the agent was killed (a zombie still counts as alive until it is reaped).
-      if (error?.code === 'ECONNREFUSED') removeStale(path);
+      if (error?.code === 'ECONNREFUSED') removeFile(path);
       finish(false);
     };
     const onClose = () => onError();
