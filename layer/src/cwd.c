@@ -13,14 +13,20 @@
 static atomic_uint epoch = 1;
 static __thread unsigned seen __attribute__((tls_model("initial-exec")));
 static __thread size_t cwd_len __attribute__((tls_model("initial-exec")));
-static __thread char cwd[PATH_MAX] __attribute__((tls_model("initial-exec")));
+/* Short: every thread's start clears its thread-local storage; a longer directory is read each time. */
+static __thread char cwd[256] __attribute__((tls_model("initial-exec")));
 
 int dp_cwd(char *out, size_t size) {
   unsigned now = atomic_load(&epoch);
   if (seen != now) {
-    if (getcwd(cwd, sizeof cwd) == NULL) return -errno;
-    cwd_len = strlen(cwd);
-    seen = now;
+    if (getcwd(out, size) == NULL) return errno == ERANGE ? -ENAMETOOLONG : -errno;
+    size_t len = strlen(out);
+    if (len < sizeof cwd) {
+      memcpy(cwd, out, len + 1);
+      cwd_len = len;
+      seen = now;
+    }
+    return 0;
   }
   if (cwd_len >= size) return -ENAMETOOLONG;
   memcpy(out, cwd, cwd_len + 1);
@@ -33,10 +39,10 @@ int dp_cwd_moved(int r) {
   return r;
 }
 
-int dp_chdir_raw(long number, long arg) { return dp_cwd_moved((int)real_syscall(number, arg)); }
+int dp_chdir_raw(long number, long arg) { return dp_cwd_moved((int)REAL(syscall)(number, arg)); }
 
 /* chdir is dirs.c's (a remote directory's stand-in); it calls dp_cwd_moved too. */
 int fchdir(int fd) {
   dp_init();
-  return dp_cwd_moved(real_fchdir(fd));
+  return dp_cwd_moved(REAL(fchdir)(fd));
 }

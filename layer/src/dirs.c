@@ -35,11 +35,11 @@ static int dir_path(const char *path, char *dir, struct dp_stat *remote) {
 
 DIR *opendir(const char *path) {
   dp_init();
-  if (!dp_enter()) return real_opendir(path);
+  if (!dp_enter()) return REAL(opendir)(path);
   char dir[PATH_MAX];
   struct dp_stat remote;
   int r = dir_path(path, dir, &remote);
-  DIR *result = r < 0 ? NULL : real_opendir(dir);
+  DIR *result = r < 0 ? NULL : REAL(opendir)(dir);
   if (result != NULL && r == 1) {
     /* fstat(dirfd(d)) reports the remote directory, as for open. */
     struct dp_fdinfo info = {.has_stat = 1, .stat = remote};
@@ -55,11 +55,11 @@ DIR *opendir(const char *path) {
  * the remote directory (mkdir -p and rm -r chdir into each level they make or walk). */
 int chdir(const char *path) {
   dp_init();
-  if (!dp_enter()) return dp_cwd_moved(real_chdir(path));
+  if (!dp_enter()) return dp_cwd_moved(REAL(chdir)(path));
   char dir[PATH_MAX];
   struct dp_stat remote;
   int r = dir_path(path, dir, &remote);
-  if (r >= 0) r = real_chdir(dir);
+  if (r >= 0) r = REAL(chdir)(dir);
   int saved = errno;
   dp_leave();
   errno = saved;
@@ -70,7 +70,7 @@ int chdir(const char *path) {
 int closedir(DIR *dir) {
   dp_init();
   dp_fd_forget(dirfd(dir));
-  return real_closedir(dir);
+  return REAL(closedir)(dir);
 }
 
 /* The program's filter and compare run outside the guard, so a stat they make is answered as the program's own. */
@@ -88,9 +88,9 @@ int closedir(DIR *dir) {
   } while (0)
 
 int scandir(const char *path, struct dirent ***out, int (*filter)(const struct dirent *), int (*compar)(const struct dirent **, const struct dirent **)) {
-  DP_SCANDIR(real_scandir, path, out, filter, compar);
+  DP_SCANDIR(REAL(scandir), path, out, filter, compar);
 }
 
 int scandir64(const char *path, struct dirent64 ***out, int (*filter)(const struct dirent64 *), int (*compar)(const struct dirent64 **, const struct dirent64 **)) {
-  DP_SCANDIR(real_scandir64, path, out, filter, compar);
+  DP_SCANDIR(REAL(scandir64), path, out, filter, compar);
 }

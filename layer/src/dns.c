@@ -47,10 +47,10 @@ static int service_port(const char *service, const struct addrinfo *hints, uint1
   if (service == NULL) return 0;
   struct addrinfo h = {.ai_flags = AI_NUMERICHOST, .ai_socktype = hints ? hints->ai_socktype : 0, .ai_protocol = hints ? hints->ai_protocol : 0};
   struct addrinfo *res;
-  int r = real_getaddrinfo("127.0.0.1", service, &h, &res);
+  int r = REAL(getaddrinfo)("127.0.0.1", service, &h, &res);
   if (r != 0) return r;
   *port = ((struct sockaddr_in *)res->ai_addr)->sin_port;
-  real_freeaddrinfo(res);
+  REAL(freeaddrinfo)(res);
   return 0;
 }
 
@@ -89,8 +89,8 @@ static void free_entries(struct addrinfo *ai) {
 
 int getaddrinfo(const char *node, const char *service, const struct addrinfo *hints, struct addrinfo **res) {
   dp_init();
-  if (node == NULL || (hints && (hints->ai_flags & AI_NUMERICHOST)) || is_numeric(node)) return real_getaddrinfo(node, service, hints, res);
-  if (!dp_enter()) return real_getaddrinfo(node, service, hints, res);
+  if (node == NULL || (hints && (hints->ai_flags & AI_NUMERICHOST)) || is_numeric(node)) return REAL(getaddrinfo)(node, service, hints, res);
+  if (!dp_enter()) return REAL(getaddrinfo)(node, service, hints, res);
   int family = hints ? hints->ai_family : AF_UNSPEC;
   int socktype = hints ? hints->ai_socktype : 0;
   int protocol = hints ? hints->ai_protocol : 0;
@@ -105,7 +105,7 @@ int getaddrinfo(const char *node, const char *service, const struct addrinfo *hi
     if (sr != 0) r = sr;
   }
   if (r == 0) {
-    r = real_getaddrinfo(node, service, hints, res);
+    r = REAL(getaddrinfo)(node, service, hints, res);
   } else if (r == 1) {
     /* As glibc does: with no socket type asked for, one entry per type. */
     static const int kinds[3][2] = {{SOCK_STREAM, IPPROTO_TCP}, {SOCK_DGRAM, IPPROTO_UDP}, {SOCK_RAW, 0}};
@@ -154,7 +154,7 @@ void freeaddrinfo(struct addrinfo *ai) {
   if (entry != NULL) *link = entry->next;
   pthread_mutex_unlock(&lock);
   if (entry == NULL) {
-    real_freeaddrinfo(ai);
+    REAL(freeaddrinfo)(ai);
     return;
   }
   free(entry);
@@ -209,11 +209,11 @@ static int fill_hostent(const char *name, int af, struct hostent *he, char *buf,
 int gethostbyname2_r(const char *name, int af, struct hostent *ret, char *buf, size_t buflen, struct hostent **result, int *h_errnop) {
   dp_init();
   *result = NULL;
-  if (name == NULL || is_numeric(name) || (af != AF_INET && af != AF_INET6) || !dp_enter()) return real_gethostbyname2_r(name, af, ret, buf, buflen, result, h_errnop);
+  if (name == NULL || is_numeric(name) || (af != AF_INET && af != AF_INET6) || !dp_enter()) return REAL(gethostbyname2_r)(name, af, ret, buf, buflen, result, h_errnop);
   int herr = 0;
   int r = fill_hostent(name, af, ret, buf, buflen, &herr);
   dp_leave();
-  if (r == 1) return real_gethostbyname2_r(name, af, ret, buf, buflen, result, h_errnop);
+  if (r == 1) return REAL(gethostbyname2_r)(name, af, ret, buf, buflen, result, h_errnop);
   if (r == 0) {
     *result = ret;
     return 0;
@@ -227,9 +227,11 @@ int gethostbyname_r(const char *name, struct hostent *ret, char *buf, size_t buf
   return gethostbyname2_r(name, AF_INET, ret, buf, buflen, result, h_errnop);
 }
 
+/* One result for the process, as glibc's: these calls are not reentrant, and a thread-local buffer would cost every
+ * thread's start a clear of it. */
 struct hostent *gethostbyname2(const char *name, int af) {
-  static __thread struct hostent he;
-  static __thread char buf[4096];
+  static struct hostent he;
+  static char buf[4096];
   struct hostent *result;
   int herr = 0;
   int r = gethostbyname2_r(name, af, &he, buf, sizeof buf, &result, &herr);

@@ -83,7 +83,7 @@ char *const *dp_fix_env(char *const envp[], char **scratch, size_t scratch_len, 
 /* One line on stderr when the program about to run cannot be reached by LD_PRELOAD. */
 void dp_warn_if_static(const char *path) {
   if (path == NULL || captured[0] == NULL) return;
-  int fd = real_openat(AT_FDCWD, path, O_RDONLY | O_CLOEXEC, 0);
+  int fd = REAL(openat)(AT_FDCWD, path, O_RDONLY | O_CLOEXEC, 0);
   if (fd < 0) return;
   /* The header and, nearly always, the program headers in one read (a read per entry cost a shell 13 more per exec). */
   unsigned char head[2048];
@@ -100,7 +100,7 @@ void dp_warn_if_static(const char *path) {
       if (ph.p_type == PT_INTERP) is_static = 0;
     }
   }
-  real_close(fd);
+  REAL(close)(fd);
   if (is_static) {
     static const char a[] = "doppel: warning: ";
     static const char b[] = " is statically linked; doppel cannot follow it, so it runs with the local context only\n";
@@ -120,7 +120,7 @@ int execve(const char *path, char *const argv[], char *const envp[]) {
   dp_init();
   dp_warn_if_static(path);
   DP_FIXED_ENV(envp);
-  return real_execve(path, argv, fixed);
+  return REAL(execve)(path, argv, fixed);
 }
 
 int execv(const char *path, char *const argv[]) { return execve(path, argv, environ); }
@@ -129,7 +129,7 @@ int execvpe(const char *file, char *const argv[], char *const envp[]) {
   dp_init();
   if (strchr(file, '/') != NULL) dp_warn_if_static(file);
   DP_FIXED_ENV(envp);
-  return real_execvpe(file, argv, fixed);
+  return REAL(execvpe)(file, argv, fixed);
 }
 
 int execvp(const char *file, char *const argv[]) { return execvpe(file, argv, environ); }
@@ -137,19 +137,19 @@ int execvp(const char *file, char *const argv[]) { return execvpe(file, argv, en
 int fexecve(int fd, char *const argv[], char *const envp[]) {
   dp_init();
   DP_FIXED_ENV(envp);
-  return real_fexecve(fd, argv, fixed);
+  return REAL(fexecve)(fd, argv, fixed);
 }
 
 int posix_spawn(pid_t *pid, const char *path, const posix_spawn_file_actions_t *actions, const posix_spawnattr_t *attr, char *const argv[], char *const envp[]) {
   dp_init();
   dp_warn_if_static(path);
   DP_FIXED_ENV(envp);
-  return real_posix_spawn(pid, path, actions, attr, argv, fixed);
+  return REAL(posix_spawn)(pid, path, actions, attr, argv, fixed);
 }
 
 int posix_spawnp(pid_t *pid, const char *file, const posix_spawn_file_actions_t *actions, const posix_spawnattr_t *attr, char *const argv[], char *const envp[]) {
   dp_init();
   if (strchr(file, '/') != NULL) dp_warn_if_static(file);
   DP_FIXED_ENV(envp);
-  return real_posix_spawnp(pid, file, actions, attr, argv, fixed);
+  return REAL(posix_spawnp)(pid, file, actions, attr, argv, fixed);
 }

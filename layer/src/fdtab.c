@@ -90,7 +90,7 @@ static void after_fork_in_child(void) {
       if (atomic_load(&s->seq) & 1) {
         s->present = 0;
         atomic_fetch_add(&s->seq, 1);
-      } else if (s->present && real_fcntl(c * DP_CHUNK + i, F_GETFD) < 0) {
+      } else if (s->present && REAL(fcntl)(c * DP_CHUNK + i, F_GETFD) < 0) {
         s->present = 0;
       }
     }
@@ -151,7 +151,7 @@ int dp_absolute(int dirfd, const char *path, char *out, size_t size) {
     } else {
       char link[64];
       snprintf(link, sizeof link, "/proc/self/fd/%d", dirfd);
-      ssize_t n = real_readlink(link, out, size - 1);
+      ssize_t n = REAL(readlink)(link, out, size - 1);
       if (n < 0) return -EBADF;
       out[n] = '\0';
     }

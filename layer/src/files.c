@@ -66,7 +66,7 @@ int dp_openat_in_root(const char *abs, int flags) {
     return -1;
   }
   struct open_how how = {.flags = (uint64_t)(unsigned)flags, .resolve = RESOLVE_IN_ROOT};
-  int fd = (int)real_syscall(SYS_openat2, (long)rootfd, (long)abs, (long)&how, (long)sizeof how);
+  int fd = (int)REAL(syscall)(SYS_openat2, (long)rootfd, (long)abs, (long)&how, (long)sizeof how);
   if (fd < 0 && errno == ENOSYS) atomic_store(&no_openat2, 1);
   return fd;
 }
@@ -88,7 +88,7 @@ int dp_open_in_root(const char *abs, int flags, int *fd) {
   /* Directories get their stand-ins, special files are brought over: the proxy's. */
   /* F_SETFL changes only the status flags it can (O_NONBLOCK among the program's): the program's own, as it asked. */
   if (fstat(opened, &st) != 0 || !S_ISREG(st.st_mode) || ((flags & O_NONBLOCK) == 0 && fcntl(opened, F_SETFL, flags) != 0)) {
-    real_close(opened);
+    REAL(close)(opened);
     return 0;
   }
   dp_log("open %s: the target's file, in its root", abs);
@@ -129,7 +129,7 @@ static int materialize(const char *path, const char *reply, uint32_t len, int fl
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) {
       int saved = errno;
-      real_close(fd);
+      REAL(close)(fd);
       errno = saved;
       return -1;
     }
@@ -149,7 +149,7 @@ static int open_standin(const char *reply, uint32_t len, int flags) {
     errno = EIO;
     return -1;
   }
-  int fd = real_openat(AT_FDCWD, reply + sizeof(struct dp_stat), flags, 0);
+  int fd = REAL(openat)(AT_FDCWD, reply + sizeof(struct dp_stat), flags, 0);
   if (fd < 0) return -1;
   struct dp_fdinfo info = {.has_stat = 1};
   memcpy(&info.stat, reply, sizeof info.stat);
@@ -164,7 +164,7 @@ static int open_host_file(const char *reply, uint32_t len, int flags) {
     errno = EIO;
     return -1;
   }
-  return real_openat(AT_FDCWD, reply + sizeof(struct dp_stat), flags | O_NOFOLLOW, 0);
+  return REAL(openat)(AT_FDCWD, reply + sizeof(struct dp_stat), flags | O_NOFOLLOW, 0);
 }
 
 /* The descriptor for a remote answer to DP_OP_OPEN. */
@@ -201,13 +201,13 @@ static int ask_and_open(int dirfd, const char *path, int flags, mode_t mode, cha
 }
 
 static int open_at(int dirfd, const char *path, int flags, mode_t mode) {
-  if (!dp_enter()) return real_openat(dirfd, path, flags, mode);
+  if (!dp_enter()) return REAL(openat)(dirfd, path, flags, mode);
   char abs[PATH_MAX];
   char *reply;
   uint32_t len;
   const char *local;
   int fd = -1;
-  if (ask_and_open(dirfd, path, flags, mode, abs, &reply, &len, &local, &fd) == DP_LOCAL) fd = real_openat(local == path ? dirfd : AT_FDCWD, local, flags, mode);
+  if (ask_and_open(dirfd, path, flags, mode, abs, &reply, &len, &local, &fd) == DP_LOCAL) fd = REAL(openat)(local == path ? dirfd : AT_FDCWD, local, flags, mode);
   int saved = errno;
   dp_free(reply);
   dp_leave();
@@ -275,7 +275,7 @@ static FILE *fopen_hook(const char *path, const char *mode, FILE *(*real)(const 
   } else if (fd >= 0 && (file = fdopen(fd, mode)) == NULL) {
     int saved = errno;
     dp_fd_forget(fd);
-    real_close(fd);
+    REAL(close)(fd);
     errno = saved;
   }
   int saved = errno;
@@ -285,8 +285,8 @@ static FILE *fopen_hook(const char *path, const char *mode, FILE *(*real)(const 
   return file;
 }
 
-FILE *fopen(const char *path, const char *mode) { dp_init(); return fopen_hook(path, mode, real_fopen); }
-FILE *fopen64(const char *path, const char *mode) { dp_init(); return fopen_hook(path, mode, real_fopen64); }
+FILE *fopen(const char *path, const char *mode) { dp_init(); return fopen_hook(path, mode, REAL(fopen)); }
+FILE *fopen64(const char *path, const char *mode) { dp_init(); return fopen_hook(path, mode, REAL(fopen64)); }
 
 int dp_close(int fd, int raw) {
   /* The layer's own proxy connection survives a program that closes every descriptor. */
@@ -294,7 +294,7 @@ int dp_close(int fd, int raw) {
   int written = dp_written_release(fd);
   struct dp_fdinfo info;
   int listener = dp_fd_take(fd, &info) && info.subscribed;
-  int r = raw ? (int)real_syscall(SYS_close, (long)fd) : real_close(fd);
+  int r = raw ? (int)REAL(syscall)(SYS_close, (long)fd) : REAL(close)(fd);
   if (listener) dp_unlisten(&info);
   if (r == 0 && written < 0) {
     errno = -written;
@@ -310,7 +310,7 @@ int close(int fd) {
 
 int dup(int fd) {
   dp_init();
-  int to = real_dup(fd);
+  int to = REAL(dup)(fd);
   if (to >= 0) dp_fd_copy(fd, to);
   return to;
 }
@@ -335,10 +335,10 @@ int dp_close_range(unsigned first, unsigned last, int flags) {
   unsigned from = first;
   for (unsigned fd = first; fd <= last && fd < DP_OWN_FDS; fd++) {
     if (!dp_is_own_fd((int)fd)) continue;
-    if (fd > from && real_syscall(SYS_close_range, (long)from, (long)(fd - 1), (long)flags) < 0) return -1;
+    if (fd > from && REAL(syscall)(SYS_close_range, (long)from, (long)(fd - 1), (long)flags) < 0) return -1;
     from = fd + 1;
   }
-  if (from <= last && real_syscall(SYS_close_range, (long)from, (long)last, (long)flags) < 0) return -1;
+  if (from <= last && REAL(syscall)(SYS_close_range, (long)from, (long)last, (long)flags) < 0) return -1;
   if (!(flags & CLOSE_RANGE_CLOEXEC)) dp_fd_each(first, last, 1, unlisten_if_subscribed);
   return 0;
 }
@@ -362,7 +362,7 @@ static int dup_onto(int fd, int to, int flags, int three) {
   }
   struct dp_fdinfo old;
   int had = fd != to && dp_fd_get(to, &old);
-  int r = three ? real_dup3(fd, to, flags) : real_dup2(fd, to);
+  int r = three ? REAL(dup3)(fd, to, flags) : REAL(dup2)(fd, to);
   if (r >= 0 && fd != to) {
     dp_fd_copy(fd, to);
     if (had) unlisten_if_subscribed(to, &old);
@@ -385,7 +385,7 @@ int fcntl(int fd, int cmd, ...) {
   va_start(ap, cmd);
   void *arg = va_arg(ap, void *);
   va_end(ap);
-  return fcntl_hook(real_fcntl, fd, cmd, arg);
+  return fcntl_hook(REAL(fcntl), fd, cmd, arg);
 }
 
 int fcntl64(int fd, int cmd, ...) {
@@ -394,7 +394,7 @@ int fcntl64(int fd, int cmd, ...) {
   va_start(ap, cmd);
   void *arg = va_arg(ap, void *);
   va_end(ap);
-  return fcntl_hook(real_fcntl64 ? real_fcntl64 : real_fcntl, fd, cmd, arg);
+  return fcntl_hook(REAL(fcntl64) ? REAL(fcntl64) : REAL(fcntl), fd, cmd, arg);
 }
 
 /* An access check of a path the rules call remote, in the target's root: 0, or -1 and errno, when settled here; 1 when
@@ -407,9 +407,9 @@ static int access_in_root(const char *abs, int mode, int flags) {
     dp_traced("access", abs, since);
     return -1;
   }
-  int r = (int)real_syscall(SYS_faccessat2, (long)fd, (long)"", (long)mode, (long)((flags & AT_EACCESS) | AT_EMPTY_PATH));
+  int r = (int)REAL(syscall)(SYS_faccessat2, (long)fd, (long)"", (long)mode, (long)((flags & AT_EACCESS) | AT_EMPTY_PATH));
   int saved = errno;
-  real_close(fd);
+  REAL(close)(fd);
   if (r < 0 && (saved == ENOSYS || saved == EINVAL)) return 1;
   dp_log("access of %s: in the target's root", abs);
   dp_traced("access", abs, since);
@@ -418,7 +418,7 @@ static int access_in_root(const char *abs, int mode, int flags) {
 }
 
 static int access_at(int dirfd, const char *path, int mode, int flags) {
-  if (!dp_enter()) return real_faccessat(dirfd, path, mode, flags);
+  if (!dp_enter()) return REAL(faccessat)(dirfd, path, mode, flags);
   int32_t head = mode;
   char abs[PATH_MAX];
   char *reply = NULL;
@@ -428,7 +428,7 @@ static int access_at(int dirfd, const char *path, int mode, int flags) {
   int r = verdict == DP_RULE_REMOTE ? access_in_root(abs, mode, flags) : 1;
   if (r == 1) {
     int status = verdict == 0 ? DP_LOCAL : dp_ask_abs(DP_OP_ACCESS, &head, sizeof head, abs, &reply, &len, &local);
-    if (status == DP_LOCAL) r = real_faccessat(local == path ? dirfd : AT_FDCWD, local, mode, flags);
+    if (status == DP_LOCAL) r = REAL(faccessat)(local == path ? dirfd : AT_FDCWD, local, mode, flags);
     else if (status < 0) {
       errno = -status;
       r = -1;
@@ -458,10 +458,10 @@ static ssize_t readlink_in_root(const char *abs, char *buf, size_t size) {
     dp_traced("readlink", abs, since);
     return -1;
   }
-  ssize_t r = real_readlinkat(fd, "", buf, size);
+  ssize_t r = REAL(readlinkat)(fd, "", buf, size);
   /* On a descriptor, what is no link is ENOENT; by its path, readlink says EINVAL. */
   int saved = r < 0 && errno == ENOENT ? EINVAL : errno;
-  real_close(fd);
+  REAL(close)(fd);
   dp_log("readlink of %s: in the target's root", abs);
   dp_traced("readlink", abs, since);
   errno = saved;
@@ -469,7 +469,7 @@ static ssize_t readlink_in_root(const char *abs, char *buf, size_t size) {
 }
 
 static ssize_t readlink_at(int dirfd, const char *path, char *buf, size_t size) {
-  if (!dp_enter()) return real_readlinkat(dirfd, path, buf, size);
+  if (!dp_enter()) return REAL(readlinkat)(dirfd, path, buf, size);
   char abs[PATH_MAX];
   char *reply = NULL;
   uint32_t len;
@@ -478,7 +478,7 @@ static ssize_t readlink_at(int dirfd, const char *path, char *buf, size_t size) 
   ssize_t r = verdict == DP_RULE_REMOTE ? readlink_in_root(abs, buf, size) : -2;
   if (r == -2) {
     int status = verdict == 0 ? DP_LOCAL : dp_ask_abs(DP_OP_READLINK, NULL, 0, abs, &reply, &len, &local);
-    if (status == DP_LOCAL) r = real_readlinkat(local == path ? dirfd : AT_FDCWD, local, buf, size);
+    if (status == DP_LOCAL) r = REAL(readlinkat)(local == path ? dirfd : AT_FDCWD, local, buf, size);
     else if (status < 0) {
       errno = -status;
       r = -1;
@@ -498,13 +498,13 @@ ssize_t readlink(const char *path, char *buf, size_t size) { dp_init(); return r
 ssize_t readlinkat(int dirfd, const char *path, char *buf, size_t size) { dp_init(); return readlink_at(dirfd, path, buf, size); }
 
 static char *realpath_hook(const char *path, char *resolved) {
-  if (!dp_enter()) return real_realpath(path, resolved);
+  if (!dp_enter()) return REAL(realpath)(path, resolved);
   char *reply;
   uint32_t len;
   const char *local;
   int status = dp_ask_path(DP_OP_REALPATH, NULL, 0, AT_FDCWD, path, &reply, &len, &local);
   char *r = NULL;
-  if (status == DP_LOCAL) r = real_realpath(local, resolved);
+  if (status == DP_LOCAL) r = REAL(realpath)(local, resolved);
   else if (status < 0) errno = -status;
   else if (strlen(reply) >= PATH_MAX) errno = ENAMETOOLONG;
   else r = resolved ? strcpy(resolved, reply) : strdup(reply);

@@ -87,17 +87,17 @@ static int noted_set(int r) {
 
 int epoll_create(int size) {
   dp_init();
-  return noted_set(real_epoll_create(size));
+  return noted_set(REAL(epoll_create)(size));
 }
 
 int epoll_create1(int flags) {
   dp_init();
-  return noted_set(real_epoll_create1(flags));
+  return noted_set(REAL(epoll_create1)(flags));
 }
 
 static uint64_t socket_inode(int fd) {
   struct stat st;
-  return real_syscall(SYS_fstat, (long)fd, (long)&st) == 0 && S_ISSOCK(st.st_mode) ? (uint64_t)st.st_ino : 0;
+  return REAL(syscall)(SYS_fstat, (long)fd, (long)&st) == 0 && S_ISSOCK(st.st_mode) ? (uint64_t)st.st_ino : 0;
 }
 
 struct registration {
@@ -113,11 +113,11 @@ struct registration {
 static int registrations_in(int epfd, int fd, pid_t self, uint64_t *inode, struct registration *out, int n) {
   /* Most sockets are in no set, which one system call tells (1 µs, where reading the set's fdinfo takes 17). */
   struct kcmp_epoll_slot slot = {.efd = (uint32_t)epfd, .tfd = (uint32_t)fd, .toff = 0};
-  if (real_syscall(SYS_kcmp, (long)self, (long)self, (long)KCMP_EPOLL_TFD, (long)fd, (long)&slot) < 0 && (errno == ENOENT || errno == EINVAL || errno == EBADF)) return n;
+  if (REAL(syscall)(SYS_kcmp, (long)self, (long)self, (long)KCMP_EPOLL_TFD, (long)fd, (long)&slot) < 0 && (errno == ENOENT || errno == EINVAL || errno == EBADF)) return n;
   if (*inode == 0) *inode = socket_inode(fd);
   char path[40], buf[4096];
   snprintf(path, sizeof path, "/proc/self/fdinfo/%d", epfd);
-  int info = real_openat(AT_FDCWD, path, O_RDONLY | O_CLOEXEC, 0);
+  int info = REAL(openat)(AT_FDCWD, path, O_RDONLY | O_CLOEXEC, 0);
   if (info < 0) return n;
   size_t kept = 0, total = 0;
   for (;;) {
@@ -146,7 +146,7 @@ static int registrations_in(int epfd, int fd, pid_t self, uint64_t *inode, struc
     memmove(buf, line, kept);
     if (n < 0) break;
   }
-  real_close(info);
+  REAL(close)(info);
   return n;
 }
 
@@ -163,11 +163,11 @@ static int registrations_of(int fd, struct registration *out) {
 }
 
 static int take_fd(uint32_t pid, uint32_t fd) {
-  int pidfd = (int)real_syscall(SYS_pidfd_open, (long)pid, 0L);
+  int pidfd = (int)REAL(syscall)(SYS_pidfd_open, (long)pid, 0L);
   if (pidfd < 0) return -1;
-  int got = (int)real_syscall(SYS_pidfd_getfd, (long)pidfd, (long)fd, 0L);
+  int got = (int)REAL(syscall)(SYS_pidfd_getfd, (long)pidfd, (long)fd, 0L);
   int saved = errno;
-  real_close(pidfd);
+  REAL(close)(pidfd);
   errno = saved;
   return got;
 }
@@ -181,11 +181,11 @@ static void probe(void) {
   int got = pid != 0 ? take_fd(pid, 0) : -1;
   int take = pid != 0 && (got >= 0 || errno == EBADF);
   int take_why = pid != 0 ? errno : ESRCH;
-  if (got >= 0) real_close(got);
-  int here = real_openat(AT_FDCWD, "/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC, 0);
+  if (got >= 0) REAL(close)(got);
+  int here = REAL(openat)(AT_FDCWD, "/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC, 0);
   int make = here >= 0 && setns(here, CLONE_NEWNET) == 0;
   int make_why = errno;
-  if (here >= 0) real_close(here);
+  if (here >= 0) REAL(close)(here);
   /* Either needs a fresh socket of each kind, whose option values are the ones not to copy. */
   int sockets = take || make;
   for (int type = SOCK_STREAM; type <= SOCK_DGRAM && sockets; type++) {
@@ -195,7 +195,7 @@ static void probe(void) {
       socklen_t size = options[i].size;
       if (getsockopt(fresh, options[i].level, options[i].name, defaults[kind(type)][i], &size) < 0) memset(defaults[kind(type)][i], 0, OPTION_MAX);
     }
-    if (sockets) real_close(fresh);
+    if (sockets) REAL(close)(fresh);
   }
   atomic_store(&can_make, sockets && make);
   atomic_store(&can_take, sockets && take);
@@ -222,12 +222,12 @@ int dp_handover_flags(int fd, uint32_t *flags) {
   socklen_t me_len = sizeof me, peer_len = sizeof peer;
   struct dp_addr bound;
   *flags = 0;
-  if (real_getsockname(fd, (struct sockaddr *)&me, &me_len) < 0 || !dp_to_addr((struct sockaddr *)&me, me_len, &bound)) return 0;
+  if (REAL(getsockname)(fd, (struct sockaddr *)&me, &me_len) < 0 || !dp_to_addr((struct sockaddr *)&me, me_len, &bound)) return 0;
   *flags = me.ss_family == AF_INET6 ? DP_CONNECT_INET6_SOCKET : 0;
   int unbound = bound.port == 0 && dp_is_any(&bound);
   /* A socket with a local address is bound or connected already: a program polling a non-blocking connect's end by
    * connecting again (Ruby's connect_nonblock) must get the kernel's EISCONN, not a second connection. */
-  if (!unbound && real_getpeername(fd, (struct sockaddr *)&peer, &peer_len) == 0) return 1;
+  if (!unbound && REAL(getpeername)(fd, (struct sockaddr *)&peer, &peer_len) == 0) return 1;
   /* A socket bound first (its address or port chosen) is the program's to keep: it is relayed. */
   if (unbound && probe_done() && (atomic_load(&can_take) || atomic_load(&can_make))) {
     if (atomic_load(&can_take)) *flags |= DP_CONNECT_TAKES_FD;
@@ -238,9 +238,9 @@ int dp_handover_flags(int fd, uint32_t *flags) {
 
 /* The taken socket gets the program's file status flags (O_NONBLOCK) and the options it set; 0 or -errno. */
 static int copy_settings(int fd, int got, int type) {
-  int mine = real_fcntl(fd, F_GETFL), theirs = real_fcntl(got, F_GETFL);
+  int mine = REAL(fcntl)(fd, F_GETFL), theirs = REAL(fcntl)(got, F_GETFL);
   if (mine < 0 || theirs < 0) return -errno;
-  if (((mine ^ theirs) & O_NONBLOCK) && real_fcntl(got, F_SETFL, (theirs & ~O_NONBLOCK) | (mine & O_NONBLOCK)) < 0) return -errno;
+  if (((mine ^ theirs) & O_NONBLOCK) && REAL(fcntl)(got, F_SETFL, (theirs & ~O_NONBLOCK) | (mine & O_NONBLOCK)) < 0) return -errno;
   for (size_t i = 0; i < OPTIONS; i++) {
     unsigned char value[OPTION_MAX];
     socklen_t size = options[i].size;
@@ -262,7 +262,7 @@ static int is_connection_to(int got, const struct sockaddr *addr, socklen_t len)
   struct sockaddr_storage peer;
   socklen_t peer_len = sizeof peer;
   struct dp_addr want, have;
-  return real_getpeername(got, (struct sockaddr *)&peer, &peer_len) == 0 && dp_to_addr(addr, len, &want) &&
+  return REAL(getpeername)(got, (struct sockaddr *)&peer, &peer_len) == 0 && dp_to_addr(addr, len, &want) &&
          dp_to_addr((struct sockaddr *)&peer, peer_len, &have) && memcmp(&want, &have, sizeof want) == 0;
 }
 
@@ -271,12 +271,12 @@ static int is_connection_to(int got, const struct sockaddr *addr, socklen_t len)
 static int install(int fd, int got) {
   struct registration held[REGISTRATIONS_MAX];
   int n = registrations_of(fd, held);
-  int fd_flags = real_fcntl(fd, F_GETFD);
+  int fd_flags = REAL(fcntl)(fd, F_GETFD);
   if (n < 0) return -EBUSY;
   if (fd_flags < 0) return -errno;
   /* Out of each set while fd still names the old socket: a child sharing that socket would otherwise keep it there. */
   for (int i = 0; i < n; i++) epoll_ctl(held[i].epfd, EPOLL_CTL_DEL, fd, NULL);
-  int r = real_dup3(got, fd, (fd_flags & FD_CLOEXEC) ? O_CLOEXEC : 0) < 0 ? -errno : 0;
+  int r = REAL(dup3)(got, fd, (fd_flags & FD_CLOEXEC) ? O_CLOEXEC : 0) < 0 ? -errno : 0;
   for (int i = 0; i < n; i++) {
     if (epoll_ctl(held[i].epfd, EPOLL_CTL_ADD, fd, &held[i].event) < 0) dp_log("connect: an epoll registration could not be moved (errno %d)", errno);
   }
@@ -292,14 +292,14 @@ static int replace_bound(int fd, int got, int type, int rebind) {
   struct sockaddr_storage me;
   socklen_t me_len = sizeof me;
   struct dp_addr bound;
-  if (r == 0 && rebind != NO_REBIND && real_getsockname(fd, (struct sockaddr *)&me, &me_len) == 0 && dp_to_addr((struct sockaddr *)&me, me_len, &bound) &&
-      bound.port != 0 && dp_is_any(&bound) && real_bind(got, (struct sockaddr *)&me, me_len) < 0) {
+  if (r == 0 && rebind != NO_REBIND && REAL(getsockname)(fd, (struct sockaddr *)&me, &me_len) == 0 && dp_to_addr((struct sockaddr *)&me, me_len, &bound) &&
+      bound.port != 0 && dp_is_any(&bound) && REAL(bind)(got, (struct sockaddr *)&me, me_len) < 0) {
     if (rebind == REBIND_OR_FAIL) r = -errno;
     else dp_log("udp: port %u is taken here; the socket gets another", bound.port);
   }
   if (r == 0) r = install(fd, got);
   int saved = errno;
-  real_close(got);
+  REAL(close)(got);
   errno = saved;
   return r;
 }
@@ -311,8 +311,8 @@ static int replace(int fd, int got, int type) { return replace_bound(fd, got, ty
 static int socket_in(uint32_t pid, int domain, int type, int protocol) {
   char path[48];
   snprintf(path, sizeof path, "/proc/%u/ns/net", pid);
-  int there = real_openat(AT_FDCWD, path, O_RDONLY | O_CLOEXEC, 0);
-  int here = there < 0 ? -1 : real_openat(AT_FDCWD, "/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC, 0);
+  int there = REAL(openat)(AT_FDCWD, path, O_RDONLY | O_CLOEXEC, 0);
+  int here = there < 0 ? -1 : REAL(openat)(AT_FDCWD, "/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC, 0);
   int made = -1, why = errno;
   if (here >= 0) {
     sigset_t all, old;
@@ -331,8 +331,8 @@ static int socket_in(uint32_t pid, int domain, int type, int protocol) {
     }
     pthread_sigmask(SIG_SETMASK, &old, NULL);
   }
-  if (here >= 0) real_close(here);
-  if (there >= 0) real_close(there);
+  if (here >= 0) REAL(close)(here);
+  if (there >= 0) REAL(close)(there);
   return made >= 0 ? made : -why;
 }
 
@@ -363,11 +363,11 @@ int dp_move_datagram(int fd, uint32_t pid, int any_port) {
   socklen_t me_len = sizeof me, peer_len = sizeof peer;
   struct dp_addr bound;
   if (!probe_done() || !atomic_load(&can_make)) return -EPERM;
-  if (real_getsockname(fd, (struct sockaddr *)&me, &me_len) < 0) return -errno;
+  if (REAL(getsockname)(fd, (struct sockaddr *)&me, &me_len) < 0) return -errno;
   if (!dp_to_addr((struct sockaddr *)&me, me_len, &bound)) return -EAFNOSUPPORT;
   /* An address of this machine, or a port the program chose, is the program's to keep. */
   if (!dp_is_any(&bound) || (bound.port != 0 && !any_port)) return -EADDRINUSE;
-  if (real_getpeername(fd, (struct sockaddr *)&peer, &peer_len) == 0) return -EISCONN;
+  if (REAL(getpeername)(fd, (struct sockaddr *)&peer, &peer_len) == 0) return -EISCONN;
   int domain, type, protocol;
   int r = kind_of(fd, &domain, &type, &protocol);
   if (r < 0) return r;
@@ -415,7 +415,7 @@ int dp_take_handover(int fd, const char *reply, const struct sockaddr *addr, soc
   if (got < 0) r = -errno;
   else if (!is_connection_to(got, addr, len)) {
     r = -ENOTCONN;
-    real_close(got);
+    REAL(close)(got);
   } else {
     taken = 1;
     r = replace(fd, got, SOCK_STREAM);
@@ -431,5 +431,5 @@ int dp_take_handover(int fd, const char *reply, const struct sockaddr *addr, soc
   /* Not a relayed socket: the kernel answers getpeername and getsockname. */
   dp_fd_forget(fd);
   dp_log("connect: took the agent's socket (process %u, fd %u)", from.pid, from.fd);
-  return (real_fcntl(fd, F_GETFL) & O_NONBLOCK) ? 1 : 0;
+  return (REAL(fcntl)(fd, F_GETFL) & O_NONBLOCK) ? 1 : 0;
 }

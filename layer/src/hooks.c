@@ -1,22 +1,31 @@
-/* Resolves every entry of the hook table to the next definition (libc's) with dlsym(RTLD_NEXT). */
+/* Resolves an entry of the hook table to the next definition (libc's) with dlsym(RTLD_NEXT), at its first use. */
+#define _GNU_SOURCE
 #include "layer.h"
 #include <dlfcn.h>
-#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
-#define DP_DEFINE_REAL(name, ret, params, required) ret(*real_##name) params;
-DP_HOOKS(DP_DEFINE_REAL)
-#undef DP_DEFINE_REAL
+void *dp_reals[DP_HOOK_COUNT];
 
-void dp_resolve_hooks(void) {
-#define DP_RESOLVE(name, ret, params, required)                                            \
-  real_##name = (ret(*) params)dlsym(RTLD_NEXT, #name);                                    \
-  if (real_##name == NULL && (required)) {                                                 \
-    static const char msg[] = "doppel layer: libc has no " #name "; cannot continue\n";   \
-    (void)!write(2, msg, sizeof msg - 1);                                                  \
-    abort();                                                                               \
+#define DP_HOOK_NAME(name, ret, params, required) #name,
+static const char *const names[DP_HOOK_COUNT] = {DP_HOOKS(DP_HOOK_NAME)};
+#undef DP_HOOK_NAME
+#define DP_HOOK_REQUIRED(name, ret, params, required) required,
+static const unsigned char required[DP_HOOK_COUNT] = {DP_HOOKS(DP_HOOK_REQUIRED)};
+#undef DP_HOOK_REQUIRED
+
+/* Two threads may both look a hook up; they find the same definition. */
+void *dp_resolve_hook(enum dp_hook hook) {
+  void *fn = dlsym(RTLD_NEXT, names[hook]);
+  if (fn == NULL && required[hook]) {
+    static const char a[] = "doppel layer: libc has no ";
+    static const char b[] = "; cannot continue\n";
+    (void)!write(2, a, sizeof a - 1);
+    (void)!write(2, names[hook], strlen(names[hook]));
+    (void)!write(2, b, sizeof b - 1);
+    abort();
   }
-  DP_HOOKS(DP_RESOLVE)
-#undef DP_RESOLVE
+  __atomic_store_n(&dp_reals[hook], fn != NULL ? fn : DP_REAL_MISSING, __ATOMIC_RELAXED);
+  return fn != NULL ? fn : DP_REAL_MISSING;
 }

@@ -15,7 +15,7 @@ __attribute__((constructor)) static void capture(void) {
 }
 
 int gethostname(char *name, size_t len) {
-  if (!dp_active() || target_name[0] == '\0') return real_gethostname(name, len);
+  if (!dp_active() || target_name[0] == '\0') return REAL(gethostname)(name, len);
   size_t n = strlen(target_name);
   /* As glibc: a buffer without room for the name and its NUL is ENAMETOOLONG. */
   if (n >= len) {
@@ -28,7 +28,7 @@ int gethostname(char *name, size_t len) {
 
 int uname(struct utsname *buf) {
   dp_init();
-  int r = real_uname(buf);
+  int r = REAL(uname)(buf);
   if (r == 0 && target_name[0] != '\0' && dp_active()) strcpy(buf->nodename, target_name);
   return r;
 }

@@ -23,10 +23,10 @@ static int bind_tracked(int fd, const struct sockaddr *addr, socklen_t len, cons
   memcpy(&info.local, addr, len);
   struct sockaddr_storage there = info.local;
   set_port(&there, (uint16_t)resp->port);
-  int r = real_bind(fd, (struct sockaddr *)&there, len);
+  int r = REAL(bind)(fd, (struct sockaddr *)&there, len);
   if (r < 0 && (errno == EADDRINUSE || errno == EACCES) && (resp->flags & DP_BIND_FALLBACK)) {
     set_port(&there, 0);
-    r = real_bind(fd, (struct sockaddr *)&there, len);
+    r = REAL(bind)(fd, (struct sockaddr *)&there, len);
   }
   if (r == 0) dp_fd_set(fd, &info);
   return r;
@@ -35,22 +35,22 @@ static int bind_tracked(int fd, const struct sockaddr *addr, socklen_t len, cons
 int bind(int fd, const struct sockaddr *addr, socklen_t len) {
   dp_init();
   struct dp_bind_req req = {.socktype = SOCK_STREAM};
-  if (addr == NULL || len > sizeof(struct sockaddr_storage) || !dp_to_addr(addr, len, &req.requested)) return real_bind(fd, addr, len);
+  if (addr == NULL || len > sizeof(struct sockaddr_storage) || !dp_to_addr(addr, len, &req.requested)) return REAL(bind)(fd, addr, len);
   int type = socket_type(fd);
   if (type == SOCK_DGRAM) return dp_udp_bind(fd, addr, len, &req.requested);
-  if (type != SOCK_STREAM) return real_bind(fd, addr, len);
+  if (type != SOCK_STREAM) return REAL(bind)(fd, addr, len);
   if (req.requested.port == 0) {
     dp_bypassed(DP_BYPASS_ANY_PORT, "bind");
-    return real_bind(fd, addr, len);
+    return REAL(bind)(fd, addr, len);
   }
-  if (!dp_enter()) return real_bind(fd, addr, len);
+  if (!dp_enter()) return REAL(bind)(fd, addr, len);
   char *reply = NULL;
   uint32_t reply_len;
   int status = dp_call(DP_OP_BIND, &req, sizeof req, NULL, 0, &reply, &reply_len);
   int r;
   if (status == DP_LOCAL) {
     dp_bypassed(DP_BYPASS_POLICY, "bind");
-    r = real_bind(fd, addr, len);
+    r = REAL(bind)(fd, addr, len);
   } else if (status < 0 || reply_len < sizeof(struct dp_bind_resp)) {
     errno = status < 0 ? -status : EIO;
     r = -1;
@@ -73,7 +73,7 @@ static int describe(int fd, const struct dp_fdinfo *info, struct dp_listen_req *
   struct stat st;
   int v6only = 0;
   socklen_t v6only_len = sizeof v6only;
-  if (real_getsockname(fd, (struct sockaddr *)&actual, &actual_len) < 0 || !dp_to_addr((struct sockaddr *)&actual, actual_len, &req->local)) return 0;
+  if (REAL(getsockname)(fd, (struct sockaddr *)&actual, &actual_len) < 0 || !dp_to_addr((struct sockaddr *)&actual, actual_len, &req->local)) return 0;
   if (!dp_to_addr((const struct sockaddr *)&info->local, info->local_len, &req->requested) || fstat(fd, &st) < 0) return 0;
   req->inode = (uint64_t)st.st_ino;
   if (actual.ss_family == AF_INET6 && getsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, &v6only_len) == 0 && v6only) req->flags |= DP_LISTEN_V6ONLY;
@@ -83,8 +83,8 @@ static int describe(int fd, const struct dp_fdinfo *info, struct dp_listen_req *
 int listen(int fd, int backlog) {
   dp_init();
   struct dp_fdinfo info;
-  if (!dp_fd_get(fd, &info) || info.requested_port == 0 || info.subscribed) return real_listen(fd, backlog);
-  int r = real_listen(fd, backlog);
+  if (!dp_fd_get(fd, &info) || info.requested_port == 0 || info.subscribed) return REAL(listen)(fd, backlog);
+  int r = REAL(listen)(fd, backlog);
   struct dp_listen_req req = {0};
   if (r < 0 || !describe(fd, &info, &req) || !dp_enter()) return r;
   char *reply = NULL;
@@ -114,7 +114,7 @@ static int kernel_view(int fd, struct dp_peer_of_req *req, int *family) {
   struct sockaddr_storage peer, local;
   socklen_t peer_len = sizeof peer, local_len = sizeof local;
   struct dp_addr local_addr;
-  if (real_getpeername(fd, (struct sockaddr *)&peer, &peer_len) < 0 || real_getsockname(fd, (struct sockaddr *)&local, &local_len) < 0) return 0;
+  if (REAL(getpeername)(fd, (struct sockaddr *)&peer, &peer_len) < 0 || REAL(getsockname)(fd, (struct sockaddr *)&local, &local_len) < 0) return 0;
   if (!dp_to_addr((struct sockaddr *)&peer, peer_len, &req->peer) || !dp_to_addr((struct sockaddr *)&local, local_len, &local_addr)) return 0;
   req->listener_port = local_addr.port;
   *family = peer.ss_family;
@@ -150,12 +150,12 @@ static int accepted(int listener, int fd, struct sockaddr *addr, socklen_t *len)
 
 int accept(int fd, struct sockaddr *addr, socklen_t *len) {
   dp_init();
-  return accepted(fd, real_accept(fd, addr, len), addr, len);
+  return accepted(fd, REAL(accept)(fd, addr, len), addr, len);
 }
 
 int accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags) {
   dp_init();
-  return accepted(fd, real_accept4(fd, addr, len, flags), addr, len);
+  return accepted(fd, REAL(accept4)(fd, addr, len, flags), addr, len);
 }
 
 void dp_unlisten(const struct dp_fdinfo *info) {

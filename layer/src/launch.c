@@ -113,7 +113,7 @@ static int ask(const char *path, const char *req, size_t req_len) {
   char **envp = args ? split(&at, end, resp.envc) : NULL;
   if (envp == NULL) goto done;
   if (*text) (void)!write(2, text, strlen(text));
-  real_execve(file, args, envp);
+  REAL(execve)(file, args, envp);
   char failed = DP_LAUNCH_EXEC_FAILED;
   (void)!send(fd, &failed, 1, MSG_NOSIGNAL);
   result = 1;

@@ -31,7 +31,7 @@ const char *dp_agent_dns_path(void);
 /* Maps a path under the stand-in directory (see DP_STANDIN_DIR) back to the remote path it stands for, in place;
  * returns 1 if it did. */
 int dp_unstand(char *path);
-/* Resolves the hook table once; every hook calls it (directly or through dp_enter) before using real_*. */
+/* Reads the session's state once; every hook calls it (directly or through dp_enter) before its own work. */
 void dp_init(void);
 /* The start time of process pid (field 22 of /proc/PID/stat, clock ticks since boot), or 0 when it cannot be read. */
 uint64_t dp_start_time(uint32_t pid);

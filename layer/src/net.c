@@ -69,19 +69,19 @@ int connect(int fd, const struct sockaddr *addr, socklen_t len) {
   if (addr == NULL || !dp_to_addr(addr, len, &req.remote)) {
     /* AF_UNSPEC dissolves a connection: its relayed peer goes with it (a socket in the target's network stays one). */
     if (addr != NULL && addr->sa_family == AF_UNSPEC) dp_udp_dissolve(fd);
-    return real_connect(fd, addr, len);
+    return REAL(connect)(fd, addr, len);
   }
-  if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &type_len) < 0) return real_connect(fd, addr, len);
+  if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &type_len) < 0) return REAL(connect)(fd, addr, len);
   if (type == SOCK_DGRAM) return dp_udp_connect(fd, addr, len);
-  if (type != SOCK_STREAM) return real_connect(fd, addr, len);
+  if (type != SOCK_STREAM) return REAL(connect)(fd, addr, len);
   if (dp_loopback_tcp_local() && dp_is_loopback(&req.remote)) {
     dp_log("connect: loopback, local by rule");
-    return real_connect(fd, addr, len);
+    return REAL(connect)(fd, addr, len);
   }
-  if (!dp_enter()) return real_connect(fd, addr, len);
+  if (!dp_enter()) return REAL(connect)(fd, addr, len);
   if (dp_handover_flags(fd, &req.flags)) {
     dp_leave();
-    return real_connect(fd, addr, len);
+    return REAL(connect)(fd, addr, len);
   }
   req.socktype = (uint32_t)type;
   /* Every such connection goes to the target and is made in its network: the proxy's answer is known. An IPv4 socket
@@ -91,7 +91,7 @@ int connect(int fd, const struct sockaddr *addr, socklen_t len) {
     dp_log("connect: every connection goes to the target: not asked");
     uint64_t since = dp_trace_clock();
     if (dp_make_socket(fd, (const char *)&there) == 0) {
-      int r = real_connect(fd, addr, len);
+      int r = REAL(connect)(fd, addr, len);
       int saved = errno;
       dp_traced_address("connect", addr, len, since);
       dp_leave();
@@ -119,7 +119,7 @@ int connect(int fd, const struct sockaddr *addr, socklen_t len) {
   int r;
   if (status == DP_MAKE_SOCKET && made == 0) {
     /* The program's own connect, blocking or not, on the socket made in the target's network. */
-    r = real_connect(fd, addr, len);
+    r = REAL(connect)(fd, addr, len);
   } else if (status == DP_HANDOVER && taken == 0) {
     r = 0;
   } else if (status == DP_HANDOVER && taken > 0) {
@@ -131,10 +131,10 @@ int connect(int fd, const struct sockaddr *addr, socklen_t len) {
     memcpy(&instead, reply, sizeof instead);
     struct sockaddr_storage to;
     socklen_t to_len = dp_from_addr(&instead, addr->sa_family, &to);
-    r = real_connect(fd, (struct sockaddr *)&to, to_len);
+    r = REAL(connect)(fd, (struct sockaddr *)&to, to_len);
   } else if (status == DP_LOCAL) {
     dp_bypassed(DP_BYPASS_POLICY, "connect");
-    r = real_connect(fd, addr, len);
+    r = REAL(connect)(fd, addr, len);
   } else if (status < 0) {
     errno = -status;
     r = -1;
@@ -161,7 +161,7 @@ int connect(int fd, const struct sockaddr *addr, socklen_t len) {
 int dp_connect_via(int fd, const struct dp_fdinfo *info, const struct sockaddr *via, socklen_t via_len) {
   dp_fd_set(fd, info);
   /* On a non-blocking socket this may say EINPROGRESS, as the program expects. */
-  int r = real_connect(fd, via, via_len);
+  int r = REAL(connect)(fd, via, via_len);
   if (r < 0 && errno != EINPROGRESS) {
     int saved = errno;
     dp_fd_forget(fd);
@@ -184,5 +184,5 @@ static int report(int fd, struct sockaddr *addr, socklen_t *len, int peer, int (
   return 0;
 }
 
-int getpeername(int fd, struct sockaddr *addr, socklen_t *len) { return report(fd, addr, len, 1, real_getpeername); }
-int getsockname(int fd, struct sockaddr *addr, socklen_t *len) { return report(fd, addr, len, 0, real_getsockname); }
+int getpeername(int fd, struct sockaddr *addr, socklen_t *len) { return report(fd, addr, len, 1, REAL(getpeername)); }
+int getsockname(int fd, struct sockaddr *addr, socklen_t *len) { return report(fd, addr, len, 0, REAL(getsockname)); }

@@ -270,7 +270,7 @@ void dp_planned_start(int argc, char **argv, const char *plans_dir, const char *
      * as a relayed SIGTERM would have: nothing of a session that never came to be runs on. */
     if (prctl(PR_SET_PDEATHSIG, SIGTERM) != 0 || getppid() != parent) _exit(143);
     close(listening);
-    real_execve(file, args, envp);
+    REAL(execve)(file, args, envp);
     int code = errno == ENOENT ? 127 : 126;
     dprintf(2, "doppel: cannot run %s: %s\n", file, strerror(errno));
     _exit(code);

@@ -55,7 +55,7 @@ int dp_is_own_fd(int fd) { return fd >= 0 && fd < DP_OWN_FDS && atomic_load(&own
 static void release(int fd) {
   if (fd < 0) return;
   if (fd < DP_OWN_FDS) atomic_store(&own_fds[fd], 0);
-  real_close(fd);
+  REAL(close)(fd);
 }
 
 /* The target's root directory, one per process for every open, stat and access check in it; -1 until first used.
@@ -79,13 +79,13 @@ static void after_fork_child(void) {
   int saved = errno;
   struct stat st;
   int root = atomic_load(&root_fd);
-  if (root >= 0 && (real_syscall(SYS_fstat, (long)root, (long)&st) != 0 || st.st_dev != root_dev || st.st_ino != root_ino)) atomic_store(&root_fd, -1);
+  if (root >= 0 && (REAL(syscall)(SYS_fstat, (long)root, (long)&st) != 0 || st.st_dev != root_dev || st.st_ino != root_ino)) atomic_store(&root_fd, -1);
   /* Forgotten, the target is watched again at the child's next use. (Before Linux 6.9 pidfds have no inode of their
    * own, but share one with eventfds, epoll sets and the like: there the identity tells only such a file.) */
   int watched = atomic_load(&target_fd);
-  if (watched >= 0 && (real_syscall(SYS_fstat, (long)watched, (long)&st) != 0 || st.st_dev != target_dev || st.st_ino != target_ino)) atomic_store(&target_fd, UNWATCHED);
+  if (watched >= 0 && (REAL(syscall)(SYS_fstat, (long)watched, (long)&st) != 0 || st.st_dev != target_dev || st.st_ino != target_ino)) atomic_store(&target_fd, UNWATCHED);
   for (int fd = 0; fd < DP_OWN_FDS; fd++) {
-    if (atomic_load(&own_fds[fd]) && real_fcntl(fd, F_GETFD) < 0) atomic_store(&own_fds[fd], 0);
+    if (atomic_load(&own_fds[fd]) && REAL(fcntl)(fd, F_GETFD) < 0) atomic_store(&own_fds[fd], 0);
   }
   errno = saved;
 }
@@ -93,10 +93,10 @@ __attribute__((constructor)) static void fork_safe(void) { pthread_atfork(NULL, 
 
 void dp_move_own_fd(int fd) {
   if (!dp_is_own_fd(fd)) return;
-  int to = real_fcntl(fd, F_DUPFD_CLOEXEC, DP_FD_FLOOR);
+  int to = REAL(fcntl)(fd, F_DUPFD_CLOEXEC, DP_FD_FLOOR);
   if (to >= 0 && to < DP_OWN_FDS) atomic_store(&own_fds[to], 1);
   else if (to >= 0) {
-    real_close(to);
+    REAL(close)(to);
     to = -1;
   }
   atomic_store(&own_fds[fd], 0);
@@ -112,9 +112,9 @@ void dp_move_own_fd(int fd) {
 
 /* A new descriptor of the layer's, moved to DP_FD_FLOOR or above, and kept from the program below DP_OWN_FDS. */
 static int adopt(int fd) {
-  int high = real_fcntl(fd, F_DUPFD_CLOEXEC, DP_FD_FLOOR);
+  int high = REAL(fcntl)(fd, F_DUPFD_CLOEXEC, DP_FD_FLOOR);
   if (high >= 0) {
-    real_close(fd);
+    REAL(close)(fd);
     fd = high;
   }
   if (fd < DP_OWN_FDS) {
@@ -129,17 +129,17 @@ int dp_target_root(uint32_t pid) {
   if (fd >= 0) return fd;
   char path[32];
   snprintf(path, sizeof path, "/proc/%u/root", (unsigned)pid);
-  int opened = real_openat(AT_FDCWD, path, O_PATH | O_DIRECTORY | O_CLOEXEC, 0);
+  int opened = REAL(openat)(AT_FDCWD, path, O_PATH | O_DIRECTORY | O_CLOEXEC, 0);
   if (opened < 0) return -1;
   fd = adopt(opened);
   /* One the program could close, and then reuse the number of, is no root to keep: the proxy answers instead. */
   if (fd >= DP_OWN_FDS) {
-    real_close(fd);
+    REAL(close)(fd);
     errno = EMFILE;
     return -1;
   }
   struct stat st;
-  if (real_syscall(SYS_fstat, (long)fd, (long)&st) != 0) {
+  if (REAL(syscall)(SYS_fstat, (long)fd, (long)&st) != 0) {
     release(fd);
     return -1;
   }
@@ -158,12 +158,12 @@ int dp_target_root(uint32_t pid) {
 uint64_t dp_start_time(uint32_t pid) {
   char path[32], buf[1024];
   snprintf(path, sizeof path, "/proc/%u/stat", (unsigned)pid);
-  int fd = real_openat(AT_FDCWD, path, O_RDONLY | O_CLOEXEC, 0);
+  int fd = REAL(openat)(AT_FDCWD, path, O_RDONLY | O_CLOEXEC, 0);
   if (fd < 0) return 0;
   ssize_t n;
   do n = read(fd, buf, sizeof buf - 1);
   while (n < 0 && errno == EINTR);
-  real_close(fd);
+  REAL(close)(fd);
   if (n <= 0) return 0;
   buf[n] = '\0';
   /* The name, field 2, may hold spaces and parentheses: the fields are counted from after its last ')', which ends
@@ -176,12 +176,12 @@ uint64_t dp_start_time(uint32_t pid) {
 /* Watches process pid, if it is the one that started at `start` (any, for 0): the pidfd, or GONE. */
 static int watch(uint32_t pid, uint64_t start) {
   const char *why = NULL;
-  int fd = (int)real_syscall(SYS_pidfd_open, (long)pid, 0L);
+  int fd = (int)REAL(syscall)(SYS_pidfd_open, (long)pid, 0L);
   if (fd < 0) why = errno == ESRCH ? "target process %u exited; asking the proxy from now on" : "target process %u cannot be watched; asking the proxy from now on";
   else fd = adopt(fd);
   struct stat st;
   /* One the program could close, and then reuse the number of, is no pidfd to keep. */
-  if (why == NULL && (fd >= DP_OWN_FDS || real_syscall(SYS_fstat, (long)fd, (long)&st) != 0)) why = "target process %u cannot be watched; asking the proxy from now on";
+  if (why == NULL && (fd >= DP_OWN_FDS || REAL(syscall)(SYS_fstat, (long)fd, (long)&st) != 0)) why = "target process %u cannot be watched; asking the proxy from now on";
   /* Read after the pidfd is open: the process read is the pidfd's, or the pidfd's exited and the next poll says so. */
   if (why == NULL && start != 0 && dp_start_time(pid) != start) why = "process %u is not the target (start time differs); asking the proxy from now on";
   if (why != NULL && fd >= 0) {
@@ -211,7 +211,7 @@ int dp_target_alive(uint32_t pid, uint64_t start) {
    * alive cannot have been replaced by another of the same PID (that needs it to exit first). An error says no too. */
   struct pollfd exited = {.fd = fd, .events = POLLIN};
   struct timespec now = {0, 0};
-  if (fd >= 0 && real_syscall(SYS_ppoll, (long)&exited, 1L, (long)&now, 0L, 0L) != 0) {
+  if (fd >= 0 && REAL(syscall)(SYS_ppoll, (long)&exited, 1L, (long)&now, 0L, 0L) != 0) {
     /* The pidfd stays open, among the layer's own: another thread may be polling its number right now. */
     if (atomic_compare_exchange_strong(&target_fd, &fd, GONE)) dp_log("target process %u exited; asking the proxy from now on", (unsigned)pid);
     fd = GONE;
@@ -227,15 +227,15 @@ int dp_target_alive(uint32_t pid, uint64_t start) {
 void dp_reserve_own_fds(void) {
   int saved = errno;
   int fd = -1;
-  for (int std = 0; std <= 2 && fd < 0; std++) fd = real_fcntl(std, F_DUPFD_CLOEXEC, DP_FD_FLOOR);
+  for (int std = 0; std <= 2 && fd < 0; std++) fd = REAL(fcntl)(std, F_DUPFD_CLOEXEC, DP_FD_FLOOR);
   if (fd < 0) {
-    int root = real_openat(AT_FDCWD, "/", O_PATH | O_CLOEXEC);
+    int root = REAL(openat)(AT_FDCWD, "/", O_PATH | O_CLOEXEC);
     if (root >= 0) {
-      fd = real_fcntl(root, F_DUPFD_CLOEXEC, DP_FD_FLOOR);
-      real_close(root);
+      fd = REAL(fcntl)(root, F_DUPFD_CLOEXEC, DP_FD_FLOOR);
+      REAL(close)(root);
     }
   }
-  if (fd >= 0) real_close(fd);
+  if (fd >= 0) REAL(close)(fd);
   errno = saved;
 }
 
@@ -275,8 +275,8 @@ static int connect_unix(const char *path) {
   strcpy(addr.sun_path, path);
   int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return -1;
-  if (real_connect(fd, (struct sockaddr *)&addr, sizeof addr) < 0) {
-    real_close(fd);
+  if (REAL(connect)(fd, (struct sockaddr *)&addr, sizeof addr) < 0) {
+    REAL(close)(fd);
     return -1;
   }
   fd = adopt(fd);
@@ -293,7 +293,7 @@ static int connect_unix(const char *path) {
 static int agent_starting(const char *path) {
   char target[8];
   uint32_t pid = dp_handover_pid();
-  return real_readlink(path, target, sizeof target) > 0 && pid > 1 && (kill((pid_t)pid, 0) == 0 || errno == EPERM);
+  return REAL(readlink)(path, target, sizeof target) > 0 && pid > 1 && (kill((pid_t)pid, 0) == 0 || errno == EPERM);
 }
 
 /* The agent's socket takes lookups alone, with no hello. */
@@ -391,7 +391,7 @@ static int skip(int fd, uint32_t len) {
 /* Says who this process is, under the sequence number in *seq. -1: the stream broke. */
 static int say_hello(int fd, uint32_t *seq) {
   char exe[PATH_MAX];
-  ssize_t n = real_readlink("/proc/self/exe", exe, sizeof exe - 1);
+  ssize_t n = REAL(readlink)("/proc/self/exe", exe, sizeof exe - 1);
   exe[n < 0 ? 0 : n] = '\0';
   struct dp_hello_req who = {(uint32_t)getpid(), (uint32_t)getppid()};
   size_t exe_len = strlen(exe) + 1;

@@ -8,6 +8,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <string.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 struct rule {
@@ -66,32 +67,23 @@ static void index_rules(void) {
   }
 }
 
-/* Up to size bytes of fd into buf: how many (fewer only at its end), or -1. */
-static ssize_t read_up_to(int fd, void *buf, size_t size) {
-  size_t got = 0;
-  while (got < size) {
-    ssize_t n = read(fd, (char *)buf + got, size - got);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return -1;
-    if (n == 0) break;
-    got += (size_t)n;
-  }
-  return (ssize_t)got;
-}
-
 int dp_rules_from_file(const char *path) {
   int saved = errno;
-  int fd = real_openat(AT_FDCWD, path, O_RDONLY | O_CLOEXEC);
+  int fd = REAL(openat)(AT_FDCWD, path, O_RDONLY | O_CLOEXEC);
   int unset = UNSET, loaded = 0;
   if (fd >= 0 && atomic_compare_exchange_strong(&state, &unset, LOADING)) {
     struct dp_hello_resp head = {0};
     char more;
-    ssize_t len = read_up_to(fd, &head, sizeof head) == (ssize_t)sizeof head ? read_up_to(fd, store, sizeof store) : -1;
-    /* A file longer than the store is not one this layer can read whole. */
-    loaded = len >= 0 && read_up_to(fd, &more, 1) == 0;
-    dp_rules_loaded(DP_FAST_PATH_FILE, &head, loaded ? (uint32_t)len : 0, loaded);
+    /* One read: a regular file reads whole up to the buffer's end; a byte past the store says it is one this layer
+     * cannot read whole. */
+    struct iovec parts[] = {{&head, sizeof head}, {store, sizeof store}, {&more, 1}};
+    ssize_t got;
+    do got = readv(fd, parts, 3);
+    while (got < 0 && errno == EINTR);
+    loaded = got >= (ssize_t)sizeof head && (size_t)got <= sizeof head + sizeof store;
+    dp_rules_loaded(DP_FAST_PATH_FILE, &head, loaded ? (uint32_t)((size_t)got - sizeof head) : 0, loaded);
   }
-  if (fd >= 0) real_close(fd);
+  if (fd >= 0) REAL(close)(fd);
   errno = saved;
   return loaded;
 }

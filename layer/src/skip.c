@@ -30,7 +30,7 @@ static const char *final_name(const char *path, char *out, size_t size) {
   if (strlen(path) >= size) return NULL;
   strcpy(out, path);
   for (int hops = 0; hops < 40; hops++) {
-    ssize_t n = real_readlink(out, link, sizeof link - 1);
+    ssize_t n = REAL(readlink)(out, link, sizeof link - 1);
     if (n <= 0) break;
     link[n] = '\0';
     const char *slash = strrchr(out, '/');

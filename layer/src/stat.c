@@ -66,7 +66,7 @@ static int stat_in_root(const char *abs, int nofollow, struct dp_stat *out) {
   }
   struct stat st;
   int ok = dp_local_fstatat(fd, "", &st, AT_EMPTY_PATH) == 0;
-  real_close(fd);
+  REAL(close)(fd);
   if (!ok) return 0;
   *out = (struct dp_stat){.dev = st.st_dev, .ino = st.st_ino, .mode = st.st_mode, .nlink = st.st_nlink, .uid = st.st_uid, .gid = st.st_gid, .rdev = st.st_rdev,
                           .size = (uint64_t)st.st_size, .blksize = (uint64_t)st.st_blksize, .blocks = (uint64_t)st.st_blocks,
@@ -147,8 +147,8 @@ static int remote_stat(int dirfd, const char *path, int flags, struct dp_stat *o
   } while (0)
 
 int dp_local_fstatat(int dirfd, const char *path, struct stat *st, int flags) {
-  if (real_fstatat) return real_fstatat(dirfd, path, st, flags);
-  return (int)real_syscall(SYS_newfstatat, (long)dirfd, (long)path, (long)st, (long)flags);
+  if (REAL(fstatat)) return REAL(fstatat)(dirfd, path, st, flags);
+  return (int)REAL(syscall)(SYS_newfstatat, (long)dirfd, (long)path, (long)st, (long)flags);
 }
 
 static int at_call(int dirfd, const char *orig, const char *use, struct stat *st, int flags) {
@@ -190,8 +190,8 @@ int __fxstat(int ver, int fd, struct stat *st) { (void)ver; return fstat_fd(fd, 
 int __fxstat64(int ver, int fd, struct stat64 *st) { (void)ver; return fstat_fd(fd, (struct stat *)st); }
 
 static int statx_local(int dirfd, const char *orig, const char *use, int flags, unsigned mask, struct statx *x) {
-  if (real_statx) return real_statx(use == orig ? dirfd : AT_FDCWD, use, flags, mask, x);
-  return (int)real_syscall(SYS_statx, use == orig ? dirfd : AT_FDCWD, use, flags, mask, x);
+  if (REAL(statx)) return REAL(statx)(use == orig ? dirfd : AT_FDCWD, use, flags, mask, x);
+  return (int)REAL(syscall)(SYS_statx, use == orig ? dirfd : AT_FDCWD, use, flags, mask, x);
 }
 
 static int statx_hook(int dirfd, const char *path, int flags, unsigned mask, struct statx *x) {
@@ -217,5 +217,5 @@ long syscall(long number, ...) {
   if (number == SYS_close) return dp_close((int)a1, 1);
   if (number == SYS_close_range) return dp_close_range((unsigned)a1, (unsigned)a2, (int)a3);
   if (number == SYS_chdir || number == SYS_fchdir) return dp_chdir_raw(number, a1);
-  return real_syscall(number, a1, a2, a3, a4, a5, a6);
+  return REAL(syscall)(number, a1, a2, a3, a4, a5, a6);
 }

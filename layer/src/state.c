@@ -26,8 +26,20 @@ static size_t standin_len;
 
 static const char *bypass_names[] = {"disabled", "reentrant", "policy", "not-inet", "numeric", "not-ours", "any-port"};
 
+/* out = the socket's directory (its first dir_len bytes), "/" and name; its length, or 0 (out "") when too long. */
+static size_t next_to_socket(char *out, size_t size, size_t dir_len, const char *name) {
+  size_t name_len = strlen(name);
+  if (dir_len + 1 + name_len >= size) {
+    out[0] = '\0';
+    return 0;
+  }
+  memcpy(out, socket_path, dir_len);
+  out[dir_len] = '/';
+  memcpy(out + dir_len + 1, name, name_len + 1);
+  return dir_len + 1 + name_len;
+}
+
 static void init(void) {
-  dp_resolve_hooks();
   const char *log = getenv("DOPPEL_LAYER_LOG");
   debug = log != NULL && strcmp(log, "debug") == 0;
   const char *socket = getenv(DP_ENV_SOCKET);
@@ -35,16 +47,14 @@ static void init(void) {
   if (enabled) {
     dp_reserve_own_fds();
     strcpy(socket_path, socket);
-    /* The stand-ins of remote directories live next to the socket (see doppel-wire.h). */
+    /* The session's other files live next to the socket (see doppel-wire.h); joined without printf, whose code a
+     * process that never prints would page in for this alone. */
     const char *slash = strrchr(socket_path, '/');
     size_t dir_len = slash ? (size_t)(slash - socket_path) : 0;
-    int n = snprintf(standin_root, sizeof standin_root, "%.*s/%s", (int)dir_len, socket_path, DP_STANDIN_DIR);
-    standin_len = n > 0 && (size_t)n < sizeof standin_root ? (size_t)n : 0;
-    n = snprintf(agent_dns_path, sizeof agent_dns_path, "%.*s/%s", (int)dir_len, socket_path, DP_AGENT_DNS_SOCKET);
-    if (n < 0 || (size_t)n >= sizeof agent_dns_path) agent_dns_path[0] = '\0';
+    standin_len = next_to_socket(standin_root, sizeof standin_root, dir_len, DP_STANDIN_DIR);
+    next_to_socket(agent_dns_path, sizeof agent_dns_path, dir_len, DP_AGENT_DNS_SOCKET);
     char fast_path[sizeof socket_path + sizeof DP_FAST_PATH_FILE];
-    n = snprintf(fast_path, sizeof fast_path, "%.*s/%s", (int)dir_len, socket_path, DP_FAST_PATH_FILE);
-    if (n > 0 && (size_t)n < sizeof fast_path) dp_rules_from_file(fast_path);
+    if (next_to_socket(fast_path, sizeof fast_path, dir_len, DP_FAST_PATH_FILE) > 0) dp_rules_from_file(fast_path);
   }
 }
 

@@ -104,7 +104,7 @@ static int move_to_network(int fd, int way) {
 }
 
 int dp_udp_bind(int fd, const struct sockaddr *addr, socklen_t len, const struct dp_addr *requested) {
-  int r = real_bind(fd, addr, len);
+  int r = REAL(bind)(fd, addr, len);
   if (r == 0 && requested->port == 0 && dp_is_any(requested)) {
     int saved = errno;
     set_way(fd, DP_UDP_ANY_PORT);
@@ -125,7 +125,7 @@ static int route(int fd, const struct sockaddr *addr, socklen_t len, struct sock
       if (!local) return 0;
       struct sockaddr_storage peer;
       socklen_t peer_len = sizeof peer;
-      int back = real_getpeername(fd, (struct sockaddr *)&peer, &peer_len) == 0 ? -EISCONN : dp_remake_socket_here(fd);
+      int back = REAL(getpeername)(fd, (struct sockaddr *)&peer, &peer_len) == 0 ? -EISCONN : dp_remake_socket_here(fd);
       if (back < 0) {
         dp_log("udp: a socket in the target's network cannot reach this machine's loopback (errno %d)", -back);
         errno = ENETUNREACH;
@@ -210,7 +210,7 @@ static int connect_in_network(int fd, const struct sockaddr *addr, socklen_t len
       return 1;
     }
     if (!local) {
-      *r = real_connect(fd, addr, len);
+      *r = REAL(connect)(fd, addr, len);
       return 1;
     }
     return 0;
@@ -218,7 +218,7 @@ static int connect_in_network(int fd, const struct sockaddr *addr, socklen_t len
   uint64_t since = dp_trace_clock();
   if (local || way == DP_UDP_HERE || !move_to_network(fd, way)) return 0;
   dp_log("udp: every datagram goes to the target: not asked");
-  *r = real_connect(fd, addr, len);
+  *r = REAL(connect)(fd, addr, len);
   int saved = errno;
   dp_traced_address("udpConnect", addr, len, since);
   errno = saved;
@@ -234,8 +234,8 @@ int dp_udp_connect(int fd, const struct sockaddr *addr, socklen_t len) {
   socklen_t via_len;
   r = route(fd, addr, len, &via, &via_len);
   if (r < 0) return -1;
-  if (r == 0) return real_connect(fd, addr, len);
-  if (real_connect(fd, (struct sockaddr *)&via, via_len) < 0) return -1;
+  if (r == 0) return REAL(connect)(fd, addr, len);
+  if (REAL(connect)(fd, (struct sockaddr *)&via, via_len) < 0) return -1;
   struct dp_fdinfo info = {.has_peer = 1, .peer_len = len < sizeof info.peer ? len : sizeof info.peer};
   memcpy(&info.peer, addr, info.peer_len);
   dp_fd_set(fd, &info);
@@ -248,7 +248,7 @@ ssize_t sendto(int fd, const void *buf, size_t n, int flags, const struct sockad
   socklen_t via_len;
   int r = route(fd, addr, len, &via, &via_len);
   if (r < 0) return -1;
-  return r ? real_sendto(fd, buf, n, flags, (struct sockaddr *)&via, via_len) : real_sendto(fd, buf, n, flags, addr, len);
+  return r ? REAL(sendto)(fd, buf, n, flags, (struct sockaddr *)&via, via_len) : REAL(sendto)(fd, buf, n, flags, addr, len);
 }
 
 /* 1 with copy addressed to the relay, 0 to send msg as it is, or -1 with errno set. */
@@ -268,7 +268,7 @@ ssize_t sendmsg(int fd, const struct msghdr *msg, int flags) {
   struct sockaddr_storage via;
   int r = msg == NULL ? 0 : readdress(fd, msg, &copy, &via);
   if (r < 0) return -1;
-  return real_sendmsg(fd, r ? &copy : msg, flags);
+  return REAL(sendmsg)(fd, r ? &copy : msg, flags);
 }
 
 int sendmmsg(int fd, struct mmsghdr *vec, unsigned int count, int flags) {
@@ -290,7 +290,7 @@ int sendmmsg(int fd, struct mmsghdr *vec, unsigned int count, int flags) {
       }
     }
     if (n == 0) break;
-    int done = real_sendmmsg(fd, batch, n, flags);
+    int done = REAL(sendmmsg)(fd, batch, n, flags);
     if (done < 0) return sent > 0 ? sent : -1;
     for (int i = 0; i < done; i++) vec[sent + i].msg_len = batch[i].msg_len;
     sent += done;
@@ -303,10 +303,10 @@ int sendmmsg(int fd, struct mmsghdr *vec, unsigned int count, int flags) {
  * in, and must still get the destination's address, truncated as the kernel truncates. */
 ssize_t recvfrom(int fd, void *buf, size_t n, int flags, struct sockaddr *addr, socklen_t *len) {
   dp_init();
-  if (addr == NULL || len == NULL || !atomic_load(&have_relays)) return real_recvfrom(fd, buf, n, flags, addr, len);
+  if (addr == NULL || len == NULL || !atomic_load(&have_relays)) return REAL(recvfrom)(fd, buf, n, flags, addr, len);
   struct sockaddr_storage full;
   socklen_t full_len = sizeof full;
-  ssize_t got = real_recvfrom(fd, buf, n, flags, (struct sockaddr *)&full, &full_len);
+  ssize_t got = REAL(recvfrom)(fd, buf, n, flags, (struct sockaddr *)&full, &full_len);
   if (got < 0) return got;
   unrelay(&full, &full_len);
   dp_copy_out(&full, full_len, addr, len);
@@ -315,10 +315,10 @@ ssize_t recvfrom(int fd, void *buf, size_t n, int flags, struct sockaddr *addr, 
 
 ssize_t __recvfrom_chk(int fd, void *buf, size_t n, size_t buflen, int flags, struct sockaddr *addr, socklen_t *len) {
   dp_init();
-  if (addr == NULL || len == NULL || !atomic_load(&have_relays)) return real___recvfrom_chk(fd, buf, n, buflen, flags, addr, len);
+  if (addr == NULL || len == NULL || !atomic_load(&have_relays)) return REAL(__recvfrom_chk)(fd, buf, n, buflen, flags, addr, len);
   struct sockaddr_storage full;
   socklen_t full_len = sizeof full;
-  ssize_t got = real___recvfrom_chk(fd, buf, n, buflen, flags, (struct sockaddr *)&full, &full_len);
+  ssize_t got = REAL(__recvfrom_chk)(fd, buf, n, buflen, flags, (struct sockaddr *)&full, &full_len);
   if (got < 0) return got;
   unrelay(&full, &full_len);
   dp_copy_out(&full, full_len, addr, len);
@@ -344,12 +344,12 @@ static void return_name(struct msghdr *msg, struct sockaddr_storage *full, void 
 
 ssize_t recvmsg(int fd, struct msghdr *msg, int flags) {
   dp_init();
-  if (msg == NULL || msg->msg_name == NULL || !atomic_load(&have_relays)) return real_recvmsg(fd, msg, flags);
+  if (msg == NULL || msg->msg_name == NULL || !atomic_load(&have_relays)) return REAL(recvmsg)(fd, msg, flags);
   struct sockaddr_storage full;
   void *name;
   socklen_t cap;
   borrow_name(msg, &full, &name, &cap);
-  ssize_t got = real_recvmsg(fd, msg, flags);
+  ssize_t got = REAL(recvmsg)(fd, msg, flags);
   int saved = errno;
   return_name(msg, &full, name, cap, got >= 0);
   errno = saved;
@@ -358,7 +358,7 @@ ssize_t recvmsg(int fd, struct msghdr *msg, int flags) {
 
 int recvmmsg(int fd, struct mmsghdr *vec, unsigned int count, int flags, struct timespec *timeout) {
   dp_init();
-  if (vec == NULL || !atomic_load(&have_relays)) return real_recvmmsg(fd, vec, count, flags, timeout);
+  if (vec == NULL || !atomic_load(&have_relays)) return REAL(recvmmsg)(fd, vec, count, flags, timeout);
   enum { BATCH = 64 };
   struct sockaddr_storage full[BATCH];
   void *names[BATCH];
@@ -370,7 +370,7 @@ int recvmmsg(int fd, struct mmsghdr *vec, unsigned int count, int flags, struct 
     names[i] = NULL;
     if (vec[i].msg_hdr.msg_name != NULL) borrow_name(&vec[i].msg_hdr, &full[i], &names[i], &caps[i]);
   }
-  int got = real_recvmmsg(fd, vec, n, flags, timeout);
+  int got = REAL(recvmmsg)(fd, vec, n, flags, timeout);
   int saved = errno;
   for (unsigned int i = 0; i < n; i++) {
     if (names[i] != NULL) return_name(&vec[i].msg_hdr, &full[i], names[i], caps[i], (int)i < got);

@@ -18,9 +18,9 @@ int dp_unix_connect(int fd, const struct sockaddr *addr, socklen_t len) {
   socklen_t type_len = sizeof type;
   size_t offset = offsetof(struct sockaddr_un, sun_path);
   if (!wanted || len <= offset || len > sizeof(struct sockaddr_un) || getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &type_len) < 0 || type != SOCK_STREAM) {
-    return real_connect(fd, addr, len);
+    return REAL(connect)(fd, addr, len);
   }
-  if (!dp_enter()) return real_connect(fd, addr, len);
+  if (!dp_enter()) return REAL(connect)(fd, addr, len);
   const struct sockaddr_un *un = (const struct sockaddr_un *)addr;
   /* A path name ends at its NUL; an abstract name (leading NUL) is all of its bytes. */
   size_t path_len = un->sun_path[0] == '\0' ? len - offset : strnlen(un->sun_path, len - offset);
@@ -30,7 +30,7 @@ int dp_unix_connect(int fd, const struct sockaddr *addr, socklen_t len) {
   int r;
   if (status == DP_LOCAL) {
     dp_bypassed(DP_BYPASS_POLICY, "connect");
-    r = real_connect(fd, addr, len);
+    r = REAL(connect)(fd, addr, len);
   } else if (status < 0) {
     errno = -status;
     r = -1;

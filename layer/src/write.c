@@ -21,7 +21,7 @@
 static int reopen(int fd, int flags) {
   char link[64];
   snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
-  return real_open(link, flags);
+  return REAL(open)(link, flags);
 }
 
 int dp_written_open(const char *reply, uint32_t len, int flags) {
@@ -53,7 +53,7 @@ int dp_written_open(const char *reply, uint32_t len, int flags) {
   }
 done:;
   int saved = errno;
-  real_close(mem);
+  REAL(close)(mem);
   errno = saved;
   return fd;
 }
@@ -62,7 +62,7 @@ done:;
 static uint64_t handle_of_link(int fd) {
   char link[64], target[128];
   snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
-  ssize_t n = real_readlink(link, target, sizeof target - 1);
+  ssize_t n = REAL(readlink)(link, target, sizeof target - 1);
   if (n <= 0) return 0;
   target[n] = '\0';
   uint64_t handle = 0;
@@ -71,7 +71,7 @@ static uint64_t handle_of_link(int fd) {
 
 /* Calls `each` for every descriptor of this process that holds a written file; stops when it returns nonzero. */
 static int scan_written(int (*each)(int fd, uint64_t handle, void *ctx), void *ctx) {
-  DIR *dir = real_opendir("/proc/self/fd");
+  DIR *dir = REAL(opendir)("/proc/self/fd");
   if (dir == NULL) return 0;
   int self = dirfd(dir), stop = 0;
   struct dirent *entry;
@@ -81,7 +81,7 @@ static int scan_written(int (*each)(int fd, uint64_t handle, void *ctx), void *c
     uint64_t handle = handle_of_link(fd);
     if (handle != 0) stop = each(fd, handle, ctx);
   }
-  real_closedir(dir);
+  REAL(closedir)(dir);
   return stop;
 }
 
@@ -119,7 +119,7 @@ static int write_back(int fd, uint64_t handle) {
     if (last) break;
   }
   free(buf);
-  real_close(rd);
+  REAL(close)(rd);
   return status < 0 ? status : 0;
 }
 
@@ -145,7 +145,7 @@ static int sync_hook(int fd, int (*real)(int)) {
   return 0;
 }
 
-int fsync(int fd) { return sync_hook(fd, real_fsync); }
+int fsync(int fd) { return sync_hook(fd, REAL(fsync)); }
 
 /* fclose closes inside libc, past our close: the stream's buffer is flushed first, then the file goes back, and
  * the descriptor's record goes with it. */
@@ -153,9 +153,9 @@ int fclose(FILE *file) {
   dp_init();
   int fd = file != NULL ? fileno(file) : -1;
   struct dp_fdinfo info;
-  if (fd < 0 || !dp_fd_get(fd, &info)) return real_fclose(file);
+  if (fd < 0 || !dp_fd_get(fd, &info)) return REAL(fclose)(file);
   int written = info.handle != 0 && fflush(file) == 0 ? dp_written_release(fd) : 0;
-  int r = real_fclose(file);
+  int r = REAL(fclose)(file);
   dp_fd_forget(fd);
   if (r == 0 && written < 0) {
     errno = -written;
@@ -163,7 +163,7 @@ int fclose(FILE *file) {
   }
   return r;
 }
-int fdatasync(int fd) { return sync_hook(fd, real_fdatasync); }
+int fdatasync(int fd) { return sync_hook(fd, REAL(fdatasync)); }
 
 /* Inherited through exec: the new image has no record of them but their memfds' names. */
 static int adopt(int fd, uint64_t handle, void *ctx) {
@@ -224,25 +224,25 @@ static int finish(int r, char *reply) {
 #define AT(dirfd, path, local) ((local) == (path) ? (dirfd) : AT_FDCWD)
 
 static int mkdir_at(int dirfd, const char *path, mode_t mode) {
-  if (!dp_enter()) return real_mkdirat(dirfd, path, mode);
+  if (!dp_enter()) return REAL(mkdirat)(dirfd, path, mode);
   uint32_t head = mode & 07777;
   char *reply;
   uint32_t len;
   const char *local;
   int status = dp_ask_path(DP_OP_MKDIR, &head, sizeof head, dirfd, path, &reply, &len, &local);
-  return finish(status == DP_LOCAL ? real_mkdirat(AT(dirfd, path, local), local, mode) : done(status), reply);
+  return finish(status == DP_LOCAL ? REAL(mkdirat)(AT(dirfd, path, local), local, mode) : done(status), reply);
 }
 
 int mkdir(const char *path, mode_t mode) { dp_init(); return mkdir_at(AT_FDCWD, path, mode); }
 int mkdirat(int dirfd, const char *path, mode_t mode) { dp_init(); return mkdir_at(dirfd, path, mode); }
 
 static int unlink_at(int dirfd, const char *path, int flags) {
-  if (!dp_enter()) return real_unlinkat(dirfd, path, flags);
+  if (!dp_enter()) return REAL(unlinkat)(dirfd, path, flags);
   char *reply;
   uint32_t len;
   const char *local;
   int status = dp_ask_path((flags & AT_REMOVEDIR) ? DP_OP_RMDIR : DP_OP_UNLINK, NULL, 0, dirfd, path, &reply, &len, &local);
-  return finish(status == DP_LOCAL ? real_unlinkat(AT(dirfd, path, local), local, flags) : done(status), reply);
+  return finish(status == DP_LOCAL ? REAL(unlinkat)(AT(dirfd, path, local), local, flags) : done(status), reply);
 }
 
 int unlink(const char *path) { dp_init(); return unlink_at(AT_FDCWD, path, 0); }
@@ -250,13 +250,13 @@ int unlinkat(int dirfd, const char *path, int flags) { dp_init(); return unlink_
 int rmdir(const char *path) { dp_init(); return unlink_at(AT_FDCWD, path, AT_REMOVEDIR); }
 
 static int chmod_at(int dirfd, const char *path, mode_t mode, int flags) {
-  if (!dp_enter()) return real_fchmodat(dirfd, path, mode, flags);
+  if (!dp_enter()) return REAL(fchmodat)(dirfd, path, mode, flags);
   uint32_t head[2] = {mode & 07777, (flags & AT_SYMLINK_NOFOLLOW) ? DP_CHMOD_NOFOLLOW : 0};
   char *reply;
   uint32_t len;
   const char *local;
   int status = dp_ask_path(DP_OP_CHMOD, head, sizeof head, dirfd, path, &reply, &len, &local);
-  return finish(status == DP_LOCAL ? real_fchmodat(AT(dirfd, path, local), local, mode, flags) : done(status), reply);
+  return finish(status == DP_LOCAL ? REAL(fchmodat)(AT(dirfd, path, local), local, mode, flags) : done(status), reply);
 }
 
 int chmod(const char *path, mode_t mode) { dp_init(); return chmod_at(AT_FDCWD, path, mode, 0); }
@@ -265,7 +265,7 @@ int fchmodat(int dirfd, const char *path, mode_t mode, int flags) { dp_init(); r
 int fchmod(int fd, mode_t mode) {
   dp_init();
   struct dp_fdinfo info;
-  if (!dp_fd_get(fd, &info) || info.handle == 0 || !dp_enter()) return real_fchmod(fd, mode);
+  if (!dp_fd_get(fd, &info) || info.handle == 0 || !dp_enter()) return REAL(fchmod)(fd, mode);
   struct dp_fchmod_req req = {info.handle, mode & 07777, 0};
   char *reply;
   uint32_t len;
@@ -273,12 +273,12 @@ int fchmod(int fd, mode_t mode) {
 }
 
 static int rename_local(int from_dir, const char *from, int to_dir, const char *to, unsigned flags) {
-  if (flags == 0) return real_renameat(from_dir, from, to_dir, to);
-  if (real_renameat2 == NULL) {
+  if (flags == 0) return REAL(renameat)(from_dir, from, to_dir, to);
+  if (REAL(renameat2) == NULL) {
     errno = ENOSYS;
     return -1;
   }
-  return real_renameat2(from_dir, from, to_dir, to, flags);
+  return REAL(renameat2)(from_dir, from, to_dir, to, flags);
 }
 
 static int rename_at(int from_dir, const char *from, int to_dir, const char *to, unsigned flags) {

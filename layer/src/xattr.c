@@ -12,7 +12,7 @@
 #define DP_XATTR(ret, name, nofollow, params, args)                                                      \
   ret name params {                                                                                       \
     dp_init();                                                                                            \
-    if (!dp_enter()) return real_##name ? real_##name(path, args) : (errno = ENOSYS, -1);                 \
+    if (!dp_enter()) return REAL(name) ? REAL(name)(path, args) : (errno = ENOSYS, -1);                 \
     uint32_t head = (nofollow) ? DP_STAT_NOFOLLOW : 0;                                                    \
     char *reply;                                                                                          \
     uint32_t len;                                                                                         \
@@ -20,7 +20,7 @@
     int status = dp_ask_path(DP_OP_STAT, &head, sizeof head, AT_FDCWD, path, &reply, &len, &local);       \
     ret r = -1;                                                                                           \
     if (status != DP_LOCAL) errno = status < 0 ? -status : ENOTSUP;                                       \
-    else if (real_##name) r = real_##name(local, args);                                                   \
+    else if (REAL(name)) r = REAL(name)(local, args);                                                   \
     else errno = ENOSYS;                                                                                  \
     int saved = errno;                                                                                    \
     dp_free(reply);                                                                                       \

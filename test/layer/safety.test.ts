@@ -1,6 +1,7 @@
 // One small C program per hook family against a real agent, with the plain layer and under ASan/UBSan: threads and
 // forks inside hooks, a fork while another thread makes remote calls, a signal handler closing descriptors, siglongjmp out of a waiting call, dup2/dup3 onto the
-// layer's socket and its root, close_range, a file over 4 MiB, a 254-byte name, a remote directory walked through its descriptor.
+// layer's socket and its root, close_range, a file over 4 MiB, a 254-byte name, a remote directory walked through its descriptor,
+// and the first use of libc functions (looked up then) racing in threads, in a signal handler and in a vfork child.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -14,7 +15,7 @@ import { needsRoot } from '../support/root.ts';
 import { createWorld, type World } from '../world/world.ts';
 import { sanitizedEnv, sanitizerReport } from './sanitized.ts';
 
-const programs = ['threads-fork', 'fork-mid-open', 'stale-reply', 'descriptors', 'directories'] as const;
+const programs = ['threads-fork', 'fork-mid-open', 'stale-reply', 'descriptors', 'directories', 'first-calls'] as const;
 
 interface Case {
   args: (world: World, scratch: string) => string[];
@@ -64,6 +65,10 @@ const cases: Record<(typeof programs)[number], Case> = {
       'getdents64 a/b: c two.txt', 'dup of a directory: same remote directory', 'fdopendir a: b one.txt', 'fstat(dirfd): remote directory',
       'deep openat: three', 'fchdir+open: two', 'fchdir+stat: 6 bytes', 'scandir a, regular files by a remote stat: one.txt', '',
     ].join('\n'),
+  },
+  'first-calls': {
+    args: (world) => [settings, world.target.files[settings]!, world.services.http.name],
+    expected: () => 'first uses in 8 racing threads: 8 right\nfirst use in a signal handler: remote\na vfork child\'s first execve: runs under the layer\n',
   },
 };
 
