@@ -71,10 +71,19 @@ export function writeCacheFile(file: string, data: string | Uint8Array, max: num
   }
 }
 
+/** A module's stamp, taken once per process (a warm session host keys every request's entries): a rebuild while it
+ * runs does not change the code it runs. */
 function stamp(module: URL): string {
-  const { mtimeMs, size } = statSync(fileURLToPath(module));
-  return `${module.pathname}:${mtimeMs}:${size}`;
+  let known = stamps.get(module.href);
+  if (known === undefined) {
+    const { mtimeMs, size } = statSync(fileURLToPath(module));
+    known = `${module.pathname}:${mtimeMs}:${size}`;
+    stamps.set(module.href, known);
+  }
+  return known;
 }
+
+const stamps = new Map<string, string>();
 
 /** Two 32-bit FNV-1a hashes of the string's UTF-16 units (two seeds, one pass: it runs cold), as 16 hex digits. */
 export function fnv1a64(text: string): string {

@@ -57,16 +57,24 @@ export async function decide(request: LaunchRequest, host: HostIdentity): Promis
 
 const ENTRY_NAME = '/dist/cli/entry.js';
 
+/** libc's realpath: Node's own takes an lstat per component, a tenth of a request's decision. */
 function realPath(path: string): string | undefined {
   try {
-    return realpathSync(path);
+    return realpathSync.native(path);
   } catch {
     return undefined;
   }
 }
 
+type ParsedExec = { command: string[]; options: ExecOptions; jsonErrors: boolean };
+
 /** The exec command's arguments as the CLI's parser reads them; undefined for anything it would not run. */
-async function parseExec(args: string[]): Promise<{ command: string[]; options: ExecOptions; jsonErrors: boolean } | undefined> {
+const parseExec = (args: string[]) => (execParser ??= makeExecParser())(args);
+
+let execParser: ((args: string[]) => Promise<ParsedExec | undefined>) | undefined;
+
+/** Made once per host (its options cost most of a request's decision): commander restores its state before each parse. */
+function makeExecParser() {
   let parsed: { command: string[]; options: ExecOptions } | undefined;
   const program = new Command('doppel')
     .option('--json-errors')
@@ -75,10 +83,10 @@ async function parseExec(args: string[]): Promise<{ command: string[]; options: 
   defineExec(program, async (command, options) => {
     parsed = { command, options };
   });
-  try {
-    await program.parseAsync(args, { from: 'user' });
-  } catch {
-    return undefined;
-  }
-  return parsed && { ...parsed, jsonErrors: program.opts<{ jsonErrors?: boolean }>().jsonErrors === true };
+  return async (args: string[]) => {
+    const ok = await program.parseAsync(args, { from: 'user' }).then(() => true, () => false);
+    const taken = parsed;
+    parsed = undefined;
+    return ok && taken ? { ...taken, jsonErrors: program.opts<{ jsonErrors?: boolean }>().jsonErrors === true } : undefined;
+  };
 }

@@ -45,7 +45,7 @@ const ENDING_WAIT_MS = 1000;
 /** A program stopped because its session ended gets this long after SIGTERM. */
 const KILL_AFTER_MS = 3000;
 
-const entry = realpathSync(fileURLToPath(new URL(`../cli/entry${import.meta.url.endsWith('.ts') ? '.ts' : '.js'}`, import.meta.url)));
+const entry = realpathSync.native(fileURLToPath(new URL(`../cli/entry${import.meta.url.endsWith('.ts') ? '.ts' : '.js'}`, import.meta.url)));
 
 /** One program running in the session. */
 interface Launch {

@@ -77,6 +77,9 @@ describe('warm session hosts', gate, () => {
     const trapped = await finished;
     assert.equal(trapped.status, 5);
     assert.equal(trapped.stdout, 'ready\ngot-term\n');
+    // The host reads every request afresh: after the -q ones, one without it is told where it runs.
+    const told = await runDoppel(exec(['--agent-ttl', '30'], ['true']));
+    assert.equal(told.stderr, `doppel: reusing the warm session of process ${pid()} (host pid ${host})\n`);
     // The host's ttl is its own session's (30 s), so it goes now.
     process.kill(host, 'SIGTERM');
   });
