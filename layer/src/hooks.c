@@ -1,5 +1,4 @@
 /* Resolves an entry of the hook table to the next definition (libc's) with dlsym(RTLD_NEXT), at its first use. */
-#define _GNU_SOURCE
 #include "layer.h"
 #include <dlfcn.h>
 #include <stdlib.h>
