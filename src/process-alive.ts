@@ -36,8 +36,13 @@ export function running(pid: number): boolean {
   return state !== undefined && state !== 'Z' && state !== 'X';
 }
 
-/** Such a child's exit status as waitpid reports it, once it is our zombie; undefined before it exits. */
-export function exitStatus(pid: number): number | undefined {
+/**
+ * Such a child's end, from one look at it: undefined while it runs, else its exit status as waitpid reports it
+ * (undefined if something else reaped it). One look, not a look for the status and then one for whether it runs: a
+ * child that exited between the two was taken for one reaped elsewhere, its status lost.
+ */
+export function childExit(pid: number): { status: number | undefined } | undefined {
   const stat = processStat(pid);
-  return stat?.state === 'Z' ? stat.exitStatus : undefined;
+  if (stat !== undefined && stat.state !== 'Z' && stat.state !== 'X') return undefined;
+  return { status: stat?.state === 'Z' ? stat.exitStatus : undefined };
 }

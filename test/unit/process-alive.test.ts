@@ -1,11 +1,11 @@
 // isAlive: a running process is alive, one that has exited is not, even while no parent has reaped it yet (a zombie:
-// `sh` starts a child and becomes `sleep`, which never waits for it).
+// `sh` starts a child and becomes `sleep`, which never waits for it). childExit: such a child's end, read in one look.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { once } from 'node:events';
 import { test } from 'node:test';
-import { isAlive } from '../../src/process-alive.ts';
+import { childExit, isAlive } from '../../src/process-alive.ts';
 import { until } from '../support/until.ts';
 
 test('a running process is alive; an exited one is not, reaped or not', async () => {
@@ -26,4 +26,22 @@ test('a running process is alive; an exited one is not, reaped or not', async ()
   }
   await once(parent, 'exit');
   assert.equal(isAlive(parent.pid!), false);
+});
+
+test('childExit: nothing while the child runs; once it exited, its status as waitpid has it; once reaped elsewhere, none', async () => {
+  const parent = spawn('sh', ['-c', 'sleep 30 & echo $!; sh -c "exit 3" & echo $!; exec sleep 30'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  let lines = '';
+  parent.stdout!.on('data', (chunk: Buffer) => (lines += chunk));
+  const [runs, exited] = await until('both pids', () => (lines.split('\n').length > 2 ? lines.trim().split('\n').map(Number) : undefined), 5000);
+  try {
+    await until('the child to exit unreaped', () => childExit(exited!), 5000);
+    assert.deepEqual(childExit(exited!), { status: 3 << 8 });
+    assert.equal(childExit(runs!), undefined);
+  } finally {
+    parent.kill('SIGKILL');
+    process.kill(runs!, 'SIGKILL');
+  }
+  // Its parent gone, init reaps it: the status is nobody's to read.
+  await until('the orphan to be reaped', () => (childExit(exited!)?.status === undefined ? true : undefined), 5000);
+  assert.deepEqual(childExit(exited!), { status: undefined });
 });

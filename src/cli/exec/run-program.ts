@@ -5,7 +5,7 @@ import { constants } from 'node:os';
 import process from 'node:process';
 import { isatty } from 'node:tty';
 import { DoppelError } from '../../errors.ts';
-import { exitStatus, running } from '../../process-alive.ts';
+import { childExit } from '../../process-alive.ts';
 
 export interface RunningProgram {
   kill(signal: NodeJS.Signals): void;
@@ -67,8 +67,9 @@ export function adoptProgram(pid: number): RunningProgram {
   const unhook = relaySignals(kill);
   const status = new Promise<number>((resolve) => {
     const look = () => {
-      const status = exitStatus(pid);
-      if (status === undefined && running(pid)) return;
+      const ended = childExit(pid);
+      if (!ended) return;
+      const { status } = ended;
       process.off('SIGCHLD', look);
       clearInterval(timer);
       unhook();

@@ -9,7 +9,7 @@ import { parseAgentTrace, trace, tracing } from '../../trace.ts';
 import type { AgentTransport } from '../agent-transport.ts';
 import { createLogTail, type LogTail } from '../log-tail.ts';
 import type { Platform } from '../platform.ts';
-import { exitStatus, isAlive, running as shellAgentRunning } from '../../process-alive.ts';
+import { childExit, isAlive, running as shellAgentRunning } from '../../process-alive.ts';
 import { adoptEarlyAgent, newSession, spawnAgent, type EarlyAgent } from './agent-spawn.ts';
 import { removeSessionChains, sweepDeadSessionChains } from './session-chains.ts';
 import { targetEnvironment } from '../../agent/env.ts';
@@ -190,12 +190,13 @@ function shellAgent(options: ProcessAgentOptions, agent: ShellAgent, session: st
   let gone: (how: string) => void = () => {};
   const exited = new Promise<string>((resolve) => (gone = resolve));
   const ended = once(async () => {
-    let status: number | undefined;
+    let end: { status: number | undefined } | undefined;
     // It exits a few milliseconds after its socket closes, and a short session's end waits for that: looked for often
     // at first.
-    for (let waited = 0, step = 1; (status = exitStatus(agent.pid)) === undefined && shellAgentRunning(agent.pid) && waited < 3000; waited += step, step = waited < 30 ? 1 : 10) await pause(step);
+    for (let waited = 0, step = 1; (end = childExit(agent.pid)) === undefined && waited < 3000; waited += step, step = waited < 30 ? 1 : 10) await pause(step);
+    const status = end?.status;
     // As a spawned agent's: one that ended other than with code 0 may have left its chains. One still running parked.
-    if (status === undefined ? !shellAgentRunning(agent.pid) : status !== 0) removeChains();
+    if (status === undefined ? end !== undefined : status !== 0) removeChains();
     if (!shellAgentRunning(agent.pid)) removeEndedAgentFiles(agent);
     gone(status === undefined ? 'closed its connection' : status & 0x7f ? `was killed by ${signalName(status & 0x7f)}` : `exited with code ${status >> 8}`);
   });
