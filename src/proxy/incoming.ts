@@ -42,6 +42,8 @@ export interface IncomingRequests {
    * the real caller and the target-side address it called. Undefined when not one of ours.
    */
   peerOf(localPeerPort: number): { peer: SocketAddress; local: SocketAddress } | undefined;
+  /** Whether a port is subscribed, or being given back. */
+  holdsPorts(): boolean;
   /**
    * Gives every subscribed port back (waiting for the agents' answers, 2 s at most, so that the session ends with the
    * target as it was found), then drops what is left.
@@ -137,6 +139,8 @@ export function createIncomingRequests(agent: AgentClient, policy: IncomingDecid
     },
 
     peerOf: (localPeerPort) => peers.get(localPeerPort),
+
+    holdsPorts: () => listeners.size > 0 || leaving.size > 0,
 
     async close() {
       const giving = [...leaving.values(), ...[...listeners.keys()].map((port) => agent.unsubscribeIncoming(port).catch(() => undefined))];

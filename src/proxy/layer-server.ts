@@ -5,6 +5,8 @@ import type { Answer, LayerHandler, LayerPeer } from './layer-handler.ts';
 import { decodeRequest, encodeAnswer, isOneWay, MAX_REQUEST, REQ_HEADER, type LayerRequest } from './layer-wire.ts';
 
 export interface LayerServer {
+  /** The layer connections open now. */
+  connections(): number;
   close(): Promise<void>;
 }
 
@@ -34,6 +36,7 @@ export async function startLayerServer({ socketPath, listenFd, handler, onError,
     server.listen(listenFd === undefined ? socketPath : { fd: listenFd }, () => resolve());
   });
   return {
+    connections: () => sockets.size,
     async close() {
       for (const socket of sockets) socket.destroy();
       await new Promise<void>((resolve) => server.close(() => resolve()));

@@ -52,6 +52,8 @@ export interface Proxy {
    * 2-6 ms each for the first 10-20, measured); never fails, and stops early once the program asks the agent.
    */
   prime(): Promise<void>;
+  /** No layer connection is open and no port is held: a program that used it has gone without a trace in it. */
+  idle(): boolean;
   close(): Promise<void>;
 }
 
@@ -155,6 +157,7 @@ export async function startProxy(options: ProxyOptions, prepared?: PreparedProxy
         const idle = await options.agent.prime().catch(() => false);
         if (idle && fastPath.networkPid === undefined) await outgoing.prime().catch(() => undefined);
       },
+      idle: () => server.connections() === 0 && !incoming.holdsPorts(),
       close() {
         closing ??= (async () => {
           try {

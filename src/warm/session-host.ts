@@ -19,6 +19,7 @@ import { openSession } from '../cli/exec/session.ts';
 import { errorText } from '../cli/render-error.ts';
 import type { ResolvedConfig } from '../config/schema.ts';
 import type { DoppelError } from '../errors.ts';
+import type { Proxy } from '../proxy/proxy.ts';
 import { parseTarget } from '../config/target.ts';
 import { processStat } from '../agent/process-identity.ts';
 import { removeFile } from '../remove-file.ts';
@@ -58,6 +59,13 @@ interface Launch {
   ended: Promise<void>;
   /** Stops the program: SIGTERM, SIGKILL a while later. */
   stop(): void;
+}
+
+/** The program a proxy serves: its notices go to its stderr, its owner names it to other sessions, an abort stops it. */
+interface ProxyUser {
+  pid: number;
+  owner: string;
+  abort(error: DoppelError): void;
 }
 
 /** Takes the handoff and the `go`, then serves until the session ends (or exits at once when there is no session). */
@@ -126,6 +134,8 @@ async function takeSession({ config, layer }: Handoff, preparing: Promise<HostTa
   const identity: HostIdentity = { entry, isOurs: where.isOurs, config: JSON.stringify(config) };
 
   let primed = false;
+  /** The proxy of the last program, which left nothing in it, kept for the next one with the same paths. */
+  let kept: { key: string; proxy: Proxy; users: { current: ProxyUser } } | undefined;
   let idle: NodeJS.Timeout | undefined;
   /** The target changed but the agent is still its (another pod became ready): the running program ends first. */
   let retiring = false;
@@ -149,6 +159,7 @@ async function takeSession({ config, layer }: Handoff, preparing: Promise<HostTa
         current.stop();
         await current.ended;
       }
+      await kept?.proxy.close().catch(() => undefined);
       await session.close({ park }).catch(() => undefined);
       if (giveBack) await new Promise<void>((resolve) => giveBack.end(encodeLaunchAnswer({ run: false }), resolve));
       process.exit(0);
@@ -197,16 +208,34 @@ async function takeSession({ config, layer }: Handoff, preparing: Promise<HostTa
     let abort: (error: DoppelError) => void = () => {};
     const aborted = new Promise<DoppelError>((resolve) => (abort = resolve));
     const [target, targetMounts] = await context;
-    const proxy = await startProgramProxy({
-      agent: session.agent,
-      config,
-      policies,
-      targetMounts,
-      cwd: request.cwd,
-      executable: decision.path,
-      localEnv: request.env,
-      session: { owner: sessionOwner(decision.command, request.pid), notice: (text) => writeToStderr(request.pid, `doppel: warning: ${text}\n`), abort },
-    });
+    const user: ProxyUser = { pid: request.pid, owner: sessionOwner(decision.command, request.pid), abort };
+    // What the proxy's policies are made of besides the session's (program-proxy.ts).
+    const key = JSON.stringify([request.cwd, decision.path, request.env.HOME, request.env.PATH, request.env.OLDPWD]);
+    const previous = kept;
+    kept = undefined;
+    const reused = previous?.key === key ? previous : undefined;
+    if (!reused) await previous?.proxy.close().catch(() => undefined);
+    const users = reused?.users ?? { current: user };
+    users.current = user;
+    const proxy =
+      reused?.proxy ??
+      (await startProgramProxy({
+        agent: session.agent,
+        config,
+        policies,
+        targetMounts,
+        cwd: request.cwd,
+        executable: decision.path,
+        localEnv: request.env,
+        // Whoever uses the proxy now: a kept one serves the next program.
+        session: {
+          get owner() {
+            return users.current.owner;
+          },
+          notice: (text) => writeToStderr(users.current.pid, `doppel: warning: ${text}\n`),
+          abort: (error) => users.current.abort(error),
+        },
+      }));
     let env: Record<string, string>;
     try {
       env = programEnvironment({ config, policies, target, localEnv: request.env, layer, socketPath: proxy.socketPath });
@@ -230,7 +259,10 @@ async function takeSession({ config, layer }: Handoff, preparing: Promise<HostTa
       end,
       ended: exited.then(async () => {
         clearTimeout(killer);
-        await proxy.close().catch(() => undefined);
+        // A program that left nothing in its proxy (no connection open, no port held) leaves it to the next program with
+        // the same paths: closing it and starting the next one's were most of a request's time.
+        if (!ending && proxy.idle()) kept = { key, proxy, users };
+        else await proxy.close().catch(() => undefined);
         if (current === launch) current = undefined;
         if (!ending) waitIdle();
       }),

@@ -84,6 +84,28 @@ describe('warm session hosts', gate, () => {
     process.kill(host, 'SIGTERM');
   });
 
+  test('a program that left nothing in its proxy leaves it to the next one of the same place and program; elsewhere, another', async () => {
+    const { host } = await warmUp('30');
+    const name = world().services.redis.name;
+    // The proxy's socket, and a lookup the agent answers on its socket in the proxy's directory.
+    const program = ['sh', '-c', `printf '%s\\n' "$DOPPEL_LAYER_SOCKET"; getent hosts ${name}`];
+    const run = async (cwd?: string) => {
+      const result = await runDoppel(exec(['-q', '--agent-ttl', '30'], program), { ...(cwd && { cwd }) });
+      assert.equal(result.status, 0, result.stderr);
+      const [socket, lookup] = result.stdout.split('\n');
+      assert.match(lookup!, new RegExp(`^${world().services.redis.address}\\s+${name.replaceAll('.', '\\.')}$`));
+      return socket!;
+    };
+    const first = await run();
+    assert.equal(await run(), first);
+    assert.equal(await run(), first);
+    // Another working directory makes another fs policy: another proxy, and the kept one is closed.
+    const elsewhere = await run(tmpdir());
+    assert.notEqual(elsewhere, first);
+    assert.equal(existsSync(dirname(first)), false);
+    process.kill(host, 'SIGTERM');
+  });
+
   test('the very next doppel exec, started as the last one returns, waits for the host that session left, and runs in it', async () => {
     // The session's end does not wait for its host to start: its marker says that it is starting.
     ok(await execIn(pid(), ['true'], { flags: ['--agent-ttl', '30'] }));
