@@ -3,7 +3,7 @@
 // mounts), and, per program, its proxy and its whole environment.
 import { homedir, hostname, tmpdir, userInfo } from 'node:os';
 import { mergeEnvironment } from '../../config/env-policy.ts';
-import { createFsPolicy, type FsPolicy, type RunTimePaths } from '../../config/fs-policy.ts';
+import { createFsPolicy } from '../../config/fs-policy.ts';
 import { createDnsPolicy, createIncomingPolicy, createOutgoingPolicy, createUnixStreamPolicy } from '../../config/network-policy.ts';
 import type { ResolvedConfig } from '../../config/schema.ts';
 import { skippedProcesses } from '../../config/skip-processes.ts';
@@ -66,32 +66,13 @@ export function startProgramProxy(options: ProgramProxyOptions): Promise<Proxy> 
 export function programProxyPolicies(options: Omit<ProgramProxyOptions, 'agent' | 'session' | 'wrapHandler'>): ProxyPolicies {
   const { config, localEnv } = options;
   return {
-    fs: fsPolicyFor(config.feature.fs, { cwd: options.cwd, home: localEnv.HOME || homedir(), tmpdir: tmpdir(), executable: options.executable, path: localEnv.PATH, previousCwd: localEnv.OLDPWD, targetMounts: options.targetMounts }),
+    fs: createFsPolicy(config.feature.fs, { cwd: options.cwd, home: localEnv.HOME || homedir(), tmpdir: tmpdir(), executable: options.executable, path: localEnv.PATH, previousCwd: localEnv.OLDPWD, targetMounts: options.targetMounts }),
     dns: createDnsPolicy(config.feature.network.dns),
     outgoing: createOutgoingPolicy(config.feature.network.outgoing, config.feature.network.dns),
     unixStreams: options.policies.unixStreams,
     incoming: createIncomingPolicy(config.feature.network.incoming, config.agent),
   };
 }
-
-/**
- * An fs policy is a pure function of the configuration's fs section and the program's paths, and keeps no state: a warm
- * session host, whose requests have the same section and mostly the same paths, makes each once (its patterns
- * compiled, its fast rules read back: half of a request's proxy start).
- */
-function fsPolicyFor(fs: ResolvedConfig['feature']['fs'], paths: RunTimePaths): FsPolicy {
-  let made = fsPolicies.get(fs);
-  if (!made) fsPolicies.set(fs, (made = new Map()));
-  const key = JSON.stringify(paths);
-  let policy = made.get(key);
-  if (!policy) {
-    if (made.size >= 100) made.clear();
-    made.set(key, (policy = createFsPolicy(fs, paths)));
-  }
-  return policy;
-}
-
-const fsPolicies = new WeakMap<ResolvedConfig['feature']['fs'], Map<string, FsPolicy>>();
 
 /** The program's whole environment: the merged variables, and the layer's for its proxy at `socketPath`. */
 export function programEnvironment(options: { config: ResolvedConfig; policies: SessionPolicies; target: TargetEnvironment; localEnv: NodeJS.ProcessEnv; layer: string; socketPath: string }): Record<string, string> {
