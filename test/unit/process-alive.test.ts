@@ -29,10 +29,12 @@ test('a running process is alive; an exited one is not, reaped or not', async ()
 });
 
 test('childExit: nothing while the child runs; once it exited, its status as waitpid has it; once reaped elsewhere, none', async () => {
-  const parent = spawn('sh', ['-c', 'sleep 30 & echo $!; sh -c "exit 3" & echo $!; exec sleep 30'], { stdio: ['ignore', 'pipe', 'inherit'] });
-  let lines = '';
-  parent.stdout!.on('data', (chunk: Buffer) => (lines += chunk));
-  const [runs, exited] = await until('both pids', () => (lines.split('\n').length > 2 ? lines.trim().split('\n').map(Number) : undefined), 5000);
+  // A parent that never waits (a shell may reap a background job before it execs): one child runs, one exits with 3.
+  const script = ['import os, time', 'running = os.fork()', 'if running == 0:', '    time.sleep(30)', '    os._exit(0)', 'exited = os.fork()', 'if exited == 0:', '    os._exit(3)', 'print(running, exited, flush=True)', 'time.sleep(30)'];
+  const parent = spawn('python3', ['-c', script.join('\n')], { stdio: ['ignore', 'pipe', 'inherit'] });
+  let out = '';
+  parent.stdout!.on('data', (chunk: Buffer) => (out += chunk));
+  const [runs, exited] = await until('both pids', () => (out.endsWith('\n') ? out.trim().split(' ').map(Number) : undefined), 5000);
   try {
     await until('the child to exit unreaped', () => childExit(exited!), 5000);
     assert.deepEqual(childExit(exited!), { status: 3 << 8 });
