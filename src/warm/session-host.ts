@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import process from 'node:process';
 import { fileURLToPath } from 'node:url';
-import { programEnvironment, readTargetEnvironment, readTargetMounts, sessionOwner, sessionPolicies, startProgramProxy } from '../cli/exec/program-proxy.ts';
+import { programEnvironment, programPaths, readTargetEnvironment, readTargetMounts, sessionOwner, sessionPolicies, startProgramProxy } from '../cli/exec/program-proxy.ts';
 import { openSession } from '../cli/exec/session.ts';
 import { errorText } from '../cli/render-error.ts';
 import type { ResolvedConfig } from '../config/schema.ts';
@@ -209,8 +209,8 @@ async function takeSession({ config, layer }: Handoff, preparing: Promise<HostTa
     const aborted = new Promise<DoppelError>((resolve) => (abort = resolve));
     const [target, targetMounts] = await context;
     const user: ProxyUser = { pid: request.pid, owner: sessionOwner(decision.command, request.pid), abort };
-    // What the proxy's policies are made of besides the session's (program-proxy.ts).
-    const key = JSON.stringify([request.cwd, decision.path, request.env.HOME, request.env.PATH, request.env.OLDPWD]);
+    const place = { cwd: request.cwd, executable: decision.path, localEnv: request.env, targetMounts };
+    const key = JSON.stringify(programPaths(place));
     const previous = kept;
     kept = undefined;
     const reused = previous?.key === key ? previous : undefined;
@@ -220,13 +220,10 @@ async function takeSession({ config, layer }: Handoff, preparing: Promise<HostTa
     const proxy =
       reused?.proxy ??
       (await startProgramProxy({
+        ...place,
         agent: session.agent,
         config,
         policies,
-        targetMounts,
-        cwd: request.cwd,
-        executable: decision.path,
-        localEnv: request.env,
         // Whoever uses the proxy now: a kept one serves the next program.
         session: {
           get owner() {

@@ -3,7 +3,7 @@
 // mounts), and, per program, its proxy and its whole environment.
 import { homedir, hostname, tmpdir, userInfo } from 'node:os';
 import { mergeEnvironment } from '../../config/env-policy.ts';
-import { createFsPolicy } from '../../config/fs-policy.ts';
+import { createFsPolicy, type RunTimePaths } from '../../config/fs-policy.ts';
 import { createDnsPolicy, createIncomingPolicy, createOutgoingPolicy, createUnixStreamPolicy } from '../../config/network-policy.ts';
 import type { ResolvedConfig } from '../../config/schema.ts';
 import { skippedProcesses } from '../../config/skip-processes.ts';
@@ -63,10 +63,16 @@ export function startProgramProxy(options: ProgramProxyOptions): Promise<Proxy> 
   return startProxy({ ...programProxyPolicies(options), agent: options.agent, session: options.session, ...(options.wrapHandler ? { wrapHandler: options.wrapHandler } : {}) });
 }
 
+/** What a program's proxy is made of besides the session's policies: the paths its fs policy knows. */
+export function programPaths(options: Pick<ProgramProxyOptions, 'cwd' | 'executable' | 'localEnv' | 'targetMounts'>): RunTimePaths {
+  const { localEnv } = options;
+  return { cwd: options.cwd, home: localEnv.HOME || homedir(), tmpdir: tmpdir(), executable: options.executable, path: localEnv.PATH, previousCwd: localEnv.OLDPWD, targetMounts: options.targetMounts };
+}
+
 export function programProxyPolicies(options: Omit<ProgramProxyOptions, 'agent' | 'session' | 'wrapHandler'>): ProxyPolicies {
-  const { config, localEnv } = options;
+  const { config } = options;
   return {
-    fs: createFsPolicy(config.feature.fs, { cwd: options.cwd, home: localEnv.HOME || homedir(), tmpdir: tmpdir(), executable: options.executable, path: localEnv.PATH, previousCwd: localEnv.OLDPWD, targetMounts: options.targetMounts }),
+    fs: createFsPolicy(config.feature.fs, programPaths(options)),
     dns: createDnsPolicy(config.feature.network.dns),
     outgoing: createOutgoingPolicy(config.feature.network.outgoing, config.feature.network.dns),
     unixStreams: options.policies.unixStreams,
