@@ -18,6 +18,9 @@ const node = process.execPath;
 const runs = Number(process.env.BENCH_RUNS ?? 20);
 const loops = Number(process.env.BENCH_LOOPS ?? 500);
 const restarts = Number(process.env.BENCH_RESTARTS ?? 20);
+// The restart loop runs in this many alternating rounds of `restarts` starts each: one round each way moved its
+// ratio by 15% between runs of one build on this shared machine.
+const restartRounds = Number(process.env.BENCH_RESTART_ROUNDS ?? 5);
 // The remote calls' loops run in this many alternating rounds (direct, doppel, direct, ...).
 const rounds = Number(process.env.BENCH_ROUNDS ?? 4);
 // BENCH_ONLY=calls measures the remote calls alone (BENCH_ONLY=startup the start-ups and the restart loop).
@@ -121,6 +124,7 @@ try {
     runs,
     loops,
     restarts,
+    restartRounds,
     rounds,
     direct: 'the same program run inside the target with nsenter -n -m',
     ...(starts && {
@@ -131,7 +135,7 @@ try {
       // What each name runs, both ways (the direct case keeps this PATH, and the target's mount namespace sees the same
       // files): a pyenv shim, say, is a bash script starting several programs on every start.
       restartPrograms: Object.fromEntries(Object.entries(restartPrograms).map(([name, [command]]) => [name, whichSync(command!, process.env.PATH, existsSync) ?? command])),
-      restartLoop: Object.fromEntries(Object.entries(restartPrograms).map(([name, command]) => [name, loop('restart-loop.mjs', (n) => [String(n), ...command], restarts, 1)])),
+      restartLoop: Object.fromEntries(Object.entries(restartPrograms).map(([name, command]) => [name, loop('restart-loop.mjs', (n) => [String(n), ...command], restarts * restartRounds, restartRounds)])),
     }),
     ...(wanted('calls') && {
       file4KiBOpenReadClose: loop('file-loop.mjs', (n) => [world.target.benchFile, String(n)], loops),
