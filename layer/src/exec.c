@@ -15,7 +15,8 @@ extern char **environ;
 static const char *carried[] = {DP_ENV_SOCKET, DP_ENV_HOSTNAME, DP_ENV_UNIX_STREAMS, DP_ENV_SKIP_PROCESSES, "DOPPEL_LAYER_LOG", "UV_USE_IO_URING"};
 #define DP_CARRIED (sizeof carried / sizeof carried[0])
 static char *captured[DP_CARRIED];
-static char layer_path[4096];
+/* The loader's own name for us (its link map's), which lives as long as the preloaded library. */
+static const char *layer_path = "";
 
 __attribute__((constructor)) static void capture(void) {
   for (size_t i = 0; i < DP_CARRIED; i++) {
@@ -30,10 +31,9 @@ __attribute__((constructor)) static void capture(void) {
     }
   }
   Dl_info info;
-  if (dladdr((void *)capture, &info) && info.dli_fname && strlen(info.dli_fname) < sizeof layer_path) strcpy(layer_path, info.dli_fname);
+  if (dladdr((void *)capture, &info) && info.dli_fname) layer_path = info.dli_fname;
 }
 
-const char *dp_layer_path(void) { return layer_path; }
 
 static int has_name(const char *entry, const char *name) {
   size_t n = strlen(name);
