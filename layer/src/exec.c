@@ -111,10 +111,25 @@ void dp_warn_if_static(const char *path) {
 }
 
 #define DP_ENV_SLOTS 4096
-#define DP_FIXED_ENV(envp)                                                        \
-  char *scratch[DP_ENV_SLOTS];                                                    \
-  char preload[8192];                                                             \
-  char *const *fixed = dp_fix_env(envp, scratch, DP_ENV_SLOTS, preload, sizeof preload)
+#define DP_PRELOAD_MAX 8192
+
+/* The scratch dp_fix_env needs for envp, in slots (*preload_len: bytes for the LD_PRELOAD entry), within the bounds
+ * above, past which it leaves envp as it is. */
+static size_t env_room(char *const envp[], size_t *preload_len) {
+  size_t n = 0, layer = strlen(layer_path), need = strlen("LD_PRELOAD=") + layer + 1;
+  for (; envp != NULL && envp[n] != NULL; n++)
+    if (has_name(envp[n], "LD_PRELOAD") && strlen(envp[n]) + layer + 3 > need) need = strlen(envp[n]) + layer + 3;
+  *preload_len = need < DP_PRELOAD_MAX ? need : DP_PRELOAD_MAX;
+  return n + DP_CARRIED + 2 < DP_ENV_SLOTS ? n + DP_CARRIED + 2 : DP_ENV_SLOTS;
+}
+
+/* Sized to the environment: a fixed 40 KB frame cost a forked child's exec three fresh stack pages (3-4 us each). */
+#define DP_FIXED_ENV(envp)                                 \
+  size_t preload_len;                                      \
+  size_t slots = env_room(envp, &preload_len);             \
+  char *scratch[slots];                                    \
+  char preload[preload_len];                               \
+  char *const *fixed = dp_fix_env(envp, scratch, slots, preload, preload_len)
 
 int execve(const char *path, char *const argv[], char *const envp[]) {
   dp_init();
