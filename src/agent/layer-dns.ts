@@ -37,13 +37,16 @@ export function createLayerDns(lookup: Lookup, log: Log, onClientMachine: boolea
  * knows whether it is served (src/proxy/proxy.ts). Closed by the caller when its first session ends.
  */
 export async function serveEarlyLookups(path: string, pid: number, log: Log): Promise<EarlyLookups | undefined> {
-  let last = 0;
+  // From the start: a planned program's first lookup comes as the socket appears, and a pause is counted from there.
+  // In ms of process.uptime(): the `performance` global would load perf_hooks before the hello.
+  const now = () => process.uptime() * 1000;
+  let last = now();
   const lookup = createDns(`/proc/${pid}/root`);
   try {
     const server = await serveLookups(
       path,
       (args) => {
-        last = performance.now();
+        last = now();
         return lookup(args);
       },
       log,
@@ -52,7 +55,7 @@ export async function serveEarlyLookups(path: string, pid: number, log: Log): Pr
     const quiet = (ms: number) =>
       new Promise<void>((resolve) => {
         const check = () => {
-          const since = performance.now() - last;
+          const since = now() - last;
           if (since >= ms) resolve();
           else setTimeout(check, ms - since).unref();
         };

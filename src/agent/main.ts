@@ -87,6 +87,9 @@ async function main(): Promise<number> {
   // bin/doppel's agent answers the layer's lookups from now on, a planned program's first ones included, until its
   // first session ends (src/agent/layer-dns.ts).
   let earlyLookups = values.listen === undefined ? undefined : await (await import('./layer-dns.ts')).serveEarlyLookups(`${values.listen}-${process.pid}${EARLY_DNS_SUFFIX}`, pid, log);
+  // The request handlers' modules load while we wait for the CLI, at a pause in the planned program's lookups: loaded
+  // after the hello, they held up the CLI's first request (and so a short session's end) by 5-10 ms.
+  if (earlyLookups) void earlyLookups.quiet(LOOKUPS_PAUSE_MS).then(requestHandlers);
   const listened = values.listen === undefined ? undefined : await firstClient(values.listen, Number(values.parent), pid, Promise.race([targetGone, signalled]));
   if (values.listen !== undefined && !listened) {
     // Its CLI, which would have taken the log, is gone.

@@ -1,6 +1,6 @@
 // Serves layer connections on a Unix socket: decode each request, ask the handler, write the answer; a bad peer loses only its own connection.
-import fs from 'node:fs';
 import { createServer, type Socket } from 'node:net';
+import { removeFile } from '../remove-file.ts';
 import type { Answer, LayerHandler, LayerPeer } from './layer-handler.ts';
 import { decodeRequest, encodeAnswer, isOneWay, MAX_REQUEST, REQ_HEADER, type LayerRequest } from './layer-wire.ts';
 
@@ -40,7 +40,9 @@ export async function startLayerServer({ socketPath, listenFd, handler, onError,
     async close() {
       for (const socket of sockets) socket.destroy();
       await new Promise<void>((resolve) => server.close(() => resolve()));
-      await fs.promises.unlink(socketPath).catch(() => undefined);
+      // Synchronous: a CLI that used no thread pool yet would start its threads for this alone (2-4 ms of a short
+      // session's end).
+      removeFile(socketPath);
     },
   };
 }

@@ -169,7 +169,8 @@ export async function startProxy(options: ProxyOptions, prepared?: PreparedProxy
             await server.close();
           } finally {
             // The agent may be making its socket for lookups in it as the link closes: a listing then goes stale.
-            await fs.promises.rm(dir, { recursive: true, force: true, maxRetries: 3 });
+            // Synchronous, as the layer server's socket: a few files, where the thread pool's start is milliseconds.
+            rmSync(dir, { recursive: true, force: true, maxRetries: 3 });
           }
         })();
         return closing;
