@@ -34,7 +34,6 @@ __attribute__((constructor)) static void capture(void) {
   if (dladdr((void *)capture, &info) && info.dli_fname) layer_path = info.dli_fname;
 }
 
-
 static int has_name(const char *entry, const char *name) {
   size_t n = strlen(name);
   return strncmp(entry, name, n) == 0 && entry[n] == '=';

@@ -169,8 +169,9 @@ export async function startProxy(options: ProxyOptions, prepared?: PreparedProxy
             await server.close();
           } finally {
             // The agent may be making its socket for lookups in it as the link closes: a listing then goes stale.
-            // Synchronous, as the layer server's socket: a few files, where the thread pool's start is milliseconds.
-            rmSync(dir, { recursive: true, force: true, maxRetries: 3 });
+            // Synchronous, as the layer server's socket: a few files, where the thread pool's start is milliseconds
+            // (a retry, rare, then holds the event loop 5 ms).
+            rmSync(dir, { recursive: true, force: true, maxRetries: 3, retryDelay: 5 });
           }
         })();
         return closing;
