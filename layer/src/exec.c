@@ -41,7 +41,7 @@ static int has_name(const char *entry, const char *name) {
 
 /* envp with the carried variables and LD_PRELOAD restored, built in the caller's scratch space:
  * no allocation, so it is safe between vfork and exec. */
-char *const *dp_fix_env(char *const envp[], char **scratch, size_t scratch_len, char *preload_buf, size_t preload_len) {
+static char *const *dp_fix_env(char *const envp[], char **scratch, size_t scratch_len, char *preload_buf, size_t preload_len) {
   if (envp == NULL || captured[0] == NULL || layer_path[0] == '\0') return envp;
   size_t n = 0, out = 0;
   while (envp[n] != NULL) n++;
@@ -80,7 +80,7 @@ char *const *dp_fix_env(char *const envp[], char **scratch, size_t scratch_len, 
 }
 
 /* One line on stderr when the program about to run cannot be reached by LD_PRELOAD. */
-void dp_warn_if_static(const char *path) {
+static void dp_warn_if_static(const char *path) {
   if (path == NULL || captured[0] == NULL) return;
   int fd = REAL(openat)(AT_FDCWD, path, O_RDONLY | O_CLOEXEC, 0);
   if (fd < 0) return;

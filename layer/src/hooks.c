@@ -32,7 +32,7 @@ void *dp_resolve_hook(enum dp_hook hook) {
 
 /* What a forked child calls before its exec (libuv: dup2, execvpe; shells and Python: dup2, close, fcntl, execve), looked
  * up in the parent as it forks: a lookup in the child is lost at its exec, so every spawn would walk every library's
- * symbols again (10-12 page faults of the parent's memory a spawn, measured with node spawning sh). */
+ * symbols again (about 4 page faults a spawn, measured with node spawning sh). */
 static const enum dp_hook child_hooks[] = {DP_HOOK_dup2, DP_HOOK_dup3, DP_HOOK_close, DP_HOOK_fcntl, DP_HOOK_execve, DP_HOOK_execvpe};
 static void resolve_for_child(void) {
   for (size_t i = 0; i < sizeof child_hooks / sizeof child_hooks[0]; i++) (void)dp_real(child_hooks[i]);

@@ -242,8 +242,4 @@ int dp_local_fstatat(int dirfd, const char *path, struct stat *st, int flags);
 void dp_fill_stat(struct stat *st, const struct dp_stat *remote);
 void dp_fill_statx(struct statx *stx, const struct dp_stat *remote);
 
-/* The carried variables for exec, captured at load. */
-char *const *dp_fix_env(char *const envp[], char **scratch, size_t scratch_len, char *preload_buf, size_t preload_len);
-void dp_warn_if_static(const char *path);
-
 #endif

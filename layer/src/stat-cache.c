@@ -39,8 +39,9 @@ static int64_t now(void) {
 /* A child forked while another thread held the flag starts with an empty cache. */
 static void after_fork_child(void) {
   /* Written only where set: each page a forked child writes is copied for it, and most children exec at once. */
-  for (int i = 0; i < DP_CACHE_SLOTS && next_slot != 0; i++)
-    if (slots[i].at != 0) slots[i].at = 0;
+  if (next_slot != 0)
+    for (int i = 0; i < DP_CACHE_SLOTS; i++)
+      if (slots[i].at != 0) slots[i].at = 0;
   atomic_flag_clear(&busy);
 }
 __attribute__((constructor)) static void fork_safe(void) { pthread_atfork(NULL, NULL, after_fork_child); }
