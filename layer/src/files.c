@@ -333,7 +333,7 @@ int dp_close_range(unsigned first, unsigned last, int flags) {
    * layer's own sockets, in pieces. */
   if (!(flags & CLOSE_RANGE_CLOEXEC)) dp_fd_each(first, last, 0, release_written);
   unsigned from = first;
-  for (unsigned fd = first; fd <= last && fd < DP_OWN_FDS; fd++) {
+  for (unsigned fd = first, end = (unsigned)dp_own_fds_end(); fd <= last && fd < end; fd++) {
     if (!dp_is_own_fd((int)fd)) continue;
     if (fd > from && REAL(syscall)(SYS_close_range, (long)from, (long)(fd - 1), (long)flags) < 0) return -1;
     from = fd + 1;

@@ -62,6 +62,8 @@ void dp_free(char *reply);
 #define DP_OWN_FDS 4096
 /* True if fd is one of the layer's own sockets, which the program must not close. */
 int dp_is_own_fd(int fd);
+/* One past the highest descriptor number the layer ever kept as its own. */
+int dp_own_fds_end(void);
 /* Moves the layer's socket at fd to another number (the program is about to take fd, with dup2 or dup3). */
 void dp_move_own_fd(int fd);
 /* The target's root (/proc/PID/root), opened once for the process and kept among the layer's own descriptors. */
