@@ -28,10 +28,10 @@ const only = process.env.BENCH_ONLY;
 const wanted = (part: 'calls' | 'startup') => only === undefined || only === part;
 
 /** Nanoseconds from spawn to the program's first line of output, and to the end of the command (the prompt back). */
-function timedRun(command: string, args: string[]): Promise<{ first: number; end: number }> {
+function timedRun(command: string, args: string[], env = process.env): Promise<{ first: number; end: number }> {
   return new Promise((resolve, reject) => {
     const start = process.hrtime.bigint();
-    const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'ignore'] });
+    const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'ignore'], env });
     let time: number | undefined;
     child.stdout.once('data', () => (time = Number(process.hrtime.bigint() - start)));
     child.once('error', reject);
@@ -66,19 +66,24 @@ try {
   /**
    * Start to first line and to the command's end, bare and under doppel, alternating; `ttl` 0 starts a fresh agent each
    * time, more reuses one, unless `afresh`: then each run waits for the host and agent the one before left to go.
+   * Each way's first run is not counted: a command's first start under doppel makes its launch plan, which every later
+   * start of it uses (a first start is the `planless` case: each run's environment has another value, so that no
+   * plan is found).
    */
-  const startup = async (command: string[], ttl: number, afresh = false) => {
+  const startup = async (command: string[], { ttl, afresh = false, planless = false }: { ttl: number; afresh?: boolean; planless?: boolean }) => {
     const first: [number[], number[]] = [[], []];
     const end: [number[], number[]] = [[], []];
+    const env = (run: number) => (planless ? { ...process.env, DOPPEL_BENCH_RUN: String(run) } : process.env);
+    await timedRun(...direct(command));
+    await timedRun(...viaDoppel(command, ttl), env(-1));
     if (ttl > 0 && !afresh) {
-      await timedRun(...viaDoppel(command, ttl));
       // As a developer's next run, a moment later: the host that run left listens (the very next run would wait for it).
       await until('the host to listen', () => (launchSockets(world.target.pid).length > 0 && startingMarkers(world.target.pid).length === 0 ? true : undefined), 10_000);
     }
     for (let i = 0; i < runs; i++) {
       for (const [side, how] of [direct(command), viaDoppel(command, ttl)].entries()) {
         if (afresh && side === 1) await sessionGone();
-        const run = await timedRun(...how);
+        const run = await timedRun(...how, env(i));
         first[side]!.push(run.first);
         end[side]!.push(run.end);
       }
@@ -107,15 +112,17 @@ try {
   const when = new Date().toISOString();
   const starts = wanted('startup') && {
     freshAgent: {
-      sh: await startup(programs.sh!, 0),
-      node: await startup(programs.node!, 0),
+      sh: await startup(programs.sh!, { ttl: 0 }),
+      node: await startup(programs.node!, { ttl: 0 }),
       // A program whose first call needs the agent: a C lookup of a cluster name.
-      getentHosts: await startup(['getent', 'hosts', redis.name], 0),
+      getentHosts: await startup(['getent', 'hosts', redis.name], { ttl: 0 }),
+      // A command's first start: no launch plan yet.
+      shPlanless: await startup(programs.sh!, { ttl: 0, planless: true }),
       // As a developer's runs a while apart: a fresh session with the default agent.ttl (1 s), which leaves a host.
-      shDefaultTtl: await startup(programs.sh!, 1, true),
+      shDefaultTtl: await startup(programs.sh!, { ttl: 1, afresh: true }),
     },
     // The first run leaves a warm session host; every later one starts its program through it (src/warm/).
-    warmSession: { sh: await startup(programs.sh!, 10), node: await startup(programs.node!, 10) },
+    warmSession: { sh: await startup(programs.sh!, { ttl: 10 }), node: await startup(programs.node!, { ttl: 10 }) },
   };
   const results = {
     when,
