@@ -24,7 +24,7 @@ __attribute__((constructor)) static void capture(void) {
     carried_len[i] = strlen(carried[i]);
     const char *value = getenv(carried[i]);
     if (value == NULL) continue;
-    size_t n = strlen(carried[i]) + strlen(value) + 2;
+    size_t n = carried_len[i] + strlen(value) + 2;
     captured[i] = malloc(n);
     if (captured[i]) {
       strcpy(captured[i], carried[i]);
