@@ -13,7 +13,7 @@ import { after, describe, test } from 'node:test';
 import { needsRoot } from '../support/root.ts';
 import { until } from '../support/until.ts';
 import { suiteWorld } from './suite-world.ts';
-import { agentProcesses, hostProcesses } from './leftovers.ts';
+import { agentProcesses, hostProcesses, proxyDirs } from './leftovers.ts';
 import { doppelBin, execIn, ok, runDoppel, startDoppel } from './run-doppel.ts';
 import { serveUnderDoppel } from './serve-under-doppel.ts';
 import { curlTarget, targetAnswersAgain } from './target-http.ts';
@@ -103,6 +103,18 @@ describe('warm session hosts', gate, () => {
     const elsewhere = await run(tmpdir());
     assert.notEqual(elsewhere, first);
     assert.equal(existsSync(dirname(first)), false);
+    process.kill(host, 'SIGTERM');
+  });
+
+  test('the host makes ready the command whose session left it: that command\'s next run takes the proxy made before it came', async () => {
+    const program = ['sh', '-c', 'printf %s "$DOPPEL_LAYER_SOCKET"'];
+    const first = ok(await runDoppel(exec(['-q', '--agent-ttl', '30'], program)));
+    const host = await until('the host', () => pidsOf(hostProcesses(pid()))[0]);
+    // Before any request: the host's own proxy directory, made for the first run's command.
+    const [ready] = await until('the host\'s proxy for that command', () => (proxyDirs([host]).length === 1 ? proxyDirs([host]) : undefined));
+    assert.notEqual(dirname(first), join(tmpdir(), ready!));
+    const next = ok(await runDoppel(exec(['-q', '--agent-ttl', '30'], program)));
+    assert.equal(dirname(next), join(tmpdir(), ready!));
     process.kill(host, 'SIGTERM');
   });
 

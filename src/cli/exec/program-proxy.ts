@@ -64,7 +64,10 @@ export function startProgramProxy(options: ProgramProxyOptions): Promise<Proxy> 
 }
 
 /** What a program's proxy is made of besides the session's policies: the paths its fs policy knows. */
-export function programPaths(options: Pick<ProgramProxyOptions, 'cwd' | 'executable' | 'localEnv' | 'targetMounts'>): RunTimePaths {
+/** Where a program runs from: what its proxy's fs policy depends on. */
+export type ProgramPlace = Pick<ProgramProxyOptions, 'cwd' | 'executable' | 'localEnv' | 'targetMounts'>;
+
+export function programPaths(options: ProgramPlace): RunTimePaths {
   const { localEnv } = options;
   return { cwd: options.cwd, home: localEnv.HOME || homedir(), tmpdir: tmpdir(), executable: options.executable, path: localEnv.PATH, previousCwd: localEnv.OLDPWD, targetMounts: options.targetMounts };
 }

@@ -101,7 +101,7 @@ export async function runExec(command: string[], config: ResolvedConfig, progres
     void started.ready.then(() => proxy?.prime(), () => undefined);
     // The next `doppel exec` on this target can start its program in this session, kept warm by a host (src/warm/),
     // which is started once the session's agents are known, not to slow the program's start.
-    if (leavesHost(target, config)) hosting = started.ready.then(() => (started.size() === 1 ? startSessionHost(target, { config, layer }) : undefined), () => undefined);
+    if (leavesHost(target, config)) hosting = started.ready.then(() => (started.size() === 1 ? startSessionHost(target, { config, layer, request: { pid: process.pid, cwd, argv: process.argv, env: process.env as Record<string, string> } }) : undefined), () => undefined);
     const outcome = await Promise.race([program.status.then((status) => ({ status })), started.lost.then((error) => ({ error })), aborted.then((error) => ({ error }))]);
     trace('program exited');
     if ('status' in outcome) {
