@@ -237,11 +237,13 @@ int dp_handover_flags(int fd, uint32_t *flags) {
 }
 
 /* The taken socket gets the program's file status flags (O_NONBLOCK) and the options it set; 0 or -errno. */
-static int copy_settings(int fd, int got, int type) {
+static int copy_settings(int fd, int got, int domain, int type) {
   int mine = REAL(fcntl)(fd, F_GETFL), theirs = REAL(fcntl)(got, F_GETFL);
   if (mine < 0 || theirs < 0) return -errno;
   if (((mine ^ theirs) & O_NONBLOCK) && REAL(fcntl)(got, F_SETFL, (theirs & ~O_NONBLOCK) | (mine & O_NONBLOCK)) < 0) return -errno;
   for (size_t i = 0; i < OPTIONS; i++) {
+    /* TCP's options exist on streams alone, IPv6's on IPv6 sockets: asking a datagram socket cost six failed calls. */
+    if ((options[i].level == IPPROTO_TCP && type != SOCK_STREAM) || (options[i].level == IPPROTO_IPV6 && domain != AF_INET6)) continue;
     unsigned char value[OPTION_MAX];
     socklen_t size = options[i].size;
     if (getsockopt(fd, options[i].level, options[i].name, value, &size) < 0 || memcmp(value, defaults[kind(type)][i], options[i].size) == 0) continue;
@@ -287,8 +289,8 @@ static int install(int fd, int got) {
  * address and port when `rebind` says so (REBIND_OR_FAIL: unless that port is taken there, which fails it); 0 or
  * -errno (fd untouched). got is closed either way. */
 enum { NO_REBIND, REBIND_IF_FREE, REBIND_OR_FAIL };
-static int replace_bound(int fd, int got, int type, int rebind) {
-  int r = copy_settings(fd, got, type);
+static int replace_bound(int fd, int got, int domain, int type, int rebind) {
+  int r = copy_settings(fd, got, domain, type);
   struct sockaddr_storage me;
   socklen_t me_len = sizeof me;
   struct dp_addr bound;
@@ -304,7 +306,7 @@ static int replace_bound(int fd, int got, int type, int rebind) {
   return r;
 }
 
-static int replace(int fd, int got, int type) { return replace_bound(fd, got, type, NO_REBIND); }
+static int replace(int fd, int got, int domain, int type) { return replace_bound(fd, got, domain, type, NO_REBIND); }
 
 /* A socket made in the network namespace of process `pid`, or -errno. Only this thread enters it, with signals
  * blocked so that no handler makes a socket of its own there, and it comes back before anything else runs. */
@@ -353,7 +355,7 @@ int dp_remake_socket_here(int fd) {
   int made = socket(domain, type | SOCK_CLOEXEC, protocol);
   if (made < 0) return -errno;
   /* A socket bound to any address keeps its port where this machine has it free (else it gets one at its next send). */
-  r = replace_bound(fd, made, type, REBIND_IF_FREE);
+  r = replace_bound(fd, made, domain, type, REBIND_IF_FREE);
   if (r == 0) dp_fd_forget(fd);
   return r;
 }
@@ -378,7 +380,7 @@ int dp_move_datagram(int fd, uint32_t pid, int any_port) {
     return made;
   }
   /* The same port there, so that the address the program knows stays true; where it is taken there, it stays here. */
-  r = replace_bound(fd, made, type, REBIND_OR_FAIL);
+  r = replace_bound(fd, made, domain, type, REBIND_OR_FAIL);
   if (r == 0) dp_log("udp: made the socket in process %u's network", pid);
   return r;
 }
@@ -396,7 +398,7 @@ int dp_make_socket(int fd, const char *reply) {
     return made;
   }
   /* This socket alone is asked about (its epoll registrations could not all be read). */
-  r = replace(fd, made, type);
+  r = replace(fd, made, domain, type);
   if (r < 0) {
     dp_log("connect: the socket made in process %u's network could not replace the program's (errno %d)", where.pid, -r);
     return r;
@@ -418,7 +420,7 @@ int dp_take_handover(int fd, const char *reply, const struct sockaddr *addr, soc
     REAL(close)(got);
   } else {
     taken = 1;
-    r = replace(fd, got, SOCK_STREAM);
+    r = replace(fd, got, addr->sa_family, SOCK_STREAM);
   }
   struct dp_handed_over told = {.token = from.token, .status = r};
   dp_tell(DP_OP_HANDED_OVER, &told, sizeof told);
