@@ -153,6 +153,11 @@ async function takeSession({ config, layer, request: own }: Handoff, preparing: 
         abort: (error) => users.current.abort(error),
       },
     });
+  /** Where a request's program runs from, and the key a kept proxy is looked up by: its fs policy's paths. */
+  const placeOf = (request: LaunchRequest, decision: Extract<Decision, { kind: 'run' }>, targetMounts: string[]) => {
+    const place: ProgramPlace = { cwd: request.cwd, executable: decision.path, localEnv: request.env, targetMounts };
+    return { place, key: JSON.stringify(programPaths(place)) };
+  };
   // The host's code is cold only for its first proxy: that one warms the call paths, as the CLI's does.
   const primeOnce = (proxy: Proxy) => {
     if (primed) return;
@@ -166,13 +171,12 @@ async function takeSession({ config, layer, request: own }: Handoff, preparing: 
   const prepare = async (request: LaunchRequest) => {
     const decision = await decide(request, identity);
     if (decision.kind !== 'run') return;
-    const [, targetMounts] = await context;
-    const place = { cwd: request.cwd, executable: decision.path, localEnv: request.env, targetMounts };
+    const { place, key } = placeOf(request, decision, (await context)[1]);
     // No program yet: its notices have nowhere to go (pid 0 has no stderr).
     const users = { current: { pid: 0, owner: sessionOwner(decision.command, request.pid), abort: () => {} } };
     const proxy = await makeProxy(place, users);
     primeOnce(proxy);
-    kept = { key: JSON.stringify(programPaths(place)), proxy, users };
+    kept = { key, proxy, users };
   };
   const prepared = own ? prepare(own).catch(() => undefined) : Promise.resolve();
   let idle: NodeJS.Timeout | undefined;
@@ -249,8 +253,7 @@ async function takeSession({ config, layer, request: own }: Handoff, preparing: 
     const aborted = new Promise<DoppelError>((resolve) => (abort = resolve));
     const [[target, targetMounts]] = await Promise.all([context, prepared]);
     const user: ProxyUser = { pid: request.pid, owner: sessionOwner(decision.command, request.pid), abort };
-    const place = { cwd: request.cwd, executable: decision.path, localEnv: request.env, targetMounts };
-    const key = JSON.stringify(programPaths(place));
+    const { place, key } = placeOf(request, decision, targetMounts);
     const previous = kept;
     kept = undefined;
     const reused = previous?.key === key ? previous : undefined;
