@@ -2,7 +2,7 @@
 import { execFileSync } from 'node:child_process';
 import { readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { warmPath } from '../../src/platform/process/warm-path.ts';
 import { startedDoppels } from './run-doppel.ts';
 
 export const agentProcesses = (pid: number): string[] => processes(`agent/main\\.(js|ts) --pid ${pid}( |$)`);
@@ -28,7 +28,7 @@ export function proxyDirs(pids: readonly number[] = startedDoppels()): string[] 
   const ours = new Set(pids.map(String));
   const early = (() => {
     try {
-      return readdirSync(join(tmpdir(), 'doppel-warm')).filter((entry) => ours.has(/^early-(\d+)[-.]/.exec(entry)?.[1] ?? '')).map((entry) => `doppel-warm/${entry}`);
+      return readdirSync(warmPath()).filter((entry) => ours.has(/^early-(\d+)[-.]/.exec(entry)?.[1] ?? '')).map((entry) => `doppel-warm/${entry}`);
     } catch {
       return [];
     }

@@ -4,15 +4,15 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { existsSync, readdirSync } from 'node:fs';
 import { connect } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { sweepWarmSockets } from '../../src/platform/process/warm-agents.ts';
+import { warmPath } from '../../src/platform/process/warm-path.ts';
 import { decodeLaunchAnswer, encodeLaunchRequest, LAUNCH_RESP_SIZE, type LaunchAnswer } from '../../src/warm/launch-wire.ts';
 import { until } from '../support/until.ts';
 import { hostProcesses, leftoversAfter } from './leftovers.ts';
 
-export const warmDir = join(tmpdir(), 'doppel-warm');
+export const warmDir = warmPath();
 const entry = fileURLToPath(new URL('../../dist/cli/entry.js', import.meta.url));
 
 const warmFiles = (prefix: string) => (existsSync(warmDir) ? readdirSync(warmDir).filter((name) => name.startsWith(prefix)) : []);

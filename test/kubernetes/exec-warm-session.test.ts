@@ -3,13 +3,16 @@
 // new Job), as the shell's own child, with the pod's environment, files and hostname; another target, namespace,
 // kubeconfig or configuration runs the CLI; the host goes after its ttl (its agent with it), when its pod is deleted,
 // and, killed, leaves nothing the next start does not sweep; agent.ttl 0 leaves no host. A program in the warm session
-// steals the pod's port as in a fresh session, and gives it back when it exits.
+// steals the pod's port as in a fresh session, and gives it back when it exits. A user who is not root has their own.
 import assert from 'node:assert/strict';
-import { copyFileSync, mkdtempSync, rmSync } from 'node:fs';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { chownSync, copyFileSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { hostname, tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { runDoppel, startDoppel, type Finished } from '../e2e/run-doppel.ts';
+import { warmDirectory } from '../../src/platform/process/warm-agents.ts';
+import { doppelBin, runDoppel, startDoppel, type Finished } from '../e2e/run-doppel.ts';
+import { warmDir } from '../e2e/warm-host.ts';
 import { serveWithDoppel } from '../e2e/serve-under-doppel.ts';
 import { adminKubeconfig, apply, createNamespace, deployment, kubectl, needsCluster, poll, rolloutStatus } from './support/cluster.ts';
 import { LEFTOVER_GRACE_MS } from './support/doppel-objects.ts';
@@ -58,13 +61,13 @@ describe('warm sessions on the test cluster', needsCluster('warm sessions on Kub
     namespace = await createNamespace('wsession');
     other = await createNamespace('wsession-other');
     ns = namespace.name;
-    const apps = ['wsess-reuse', 'wsess-other', 'wsess-expiry', 'wsess-deleted', 'wsess-killed', 'wsess-ttl0', 'wsess-steal', 'wsess-scaled'];
+    const apps = ['wsess-reuse', 'wsess-other', 'wsess-expiry', 'wsess-deleted', 'wsess-killed', 'wsess-ttl0', 'wsess-steal', 'wsess-scaled', 'wsess-user'];
     await apply([...apps.map((app) => deployment(ns, app, 1)), deployment(other.name, 'wsess-reuse', 1)]);
     for (const app of apps) await rolloutStatus(target(app), ns);
     await rolloutStatus(target('wsess-reuse'), other.name);
   });
   after(async () => {
-    for (const app of ['wsess-reuse', 'wsess-other', 'wsess-expiry', 'wsess-deleted', 'wsess-killed', 'wsess-ttl0', 'wsess-steal', 'wsess-scaled']) for (const host of kubeHosts(target(app))) process.kill(host, 'SIGTERM');
+    for (const app of ['wsess-reuse', 'wsess-other', 'wsess-expiry', 'wsess-deleted', 'wsess-killed', 'wsess-ttl0', 'wsess-steal', 'wsess-scaled', 'wsess-user']) for (const host of kubeHosts(target(app))) process.kill(host, 'SIGTERM');
     await Promise.all([namespace?.remove(), other?.remove()]);
   });
 
@@ -204,6 +207,46 @@ describe('warm sessions on the test cluster', needsCluster('warm sessions on Kub
       await poll('the pod to answer again', async () => ((await get().catch(() => '')) === 'doppel test app\n' ? true : undefined), 15_000);
     }
     assert.deepEqual(kubeHosts(target('wsess-steal')), [host]);
+  });
+
+  test('a developer who is not root gets sessions, warm agents and a warm session in a directory of their own, root\'s being closed to them', async () => {
+    // Root's warm directory, as any `sudo doppel exec` leaves it: 0700, its own.
+    assert.equal(warmDirectory(), warmDir);
+    const pod = await targetPod('wsess-user');
+    const [uid, gid] = ['-u', '-g'].map((flag) => Number(execFileSync('id', [flag, 'nobody'], { encoding: 'utf8' }))) as [number, number];
+    const home = mkdtempSync(path.join(tmpdir(), 'doppel-k8s-user-'));
+    const userDir = path.join(tmpdir(), `doppel-warm-${uid}`);
+    try {
+      chownSync(home, uid, gid);
+      // Their own kubeconfig, its certificates inline: the admin one names files only root may read.
+      const kubeconfig = path.join(home, 'kubeconfig');
+      writeFileSync(kubeconfig, await kubectl(['config', 'view', '--raw', '--flatten']), { mode: 0o600 });
+      chownSync(kubeconfig, uid, gid);
+      const user = ['setpriv', `--reuid=${uid}`, `--regid=${gid}`, '--clear-groups'];
+      // Only to reach this clone wherever CI put it (under root's 0700 home, say): it reads and searches directories, and owns nothing.
+      const reach = spawnSync(user[0]!, [...user.slice(1), 'test', '-x', doppelBin]).status === 0 ? [] : ['--inh-caps=+dac_read_search', '--ambient-caps=+dac_read_search'];
+      const options = { env: { PATH: process.env.PATH, HOME: home, KUBECONFIG: kubeconfig }, cwd: home, wrap: [...user, ...reach], timeoutMs: 120_000 };
+      const run = () => runDoppel(args('wsess-user', ['--agent-ttl', TTL], ['sh', '-c', 'echo "$APP_GREETING $(id -u)"']), options);
+      const first = await run();
+      assert.equal(first.status, 0, first.stderr);
+      assert.equal(first.stdout, `hello-from-image ${uid}\n`);
+      assert.equal(starting.exec(first.stderr)?.[1], pod.name);
+      const host = await hostOf(target('wsess-user'), userDir);
+      assert.equal(statSync(`/proc/${host}`).uid, uid, 'the host runs as the user');
+      const dir = statSync(userDir);
+      assert.deepEqual([dir.uid, dir.mode & 0o777], [uid, 0o700]);
+      assert.equal(hasLaunchSocket(host), false, 'the host listens in root\'s directory');
+      const next = await run();
+      assert.equal(next.status, 0, next.stderr);
+      assert.equal(next.stdout, `hello-from-image ${uid}\n`);
+      assert.equal(next.stderr, `doppel: reusing the warm session of deployment/wsess-user in ${ns} (host pid ${host})\n`);
+      process.kill(host, 'SIGTERM');
+      await hostGone(host, 30_000, userDir);
+      await allGone(pod.uid);
+    } finally {
+      rmSync(home, { recursive: true, force: true });
+      rmSync(userDir, { recursive: true, force: true });
+    }
   });
 
   test('agent.ttl 0 leaves no host', async () => {

@@ -2,13 +2,11 @@
 // with -e an ephemeral container in it; targetless, one plain Job), links to each through a port-forward, follows
 // the replicas, and removes every Job it made.
 import { randomBytes } from 'node:crypto';
-import { existsSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ResolvedConfig } from '../../config/schema.ts';
 import type { Target } from '../../config/target.ts';
 import { DoppelError } from '../../errors.ts';
-import { sweepWarmSockets } from '../process/warm-agents.ts';
-import { warmPath } from '../process/warm-path.ts';
+import { sweepWarmSockets, warmDirectory } from '../process/warm-agents.ts';
 import { trace } from '../../trace.ts';
 import type { AgentTransport } from '../agent-transport.ts';
 import type { Platform, ReplicaEvents, StepReporter } from '../platform.ts';
@@ -218,8 +216,8 @@ const noWarmAgent = (description: string) => new DoppelError('E_NO_WARM_AGENT', 
 
 /** Removes the launch sockets of warm session hosts that were killed (src/warm/): nobody else would. */
 function sweepLaunchSockets(): void {
-  const dir = warmPath();
-  if (existsSync(dir)) sweepWarmSockets(dir);
+  const dir = warmDirectory();
+  if (dir) sweepWarmSockets(dir);
 }
 
 interface JobAgentRun {

@@ -16,18 +16,19 @@ export function kubeHosts(target: string): number[] {
 }
 
 export const launchSocket = (hostPid: number) => `launch-kube-${hostPid}.sock`;
-export const hasLaunchSocket = (hostPid: number) => existsSync(join(warmDir, launchSocket(hostPid)));
+/** In `dir`: root's warm directory unless the test's user is another (src/platform/process/warm-path.ts). */
+export const hasLaunchSocket = (hostPid: number, dir = warmDir) => existsSync(join(dir, launchSocket(hostPid)));
 
 /** The one host of `target`, once it listens. */
-export const hostOf = (target: string) =>
+export const hostOf = (target: string, dir = warmDir) =>
   poll(`a warm session host of ${target}`, async () => {
     const hosts = kubeHosts(target);
-    return hosts.length === 1 && hasLaunchSocket(hosts[0]!) ? hosts[0] : undefined;
+    return hosts.length === 1 && hasLaunchSocket(hosts[0]!, dir) ? hosts[0] : undefined;
   }, 30_000);
 
 /** Waits until the host and its launch socket are gone. */
-export const hostGone = (hostPid: number, timeoutMs = 30_000) =>
-  poll(`host ${hostPid} and its launch socket to go`, async () => (isRunning(hostPid) || hasLaunchSocket(hostPid) ? undefined : true), timeoutMs);
+export const hostGone = (hostPid: number, timeoutMs = 30_000, dir = warmDir) =>
+  poll(`host ${hostPid} and its launch socket to go`, async () => (isRunning(hostPid) || hasLaunchSocket(hostPid, dir) ? undefined : true), timeoutMs);
 
 /** Has the host of `target` give its agent back (a request with another configuration), so that it waits parked. */
 export async function hostGivesBack(target: string, flags: string[], env: NodeJS.ProcessEnv): Promise<void> {
