@@ -13,6 +13,8 @@ const SPINNER_MS = 150;
 export interface Progress {
   /** Runs a slow step; `work` may say what the step waits for now, which the line then shows with the time so far. */
   step<T>(text: string, work: (status: (text: string) => void) => Promise<T>): Promise<T>;
+  /** A line of its own that is not a step, left out by --quiet. */
+  note(text: string): void;
   warn(text: string): void;
 }
 
@@ -70,6 +72,9 @@ export function createProgress(options: { quiet: boolean }): Progress {
         finished = true;
         for (const timer of timers) clearTimeout(timer);
       }
+    },
+    note(text) {
+      if (!options.quiet) process.stderr.write(`doppel: ${text}\n`);
     },
     warn(text) {
       process.stderr.write(`doppel: warning: ${text}\n`);

@@ -2,7 +2,7 @@
 // The parsers and the schema load only when needed (the YAML parser for a YAML file; the schema, about a third of the
 // CLI's start, for inputs not validated before): see the validated-config cache below.
 import { existsSync, readFileSync } from 'node:fs';
-import { extname, join, resolve as resolvePath } from 'node:path';
+import { extname, join, relative, resolve as resolvePath } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { DoppelError } from '../errors.ts';
 import { diskCache, type DiskCache } from './disk-cache.ts';
@@ -105,6 +105,11 @@ function validatedCache(layered: Raw, env: NodeJS.ProcessEnv): DiskCache<Resolve
   const ext = extname(fileURLToPath(import.meta.url));
   const modules = ['load', 'schema', 'resolve', '../platform/kubernetes/agent-image'].map((name) => new URL(`./${name}${ext}`, import.meta.url));
   return diskCache('config', layered, [...modules, new URL('../../package.json', import.meta.url)], env);
+}
+
+/** What says which file found in the working directory (not -f's) the session follows: it changes a session unasked (its target, a steal, a filter). */
+export function foundFileNote(cwd: string, configFile: string | undefined, source: string | undefined): string | undefined {
+  return configFile === undefined && source !== undefined ? `configuration from ${relative(cwd, source)}` : undefined;
 }
 
 export function findDefaultFile(cwd: string): string | undefined {

@@ -6,7 +6,7 @@ import { resolve } from 'node:path';
 import { Command } from 'commander';
 import { defineExec, toFlags, type ExecOptions } from '../cli/commands/exec.ts';
 import { isExecutable, isStaticElf, whichSync } from '../cli/exec/static-binary.ts';
-import { resolveConfig } from '../config/load.ts';
+import { foundFileNote, resolveConfig } from '../config/load.ts';
 import type { ResolvedConfig } from '../config/schema.ts';
 import { parseTarget } from '../config/target.ts';
 import { traceRequested } from '../trace.ts';
@@ -18,7 +18,7 @@ export type Decision =
   | { kind: 'other' }
   /** This host's target, but the CLI must run it (another configuration, --trace, a static or missing program). */
   | { kind: 'cli'; why: string }
-  | { kind: 'run'; command: string[]; executable: string; path: string; quiet: boolean; jsonErrors: boolean };
+  | { kind: 'run'; command: string[]; executable: string; path: string; quiet: boolean; jsonErrors: boolean; note: string | undefined };
 
 export interface HostIdentity {
   /** This doppel's CLI entry (dist/cli/entry.js): a request from another installation is not ours. */
@@ -38,8 +38,9 @@ export async function decide(request: LaunchRequest, host: HostIdentity): Promis
   if (!parsed) return { kind: 'other' };
   const { command, options } = parsed;
   let config: ResolvedConfig;
+  let source: string | undefined;
   try {
-    ({ config } = await resolveConfig({ cwd: request.cwd, configFile: options.configFile, env: request.env, flags: toFlags(options) }));
+    ({ config, source } = await resolveConfig({ cwd: request.cwd, configFile: options.configFile, env: request.env, flags: toFlags(options) }));
     if (!(await host.isOurs(parseTarget(config.target.path), config, request))) return { kind: 'other' };
   } catch {
     return { kind: 'other' };
@@ -52,7 +53,7 @@ export async function decide(request: LaunchRequest, host: HostIdentity): Promis
   const executable = path === undefined ? undefined : resolve(request.cwd, path);
   if (path === undefined || executable === undefined || !isExecutable(executable)) return { kind: 'cli', why: 'no such program' };
   if (isStaticElf(executable)) return { kind: 'cli', why: 'a static program' };
-  return { kind: 'run', command, executable, path, quiet: options.quiet === true, jsonErrors: parsed.jsonErrors };
+  return { kind: 'run', command, executable, path, quiet: options.quiet === true, jsonErrors: parsed.jsonErrors, note: foundFileNote(request.cwd, options.configFile, source) };
 }
 
 const ENTRY_NAME = '/dist/cli/entry.js';

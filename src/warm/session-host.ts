@@ -234,7 +234,7 @@ async function takeSession({ config, layer, request: own }: Handoff, preparing: 
       waitIdle();
       return answer(socket, { run: false });
     }
-    const text = decision.quiet ? '' : `doppel: reusing the warm session of ${where.description} (host pid ${process.pid})\n`;
+    const text = decision.quiet ? '' : `${decision.note ? `doppel: ${decision.note}\n` : ''}doppel: reusing the warm session of ${where.description} (host pid ${process.pid})\n`;
     answer(socket, { run: true, text, file: decision.executable, argv: decision.command, env: started.env });
     // The trampoline closes the socket when it execs the program; a byte first means the exec failed.
     socket.once('data', (byte: Buffer) => byte[0] === EXEC_FAILED && started.launch.end());

@@ -5,7 +5,7 @@
 // directory or iptables rule.
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { dirname, join } from 'node:path';
 import { tmpdir } from 'node:os';
@@ -129,6 +129,26 @@ describe('warm session hosts', gate, () => {
     assert.deepEqual([pidsOf(hostProcesses(pid())), pidsOf(agentProcesses(pid()))], [[host], [agent]]);
     assert.deepEqual(startingMarkers(pid()), []);
     process.kill(host!, 'SIGTERM');
+  });
+
+  test('a configuration file found in the working directory is followed and named, by the CLI and the warm session alike; not under -q, nor when -f gives it', async () => {
+    const cwd = mkdtempSync(join(tmpdir(), 'doppel-test-'));
+    after(() => rmSync(cwd, { recursive: true, force: true }));
+    mkdirSync(join(cwd, '.mirrord'));
+    writeFileSync(join(cwd, '.mirrord', 'mirrord.json'), JSON.stringify({ target: { path: `process/${pid()}` }, agent: { ttl: 30 }, feature: { env: { exclude: 'DOPPEL_TEST_*' } } }));
+    const run = async (flags: string[]) => {
+      const result = await runDoppel(['exec', ...flags, '--', 'sh', '-c', 'printf %s "${DOPPEL_TEST_SECRET:-excluded}"'], { cwd });
+      assert.equal(ok(result), 'excluded');
+      return result.stderr;
+    };
+    const note = 'doppel: configuration from .mirrord/mirrord.json\n';
+    assert.ok((await run([])).startsWith(note));
+    const host = await until('the host to listen', () => (launchSockets(pid()).length === 1 ? pidsOf(hostProcesses(pid()))[0] : undefined));
+    const reusing = `doppel: reusing the warm session of process ${pid()} (host pid ${host})\n`;
+    assert.equal(await run([]), `${note}${reusing}`);
+    assert.equal(await run(['-q']), '');
+    assert.equal(await run(['-f', '.mirrord/mirrord.json']), reusing);
+    process.kill(host, 'SIGTERM');
   });
 
   test('a marker left by a host killed as it started, its pid gone or another\'s since, is passed by and swept', async () => {

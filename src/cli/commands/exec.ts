@@ -1,7 +1,7 @@
 // `doppel exec`: flags (mirrord's names) for running a program in the target's context.
 import { Command, Option } from 'commander';
 import process from 'node:process';
-import { resolveConfig, type ExecFlags } from '../../config/load.ts';
+import { foundFileNote, resolveConfig, type ExecFlags } from '../../config/load.ts';
 import { runExec } from '../exec/run-exec.ts';
 import { sweepDeadSessionDirs } from '../../proxy/proxy.ts';
 import { trace } from '../../trace.ts';
@@ -38,6 +38,8 @@ export function register(program: Command): void {
     const { config, source } = await resolveConfig({ cwd: process.cwd(), configFile: options.configFile, env: process.env, flags: toFlags(options) });
     trace('cli: configuration read');
     const progress = createProgress({ quiet: options.quiet === true });
+    const found = foundFileNote(process.cwd(), options.configFile, source);
+    if (found) progress.note(found);
     process.exitCode = await runExec(command, config, progress, { configFile: options.configFile, source });
   });
 }
