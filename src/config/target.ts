@@ -11,6 +11,12 @@ export type Target =
   | { kind: 'targetless' };
 
 const knownKinds = ['process', 'container', ...kubernetesKinds, 'targetless'];
+/** kubectl's short names and plurals, as its users type them (`deploy/api`). */
+const kindAliases: Record<string, KubernetesKind> = {
+  po: 'pod', pods: 'pod', deploy: 'deployment', deployments: 'deployment', sts: 'statefulset', statefulsets: 'statefulset',
+  rs: 'replicaset', replicasets: 'replicaset', jobs: 'job', cj: 'cronjob', cronjobs: 'cronjob', ro: 'rollout', rollouts: 'rollout',
+  svc: 'service', services: 'service',
+};
 const syntaxHint = 'write it as process/PID, container/NAME, pod/NAME[/container/C], deployment/NAME[/container/C], ... or targetless';
 
 export function parseTarget(path: string | undefined): Target {
@@ -18,9 +24,10 @@ export function parseTarget(path: string | undefined): Target {
     throw new DoppelError('E_TARGET_MISSING', 'no target given', { category: 'usage', hint: `pass --target (or set "target" in the config file); ${syntaxHint}` });
   }
   if (path === 'targetless') return { kind: 'targetless' };
-  const [kind, name, ...rest] = path.split('/');
+  const [typed, name, ...rest] = path.split('/');
+  const kind = kindAliases[typed ?? ''] ?? typed;
   if (kind === undefined || !knownKinds.includes(kind)) {
-    throw new DoppelError('E_TARGET_KIND', `unknown target kind "${kind}" in "${path}"`, { category: 'usage', hint: `known kinds: ${knownKinds.join(', ')}` });
+    throw new DoppelError('E_TARGET_KIND', `unknown target kind "${typed}" in "${path}"`, { category: 'usage', hint: `known kinds: ${knownKinds.join(', ')} (and kubectl's short names: po, deploy, sts, rs, cj, ro, svc)` });
   }
   if (name === undefined || name === '') throw syntax(path);
   if (kind === 'process') {

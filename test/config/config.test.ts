@@ -78,6 +78,12 @@ test('target syntax', () => {
   assert.deepEqual(parseTarget('pod/api/container/app'), { kind: 'pod', name: 'api', container: 'app' });
   assert.deepEqual(parseTarget('deployment/api'), { kind: 'deployment', name: 'api', container: undefined });
   assert.deepEqual(parseTarget('targetless'), { kind: 'targetless' });
+  // kubectl's short names and plurals.
+  assert.deepEqual(parseTarget('deploy/api/container/app'), { kind: 'deployment', name: 'api', container: 'app' });
+  for (const [typed, kind] of [['po', 'pod'], ['sts', 'statefulset'], ['rs', 'replicaset'], ['cj', 'cronjob'], ['ro', 'rollout'], ['svc', 'service'], ['jobs', 'job'], ['deployments', 'deployment']]) {
+    assert.deepEqual(parseTarget(`${typed}/x`), { kind, name: 'x', container: undefined });
+  }
+  assert.throws(() => parseTarget('proc/1'), { code: 'E_TARGET_KIND' });
   assert.throws(() => parseTarget('process/abc'), { code: 'E_TARGET_SYNTAX' });
   assert.throws(() => parseTarget('vm/x'), { code: 'E_TARGET_KIND' });
   assert.throws(() => parseTarget(undefined), { code: 'E_TARGET_MISSING' });
