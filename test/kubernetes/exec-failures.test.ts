@@ -1,7 +1,9 @@
 // How `doppel exec` fails on the test cluster: RBAC denials at each step, a missing target, an agent image that
-// cannot be pulled, an agent killed or deleted mid-session, and the CLI killed outright. Each failure is one line
-// with its code and a non-zero exit; afterwards no agent Job or pod remains and the target pod is unchanged.
+// cannot be pulled, an agent killed or deleted mid-session, Ctrl-C while the agent starts, and the CLI killed outright.
+// Each failure is one line with its code and a non-zero exit; afterwards no agent Job or pod remains and the target pod
+// is unchanged.
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { readdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -10,8 +12,8 @@ import { after, before, describe, test } from 'node:test';
 import { runDoppel, startDoppel } from '../e2e/run-doppel.ts';
 import { alive, killAll } from '../support/process-alive.ts';
 import { needsRoot } from '../support/root.ts';
-import { adminKubeconfig, apply, createNamespace, deployment, kubectl, needsCluster, poll, rolloutStatus } from './support/cluster.ts';
-import { assertNothingLeft, assertOneLineError, doppelObjects, LEFTOVER_GRACE_MS, podStates } from './support/doppel-objects.ts';
+import { adminKubeconfig, apply, createNamespace, deployment, kubectl, kubectlPath, needsCluster, poll, rolloutStatus } from './support/cluster.ts';
+import { assertNothingLeft, assertOneLineError, doppelJobs, doppelObjects, LEFTOVER_GRACE_MS, podStates } from './support/doppel-objects.ts';
 import { serviceAccountKubeconfigs, type ServiceAccountKubeconfigs } from './support/service-account.ts';
 
 const adminEnv = { ...process.env, KUBECONFIG: adminKubeconfig };
@@ -189,6 +191,26 @@ describe('doppel exec failures on the test cluster', needsCluster('doppel exec f
     assert.equal(alive(programPid), false, 'the program was stopped');
     await assertNothingLeft(ns);
     assert.equal(await podStates(ns, 'app=web'), targetBefore, 'the target pod changed');
+  });
+
+  test('Ctrl-C (SIGINT) while the agent starts: exit 130 with one line, the Job it made removed before the exit', async () => {
+    // kubectl's watch (its list first, if it starts late) says at once that a Job was made; the agent in it needs most
+    // of a second more to answer.
+    const watch = spawn(kubectlPath, [`--kubeconfig=${adminKubeconfig}`, 'get', 'jobs', '-n', ns, '-l', 'app.kubernetes.io/managed-by=doppel', '--watch', '-o', 'name']);
+    try {
+      const made = new Promise<void>((resolve) => watch.stdout!.on('data', (chunk: Buffer) => chunk.toString().includes('job.batch/') && resolve()));
+      const { child, finished } = start(['sleep', '60']);
+      await made;
+      child.kill('SIGINT');
+      const result = await finished;
+      assert.equal(result.status, 130, result.stderr);
+      assert.match(result.stderr, /^doppel: SIGINT while the session started: stopped, with nothing of it left on the target \[E_INTERRUPTED\]$/m);
+      assert.deepEqual(await doppelJobs(ns), [], 'a Job outlived the CLI');
+      await assertNothingLeft(ns);
+      assert.equal(await podStates(ns, 'app=web'), targetBefore, 'the target pod changed');
+    } finally {
+      watch.kill();
+    }
   });
 
   test('kill -9 of the CLI: no agent Job or pod remains within agent.ttl + 30 s; the target pod is untouched', async () => {

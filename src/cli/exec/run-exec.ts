@@ -16,6 +16,7 @@ import { programEnvironment, programProxyPolicies, readTargetEnvironment, readTa
 import { runProgram, type RunningProgram } from './run-program.ts';
 import { dropPlan, planDifference, plannedStart, takePriorityBack, writePlan } from './launch-plan.ts';
 import { startSession, type Session } from './session.ts';
+import { interruptibleStart } from './start-interrupt.ts';
 import { isStaticElf, whichSync } from './static-binary.ts';
 import { leavesHost, startSessionHost, type SessionHostStart } from '../../warm/start-host.ts';
 
@@ -43,6 +44,7 @@ export async function runExec(command: string[], config: ResolvedConfig, progres
   process.once('exit', onExit);
   let abort: (error: DoppelError) => void = () => {};
   const aborted = new Promise<DoppelError>((resolve) => (abort = resolve));
+  const interrupt = interruptibleStart(() => void platform.stop().catch(() => undefined));
   const cwd = process.cwd();
   const executable = whichSync(command[0] ?? '', process.env.PATH, existsSync);
   // The proxy's policies and its directory need the target's mounts, not its agent: made while the agent starts (the
@@ -72,6 +74,8 @@ export async function runExec(command: string[], config: ResolvedConfig, progres
       return proxy;
     });
     const [found, { socketPath }] = await bothSettled(environment, listening);
+    if (interrupt.reason) throw interrupt.reason;
+    interrupt.end();
     if (executable && isStaticElf(executable)) {
       progress.warn(`${executable} is statically linked: the layer cannot reach it, so it runs with the local context only`);
     }
@@ -116,6 +120,8 @@ export async function runExec(command: string[], config: ResolvedConfig, progres
     await program.status.catch(() => undefined);
     clearTimeout(killer);
     throw outcome.error;
+  } catch (error) {
+    throw interrupt.reason ?? error;
   } finally {
     await proxy?.close().catch(() => undefined);
     const parked = await (session ? session.close() : platform.stop()).catch(() => undefined);
@@ -125,6 +131,7 @@ export async function runExec(command: string[], config: ResolvedConfig, progres
     const host = await hosting;
     await host?.handOver(cleanEnd && parked === true && session?.size() === 1);
     if (host) trace('session host told');
+    interrupt.end();
     process.off('exit', onExit);
     trace('session closed');
     calls?.summary();
