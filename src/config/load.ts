@@ -107,7 +107,7 @@ function validatedCache(layered: Raw, env: NodeJS.ProcessEnv): DiskCache<Resolve
   return diskCache('config', layered, [...modules, new URL('../../package.json', import.meta.url)], env);
 }
 
-/** What says which file found in the working directory (not -f's) the session follows: it changes a session unasked (its target, a steal, a filter). */
+/** The line naming a configuration file found in the working directory (not -f's): such a file changes a session unasked (its target, a steal, a filter). */
 export function foundFileNote(cwd: string, configFile: string | undefined, source: string | undefined): string | undefined {
   return configFile === undefined && source !== undefined ? `configuration from ${relative(cwd, source)}` : undefined;
 }
