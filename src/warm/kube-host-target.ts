@@ -37,6 +37,6 @@ export async function kubeHostTarget(config: ResolvedConfig, target: KubeTarget)
 async function kubeIdentity(config: ResolvedConfig, env: Record<string, string>, cwd: string): Promise<string> {
   // Relative KUBECONFIG entries are the request's directory's, not the host's.
   const kubeconfigs = env.KUBECONFIG?.split(':').map((file) => (file === '' || isAbsolute(file) || file.startsWith('~') ? file : resolve(cwd, file)));
-  const kube = await loadKubeContext({ kubeconfig: config.kubeconfig, context: config.kube_context, namespace: config.target.namespace, env: { ...env, ...(kubeconfigs ? { KUBECONFIG: kubeconfigs.join(':') } : {}) } });
+  const kube = await loadKubeContext({ kubeconfig: config.kubeconfig, context: config.kube_context, namespace: config.target.namespace, env: { ...env, ...(kubeconfigs ? { KUBECONFIG: kubeconfigs.join(':') } : {}) }, identityOnly: true });
   return JSON.stringify([kube.source, kube.contextName, kube.server, kube.config.getCurrentUser()?.name, kube.namespace]);
 }

@@ -1,5 +1,6 @@
 // Finding the kubeconfig, context and namespace like kubectl, and the one-line errors for each way that goes wrong,
-// against real files, a closed port, and the test cluster with a ServiceAccount that may do nothing.
+// against real files, a closed port, and the test cluster with a ServiceAccount that may do nothing; a user whose
+// token comes from a credential plugin, as on the clouds' clusters.
 import assert from 'node:assert/strict';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
@@ -9,7 +10,10 @@ import { after, before, describe, test } from 'node:test';
 import { DoppelError } from '../../src/errors.ts';
 import { loadKubeContext } from '../../src/platform/kubernetes/kube-context.ts';
 import { resolveTarget } from '../../src/platform/kubernetes/resolve-target.ts';
+import { runDoppel } from '../e2e/run-doppel.ts';
 import { adminKubeconfig, apply, createNamespace, deployment, kubectl, needsCluster, rolloutStatus } from './support/cluster.ts';
+import { assertNothingLeft } from './support/doppel-objects.ts';
+import { hostGone, hostOf } from './support/warm-session.ts';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'doppel-kubeconfig-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -122,6 +126,19 @@ describe('finding the kubeconfig', () => {
     );
   });
 
+  test('a credential plugin (as EKS, GKE and AKS use) that fails, or is not installed: said as the plugin\'s, with its own words', async () => {
+    const plugin = (command: string, args: string[]) => ({ exec: { apiVersion: 'client.authentication.k8s.io/v1beta1', command, args, interactiveMode: 'Never' } });
+    const expired = kubeconfigFile('plugin-fails', { server: 'https://127.0.0.1:1', contexts: [{ name: 'cloud' }], current: 'cloud', user: plugin('sh', ['-c', 'echo "error: the SSO session has expired," >&2; echo "run: cloud login" >&2; exit 1']) });
+    await rejects(
+      loadKubeContext({ kubeconfig: expired }),
+      'E_KUBE_CREDENTIALS',
+      /^the kubeconfig's credential plugin sh \(context cloud\) failed: error: the SSO session has expired, run: cloud login$/,
+      /log in again with your cloud's CLI; `kubectl --context cloud get --raw \/version` runs the same plugin/,
+    );
+    const missing = kubeconfigFile('plugin-missing', { server: 'https://127.0.0.1:1', contexts: [{ name: 'cloud' }], current: 'cloud', user: plugin('doppel-test-no-such-plugin', []) });
+    await rejects(loadKubeContext({ kubeconfig: missing }), 'E_KUBE_CREDENTIALS', /credential plugin doppel-test-no-such-plugin \(context cloud\) is not installed or not on PATH/, /gke-gcloud-auth-plugin/);
+  });
+
   test('a certificate file the kubeconfig names but that does not exist', async () => {
     const port = await closedPort();
     const file = kubeconfigFile('nocert', { server: `https://127.0.0.1:${port}`, contexts: [{ name: 'nocert' }], current: 'nocert', user: { 'client-certificate': 'missing.crt', 'client-key': 'missing.key' } });
@@ -196,6 +213,34 @@ describe('credentials and RBAC on the test cluster', needsCluster('the Kubernete
       );
     assert.equal(await ask('get', 'deployments.apps'), 'yes');
     assert.equal(await ask('list', 'pods'), 'no');
+  });
+
+  test('a token from a credential plugin: doppel exec runs on the Deployment (its API calls and port-forward), the plugin started once by the CLI and once by its warm session', async () => {
+    const ns = namespace.name;
+    await kubectl(['create', 'rolebinding', 'plugin-user', '--clusterrole=admin', `--serviceaccount=${ns}:plugin-user`, '-n', ns]);
+    await kubectl(['create', 'serviceaccount', 'plugin-user', '-n', ns]);
+    const token = (await kubectl(['create', 'token', 'plugin-user', '-n', ns, '--duration=10m'])).trim();
+    const runs = path.join(dir, 'plugin-runs');
+    const credential = JSON.stringify({ apiVersion: 'client.authentication.k8s.io/v1beta1', kind: 'ExecCredential', status: { token } });
+    const script = path.join(dir, 'plugin.sh');
+    writeFileSync(script, `#!/bin/sh\necho run >> '${runs}'\nprintf '%s' '${credential}'\n`, { mode: 0o755 });
+    const file = kubeconfigFile('plugin', { server, contexts: [{ name: 'cloud', namespace: ns }], current: 'cloud', cluster: { 'certificate-authority': caFile }, user: { exec: { apiVersion: 'client.authentication.k8s.io/v1beta1', command: script, interactiveMode: 'Never' } } });
+    const exec = () => runDoppel(['exec', '--target', 'deploy/api', '--agent-ttl', '30', '--', 'hostname'], { env: { ...process.env, KUBECONFIG: file }, timeoutMs: 120_000 });
+    const pod = (await kubectl(['get', 'pods', '-n', ns, '-l', 'app=api', '-o', 'jsonpath={.items[0].metadata.name}'])).trim();
+    const first = await exec();
+    assert.equal(first.status, 0, first.stderr);
+    assert.equal(first.stdout, `${pod}\n`);
+    assert.match(first.stderr, /^doppel: starting the agent next to /m);
+    assert.equal(readFileSync(runs, 'utf8'), 'run\n', 'the CLI ran the plugin once');
+    // The warm session's host runs it once for its own calls, and not to compare a request's kubeconfig with its own.
+    const host = await hostOf('deploy/api');
+    const next = await exec();
+    assert.equal(next.stdout, `${pod}\n`);
+    assert.equal(next.stderr, `doppel: reusing the warm session of deployment/api in ${ns} (host pid ${host})\n`);
+    assert.equal(readFileSync(runs, 'utf8'), 'run\nrun\n');
+    process.kill(host, 'SIGTERM');
+    await hostGone(host);
+    await assertNothingLeft(ns);
   });
 
   test('a token the API server does not accept: 401 with the context named', async () => {

@@ -18,6 +18,8 @@ export interface KubeContextOptions {
   namespace?: string | undefined;
   /** The environment to read KUBECONFIG, HOME and the in-cluster variables from (default: this process's). */
   env?: NodeJS.ProcessEnv;
+  /** Only where the configuration leads, for no API call: the user's credential plugin does not run. */
+  identityOnly?: boolean;
 }
 
 export interface KubeContext {
@@ -76,7 +78,37 @@ export async function loadKubeContext(options: KubeContextOptions): Promise<Kube
     custom: config.makeApiClient(CustomObjectsApi),
     call: (operation, call) => kubeCall({ ...operation, kube }, call),
   };
+  if (!options.identityOnly) await runCredentialPlugin(config, contextName);
   return kube;
+}
+
+/**
+ * A user whose token comes from a credential plugin (EKS's `aws`, GKE's `gke-gcloud-auth-plugin`, AKS's `kubelogin`):
+ * it runs once here, as the first API call would have run it (client-node keeps what it printed), so that its failure
+ * is told as the plugin's, and the first calls, made together, do not each start it.
+ */
+async function runCredentialPlugin(config: KubeConfig, contextName: string): Promise<void> {
+  const user = config.getCurrentUser();
+  const plugin = (user?.exec ?? user?.authProvider?.config?.exec) as { command?: unknown } | undefined;
+  if (typeof plugin?.command !== 'string') return;
+  try {
+    await config.applyToHTTPSOptions({});
+  } catch (error) {
+    const which = `the kubeconfig's credential plugin ${plugin.command} (context ${contextName})`;
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') {
+      throw new DoppelError('E_KUBE_CREDENTIALS', `${which} is not installed or not on PATH`, {
+        category: 'permission',
+        cause: error,
+        hint: "install it (EKS: aws, GKE: gke-gcloud-auth-plugin, AKS: kubelogin), or fix the user's exec command in the kubeconfig",
+      });
+    }
+    const said = (error as Error).message.replace(/\s*\n\s*/g, ' ').trim();
+    throw new DoppelError('E_KUBE_CREDENTIALS', `${which} failed${said ? `: ${said}` : ', saying nothing'}`, {
+      category: 'permission',
+      cause: error,
+      hint: `log in again with your cloud's CLI; \`kubectl --context ${contextName} get --raw /version\` runs the same plugin`,
+    });
+  }
 }
 
 /** kubectl's order: the explicit path, else KUBECONFIG's files merged (first to set a value wins), else ~/.kube/config, else in-cluster. */
