@@ -21,7 +21,8 @@ export async function main(): Promise<void> {
     .description('run a local program in the context of a remote target')
     .version(version)
     .option('--json-errors', 'print errors as one JSON object on stderr')
-    .showHelpAfterError()
+    // A usage error is one line and where to look, not the whole help.
+    .showHelpAfterError('(add --help for the options)')
     .exitOverride();
 
   registerExec(program);
@@ -39,7 +40,7 @@ export async function main(): Promise<void> {
       process.exitCode = (error as { exitCode?: number }).exitCode ?? 2;
       if (process.exitCode !== 0) process.exitCode = 2;
     } else {
-      renderError(error, { json: program.opts<{ jsonErrors?: boolean }>().jsonErrors === true });
+      renderError(error, { json: [program, ...program.commands].some((command) => command.opts<{ jsonErrors?: boolean }>().jsonErrors === true) });
       process.exitCode = isDoppelError(error) ? error.exitCode : 70;
     }
   }

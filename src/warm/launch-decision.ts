@@ -88,6 +88,6 @@ function makeExecParser() {
     const ok = await program.parseAsync(args, { from: 'user' }).then(() => true, () => false);
     const taken = parsed;
     parsed = undefined;
-    return ok && taken ? { ...taken, jsonErrors: program.opts<{ jsonErrors?: boolean }>().jsonErrors === true } : undefined;
+    return ok && taken ? { ...taken, jsonErrors: program.opts<{ jsonErrors?: boolean }>().jsonErrors === true || taken.options.jsonErrors === true } : undefined;
   };
 }

@@ -10,7 +10,7 @@ import { after, afterEach, before, describe, test } from 'node:test';
 import { needsRoot } from '../support/root.ts';
 import { createWorld, type World } from '../world/world.ts';
 import { leftoversAfter } from './leftovers.ts';
-import { execIn, ok } from './run-doppel.ts';
+import { execIn, ok, runDoppel } from './run-doppel.ts';
 
 const gate = needsRoot('doppel exec against a process target');
 
@@ -268,6 +268,16 @@ sys.stdout.write(d.split(b"\\r\\n\\r\\n", 1)[1].decode())`;
 
     test('stdin and stdout pass through', async () => {
       assert.equal(ok(await execIn(pid(), ['cat'], { input: 'typed by the user\n' })), 'typed by the user\n');
+    });
+
+    test('without --, the program\'s own options (even ones named as doppel\'s) stay its own, as with mirrord exec', async () => {
+      const run = (command: string[], flags: string[] = []) => runDoppel(['exec', '-q', ...flags, '--target', `process/${pid()}`, ...command]);
+      assert.equal(ok(await run(['python3', '-c', 'import os; print(os.environ["POD_NAME"])'])), `${world.target.env.POD_NAME}\n`);
+      assert.equal(ok(await run(['sh', '-c', 'echo "$POD_NAME" "$@"', 'sh', '-t', 'process/1', '--agent-ttl', '0', '-q', '--', 'x'], ['-x', 'DOPPEL_TEST_*'])), `${world.target.env.POD_NAME} -t process/1 --agent-ttl 0 -q -- x\n`);
+      // An option of doppel's that is not one: one line and where to look, not the whole help.
+      const bogus = await run(['true'], ['--bogus']);
+      assert.equal(bogus.status, 2);
+      assert.equal(bogus.stderr, "error: unknown option '--bogus'\n(add --help for the options)\n");
     });
   });
 });

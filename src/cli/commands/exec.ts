@@ -29,6 +29,7 @@ export interface ExecOptions {
   configFile?: string;
   context?: string;
   quiet?: boolean;
+  jsonErrors?: boolean;
 }
 
 export function register(program: Command): void {
@@ -46,10 +47,14 @@ export function register(program: Command): void {
 
 /** The exec command's arguments and flags, parsed by the CLI and by the warm session host alike (src/warm/). */
 export function defineExec(program: Command, action: (command: string[], options: ExecOptions) => Promise<void>): void {
+  // The program's options after `exec` are exec's (commander's condition for passThroughOptions below).
+  program.enablePositionalOptions();
   program
     .command('exec')
     .description('run COMMAND locally in the context of the target: its environment, files, DNS and network')
-    .argument('<command...>', 'the program to run and its arguments (put them after --)')
+    .argument('<command...>', 'the program to run and its arguments (after the options, or after --)')
+    // The program's own options stay its own, as mirrord's `exec` has them: `doppel exec -t deploy/api python3 -m http.server`.
+    .passThroughOptions()
     .option('-t, --target <target>', 'the target: process/PID, pod/NAME[/container/C], deployment/NAME, ... or targetless')
     .option('-n, --target-namespace <namespace>', 'Kubernetes namespace of the target')
     .option('--one-replica', 'attach to one ready pod of a workload instead of every one (target.replicas: one)')
@@ -73,6 +78,8 @@ export function defineExec(program: Command, action: (command: string[], options
     .option('-q, --quiet', 'no progress lines')
     // Read by the entry before anything loads (see src/trace.ts); declared here for --help and the parser.
     .option('--trace', 'print timings on stderr: each step of the start-up, and each remote call hop by hop (or DOPPEL_TRACE=1)')
+    // The program's option, taken after `exec` too (`doppel exec --json-errors ...`), as it was before options became positional.
+    .addOption(new Option('--json-errors').hideHelp())
     .action(action);
 }
 

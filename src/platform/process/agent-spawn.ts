@@ -16,6 +16,12 @@ import { warmPath } from './warm-path.ts';
 
 const agentMain = fileURLToPath(new URL(`../../agent/main${extname(fileURLToPath(import.meta.url))}`, import.meta.url));
 
+/** The options of `doppel exec` that take a value (commands/exec.ts; bin/doppel lists them too). */
+export const EXEC_VALUE_OPTIONS = [
+  '-t', '--target', '-n', '--target-namespace', '-a', '--agent-namespace', '-i', '--agent-image', '--agent-ttl', '--agent-startup-timeout',
+  '--agent-log-level', '--fs-mode', '-x', '--env-exclude', '-s', '--env-include', '--env-file', '-f', '--config-file', '--context',
+];
+
 let started = 0;
 
 /** `<CLI pid>-<n>`: the agent names its chains DOPPEL-<session>, so a later start can tell whose they are. */
@@ -56,10 +62,12 @@ let early: (EarlyAgent & { pid: number; logLevel: string }) | undefined;
 export function startEarlyAgent(argv: readonly string[], env: NodeJS.ProcessEnv): void {
   if (argv[0] !== 'exec' || process.getuid?.() !== 0) return;
   const options = new Map<string, string>();
-  for (let i = 1; i < argv.length && argv[i] !== '--'; i++) {
+  // Up to `--` or the program's word: what follows is the program's own.
+  for (let i = 1; i < argv.length && argv[i] !== '--' && argv[i]!.startsWith('-'); i++) {
     const [name = '', inline] = argv[i]!.split(/=(.*)/s);
     if (name === '-h' || name === '--help') return;
-    if (['-t', '--target', '--agent-log-level', '--agent-ttl'].includes(name)) options.set(name, inline ?? argv[++i] ?? '');
+    const value = inline ?? (EXEC_VALUE_OPTIONS.includes(name) ? argv[++i] : undefined);
+    if (['-t', '--target', '--agent-log-level', '--agent-ttl'].includes(name)) options.set(name, value ?? '');
   }
   const pid = Number(/^process\/(\d+)$/.exec(options.get('--target') ?? options.get('-t') ?? '')?.[1]);
   if (!(pid > 0) || !existsSync(`/proc/${pid}/ns/net`)) return;
