@@ -1,5 +1,5 @@
 // Entry point of the doppel CLI: registers the commands and renders any error once, with the right exit status.
-import { Command } from 'commander';
+import { Command, Option } from 'commander';
 import { readFileSync } from 'node:fs';
 import process from 'node:process';
 import { isDoppelError } from '../errors.ts';
@@ -30,6 +30,8 @@ export async function main(): Promise<void> {
   registerVerifyConfig(program);
   registerSchema(program);
   registerDemo(program);
+  // Taken after a command too (`doppel ls --json-errors`), as before exec's options became positional; exec's own says so.
+  for (const command of program.commands) if (!command.options.some((option) => option.long === '--json-errors')) command.addOption(new Option('--json-errors').hideHelp());
 
   try {
     await program.parseAsync(process.argv);

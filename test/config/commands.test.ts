@@ -1,4 +1,4 @@
-// `doppel verify-config` and `doppel schema` as a user runs them.
+// `doppel verify-config`, `doppel schema` and the errors' JSON form as a user runs them.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -37,4 +37,12 @@ test('schema prints a JSON Schema with mirrord\'s keys', () => {
   assert.match(schema.$schema, /json-schema\.org/);
   assert.ok(schema.properties.feature.properties.network.properties.incoming);
   assert.ok(schema.properties.agent.properties.startup_timeout);
+});
+
+test('--json-errors before or after the command: the error as one JSON object', () => {
+  for (const args of [['--json-errors', 'verify-config', 'missing.json'], ['verify-config', '--json-errors', 'missing.json'], ['exec', '--json-errors', '-f', 'missing.json', 'true']]) {
+    const result = doppel(args);
+    assert.equal(result.status, 1, args.join(' '));
+    assert.equal(JSON.parse(result.stderr).error.code, 'E_CONFIG_NOT_FOUND', args.join(' '));
+  }
 });
