@@ -33,11 +33,29 @@ static uint64_t fnv(uint64_t hash, const char *s) {
   return hash;
 }
 
-/* Where the program's word is: the first after `--` (`doppel exec [FLAGS] -- PROGRAM ARGS...`), or 0. What the CLI
- * decides does not depend on the program's arguments, so a plan serves every start of that program. */
+/* The options of `doppel exec` that take a value (EXEC_VALUE_OPTIONS, src/cli/exec/program-word.ts). */
+static const char *const value_options[] = {
+    "-t", "--target", "-n", "--target-namespace", "-a", "--agent-namespace", "-i", "--agent-image", "--agent-ttl", "--agent-startup-timeout",
+    "--agent-log-level", "--fs-mode", "-x", "--env-exclude", "-s", "--env-include", "--env-file", "-f", "--config-file", "--context",
+};
+
+static int takes_value(const char *option) {
+  for (size_t i = 0; i < sizeof value_options / sizeof value_options[0]; i++)
+    if (strcmp(option, value_options[i]) == 0) return 1;
+  return 0;
+}
+
+/* Where the program's word is (`env NODE FLAGS ENTRY exec [OPTIONS] [--] PROGRAM ARGS...`): after exec's options, or
+ * after `--`; 0 if none. What the CLI decides does not depend on the program's arguments, so a plan serves every start
+ * of that program. */
 static int program_word(int argc, char **argv) {
-  for (int i = 1; i + 1 < argc; i++)
-    if (strcmp(argv[i], "--") == 0) return i + 1;
+  int i = 1;
+  while (i < argc && strcmp(argv[i], "exec") != 0) i++;
+  for (i++; i < argc; i++) {
+    if (strcmp(argv[i], "--") == 0) return i + 1 < argc ? i + 1 : 0;
+    if (argv[i][0] != '-') return i;
+    if (strchr(argv[i], '=') == NULL && takes_value(argv[i])) i++;
+  }
   return 0;
 }
 

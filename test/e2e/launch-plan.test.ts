@@ -13,7 +13,7 @@ import { isAlive } from '../../src/process-alive.ts';
 import { decodePlan, encodePlan } from '../../src/warm/launch-wire.ts';
 import { needsRoot } from '../support/root.ts';
 import { until } from '../support/until.ts';
-import { execIn, ok, startDoppel, startedDoppels, type Finished } from './run-doppel.ts';
+import { execIn, ok, runDoppel, startDoppel, startedDoppels, type Finished } from './run-doppel.ts';
 import { suiteWorld } from './suite-world.ts';
 import { inTarget } from './target-files.ts';
 import { noHostOf, warmDir } from './warm-host.ts';
@@ -80,6 +80,19 @@ describe('launch plans', gate, () => {
     assert.equal(fromPlan(another), undefined, another.stderr);
     assert.ok(written(another), another.stderr);
     assert.notEqual(written(another), plan);
+  });
+
+  test('a command given without --, its program\'s own options after it, has a plan of its own and runs from it', async () => {
+    const env = { ...process.env, NODE_DEBUG: 'doppel-plan', DOPPEL_TEST_RUN: randomUUID() };
+    const run = (args: string[]) => runDoppel(['exec', '-q', '--target', `process/${world().target.pid}`, '--agent-ttl', '0', ...args], { env, cwd });
+    const first = await run(['sh', '-c', 'echo "$POD_NAME $*"', 'sh', '-t', 'process/1']);
+    assert.equal(ok(first), `${world().target.env.POD_NAME} -t process/1\n`);
+    const plan = written(first);
+    assert.ok(plan, first.stderr);
+    assert.deepEqual(decodePlan(readFileSync(plan)).argv, ['sh']);
+    const next = await run(['sh', '-c', 'echo "$POD_NAME $*"', 'sh', '--steal']);
+    assert.equal(fromPlan(next), plan, next.stderr);
+    assert.equal(ok(next), `${world().target.env.POD_NAME} --steal\n`);
   });
 
   test('a configuration file made, changed (a link too) or removed since is a new decision, and a plan of it is made', async () => {

@@ -59,11 +59,11 @@ for (const sanitized of [false, true]) {
       '}',
     ].join('\n'));
     execFileSync('cc', ['-Wall', '-Werror', '-o', cli, `${cli}.c`]);
-    // bin/doppel's command line: the CLI's, then `--` and the program's word and arguments.
+    // bin/doppel's command line: the CLI's, `exec`, then `--` and the program's word and arguments.
     const request = ['--', 'sh', '-c', 'echo "program: X=$X socket=$DOPPEL_LAYER_SOCKET parent=$PPID priority=$(cut -d" " -f19 /proc/self/stat)"'];
     const trampoline = (extra: NodeJS.ProcessEnv = {}, args = request) => {
       const { layer, env } = preload();
-      const result = spawnSync('/usr/bin/env', [cli, ...args], {
+      const result = spawnSync('/usr/bin/env', [cli, 'exec', ...args], {
         cwd: root,
         encoding: 'utf8',
         env: { PATH: process.env.PATH, TMPDIR: tmp, LD_PRELOAD: layer, DOPPEL_LAUNCH: warm, DOPPEL_LAUNCH_PRELOAD: '', DOPPEL_LAUNCH_PLANS: plans, DOPPEL_EARLY_AGENT: `${AGENT_PID} 1 info ${warm}`, ...env, ...extra },
@@ -108,7 +108,11 @@ for (const sanitized of [false, true]) {
       assert.equal(told(trampoline({}, ['--', 'sh', '-c', 'exit 1', 'x'])), planFile(), 'the program\'s arguments are not the request\'s');
       assert.notEqual(told(trampoline({}, ['--', 'dash', '-c', 'exit 1'])), planFile(), 'another program is another request');
       assert.notEqual(told(trampoline({}, ['-q', '--', 'sh', '-c', 'exit 1'])), planFile(), 'other flags are another request');
-      assert.equal(told(trampoline({}, ['sh', '-c', 'exit 1'])), '', 'no plan without a program\'s word after `--`');
+      // Without `--`, the program's word comes after exec's options and their values.
+      const bare = told(trampoline({}, ['-t', 'process/1', 'sh', '-c', 'exit 1']));
+      assert.equal(told(trampoline({}, ['-t', 'process/1', 'sh', '-t', 'x'])), bare, 'the program\'s own options are not the request\'s');
+      assert.notEqual(told(trampoline({}, ['-t', 'process/2', 'sh', '-c', 'exit 1'])), bare, 'a value of exec\'s option is the request\'s');
+      assert.equal(told(trampoline({}, ['-t', 'process/1', '--'])), '', 'no plan without a program\'s word');
     });
 
     test('a plan whose checks hold starts its program, with the session made for the CLI', () => {
@@ -173,7 +177,7 @@ for (const sanitized of [false, true]) {
       const lookup = ['--', 'getent', 'hosts', 'localhost'];
       write(told(trampoline({}, lookup)), encodePlan(plan({ file: '/usr/bin/getent', argv: ['getent'], env: programEnv, fastPath })));
       const start = (agentPid: number) => {
-        const child = spawn('/usr/bin/env', [cli, ...lookup], {
+        const child = spawn('/usr/bin/env', [cli, 'exec', ...lookup], {
           cwd: root,
           env: { PATH: process.env.PATH, TMPDIR: tmp, LD_PRELOAD: layer, DOPPEL_LAUNCH: warm, DOPPEL_LAUNCH_PRELOAD: '', DOPPEL_LAUNCH_PLANS: plans, DOPPEL_EARLY_AGENT: `${agentPid} 1 info ${warm}`, ...env },
         });
@@ -220,7 +224,7 @@ for (const sanitized of [false, true]) {
     test('a program that cannot run exits 127 with one line, its session left for the CLI to remove', () => {
       write(planFile(), encodePlan(plan({ file: join(root, 'no-such-program') })));
       const { layer, env } = preload();
-      const result = spawnSync('/usr/bin/env', [cli, ...request], {
+      const result = spawnSync('/usr/bin/env', [cli, 'exec', ...request], {
         cwd: root,
         encoding: 'utf8',
         env: { PATH: process.env.PATH, TMPDIR: tmp, LD_PRELOAD: layer, DOPPEL_LAUNCH: warm, DOPPEL_LAUNCH_PRELOAD: '', DOPPEL_LAUNCH_PLANS: plans, DOPPEL_EARLY_AGENT: `${AGENT_PID} 1 info ${warm}`, ...env },

@@ -16,6 +16,7 @@ import { defaultConfigFiles } from '../../config/load.ts';
 import { running } from '../../process-alive.ts';
 import { shellAgentPid } from '../../platform/process/shell-agent.ts';
 import { removeFile } from '../../remove-file.ts';
+import { programWordAt } from './program-word.ts';
 import { adoptProgram, type RunningProgram } from './run-program.ts';
 import { FAST_PATH_FILE } from '../../proxy/layer-wire.ts';
 import { decodePlan, encodePlan, PLAN_DIR_MARK, PLAN_FILE_ENV, PLANNED_ENV, type Plan, type PlanCheck } from '../../warm/launch-wire.ts';
@@ -130,10 +131,10 @@ export function planDifference(start: PlannedStart, decision: { file: string | u
   return undefined;
 }
 
-/** The program's word and arguments as the trampoline saw them: what follows the first `--` of our command line. */
+/** The program's word and arguments as the trampoline saw them (layer/src/plan.c's program_word). */
 function requestArguments(): string[] | undefined {
-  const at = process.argv.indexOf('--');
-  return at < 0 || at + 1 >= process.argv.length ? undefined : process.argv.slice(at + 1);
+  const at = programWordAt(process.argv, process.argv.indexOf('exec') + 1);
+  return at < 0 ? undefined : process.argv.slice(at);
 }
 
 /** Removes the plan that led to a start this CLI stopped. */

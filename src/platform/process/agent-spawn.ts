@@ -9,18 +9,13 @@ import { extname } from 'node:path';
 import process from 'node:process';
 import { fileURLToPath } from 'node:url';
 import { AGENT_NODE_FLAGS } from '../../agent/node-flags.ts';
+import { EXEC_VALUE_OPTIONS, programWordAt } from '../../cli/exec/program-word.ts';
 import { isExecutable, whichSync } from '../../cli/exec/static-binary.ts';
 import { DoppelError } from '../../errors.ts';
 import { trace, tracing } from '../../trace.ts';
 import { warmPath } from './warm-path.ts';
 
 const agentMain = fileURLToPath(new URL(`../../agent/main${extname(fileURLToPath(import.meta.url))}`, import.meta.url));
-
-/** The options of `doppel exec` that take a value (commands/exec.ts; bin/doppel lists them too). */
-export const EXEC_VALUE_OPTIONS = [
-  '-t', '--target', '-n', '--target-namespace', '-a', '--agent-namespace', '-i', '--agent-image', '--agent-ttl', '--agent-startup-timeout',
-  '--agent-log-level', '--fs-mode', '-x', '--env-exclude', '-s', '--env-include', '--env-file', '-f', '--config-file', '--context',
-];
 
 let started = 0;
 
@@ -63,7 +58,8 @@ export function startEarlyAgent(argv: readonly string[], env: NodeJS.ProcessEnv)
   if (argv[0] !== 'exec' || process.getuid?.() !== 0) return;
   const options = new Map<string, string>();
   // Up to `--` or the program's word: what follows is the program's own.
-  for (let i = 1; i < argv.length && argv[i] !== '--' && argv[i]!.startsWith('-'); i++) {
+  const word = programWordAt(argv, 1);
+  for (let i = 1; i < (word < 0 ? argv.length : word) && argv[i] !== '--'; i++) {
     const [name = '', inline] = argv[i]!.split(/=(.*)/s);
     if (name === '-h' || name === '--help') return;
     const value = inline ?? (EXEC_VALUE_OPTIONS.includes(name) ? argv[++i] : undefined);
