@@ -6,7 +6,7 @@ import asyncHooks from 'node:async_hooks';
 import type { Answer, LayerHandler } from '../../proxy/layer-handler.ts';
 import { trace } from '../../trace.ts';
 
-interface Hop {
+export interface Hop {
   op: string;
   sent: number;
   answered?: number;
@@ -91,15 +91,30 @@ export function createCallTracer(): CallTracer {
   };
 }
 
-/** `proxy 0.021 | fs.fetch link 0.180 + agent 0.095 | proxy 0.030 = 0.326 ms`: where one call's time went. */
-function hopText(start: number, end: number, hops: Hop[]): string {
+/**
+ * `proxy 0.021 | fs.fetch link 0.180 + agent 0.095 | proxy 0.030 = 0.326 ms`: where one call's time went. Round trips
+ * made at once (a port subscribed on every replica's agent) are one step: `(incoming.subscribe link ... & ...)`.
+ */
+export function hopText(start: number, end: number, hops: Hop[]): string {
   const parts: string[] = [];
   let at = start;
+  let together: string[] = [];
+  let togetherEnd = start;
+  const close = () => {
+    if (together.length > 0) parts.push(together.length === 1 ? together[0]! : `(${together.join(' & ')})`);
+    together = [];
+    at = togetherEnd;
+  };
   for (const hop of hops) {
     if (hop.answered === undefined) continue;
-    parts.push(`proxy ${ms(hop.sent - at)}`, `${hop.op} link ${ms(hop.answered - hop.sent - (hop.servedMs ?? 0))}${hop.servedMs === undefined ? '' : ` + agent ${ms(hop.servedMs)}`}`);
-    at = hop.answered;
+    if (together.length === 0 || hop.sent >= togetherEnd) {
+      close();
+      parts.push(`proxy ${ms(hop.sent - at)}`);
+    }
+    together.push(`${hop.op} link ${ms(hop.answered - hop.sent - (hop.servedMs ?? 0))}${hop.servedMs === undefined ? '' : ` + agent ${ms(hop.servedMs)}`}`);
+    togetherEnd = Math.max(togetherEnd, hop.answered);
   }
+  close();
   parts.push(`proxy ${ms(end - at)}`);
   return `${parts.join(' | ')} = ${ms(end - start)} ms`;
 }
