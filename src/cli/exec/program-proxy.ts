@@ -63,10 +63,10 @@ export function startProgramProxy(options: ProgramProxyOptions): Promise<Proxy> 
   return startProxy({ ...programProxyPolicies(options), agent: options.agent, session: options.session, ...(options.wrapHandler ? { wrapHandler: options.wrapHandler } : {}) });
 }
 
-/** What a program's proxy is made of besides the session's policies: the paths its fs policy knows. */
 /** Where a program runs from: what its proxy's fs policy depends on. */
 export type ProgramPlace = Pick<ProgramProxyOptions, 'cwd' | 'executable' | 'localEnv' | 'targetMounts'>;
 
+/** What a program's proxy is made of besides the session's policies: the paths its fs policy knows. */
 export function programPaths(options: ProgramPlace): RunTimePaths {
   const { localEnv } = options;
   return { cwd: options.cwd, home: localEnv.HOME || homedir(), tmpdir: tmpdir(), executable: options.executable, path: localEnv.PATH, previousCwd: localEnv.OLDPWD, targetMounts: options.targetMounts };

@@ -9,7 +9,7 @@ import { extname } from 'node:path';
 import process from 'node:process';
 import { fileURLToPath } from 'node:url';
 import { AGENT_NODE_FLAGS } from '../../agent/node-flags.ts';
-import { EXEC_VALUE_OPTIONS, programWordAt } from '../../cli/exec/program-word.ts';
+import { EXEC_VALUE_OPTIONS } from '../../cli/exec/program-word.ts';
 import { isExecutable, whichSync } from '../../cli/exec/static-binary.ts';
 import { DoppelError } from '../../errors.ts';
 import { trace, tracing } from '../../trace.ts';
@@ -57,9 +57,8 @@ let early: (EarlyAgent & { pid: number; logLevel: string }) | undefined;
 export function startEarlyAgent(argv: readonly string[], env: NodeJS.ProcessEnv): void {
   if (argv[0] !== 'exec' || process.getuid?.() !== 0) return;
   const options = new Map<string, string>();
-  // Up to `--` or the program's word: what follows is the program's own.
-  const word = programWordAt(argv, 1);
-  for (let i = 1; i < (word < 0 ? argv.length : word) && argv[i] !== '--'; i++) {
+  // Up to `--` or the program's word (the first that is no option nor an option's value): what follows is the program's own.
+  for (let i = 1; i < argv.length && argv[i] !== '--' && argv[i]!.startsWith('-'); i++) {
     const [name = '', inline] = argv[i]!.split(/=(.*)/s);
     if (name === '-h' || name === '--help') return;
     const value = inline ?? (EXEC_VALUE_OPTIONS.includes(name) ? argv[++i] : undefined);
