@@ -3,13 +3,14 @@
 // line (and to the command's end) with a fresh agent (for sh, node and a lookup) and in a warm session, remote calls (4 KiB file, DNS, TCP round trip), and the restart loop
 // (a program started again and again inside one session, as a file watcher does).
 import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { whichSync } from '../src/cli/exec/static-binary.ts';
 import { agentSockets, hostFiles, launchSockets, startingMarkers } from '../test/e2e/warm-host.ts';
 import { until } from '../test/support/until.ts';
 import { createWorld } from '../test/world/world.ts';
+import { writeResults } from './results-file.ts';
 import { compare } from './stats.ts';
 
 const here = fileURLToPath(new URL('.', import.meta.url));
@@ -159,9 +160,7 @@ try {
     }),
     loadAverage: [...load, loadavg()[0]!],
   };
-  mkdirSync(`${here}results`, { recursive: true });
-  writeFileSync(`${here}results/${only === undefined ? 'exec' : `exec-${only}`}.json`, `${JSON.stringify(results, null, 2)}\n`);
-  console.log(JSON.stringify(results, null, 2));
+  writeResults(only === undefined ? 'exec' : `exec-${only}`, results);
 } finally {
   await world.destroy();
 }

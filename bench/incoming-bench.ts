@@ -6,12 +6,13 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { createHash } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createWorld } from '../test/world/world.ts';
+import { writeResults } from './results-file.ts';
 import { compare, type Comparison } from './stats.ts';
 
 const here = fileURLToPath(new URL('.', import.meta.url));
@@ -230,9 +231,7 @@ try {
     },
     agentMemoryMiB: { atStart: startMiB, afterTheRuns: loadedMiB, [`with${connectionsHeld}Connections`]: heldMiB },
   };
-  mkdirSync(`${here}results`, { recursive: true });
-  writeFileSync(`${here}results/incoming.json`, `${JSON.stringify(results, null, 2)}\n`);
-  console.log(JSON.stringify(results, null, 2));
+  writeResults('incoming', results);
 } finally {
   for (const child of children) await stopped(child).catch(() => undefined);
   rmSync(scratch, { recursive: true, force: true });

@@ -5,7 +5,7 @@
 // agent) against the process platform (the same pod's container as a process/PID target) and the direct case (the
 // same program run in the target pod); writes medians, p99s and ratios to bench/results/kube.json.
 import { spawn } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -15,6 +15,7 @@ import { adminKubeconfig, kubectl, poll } from '../test/kubernetes/support/clust
 import { hostGivesBack, kubeHosts } from '../test/kubernetes/support/warm-session.ts';
 import { createKubeFixture } from './kube-fixture.ts';
 import { timePlatformSteps, type StepTimeline } from './kube-steps.ts';
+import { writeResults } from './results-file.ts';
 import { compare, summarize } from './stats.ts';
 
 const here = fileURLToPath(new URL('.', import.meta.url));
@@ -251,9 +252,7 @@ try {
     platformStepsMs: platformSteps(timelines),
     perCall,
   };
-  mkdirSync(`${here}results`, { recursive: true });
-  writeFileSync(`${here}results/kube.json`, `${JSON.stringify(results, null, 2)}\n`);
-  console.log(JSON.stringify(results, null, 2));
+  writeResults('kube', results);
 } finally {
   await fixture.remove();
   rmSync(scripts, { recursive: true, force: true });

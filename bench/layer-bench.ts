@@ -2,11 +2,12 @@
 // (direct = the same program on the host without doppel), next to remote stat and reads through a real agent in a
 // test world (direct = the program inside the target with nsenter), in alternating rounds. Writes bench/results/layer.json.
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, release, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createWorld } from '../test/world/world.ts';
+import { writeResults } from './results-file.ts';
 import { compare } from './stats.ts';
 
 const here = fileURLToPath(new URL('.', import.meta.url));
@@ -75,9 +76,7 @@ try {
       udpBoundEpollEchoC: remote(c('udp-bound', `${world.services.udpEcho.address}:${world.services.udpEcho.port}`, remoteLoops)),
     },
   };
-  mkdirSync(`${here}results`, { recursive: true });
-  writeFileSync(`${here}results/layer.json`, `${JSON.stringify(results, null, 2)}\n`);
-  console.log(JSON.stringify(results, null, 2));
+  writeResults('layer', results);
 } finally {
   await world.destroy();
   rmSync(scratch, { recursive: true, force: true });

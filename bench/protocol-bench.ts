@@ -1,22 +1,21 @@
 // Benchmarks the agent protocol over real sockets: a 64 MiB file by fs.fetch (channel) against fs.read pieces (a version 1 agent),
 // small-request latency during that transfer on a throttled link, and how long a stalled link takes to notice; writes bench/results/protocol.json.
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { Connection } from '../src/protocol/connection.ts';
 import { decodeControl, encodeControl } from '../src/protocol/messages.ts';
 import { connectAgent } from '../src/proxy/agent-client.ts';
 import { startAgentProcess } from '../test/protocol/agent-process.ts';
 import { socketPair } from '../test/protocol/pair.ts';
 import { relayBetween, relayedLink, type RelayOptions } from '../test/protocol/relay.ts';
+import { writeResults } from './results-file.ts';
 import { summarize } from './stats.ts';
 
 const MiB = 1024 * 1024;
 const THROTTLE = 32 * MiB;
 const runs = Number(process.env.BENCH_RUNS ?? 5);
-const results = fileURLToPath(new URL('./results/', import.meta.url));
 
 const asVersion1: RelayOptions['helloFromB'] = (frame) => {
   const message = frame.kind === 'control' ? decodeControl(frame.body) : undefined;
@@ -106,9 +105,7 @@ try {
     };
   }
   report.stallNoticedMs = await stallNoticedMs();
-  mkdirSync(results, { recursive: true });
-  writeFileSync(join(results, 'protocol.json'), `${JSON.stringify(report, null, 2)}\n`);
-  process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
+  writeResults('protocol', report);
 } finally {
   rmSync(dir, { recursive: true, force: true });
 }

@@ -2,9 +2,9 @@
 // a written file is a memfd sent back on close, so writes cost nothing each and close pays the round trip.
 // Writes medians, p90/p99 and ratios to bench/results/write.json.
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { createWorld } from '../test/world/world.ts';
+import { writeResults } from './results-file.ts';
 import { compare } from './stats.ts';
 
 const here = fileURLToPath(new URL('.', import.meta.url));
@@ -35,9 +35,7 @@ try {
     // One remote round trip: what each write would cost if writes were sent one by one.
     remoteRoundTrip: loop('file-loop.mjs', [world.target.benchFile, String(loops)]),
   };
-  mkdirSync(`${here}results`, { recursive: true });
-  writeFileSync(`${here}results/write.json`, `${JSON.stringify(results, null, 2)}\n`);
-  console.log(JSON.stringify(results, null, 2));
+  writeResults('write', results);
 } finally {
   await world.destroy();
 }

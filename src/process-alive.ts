@@ -1,8 +1,27 @@
 // Whether a process runs, by its pid in our PID namespace: shared by the CLI and the process platform's agent, which
 // runs in the CLI's PID namespace (it enters only the target's network namespace).
-import { readFileSync } from 'node:fs';
+import { readFileSync, readlinkSync } from 'node:fs';
 import process from 'node:process';
 import { processStat } from './agent/process-identity.ts';
+
+/**
+ * Whether this process is its PID namespace's first (a container's entry point, `unshare --pid --fork`): as it exits
+ * the kernel kills every other process of the namespace, so nothing it would leave running (a warm agent, a session
+ * host) outlives it.
+ */
+export const isPidNamespaceInit = (): boolean => process.pid === 1;
+
+/**
+ * Whether /proc shows our PID namespace: every end this CLI waits for (its program's, its agent's) is read there by
+ * pid. `unshare --pid --fork` without `--mount-proc` keeps the outer namespace's, where our children's pids name others.
+ */
+export function procIsOurs(): boolean {
+  try {
+    return readlinkSync('/proc/self') === String(process.pid);
+  } catch {
+    return false;
+  }
+}
 
 export function isAlive(pid: number): boolean {
   try {

@@ -13,6 +13,7 @@ import { startTime } from '../agent/process-identity.ts';
 import type { ResolvedConfig } from '../config/schema.ts';
 import type { Target } from '../config/target.ts';
 import { warmDirectory } from '../platform/process/warm-agents.ts';
+import { isPidNamespaceInit } from '../process-alive.ts';
 import { tracing } from '../trace.ts';
 import { LAUNCH_STARTING, launchSocketName } from './launch-wire.ts';
 import type { Handoff, HostStart } from './session-host.ts';
@@ -27,10 +28,11 @@ export interface SessionHostStart {
 /**
  * Whether a session on `target` may leave a host: with agent.ttl > 0, on a process, or on a Kubernetes target with
  * its agents in Jobs (an ephemeral container is not kept warm; a traced agent's Job carries --trace in its settings,
- * which the host, not traced, would not take). Only a session that ends with one agent hands it over.
+ * which the host, not traced, would not take), and not from a CLI whose exit ends its PID namespace (the host would die
+ * with it, and leave its marker). Only a session that ends with one agent hands it over.
  */
 export function leavesHost(target: Target, config: ResolvedConfig): boolean {
-  if (config.agent.ttl <= 0 || target.kind === 'container' || target.kind === 'targetless') return false;
+  if (config.agent.ttl <= 0 || target.kind === 'container' || target.kind === 'targetless' || isPidNamespaceInit()) return false;
   return target.kind === 'process' || (!config.agent.ephemeral && !tracing());
 }
 

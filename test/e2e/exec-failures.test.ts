@@ -1,11 +1,12 @@
 // doppel exec when things go wrong: bad input, a dying agent, a killed CLI, Ctrl-C — one clear line, the right status, nothing left behind.
 import assert from 'node:assert/strict';
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, afterEach, before, describe, test } from 'node:test';
+import { warmPath } from '../../src/platform/process/warm-path.ts';
 import { needsRoot } from '../support/root.ts';
 import { until } from '../support/until.ts';
 import { createWorld, type World } from '../world/world.ts';
@@ -76,6 +77,14 @@ describe('doppel exec failure paths', gate, () => {
     const result = await execIn(pid(), ['true'], { env: { ...process.env, TMPDIR: '/nonexistent/doppel-tmp' } });
     assert.equal(result.status, 1, result.stderr);
     assert.match(result.stderr, /^doppel: cannot make the session's directory in \/nonexistent\/doppel-tmp: ENOENT \[E_TMPDIR\]\n  hint: set TMPDIR/m);
+  });
+
+  test('a /proc of another PID namespace (unshare --pid without --mount-proc) is one clear line, not a wait without end', async () => {
+    const result = await runDoppel(['exec', '--target', `process/${pid()}`, '--', 'true'], { wrap: ['unshare', '--pid', '--fork'], timeoutMs: 30_000 });
+    assert.equal(result.status, 1, result.stderr);
+    assert.match(result.stderr, /^doppel: \/proc shows another PID namespace than doppel's \(doppel is process 1 in its own\) \[E_PROC_FOREIGN\]\n  hint: mount a \/proc for this PID namespace/);
+    // The agent bin/doppel started for it (named by the CLI's pid there, 1) is gone with its files.
+    assert.deepEqual(readdirSync(warmPath()).filter((name) => /^early-1[-.]/.test(name)), []);
   });
 
   test('an invalid config file names each bad key path', async () => {

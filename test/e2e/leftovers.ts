@@ -10,6 +10,9 @@ export const agentProcesses = (pid: number): string[] => processes(`agent/main\\
 /** Warm session hosts of target `pid` (src/warm/session-host.ts). */
 export const hostProcesses = (pid: number): string[] => processes(`warm/session-host\\.(js|ts) --pid ${pid}( |$)`);
 
+/** Every agent and warm session host on this machine, of any target. */
+export const everyAgentAndHost = (): string[] => processes('(agent/main|warm/session-host)\\.(js|ts) --');
+
 function processes(pattern: string): string[] {
   let out = '';
   try {

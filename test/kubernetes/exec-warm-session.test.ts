@@ -6,7 +6,7 @@
 // steals the pod's port as in a fresh session, and gives it back when it exits. A user who is not root has their own.
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { chownSync, copyFileSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chownSync, copyFileSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { hostname, tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -61,13 +61,13 @@ describe('warm sessions on the test cluster', needsCluster('warm sessions on Kub
     namespace = await createNamespace('wsession');
     other = await createNamespace('wsession-other');
     ns = namespace.name;
-    const apps = ['wsess-reuse', 'wsess-other', 'wsess-expiry', 'wsess-deleted', 'wsess-killed', 'wsess-ttl0', 'wsess-steal', 'wsess-scaled', 'wsess-user'];
+    const apps = ['wsess-reuse', 'wsess-other', 'wsess-expiry', 'wsess-deleted', 'wsess-killed', 'wsess-ttl0', 'wsess-steal', 'wsess-scaled', 'wsess-user', 'wsess-init'];
     await apply([...apps.map((app) => deployment(ns, app, 1)), deployment(other.name, 'wsess-reuse', 1)]);
     for (const app of apps) await rolloutStatus(target(app), ns);
     await rolloutStatus(target('wsess-reuse'), other.name);
   });
   after(async () => {
-    for (const app of ['wsess-reuse', 'wsess-other', 'wsess-expiry', 'wsess-deleted', 'wsess-killed', 'wsess-ttl0', 'wsess-steal', 'wsess-scaled', 'wsess-user']) for (const host of kubeHosts(target(app))) process.kill(host, 'SIGTERM');
+    for (const app of ['wsess-reuse', 'wsess-other', 'wsess-expiry', 'wsess-deleted', 'wsess-killed', 'wsess-ttl0', 'wsess-steal', 'wsess-scaled', 'wsess-user', 'wsess-init']) for (const host of kubeHosts(target(app))) process.kill(host, 'SIGTERM');
     await Promise.all([namespace?.remove(), other?.remove()]);
   });
 
@@ -122,6 +122,17 @@ describe('warm sessions on the test cluster', needsCluster('warm sessions on Kub
     succeeded(otherConfig);
     assert.match(otherConfig.stderr, new RegExp(`^doppel: reusing the warm agent ${held.pods[0]!.split(' ')[0]} `, 'm'));
     await hostGone(host);
+  });
+
+  test('a CLI that is its PID namespace\'s first process (a container\'s) leaves no host, which would die with it, but its agent warm in its pod', async () => {
+    const kubeFiles = () => readdirSync(warmDir).filter((name) => name.startsWith('launch-kube-'));
+    const before = kubeFiles();
+    const first = await runDoppel(args('wsess-init', ['--agent-ttl', TTL], ['sh', '-c', 'echo $APP_GREETING']), { env, wrap: ['unshare', '--pid', '--fork', '--mount-proc'], timeoutMs: 120_000 });
+    const pod = starting.exec(succeeded(first))?.[1];
+    assert.deepEqual(kubeHosts(target('wsess-init')), []);
+    assert.deepEqual(kubeFiles().filter((name) => !before.includes(name)), [], 'no host nor its marker');
+    const next = await exec('wsess-init');
+    assert.match(succeeded(next), new RegExp(`^doppel: reusing the warm agent \\S+ \\(next to ${pod}\\)`, 'm'));
   });
 
   test('after the ttl the host is gone, its launch socket removed, and its agent\'s Job and pod too; the next exec starts afresh', async () => {

@@ -7,6 +7,7 @@ import type { ResolvedConfig } from '../../config/schema.ts';
 import { parseTarget } from '../../config/target.ts';
 import { DoppelError } from '../../errors.ts';
 import { createPlatform } from '../../platform/create-platform.ts';
+import { procIsOurs } from '../../process-alive.ts';
 import { prepareProxy, startProxy, type Proxy } from '../../proxy/proxy.ts';
 import type { Progress } from '../progress.ts';
 import { findLayer } from './layer-library.ts';
@@ -27,6 +28,12 @@ export interface ConfigOrigin {
 }
 
 export async function runExec(command: string[], config: ResolvedConfig, progress: Progress, origin: ConfigOrigin): Promise<number> {
+  if (!procIsOurs()) {
+    throw new DoppelError('E_PROC_FOREIGN', `/proc shows another PID namespace than doppel's (doppel is process ${process.pid} in its own)`, {
+      category: 'usage',
+      hint: 'mount a /proc for this PID namespace (unshare --pid --fork --mount-proc; container runtimes do this)',
+    });
+  }
   const layer = findLayer();
   // A program bin/doppel's trampoline started already, from the plan of this program's last start (launch-plan.ts).
   const planned = plannedStart();
