@@ -6,8 +6,8 @@ import { processStat } from './agent/process-identity.ts';
 
 /**
  * Whether this process is its PID namespace's first (a container's entry point, `unshare --pid --fork`): as it exits
- * the kernel kills every other process of the namespace, so nothing it would leave running (a warm agent, a session
- * host) outlives it.
+ * the kernel kills every other process of the namespace, so nothing it would leave running (a session host) outlives
+ * it.
  */
 export const isPidNamespaceInit = (): boolean => process.pid === 1;
 

@@ -1,6 +1,6 @@
-// The benchmarks run on a machine where nothing ran before and write what issue 10 asks of them: every case's median,
-// p90 and p99 both ways and their ratios, as JSON. Short runs (a few iterations), written to a directory of their own:
-// no figure is checked against a time (that is the benchmarks' own job), only that each is there and is a time.
+// Every benchmark runs to its end and writes what issue 10 asks of it: each case's median, p90 and p99 both ways and
+// their ratios, as JSON. Short runs (a few iterations), written to a directory of their own: no figure is checked
+// against a time (that is the benchmarks' own job), only that each is there and is a time.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
