@@ -149,7 +149,7 @@ describe('the Kubernetes benchmark, a short run', needsCluster('the Kubernetes b
       for (const way of ['direct', 'processPlatform', 'kubernetes', 'kubernetesOtherMachine']) assertSummary(at(report, `perCall.${call}.${way}`), `perCall.${call}.${way}`);
       for (const key of ['median', 'p90', 'p99']) assert.ok(isTime(at(report, `perCall.${call}.ratio.kubernetesToDirect.${key}`)), `perCall.${call}.ratio.kubernetesToDirect.${key}`);
     }
-    // Its namespace (and with it every agent Job) is gone, and so is every host its runs left.
+    // Its namespace (and with it every agent Job) is gone, and so is every host its runs left (it makes no network namespace).
     assert.equal((await kubectl(['get', 'namespaces', '-o', 'name'])).split('\n').filter((name) => name.startsWith('namespace/doppel-k8s-bench-')).length, 0);
     await assertNothingLeft(namespaces());
   });
