@@ -108,7 +108,11 @@ describe('warm agents on the test cluster', needsCluster('warm agents on Kuberne
     assert.equal((await agentsOf(old.uid)).pods.length, 1);
     await kubectl(['delete', 'pod', old.name, '-n', ns, '--wait=true']);
     await rolloutStatus('deployment/replaced', ns);
-    const replacement = await targetPod('replaced');
+    // The rollout's status can still count the deleted pod: wait for its replacement to run.
+    const replacement = await poll('the replacement pod to run', async () => {
+      const pod = await targetPod('replaced').catch(() => undefined);
+      return pod && pod.uid !== old.uid ? pod : undefined;
+    });
     assert.notEqual(replacement.uid, old.uid);
     const stderr = succeeded(await exec('replaced'));
     assert.doesNotMatch(stderr, reusing);
